@@ -1,0 +1,75 @@
+"""Errors of the SOFS layer.
+
+Each class names one filesystem condition. They carry no errno: ``fuse_mount.errno_map`` is the one
+place that turns them into POSIX error numbers, at the FUSE boundary. A retry never helps unless the
+docstring says so.
+"""
+
+
+class FsError(Exception):
+    """Root of all SOFS-layer errors."""
+
+
+class NoSuchEntry(FsError):
+    """A name or inode does not exist (ENOENT)."""
+
+
+class EntryExists(FsError):
+    """The target name already exists (EEXIST)."""
+
+
+class NotADirectory(FsError):
+    """A directory operation was applied to a non-directory (ENOTDIR)."""
+
+
+class IsADirectory(FsError):
+    """A file operation was applied to a directory (EISDIR)."""
+
+
+class DirectoryNotEmpty(FsError):
+    """rmdir or rename over a directory that still has entries (ENOTEMPTY)."""
+
+
+class NameTooLong(FsError):
+    """A name component is longer than 255 bytes (ENAMETOOLONG)."""
+
+
+class InvalidArgument(FsError):
+    """The request makes no sense for this object (EINVAL), e.g. a directory into its own subtree."""
+
+
+class NotPermitted(FsError):
+    """The operation is forbidden for this caller or object (EPERM)."""
+
+
+class AccessDenied(FsError):
+    """Permission bits deny the access (EACCES)."""
+
+
+class NoSuchAttribute(FsError):
+    """The extended attribute does not exist (ENODATA)."""
+
+
+class AttributeTooLarge(FsError):
+    """An extended attribute name or value is over its limit (E2BIG / ERANGE for the name)."""
+
+
+class TooManyLinks(FsError):
+    """The inode's link count would exceed its limit (EMLINK)."""
+
+
+class BadFileHandle(FsError):
+    """A file handle that is not open (EBADF)."""
+
+
+class NoSpace(FsError):
+    """The chunk store has no room for the data (ENOSPC). Retrying after freeing space helps."""
+
+
+class DataUnavailable(FsError):
+    """File data cannot be read or stored: too many pieces of a chunk are lost or the RING cannot
+    reach its write quorum (EIO). A retry helps only if disks come back."""
+
+
+class VolumeError(FsError):
+    """A volume cannot be created, found or opened (bad name, exists, missing, in use)."""

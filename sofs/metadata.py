@@ -1,0 +1,109 @@
+"""The volume's metadata database (the "MESA" role): a thin layer over one rocksdict.
+
+:class:`MetaStore` opens the database in raw-bytes mode and offers point reads, prefix scans and
+atomic batches. :class:`Batch` collects the puts and deletes of one filesystem operation and lets
+the operation read its own writes (two refcount changes of one chunk in a single operation must
+add up). Committing a batch is one rocksdb WriteBatch: all of an operation lands, or none of it.
+Key layout: :mod:`sofs.schema`.
+
+Durability: a plain commit goes to rocksdb's write-ahead log in the page cache, which survives a
+kill -9 of the process; ``sync=True`` (used by fsync) also forces the log to disk.
+"""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import rocksdict
+
+from .errors import VolumeError
+
+_DELETED = object()
+
+
+class Batch:
+    """The writes of one operation, readable before they are committed."""
+
+    def __init__(self, store: "MetaStore") -> None:
+        self._store = store
+        self._writes: dict[bytes, object] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        value = self._writes.get(key)
+        if value is _DELETED:
+            return None
+        if value is not None:
+            return value  # type: ignore[return-value]
+        return self._store.get(key)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self._writes[key] = value
+
+    def delete(self, key: bytes) -> None:
+        self._writes[key] = _DELETED
+
+    def __len__(self) -> int:
+        return len(self._writes)
+
+    def items(self) -> Iterator[tuple[bytes, object]]:
+        return iter(self._writes.items())
+
+
+class MetaStore:
+    """One volume's rocksdict; a second process opening it gets :class:`VolumeError`."""
+
+    def __init__(self, path: Path) -> None:
+        opts = rocksdict.Options(raw_mode=True)
+        opts.create_if_missing(True)
+        opts.set_max_background_jobs(2)
+        self.path = Path(path)
+        try:
+            self._db = rocksdict.Rdict(str(path), options=opts)
+        except Exception as e:  # rocksdict raises plain Exception for a held LOCK
+            if "lock" in str(e).lower():
+                raise VolumeError(f"{path}: the volume is in use by another process "
+                                  "(is it mounted?)") from e
+            raise VolumeError(f"{path}: cannot open metadata: {e}") from e
+        self._sync = rocksdict.WriteOptions()
+        self._sync.sync = True
+        self._nosync = rocksdict.WriteOptions()
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._db.get(key)
+
+    def scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """Items whose key starts with ``prefix``, in key order, from ``start`` (inclusive)."""
+        it = self._db.iter()
+        it.seek(start if start is not None else prefix)
+        while it.valid():
+            key = it.key()
+            if not key.startswith(prefix):
+                break
+            yield key, it.value()
+            it.next()
+
+    def has_prefix(self, prefix: bytes) -> bool:
+        for _ in self.scan(prefix):
+            return True
+        return False
+
+    def batch(self) -> Batch:
+        return Batch(self)
+
+    def commit(self, batch: Batch, sync: bool = False) -> None:
+        if not len(batch):
+            if sync:
+                self._db.flush_wal(True)
+            return
+        wb = rocksdict.WriteBatch(raw_mode=True)
+        for key, value in batch.items():
+            if value is _DELETED:
+                wb.delete(key)
+            else:
+                wb.put(key, value)
+        self._db.write(wb, self._sync if sync else self._nosync)
+
+    def approximate_size(self) -> int:
+        return self._db.property_int_value("rocksdb.total-sst-files-size") or 0
+
+    def close(self) -> None:
+        self._db.close()

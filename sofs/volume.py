@@ -1,0 +1,133 @@
+"""Volumes: named POSIX namespaces, each with its protection policy, compression and block size.
+
+Layout under the data directory: ``volumes/NAME/volume.json`` (this config) and
+``volumes/NAME/meta/`` (the volume's rocksdict metadata, :mod:`sofs.metadata`). The protection is
+given as chunkstore policy specs: chunks below ``threshold`` bytes use ``small`` (replication),
+larger ones ``large`` (erasure coding or replication).
+"""
+
+import dataclasses
+import json
+import os
+import re
+import time
+import uuid
+from pathlib import Path
+
+from chunkstore.policy import Protection, parse_policy
+
+from .errors import VolumeError
+
+DEFAULT_BLOCK_SIZE = 4 * 1024 * 1024
+DEFAULT_THRESHOLD = 60 * 1024
+DEFAULT_ZSTD_LEVEL = 1
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_CONFIG_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class VolumeConfig:
+    """A volume's settings, fixed at creation (the block size and policies shape stored data)."""
+
+    name: str
+    uuid: str
+    created: float
+    small_policy: str = "cos2"
+    large_policy: str = "ec4+2"
+    threshold: int = DEFAULT_THRESHOLD
+    zstd_level: int = DEFAULT_ZSTD_LEVEL
+    block_size: int = DEFAULT_BLOCK_SIZE
+
+    def protection(self) -> Protection:
+        return Protection(parse_policy(self.small_policy), parse_policy(self.large_policy),
+                          self.threshold)
+
+    @property
+    def compression(self) -> str:
+        return f"zstd:{self.zstd_level}" if self.zstd_level else "none"
+
+    def to_json(self) -> str:
+        return json.dumps({"version": _CONFIG_VERSION, **dataclasses.asdict(self)}, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> "VolumeConfig":
+        raw = json.loads(text)
+        if raw.pop("version", None) != _CONFIG_VERSION:
+            raise VolumeError("volume.json has an unknown version")
+        return cls(**raw)
+
+
+def volumes_dir(data_dir: Path) -> Path:
+    return Path(data_dir) / "volumes"
+
+
+def volume_dir(data_dir: Path, name: str) -> Path:
+    return volumes_dir(data_dir) / name
+
+
+def protection_for(ec: str | None, cos: int | None) -> tuple[str, str]:
+    """(small, large) policy specs from the CLI's ``--ec K+M`` / ``--cos N`` choice.
+
+    ``--ec K+M`` replicates small chunks with CoS M (M+1 copies, so they survive as many losses as
+    the coded ones); ``--cos N`` replicates everything with N+1 copies.
+    """
+    if ec and cos is not None:
+        raise VolumeError("choose either --ec or --cos, not both")
+    if cos is not None:
+        spec = f"cos{cos}"
+        parse_policy(spec)
+        return spec, spec
+    ec = ec or "4+2"
+    large = parse_policy(f"ec{ec}")
+    m = int(ec.split("+")[1])
+    small = f"cos{m}"
+    parse_policy(small)
+    # pin the backend: fragments from different backends do not decode each other
+    return small, f"ec{large.k}+{large.m}:{large.backend}"
+
+
+def create_volume(data_dir: Path, name: str, *, small_policy: str = "cos2",
+                  large_policy: str = "ec4+2", zstd_level: int = DEFAULT_ZSTD_LEVEL,
+                  block_size: int = DEFAULT_BLOCK_SIZE) -> VolumeConfig:
+    """Create a volume's directory and config; the metadata DB is made on first open."""
+    if not _NAME.match(name):
+        raise VolumeError(f"bad volume name {name!r}: use letters, digits, '.', '_', '-' "
+                          "(at most 64, starting with a letter or digit)")
+    if block_size < 64 * 1024 or block_size > 64 * 1024 * 1024 or block_size & (block_size - 1):
+        raise VolumeError("block size must be a power of two between 64 KiB and 64 MiB")
+    if not 0 <= zstd_level <= 22:
+        raise VolumeError("zstd level must be between 0 (off) and 22")
+    config = VolumeConfig(name=name, uuid=str(uuid.uuid4()), created=time.time(),
+                          small_policy=small_policy, large_policy=large_policy,
+                          zstd_level=zstd_level, block_size=block_size)
+    config.protection()  # validates both policies
+    vdir = volume_dir(data_dir, name)
+    volumes_dir(data_dir).mkdir(parents=True, exist_ok=True)
+    try:
+        vdir.mkdir()
+    except FileExistsError:
+        raise VolumeError(f"volume {name!r} already exists") from None
+    tmp = vdir / "volume.json.tmp"
+    tmp.write_text(config.to_json())
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    tmp.rename(vdir / "volume.json")
+    return config
+
+
+def load_volume(data_dir: Path, name: str) -> VolumeConfig:
+    path = volume_dir(data_dir, name) / "volume.json"
+    try:
+        return VolumeConfig.from_json(path.read_text())
+    except FileNotFoundError:
+        raise VolumeError(f"no volume named {name!r} under {data_dir}") from None
+    except (ValueError, TypeError) as e:
+        raise VolumeError(f"{path}: unreadable volume config: {e}") from e
+
+
+def list_volumes(data_dir: Path) -> list[VolumeConfig]:
+    vdir = volumes_dir(data_dir)
+    if not vdir.is_dir():
+        return []
+    return [load_volume(data_dir, p.name) for p in sorted(vdir.iterdir())
+            if (p / "volume.json").is_file()]
