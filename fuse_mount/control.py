@@ -1,0 +1,127 @@
+"""Starting and stopping mount processes, for ``sofsctl mount`` / ``sofsctl umount``.
+
+A background mount is a detached ``python -m fuse_mount.daemon`` that writes its log to
+``DATA_DIR/log/mount-VOLUME.log`` and says "ready" (or the error) through a pipe, so the
+command returns only when the mount really serves or has really failed. Unmounting asks the
+kernel (``fusermount3 -u``, which refuses while files are open) and then waits for the process
+to flush and exit, so the volume can be mounted again at once. A mount point left dead by a
+killed process ("Transport endpoint is not connected") is cleared the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import runstate
+
+
+class MountError(Exception):
+    """A mount or unmount did not happen; the message says why and what to do."""
+
+
+def log_path(data_dir: Path, volume: str) -> Path:
+    return Path(data_dir) / "log" / f"mount-{volume}.log"
+
+
+def check_mountpoint(mountpoint: str) -> None:
+    try:
+        os.stat(mountpoint)
+    except FileNotFoundError:
+        raise MountError(f"{mountpoint}: no such directory") from None
+    except OSError as e:
+        if e.errno == 107:  # ENOTCONN: a dead FUSE mount
+            raise MountError(f"{mountpoint}: a dead mount is still there "
+                             f"(its process was killed); run: sofsctl umount {mountpoint}") from None
+        raise MountError(f"{mountpoint}: {e.strerror}") from None
+    if not os.path.isdir(mountpoint):
+        raise MountError(f"{mountpoint}: not a directory")
+    if runstate.is_mounted(mountpoint):
+        raise MountError(f"{mountpoint}: something is already mounted there")
+
+
+def start_background(data_dir: Path, volume: str, mountpoint: str, *, timeout: float = 60.0,
+                     gc_grace_s: float | None = None) -> int:
+    """Start a detached mount process; return its pid once it serves."""
+    check_mountpoint(mountpoint)
+    log = log_path(data_dir, volume)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    r, w = os.pipe()
+    cmd = [sys.executable, "-m", "fuse_mount.daemon", "--data-dir", str(data_dir),
+           "--ready-fd", str(w)]
+    if gc_grace_s is not None:
+        cmd += ["--gc-grace", str(gc_grace_s)]
+    cmd += [volume, os.path.realpath(mountpoint)]
+    with open(log, "ab") as logf:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                                pass_fds=(w,), start_new_session=True, close_fds=True)
+    os.close(w)
+    try:
+        deadline = time.monotonic() + timeout
+        answer = b""
+        while b"\n" not in answer:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                proc.kill()
+                raise MountError(f"mount did not become ready in {timeout:.0f} s; see {log}")
+            ready, _, _ = select.select([r], [], [], left)
+            if ready:
+                chunk = os.read(r, 4096)
+                if not chunk:
+                    break
+                answer += chunk
+    finally:
+        os.close(r)
+    text = answer.decode(errors="replace").strip()
+    if text != "ready":
+        proc.wait(timeout=30)
+        raise MountError(f"mount failed: {text.removeprefix('error: ') or 'process exited'} "
+                         f"(log: {log})")
+    return proc.pid
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        try:  # reap it if it is our own child
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.05)
+    return False
+
+
+def unmount(data_dir: Path, mountpoint: str, *, timeout: float = 120.0) -> str:
+    """Unmount and wait for the mount process to finish; returns what was done."""
+    real = os.path.realpath(mountpoint)
+    state = runstate.find(data_dir, real)
+    if runstate.is_mounted(real):
+        res = subprocess.run(["fusermount3", "-u", real], capture_output=True, text=True)
+        if res.returncode != 0:
+            err = res.stderr.strip()
+            if "not connected" in err or (state is not None and not state.alive):
+                subprocess.run(["umount", "-l", real], capture_output=True)
+            elif "busy" in err.lower():
+                raise MountError(f"{real} is busy: files are open there (or it is exported); "
+                                 "close them or stop the exports first")
+            else:
+                raise MountError(f"fusermount3 -u {real}: {err}")
+    elif state is None:
+        raise MountError(f"{real}: not mounted")
+    if state is not None and state.alive:
+        if not _wait_gone(state.pid, timeout):
+            raise MountError(f"mount process {state.pid} did not finish flushing in "
+                             f"{timeout:.0f} s; see {log_path(data_dir, state.volume)}")
+    if state is not None:
+        runstate.remove(data_dir, state)
+        if not state.alive:
+            return f"unmounted {real} (volume {state.volume})"
+    return f"unmounted {real}"

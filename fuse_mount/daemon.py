@@ -1,0 +1,135 @@
+"""The mount process: opens the local RING and a volume, mounts it with pyfuse3, serves until
+unmounted or signalled, then flushes and closes everything in order.
+
+Run in the foreground by ``sofsctl mount --foreground`` or detached (``python -m
+fuse_mount.daemon``, started by :func:`fuse_mount.control.start_background`), which reports
+readiness through an inherited pipe. Teardown order is fixed: stop serving FUSE, flush the
+volume's buffered data and metadata, close the RING, remove the run-state file. SIGTERM, SIGINT and
+SIGHUP unmount cleanly; a kill -9 loses nothing that fsync or close acknowledged, and leaves a dead
+mount point that ``sofsctl umount`` clears.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pyfuse3
+import trio
+
+from chunkstore.localring import LocalRing
+from sofs.fs import Filesystem
+
+from . import runstate
+from .operations import SofsOperations
+
+log = logging.getLogger("sofs.mount")
+
+GC_INTERVAL_S = 60.0
+READ_AHEAD_KB = 1024
+
+
+def mount_options(volume: str) -> set[str]:
+    opts = set(pyfuse3.default_options)  # default_permissions: the kernel checks mode bits
+    opts |= {f"fsname=sofs:{volume}", "subtype=sofs", "allow_other"}
+    return opts
+
+
+def _raise_read_ahead(mountpoint: str) -> None:
+    """Let the kernel read 1 MiB at a time from the mount (FUSE defaults to 128 KiB)."""
+    try:
+        st = os.stat(mountpoint)
+        path = f"/sys/class/bdi/{os.major(st.st_dev)}:{os.minor(st.st_dev)}/read_ahead_kb"
+        with open(path, "w") as f:
+            f.write(str(READ_AHEAD_KB))
+    except OSError as e:
+        log.info("could not raise read-ahead (%s); reads stay at 128 KiB", e)
+
+
+async def _serve(fs: Filesystem, mountpoint: str, ready_fd: int | None) -> None:
+    async with trio.open_nursery() as nursery:
+
+        async def watch_signals() -> None:
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
+                async for signum in sigs:
+                    log.info("signal %s: unmounting", signal.Signals(signum).name)
+                    pyfuse3.terminate()
+                    return
+
+        async def collect_garbage() -> None:
+            while True:
+                await trio.sleep(GC_INTERVAL_S)
+                try:
+                    n = await trio.to_thread.run_sync(fs.collect_garbage)
+                    if n:
+                        log.info("garbage collector deleted %d unreferenced chunks", n)
+                except Exception:
+                    log.exception("garbage collection pass failed; will retry")
+
+        async def announce() -> None:
+            await trio.to_thread.run_sync(_raise_read_ahead, mountpoint)
+            if ready_fd is not None:
+                os.write(ready_fd, b"ready\n")
+                os.close(ready_fd)
+            log.info("serving %s", mountpoint)
+
+        nursery.start_soon(watch_signals)
+        nursery.start_soon(collect_garbage)
+        nursery.start_soon(announce)
+        await pyfuse3.main()
+        nursery.cancel_scope.cancel()
+
+
+def run_mount(data_dir: Path, volume: str, mountpoint: str, *, ready_fd: int | None = None,
+              gc_grace_s: float = 3600.0) -> None:
+    """Mount ``volume`` at ``mountpoint`` and serve until unmounted; blocks."""
+    mountpoint = os.path.realpath(mountpoint)
+    with contextlib.ExitStack() as stack:
+        ring = LocalRing.open(data_dir)
+        stack.callback(ring.close)
+        fs = Filesystem.open_volume(data_dir, volume, ring, gc_grace_s=gc_grace_s)
+        stack.callback(fs.close)
+        ops = SofsOperations(fs)
+        pyfuse3.init(ops, mountpoint, mount_options(volume))
+        unmount = [True]
+        stack.callback(lambda: pyfuse3.close(unmount=unmount[0]))
+        state = runstate.MountState(pid=os.getpid(), volume=volume, mountpoint=mountpoint,
+                                    data_dir=str(data_dir))
+        runstate.write(data_dir, state)
+        stack.callback(runstate.remove, data_dir, state)
+        log.info("volume %s mounted at %s (pid %d)", volume, mountpoint, os.getpid())
+        trio.run(_serve, fs, mountpoint, ready_fd)
+        log.info("FUSE session ended; flushing and closing")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m fuse_mount.daemon",
+                                description="Serve one sofs volume on a FUSE mount point.")
+    p.add_argument("--data-dir", required=True, type=Path)
+    p.add_argument("--ready-fd", type=int)
+    p.add_argument("--gc-grace", type=float, default=3600.0,
+                   help="seconds an unreferenced chunk is kept before deletion")
+    p.add_argument("volume")
+    p.add_argument("mountpoint")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        run_mount(args.data_dir, args.volume, args.mountpoint, ready_fd=args.ready_fd,
+                  gc_grace_s=args.gc_grace)
+    except Exception as e:
+        log.error("mount failed: %s", e, exc_info=not isinstance(e, (OSError, RuntimeError)))
+        if args.ready_fd is not None:
+            with contextlib.suppress(OSError):
+                os.write(args.ready_fd, f"error: {e}\n".encode())
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

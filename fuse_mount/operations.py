@@ -1,0 +1,236 @@
+"""pyfuse3 request handlers over :class:`sofs.fs.Filesystem`.
+
+Cheap namespace requests (lookup, getattr, readdir, mkdir, rename, xattrs...) touch only the
+in-memory inode cache and unsynced rocksdict batches, which cost microseconds: they run on the
+trio event loop. Everything that compresses, erasure-codes, touches chunk disks or fsyncs (read,
+write, flush, fsync, release, truncate, O_TRUNC opens) runs in worker threads through
+``trio.to_thread.run_sync`` behind a capacity limiter, so one slow disk never stalls the loop.
+
+Caching: this connector is the only writer of its volume, so the kernel gets long entry/attribute
+timeouts and keeps page-cache contents across opens; writeback caching lets it hand over 1 MiB
+writes. Errors leave through :func:`fuse_mount.errno_map.fuse_errors` only.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Callable
+from typing import TypeVar
+
+import pyfuse3
+import trio
+
+from sofs.fs import Ctx, Filesystem
+from sofs.inode import ROOT_INO, Inode
+
+from .errno_map import fuse_errors
+
+T = TypeVar("T")
+
+ATTR_TIMEOUT = 300.0
+assert pyfuse3.ROOT_INODE == ROOT_INO
+
+
+def _ctx(ctx: pyfuse3.RequestContext) -> Ctx:
+    return Ctx(uid=ctx.uid, gid=ctx.gid, umask=ctx.umask)
+
+
+class SofsOperations(pyfuse3.Operations):
+    supports_dot_lookup = True      # export support: NFS-Ganesha needs '.' and '..' on any inode
+    enable_writeback_cache = True
+    enable_acl = False
+
+    def __init__(self, fs: Filesystem, *, workers: int = 8) -> None:
+        super().__init__()
+        self.fs = fs
+        self._limiter = trio.CapacityLimiter(workers)
+
+    async def _run(self, fn: Callable[..., T], *args) -> T:
+        return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+
+    def _entry(self, node: Inode) -> pyfuse3.EntryAttributes:
+        e = pyfuse3.EntryAttributes()
+        e.st_ino = node.ino
+        e.generation = node.generation
+        e.entry_timeout = ATTR_TIMEOUT
+        e.attr_timeout = ATTR_TIMEOUT
+        e.st_mode = node.mode
+        e.st_nlink = node.nlink
+        e.st_uid = node.uid
+        e.st_gid = node.gid
+        e.st_rdev = node.rdev
+        e.st_size = node.size
+        e.st_blksize = 128 * 1024
+        e.st_blocks = (node.size + 511) // 512
+        e.st_atime_ns = node.atime_ns
+        e.st_mtime_ns = node.mtime_ns
+        e.st_ctime_ns = node.ctime_ns
+        return e
+
+    # -------------------------------------------------------------- namespace
+
+    @fuse_errors
+    async def lookup(self, parent_inode, name, ctx):
+        return self._entry(self.fs.lookup(parent_inode, name))
+
+    @fuse_errors
+    async def getattr(self, inode, ctx):
+        return self._entry(self.fs.getattr(inode))
+
+    @fuse_errors
+    async def setattr(self, inode, attr, fields, fh, ctx):
+        kw = {}
+        if fields.update_mode:
+            kw["mode"] = attr.st_mode
+        if fields.update_uid:
+            kw["uid"] = attr.st_uid
+        if fields.update_gid:
+            kw["gid"] = attr.st_gid
+        if fields.update_atime:
+            kw["atime_ns"] = attr.st_atime_ns
+        if fields.update_mtime:
+            kw["mtime_ns"] = attr.st_mtime_ns
+        if fields.update_size:
+            kw["size"] = attr.st_size
+            node = await self._run(lambda: self.fs.setattr(inode, ctx=_ctx(ctx), **kw))
+        else:
+            node = self.fs.setattr(inode, ctx=_ctx(ctx), **kw)
+        return self._entry(node)
+
+    @fuse_errors
+    async def readlink(self, inode, ctx):
+        return self.fs.readlink(inode)
+
+    @fuse_errors
+    async def mknod(self, parent_inode, name, mode, rdev, ctx):
+        return self._entry(self.fs.mknod(parent_inode, name, mode, rdev, _ctx(ctx)))
+
+    @fuse_errors
+    async def mkdir(self, parent_inode, name, mode, ctx):
+        return self._entry(self.fs.mkdir(parent_inode, name, mode, _ctx(ctx)))
+
+    @fuse_errors
+    async def unlink(self, parent_inode, name, ctx):
+        self.fs.unlink(parent_inode, name, _ctx(ctx))
+
+    @fuse_errors
+    async def rmdir(self, parent_inode, name, ctx):
+        self.fs.rmdir(parent_inode, name, _ctx(ctx))
+
+    @fuse_errors
+    async def symlink(self, parent_inode, name, target, ctx):
+        return self._entry(self.fs.symlink(parent_inode, name, target, _ctx(ctx)))
+
+    @fuse_errors
+    async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
+        self.fs.rename(parent_inode_old, name_old, parent_inode_new, name_new, flags, _ctx(ctx))
+
+    @fuse_errors
+    async def link(self, inode, new_parent_inode, new_name, ctx):
+        return self._entry(self.fs.link(inode, new_parent_inode, new_name, _ctx(ctx)))
+
+    async def forget(self, inode_list):
+        # Inodes are persistent and freed by link count and open count alone.
+        return None
+
+    @fuse_errors
+    async def opendir(self, inode, ctx):
+        node = self.fs.getattr(inode)
+        if not stat.S_ISDIR(node.mode):
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
+        return inode
+
+    @fuse_errors
+    async def readdir(self, fh, start_id, token):
+        while True:
+            entries = self.fs.readdir(fh, start_id)
+            if not entries:
+                return
+            for name, node, offset in entries:
+                if not pyfuse3.readdir_reply(token, name, self._entry(node), offset):
+                    return
+                start_id = offset
+
+    async def releasedir(self, fh):
+        return None
+
+    @fuse_errors
+    async def fsyncdir(self, fh, datasync):
+        await self._run(self.fs.meta.commit, self.fs.meta.batch(), True)
+
+    @fuse_errors
+    async def statfs(self, ctx):
+        st = await self._run(self.fs.statfs)
+        s = pyfuse3.StatvfsData()
+        s.f_bsize = s.f_frsize = st.block_size
+        s.f_blocks = st.blocks
+        s.f_bfree = s.f_bavail = st.blocks_free
+        s.f_files = st.files
+        s.f_ffree = s.f_favail = st.files_free
+        s.f_namemax = st.name_max
+        return s
+
+    @fuse_errors
+    async def access(self, inode, mode, ctx):
+        self.fs.access(inode, mode, _ctx(ctx))
+
+    # -------------------------------------------------------------- xattrs
+
+    @fuse_errors
+    async def getxattr(self, inode, name, ctx):
+        return self.fs.getxattr(inode, name)
+
+    @fuse_errors
+    async def setxattr(self, inode, name, value, ctx):
+        self.fs.setxattr(inode, name, value)
+
+    @fuse_errors
+    async def listxattr(self, inode, ctx):
+        return self.fs.listxattr(inode)
+
+    @fuse_errors
+    async def removexattr(self, inode, name, ctx):
+        self.fs.removexattr(inode, name)
+
+    # -------------------------------------------------------------- files
+
+    @staticmethod
+    def _flags(flags: int) -> int:
+        # With writeback caching the kernel implements O_APPEND itself and may write through
+        # any handle: the filesystem must not move writes to the end on its own.
+        return flags & ~os.O_APPEND
+
+    @fuse_errors
+    async def open(self, inode, flags, ctx):
+        if flags & os.O_TRUNC:
+            fh = await self._run(self.fs.open, inode, self._flags(flags), _ctx(ctx))
+        else:
+            fh = self.fs.open(inode, self._flags(flags), _ctx(ctx))
+        return pyfuse3.FileInfo(fh=fh, keep_cache=True)
+
+    @fuse_errors
+    async def create(self, parent_inode, name, mode, flags, ctx):
+        fh, node = self.fs.create(parent_inode, name, mode, self._flags(flags), _ctx(ctx))
+        return pyfuse3.FileInfo(fh=fh, keep_cache=True), self._entry(node)
+
+    @fuse_errors
+    async def read(self, fh, off, size):
+        return await self._run(self.fs.read, fh, off, size)
+
+    @fuse_errors
+    async def write(self, fh, off, buf):
+        return await self._run(self.fs.write, fh, off, buf)
+
+    @fuse_errors
+    async def flush(self, fh):
+        await self._run(self.fs.flush, fh)
+
+    @fuse_errors
+    async def fsync(self, fh, datasync):
+        await self._run(self.fs.fsync, fh, bool(datasync))
+
+    @fuse_errors
+    async def release(self, fh):
+        await self._run(self.fs.release, fh)
