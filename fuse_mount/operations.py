@@ -1,9 +1,10 @@
 """pyfuse3 request handlers over :class:`sofs.fs.Filesystem`.
 
-Cheap namespace requests (lookup, getattr, readdir, mkdir, rename, xattrs...) touch only the
+Cheap namespace requests (lookup, getattr, readdir, mkdir, xattrs...) touch only the
 in-memory inode cache and unsynced rocksdict batches, which cost microseconds: they run on the
 trio event loop. Everything that compresses, erasure-codes, touches chunk disks or fsyncs (read,
-write, flush, fsync, release, truncate, O_TRUNC opens) runs in worker threads through
+write, flush, fsync, release, truncate, O_TRUNC opens, and unlink/rename, which may free a
+whole file) runs in worker threads through
 ``trio.to_thread.run_sync`` behind a capacity limiter, so one slow disk never stalls the loop.
 
 Caching: this connector is the only writer of its volume, so the kernel gets long entry/attribute
@@ -113,7 +114,8 @@ class SofsOperations(pyfuse3.Operations):
 
     @fuse_errors
     async def unlink(self, parent_inode, name, ctx):
-        self.fs.unlink(parent_inode, name, _ctx(ctx))
+        # freeing a large file walks its whole block map: not on the event loop
+        await self._run(self.fs.unlink, parent_inode, name, _ctx(ctx))
 
     @fuse_errors
     async def rmdir(self, parent_inode, name, ctx):
@@ -125,7 +127,8 @@ class SofsOperations(pyfuse3.Operations):
 
     @fuse_errors
     async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
-        self.fs.rename(parent_inode_old, name_old, parent_inode_new, name_new, flags, _ctx(ctx))
+        await self._run(self.fs.rename, parent_inode_old, name_old, parent_inode_new, name_new,
+                        flags, _ctx(ctx))
 
     @fuse_errors
     async def link(self, inode, new_parent_inode, new_name, ctx):

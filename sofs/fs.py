@@ -22,7 +22,6 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -111,7 +110,7 @@ class Filesystem:
     """One mounted volume. Open with :meth:`open_volume`; :meth:`close` flushes everything."""
 
     def __init__(self, meta: MetaStore, store: ChunkStore, config: VolumeConfig, *,
-                 cache_bytes: int = 256 << 20, dirty_limit: int = 256 << 20,
+                 cache_bytes: int = 128 << 20, dirty_limit: int = 128 << 20,
                  gc_grace_s: float = 3600.0, workers: int = 6) -> None:
         self.meta = meta
         self.store = store
@@ -275,31 +274,30 @@ class Filesystem:
                 raise NoSuchEntry(name.decode(errors="replace"))
             return self._inode(child[0]).copy()
 
-    def readdir(self, ino: int, start: int = 0) -> Iterator[tuple[bytes, Inode, int]]:
-        """Entries after readdir offset ``start`` as (name, inode, offset of the next entry).
+    def readdir(self, ino: int, start: int = 0, limit: int = 1024) -> list[tuple[bytes, Inode, int]]:
+        """Up to ``limit`` entries after readdir offset ``start``: (name, inode, its offset).
 
         Offsets are per-entry cookies that never change while the entry exists, so a listing
         resumed after entries were added or removed neither repeats nor skips survivors.
         """
+        out: list[tuple[bytes, Inode, int]] = []
         with self._lock:
             self._dir(ino)
             if start < DOT_COOKIE:
-                yield b".", self._inode(ino).copy(), DOT_COOKIE
+                out.append((b".", self._inode(ino).copy(), DOT_COOKIE))
             if start < DOTDOT_COOKIE:
-                yield b"..", self._inode(self._parent_of(ino)).copy(), DOTDOT_COOKIE
+                out.append((b"..", self._inode(self._parent_of(ino)).copy(), DOTDOT_COOKIE))
             first = schema.readdir_key(ino, max(start + 1, _FIRST_COOKIE))
-            entries = []
             for key, value in self.meta.scan(schema.readdir_prefix(ino), first):
-                entries.append((schema.parse_readdir_key(key), *schema.parse_readdir_value(value)))
-                if len(entries) >= 1024:
+                if len(out) >= limit:
                     break
-        for cookie, child, name in entries:
-            with self._lock:
+                child, name = schema.parse_readdir_value(value)
                 try:
                     node = self._inode(child).copy()
                 except NoSuchEntry:
                     continue
-            yield name, node, cookie
+                out.append((name, node, schema.parse_readdir_key(key)))
+        return out
 
     def readlink(self, ino: int) -> bytes:
         with self._lock:
@@ -844,9 +842,8 @@ class Filesystem:
                                                   and not self._open_count.get(ino))
                 for p, ref in zip(pending, refs):
                     if alive and p.index * self.block_size < node.size:
+                        # not cached: the kernel's page cache keeps what was just written
                         self._map_block(b, ino, p.index, ref, len(p.data), now)
-                        if ref is not None:
-                            self.cache.put(ref.key, p.data)
                     elif ref is not None:
                         # truncated or deleted meanwhile: hand the stored chunk to the collector
                         chunkrefs.incref(b, ref)

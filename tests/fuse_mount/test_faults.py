@@ -1,0 +1,135 @@
+"""Faults under a real mount: lost disk directories, bit rot, torn containers, full disks."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+from collections import Counter
+
+import pytest
+
+from chunkstore import container
+from chunkstore.diskstore import DiskStore
+
+from .conftest import needs_fuse, sofsctl
+from .test_mount import MIB, check_set, pattern, write_set
+
+pytestmark = [pytest.mark.integration, needs_fuse]
+
+
+def piece_counts(archive) -> tuple[Counter, dict[bytes, int]]:
+    """(pieces per chunk key over all disks, expected width per key), mount stopped."""
+    counts: Counter = Counter()
+    width: dict[bytes, int] = {}
+    for d in archive.disk_dirs:
+        store = DiskStore(d)
+        try:
+            for p in store.pieces():
+                store.get(p.key, p.frag_idx)  # verifies the checksum
+                counts[p.key] += 1
+                width[p.key] = p.policy.policy().width
+        finally:
+            store.close()
+    return counts, width
+
+
+def assert_fully_protected(archive) -> int:
+    counts, width = piece_counts(archive)
+    assert counts, "no chunks found on the disks"
+    short = {k.hex(): (counts[k], w) for k, w in width.items() if counts[k] != w}
+    assert not short, f"chunks without full redundancy (have, want): {short}"
+    return len(counts)
+
+
+def first_records(disk_dir) -> list[tuple[str, int]]:
+    """(container path, offset of its first record) for each container file of a disk."""
+    out = []
+    for name in sorted(os.listdir(disk_dir / "containers")):
+        path = disk_dir / "containers" / name
+        if path.stat().st_size > container.FILE_HEADER_SIZE + container.RECORD_HEADER_SIZE:
+            out.append((str(path), container.FILE_HEADER_SIZE))
+    return out
+
+
+def test_two_lost_disks_still_read_and_repair_restores_redundancy(archive):
+    expected = write_set(archive.mnt)
+    archive.umount()
+    chunks = assert_fully_protected(archive)
+    for d in archive.disk_dirs[1:3]:
+        subprocess.run(["rm", "-rf", str(d)], check=True)
+    archive.mount()
+    check_set(archive.mnt, expected)
+    (archive.mnt / "written-degraded").write_bytes(pattern(9 * MIB, 99))
+    archive.umount()
+    res = sofsctl(archive.data, "repair")
+    assert "pieces rebuilt" in res.stdout and "all chunks fully protected" in res.stdout
+    assert assert_fully_protected(archive) >= chunks
+    archive.mount()
+    check_set(archive.mnt, expected)
+    assert (archive.mnt / "written-degraded").read_bytes() == pattern(9 * MIB, 99)
+
+
+def test_bit_rot_is_read_around_and_repaired(archive):
+    expected = write_set(archive.mnt)
+    archive.umount()
+    flipped = 0
+    for d in archive.disk_dirs[:2]:
+        for path, rec in first_records(d):
+            container.flip_byte(path, container.data_offset(rec) + 7)
+            flipped += 1
+    assert flipped >= 2
+    archive.mount()
+    check_set(archive.mnt, expected)
+    archive.umount()
+    res = sofsctl(archive.data, "repair")
+    rebuilt = int(res.stdout.split("pieces rebuilt:")[1].split()[0])
+    assert rebuilt >= flipped
+    assert_fully_protected(archive)
+
+
+def test_torn_container_tail_and_missing_index_are_survived(archive):
+    expected = write_set(archive.mnt)
+    archive.umount()
+    disk = archive.disk_dirs[4]
+    path, _ = first_records(disk)[-1]
+    size = os.path.getsize(path)
+    os.truncate(path, size - 1000)
+    archive.mount()
+    check_set(archive.mnt, expected)
+    archive.umount()
+    sofsctl(archive.data, "repair")
+    assert_fully_protected(archive)
+
+
+def test_full_disks_give_enospc_and_the_mount_lives_on(make_archive):
+    mounted = []
+
+    def tmpfs_disks(a):
+        disks = a.data / "disks"
+        disks.mkdir(parents=True)
+        res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(disks)],
+                             capture_output=True, text=True)
+        if res.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs for a full-disk test: {res.stderr.strip()}")
+        mounted.append(disks)
+
+    a = make_archive(before_init=tmpfs_disks)
+    try:
+        a.mount()
+        keep = pattern(3 * MIB, 5)
+        (a.mnt / "keep").write_bytes(keep)
+        with pytest.raises(OSError) as e:
+            with open(a.mnt / "fill", "wb") as f:
+                for i in range(100):
+                    f.write(pattern(4 * MIB, 200 + i))
+        assert e.value.errno in (errno.ENOSPC, errno.EIO)
+        assert (a.mnt / "keep").read_bytes() == keep
+        os.unlink(a.mnt / "fill")
+        os.mkdir(a.mnt / "dir")
+        assert sorted(os.listdir(a.mnt)) == ["dir", "keep"]
+        a.umount()
+    finally:
+        a.cleanup()
+        for m in mounted:
+            subprocess.run(["umount", "-l", str(m)], capture_output=True)

@@ -1,0 +1,149 @@
+"""A real sofs FUSE mount used with shell tools and Python, across remounts and faults."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from .conftest import needs_fuse, sofsctl
+
+pytestmark = [pytest.mark.integration, needs_fuse]
+
+KIB = 1024
+MIB = 1024 * KIB
+SIZES = [0, 1, 60 * KIB - 1, 60 * KIB + 1, 4 * MIB - 1, 4 * MIB + 1]
+
+
+def pattern(size: int, seed: int) -> bytes:
+    """Deterministic, incompressible-looking bytes (so blocks neither shrink nor dedup)."""
+    out = bytearray()
+    counter = 0
+    while len(out) < size:
+        out += hashlib.blake2b(f"{seed}:{counter}".encode(), digest_size=64).digest() * 16
+        counter += 1
+    return bytes(out[:size])
+
+
+def digest(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(4 * MIB):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_set(mnt, big: bool = False) -> dict[str, str]:
+    """Files of every interesting size, written with Python and with shell tools."""
+    expected = {}
+    for i, size in enumerate(SIZES):
+        data = pattern(size, i)
+        with open(mnt / f"py-{size}", "wb") as f:
+            f.write(data)
+        expected[f"py-{size}"] = hashlib.sha256(data).hexdigest()
+        src = mnt.parent / f"src-{size}"
+        src.write_bytes(data)
+        subprocess.run(["cp", str(src), str(mnt / f"cp-{size}")], check=True)
+        expected[f"cp-{size}"] = expected[f"py-{size}"]
+        src.unlink()
+    subprocess.run(["dd", "if=/dev/zero", f"of={mnt / 'dd-zeros'}", "bs=1M", "count=9",
+                    "status=none"], check=True)
+    expected["dd-zeros"] = hashlib.sha256(bytes(9 * MIB)).hexdigest()
+    if big:
+        h = hashlib.sha256()
+        with open(mnt / "big-200M", "wb") as f:
+            for n in range(50):
+                block = pattern(4 * MIB, 1000 + n)
+                h.update(block)
+                f.write(block)
+        expected["big-200M"] = h.hexdigest()
+    return expected
+
+
+def check_set(mnt, expected: dict[str, str]) -> None:
+    for name, want in expected.items():
+        assert digest(mnt / name) == want, name
+
+
+def test_sizes_round_trip_through_remount(archive):
+    expected = write_set(archive.mnt, big=True)
+    check_set(archive.mnt, expected)
+    archive.remount()
+    check_set(archive.mnt, expected)
+    assert sorted(os.listdir(archive.mnt)) == sorted(expected)
+    shell = subprocess.run(["sh", "-c", f"cat {archive.mnt}/cp-{4 * MIB + 1} | sha256sum"],
+                           capture_output=True, text=True, check=True)
+    assert shell.stdout.split()[0] == expected[f"cp-{4 * MIB + 1}"]
+
+
+def test_posix_basics_on_the_mount(archive):
+    m = archive.mnt
+    (m / "d" / "e").mkdir(parents=True)
+    (m / "d" / "f").write_bytes(b"hello")
+    os.rename(m / "d" / "f", m / "d" / "e" / "g")
+    os.link(m / "d" / "e" / "g", m / "h")
+    os.symlink("d/e/g", m / "s")
+    assert os.stat(m / "h").st_nlink == 2
+    assert (m / "s").read_bytes() == b"hello"
+    assert os.stat(m / "d").st_nlink == 3
+    os.setxattr(m / "h", "user.DOSATTRIB", b"\x20")
+    assert os.getxattr(m / "h", "user.DOSATTRIB") == b"\x20"
+    with pytest.raises(OSError) as e:
+        os.rmdir(m / "d")
+    assert e.value.errno == errno.ENOTEMPTY
+    with pytest.raises(OSError) as e:
+        os.mkdir(m / ("x" * 256))
+    assert e.value.errno == errno.ENAMETOOLONG
+    with open(m / "t", "wb") as f:
+        f.write(b"0123456789")
+        f.truncate(4)
+    assert (m / "t").read_bytes() == b"0123"
+    os.truncate(m / "t", 8)
+    assert (m / "t").read_bytes() == b"0123\0\0\0\0"
+    st = os.statvfs(m)
+    assert st.f_blocks > 0 and st.f_namemax == 255
+    archive.remount()
+    assert (m / "d" / "e" / "g").read_bytes() == b"hello"
+    assert os.getxattr(m / "h", "user.DOSATTRIB") == b"\x20"
+    assert os.readlink(m / "s") == "d/e/g"
+    assert sorted(os.listdir(m)) == ["d", "h", "s", "t"]
+
+
+def test_killed_mount_loses_nothing_closed_and_umount_recovers(archive):
+    data = pattern(5 * MIB + 3, 7)
+    with open(archive.mnt / "closed", "wb") as f:
+        f.write(data)
+    with open(archive.mnt / "synced", "wb") as f:
+        f.write(data[:100_000])
+        f.flush()
+        os.fsync(f.fileno())
+        pid = max(archive.pids)
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(0.5)
+    with pytest.raises(OSError) as e:
+        os.listdir(archive.mnt)
+    assert e.value.errno == errno.ENOTCONN
+    res = sofsctl(archive.data, "mount", archive.volume, str(archive.mnt), check=False)
+    assert res.returncode == 1 and "sofsctl umount" in res.stderr
+    sofsctl(archive.data, "umount", str(archive.mnt))
+    archive.mount()
+    assert (archive.mnt / "closed").read_bytes() == data
+    assert (archive.mnt / "synced").read_bytes() == data[:100_000]
+
+
+def test_umount_refuses_while_busy_then_succeeds(archive):
+    f = open(archive.mnt / "open", "wb")
+    try:
+        f.write(b"x")
+        res = sofsctl(archive.data, "umount", str(archive.mnt), check=False)
+        assert res.returncode == 1 and "busy" in res.stderr
+    finally:
+        f.close()
+    archive.umount()
+    assert not os.path.ismount(archive.mnt)
