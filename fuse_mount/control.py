@@ -99,10 +99,30 @@ def _wait_gone(pid: int, timeout: float) -> bool:
     return False
 
 
+def _find_mount_process(data_dir: Path, real: str) -> runstate.MountState | None:
+    """The mount process serving ``real``: from our run state, else from the process table
+    (when the admin gave another --data-dir than the one the mount was started with)."""
+    state = runstate.find(data_dir, real)
+    if state is not None:
+        return state
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"fuse_mount.daemon" in argv and real.encode() in argv:
+            return runstate.MountState(pid=int(entry), volume="?", mountpoint=real,
+                                       data_dir="?")
+    return None
+
+
 def unmount(data_dir: Path, mountpoint: str, *, timeout: float = 120.0) -> str:
     """Unmount and wait for the mount process to finish; returns what was done."""
     real = os.path.realpath(mountpoint)
-    state = runstate.find(data_dir, real)
+    state = _find_mount_process(data_dir, real)
     if runstate.is_mounted(real):
         res = subprocess.run(["fusermount3", "-u", real], capture_output=True, text=True)
         if res.returncode != 0:

@@ -79,8 +79,10 @@ def protection_for(ec: str | None, cos: int | None) -> tuple[str, str]:
         return spec, spec
     ec = ec or "4+2"
     large = parse_policy(f"ec{ec}")
-    m = int(ec.split("+")[1])
-    small = f"cos{m}"
+    if not hasattr(large, "m"):
+        raise VolumeError(f"--ec wants K+M, got {ec!r}")
+    # small chunks survive as many losses as coded ones (capped at the most copies we keep)
+    small = f"cos{min(large.m, 5)}"
     parse_policy(small)
     # pin the backend: fragments from different backends do not decode each other
     return small, f"ec{large.k}+{large.m}:{large.backend}"
@@ -131,3 +133,9 @@ def list_volumes(data_dir: Path) -> list[VolumeConfig]:
         return []
     return [load_volume(data_dir, p.name) for p in sorted(vdir.iterdir())
             if (p / "volume.json").is_file()]
+
+
+def list_volume_names(data_dir: Path) -> list[str]:
+    vdir = volumes_dir(data_dir)
+    return sorted(p.name for p in vdir.iterdir() if (p / "volume.json").is_file()) \
+        if vdir.is_dir() else []

@@ -14,11 +14,13 @@ from pathlib import Path
 import click
 
 from chunkstore import errors as cerr
-from chunkstore.localring import LocalRing, init_local_cluster, load_cluster
+from chunkstore.cluster import init_local_cluster, load_config
+from chunkstore.localring import LocalRing
+from chunkstore.policy import parse_policy
 from chunkstore.repair import repair as run_repair
 from fuse_mount import control, runstate
 from sofs import errors as ferr
-from sofs.volume import create_volume, list_volumes, protection_for
+from sofs.volume import create_volume, list_volume_names, load_volume, protection_for
 
 DEFAULT_HOME_ROOT = Path("/var/lib/sofs")
 
@@ -131,9 +133,18 @@ def volume() -> None:
 def volume_create(home: Path, name: str, ec: str | None, cos: int | None, compress: str,
                   zstd_level: int, block_size: str) -> None:
     """Create volume NAME in the cluster."""
+    if ec and cos is not None:
+        raise click.UsageError("choose either --ec or --cos, not both")
+    if compress == "none" and zstd_level != 1:
+        click.echo("note: --zstd-level has no effect with --compress none", err=True)
     try:
-        load_cluster(home)
+        cluster_cfg = load_config(home)
         small, large = protection_for(ec, cos)
+        for spec in (small, large):
+            width = parse_policy(spec).width
+            if width > len(cluster_cfg.disks):
+                raise Failure(f"{spec} puts {width} pieces on distinct disks, but the cluster "
+                              f"has {len(cluster_cfg.disks)} disks")
         cfg = create_volume(home, name, small_policy=small, large_policy=large,
                             zstd_level=zstd_level if compress == "zstd" else 0,
                             block_size=parse_size(block_size))
@@ -148,7 +159,7 @@ def volume_create(home: Path, name: str, ec: str | None, cos: int | None, compre
 @pass_home
 def volume_list(home: Path) -> None:
     """List volumes with their policies and where they are mounted."""
-    vols = list_volumes(home)
+    vols = _volumes(home)
     if not vols:
         click.echo("no volumes (create one: sofsctl volume create NAME)")
         return
@@ -159,6 +170,17 @@ def volume_list(home: Path) -> None:
         rows.append((v.name, v.large_policy, v.small_policy, v.compression, human(v.block_size),
                      f"{m.mountpoint} (pid {m.pid})" if m else "-"))
     _table(rows)
+
+
+def _volumes(home: Path) -> list:
+    """Volume configs; an unreadable one is reported and skipped, not fatal."""
+    out = []
+    for name in list_volume_names(home):
+        try:
+            out.append(load_volume(home, name))
+        except ferr.VolumeError as e:
+            click.echo(f"warning: {e}", err=True)
+    return out
 
 
 def _table(rows: list[tuple]) -> None:
@@ -173,7 +195,7 @@ def _table(rows: list[tuple]) -> None:
 @click.argument("name")
 @click.argument("mountpoint", type=click.Path(file_okay=False))
 @click.option("--foreground", "-f", is_flag=True, help="Serve in this process until unmounted.")
-@click.option("--gc-grace", type=float, default=None, metavar="SECONDS",
+@click.option("--gc-grace", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
               help="Keep unreferenced chunks this long before deleting them [default: 3600].")
 @pass_home
 def mount(home: Path, name: str, mountpoint: str, foreground: bool,
@@ -255,22 +277,22 @@ def repair(home: Path) -> None:
 def status(home: Path) -> None:
     """Show the cluster's disks, capacity, volumes and mounts."""
     try:
-        cfg = load_cluster(home)
+        cfg = load_config(home)
     except cerr.ChunkStoreError as e:
         raise _fail(e)
     click.echo(f"cluster {cfg.cluster_id} at {home}")
     rows = [("DISK", "PATH", "STATE", "SIZE", "FREE")]
     for disk in cfg.disks:
-        path = Path(disk.path)
+        path = Path(cfg.disk_path(home, disk.id))
         if not path.is_dir():
-            rows.append((disk.disk_id, str(path), "MISSING", "-", "-"))
+            rows.append((disk.id, str(path), "MISSING", "-", "-"))
             continue
         usage = shutil.disk_usage(path)
         state = "up" if (path / "DISK").is_file() else "NOT INITIALISED"
-        rows.append((disk.disk_id, str(path), state, human(usage.total), human(usage.free)))
+        rows.append((disk.id, str(path), state, human(usage.total), human(usage.free)))
     _table(rows)
     mounts = {s.volume: s for s in runstate.all_states(home) if s.alive}
-    for v in list_volumes(home):
+    for v in _volumes(home):
         m = mounts.get(v.name)
         where = f"mounted at {m.mountpoint} (pid {m.pid})" if m else "not mounted"
         click.echo(f"volume {v.name}: {v.large_policy}/{v.small_policy}, {where}")
