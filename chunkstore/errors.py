@@ -1,0 +1,107 @@
+"""Error hierarchy of the chunkstore layer.
+
+Every error raised on purpose by ``chunkstore`` derives from :class:`ChunkStoreError`, so callers
+(the sofs file layer) can catch the whole layer in one clause and translate at their edge.
+Each docstring says when the error is raised and whether retrying the same call can help.
+"""
+
+from __future__ import annotations
+
+
+class ChunkStoreError(Exception):
+    """Root of all chunkstore errors. Never raised directly."""
+
+
+class ChunkNotFound(ChunkStoreError):
+    """No piece (copy or fragment) of the chunk exists on any reachable disk.
+
+    Raised by ``get`` / ``DiskStore.get``. A retry does not help unless a disk that was
+    unavailable comes back (or the chunk was never written / was deleted).
+    """
+
+
+class ChunkCorrupt(ChunkStoreError):
+    """Pieces of the chunk exist but too few of them verify to rebuild the payload.
+
+    Raised by ``get`` (and ``DiskStore.get`` for a single piece whose checksum fails).
+    A retry does not help; a repair from other pieces may, if enough survive elsewhere.
+    """
+
+
+class KeyConflict(ChunkStoreError):
+    """A put of an already stored piece/key carried different bytes.
+
+    Stored bytes are never overwritten. Keys are content hashes, so this means a bug or
+    tampering on the caller side. A retry does not help.
+    """
+
+
+class NotEnoughDisks(ChunkStoreError):
+    """Fewer writable disks (or fewer successful piece writes) than the write quorum.
+
+    Raised by ``put`` and by ``Ring.owners`` when the ring has fewer disks than asked for.
+    A retry helps once disks come back or are added.
+    """
+
+
+class DiskFull(ChunkStoreError):
+    """A disk returned ENOSPC; any partial record was truncated away.
+
+    On the ring level it is raised instead of :class:`NotEnoughDisks` when lack of space is
+    the reason the write quorum was not reached. A retry helps only after space is freed
+    (delete + compact) or disks are added.
+    """
+
+
+class DiskUnavailable(ChunkStoreError):
+    """A disk directory is missing, not initialised, or belongs to another cluster/disk.
+
+    A retry helps only once the disk is mounted / restored; repair can re-initialise a
+    missing directory whose parent exists.
+    """
+
+
+class ClusterInUse(ChunkStoreError):
+    """Another process holds the cluster lock (``cluster.lock``); the message names its pid.
+
+    A retry helps once that process has exited.
+    """
+
+    def __init__(self, message: str, pid: int | None = None) -> None:
+        super().__init__(message)
+        self.pid = pid
+
+
+class FormatError(ChunkStoreError):
+    """Bytes that should follow a documented format (container, record, ChunkRef, policy
+    code, ring file, cluster file) do not: bad magic, version, length or header checksum.
+
+    A retry does not help.
+    """
+
+
+class ChecksumMismatch(FormatError):
+    """A record's data does not match the blake3-128 checksum stored in its header (bit rot).
+
+    A retry does not help; read another piece instead.
+    """
+
+
+class PolicyError(ChunkStoreError):
+    """An invalid protection policy (spec string, k/m/copies out of range, unknown or
+    unavailable EC backend, pyeclib rejecting its input).
+
+    A retry does not help.
+    """
+
+
+class ClusterMismatch(ChunkStoreError):
+    """``init_local_cluster`` found a different cluster (or unreadable cluster files) in the
+    data directory and refuses to overwrite it. A retry does not help.
+    """
+
+
+class ClusterNotFound(ChunkStoreError):
+    """The data directory holds no cluster (no ``cluster.json``): run ``init_local_cluster`` /
+    ``sofsctl init`` first. A retry does not help.
+    """

@@ -1,0 +1,297 @@
+"""Repair sweep and health scan of a LocalRing.
+
+:func:`repair` first revives unavailable disks (a missing disk directory whose parent exists is
+re-created and initialised; a non-empty directory without a valid marker is refused: it may be
+the mount point of an unmounted disk), then walks the union of the pieces indexed on every
+available disk plus the chunks named in the repair log. For each chunk, grouped by
+(key, policy code):
+
+* every owner per the ring must hold its own piece (fragment i on owners[i], or a replica) and
+  that piece must verify (record checksum; replicas also against the chunk key);
+* missing or bad pieces are rebuilt from the survivors (copy a verified replica, or decode the
+  EC fragments, check the payload against the key, re-encode the missing fragments) and
+  written to the disk that should hold them – a bad piece is tombstoned first;
+* once every owner holds a verified piece, pieces on other disks or under other fragment
+  indexes (misplaced / extra) are removed;
+* chunks the repair log marks DELETED have their leftover pieces removed instead.
+
+Each chunk is handled inside its own try block: one bad chunk never stops the sweep.
+
+:func:`health` counts chunks fully protected / degraded / unrecoverable from the indexes
+alone (no data read) unless ``verify=True``; it is what ``sofsctl status`` shows.
+
+The walk keeps one small record per chunk in memory (fine for this slice; a sweep by ring
+arc will replace it for large disks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .errors import ChunkCorrupt, ChunkNotFound, ChunkStoreError, DiskUnavailable, PolicyError
+from .keys import ChunkRef
+from .localring import LocalRing
+from .policy import REPLICA_INDEX, ECPolicy, Policy, ReplicationPolicy
+from .repairlog import DELETED, NEEDS_REPAIR
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class RepairReport:
+    """Outcome of one :func:`repair` sweep."""
+
+    chunks_checked: int
+    pieces_rebuilt: int
+    pieces_removed: int
+    unrecoverable: tuple[bytes, ...]  # keys of chunks that could not be rebuilt
+    bytes_rebuilt: int
+    disks_revived: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()  # chunks whose repair failed for another reason (left degraded)
+
+    @property
+    def chunks_unrecoverable(self) -> int:
+        return len(self.unrecoverable)
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    """Counts of chunks by protection state (``sofsctl status``)."""
+
+    chunks: int
+    protected: int
+    degraded: int
+    unrecoverable: int
+    pieces: int
+    disks_total: int
+    disks_unavailable: tuple[str, ...]
+
+
+@dataclass
+class _Chunk:
+    ref: ChunkRef
+    where: dict[str, set[int]] = field(default_factory=dict)  # disk id -> fragment indexes
+
+
+def _collect(ring: LocalRing) -> tuple[dict[tuple[bytes, bytes], _Chunk], int]:
+    chunks: dict[tuple[bytes, bytes], _Chunk] = {}
+    pieces = 0
+    for disk_id in ring.available_disks():
+        try:
+            ds = ring.disk(disk_id)
+            for p in ds.pieces():
+                pieces += 1
+                ck = (p.key, p.policy.to_bytes())
+                c = chunks.get(ck)
+                if c is None:
+                    c = chunks[ck] = _Chunk(ChunkRef(p.key, p.chunk_size, p.policy))
+                c.where.setdefault(disk_id, set()).add(p.frag_idx)
+        except (DiskUnavailable, OSError) as e:
+            ring.mark_down(disk_id, str(e))
+    for entry in ring.repair_log.entries():
+        ck = (entry.ref.key, entry.ref.policy.to_bytes())
+        chunks.setdefault(ck, _Chunk(entry.ref))
+    return chunks, pieces
+
+
+def _expected(ring: LocalRing, policy: Policy, key: bytes) -> list[tuple[str, int]]:
+    owners = ring.ring.owners(key, policy.width)
+    return [(owners[i], policy.piece_index(i)) for i in range(policy.width)]
+
+
+def _distinct_pieces(policy: Policy, c: _Chunk) -> int:
+    if isinstance(policy, ReplicationPolicy):
+        return sum(1 for idxs in c.where.values() if REPLICA_INDEX in idxs)
+    return len({i for idxs in c.where.values() for i in idxs if i < policy.width})
+
+
+def health(ring: LocalRing, verify: bool = False) -> HealthReport:
+    """Classify every known chunk; ``verify=True`` also reads and checks each owner's piece."""
+    chunks, pieces = _collect(ring)
+    protected = degraded = unrecoverable = 0
+    for c in chunks.values():
+        try:
+            policy = c.ref.policy.policy()
+            expected = _expected(ring, policy, c.ref.key)
+            ok = 0
+            for disk_id, idx in expected:
+                if idx not in c.where.get(disk_id, ()):
+                    continue
+                if verify:
+                    try:
+                        data = ring.disk(disk_id).get(c.ref.key, idx)
+                    except ChunkStoreError:
+                        continue
+                    if idx == REPLICA_INDEX and not c.ref.verify(data):
+                        continue
+                ok += 1
+            entry = ring.repair_log.get(c.ref.key)
+            if entry is not None and entry.kind == DELETED:
+                continue
+            if ok == policy.width:
+                protected += 1
+            elif max(ok, _distinct_pieces(policy, c)) >= policy.min_pieces:
+                degraded += 1
+            else:
+                unrecoverable += 1
+        except ChunkStoreError:
+            unrecoverable += 1
+    down = ring.unavailable_disks()
+    return HealthReport(
+        chunks=protected + degraded + unrecoverable,
+        protected=protected,
+        degraded=degraded,
+        unrecoverable=unrecoverable,
+        pieces=pieces,
+        disks_total=len(ring.config.disks),
+        disks_unavailable=tuple(sorted(down)),
+    )
+
+
+class _Sweep:
+    def __init__(self, ring: LocalRing) -> None:
+        self.ring = ring
+        self.rebuilt = 0
+        self.removed = 0
+        self.bytes = 0
+        self.unrecoverable: list[bytes] = []
+
+    def _read(self, disk_id: str, ref: ChunkRef, idx: int) -> bytes | None:
+        """A verified piece, or None if missing / bad / unreachable."""
+        try:
+            data = self.ring.disk(disk_id).get(ref.key, idx)
+        except (ChunkNotFound, ChunkCorrupt):
+            return None
+        except DiskUnavailable as e:
+            self.ring.mark_down(disk_id, str(e))
+            return None
+        if idx == REPLICA_INDEX and not ref.verify(data):
+            return None
+        return data
+
+    def _remove(self, disk_id: str, key: bytes, idx: int) -> None:
+        self.ring.disk(disk_id).delete(key, idx)
+        self.removed += 1
+
+    def deleted(self, c: _Chunk) -> None:
+        for disk_id, idxs in c.where.items():
+            for idx in sorted(idxs):
+                self._remove(disk_id, c.ref.key, idx)
+        if not self.ring.unavailable_disks():
+            self.ring.repair_log.clear(c.ref.key)
+
+    def chunk(self, c: _Chunk) -> None:
+        ref = c.ref
+        policy = ref.policy.policy()
+        expected = _expected(self.ring, policy, ref.key)
+        good: dict[tuple[str, int], bytes] = {}
+        bad: list[tuple[str, int]] = []
+        for disk_id, idx in expected:
+            data = self._read(disk_id, ref, idx) if idx in c.where.get(disk_id, ()) else None
+            if data is None:
+                bad.append((disk_id, idx))
+            else:
+                good[(disk_id, idx)] = data
+        if bad:
+            payload = self._payload(c, policy, good)
+            if payload is None:
+                self.unrecoverable.append(ref.key)
+                self.ring.repair_log.note(ref, NEEDS_REPAIR)
+                return
+            pieces = policy.encode(payload)
+            for disk_id, idx in bad:
+                piece = pieces[0] if idx == REPLICA_INDEX else pieces[idx]
+                try:
+                    ds = self.ring.disk(disk_id)
+                except DiskUnavailable:
+                    continue  # stays degraded; noted below
+                if ds.has(ref.key, idx):
+                    ds.delete(ref.key, idx)  # a bad piece: tombstone it, then write a good one
+                ds.put(ref.key, idx, ref.policy, ref.size, piece)
+                self.rebuilt += 1
+                self.bytes += len(piece)
+                good[(disk_id, idx)] = piece
+        if len(good) < policy.width:
+            self.ring.repair_log.note(ref, NEEDS_REPAIR)
+            return
+        # every owner holds a verified piece: drop misplaced / extra ones
+        wanted = set(expected)
+        for disk_id, idxs in c.where.items():
+            for idx in sorted(idxs):
+                if (disk_id, idx) not in wanted:
+                    self._remove(disk_id, ref.key, idx)
+        entry = self.ring.repair_log.get(ref.key)
+        if entry is not None and entry.kind == NEEDS_REPAIR:
+            self.ring.repair_log.clear(ref.key)
+
+    def _payload(self, c: _Chunk, policy: Policy, good: dict[tuple[str, int], bytes]) -> bytes | None:
+        ref = c.ref
+        if isinstance(policy, ReplicationPolicy):
+            if good:
+                return next(iter(good.values()))
+            for disk_id, idxs in c.where.items():
+                if REPLICA_INDEX in idxs:
+                    data = self._read(disk_id, ref, REPLICA_INDEX)
+                    if data is not None:
+                        return data
+            return None
+        assert isinstance(policy, ECPolicy)
+        frags = {idx: data for (_, idx), data in good.items()}
+        if len(frags) < policy.k:
+            for disk_id, idxs in c.where.items():  # misplaced fragments count too
+                for idx in idxs:
+                    if idx < policy.width and idx not in frags:
+                        data = self._read(disk_id, ref, idx)
+                        if data is not None:
+                            frags[idx] = data
+        if len(frags) < policy.k:
+            return None
+        try:
+            payload = policy.decode(frags)
+        except PolicyError:
+            payload = None
+        if payload is not None and ref.verify(payload):
+            return payload
+        try:  # a wrong fragment: let LocalRing try combinations (and other disks)
+            return self.ring.get(ref)
+        except ChunkStoreError:
+            return None
+
+
+def repair(ring: LocalRing, progress: Progress | None = None) -> RepairReport:
+    """Make every chunk fully protected again (see module docstring)."""
+    revived = []
+    for disk_id in sorted(ring.unavailable_disks()):
+        if ring.revive_disk(disk_id):
+            revived.append(disk_id)
+    chunks, _ = _collect(ring)
+    sweep = _Sweep(ring)
+    errors: list[str] = []
+    total = len(chunks)
+    for n, ck in enumerate(sorted(chunks), 1):
+        c = chunks[ck]
+        try:
+            entry = ring.repair_log.get(c.ref.key)
+            if entry is not None and entry.kind == DELETED:
+                sweep.deleted(c)
+            else:
+                sweep.chunk(c)
+        except Exception as e:  # one bad chunk never stops the sweep
+            errors.append(f"{c.ref.hex}: {type(e).__name__}: {e}")
+        if progress is not None:
+            progress(n, total)
+    return RepairReport(
+        chunks_checked=total,
+        pieces_rebuilt=sweep.rebuilt,
+        pieces_removed=sweep.removed,
+        unrecoverable=tuple(sweep.unrecoverable),
+        bytes_rebuilt=sweep.bytes,
+        disks_revived=tuple(revived),
+        errors=tuple(errors),
+    )
+
+
+def scan(ring: LocalRing) -> HealthReport:
+    """Alias of :func:`health` with verification (a scrub that repairs nothing)."""
+    return health(ring, verify=True)
