@@ -56,18 +56,30 @@ def test_two_lost_disks_still_read_and_repair_restores_redundancy(archive):
     expected = write_set(archive.mnt)
     archive.umount()
     chunks = assert_fully_protected(archive)
-    for d in archive.disk_dirs[1:3]:
-        subprocess.run(["rm", "-rf", str(d)], check=True)
+    lost = archive.disk_dirs[1:3]
+    subprocess.run(["rm", "-rf", str(lost[0])], check=True)
     archive.mount()
     check_set(archive.mnt, expected)
-    (archive.mnt / "written-degraded").write_bytes(pattern(9 * MIB, 99))
+    # one disk down: EC 4+2 still reaches its write quorum (k+1 = 5 fragments)
+    degraded = pattern(9 * MIB, 99)
+    (archive.mnt / "written-degraded").write_bytes(degraded)
+    archive.umount()
+    subprocess.run(["rm", "-rf", str(lost[1])], check=True)
+    archive.mount()
+    check_set(archive.mnt, expected)
+    assert (archive.mnt / "written-degraded").read_bytes() == degraded
+    # two down: no margin left, so large writes are refused with a clear error, not lost
+    with pytest.raises(OSError) as e:
+        (archive.mnt / "refused").write_bytes(pattern(5 * MIB, 98))
+    assert e.value.errno == errno.EIO
+    assert "written-degraded" in os.listdir(archive.mnt)
     archive.umount()
     res = sofsctl(archive.data, "repair")
     assert "pieces rebuilt" in res.stdout and "all chunks fully protected" in res.stdout
     assert assert_fully_protected(archive) >= chunks
     archive.mount()
     check_set(archive.mnt, expected)
-    assert (archive.mnt / "written-degraded").read_bytes() == pattern(9 * MIB, 99)
+    assert (archive.mnt / "written-degraded").read_bytes() == degraded
 
 
 def test_bit_rot_is_read_around_and_repaired(archive):

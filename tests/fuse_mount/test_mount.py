@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import shutil
+import random
 import signal
 import subprocess
 import time
@@ -22,13 +22,8 @@ SIZES = [0, 1, 60 * KIB - 1, 60 * KIB + 1, 4 * MIB - 1, 4 * MIB + 1]
 
 
 def pattern(size: int, seed: int) -> bytes:
-    """Deterministic, incompressible-looking bytes (so blocks neither shrink nor dedup)."""
-    out = bytearray()
-    counter = 0
-    while len(out) < size:
-        out += hashlib.blake2b(f"{seed}:{counter}".encode(), digest_size=64).digest() * 16
-        counter += 1
-    return bytes(out[:size])
+    """Deterministic, incompressible bytes (so blocks neither shrink nor dedup)."""
+    return random.Random(seed).randbytes(size)
 
 
 def digest(path) -> str:
@@ -119,13 +114,14 @@ def test_killed_mount_loses_nothing_closed_and_umount_recovers(archive):
     data = pattern(5 * MIB + 3, 7)
     with open(archive.mnt / "closed", "wb") as f:
         f.write(data)
-    with open(archive.mnt / "synced", "wb") as f:
-        f.write(data[:100_000])
-        f.flush()
-        os.fsync(f.fileno())
-        pid = max(archive.pids)
-        os.kill(pid, signal.SIGKILL)
-        time.sleep(0.5)
+    fd = os.open(archive.mnt / "synced", os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, data[:100_000])
+    os.fsync(fd)  # acknowledged by fsync; the file is still open when the mount dies
+    os.write(fd, b"never acknowledged")
+    os.kill(max(archive.pids), signal.SIGKILL)
+    time.sleep(0.5)
+    with pytest.raises(OSError):
+        os.close(fd)
     with pytest.raises(OSError) as e:
         os.listdir(archive.mnt)
     assert e.value.errno == errno.ENOTCONN

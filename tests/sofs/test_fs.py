@@ -251,10 +251,7 @@ def test_readdir_offsets_stay_stable_while_entries_change(env):
     fs = mount()
     for i in range(50):
         write_file(fs, ROOT_INO, b"f%02d" % i, b"")
-    first = []
-    it = fs.readdir(ROOT_INO, 0)
-    for _ in range(22):
-        first.append(next(it))
+    first = fs.readdir(ROOT_INO, 0, limit=22)
     resume = first[-1][2]
     fs.unlink(ROOT_INO, b"f10")  # already listed
     fs.unlink(ROOT_INO, b"f40")  # not yet listed

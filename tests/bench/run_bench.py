@@ -1,0 +1,585 @@
+"""sofs against a trivial pyfuse3 passthrough mount, measured in one run on one machine.
+
+What it measures, on each mount (sofs first, then the passthrough), each test in a fresh
+subdirectory:
+
+  write      one large file (default 1 GiB) in 1 MiB writes of incompressible data that never
+             repeats a block (no dedup, no compression win), fsync + close included   [MiB/s]
+  read       the same file after ``sync; echo 3 > /proc/sys/vm/drop_caches``          [MiB/s]
+  create-4k  create + write + close of N small files (default 10,000 x 4 KiB)       [files/s]
+  stat-4k    stat of those files right after (warm: dentries cached; the kernel still asks
+             the filesystem once for the attributes of a file just written)       [files/s]
+  unlink-4k  unlink of those files                                                   [files/s]
+  create-ct, stat-ct, unlink-ct: the same with CT-slice-sized files (2,000 x 512 KiB)
+
+The sofs side is a fresh local ring (``sofsctl cluster init --disks 6``) with a volume ``bench``
+(EC 4+2, default compression); the baseline is ``tests/bench/passthrough.py`` over a plain
+directory on the same filesystem, with the same kernel caching settings as sofs's mount. Data
+read back is compared with what was written (outside the timed part).
+
+How to read it: the ratio column is sofs / passthrough. The passthrough is the floor of a
+Python FUSE filesystem doing nothing, so ~1.0 means sofs's own work (hashing, compression,
+erasure coding, metadata, durability) is nearly free and small ratios show where it costs. The
+machines here are noisy (2 cores, shared): compare ratios from one run, never absolute numbers
+from different runs. ``--rss-gib N`` additionally writes an N GiB file to sofs and reports the
+mount process's peak resident memory (VmHWM) during it.
+
+    scripts/bench                       # the default run (< 10 minutes)
+    scripts/bench --size-gib 0.1 --small-count 500 --ct-count 100   # a quick check
+    scripts/bench --only write read --rss-gib 4 --keep
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import select
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+MiB = 1 << 20
+GiB = 1 << 30
+PATTERN = 64 * MiB   # random bytes generated once, reused with stamps
+STAMP_EVERY = 64 * 1024
+VOLUME = "bench"
+
+ROWS = [  # key, label, unit
+    ("write", "seq write {size} (1 MiB writes + fsync)", "MiB/s"),
+    ("read", "seq read {size}, cold cache", "MiB/s"),
+    ("create-4k", "create+write+close {small} x 4 KiB", "files/s"),
+    ("stat-4k", "stat {small} x 4 KiB (warm)", "files/s"),
+    ("unlink-4k", "unlink {small} x 4 KiB", "files/s"),
+    ("create-ct", "create+write+close {ct} x 512 KiB", "files/s"),
+    ("stat-ct", "stat {ct} x 512 KiB (warm)", "files/s"),
+    ("unlink-ct", "unlink {ct} x 512 KiB", "files/s"),
+]
+ROW_KEYS = [r[0] for r in ROWS]
+GROUPS = {"large": ("write", "read"),
+          "small": ("create-4k", "stat-4k", "unlink-4k"),
+          "ct": ("create-ct", "stat-ct", "unlink-ct")}
+
+
+class BenchError(Exception):
+    pass
+
+
+# ------------------------------------------------------------------------------- data
+
+class Data:
+    """64 MiB of random bytes; every 64 KiB gets a stamp (run nonce, stream, position) so no
+    block of any size repeats, within a file or across files."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray(os.urandom(PATTERN))
+        self.view = memoryview(self.buf)
+        self.nonce = int.from_bytes(os.urandom(8), "little")
+
+    def block(self, stream: int, index: int, length: int) -> memoryview:
+        """The bytes of block ``index`` of ``stream``: the same answer every time it is asked."""
+        # Blocks start on the 64 KiB stamp grid, so stamps only ever touch grid positions and
+        # a block's other bytes never change.
+        slots = (PATTERN - length) // STAMP_EVERY + 1
+        off = (index * max(1, length // STAMP_EVERY) % slots) * STAMP_EVERY
+        for k, pos in enumerate(range(off, off + length, STAMP_EVERY)):
+            struct.pack_into("<QQQ", self.buf, pos, self.nonce, stream << 32 | k, index)
+        return self.view[off:off + length]
+
+
+# ------------------------------------------------------------------------------- helpers
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def drop_caches() -> None:
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
+
+
+def mounted(path: Path) -> bool:
+    real = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            if line.split()[4].encode().decode("unicode_escape") == real:
+                return True
+    return False
+
+
+def alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("State:"):
+                    return "zombie" not in line
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return True
+
+
+def proc_status(pid: int, field: str) -> int | None:
+    """A ``/proc/PID/status`` memory field in bytes."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def kill(pid: int | None, grace: float = 30.0) -> None:
+    if not alive(pid):
+        return
+    with_sig = [(signal.SIGTERM, grace), (signal.SIGKILL, 10.0)]
+    for sig, wait in with_sig:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            if not alive(pid):
+                return
+            time.sleep(0.1)
+
+
+def run(cmd: list[str], timeout: float = 300.0) -> str:
+    log("$ " + " ".join(cmd))
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    out = (res.stdout + res.stderr).strip()
+    if res.returncode != 0:
+        raise BenchError(f"command failed (exit {res.returncode}): {' '.join(cmd)}\n{out}")
+    if out:
+        log("  " + out.replace("\n", "\n  "))
+    return out
+
+
+def tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as e:
+        return f"(no log: {e})"
+
+
+def human_size(n: float) -> str:
+    return f"{n / GiB:g} GiB" if n >= GiB else f"{n / MiB:g} MiB"
+
+
+# ------------------------------------------------------------------------------- the tests
+
+def fresh_dir(mnt: Path, name: str) -> Path:
+    d = mnt / name
+    os.mkdir(d)
+    return d
+
+
+def bench_large(root: Path, data: Data, size: int, stream: int) -> dict[str, float]:
+    path = root / "large.bin"
+    n = size // MiB
+    os.sync()
+    t0 = time.perf_counter()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        for i in range(n):
+            block = data.block(stream, i, MiB)
+            done = os.write(fd, block)
+            while done < MiB:
+                done += os.write(fd, block[done:])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    t_write = time.perf_counter() - t0
+
+    drop_caches()
+    rbuf = bytearray(MiB)
+    total = 0
+    t0 = time.perf_counter()
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        while True:
+            got = os.readv(fd, [rbuf])
+            if not got:
+                break
+            total += got
+    finally:
+        os.close(fd)
+    t_read = time.perf_counter() - t0
+    if total != n * MiB:
+        raise BenchError(f"read back {total} bytes of {n * MiB}")
+
+    # Untimed: the file holds what was written (served from the page cache now).
+    with open(path, "rb", buffering=0) as f:
+        for i in range(n):
+            got = f.read(MiB)
+            if got != data.block(stream, i, MiB):
+                raise BenchError(f"{path}: MiB block {i} differs from what was written")
+    return {"write": n / t_write, "read": n / t_read}
+
+
+def bench_files(root: Path, data: Data, count: int, size: int, stream: int,
+               tag: str) -> dict[str, float]:
+    names = [os.fsencode(root / f"f{i:06d}") for i in range(count)]
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+    os.sync()
+    t0 = time.perf_counter()
+    for i, name in enumerate(names):
+        fd = os.open(name, flags, 0o644)
+        try:
+            os.write(fd, data.block(stream, i, size))
+        finally:
+            os.close(fd)
+    t_create = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    for name in names:
+        st = os.stat(name)
+    t_stat = time.perf_counter() - t0
+    if st.st_size != size:
+        raise BenchError(f"{os.fsdecode(names[-1])}: size {st.st_size}, expected {size}")
+
+    # Untimed: a sample of the files holds what was written.
+    for i in range(0, count, max(1, count // 50)):
+        with open(names[i], "rb", buffering=0) as f:
+            if f.read() != data.block(stream, i, size):
+                raise BenchError(f"{os.fsdecode(names[i])} differs from what was written")
+
+    os.sync()
+    t0 = time.perf_counter()
+    for name in names:
+        os.unlink(name)
+    t_unlink = time.perf_counter() - t0
+    os.rmdir(root)
+    return {f"create-{tag}": count / t_create, f"stat-{tag}": count / t_stat,
+            f"unlink-{tag}": count / t_unlink}
+
+
+def measure(which: str, mnt: Path, data: Data, args, groups: list[str],
+            check_alive) -> tuple[dict[str, float], list[str]]:
+    """All selected tests on one mount; failures are recorded, not raised."""
+    results: dict[str, float] = {}
+    errors: list[str] = []
+    for i, group in enumerate(groups):
+        stream = (0 if which == "sofs" else 1) * 16 + i
+        log(f"[{which}] {group} ...")
+        t0 = time.monotonic()
+        try:
+            if group == "large":
+                r = bench_large(fresh_dir(mnt, "large"), data, int(args.size_gib * GiB), stream)
+            elif group == "small":
+                r = bench_files(fresh_dir(mnt, "small"), data, args.small_count, 4096, stream, "4k")
+            else:
+                r = bench_files(fresh_dir(mnt, "ct"), data, args.ct_count, 512 * 1024, stream, "ct")
+        except Exception as e:  # noqa: BLE001 - reported in the output, the run goes on
+            msg = f"{which} {group}: {type(e).__name__}: {e}"
+            errors.append(msg)
+            log("  FAILED: " + msg)
+            log(traceback.format_exc())
+            problem = check_alive()
+            if problem:
+                errors.append(problem)
+                log("  " + problem)
+                break
+            continue
+        results.update(r)
+        log("  " + ", ".join(f"{k} {v:,.1f}" for k, v in r.items())
+            + f"  ({time.monotonic() - t0:.1f} s)")
+    return results, errors
+
+
+# ------------------------------------------------------------------------------- mounts
+
+class SofsMount:
+    def __init__(self, work: Path) -> None:
+        self.data_dir = work / "sofs-data"
+        self.mnt = work / "mnt-sofs"
+        self.pid: int | None = None
+        sofsctl = REPO / ".venv" / "bin" / "sofsctl"
+        self.cmd = [str(sofsctl)] if sofsctl.exists() else [sys.executable, "-m", "sofsctl"]
+        self.cmd += ["--data-dir", str(self.data_dir)]
+        self.log = self.data_dir / "log" / f"mount-{VOLUME}.log"
+
+    def start(self) -> None:
+        self.mnt.mkdir()
+        run(self.cmd + ["cluster", "init", "--disks", "6"])
+        run(self.cmd + ["volume", "create", VOLUME, "--ec", "4+2"])
+        try:
+            out = run(self.cmd + ["mount", VOLUME, str(self.mnt)], timeout=120)
+        except BenchError as e:
+            raise BenchError(f"{e}\n--- {self.log} (tail) ---\n{tail(self.log)}") from None
+        m = re.search(r"\(pid (\d+)\)", out)
+        if m:
+            self.pid = int(m.group(1))
+        else:
+            state = self.data_dir / "run" / "mounts" / f"{VOLUME}.json"
+            self.pid = json.loads(state.read_text())["pid"]
+        if not mounted(self.mnt):
+            raise BenchError(f"sofsctl mount returned but {self.mnt} is not mounted")
+
+    def problem(self) -> str | None:
+        if self.pid and not alive(self.pid):
+            return (f"sofs mount process {self.pid} is gone; {self.log} (tail):\n"
+                    f"{tail(self.log)}")
+        return None
+
+    def stop(self) -> None:
+        if mounted(self.mnt) or alive(self.pid):
+            try:
+                run(self.cmd + ["umount", str(self.mnt)], timeout=400)
+            except (BenchError, subprocess.TimeoutExpired) as e:
+                log(f"sofs umount failed: {e}\n--- {self.log} (tail) ---\n{tail(self.log)}")
+        kill(self.pid)
+        if mounted(self.mnt):
+            subprocess.run(["umount", "-l", str(self.mnt)], capture_output=True)
+
+
+class PassthroughMount:
+    def __init__(self, work: Path) -> None:
+        self.src = work / "passthrough-src"
+        self.mnt = work / "mnt-passthrough"
+        self.log = work / "passthrough.log"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def start(self) -> None:
+        self.src.mkdir()
+        self.mnt.mkdir()
+        cmd = [sys.executable, "-m", "tests.bench.passthrough", str(self.src), str(self.mnt)]
+        log("$ " + " ".join(cmd))
+        with open(self.log, "ab") as logf:
+            self.proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.PIPE, stderr=logf,
+                                         start_new_session=True)
+        deadline = time.monotonic() + 30
+        line = b""
+        while b"\n" not in line and time.monotonic() < deadline:
+            ready, _, _ = select.select([self.proc.stdout], [], [], 1.0)
+            if ready:
+                chunk = os.read(self.proc.stdout.fileno(), 100)
+                if not chunk:
+                    break
+                line += chunk
+        if line.strip() != b"ready":
+            raise BenchError(f"passthrough mount did not start; {self.log}:\n{tail(self.log)}")
+
+    def problem(self) -> str | None:
+        if self.proc and self.proc.poll() is not None:
+            return f"passthrough exited ({self.proc.returncode}); {self.log}:\n{tail(self.log)}"
+        return None
+
+    def stop(self) -> None:
+        if mounted(self.mnt):
+            res = subprocess.run(["fusermount3", "-u", str(self.mnt)], capture_output=True,
+                                 text=True)
+            if res.returncode != 0:
+                log(f"fusermount3 -u {self.mnt}: {res.stderr.strip()}")
+        if self.proc:
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                kill(self.proc.pid, grace=5)
+                self.proc.wait(timeout=10)
+            if self.proc.stdout:
+                self.proc.stdout.close()
+        if mounted(self.mnt):
+            subprocess.run(["umount", "-l", str(self.mnt)], capture_output=True)
+
+
+# ------------------------------------------------------------------------------- output
+
+def fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.1f} MiB/s" if unit == "MiB/s" else f"{value:,.0f}/s"
+
+
+def table(rows: list[str], sofs: dict, pt: dict, args) -> str:
+    labels = {k: lab.format(size=human_size(args.size_gib * GiB),
+                            small=f"{args.small_count:,}", ct=f"{args.ct_count:,}")
+              for k, lab, _ in ROWS}
+    units = {k: u for k, _, u in ROWS}
+    lines = [("test", "sofs", "passthrough", "sofs/pt")]
+    for k in rows:
+        a, b = sofs.get(k), pt.get(k)
+        ratio = f"{a / b:.2f}" if a is not None and b else "-"
+        lines.append((labels[k], fmt(a, units[k]), fmt(b, units[k]), ratio))
+    w = [max(len(r[i]) for r in lines) for i in range(4)]
+    out = []
+    for j, r in enumerate(lines):
+        out.append(f"{r[0]:<{w[0]}}  {r[1]:>{w[1]}}  {r[2]:>{w[2]}}  {r[3]:>{w[3]}}")
+        if j == 0:
+            out.append("  ".join("-" * x for x in w))
+    return "\n".join(out)
+
+
+# ------------------------------------------------------------------------------- main
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="scripts/bench", description="Benchmark sofs against a pyfuse3 passthrough mount "
+        "in one run; read the ratio column (machines here are noisy).")
+    p.add_argument("--size-gib", type=float, default=1.0,
+                   help="size of the large sequential file (default 1)")
+    p.add_argument("--small-count", type=int, default=10_000,
+                   help="number of 4 KiB files (default 10000)")
+    p.add_argument("--ct-count", type=int, default=2_000,
+                   help="number of 512 KiB (CT slice) files (default 2000)")
+    p.add_argument("--only", nargs="+", choices=ROW_KEYS, metavar="ROW",
+                   help=f"rows to show: {' '.join(ROW_KEYS)} (a row's prerequisites run too)")
+    p.add_argument("--mounts", nargs="+", choices=["sofs", "passthrough"],
+                   default=["sofs", "passthrough"], help="mounts to measure (default both)")
+    p.add_argument("--rss-gib", type=float, default=0.0,
+                   help="also write a file of this many GiB to sofs and report the mount "
+                        "process's peak RSS (VmHWM) during it (e.g. 4)")
+    p.add_argument("--workdir", type=Path, default=None,
+                   help="create the work directory inside this one (default /tmp)")
+    p.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = p.parse_args(argv)
+    if args.size_gib * GiB < MiB or args.small_count < 1 or args.ct_count < 1:
+        p.error("sizes and counts must be positive (--size-gib at least 1 MiB)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if os.geteuid() != 0:
+        log("run as root: mounting FUSE and dropping caches need it")
+        return 2
+    rows = [k for k in ROW_KEYS if not args.only or k in args.only]
+    groups = [g for g, ks in GROUPS.items() if any(k in rows for k in ks)]
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGTERM, on_term)
+
+    base = args.workdir or Path("/tmp")
+    base.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="sofs-bench-", dir=base))
+    log(f"work directory: {work}")
+    sofs = SofsMount(work) if "sofs" in args.mounts else None
+    pt = PassthroughMount(work) if "passthrough" in args.mounts else None
+    res_sofs: dict[str, float] = {}
+    res_pt: dict[str, float] = {}
+    errors: list[str] = []
+    notes: list[str] = []
+    status = 0
+    t_start = time.monotonic()
+    try:
+        data = Data()
+        if sofs:
+            try:
+                sofs.start()
+            except (BenchError, subprocess.TimeoutExpired, OSError) as e:
+                errors.append(f"sofs setup failed: {e}")
+                log(errors[-1])
+                sofs.stop()
+                sofs_ok = False
+            else:
+                sofs_ok = True
+            if sofs_ok:
+                res_sofs, errs = measure("sofs", sofs.mnt, data, args, groups, sofs.problem)
+                errors += errs
+                if alive(sofs.pid):
+                    hwm = proc_status(sofs.pid, "VmHWM")
+                    if hwm:
+                        notes.append(f"sofs mount (pid {sofs.pid}) peak RSS over the tests: "
+                                     f"{hwm / MiB:,.0f} MiB")
+                if args.rss_gib > 0 and alive(sofs.pid):
+                    notes.append(rss_test(sofs, data, args.rss_gib, errors))
+        if pt:
+            pt.start()
+            res_pt, errs = measure("passthrough", pt.mnt, data, args, groups, pt.problem)
+            errors += errs
+            hwm = proc_status(pt.pid, "VmHWM") if pt.pid else None
+            if hwm:
+                notes.append(f"passthrough (pid {pt.pid}) peak RSS: {hwm / MiB:,.0f} MiB")
+    except KeyboardInterrupt:
+        log("interrupted; cleaning up")
+        status = 130
+    except Exception as e:  # noqa: BLE001
+        errors.append(f"{type(e).__name__}: {e}")
+        log(traceback.format_exc())
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # let the cleanup finish
+        still = []
+        for m in (sofs, pt):
+            if m is None:
+                continue
+            try:
+                m.stop()
+            except Exception as e:  # noqa: BLE001
+                log(f"stopping {m.mnt}: {e}")
+            if mounted(m.mnt):
+                still.append(str(m.mnt))
+        if args.keep or still:
+            log(f"work directory kept: {work}"
+                + (f" (still mounted: {', '.join(still)})" if still else ""))
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+    print()
+    print(f"sofs vs pyfuse3 passthrough, {os.uname().release}, {os.cpu_count()} cores, "
+          f"{time.strftime('%Y-%m-%d %H:%M')}, run took {time.monotonic() - t_start:.0f} s")
+    print(table(rows, res_sofs, res_pt, args))
+    for n in notes:
+        print(n)
+    if errors:
+        print("\nERRORS:")
+        for e in errors:
+            print("  " + e.replace("\n", "\n  "))
+        status = status or 1
+    return status
+
+
+def rss_test(sofs: SofsMount, data: Data, gib: float, errors: list[str]) -> str:
+    """Write a ``gib`` GiB file to sofs; the mount's VmHWM during it (reset just before)."""
+    try:
+        with open(f"/proc/{sofs.pid}/clear_refs", "w") as f:
+            f.write("5")  # resets the peak RSS (VmHWM) to the current RSS
+        before = proc_status(sofs.pid, "VmRSS") or 0
+        root = fresh_dir(sofs.mnt, "rss")
+        n = int(gib * GiB) // MiB
+        log(f"[sofs] rss: writing {n:,} MiB ...")
+        t0 = time.perf_counter()
+        fd = os.open(root / "big.bin", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                     0o644)
+        try:
+            for i in range(n):
+                os.write(fd, data.block(99, i, MiB))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        dt = time.perf_counter() - t0
+        hwm = proc_status(sofs.pid, "VmHWM") or 0
+        os.unlink(root / "big.bin")
+        return (f"sofs mount peak RSS while writing {gib:g} GiB: {hwm / MiB:,.0f} MiB "
+                f"(RSS before: {before / MiB:,.0f} MiB; write {n / dt:,.1f} MiB/s)")
+    except Exception as e:  # noqa: BLE001
+        msg = f"sofs rss test: {type(e).__name__}: {e}"
+        problem = sofs.problem()
+        errors.append(msg + (f"\n{problem}" if problem else ""))
+        return msg
+
+
+if __name__ == "__main__":
+    sys.exit(main())
