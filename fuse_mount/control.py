@@ -10,14 +10,17 @@ killed process ("Transport endpoint is not connected") is cleared the same way.
 
 from __future__ import annotations
 
+import json
 import os
 import select
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from . import runstate
+from .ctlserver import socket_path
 
 
 class MountError(Exception):
@@ -145,3 +148,32 @@ def unmount(data_dir: Path, mountpoint: str, *, timeout: float = 120.0) -> str:
         if not state.alive:
             return f"unmounted {real} (volume {state.volume})"
     return f"unmounted {real}"
+
+
+def call(data_dir: Path, op: str, progress=None, timeout: float | None = None) -> dict:
+    """Run admin ``op`` in the mount process that serves the RING; returns its result.
+
+    ``progress(done, total)`` is called as the job reports. Raises MountError when no mount
+    process answers or the job failed.
+    """
+    path = socket_path(data_dir)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        try:
+            s.connect(str(path))
+        except OSError as e:
+            raise MountError(f"no mount process answers on {path}: {e.strerror}") from None
+        s.sendall(json.dumps({"op": op}).encode() + b"\n")
+        for line in s.makefile("rb"):
+            msg = json.loads(line)
+            if "progress" in msg:
+                if progress is not None:
+                    progress(*msg["progress"])
+            elif "error" in msg:
+                raise MountError(msg["error"])
+            elif "result" in msg:
+                return msg["result"]
+        raise MountError("the mount process closed the connection without an answer")
+    finally:
+        s.close()

@@ -25,7 +25,9 @@ import trio
 from chunkstore.localring import LocalRing
 from sofs.fs import Filesystem
 
-from . import runstate
+from chunkstore.repair import health, repair
+
+from . import ctlserver, runstate
 from .operations import SofsOperations
 
 log = logging.getLogger("sofs.mount")
@@ -51,8 +53,20 @@ def _raise_read_ahead(mountpoint: str) -> None:
         log.info("could not raise read-ahead (%s); reads stay at 128 KiB", e)
 
 
-async def _serve(fs: Filesystem, mountpoint: str, ready_fd: int | None) -> None:
+def admin_ops(ring: LocalRing, fs: Filesystem) -> dict[str, ctlserver.Operation]:
+    """What ``sofsctl`` may ask this process to do while it holds the RING."""
+    return {
+        "health": lambda progress: health(ring),
+        "repair": lambda progress: repair(ring, progress=progress),
+        "stats": lambda progress: fs.statistics(),
+    }
+
+
+async def _serve(fs: Filesystem, mountpoint: str, ready_fd: int | None,
+                 control: tuple[Path, dict] | None = None) -> None:
     async with trio.open_nursery() as nursery:
+        if control is not None:
+            await nursery.start(ctlserver.serve, *control)
 
         async def watch_signals() -> None:
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
@@ -103,7 +117,8 @@ def run_mount(data_dir: Path, volume: str, mountpoint: str, *, ready_fd: int | N
         runstate.write(data_dir, state)
         stack.callback(runstate.remove, data_dir, state)
         log.info("volume %s mounted at %s (pid %d)", volume, mountpoint, os.getpid())
-        trio.run(_serve, fs, mountpoint, ready_fd)
+        control = (ctlserver.socket_path(data_dir), admin_ops(ring, fs))
+        trio.run(_serve, fs, mountpoint, ready_fd, control)
         log.info("FUSE session ended; flushing and closing")
 
 

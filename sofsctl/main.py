@@ -17,8 +17,10 @@ from chunkstore import errors as cerr
 from chunkstore.cluster import init_local_cluster, load_config
 from chunkstore.localring import LocalRing
 from chunkstore.policy import parse_policy
+from chunkstore.repair import health as run_health
 from chunkstore.repair import repair as run_repair
 from fuse_mount import control, runstate
+from fuse_mount.ctlserver import to_jsonable
 from sofs import errors as ferr
 from sofs.volume import create_volume, list_volume_names, load_volume, protection_for
 
@@ -232,40 +234,60 @@ def umount(home: Path, mountpoint: str, timeout: float) -> None:
 
 # ---------------------------------------------------------------------------------------- repair
 
-def _open_ring(home: Path) -> LocalRing:
+def _ring_job(home: Path, op: str, run_local, label: str | None = None) -> dict:
+    """Run a job that needs the RING: here, or in the mount process that holds it."""
+    bar = None
+    if label is not None:
+        bar = click.progressbar(length=1, label=label, show_pos=True, show_eta=True,
+                                file=sys.stderr)
+
+    def progress(done: int, total: int) -> None:
+        if bar is not None:
+            bar.length = max(total, 1)
+            bar.update(done - bar.pos)
+
     try:
-        return LocalRing.open(home)
-    except cerr.ClusterInUse as e:
-        mounts = [s for s in runstate.all_states(home) if s.alive]
-        hint = "".join(f"\n  sofsctl umount {s.mountpoint}" for s in mounts)
-        raise Failure(f"{e}. In this release the embedded ring is served by one process at a "
-                      f"time; unmount first:{hint}") from None
-    except cerr.ChunkStoreError as e:
-        raise _fail(e)
+        try:
+            ring = LocalRing.open(home)
+        except cerr.ClusterInUse:
+            try:  # a mount process serves the RING: it runs the job for us
+                return control.call(home, op, progress)
+            except control.MountError as e:
+                raise _fail(e)
+        except cerr.ChunkStoreError as e:
+            raise _fail(e)
+        try:
+            return to_jsonable(run_local(ring, progress))
+        finally:
+            ring.close()
+    finally:
+        if bar is not None:
+            bar.render_finish()
 
 
 @cli.command()
 @pass_home
 def repair(home: Path) -> None:
-    """Check every chunk and rebuild missing or corrupt copies and fragments."""
-    ring = _open_ring(home)
-    try:
-        with click.progressbar(length=1, label="repairing", show_pos=True,
-                               file=sys.stderr) as bar:
-            def progress(done: int, total: int) -> None:
-                bar.length = max(total, 1)
-                bar.update(done - bar.pos)
+    """Check every chunk and rebuild missing or corrupt copies and fragments.
 
-            report = run_repair(ring, progress=progress)
-    finally:
-        ring.close()
-    click.echo(f"chunks checked: {report.chunks_checked}")
-    click.echo(f"pieces rebuilt: {report.pieces_rebuilt} ({human(report.bytes_rebuilt)})")
-    click.echo(f"pieces removed: {report.pieces_removed}")
-    if report.unrecoverable:
-        click.echo(f"UNRECOVERABLE chunks: {len(report.unrecoverable)}", err=True)
-        for key in report.unrecoverable[:20]:
-            click.echo(f"  {key.hex() if isinstance(key, bytes) else key}", err=True)
+    Works online (a mounted volume's process runs it) or offline.
+    """
+    report = _ring_job(home, "repair", lambda ring, p: run_repair(ring, progress=p),
+                       label="repairing")
+    click.echo(f"chunks checked: {report['chunks_checked']}")
+    click.echo(f"pieces rebuilt: {report['pieces_rebuilt']} ({human(report['bytes_rebuilt'])})")
+    click.echo(f"pieces removed: {report['pieces_removed']}")
+    if report.get("disks_revived"):
+        click.echo(f"disks re-created: {', '.join(report['disks_revived'])}")
+    for err in report.get("errors", [])[:20]:
+        click.echo(f"error: {err}", err=True)
+    if report["unrecoverable"]:
+        click.echo(f"UNRECOVERABLE chunks: {len(report['unrecoverable'])}", err=True)
+        for key in report["unrecoverable"][:20]:
+            click.echo(f"  {key}", err=True)
+        sys.exit(3)
+    if report.get("errors"):
+        click.echo("some chunks are still degraded; run repair again", err=True)
         sys.exit(3)
     click.echo("all chunks fully protected")
 
@@ -275,7 +297,7 @@ def repair(home: Path) -> None:
 @cli.command()
 @pass_home
 def status(home: Path) -> None:
-    """Show the cluster's disks, capacity, volumes and mounts."""
+    """Show the cluster's disks, chunk health, volumes and mounts."""
     try:
         cfg = load_config(home)
     except cerr.ChunkStoreError as e:
@@ -291,6 +313,12 @@ def status(home: Path) -> None:
         state = "up" if (path / "DISK").is_file() else "NOT INITIALISED"
         rows.append((disk.id, str(path), state, human(usage.total), human(usage.free)))
     _table(rows)
+    h = _ring_job(home, "health", lambda ring, p: run_health(ring))
+    line = (f"chunks: {h['chunks']} ({h['protected']} fully protected, {h['degraded']} degraded, "
+            f"{h['unrecoverable']} unrecoverable)")
+    click.echo(line)
+    if h["degraded"] or h["unrecoverable"]:
+        click.echo("run: sofsctl repair", err=True)
     mounts = {s.volume: s for s in runstate.all_states(home) if s.alive}
     for v in _volumes(home):
         m = mounts.get(v.name)

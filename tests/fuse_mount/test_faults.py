@@ -145,3 +145,21 @@ def test_full_disks_give_enospc_and_the_mount_lives_on(make_archive):
         a.cleanup()
         for m in mounted:
             subprocess.run(["umount", "-l", str(m)], capture_output=True)
+
+
+def test_online_repair_and_status_through_the_mount_process(archive):
+    expected = write_set(archive.mnt)
+    os.sync()
+    flipped = 0
+    for d in archive.disk_dirs[3:5]:
+        for path, rec in first_records(d):
+            container.flip_byte(path, container.data_offset(rec) + 11)
+            flipped += 1
+    res = sofsctl(archive.data, "status")
+    assert "chunks:" in res.stdout and "mounted at" in res.stdout
+    res = sofsctl(archive.data, "repair")
+    rebuilt = int(res.stdout.split("pieces rebuilt:")[1].split()[0])
+    assert rebuilt >= flipped and "all chunks fully protected" in res.stdout
+    check_set(archive.mnt, expected)
+    archive.umount()
+    assert_fully_protected(archive)

@@ -1,0 +1,153 @@
+"""The mount process's admin socket: ``sofsctl repair`` and ``status`` while a volume is mounted.
+
+In this release one process at a time serves the embedded RING (it holds the cluster lock), so
+the admin commands that need the RING ask that process over a Unix socket,
+``DATA_DIR/run/ring.sock`` (mode 0600: root only), instead of opening the disks themselves.
+
+Protocol: one request per connection, a JSON object on one line (at most 4 KiB), e.g.
+``{"op": "repair"}``. The answer is a sequence of JSON lines: zero or more
+``{"progress": [done, total]}`` while the job runs, then exactly one ``{"result": {...}}`` or
+``{"error": "message"}``. Unknown ops and malformed requests get an error line; the server lives
+on. Operations: ``health`` (chunk protection counts), ``repair`` (the full repair sweep),
+``stats`` (mount statistics).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+log = logging.getLogger("sofs.ctl")
+
+MAX_REQUEST = 4096
+PROGRESS_INTERVAL_S = 0.5
+
+# An operation runs in a worker thread; it gets a progress callback (done, total) and returns
+# a JSON-serialisable result (dataclasses are converted).
+Operation = Callable[[Callable[[int, int], None]], Any]
+
+
+def socket_path(data_dir: Path) -> Path:
+    return Path(data_dir) / "run" / "ring.sock"
+
+
+def to_jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        value = dataclasses.asdict(value)
+    if isinstance(value, dict):
+        return {k: to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, bytes):
+        return value.hex()
+    return value
+
+
+async def _send(stream: trio.SocketStream, obj: dict) -> None:
+    await stream.send_all(json.dumps(obj).encode() + b"\n")
+
+
+async def _read_request(stream: trio.SocketStream) -> dict:
+    buf = b""
+    with trio.move_on_after(10):
+        while b"\n" not in buf and len(buf) <= MAX_REQUEST:
+            data = await stream.receive_some(MAX_REQUEST)
+            if not data:
+                break
+            buf += data
+    line = buf.split(b"\n", 1)[0]
+    if len(line) > MAX_REQUEST:
+        raise ValueError("request too long")
+    req = json.loads(line)
+    if not isinstance(req, dict) or not isinstance(req.get("op"), str):
+        raise ValueError('a request is a JSON object with a string "op"')
+    return req
+
+
+async def _handle(stream: trio.SocketStream, ops: dict[str, Operation],
+                  busy: trio.Lock) -> None:
+    async with stream:
+        try:
+            req = await _read_request(stream)
+        except (ValueError, UnicodeDecodeError) as e:
+            await _send(stream, {"error": f"malformed request: {e}"})
+            return
+        op = ops.get(req["op"])
+        if op is None:
+            await _send(stream, {"error": f"unknown op {req['op']!r}; known: {sorted(ops)}"})
+            return
+        if busy.locked():
+            await _send(stream, {"error": "another admin job is running on this mount"})
+            return
+        async with busy:
+            progress = [0, 0]
+
+            def report(done: int, total: int) -> None:
+                progress[0], progress[1] = done, total
+
+            result: dict[str, Any] = {}
+            done = trio.Event()
+
+            async def run() -> None:
+                try:
+                    result["result"] = to_jsonable(await trio.to_thread.run_sync(op, report))
+                except Exception as e:  # the job failed: tell the admin, keep serving
+                    log.exception("admin op %s failed", req["op"])
+                    result["error"] = f"{type(e).__name__}: {e}"
+                finally:
+                    done.set()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(run)
+                while not done.is_set():
+                    with trio.move_on_after(PROGRESS_INTERVAL_S):
+                        await done.wait()
+                    if not done.is_set() and progress[1]:
+                        try:
+                            await _send(stream, {"progress": list(progress)})
+                        except trio.BrokenResourceError:
+                            pass  # the client went away; the job still finishes
+            try:
+                await _send(stream, result)
+            except trio.BrokenResourceError:
+                pass
+
+
+async def serve(path: Path, ops: dict[str, Operation], *,
+                task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Listen on ``path`` until cancelled; the socket file is removed on the way out."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    await sock.bind(str(path))
+    os.chmod(path, 0o600)
+    sock.listen(8)
+    listener = trio.SocketListener(sock)
+    busy = trio.Lock()
+    try:
+        async with trio.open_nursery() as nursery:
+            task_status.started()
+
+            async def handler(stream: trio.SocketStream) -> None:
+                try:
+                    await _handle(stream, ops, busy)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+
+            await trio.serve_listeners(handler, [listener], handler_nursery=nursery)
+    finally:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass

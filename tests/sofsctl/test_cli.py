@@ -1,0 +1,75 @@
+"""sofsctl as an admin uses it: help, exit codes, idempotent init, volume rules, status."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from sofsctl.main import cli
+
+
+@pytest.fixture
+def run(tmp_path):
+    runner = CliRunner()
+
+    def invoke(*args: str):
+        return runner.invoke(cli, ["--data-dir", str(tmp_path / "data"), *args])
+
+    return invoke
+
+
+def test_every_command_has_help(run):
+    for cmd in ([], ["cluster", "init"], ["volume", "create"], ["volume", "list"], ["mount"],
+                ["umount"], ["repair"], ["status"]):
+        res = run(*cmd, "--help")
+        assert res.exit_code == 0, (cmd, res.output)
+        assert "Usage:" in res.output
+
+
+def test_cluster_init_is_idempotent_and_refuses_a_different_shape(run, tmp_path):
+    first = run("cluster", "init", "--disks", "6")
+    assert first.exit_code == 0, first.output
+    again = run("cluster", "init", "--disks", "6")
+    assert again.exit_code == 0 and again.output == first.output
+    other = run("cluster", "init", "--disks", "4")
+    assert other.exit_code == 1
+    cfg = json.loads((tmp_path / "data" / "cluster.json").read_text())
+    assert len(cfg["disks"]) == 6
+
+
+def test_volume_rules(run):
+    assert run("volume", "create", "v").exit_code == 1  # no cluster yet
+    run("cluster", "init", "--disks", "6")
+    ok = run("volume", "create", "pacs", "--ec", "4+2")
+    assert ok.exit_code == 0 and "ec4+2" in ok.output and "cos2" in ok.output
+    assert run("volume", "create", "pacs").exit_code == 1  # exists
+    assert run("volume", "create", "bad/name").exit_code == 1
+    assert run("volume", "create", "wide", "--ec", "10+6").exit_code == 1  # 16 > 6 disks
+    assert run("volume", "create", "both", "--ec", "4+2", "--cos", "1").exit_code == 2
+    assert run("volume", "create", "junk", "--ec", "4+2:nope").exit_code == 1
+    rep = run("volume", "create", "rep", "--cos", "2", "--compress", "none")
+    assert rep.exit_code == 0 and "compression none" in rep.output
+    listing = run("volume", "list")
+    assert listing.exit_code == 0
+    lines = listing.output.splitlines()
+    assert lines[0].split()[:3] == ["NAME", "LARGE", "SMALL"]
+    assert [line.split()[0] for line in lines[1:]] == ["pacs", "rep"]
+
+
+def test_status_reports_disks_and_missing_ones(run, tmp_path):
+    assert run("status").exit_code == 1  # no cluster: a clear error, no traceback
+    run("cluster", "init", "--disks", "3")
+    (tmp_path / "data" / "disks" / "d1").rename(tmp_path / "elsewhere")
+    res = run("status")
+    assert res.exit_code == 0
+    rows = {line.split()[0]: line for line in res.output.splitlines() if line.startswith("d")}
+    assert "MISSING" in rows["d1"] and " up " in rows["d0"]
+
+
+def test_repair_on_an_empty_cluster(run):
+    run("cluster", "init", "--disks", "6")
+    res = run("repair")
+    assert res.exit_code == 0, res.output
+    assert "chunks checked: 0" in res.output
