@@ -158,15 +158,29 @@ def init_local_cluster(
 
     Idempotent: on an existing cluster with the same shape it only completes missing pieces
     (ring.json, disk markers) and returns the existing config. Raises ClusterMismatch for a
-    different existing cluster, ClusterInUse if a LocalRing has it open.
+    different existing cluster. While a LocalRing has it open, an identical cluster is returned
+    as it is (nothing is created then).
     """
     if disks < 1 or vnodes < 1:
         raise ValueError("need at least one disk and one vnode")
     data_dir = os.fspath(data_dir)
     os.makedirs(data_dir, exist_ok=True)
-    lock = ClusterLock(data_dir)
+    wanted_disks = tuple(DiskConfig(f"d{i}", os.path.join("disks", f"d{i}")) for i in range(disks))
     try:
-        wanted_disks = tuple(DiskConfig(f"d{i}", os.path.join("disks", f"d{i}")) for i in range(disks))
+        lock = ClusterLock(data_dir)
+    except ClusterInUse:
+        # Served right now (a volume is mounted): an identical cluster exists, so there is
+        # nothing to create; missing disk directories are repair's job.
+        try:
+            config = load_config(data_dir)
+        except ClusterNotFound:
+            raise ClusterInUse(f"{data_dir}: another process is creating this cluster") from None
+        if not config.same_shape(ClusterConfig(config.cluster_id, vnodes, wanted_disks)):
+            raise ClusterMismatch(
+                f"{data_dir}: holds a different cluster ({len(config.disks)} disks, {config.vnodes} vnodes)"
+            ) from None
+        return config
+    try:
         try:
             config = load_config(data_dir)
         except ClusterNotFound:
