@@ -224,7 +224,11 @@ class SofsOperations(pyfuse3.Operations):
 
     @fuse_errors
     async def write(self, fh, off, buf):
-        return await self._run(self.fs.write, fh, off, buf)
+        # copying into a dirty buffer is cheap: only block loads and flushes need a thread
+        written = self.fs.write_nowait(fh, off, buf)
+        if written is None:
+            written = await self._run(self.fs.write, fh, off, buf)
+        return written
 
     @fuse_errors
     async def flush(self, fh):
@@ -236,4 +240,7 @@ class SofsOperations(pyfuse3.Operations):
 
     @fuse_errors
     async def release(self, fh):
-        await self._run(self.fs.release, fh)
+        if self.fs.needs_flush(self.fs.handle_ino(fh)):
+            await self._run(self.fs.release, fh)
+        else:  # close() already flushed: only bookkeeping (or freeing an unlinked inode) left
+            self.fs.release(fh)

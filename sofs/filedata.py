@@ -2,31 +2,42 @@
 
 A :class:`FileBuffers` holds the blocks of one inode that were written but not yet stored
 (``dirty``: bytearrays, the valid extent of each block, zero-filled where unwritten) and those
-being stored right now (``inflight``: frozen bytes, still readable). Blocks reach the RING only in
-:class:`sofs.fs.Filesystem` flushes, one flush of an inode at a time (``flush_lock``), so the block
-map is committed in the order the data was written.
+being stored right now (``inflight``: the newest frozen version per block, still readable).
+Several flushes of one inode may run at once (a writer fills block after block); each detached
+block version gets a sequence number and the block map only ever moves to a newer one
+(``committed_seq``), so the map follows the order in which data was written. ``gate`` is
+shared by those background flushes and taken exclusively by close/fsync/truncate, which must
+see every earlier flush committed.
 
-:class:`BlockCache` keeps recently read or written blocks, decoded, keyed by chunk key, bounded in
-bytes (least recently used out first).
+:class:`BlockCache` keeps recently read blocks, decoded, keyed by chunk key, bounded in bytes
+(least recently used out first).
 """
 
 import threading
 from collections import OrderedDict
 
+from .rwlock import SharedExclusiveLock
+
 
 class FileBuffers:
     """Dirty and in-flight blocks of one inode."""
 
-    __slots__ = ("dirty", "inflight", "flush_lock", "dirty_bytes")
+    __slots__ = ("dirty", "inflight", "committed_seq", "next_seq", "gate", "dirty_bytes")
 
     def __init__(self) -> None:
         self.dirty: dict[int, bytearray] = {}
-        self.inflight: dict[int, bytes] = {}
-        self.flush_lock = threading.Lock()
+        self.inflight: dict[int, tuple[int, bytes]] = {}
+        self.committed_seq: dict[int, int] = {}
+        self.next_seq = 0
+        self.gate = SharedExclusiveLock()
         self.dirty_bytes = 0
 
+    def frozen(self, index: int) -> bytes | None:
+        entry = self.inflight.get(index)
+        return entry[1] if entry is not None else None
+
     def is_idle(self) -> bool:
-        return not self.dirty and not self.inflight and not self.flush_lock.locked()
+        return not self.dirty and not self.inflight and self.gate.idle()
 
 
 class BlockCache:

@@ -22,6 +22,7 @@ import os
 import stat
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -89,6 +90,7 @@ class _Handle:
 class _Pending:
     index: int
     data: bytes
+    seq: int
 
 
 def _now() -> int:
@@ -662,6 +664,10 @@ class Filesystem:
             raise BadFileHandle(f"file handle {fh} is not open")
         return h
 
+    def handle_ino(self, fh: int) -> int:
+        with self._lock:
+            return self._handle(fh).ino
+
     def open(self, ino: int, flags: int, ctx: Ctx = ROOT_CTX) -> int:
         """Open a file; ``O_TRUNC`` truncates (data work: call from a thread)."""
         with self._lock:
@@ -711,14 +717,70 @@ class Filesystem:
 
     # ------------------------------------------------------------------ data: write
 
-    def write(self, fh: int, offset: int, data: bytes) -> int:
+    def _write_target(self, fh: int, offset: int) -> tuple[int, int]:
         if offset < 0:
             raise InvalidArgument("negative offset")
+        h = self._handle(fh)
+        if h.flags & os.O_APPEND:
+            offset = self._inode(h.ino).size
+        return h.ino, offset
+
+    def _buffers_of(self, ino: int) -> FileBuffers:
+        fb = self._buffers.get(ino)
+        if fb is None:
+            fb = self._buffers[ino] = FileBuffers()
+        return fb
+
+    def _copy_in(self, fb: FileBuffers, buf: bytearray, boff: int, data: memoryview) -> None:
+        have = len(buf)
+        if boff > have:
+            buf.extend(bytes(boff - have))
+        buf[boff:boff + len(data)] = data
+        grown = len(buf) - have
+        fb.dirty_bytes += grown
+        self._dirty_total += grown
+
+    def _written(self, ino: int, end: int) -> None:
+        node = self._inode(ino)
+        node.size = max(node.size, end)
+        node.mtime_ns = node.ctime_ns = _now()
+        if node.mode & (stat.S_ISUID | stat.S_ISGID):
+            node.mode &= ~(stat.S_ISUID | stat.S_ISGID)
+
+    def write_nowait(self, fh: int, offset: int, data: bytes) -> int | None:
+        """:meth:`write` when it needs no I/O: only dirty or brand-new blocks are touched, none
+        fills up and the dirty limit holds. Returns None (nothing written) otherwise, and the
+        caller uses :meth:`write` from a worker thread."""
+        bs = self.block_size
         with self._lock:
-            h = self._handle(fh)
-            ino = h.ino
-            if h.flags & os.O_APPEND:
-                offset = self._inode(ino).size
+            ino, offset = self._write_target(fh, offset)
+            end = offset + len(data)
+            if end % bs == 0 or self._dirty_total + len(data) > self.dirty_limit:
+                return None
+            fb = self._buffers_of(ino)
+            first, last = offset // bs, (end - 1) // bs if data else offset // bs
+            for index in range(first, last + 1):
+                if index in fb.dirty:
+                    continue
+                if index in fb.inflight or (
+                        self.meta.get(schema.block_key(ino, index)) is not None):
+                    return None
+            mv = memoryview(data)
+            pos = 0
+            while pos < len(mv):
+                index, boff = divmod(offset + pos, bs)
+                n = min(bs - boff, len(mv) - pos)
+                buf = fb.dirty.get(index)
+                if buf is None:
+                    buf = fb.dirty[index] = bytearray()
+                self._copy_in(fb, buf, boff, mv[pos:pos + n])
+                pos += n
+            self._written(ino, end)
+            return len(mv)
+
+    def write(self, fh: int, offset: int, data: bytes) -> int:
+        with self._lock:
+            ino, offset = self._write_target(fh, offset)
         bs = self.block_size
         mv = memoryview(data)
         pos = 0
@@ -731,38 +793,25 @@ class Filesystem:
                 fb = self._buffers[ino]
                 if fb.dirty.get(index) is not buf:
                     continue  # a flush took the buffer meanwhile: start from the new state
-                have = len(buf)
-                if boff > have:
-                    buf.extend(bytes(boff - have))
-                buf[boff:boff + n] = mv[pos:pos + n]
-                grown = len(buf) - have
-                fb.dirty_bytes += grown
-                self._dirty_total += grown
+                self._copy_in(fb, buf, boff, mv[pos:pos + n])
                 if len(buf) == bs and boff + n == bs:
                     full.append(index)
             pos += n
         with self._lock:
-            node = self._inode(ino)
-            node.size = max(node.size, offset + len(mv))
-            now = _now()
-            node.mtime_ns = node.ctime_ns = now
-            if node.mode & (stat.S_ISUID | stat.S_ISGID):
-                node.mode &= ~(stat.S_ISUID | stat.S_ISGID)
+            self._written(ino, offset + len(mv))
             over = self._dirty_total > self.dirty_limit
         if full or over:
-            self._flush_inode(ino, None if over else full)
+            self._flush_inode(ino, None if over else full, wait_all=False)
         return len(mv)
 
     def _writable_block(self, ino: int, index: int, boff: int, n: int) -> bytearray:
         """The dirty buffer of a block, created from its stored content when the write needs it."""
         with self._lock:
-            fb = self._buffers.get(ino)
-            if fb is None:
-                fb = self._buffers[ino] = FileBuffers()
+            fb = self._buffers_of(ino)
             buf = fb.dirty.get(index)
             if buf is not None:
                 return buf
-            frozen = fb.inflight.get(index)
+            frozen = fb.frozen(index)
             if frozen is not None:
                 buf = fb.dirty[index] = bytearray(frozen)
                 fb.dirty_bytes += len(buf)
@@ -784,37 +833,92 @@ class Filesystem:
 
     # ------------------------------------------------------------------ data: flush
 
-    def _flush_inode(self, ino: int, indexes: list[int] | None = None, sync: bool = False) -> None:
-        """Store dirty blocks of ``ino`` (all, or those in ``indexes``) and commit the map."""
+    def needs_flush(self, ino: int) -> bool:
+        """Whether a flush of ``ino`` would have anything to store or wait for."""
+        with self._lock:
+            fb = self._buffers.get(ino)
+            return fb is not None and not fb.is_idle()
+
+    def _flush_inode(self, ino: int, indexes: list[int] | None = None, sync: bool = False,
+                     wait_all: bool = True) -> None:
+        """Store dirty blocks of ``ino`` (all, or those in ``indexes``) and commit the map.
+
+        ``wait_all`` (close, fsync, release) also waits for every flush of this inode that
+        started earlier, so that everything written before is committed on return; flushes of
+        full blocks from :meth:`write` run side by side instead.
+        """
         with self._lock:
             fb = self._buffers.get(ino)
         if fb is None:
             if sync:
                 self.meta.commit(self.meta.batch(), sync=True)
             return
-        with fb.flush_lock:
+        with (fb.gate.exclusive() if wait_all else fb.gate.shared()):
             with self._lock:
                 chosen = sorted(fb.dirty) if indexes is None else [i for i in indexes
                                                                    if i in fb.dirty]
-                pending = []
-                for index in chosen:
-                    buf = fb.dirty.pop(index)
-                    fb.dirty_bytes -= len(buf)
-                    self._dirty_total -= len(buf)
-                    frozen = bytes(buf)
-                    fb.inflight[index] = frozen
-                    pending.append(_Pending(index, frozen))
-            try:
-                self._store_and_commit(ino, pending, sync)
-            except BaseException:
-                with self._lock:  # keep the data: the next flush tries again
-                    for p in pending:
-                        fb.inflight.pop(p.index, None)
+                pending = [self._detach(fb, index) for index in chosen]
+            if pending or sync:
+                self._store_and_commit(ino, fb, pending, sync)
+
+    def _detach(self, fb: FileBuffers, index: int) -> _Pending:
+        """Freeze a dirty block for storing (caller holds the lock)."""
+        buf = fb.dirty.pop(index)
+        fb.dirty_bytes -= len(buf)
+        self._dirty_total -= len(buf)
+        seq = fb.next_seq
+        fb.next_seq += 1
+        frozen = bytes(buf)
+        fb.inflight[index] = (seq, frozen)
+        return _Pending(index, frozen, seq)
+
+    def _store_and_commit(self, ino: int, fb: FileBuffers, pending: list[_Pending],
+                          sync: bool, extra: Callable[[Batch, int], None] | None = None) -> None:
+        """Store frozen blocks and commit them, plus what ``extra`` stages, in one batch."""
+        try:
+            with self._gc_lock.shared():
+                if len(pending) <= 1:
+                    refs = [self._encode_and_put(p.data) for p in pending]
+                else:
+                    refs = list(self._pool.map(lambda p: self._encode_and_put(p.data), pending))
+                with self._lock:
+                    self._commit_blocks(ino, fb, list(zip(pending, refs)), sync, extra)
+        except BaseException:
+            with self._lock:  # keep the data: the next flush tries again
+                for p in pending:
+                    if fb.inflight.get(p.index, (None,))[0] == p.seq:
+                        del fb.inflight[p.index]
                         if p.index not in fb.dirty:
                             fb.dirty[p.index] = bytearray(p.data)
                             fb.dirty_bytes += len(p.data)
                             self._dirty_total += len(p.data)
-                raise
+            raise
+
+    def _commit_blocks(self, ino: int, fb: FileBuffers,
+                       stored: list[tuple[_Pending, ChunkRef | None]], sync: bool,
+                       extra: Callable[[Batch, int], None] | None = None) -> None:
+        """Map stored blocks (caller holds the lock); a version older than the one already
+        mapped, or of a block cut off by truncate/unlink meanwhile, goes to the collector."""
+        node = self._inodes.get(ino)
+        alive = node is not None and not (node.nlink == 0 and not self._open_count.get(ino))
+        b = self.meta.batch()
+        now = _now()
+        for p, ref in stored:
+            newest = p.seq > fb.committed_seq.get(p.index, -1)
+            if alive and newest and p.index * self.block_size < node.size:
+                # not cached: the kernel's page cache keeps what was just written
+                self._map_block(b, ino, p.index, ref, len(p.data), now)
+                fb.committed_seq[p.index] = p.seq
+            elif ref is not None:
+                chunkrefs.incref(b, ref)
+                chunkrefs.decref(b, ref, self.gc_grace_ns, now)
+            if fb.inflight.get(p.index, (None,))[0] == p.seq:
+                del fb.inflight[p.index]
+        if extra is not None:
+            extra(b, now)
+        if alive:
+            self._save(b, node)
+        self.meta.commit(b, sync=sync)
 
     def _encode_and_put(self, data: bytes) -> ChunkRef | None:
         if _is_zero(data):
@@ -826,32 +930,6 @@ class Filesystem:
             raise NoSpace(str(e)) from e
         except cerr.ChunkStoreError as e:
             raise DataUnavailable(f"cannot store a chunk: {e}") from e
-
-    def _store_and_commit(self, ino: int, pending: list[_Pending], sync: bool) -> None:
-        with self._gc_lock.shared():
-            if len(pending) == 1:
-                refs = [self._encode_and_put(pending[0].data)]
-            else:
-                refs = list(self._pool.map(lambda p: self._encode_and_put(p.data), pending))
-            with self._lock:
-                fb = self._buffers[ino]
-                node = self._inodes.get(ino)
-                b = self.meta.batch()
-                now = _now()
-                alive = node is not None and not (node.nlink == 0
-                                                  and not self._open_count.get(ino))
-                for p, ref in zip(pending, refs):
-                    if alive and p.index * self.block_size < node.size:
-                        # not cached: the kernel's page cache keeps what was just written
-                        self._map_block(b, ino, p.index, ref, len(p.data), now)
-                    elif ref is not None:
-                        # truncated or deleted meanwhile: hand the stored chunk to the collector
-                        chunkrefs.incref(b, ref)
-                        chunkrefs.decref(b, ref, self.gc_grace_ns, now)
-                    fb.inflight.pop(p.index, None)
-                if node is not None and alive:
-                    self._save(b, node)
-                self.meta.commit(b, sync=sync)
 
     def _map_block(self, b: Batch, ino: int, index: int, ref: ChunkRef | None, raw_len: int,
                    now: int) -> None:
@@ -901,44 +979,33 @@ class Filesystem:
                 fb = self._buffers[ino] = FileBuffers()
         bs = self.block_size
         tail_index, tail_len = divmod(size, bs)
-        with fb.flush_lock:
+        first_gone = tail_index + (1 if tail_len else 0)
+        with fb.gate.exclusive():
             # The block holding the new end keeps only its first tail_len bytes; it is stored
-            # before the size is committed, so stale bytes can never reappear on a later extend.
+            # in the same commit as the new size, so stale bytes never reappear on a later extend.
             if tail_len and self._tail_needs_load(ino, tail_index, tail_len):
                 self._writable_block(ino, tail_index, 0, 0)
             with self._lock:
-                first_gone = tail_index + (1 if tail_len else 0)
                 for index in [i for i in fb.dirty if i >= first_gone]:
                     buf = fb.dirty.pop(index)
                     fb.dirty_bytes -= len(buf)
                     self._dirty_total -= len(buf)
                 buf = fb.dirty.get(tail_index) if tail_len else None
-                pending = []
                 if buf is not None and len(buf) > tail_len:
                     removed = len(buf) - tail_len
                     del buf[tail_len:]
                     fb.dirty_bytes -= removed
                     self._dirty_total -= removed
-                if buf is not None:
-                    fb.dirty.pop(tail_index)
-                    fb.dirty_bytes -= len(buf)
-                    self._dirty_total -= len(buf)
-                    frozen = fb.inflight[tail_index] = bytes(buf)
-                    pending.append(_Pending(tail_index, frozen))
-            refs = [self._encode_and_put(p.data) for p in pending]
-            with self._lock:
-                now = _now()
-                b = self.meta.batch()
+                pending = [self._detach(fb, tail_index)] if buf is not None else []
+
+            def cut(b: Batch, now: int) -> None:
                 for key, _ in list(self.meta.scan(schema.block_prefix(ino),
                                                   schema.block_key(ino, first_gone))):
                     self._map_block(b, ino, schema.parse_block_key(key), None, 0, now)
-                for p, ref in zip(pending, refs):
-                    self._map_block(b, ino, p.index, ref, len(p.data), now)
-                    fb.inflight.pop(p.index, None)
                 node.size = size
                 node.mtime_ns = node.ctime_ns = now
-                self._save(b, node)
-                self.meta.commit(b)
+
+            self._store_and_commit(ino, fb, pending, False, extra=cut)
 
     def _tail_needs_load(self, ino: int, index: int, tail_len: int) -> bool:
         with self._lock:
@@ -1026,7 +1093,7 @@ class Filesystem:
                 if src is not None:
                     src = bytes(src[boff:boff + n])
                 else:
-                    frozen = fb.inflight.get(index)
+                    frozen = fb.frozen(index)
                     src = frozen[boff:boff + n] if frozen is not None else None
             if src is None:
                 entry = self.meta.get(schema.block_key(ino, index))

@@ -1,9 +1,11 @@
-"""A shared/exclusive lock for threads: many flushes at once, or one garbage-collection pass.
+"""A shared/exclusive lock for threads: many holders of the shared side, or one exclusive one.
 
-Flushes hold the shared side from storing a chunk until its reference is committed; the garbage
-collector holds the exclusive side while it deletes unreferenced chunks, so a chunk can never be
-deleted between being (re)written and being referenced. Writers are preferred: once the collector
-waits, new flushes wait behind it, so it cannot starve.
+Used twice in the SOFS layer. Volume-wide: flushes hold the shared side from storing a chunk
+until its reference is committed, and the garbage collector holds the exclusive side while it
+deletes unreferenced chunks, so a chunk is never deleted between being (re)written and being
+referenced. Per file: background flushes of full blocks share it, close/fsync/truncate take it
+exclusively to see every earlier flush committed. Exclusive waiters are preferred, so they cannot
+starve.
 """
 
 import contextlib
@@ -17,6 +19,10 @@ class SharedExclusiveLock:
         self._shared = 0
         self._exclusive = False
         self._waiting_exclusive = 0
+
+    def idle(self) -> bool:
+        with self._cond:
+            return not (self._shared or self._exclusive or self._waiting_exclusive)
 
     @contextlib.contextmanager
     def shared(self) -> Iterator[None]:
