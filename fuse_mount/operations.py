@@ -220,7 +220,11 @@ class SofsOperations(pyfuse3.Operations):
 
     @fuse_errors
     async def read(self, fh, off, size):
-        return await self._run(self.fs.read, fh, off, size)
+        # blocks already in memory (read ahead, dirty, holes) are served without a thread hop
+        data = self.fs.read_nowait(fh, off, size)
+        if data is None:
+            data = await self._run(self.fs.read, fh, off, size)
+        return data
 
     @fuse_errors
     async def write(self, fh, off, buf):

@@ -55,6 +55,7 @@ DOTDOT_COOKIE = 2
 _FIRST_COOKIE = 3
 _ID_RESERVE = 4096
 _DAY_NS = 86400 * 10**9
+READ_AHEAD_BLOCKS = 2  # blocks fetched ahead of a sequential reader
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +90,7 @@ class _Handle:
 @dataclasses.dataclass(frozen=True)
 class _Pending:
     index: int
-    data: bytes
+    data: bytes | bytearray  # frozen: never modified once detached
     seq: int
 
 
@@ -126,6 +127,9 @@ class Filesystem:
         self._lock = threading.RLock()
         self._gc_lock = SharedExclusiveLock()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sofs-data")
+        # at most this many flushes encode and store at once: bounds memory (each holds a few
+        # copies of a block) while keeping both cores and the disks busy
+        self._flush_slots = threading.BoundedSemaphore(3)
         self._inodes: dict[int, Inode] = {}
         self._open_count: dict[int, int] = {}
         self._handles: dict[int, _Handle] = {}
@@ -859,7 +863,8 @@ class Filesystem:
                                                                    if i in fb.dirty]
                 pending = [self._detach(fb, index) for index in chosen]
             if pending or sync:
-                self._store_and_commit(ino, fb, pending, sync)
+                with self._flush_slots:
+                    self._store_and_commit(ino, fb, pending, sync)
 
     def _detach(self, fb: FileBuffers, index: int) -> _Pending:
         """Freeze a dirty block for storing (caller holds the lock)."""
@@ -868,9 +873,9 @@ class Filesystem:
         self._dirty_total -= len(buf)
         seq = fb.next_seq
         fb.next_seq += 1
-        frozen = bytes(buf)
-        fb.inflight[index] = (seq, frozen)
-        return _Pending(index, frozen, seq)
+        # the buffer itself is frozen from here on: new writes go to a fresh copy
+        fb.inflight[index] = (seq, buf)
+        return _Pending(index, buf, seq)
 
     def _store_and_commit(self, ino: int, fb: FileBuffers, pending: list[_Pending],
                           sync: bool, extra: Callable[[Batch, int], None] | None = None) -> None:
@@ -1059,6 +1064,16 @@ class Filesystem:
             self._prefetch[ref.key] = self._pool.submit(run)
 
     def read(self, fh: int, offset: int, size: int) -> bytes:
+        result = self._read(fh, offset, size, may_block=True)
+        assert result is not None
+        return result
+
+    def read_nowait(self, fh: int, offset: int, size: int) -> bytes | None:
+        """:meth:`read` when every block it needs is in memory (dirty, in flight, cached or a
+        hole); None otherwise, and the caller uses :meth:`read` from a worker thread."""
+        return self._read(fh, offset, size, may_block=False)
+
+    def _read(self, fh: int, offset: int, size: int, may_block: bool) -> bytes | None:
         with self._lock:
             h = self._handle(fh)
             ino = h.ino
@@ -1066,25 +1081,29 @@ class Filesystem:
             if offset >= node.size or size <= 0:
                 return b""
             end = min(offset + size, node.size)
-            sequential = h.last_end == offset
-            h.last_end = end
-            if node.atime_ns <= node.mtime_ns or node.atime_ns + _DAY_NS < _now():
-                node.atime_ns = _now()  # relatime; persisted with the next commit of the inode
         bs = self.block_size
         parts = []
         pos = offset
         while pos < end:
             index, boff = divmod(pos, bs)
             n = min(bs - boff, end - pos)
-            parts.append(self._read_in_block(ino, index, boff, n))
+            part = self._read_in_block(ino, index, boff, n, may_block)
+            if part is None:
+                return None
+            parts.append(part)
             pos += n
+        with self._lock:
+            sequential = h.last_end == offset
+            h.last_end = end
+            if node.atime_ns <= node.mtime_ns or node.atime_ns + _DAY_NS < _now():
+                node.atime_ns = _now()  # relatime; persisted with the next commit of the inode
         if sequential:
-            self._prefetch_block(ino, end // bs + (1 if end % bs else 0))
-            if end % bs:
-                self._prefetch_block(ino, end // bs)
+            for ahead in range(READ_AHEAD_BLOCKS):
+                self._prefetch_block(ino, (end - 1) // bs + 1 + ahead)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    def _read_in_block(self, ino: int, index: int, boff: int, n: int) -> bytes:
+    def _read_in_block(self, ino: int, index: int, boff: int, n: int,
+                       may_block: bool = True) -> bytes | None:
         with self._lock:
             fb = self._buffers.get(ino)
             src = None
@@ -1094,14 +1113,20 @@ class Filesystem:
                     src = bytes(src[boff:boff + n])
                 else:
                     frozen = fb.frozen(index)
-                    src = frozen[boff:boff + n] if frozen is not None else None
+                    src = bytes(frozen[boff:boff + n]) if frozen is not None else None
             if src is None:
                 entry = self.meta.get(schema.block_key(ino, index))
                 if entry is None:
                     return bytes(n)
                 raw_len, ref_bytes = schema.parse_block_value(entry)
         if src is None:
-            block = self._load_block(ChunkRef.from_bytes(ref_bytes), raw_len)
+            ref = ChunkRef.from_bytes(ref_bytes)
+            if may_block:
+                block = self._load_block(ref, raw_len)
+            else:
+                block = self.cache.get(ref.key)
+                if block is None:
+                    return None
             src = block[boff:boff + n]
         if len(src) < n:
             src = src + bytes(n - len(src))
