@@ -37,6 +37,7 @@ from __future__ import annotations
 import functools
 import re
 import struct
+import threading
 from dataclasses import dataclass
 from typing import Union
 
@@ -62,6 +63,7 @@ MAX_COPIES = 6
 MAX_EC_WIDTH = 16
 
 _CODE = struct.Struct(">BBBB")
+_thread_policies = threading.local()
 
 
 @dataclass(frozen=True)
@@ -90,10 +92,20 @@ class PolicyCode:
         return cls(kind, a, b, backend)
 
     def policy(self) -> "Policy":
-        """Build the policy object (PolicyError if its EC backend is unavailable here)."""
-        if self.kind == KIND_REPLICATION:
-            return ReplicationPolicy(self.a)
-        return ECPolicy(self.a, self.b, backend=BACKEND_NAMES[self.backend])
+        """The policy object (PolicyError if its EC backend is unavailable here).
+
+        Memoised per thread: building an EC driver initialises the backend's tables, which
+        costs more than decoding a 4 MiB chunk, and pyeclib drivers are not shared across
+        threads."""
+        cache = _thread_policies.__dict__.setdefault("by_code", {})
+        policy = cache.get(self)
+        if policy is None:
+            if self.kind == KIND_REPLICATION:
+                policy = ReplicationPolicy(self.a)
+            else:
+                policy = ECPolicy(self.a, self.b, backend=BACKEND_NAMES[self.backend])
+            cache[self] = policy
+        return policy
 
     @property
     def width(self) -> int:

@@ -113,7 +113,7 @@ class Filesystem:
     """One mounted volume. Open with :meth:`open_volume`; :meth:`close` flushes everything."""
 
     def __init__(self, meta: MetaStore, store: ChunkStore, config: VolumeConfig, *,
-                 cache_bytes: int = 128 << 20, dirty_limit: int = 128 << 20,
+                 cache_bytes: int = 64 << 20, dirty_limit: int = 48 << 20,
                  gc_grace_s: float = 3600.0, workers: int = 6) -> None:
         self.meta = meta
         self.store = store
