@@ -81,8 +81,22 @@ def admin_ops(ring: LocalRing, fs: Filesystem) -> dict[str, ctlserver.Operation]
     }
 
 
-async def _serve(fs: Filesystem, mountpoint: str, ready_fd: int | None,
-                 control: tuple[Path, dict] | None = None) -> None:
+def compact_disks(ring: LocalRing) -> None:
+    """Give back the space of deleted chunks: rewrite containers that are mostly dead."""
+    for disk_id in ring.available_disks():
+        try:
+            report = ring.disk(disk_id).compact()
+        except Exception as e:  # one bad disk must not stop the others
+            log.warning("compaction of disk %s failed: %s", disk_id, e)
+            continue
+        if report.containers_removed:
+            log.info("disk %s: compacted %d containers, %d bytes reclaimed", disk_id,
+                     report.containers_removed, report.bytes_reclaimed)
+
+
+async def _serve(fs: Filesystem, ring: LocalRing, mountpoint: str, ready_fd: int | None,
+                 control: tuple[Path, dict] | None = None,
+                 gc_interval_s: float = GC_INTERVAL_S) -> None:
     async with trio.open_nursery() as nursery:
         if control is not None:
             await nursery.start(ctlserver.serve, *control)
@@ -96,11 +110,12 @@ async def _serve(fs: Filesystem, mountpoint: str, ready_fd: int | None,
 
         async def collect_garbage() -> None:
             while True:
-                await trio.sleep(GC_INTERVAL_S)
+                await trio.sleep(gc_interval_s)
                 try:
                     n = await trio.to_thread.run_sync(fs.collect_garbage)
                     if n:
                         log.info("garbage collector deleted %d unreferenced chunks", n)
+                        await trio.to_thread.run_sync(compact_disks, ring)
                 except Exception:
                     log.exception("garbage collection pass failed; will retry")
 
@@ -119,7 +134,7 @@ async def _serve(fs: Filesystem, mountpoint: str, ready_fd: int | None,
 
 
 def run_mount(data_dir: Path, volume: str, mountpoint: str, *, ready_fd: int | None = None,
-              gc_grace_s: float = 3600.0) -> None:
+              gc_grace_s: float = 3600.0, gc_interval_s: float = GC_INTERVAL_S) -> None:
     """Mount ``volume`` at ``mountpoint`` and serve until unmounted; blocks."""
     mountpoint = os.path.realpath(mountpoint)
     tune_malloc()
@@ -138,7 +153,7 @@ def run_mount(data_dir: Path, volume: str, mountpoint: str, *, ready_fd: int | N
         stack.callback(runstate.remove, data_dir, state)
         log.info("volume %s mounted at %s (pid %d)", volume, mountpoint, os.getpid())
         control = (ctlserver.socket_path(data_dir), admin_ops(ring, fs))
-        trio.run(_serve, fs, mountpoint, ready_fd, control)
+        trio.run(_serve, fs, ring, mountpoint, ready_fd, control, gc_interval_s)
         log.info("FUSE session ended; flushing and closing")
 
 
@@ -149,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ready-fd", type=int)
     p.add_argument("--gc-grace", type=float, default=3600.0,
                    help="seconds an unreferenced chunk is kept before deletion")
+    p.add_argument("--gc-interval", type=float, default=GC_INTERVAL_S,
+                   help="seconds between garbage-collection passes")
     p.add_argument("volume")
     p.add_argument("mountpoint")
     args = p.parse_args(argv)
@@ -156,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         run_mount(args.data_dir, args.volume, args.mountpoint, ready_fd=args.ready_fd,
-                  gc_grace_s=args.gc_grace)
+                  gc_grace_s=args.gc_grace, gc_interval_s=args.gc_interval)
     except Exception as e:
         log.error("mount failed: %s", e, exc_info=not isinstance(e, (OSError, RuntimeError)))
         if args.ready_fd is not None:

@@ -199,9 +199,11 @@ def _table(rows: list[tuple]) -> None:
 @click.option("--foreground", "-f", is_flag=True, help="Serve in this process until unmounted.")
 @click.option("--gc-grace", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
               help="Keep unreferenced chunks this long before deleting them [default: 3600].")
+@click.option("--gc-interval", type=click.FloatRange(min=0.1), default=None, metavar="SECONDS",
+              help="Time between garbage-collection (and disk compaction) passes [default: 60].")
 @pass_home
 def mount(home: Path, name: str, mountpoint: str, foreground: bool,
-          gc_grace: float | None) -> None:
+          gc_grace: float | None, gc_interval: float | None) -> None:
     """Mount volume NAME at MOUNTPOINT (in the background unless --foreground)."""
     try:
         if foreground:
@@ -210,8 +212,11 @@ def mount(home: Path, name: str, mountpoint: str, foreground: bool,
             args = ["--data-dir", str(home), name, mountpoint]
             if gc_grace is not None:
                 args = ["--gc-grace", str(gc_grace)] + args
+            if gc_interval is not None:
+                args = ["--gc-interval", str(gc_interval)] + args
             sys.exit(daemon_main(args))
-        pid = control.start_background(home, name, mountpoint, gc_grace_s=gc_grace)
+        pid = control.start_background(home, name, mountpoint, gc_grace_s=gc_grace,
+                                       gc_interval_s=gc_interval)
     except control.MountError as e:
         raise _fail(e)
     click.echo(f"volume {name} mounted at {os.path.realpath(mountpoint)} (pid {pid}); "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
+import time
 from collections import Counter
 
 import pytest
@@ -163,3 +164,37 @@ def test_online_repair_and_status_through_the_mount_process(archive):
     check_set(archive.mnt, expected)
     archive.umount()
     assert_fully_protected(archive)
+
+
+def test_deleted_files_are_collected_and_their_space_compacted(make_archive):
+    a = make_archive()
+    try:
+        a.mount("--gc-grace", "0", "--gc-interval", "1")
+        keep = pattern(5 * MIB, 1)
+        (a.mnt / "keep").write_bytes(keep)
+        with open(a.mnt / "doomed", "wb") as f:
+            for i in range(110):  # > 64 MiB per disk: at least one sealed container each
+                f.write(pattern(4 * MIB, 10 + i))
+
+        def chunks() -> int:
+            out = sofsctl(a.data, "status").stdout
+            return int(out.split("chunks: ")[1].split()[0])
+
+        def disk_bytes() -> int:
+            return sum(p.stat().st_size for d in a.disk_dirs
+                       for p in (d / "containers").iterdir())
+
+        before, used = chunks(), disk_bytes()
+        assert before >= 112
+        os.unlink(a.mnt / "doomed")
+        deadline = time.monotonic() + 60
+        while chunks() > 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert chunks() == 2  # only the two blocks of "keep" are left
+        while disk_bytes() > used / 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert disk_bytes() < used / 2, "compaction gave back no space"
+        assert (a.mnt / "keep").read_bytes() == keep
+        a.umount()
+    finally:
+        a.cleanup()
