@@ -249,7 +249,7 @@ class Filesystem:
         return schema.parse_dentry_value(value) if value else None
 
     def _parent_of(self, ino: int) -> int:
-        value = self.meta.get(b"P" + schema.u64(ino))
+        value = self.meta.get(schema.parent_key(ino))
         return schema.parse_le_u64(value) if value else ROOT_INO
 
     def _add_entry(self, b: Batch, parent: int, name: bytes, ino: int) -> None:
@@ -375,7 +375,7 @@ class Filesystem:
             if node.is_dir:
                 node.nlink = 2
                 pnode.nlink += 1
-                b.put(b"P" + schema.u64(node.ino), schema.le_u64(parent))
+                b.put(schema.parent_key(node.ino), schema.le_u64(parent))
             if target is not None:
                 node.size = len(target)
                 b.put(schema.symlink_key(node.ino), target)
@@ -441,7 +441,7 @@ class Filesystem:
         if node.is_dir:
             parent.nlink -= 1
             node.nlink = 0
-            b.delete(b"P" + schema.u64(ino))
+            b.delete(schema.parent_key(ino))
         else:
             node.nlink -= 1
         node.ctime_ns = now
@@ -575,7 +575,7 @@ class Filesystem:
         if node.is_dir and old.ino != new.ino:
             old.nlink -= 1
             new.nlink += 1
-            b.put(b"P" + schema.u64(node.ino), schema.le_u64(new.ino))
+            b.put(schema.parent_key(node.ino), schema.le_u64(new.ino))
 
     def setattr(self, ino: int, *, mode: int | None = None, uid: int | None = None,
                 gid: int | None = None, size: int | None = None, atime_ns: int | None = None,

@@ -16,6 +16,8 @@ prefix    key                                    value
 ``B``     ``B`` + ino u64 + block index u64      raw length u32 + ChunkRef bytes (file -> chunk map)
 ``X``     ``X`` + ino u64 + xattr name           xattr value
 ``L``     ``L`` + ino u64                        symlink target
+``P``     ``P`` + directory ino u64              parent directory ino u64 (LE): answers ``..`` for
+                                                 any directory, as NFS export needs
 ``R``     ``R`` + chunk key (20 B)               refcount u64 + ChunkRef bytes (kept while 0, until
                                                  the garbage collector deletes the chunk)
 ``G``     ``G`` + due time ns u64 + chunk key    empty: the chunk's refcount fell to 0; GC deletes it
@@ -117,6 +119,10 @@ def xattr_prefix(ino: int) -> bytes:
 
 def symlink_key(ino: int) -> bytes:
     return b"L" + _U64.pack(ino)
+
+
+def parent_key(ino: int) -> bytes:
+    return b"P" + _U64.pack(ino)
 
 
 def refcount_key(chunk_key: bytes) -> bytes:
