@@ -22,6 +22,7 @@ import os
 import stat
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -124,7 +125,7 @@ class Filesystem:
         self.store = store
         self.config = config
         self.block_size = config.block_size
-        self.codec = BlockCodec(config.zstd_level)
+        self.codec = BlockCodec(config.zstd_level, uuid.UUID(config.uuid).bytes)
         self.protection = config.protection()
         self.gc_grace_ns = int(gc_grace_s * 1e9)
         self.dirty_limit = dirty_limit

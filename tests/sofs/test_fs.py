@@ -309,3 +309,23 @@ def test_statfs_reports_usable_capacity(env):
     fs = mount()
     st = fs.statfs()
     assert st.blocks > 0 and st.name_max == 255
+
+
+def test_volumes_never_share_chunks(tmp_path):
+    """Identical blocks in two volumes are two chunks: one volume's GC cannot hurt the other."""
+    store = MemoryChunkStore()
+    create_volume(tmp_path, "a", block_size=BS)
+    create_volume(tmp_path, "b", block_size=BS)
+    fa = Filesystem.open_volume(tmp_path, "a", store, gc_grace_s=0)
+    fb = Filesystem.open_volume(tmp_path, "b", store, gc_grace_s=0)
+    try:
+        data = os.urandom(BS)
+        write_file(fa, ROOT_INO, b"f", data)
+        ino_b = write_file(fb, ROOT_INO, b"f", data)
+        assert len(store) == 2
+        fa.unlink(ROOT_INO, b"f")
+        assert fa.collect_garbage() == 1
+        assert read_file(fb, ino_b) == data
+    finally:
+        fa.close()
+        fb.close()
