@@ -22,15 +22,18 @@ from .rwlock import SharedExclusiveLock
 class FileBuffers:
     """Dirty and in-flight blocks of one inode."""
 
-    __slots__ = ("dirty", "inflight", "committed_seq", "next_seq", "gate", "dirty_bytes")
+    __slots__ = ("dirty", "inflight", "committed_seq", "next_seq", "gate", "dirty_bytes",
+                 "durable_size")
 
-    def __init__(self) -> None:
+    def __init__(self, durable_size: int) -> None:
         self.dirty: dict[int, bytearray] = {}
         self.inflight: dict[int, tuple[int, bytes]] = {}
         self.committed_seq: dict[int, int] = {}
         self.next_seq = 0
         self.gate = SharedExclusiveLock()
         self.dirty_bytes = 0
+        # the file size as of the last complete flush: what the metadata says
+        self.durable_size = durable_size
 
     def frozen(self, index: int) -> bytes | None:
         entry = self.inflight.get(index)

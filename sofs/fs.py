@@ -24,7 +24,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from chunkstore import errors as cerr
@@ -142,9 +142,10 @@ class Filesystem:
         self._next_fh = 1
         self._buffers: dict[int, FileBuffers] = {}
         self._dirty_total = 0
-        self._prefetch: dict[bytes, object] = {}
+        self._fetching: dict[bytes, Future] = {}
         self._init_superblock()
         self._free_orphans()
+        self._recover_unflushed()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -159,12 +160,23 @@ class Filesystem:
             raise
 
     def close(self) -> None:
-        """Flush every dirty block, sync metadata, stop the workers; the store stays open."""
+        """Flush every file, sync metadata, stop the workers; the store stays open.
+
+        One file that cannot be stored does not keep the others from being flushed: the first
+        error is raised after everything else was done."""
+        errors = []
         for ino in list(self._buffers):
-            self._flush_inode(ino)
-        self.meta.commit(self.meta.batch(), sync=True)
-        self._pool.shutdown(wait=True)
-        self.meta.close()
+            try:
+                self._flush_inode(ino)
+            except FsError as e:
+                errors.append(e)
+        try:
+            self.meta.commit(self.meta.batch(), sync=True)
+        finally:
+            self._pool.shutdown(wait=True)
+            self.meta.close()
+        if errors:
+            raise errors[0]
 
     def _init_superblock(self) -> None:
         m = self.meta
@@ -237,7 +249,13 @@ class Filesystem:
                 del self._inodes[ino]
 
     def _save(self, b: Batch, node: Inode) -> None:
-        b.put(schema.inode_key(node.ino), node.pack())
+        """Stage the inode; a file being written keeps the size of its last complete flush
+        (see :meth:`_commit_blocks`), whatever the operation that saves it."""
+        fb = self._buffers.get(node.ino)
+        if fb is not None and fb.durable_size != node.size:
+            b.put(schema.inode_key(node.ino), dataclasses.replace(node, size=fb.durable_size).pack())
+        else:
+            b.put(schema.inode_key(node.ino), node.pack())
 
     def _dir(self, ino: int) -> Inode:
         node = self._inode(ino)
@@ -738,7 +756,8 @@ class Filesystem:
     def _buffers_of(self, ino: int) -> FileBuffers:
         fb = self._buffers.get(ino)
         if fb is None:
-            fb = self._buffers[ino] = FileBuffers()
+            # no buffers means nothing unflushed: the in-memory size is the persisted one
+            fb = self._buffers[ino] = FileBuffers(self._inode(ino).size)
         return fb
 
     def _copy_in(self, fb: FileBuffers, buf: bytearray, boff: int, data: memoryview) -> None:
@@ -750,7 +769,10 @@ class Filesystem:
         fb.dirty_bytes += grown
         self._dirty_total += grown
 
-    def _written(self, ino: int, end: int) -> None:
+    def _grow(self, ino: int, end: int) -> None:
+        """A write up to ``end`` begins: the size grows first, so no flush ever sees a block
+        beyond the end of file (caller holds the lock)."""
+        self._buffers_of(ino)  # before the size changes: it records the persisted size
         node = self._inode(ino)
         node.size = max(node.size, end)
         node.mtime_ns = node.ctime_ns = _now()
@@ -775,6 +797,7 @@ class Filesystem:
                 if index in fb.inflight or (
                         self.meta.get(schema.block_key(ino, index)) is not None):
                     return None
+            self._grow(ino, end)
             mv = memoryview(data)
             pos = 0
             while pos < len(mv):
@@ -785,12 +808,12 @@ class Filesystem:
                     buf = fb.dirty[index] = bytearray()
                 self._copy_in(fb, buf, boff, mv[pos:pos + n])
                 pos += n
-            self._written(ino, end)
             return len(mv)
 
     def write(self, fh: int, offset: int, data: bytes) -> int:
         with self._lock:
             ino, offset = self._write_target(fh, offset)
+            self._grow(ino, offset + len(data))
         bs = self.block_size
         mv = memoryview(data)
         pos = 0
@@ -807,39 +830,60 @@ class Filesystem:
                 if len(buf) == bs and boff + n == bs:
                     full.append(index)
             pos += n
-        with self._lock:
-            self._written(ino, offset + len(mv))
-            over = self._dirty_total > self.dirty_limit
-        if full or over:
-            self._flush_inode(ino, None if over else full, wait_all=False)
+        if full:
+            self._flush_inode(ino, full, wait_all=False)
+        self._relieve_pressure(ino)
         return len(mv)
+
+    def _relieve_pressure(self, ino: int) -> None:
+        """Over the dirty limit: store full blocks of any file. Partial blocks (which a later
+        write would have to reload and store again) only go when even that does not help and
+        the hard limit, three times the soft one, is passed: many files written side by side
+        each keep their block open without write amplification."""
+        with self._lock:
+            if self._dirty_total <= self.dirty_limit:
+                return
+            full = [(i, [x for x, buf in fb.dirty.items() if len(buf) == self.block_size])
+                    for i, fb in self._buffers.items()]
+        for other, indexes in full:
+            if indexes:
+                self._flush_inode(other, indexes, wait_all=False)
+        with self._lock:
+            if self._dirty_total <= 3 * self.dirty_limit:
+                return
+        self._flush_inode(ino, None, wait_all=False)
 
     def _writable_block(self, ino: int, index: int, boff: int, n: int) -> bytearray:
         """The dirty buffer of a block, created from its stored content when the write needs it."""
-        with self._lock:
-            fb = self._buffers_of(ino)
-            buf = fb.dirty.get(index)
-            if buf is not None:
-                return buf
-            frozen = fb.frozen(index)
-            if frozen is not None:
-                buf = fb.dirty[index] = bytearray(frozen)
-                fb.dirty_bytes += len(buf)
-                self._dirty_total += len(buf)
-                return buf
-            entry = self.meta.get(schema.block_key(ino, index))
-        base = b""
-        if entry is not None:
-            raw_len, ref_bytes = schema.parse_block_value(entry)
-            if boff > 0 or boff + n < raw_len:
-                base = self._load_block(ChunkRef.from_bytes(ref_bytes), raw_len)
-        with self._lock:
-            buf = fb.dirty.get(index)
-            if buf is None:
+        while True:
+            with self._lock:
+                fb = self._buffers_of(ino)
+                buf = fb.dirty.get(index)
+                if buf is not None:
+                    return buf
+                frozen = fb.frozen(index)
+                if frozen is not None:
+                    buf = fb.dirty[index] = bytearray(frozen)
+                    fb.dirty_bytes += len(buf)
+                    self._dirty_total += len(buf)
+                    return buf
+                entry = self.meta.get(schema.block_key(ino, index))
+                base = b""
+                if entry is None or not (boff > 0 or boff + n < schema.parse_block_value(entry)[0]):
+                    buf = fb.dirty[index] = bytearray()
+                    return buf
+                raw_len, ref_bytes = schema.parse_block_value(entry)
+            base = self._load_block(ChunkRef.from_bytes(ref_bytes), raw_len)
+            with self._lock:
+                # Install the loaded copy only if the block is still what we loaded: another
+                # writer may have replaced (and even stored) it meanwhile.
+                if (index in fb.dirty or index in fb.inflight or self._buffers.get(ino) is not fb
+                        or self.meta.get(schema.block_key(ino, index)) != entry):
+                    continue
                 buf = fb.dirty[index] = bytearray(base)
                 fb.dirty_bytes += len(buf)
                 self._dirty_total += len(buf)
-            return buf
+                return buf
 
     # ------------------------------------------------------------------ data: flush
 
@@ -854,8 +898,9 @@ class Filesystem:
         """Store dirty blocks of ``ino`` (all, or those in ``indexes``) and commit the map.
 
         ``wait_all`` (close, fsync, release) also waits for every flush of this inode that
-        started earlier, so that everything written before is committed on return; flushes of
-        full blocks from :meth:`write` run side by side instead.
+        started earlier and then persists the file's size: on return everything written
+        before is stored and committed. Flushes of full blocks from :meth:`write` run side by
+        side instead, and leave the persisted size alone (see :meth:`_commit_blocks`).
         """
         with self._lock:
             fb = self._buffers.get(ino)
@@ -868,9 +913,15 @@ class Filesystem:
                 chosen = sorted(fb.dirty) if indexes is None else [i for i in indexes
                                                                    if i in fb.dirty]
                 pending = [self._detach(fb, index) for index in chosen]
-            if pending or sync:
-                with self._flush_slots:
-                    self._store_and_commit(ino, fb, pending, sync)
+                complete = wait_all and indexes is None
+                if complete and not pending and not sync:
+                    node = self._inodes.get(ino)
+                    if node is None or fb.durable_size == node.size:
+                        return  # nothing written since the last complete flush
+            with self._flush_slots:
+                self._store_and_commit(ino, fb, pending, complete)
+        if sync:
+            self.meta.commit(self.meta.batch(), sync=True)  # outside the lock: an fsync
 
     def _detach(self, fb: FileBuffers, index: int) -> _Pending:
         """Freeze a dirty block for storing (caller holds the lock)."""
@@ -884,18 +935,28 @@ class Filesystem:
         return _Pending(index, buf, seq)
 
     def _store_and_commit(self, ino: int, fb: FileBuffers, pending: list[_Pending],
-                          sync: bool, extra: Callable[[Batch, int], None] | None = None) -> None:
+                          complete: bool, extra: Callable[[Batch, int], None] | None = None
+                          ) -> None:
         """Store frozen blocks and commit them, plus what ``extra`` stages, in one batch."""
+        stored: list[ChunkRef | None] = []
         try:
             with self._gc_lock.shared():
                 if len(pending) <= 1:
-                    refs = [self._encode_and_put(p.data) for p in pending]
+                    stored = [self._encode_and_put(p.data) for p in pending]
                 else:
-                    refs = list(self._pool.map(lambda p: self._encode_and_put(p.data), pending))
+                    futures = [self._pool.submit(self._encode_and_put, p.data) for p in pending]
+                    failure = None
+                    for f in futures:
+                        try:
+                            stored.append(f.result())
+                        except Exception as e:
+                            failure = failure or e
+                    if failure is not None:
+                        raise failure
                 with self._lock:
-                    self._commit_blocks(ino, fb, list(zip(pending, refs)), sync, extra)
+                    self._commit_blocks(ino, fb, list(zip(pending, stored)), complete, extra)
         except BaseException:
-            with self._lock:  # keep the data: the next flush tries again
+            with self._lock:  # keep the data (the next flush tries again) ...
                 for p in pending:
                     if fb.inflight.get(p.index, (None,))[0] == p.seq:
                         del fb.inflight[p.index]
@@ -903,20 +964,39 @@ class Filesystem:
                             fb.dirty[p.index] = bytearray(p.data)
                             fb.dirty_bytes += len(p.data)
                             self._dirty_total += len(p.data)
+                # ... and hand the chunks that were stored to the collector
+                self._discard_chunks([ref for ref in stored if ref is not None])
             raise
 
+    def _discard_chunks(self, refs: list[ChunkRef]) -> None:
+        """Queue stored but unmapped chunks for collection (caller holds the lock)."""
+        if not refs:
+            return
+        b = self.meta.batch()
+        now = _now()
+        for ref in refs:
+            chunkrefs.incref(b, ref)
+            chunkrefs.decref(b, ref, self.gc_grace_ns, now)
+        self.meta.commit(b)
+
     def _commit_blocks(self, ino: int, fb: FileBuffers,
-                       stored: list[tuple[_Pending, ChunkRef | None]], sync: bool,
+                       stored: list[tuple[_Pending, ChunkRef | None]], complete: bool,
                        extra: Callable[[Batch, int], None] | None = None) -> None:
         """Map stored blocks (caller holds the lock); a version older than the one already
-        mapped, or of a block cut off by truncate/unlink meanwhile, goes to the collector."""
+        mapped, or of a file deleted meanwhile, goes to the collector.
+
+        Only a complete flush (close, fsync, release, truncate) persists the in-memory size.
+        A partial one keeps the persisted size and marks the inode (``W``): its blocks may lie
+        beyond that size, and the next mount after a crash cuts them off
+        (:meth:`_recover_unflushed`), so a crash never leaves a file longer than its stored
+        data, nor stale bytes past its end.
+        """
         node = self._inodes.get(ino)
         alive = node is not None and not (node.nlink == 0 and not self._open_count.get(ino))
         b = self.meta.batch()
         now = _now()
         for p, ref in stored:
-            newest = p.seq > fb.committed_seq.get(p.index, -1)
-            if alive and newest and p.index * self.block_size < node.size:
+            if alive and p.seq > fb.committed_seq.get(p.index, -1):
                 # not cached: the kernel's page cache keeps what was just written
                 self._map_block(b, ino, p.index, ref, len(p.data), now)
                 fb.committed_seq[p.index] = p.seq
@@ -928,10 +1008,15 @@ class Filesystem:
         if extra is not None:
             extra(b, now)
         if alive:
+            if complete:
+                fb.durable_size = node.size
+                b.delete(schema.unflushed_key(ino))
+            elif stored:
+                b.put(schema.unflushed_key(ino), b"")
             self._save(b, node)
-        self.meta.commit(b, sync=sync)
+        self.meta.commit(b)
 
-    def _encode_and_put(self, data: bytes) -> ChunkRef | None:
+    def _encode_and_put(self, data: bytes | bytearray) -> ChunkRef | None:
         if _is_zero(data):
             return None
         payload = self.codec.encode(data)
@@ -966,6 +1051,7 @@ class Filesystem:
             b.delete(key)
         b.delete(schema.symlink_key(ino))
         b.delete(schema.orphan_key(ino))
+        b.delete(schema.unflushed_key(ino))
         b.delete(schema.inode_key(ino))
         self._inodes.pop(ino, None)
         fb = self._buffers.pop(ino, None)
@@ -973,6 +1059,45 @@ class Filesystem:
             self._dirty_total -= fb.dirty_bytes
             fb.dirty.clear()
             fb.dirty_bytes = 0
+
+    def _recover_unflushed(self) -> None:
+        """After a crash: cut the blocks that partial flushes stored beyond a file's persisted
+        size, so the file is exactly what its last complete flush left."""
+        inos = [schema.parse_ino_key(k) for k, _ in self.meta.scan(b"W")]
+        for ino in inos:
+            try:
+                size = self._inode(ino).size
+            except NoSuchEntry:
+                b = self.meta.batch()
+                b.delete(schema.unflushed_key(ino))
+                self.meta.commit(b)
+                continue
+            fb = self._buffers_of(ino)
+            tail_index, tail_len = divmod(size, self.block_size)
+            pending = []
+            if tail_len and self._tail_needs_load(ino, tail_index, tail_len):
+                entry = self.meta.get(schema.block_key(ino, tail_index))
+                raw_len, ref_bytes = schema.parse_block_value(entry)
+                block = self._load_block(ChunkRef.from_bytes(ref_bytes), raw_len)
+                with self._lock:
+                    fb.dirty[tail_index] = bytearray(block[:tail_len])
+                    pending = [self._detach(fb, tail_index)]
+            self._store_and_commit(ino, fb, pending, True,
+                                   extra=self._cut_beyond(ino, size))
+            with self._lock:
+                if fb.is_idle():
+                    self._buffers.pop(ino, None)
+
+    def _cut_beyond(self, ino: int, size: int) -> Callable[[Batch, int], None]:
+        """Stage: unmap every block past ``size`` (the block holding the end stays)."""
+        first_gone = -(-size // self.block_size)
+
+        def cut(b: Batch, now: int) -> None:
+            for key, _ in list(self.meta.scan(schema.block_prefix(ino),
+                                              schema.block_key(ino, first_gone))):
+                self._map_block(b, ino, schema.parse_block_key(key), None, 0, now)
+
+        return cut
 
     # ------------------------------------------------------------------ data: truncate
 
@@ -985,9 +1110,7 @@ class Filesystem:
                 raise IsADirectory("cannot truncate a directory")
             if not node.is_reg:
                 raise InvalidArgument("not a regular file")
-            fb = self._buffers.get(ino)
-            if fb is None:
-                fb = self._buffers[ino] = FileBuffers()
+            fb = self._buffers_of(ino)
         bs = self.block_size
         tail_index, tail_len = divmod(size, bs)
         first_gone = tail_index + (1 if tail_len else 0)
@@ -1008,20 +1131,22 @@ class Filesystem:
                     fb.dirty_bytes -= removed
                     self._dirty_total -= removed
                 pending = [self._detach(fb, tail_index)] if buf is not None else []
+            cut_blocks = self._cut_beyond(ino, size)
 
             def cut(b: Batch, now: int) -> None:
-                for key, _ in list(self.meta.scan(schema.block_prefix(ino),
-                                                  schema.block_key(ino, first_gone))):
-                    self._map_block(b, ino, schema.parse_block_key(key), None, 0, now)
+                cut_blocks(b, now)
                 node.size = size
                 node.mtime_ns = node.ctime_ns = now
 
-            self._store_and_commit(ino, fb, pending, False, extra=cut)
+            self._store_and_commit(ino, fb, pending, True, extra=cut)
+        with self._lock:
+            if fb.is_idle() and not self._open_count.get(ino):
+                self._buffers.pop(ino, None)
 
     def _tail_needs_load(self, ino: int, index: int, tail_len: int) -> bool:
         with self._lock:
-            fb = self._buffers[ino]
-            if index in fb.dirty:
+            fb = self._buffers.get(ino)
+            if fb is not None and index in fb.dirty:
                 return False
             entry = self.meta.get(schema.block_key(ino, index))
             return entry is not None and schema.parse_block_value(entry)[0] > tail_len
@@ -1029,17 +1154,28 @@ class Filesystem:
     # ------------------------------------------------------------------ data: read
 
     def _load_block(self, ref: ChunkRef, raw_len: int) -> bytes:
+        """A stored block, from the cache or fetched once however many readers want it."""
         block = self.cache.get(ref.key)
         if block is not None:
             return block
         with self._lock:
-            future = self._prefetch.get(ref.key)
-        if future is not None:
-            try:
-                return future.result()
-            except FsError:
-                pass
-        return self._fetch_block(ref, raw_len)
+            future = self._fetching.get(ref.key)
+            owner = future is None
+            if owner:
+                future = self._fetching[ref.key] = Future()
+        if not owner:
+            return future.result()
+        try:
+            block = self._fetch_block(ref, raw_len)
+        except BaseException as e:
+            future.set_exception(e)
+            raise
+        else:
+            future.set_result(block)
+            return block
+        finally:
+            with self._lock:
+                self._fetching.pop(ref.key, None)
 
     def _fetch_block(self, ref: ChunkRef, raw_len: int) -> bytes:
         try:
@@ -1057,17 +1193,16 @@ class Filesystem:
                 return
             raw_len, ref_bytes = schema.parse_block_value(entry)
             ref = ChunkRef.from_bytes(ref_bytes)
-            if ref.key in self._prefetch or ref.key in self.cache:
+            if ref.key in self._fetching or ref.key in self.cache:
                 return
 
-            def run() -> bytes:
-                try:
-                    return self._fetch_block(ref, raw_len)
-                finally:
-                    with self._lock:
-                        self._prefetch.pop(ref.key, None)
+        def run() -> None:
+            try:
+                self._load_block(ref, raw_len)
+            except FsError:
+                pass  # the reader that needs it will get the error itself
 
-            self._prefetch[ref.key] = self._pool.submit(run)
+        self._pool.submit(run)
 
     def read(self, fh: int, offset: int, size: int) -> bytes:
         result = self._read(fh, offset, size, may_block=True)
@@ -1115,11 +1250,10 @@ class Filesystem:
             src = None
             if fb is not None:
                 src = fb.dirty.get(index)
+                if src is None:
+                    src = fb.frozen(index)
                 if src is not None:
                     src = bytes(src[boff:boff + n])
-                else:
-                    frozen = fb.frozen(index)
-                    src = bytes(frozen[boff:boff + n]) if frozen is not None else None
             if src is None:
                 entry = self.meta.get(schema.block_key(ino, index))
                 if entry is None:
@@ -1127,12 +1261,9 @@ class Filesystem:
                 raw_len, ref_bytes = schema.parse_block_value(entry)
         if src is None:
             ref = ChunkRef.from_bytes(ref_bytes)
-            if may_block:
-                block = self._load_block(ref, raw_len)
-            else:
-                block = self.cache.get(ref.key)
-                if block is None:
-                    return None
+            block = self._load_block(ref, raw_len) if may_block else self.cache.get(ref.key)
+            if block is None:
+                return None
             src = block[boff:boff + n]
         if len(src) < n:
             src = src + bytes(n - len(src))
@@ -1140,18 +1271,19 @@ class Filesystem:
 
     # ------------------------------------------------------------------ garbage collection
 
-    def collect_garbage(self, now_ns: int | None = None) -> int:
+    def collect_garbage(self, now_ns: int | None = None, batch: int = 8) -> int:
         """Delete chunks whose refcount has been 0 for the grace period; returns how many.
 
-        Runs under the exclusive side of the GC lock so that no flush can put (and then map) a
-        chunk with the same content while it is being deleted.
+        Each batch runs under the exclusive side of the GC lock, so no flush can put (and then
+        map) a chunk with the same content while it is being deleted; flushes wait for one
+        batch at most, not for the whole pass.
         """
         now_ns = _now() if now_ns is None else now_ns
         deleted = 0
-        with self._gc_lock.exclusive():
-            while True:
+        while True:
+            with self._gc_lock.exclusive():
                 with self._lock:
-                    due = chunkrefs.due_garbage(self.meta, now_ns)
+                    due = chunkrefs.due_garbage(self.meta, now_ns, limit=batch)
                 if not due:
                     return deleted
                 failed = set()
@@ -1172,8 +1304,8 @@ class Filesystem:
                         if ref is not None and chunkrefs.refcount(self.meta, ref.key) == 0:
                             b.delete(schema.refcount_key(ref.key))
                     self.meta.commit(b)
-                if len(failed) == len(due):
-                    return deleted
+            if len(failed) == len(due):
+                return deleted
 
     def statistics(self) -> dict[str, int]:
         with self._lock:

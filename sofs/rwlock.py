@@ -19,16 +19,25 @@ class SharedExclusiveLock:
         self._shared = 0
         self._exclusive = False
         self._waiting_exclusive = 0
+        self._waiting_shared = 0
+        # shared waiters let in when an exclusive holder leaves, before the next one enters:
+        # an exclusive user that re-acquires in a loop cannot starve them either
+        self._handoff = 0
 
     def idle(self) -> bool:
         with self._cond:
-            return not (self._shared or self._exclusive or self._waiting_exclusive)
+            return not (self._shared or self._exclusive or self._waiting_exclusive
+                        or self._waiting_shared)
 
     @contextlib.contextmanager
     def shared(self) -> Iterator[None]:
         with self._cond:
-            while self._exclusive or self._waiting_exclusive:
+            self._waiting_shared += 1
+            while self._exclusive or (self._waiting_exclusive and not self._handoff):
                 self._cond.wait()
+            self._waiting_shared -= 1
+            if self._handoff:
+                self._handoff -= 1
             self._shared += 1
         try:
             yield
@@ -42,7 +51,7 @@ class SharedExclusiveLock:
     def exclusive(self) -> Iterator[None]:
         with self._cond:
             self._waiting_exclusive += 1
-            while self._exclusive or self._shared:
+            while self._exclusive or self._shared or self._handoff:
                 self._cond.wait()
             self._waiting_exclusive -= 1
             self._exclusive = True
@@ -51,4 +60,5 @@ class SharedExclusiveLock:
         finally:
             with self._cond:
                 self._exclusive = False
+                self._handoff = self._waiting_shared
                 self._cond.notify_all()

@@ -24,6 +24,9 @@ prefix    key                                    value
                                                  from the RING after the grace period if still 0
 ``O``     ``O`` + ino u64                        empty: inode unlinked while open (an orphan); freed
                                                  on last release, or at the next mount after a crash
+``W``     ``W`` + ino u64                        empty: blocks were stored beyond the inode's
+                                                 persisted size (a write not yet closed/fsynced);
+                                                 cut off at the next mount after a crash
 ========  =====================================  ==================================================
 """
 
@@ -149,8 +152,12 @@ def orphan_key(ino: int) -> bytes:
     return b"O" + _U64.pack(ino)
 
 
+def unflushed_key(ino: int) -> bytes:
+    return b"W" + _U64.pack(ino)
+
+
 def parse_ino_key(key: bytes) -> int:
-    """The inode number of an ``I``/``O``/``L`` key."""
+    """The inode number of an ``I``/``O``/``L``/``W`` key."""
     return _U64.unpack_from(key, 1)[0]
 
 

@@ -1,7 +1,17 @@
 """sofs against a trivial pyfuse3 passthrough mount, measured in one run on one machine.
 
-What it measures, on each mount (sofs first, then the passthrough), each test in a fresh
-subdirectory:
+Three mounts are started before the first test and stay up until the end of the run:
+
+  sofs               a fresh local ring (``sofsctl cluster init --disks 6``) with a volume
+                     ``bench`` (EC 4+2, default compression); every file is durable when its
+                     ``close()`` returns (sofs fsyncs its chunk copies before answering)
+  passthrough        ``tests/bench/passthrough.py`` over a plain directory on the same
+                     filesystem, with the same kernel caching settings as sofs's mount; it never
+                     fsyncs unless the application asks
+  passthrough+fsync  the same program with ``--fsync-on-close``: every ``close()`` (FUSE
+                     ``flush``) fsyncs the file first, the durability-matched baseline
+
+The rows, each test in a fresh subdirectory of each mount:
 
   write      one large file (default 1 GiB) in 1 MiB writes of incompressible data that never
              repeats a block (no dedup, no compression win), fsync + close included   [MiB/s]
@@ -12,21 +22,39 @@ subdirectory:
   unlink-4k  unlink of those files                                                   [files/s]
   create-ct, stat-ct, unlink-ct: the same with CT-slice-sized files (2,000 x 512 KiB)
 
-The sofs side is a fresh local ring (``sofsctl cluster init --disks 6``) with a volume ``bench``
-(EC 4+2, default compression); the baseline is ``tests/bench/passthrough.py`` over a plain
-directory on the same filesystem, with the same kernel caching settings as sofs's mount. Data
-read back is compared with what was written (outside the timed part).
+Interleaved: each row is measured on every mount back to back before the next row starts
+(write on sofs, on passthrough, on passthrough+fsync; then read on each; ...), so noise from
+the shared machine lands on all sides alike instead of on whichever mount ran during it. Every
+timed step starts after an untimed ``sync``, so no mount pays for another's write-back.
+``--repeat N`` runs each group of rows (large, small, ct) N times in a row, in reverse mount
+order every other time; the table then shows each mount's median of its N values and the
+ratios of those medians, and the single values follow the table. Data read back is compared
+with what was written (outside the timed part).
 
-How to read it: the ratio column is sofs / passthrough. The passthrough is the floor of a
-Python FUSE filesystem doing nothing, so ~1.0 means sofs's own work (hashing, compression,
-erasure coding, metadata, durability) is nearly free and small ratios show where it costs. The
-machines here are noisy (2 cores, shared): compare ratios from one run, never absolute numbers
-from different runs. ``--rss-gib N`` additionally writes an N GiB file to sofs and reports the
-mount process's peak resident memory (VmHWM) during it.
+How to read the columns (rates: higher is better):
 
-    scripts/bench                       # the default run (< 10 minutes)
+  sofs, passthrough, passthrough+fsync   median rate of each mount
+  sofs/pt       sofs / passthrough, the main ratio. The passthrough is the floor of a Python
+                FUSE filesystem doing nothing, so ~1.0 means sofs's own work (hashing,
+                compression, erasure coding, metadata, durability) is nearly free and small
+                ratios show where it costs.
+  sofs/(pt+fsync)  sofs / passthrough+fsync: the same against a baseline that also waits for
+                the disk at every close. On the create rows it takes the price of durability
+                (which any filesystem that promises it pays) out of the comparison. Rows
+                without a close that writes (read, stat, unlink; write fsyncs explicitly on
+                every mount) do the same work on both passthroughs, so there the two
+                passthrough columns differ only by noise: a direct reading of how noisy the
+                run was.
+
+The machines here are noisy (2 cores, shared): compare ratios from one run, never absolute
+numbers from different runs; use ``--repeat 3`` when a ratio matters. ``--rss-gib N``
+additionally writes an N GiB file to sofs after the rows and reports the mount process's peak
+resident memory (VmHWM) during it.
+
+    scripts/bench                       # the default run (~2 minutes here, 3 mounts)
     scripts/bench --size-gib 0.1 --small-count 500 --ct-count 100   # a quick check
     scripts/bench --only write read --rss-gib 4 --keep
+    scripts/bench --only create-4k --repeat 5 --mounts sofs passthrough+fsync
 """
 
 from __future__ import annotations
@@ -38,6 +66,7 @@ import re
 import select
 import shutil
 import signal
+import statistics
 import struct
 import subprocess
 import sys
@@ -52,6 +81,9 @@ GiB = 1 << 30
 PATTERN = 64 * MiB   # random bytes generated once, reused with stamps
 STAMP_EVERY = 64 * 1024
 VOLUME = "bench"
+CACHE_TIMEOUT = 300.0  # entry/attribute timeouts of both sofs's and the passthrough's mounts
+
+KINDS = ["sofs", "passthrough", "passthrough+fsync"]  # mounts, in the order they are measured
 
 ROWS = [  # key, label, unit
     ("write", "seq write {size} (1 MiB writes + fsync)", "MiB/s"),
@@ -184,6 +216,10 @@ def human_size(n: float) -> str:
 
 
 # ------------------------------------------------------------------------------- the tests
+#
+# A group's rows depend on each other (read needs the written file, stat and unlink the created
+# files), so each group is an object whose rows run one at a time: ``step(i)`` runs row i of
+# the group and returns its rate. Between two steps of one mount the other mounts run theirs.
 
 def fresh_dir(mnt: Path, name: str) -> Path:
     d = mnt / name
@@ -191,122 +227,190 @@ def fresh_dir(mnt: Path, name: str) -> Path:
     return d
 
 
-def bench_large(root: Path, data: Data, size: int, stream: int) -> dict[str, float]:
-    path = root / "large.bin"
-    n = size // MiB
-    os.sync()
-    t0 = time.perf_counter()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        for i in range(n):
-            block = data.block(stream, i, MiB)
-            done = os.write(fd, block)
-            while done < MiB:
-                done += os.write(fd, block[done:])
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    t_write = time.perf_counter() - t0
+class LargeTest:
+    def __init__(self, root: Path, data: Data, size: int, stream: int) -> None:
+        self.root, self.data, self.stream = root, data, stream
+        self.path = root / "large.bin"
+        self.n = size // MiB
+        self.steps = [self.write, self.read]
 
-    drop_caches()
-    rbuf = bytearray(MiB)
-    total = 0
-    t0 = time.perf_counter()
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        while True:
-            got = os.readv(fd, [rbuf])
-            if not got:
-                break
-            total += got
-    finally:
-        os.close(fd)
-    t_read = time.perf_counter() - t0
-    if total != n * MiB:
-        raise BenchError(f"read back {total} bytes of {n * MiB}")
+    def step(self, i: int) -> float:
+        return self.steps[i]()
 
-    # Untimed: the file holds what was written (served from the page cache now).
-    with open(path, "rb", buffering=0) as f:
-        for i in range(n):
-            got = f.read(MiB)
-            if got != data.block(stream, i, MiB):
-                raise BenchError(f"{path}: MiB block {i} differs from what was written")
-    return {"write": n / t_write, "read": n / t_read}
-
-
-def bench_files(root: Path, data: Data, count: int, size: int, stream: int,
-               tag: str) -> dict[str, float]:
-    names = [os.fsencode(root / f"f{i:06d}") for i in range(count)]
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-    os.sync()
-    t0 = time.perf_counter()
-    for i, name in enumerate(names):
-        fd = os.open(name, flags, 0o644)
+    def write(self) -> float:
+        n, data, stream = self.n, self.data, self.stream
+        os.sync()
+        t0 = time.perf_counter()
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
-            os.write(fd, data.block(stream, i, size))
+            for i in range(n):
+                block = data.block(stream, i, MiB)
+                done = os.write(fd, block)
+                while done < MiB:
+                    done += os.write(fd, block[done:])
+            os.fsync(fd)
         finally:
             os.close(fd)
-    t_create = time.perf_counter() - t0
+        return n / (time.perf_counter() - t0)
 
-    t0 = time.perf_counter()
-    for name in names:
-        st = os.stat(name)
-    t_stat = time.perf_counter() - t0
-    if st.st_size != size:
-        raise BenchError(f"{os.fsdecode(names[-1])}: size {st.st_size}, expected {size}")
-
-    # Untimed: a sample of the files holds what was written.
-    for i in range(0, count, max(1, count // 50)):
-        with open(names[i], "rb", buffering=0) as f:
-            if f.read() != data.block(stream, i, size):
-                raise BenchError(f"{os.fsdecode(names[i])} differs from what was written")
-
-    os.sync()
-    t0 = time.perf_counter()
-    for name in names:
-        os.unlink(name)
-    t_unlink = time.perf_counter() - t0
-    os.rmdir(root)
-    return {f"create-{tag}": count / t_create, f"stat-{tag}": count / t_stat,
-            f"unlink-{tag}": count / t_unlink}
-
-
-def measure(which: str, mnt: Path, data: Data, args, groups: list[str],
-            check_alive) -> tuple[dict[str, float], list[str]]:
-    """All selected tests on one mount; failures are recorded, not raised."""
-    results: dict[str, float] = {}
-    errors: list[str] = []
-    for i, group in enumerate(groups):
-        stream = (0 if which == "sofs" else 1) * 16 + i
-        log(f"[{which}] {group} ...")
-        t0 = time.monotonic()
+    def read(self) -> float:
+        n, path = self.n, self.path
+        drop_caches()
+        rbuf = bytearray(MiB)
+        total = 0
+        t0 = time.perf_counter()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            if group == "large":
-                r = bench_large(fresh_dir(mnt, "large"), data, int(args.size_gib * GiB), stream)
-            elif group == "small":
-                r = bench_files(fresh_dir(mnt, "small"), data, args.small_count, 4096, stream, "4k")
-            else:
-                r = bench_files(fresh_dir(mnt, "ct"), data, args.ct_count, 512 * 1024, stream, "ct")
-        except Exception as e:  # noqa: BLE001 - reported in the output, the run goes on
-            msg = f"{which} {group}: {type(e).__name__}: {e}"
-            errors.append(msg)
-            log("  FAILED: " + msg)
-            log(traceback.format_exc())
-            problem = check_alive()
-            if problem:
-                errors.append(problem)
-                log("  " + problem)
-                break
-            continue
-        results.update(r)
-        log("  " + ", ".join(f"{k} {v:,.1f}" for k, v in r.items())
-            + f"  ({time.monotonic() - t0:.1f} s)")
-    return results, errors
+            while True:
+                got = os.readv(fd, [rbuf])
+                if not got:
+                    break
+                total += got
+        finally:
+            os.close(fd)
+        t_read = time.perf_counter() - t0
+        if total != n * MiB:
+            raise BenchError(f"read back {total} bytes of {n * MiB}")
+
+        # Untimed: the file holds what was written (served from the page cache now); then it
+        # goes, so that --repeat does not pile up large files.
+        with open(path, "rb", buffering=0) as f:
+            for i in range(n):
+                got = f.read(MiB)
+                if got != self.data.block(self.stream, i, MiB):
+                    raise BenchError(f"{path}: MiB block {i} differs from what was written")
+        os.unlink(path)
+        os.rmdir(self.root)
+        return n / t_read
+
+
+class FilesTest:
+    def __init__(self, root: Path, data: Data, count: int, size: int, stream: int,
+                 late: list[str], what: str) -> None:
+        self.root, self.data, self.count, self.size, self.stream = root, data, count, size, stream
+        self.names = [os.fsencode(root / f"f{i:06d}") for i in range(count)]
+        self.late, self.what = late, what
+        self.t_created = 0.0
+        self.steps = [self.create, self.stat, self.unlink]
+
+    def step(self, i: int) -> float:
+        return self.steps[i]()
+
+    def create(self) -> float:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        data, stream, size = self.data, self.stream, self.size
+        os.sync()
+        t0 = self.t_created = time.perf_counter()
+        for i, name in enumerate(self.names):
+            fd = os.open(name, flags, 0o644)
+            try:
+                os.write(fd, data.block(stream, i, size))
+            finally:
+                os.close(fd)
+        return self.count / (time.perf_counter() - t0)
+
+    def stat(self) -> float:
+        os.sync()
+        t0 = time.perf_counter()
+        for name in self.names:
+            st = os.stat(name)
+        t1 = time.perf_counter()
+        if st.st_size != self.size:
+            raise BenchError(f"{os.fsdecode(self.names[-1])}: size {st.st_size}, "
+                             f"expected {self.size}")
+        if t1 - self.t_created > CACHE_TIMEOUT:
+            # The first files' kernel cache entries had expired: this stat also did lookups.
+            self.late.append(f"{self.what}: stat ended {t1 - self.t_created:.0f} s after the "
+                             f"first create, beyond the {CACHE_TIMEOUT:.0f} s entry/attribute "
+                             f"timeouts (includes lookups)")
+
+        # Untimed: a sample of the files holds what was written.
+        for i in range(0, self.count, max(1, self.count // 50)):
+            with open(self.names[i], "rb", buffering=0) as f:
+                if f.read() != self.data.block(self.stream, i, self.size):
+                    raise BenchError(f"{os.fsdecode(self.names[i])} differs from what was "
+                                     f"written")
+        return self.count / (t1 - t0)
+
+    def unlink(self) -> float:
+        os.sync()
+        t0 = time.perf_counter()
+        for name in self.names:
+            os.unlink(name)
+        t = time.perf_counter() - t0
+        os.rmdir(self.root)
+        return self.count / t
+
+
+def new_test(group: str, mnt: Path, data: Data, args, stream: int, late: list[str],
+             what: str) -> LargeTest | FilesTest:
+    root = fresh_dir(mnt, what.split()[-1])
+    if group == "large":
+        return LargeTest(root, data, int(args.size_gib * GiB), stream)
+    if group == "small":
+        return FilesTest(root, data, args.small_count, 4096, stream, late, what)
+    return FilesTest(root, data, args.ct_count, 512 * 1024, stream, late, what)
+
+
+def measure(mounts: list, data: Data, args, groups: list[str],
+            results: dict[str, dict[str, list[float]]], errors: list[str],
+            late: list[str]) -> None:
+    """All selected rows, each on every mount back to back; failures are recorded, not raised.
+
+    Fills ``results`` as it goes (so an interrupted run still shows what it measured):
+    {mount name: {row: [value per repeat]}}. A mount whose step fails skips the rest of
+    that group's run (the later rows need the earlier ones); a mount whose process is gone is
+    not used again."""
+    dead: set[str] = set()
+
+    def failed(m, what: str) -> None:
+        e = sys.exc_info()[1]
+        msg = f"{m.name} {what}: {type(e).__name__}: {e}"
+        errors.append(msg)
+        log("  FAILED: " + msg)
+        log(traceback.format_exc())
+        problem = m.problem()
+        if problem:
+            errors.append(problem)
+            log("  " + problem)
+            dead.add(m.name)
+
+    for gi, group in enumerate(groups):
+        for rep in range(args.repeat):
+            order = mounts if rep % 2 == 0 else mounts[::-1]
+            runs = f" (run {rep + 1}/{args.repeat})" if args.repeat > 1 else ""
+            tests = {}
+            for m in order:
+                if m.name in dead:
+                    continue
+                stream = (rep * len(KINDS) + KINDS.index(m.name)) * 16 + gi
+                what = f"{m.name} {group}-{rep + 1}"
+                try:
+                    tests[m.name] = new_test(group, m.mnt, data, args, stream, late, what)
+                except Exception:  # noqa: BLE001 - reported in the output, the run goes on
+                    failed(m, what)
+            for i, key in enumerate(GROUPS[group]):
+                for m in order:
+                    test = tests.get(m.name)
+                    if test is None:
+                        continue
+                    log(f"[{m.name}] {key}{runs} ...")
+                    t0 = time.monotonic()
+                    try:
+                        value = test.step(i)
+                    except Exception:  # noqa: BLE001
+                        failed(m, f"{key}{runs}")
+                        del tests[m.name]
+                        continue
+                    results.setdefault(m.name, {}).setdefault(key, []).append(value)
+                    log(f"  {key} {value:,.1f}  ({time.monotonic() - t0:.1f} s)")
 
 
 # ------------------------------------------------------------------------------- mounts
 
 class SofsMount:
+    name = "sofs"
+
     def __init__(self, work: Path) -> None:
         self.data_dir = work / "sofs-data"
         self.mnt = work / "mnt-sofs"
@@ -351,10 +455,15 @@ class SofsMount:
 
 
 class PassthroughMount:
-    def __init__(self, work: Path) -> None:
-        self.src = work / "passthrough-src"
-        self.mnt = work / "mnt-passthrough"
-        self.log = work / "passthrough.log"
+    """``tests/bench/passthrough.py``; with ``fsync_on_close`` every close() fsyncs the file."""
+
+    def __init__(self, work: Path, fsync_on_close: bool = False) -> None:
+        self.fsync_on_close = fsync_on_close
+        self.name = "passthrough+fsync" if fsync_on_close else "passthrough"
+        slug = "passthrough-fsync" if fsync_on_close else "passthrough"
+        self.src = work / f"{slug}-src"
+        self.mnt = work / f"mnt-{slug}"
+        self.log = work / f"{slug}.log"
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -365,6 +474,8 @@ class PassthroughMount:
         self.src.mkdir()
         self.mnt.mkdir()
         cmd = [sys.executable, "-m", "tests.bench.passthrough", str(self.src), str(self.mnt)]
+        if self.fsync_on_close:
+            cmd.insert(3, "--fsync-on-close")
         log("$ " + " ".join(cmd))
         with open(self.log, "ab") as logf:
             self.proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL,
@@ -380,11 +491,12 @@ class PassthroughMount:
                     break
                 line += chunk
         if line.strip() != b"ready":
-            raise BenchError(f"passthrough mount did not start; {self.log}:\n{tail(self.log)}")
+            raise BenchError(f"{self.name} mount did not start; {self.log}:\n{tail(self.log)}")
 
     def problem(self) -> str | None:
         if self.proc and self.proc.poll() is not None:
-            return f"passthrough exited ({self.proc.returncode}); {self.log}:\n{tail(self.log)}"
+            return (f"{self.name} exited ({self.proc.returncode}); {self.log}:\n"
+                    f"{tail(self.log)}")
         return None
 
     def stop(self) -> None:
@@ -413,22 +525,51 @@ def fmt(value: float | None, unit: str) -> str:
     return f"{value:,.1f} MiB/s" if unit == "MiB/s" else f"{value:,.0f}/s"
 
 
-def table(rows: list[str], sofs: dict, pt: dict, args) -> str:
+RATIOS = [("sofs/pt", "sofs", "passthrough"),
+          ("sofs/(pt+fsync)", "sofs", "passthrough+fsync")]
+
+
+def medians(results: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, float]]:
+    return {name: {k: statistics.median(v) for k, v in rows.items() if v}
+            for name, rows in results.items()}
+
+
+def table(rows: list[str], kinds: list[str], med: dict[str, dict[str, float]], args) -> str:
     labels = {k: lab.format(size=human_size(args.size_gib * GiB),
                             small=f"{args.small_count:,}", ct=f"{args.ct_count:,}")
               for k, lab, _ in ROWS}
     units = {k: u for k, _, u in ROWS}
-    lines = [("test", "sofs", "passthrough", "sofs/pt")]
+    ratios = [r for r in RATIOS if r[1] in kinds and r[2] in kinds]
+    lines = [tuple(["test"] + kinds + [r[0] for r in ratios])]
     for k in rows:
-        a, b = sofs.get(k), pt.get(k)
-        ratio = f"{a / b:.2f}" if a is not None and b else "-"
-        lines.append((labels[k], fmt(a, units[k]), fmt(b, units[k]), ratio))
-    w = [max(len(r[i]) for r in lines) for i in range(4)]
+        line = [labels[k]] + [fmt(med.get(name, {}).get(k), units[k]) for name in kinds]
+        for _, a_name, b_name in ratios:
+            a, b = med.get(a_name, {}).get(k), med.get(b_name, {}).get(k)
+            line.append(f"{a / b:.2f}" if a is not None and b else "-")
+        lines.append(tuple(line))
+    w = [max(len(r[i]) for r in lines) for i in range(len(lines[0]))]
     out = []
     for j, r in enumerate(lines):
-        out.append(f"{r[0]:<{w[0]}}  {r[1]:>{w[1]}}  {r[2]:>{w[2]}}  {r[3]:>{w[3]}}")
+        out.append("  ".join([f"{r[0]:<{w[0]}}"] + [f"{c:>{w[i + 1]}}"
+                                                    for i, c in enumerate(r[1:])]))
         if j == 0:
             out.append("  ".join("-" * x for x in w))
+    return "\n".join(out)
+
+
+def single_values(rows: list[str], kinds: list[str],
+                  results: dict[str, dict[str, list[float]]]) -> str:
+    """Every repeat's value, in the order they were measured."""
+    units = {k: u for k, _, u in ROWS}
+    wn = max(len(n) for n in kinds)
+    wk = max(len(k) for k in rows)
+    out = []
+    for k in rows:
+        for name in kinds:
+            vals = results.get(name, {}).get(k, [])
+            text = "  ".join(f'{fmt(v, units[k]).removesuffix(" MiB/s").removesuffix("/s"):>9}'
+                             for v in vals) or f"{'-':>9}"
+            out.append(f"  {k:<{wk}}  {name:<{wn}}  {text}")
     return "\n".join(out)
 
 
@@ -437,7 +578,8 @@ def table(rows: list[str], sofs: dict, pt: dict, args) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="scripts/bench", description="Benchmark sofs against a pyfuse3 passthrough mount "
-        "in one run; read the ratio column (machines here are noisy).")
+        "(plain and fsync-on-close) in one run, each row on every mount back to back; read "
+        "the ratio columns (machines here are noisy).")
     p.add_argument("--size-gib", type=float, default=1.0,
                    help="size of the large sequential file (default 1)")
     p.add_argument("--small-count", type=int, default=10_000,
@@ -446,8 +588,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="number of 512 KiB (CT slice) files (default 2000)")
     p.add_argument("--only", nargs="+", choices=ROW_KEYS, metavar="ROW",
                    help=f"rows to show: {' '.join(ROW_KEYS)} (a row's prerequisites run too)")
-    p.add_argument("--mounts", nargs="+", choices=["sofs", "passthrough"],
-                   default=["sofs", "passthrough"], help="mounts to measure (default both)")
+    p.add_argument("--mounts", nargs="+", choices=KINDS, default=list(KINDS), metavar="KIND",
+                   help=f"mounts to measure: {' '.join(KINDS)} (default all three)")
+    p.add_argument("--repeat", type=int, default=1, metavar="N",
+                   help="measure each row N times per mount, alternating the mount order; "
+                        "report medians and the ratios of medians (default 1)")
     p.add_argument("--rss-gib", type=float, default=0.0,
                    help="also write a file of this many GiB to sofs and report the mount "
                         "process's peak RSS (VmHWM) during it (e.g. 4)")
@@ -457,6 +602,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.size_gib * GiB < MiB or args.small_count < 1 or args.ct_count < 1:
         p.error("sizes and counts must be positive (--size-gib at least 1 MiB)")
+    if args.repeat < 1:
+        p.error("--repeat must be at least 1")
     return args
 
 
@@ -467,6 +614,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     rows = [k for k in ROW_KEYS if not args.only or k in args.only]
     groups = [g for g, ks in GROUPS.items() if any(k in rows for k in ks)]
+    kinds = [k for k in KINDS if k in args.mounts]
 
     def on_term(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
@@ -476,43 +624,43 @@ def main(argv: list[str] | None = None) -> int:
     base.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="sofs-bench-", dir=base))
     log(f"work directory: {work}")
-    sofs = SofsMount(work) if "sofs" in args.mounts else None
-    pt = PassthroughMount(work) if "passthrough" in args.mounts else None
-    res_sofs: dict[str, float] = {}
-    res_pt: dict[str, float] = {}
+    mounts: list[SofsMount | PassthroughMount] = []
+    for kind in kinds:
+        mounts.append(SofsMount(work) if kind == "sofs"
+                      else PassthroughMount(work, fsync_on_close=kind == "passthrough+fsync"))
+    sofs = next((m for m in mounts if m.name == "sofs"), None)
+    results: dict[str, dict[str, list[float]]] = {}
     errors: list[str] = []
     notes: list[str] = []
+    late: list[str] = []
     status = 0
     t_start = time.monotonic()
     try:
         data = Data()
-        if sofs:
+        live = []
+        for m in mounts:  # all up before the first row; all stay up until the finally below
             try:
-                sofs.start()
+                m.start()
             except (BenchError, subprocess.TimeoutExpired, OSError) as e:
-                errors.append(f"sofs setup failed: {e}")
+                errors.append(f"{m.name} setup failed: {e}")
                 log(errors[-1])
-                sofs.stop()
-                sofs_ok = False
+                m.stop()
             else:
-                sofs_ok = True
-            if sofs_ok:
-                res_sofs, errs = measure("sofs", sofs.mnt, data, args, groups, sofs.problem)
-                errors += errs
-                if alive(sofs.pid):
-                    hwm = proc_status(sofs.pid, "VmHWM")
-                    if hwm:
-                        notes.append(f"sofs mount (pid {sofs.pid}) peak RSS over the tests: "
-                                     f"{hwm / MiB:,.0f} MiB")
-                if args.rss_gib > 0 and alive(sofs.pid):
-                    notes.append(rss_test(sofs, data, args.rss_gib, errors))
-        if pt:
-            pt.start()
-            res_pt, errs = measure("passthrough", pt.mnt, data, args, groups, pt.problem)
-            errors += errs
-            hwm = proc_status(pt.pid, "VmHWM") if pt.pid else None
+                live.append(m)
+        measure(live, data, args, groups, results, errors, late)
+        if sofs in live and alive(sofs.pid):
+            hwm = proc_status(sofs.pid, "VmHWM")
             if hwm:
-                notes.append(f"passthrough (pid {pt.pid}) peak RSS: {hwm / MiB:,.0f} MiB")
+                notes.append(f"sofs mount (pid {sofs.pid}) peak RSS over the tests: "
+                             f"{hwm / MiB:,.0f} MiB")
+            if args.rss_gib > 0:
+                notes.append(rss_test(sofs, data, args.rss_gib, errors))
+        for m in live:
+            if m is sofs:
+                continue
+            hwm = proc_status(m.pid, "VmHWM") if m.pid else None
+            if hwm:
+                notes.append(f"{m.name} (pid {m.pid}) peak RSS: {hwm / MiB:,.0f} MiB")
     except KeyboardInterrupt:
         log("interrupted; cleaning up")
         status = 130
@@ -522,9 +670,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # let the cleanup finish
         still = []
-        for m in (sofs, pt):
-            if m is None:
-                continue
+        for m in mounts:
             try:
                 m.stop()
             except Exception as e:  # noqa: BLE001
@@ -538,10 +684,15 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
 
     print()
+    runs = (f"median of {args.repeat} runs per row" if args.repeat > 1 else "1 run per row")
     print(f"sofs vs pyfuse3 passthrough, {os.uname().release}, {os.cpu_count()} cores, "
-          f"{time.strftime('%Y-%m-%d %H:%M')}, run took {time.monotonic() - t_start:.0f} s")
-    print(table(rows, res_sofs, res_pt, args))
-    for n in notes:
+          f"{time.strftime('%Y-%m-%d %H:%M')}, mounts interleaved, {runs}, "
+          f"run took {time.monotonic() - t_start:.0f} s")
+    print(table(rows, kinds, medians(results), args))
+    if args.repeat > 1:
+        print("\nsingle values (files/s or MiB/s), run 1 to run N:")
+        print(single_values(rows, kinds, results))
+    for n in notes + late:
         print(n)
     if errors:
         print("\nERRORS:")
