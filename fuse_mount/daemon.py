@@ -141,7 +141,9 @@ def run_mount(data_dir: Path, volume: str, mountpoint: str, *, ready_fd: int | N
     with contextlib.ExitStack() as stack:
         ring = LocalRing.open(data_dir)
         stack.callback(ring.close)
-        fs = Filesystem.open_volume(data_dir, volume, ring, gc_grace_s=gc_grace_s)
+        # default_permissions: the kernel checks permissions before every request
+        fs = Filesystem.open_volume(data_dir, volume, ring, gc_grace_s=gc_grace_s,
+                                    check_permissions=False)
         stack.callback(fs.close)
         ops = SofsOperations(fs)
         pyfuse3.init(ops, mountpoint, mount_options(volume))

@@ -30,6 +30,7 @@ ERRNO: dict[type[BaseException], int] = {
     ferr.AccessDenied: errno.EACCES,
     ferr.NoSuchAttribute: errno.ENODATA,
     ferr.AttributeTooLarge: errno.E2BIG,
+    ferr.AttributeNameInvalid: errno.ERANGE,
     ferr.TooManyLinks: errno.EMLINK,
     ferr.BadFileHandle: errno.EBADF,
     ferr.NoSpace: errno.ENOSPC,

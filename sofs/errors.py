@@ -51,7 +51,11 @@ class NoSuchAttribute(FsError):
 
 
 class AttributeTooLarge(FsError):
-    """An extended attribute name or value is over its limit (E2BIG / ERANGE for the name)."""
+    """An extended attribute value is over its limit, 64 KiB (E2BIG)."""
+
+
+class AttributeNameInvalid(FsError):
+    """An extended attribute name is empty or longer than 255 bytes (ERANGE)."""
 
 
 class TooManyLinks(FsError):

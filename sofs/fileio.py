@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import stat
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -94,8 +93,8 @@ class FileIO:
         node = self._inode(ino)
         node.size = max(node.size, end)
         node.mtime_ns = node.ctime_ns = _now()
-        if node.mode & (stat.S_ISUID | stat.S_ISGID):
-            node.mode &= ~(stat.S_ISUID | stat.S_ISGID)
+        # set-id bits are not touched here: the kernel drops them with a setattr when a writer
+        # lacks CAP_FSETID (FUSE without handle_killpriv)
 
     def write_nowait(self, fh: int, offset: int, data: bytes) -> int | None:
         """:meth:`write` when it needs no I/O: only dirty or brand-new blocks are touched, none

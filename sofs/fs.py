@@ -24,7 +24,7 @@ from chunkstore.store import ChunkStore
 
 from . import schema
 from .blocks import BlockCodec
-from .errors import (AccessDenied, AttributeTooLarge, BadFileHandle,
+from .errors import (AccessDenied, AttributeNameInvalid, AttributeTooLarge, BadFileHandle,
                      DirectoryNotEmpty, EntryExists, FsError, InvalidArgument, IsADirectory,
                      NameTooLong, NoSuchAttribute, NoSuchEntry, NotADirectory,
                      NotPermitted, TooManyLinks)
@@ -87,11 +87,19 @@ def _check_name(name: bytes) -> None:
 
 
 class Filesystem(FileIO):
-    """One mounted volume. Open with :meth:`open_volume`; :meth:`close` flushes everything."""
+    """One mounted volume. Open with :meth:`open_volume`; :meth:`close` flushes everything.
+
+    ``check_permissions``: enforce the owner rules of chmod/chown and sticky directories here.
+    A FUSE mount with ``default_permissions`` turns it off: the kernel checks every request
+    first (with the caller's groups, which this layer does not know) and then sends some
+    requests of its own in the caller's name, such as dropping set-user-ID after a write.
+    """
 
     def __init__(self, meta: MetaStore, store: ChunkStore, config: VolumeConfig, *,
                  cache_bytes: int = 64 << 20, dirty_limit: int = 48 << 20,
-                 gc_grace_s: float = 3600.0, workers: int = 6) -> None:
+                 gc_grace_s: float = 3600.0, workers: int = 6,
+                 check_permissions: bool = True) -> None:
+        self.check_permissions = check_permissions
         self.meta = meta
         self.store = store
         self.config = config
@@ -487,7 +495,8 @@ class Filesystem(FileIO):
             self.meta.commit(b)
 
     def _check_sticky(self, parent: Inode, node: Inode, ctx: Ctx) -> None:
-        if (parent.mode & stat.S_ISVTX and ctx.uid not in (0, parent.uid, node.uid)):
+        if (self.check_permissions and parent.mode & stat.S_ISVTX
+                and ctx.uid not in (0, parent.uid, node.uid)):
             raise NotPermitted("sticky directory: only the owner may remove or rename")
 
     def _is_ancestor(self, maybe_ancestor: int, ino: int) -> bool:
@@ -576,20 +585,25 @@ class Filesystem(FileIO):
         with self._lock:
             node = self._inode(ino)
             now = _now()
-            if uid is not None and uid != node.uid and ctx.uid != 0:
-                raise NotPermitted("only root changes the owner")
-            if gid is not None and gid != node.gid and ctx.uid not in (0, node.uid):
-                raise NotPermitted("only the owner or root changes the group")
-            if mode is not None and ctx.uid not in (0, node.uid):
-                raise NotPermitted("only the owner or root changes the mode")
+            if self.check_permissions:
+                if uid is not None and uid != node.uid and ctx.uid != 0:
+                    raise NotPermitted("only root changes the owner")
+                if gid is not None and gid != node.gid and ctx.uid not in (0, node.uid):
+                    raise NotPermitted("only the owner or root changes the group")
+                if mode is not None and ctx.uid not in (0, node.uid):
+                    raise NotPermitted("only the owner or root changes the mode")
             if mode is not None:
                 node.mode = stat.S_IFMT(node.mode) | (mode & 0o7777)
             if uid is not None:
                 node.uid = uid
             if gid is not None:
                 node.gid = gid
-            if (uid is not None or gid is not None) and ctx.uid != 0 and not node.is_dir:
-                node.mode &= ~(stat.S_ISUID | stat.S_ISGID)
+            if (uid is not None or gid is not None) and not node.is_dir:
+                # Linux drops set-user-ID on chown, root included, and set-group-ID when the
+                # group may execute (without group-execute it marks mandatory locking)
+                node.mode &= ~stat.S_ISUID
+                if node.mode & stat.S_IXGRP:
+                    node.mode &= ~stat.S_ISGID
             if atime_ns is not None:
                 node.atime_ns = atime_ns
             if mtime_ns is not None:
@@ -618,7 +632,7 @@ class Filesystem(FileIO):
 
     def setxattr(self, ino: int, name: bytes, value: bytes, flags: int = 0) -> None:
         if not name or len(name) > XATTR_NAME_MAX:
-            raise AttributeTooLarge("xattr name empty or over 255 bytes")
+            raise AttributeNameInvalid("xattr name empty or over 255 bytes")
         if len(value) > XATTR_SIZE_MAX:
             raise AttributeTooLarge("xattr value over 64 KiB")
         with self._lock:

@@ -1,0 +1,213 @@
+"""POSIX behaviour on a real mount, as ext4 would give it: permissions for non-root users,
+sticky and setgid directories, xattr limits, timestamps, sparse and large files, mmap."""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import Archive, needs_fuse
+
+pytestmark = [pytest.mark.integration, needs_fuse]
+
+ALICE, BOB = 1000, 1001
+USER_PYTHON = "/usr/bin/python3"  # readable by every user, unlike a venv under /root
+
+
+@pytest.fixture
+def archive():
+    """A mounted archive under a directory other users can traverse (pytest's tmp is 0700)."""
+    root = Path(tempfile.mkdtemp(prefix="sofs-posix-", dir="/tmp"))
+    os.chmod(root, 0o755)
+    a = Archive(root)
+    os.chmod(a.mnt, 0o755)
+    a.mount()
+    try:
+        yield a
+    finally:
+        a.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+needs_user_python = pytest.mark.skipif(not os.access(USER_PYTHON, os.X_OK),
+                                       reason=f"{USER_PYTHON} is needed to act as other users")
+
+
+def as_user(uid: int, *cmd: str) -> subprocess.CompletedProcess:
+    """Run a command as another user (no supplementary groups)."""
+    return subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+                           *cmd], capture_output=True, text=True)
+
+
+def py_as(uid: int, code: str) -> subprocess.CompletedProcess:
+    return as_user(uid, USER_PYTHON, "-c", code)
+
+
+def errno_of(res: subprocess.CompletedProcess) -> str:
+    return res.stdout.strip()
+
+
+TRY = """
+import os, sys
+try:
+    {op}
+    print("ok")
+except OSError as e:
+    print(__import__("errno").errorcode[e.errno])
+"""
+
+
+def attempt(uid: int, op: str) -> str:
+    res = py_as(uid, TRY.format(op=op))
+    assert res.returncode == 0, res.stderr
+    return errno_of(res)
+
+
+@needs_user_python
+def test_mode_bits_owner_and_sticky_rules_for_other_users(archive):
+    m = archive.mnt
+    os.mkdir(m / "private", 0o700)
+    os.mkdir(m / "shared")
+    os.chmod(m / "shared", 0o1777)
+    assert attempt(ALICE, f"open('{m}/private/x', 'w')") == "EACCES"
+    assert attempt(ALICE, f"os.listdir('{m}/private')") == "EACCES"
+    assert attempt(ALICE, f"open('{m}/shared/alice', 'w').write('a')") == "ok"
+    st = os.stat(m / "shared" / "alice")
+    assert (st.st_uid, st.st_gid) == (ALICE, ALICE)
+    assert attempt(BOB, f"os.unlink('{m}/shared/alice')") in ("EPERM", "EACCES")
+    assert attempt(BOB, f"os.rename('{m}/shared/alice', '{m}/shared/bob')") in ("EPERM", "EACCES")
+    assert attempt(BOB, f"open('{m}/shared/alice', 'a')") == "EACCES"  # 0644 from umask
+    assert attempt(BOB, f"os.chmod('{m}/shared/alice', 0o777)") == "EPERM"
+    assert attempt(ALICE, f"os.chown('{m}/shared/alice', {BOB}, -1)") == "EPERM"
+    assert attempt(ALICE, f"os.chmod('{m}/shared/alice', 0o600)") == "ok"
+    assert attempt(BOB, f"open('{m}/shared/alice').read()") == "EACCES"
+    assert attempt(ALICE, f"os.unlink('{m}/shared/alice')") == "ok"
+
+
+@needs_user_python
+def test_setgid_directory_and_suid_cleared_on_write_by_others(archive):
+    m = archive.mnt
+    os.mkdir(m / "group")
+    os.chown(m / "group", 0, 4242)
+    os.chmod(m / "group", 0o2777)
+    assert attempt(ALICE, f"os.mkdir('{m}/group/sub')") == "ok"
+    sub = os.stat(m / "group" / "sub")
+    assert sub.st_gid == 4242 and sub.st_mode & stat.S_ISGID
+    assert attempt(ALICE, f"open('{m}/group/f', 'w')") == "ok"
+    assert os.stat(m / "group" / "f").st_gid == 4242
+    (m / "suid").write_bytes(b"#!/bin/sh\n")
+    os.chmod(m / "suid", 0o4777)
+    assert attempt(ALICE, f"open('{m}/suid', 'a').write('x')") == "ok"
+    assert not os.stat(m / "suid").st_mode & stat.S_ISUID
+
+
+def test_names_links_and_xattr_limits(archive):
+    m = archive.mnt
+    odd = "ünïcødé \t\n\x01!*?"
+    (m / odd).write_bytes(b"x")
+    assert odd in os.listdir(m)
+    with pytest.raises(OSError) as e:
+        (m / ("n" * 256)).write_bytes(b"")
+    assert e.value.errno == errno.ENAMETOOLONG
+    (m / ("n" * 255)).write_bytes(b"")
+    os.symlink("loop2", m / "loop1")
+    os.symlink("loop1", m / "loop2")
+    with pytest.raises(OSError) as e:
+        open(m / "loop1")
+    assert e.value.errno == errno.ELOOP
+    os.symlink("/nonexistent/target", m / "dangling")
+    assert os.readlink(m / "dangling") == "/nonexistent/target"
+    with pytest.raises(OSError) as e:
+        os.setxattr(m / odd, "user." + "a" * 251, b"v")
+    assert e.value.errno == errno.ERANGE
+    with pytest.raises(OSError) as e:
+        os.setxattr(m / odd, "user.big", b"v" * 65537)
+    assert e.value.errno in (errno.E2BIG, errno.ENOSPC)
+    os.setxattr(m / odd, "user.max", b"v" * 65536)
+    assert len(os.getxattr(m / odd, "user.max")) == 65536
+    os.setxattr(m / odd, "trusted.sofs", b"t")
+    assert os.getxattr(m / odd, "trusted.sofs") == b"t"
+    with pytest.raises(OSError) as e:
+        os.getxattr(m / odd, "user.none")
+    assert e.value.errno == errno.ENODATA
+
+
+def test_rename_rules(archive):
+    m = archive.mnt
+    (m / "a" / "b").mkdir(parents=True)
+    (m / "full").mkdir()
+    (m / "full" / "x").write_bytes(b"")
+    (m / "empty").mkdir()
+    for src, dst, err in (("a", "a/b/c", errno.EINVAL), ("empty", "full", errno.ENOTEMPTY)):
+        with pytest.raises(OSError) as e:
+            os.rename(m / src, m / dst)
+        assert e.value.errno == err
+    os.rename(m / "a", m / "empty")  # over an empty directory
+    assert os.stat(m).st_nlink == 4  # root: ., .., full, empty
+    (m / "f1").write_bytes(b"1")
+    (m / "f2").write_bytes(b"2")
+    fd = os.open(m / "f2", os.O_RDONLY)
+    os.rename(m / "f1", m / "f2")  # atomic replace; the old f2 stays readable while open
+    assert os.read(fd, 10) == b"2"
+    os.close(fd)
+    assert (m / "f2").read_bytes() == b"1"
+
+
+def test_timestamps_follow_ext4_rules(archive):
+    m = archive.mnt
+    f = m / "t"
+    f.write_bytes(b"x")
+    os.utime(f, ns=(1_000_000_123, 2_000_000_456))
+    st = os.stat(f)
+    assert (st.st_atime_ns, st.st_mtime_ns) == (1_000_000_123, 2_000_000_456)
+    before = os.stat(f).st_ctime_ns
+    time.sleep(0.01)
+    os.chmod(f, 0o600)
+    st = os.stat(f)
+    assert st.st_ctime_ns > before and st.st_mtime_ns == 2_000_000_456
+    d = os.stat(m).st_mtime_ns
+    time.sleep(0.01)
+    (m / "new").write_bytes(b"")
+    assert os.stat(m).st_mtime_ns > d
+    time.sleep(0.01)
+    with open(f, "ab") as fh:
+        fh.write(b"more")
+    assert os.stat(f).st_mtime_ns > 2_000_000_456
+
+
+def test_sparse_and_beyond_4_gib(archive):
+    f = archive.mnt / "sparse"
+    with open(f, "wb") as fh:
+        fh.seek(5 * 2**30 + 7)
+        fh.write(b"tail")
+    assert os.stat(f).st_size == 5 * 2**30 + 11
+    with open(f, "rb") as fh:
+        fh.seek(5 * 2**30)
+        assert fh.read() == bytes(7) + b"tail"
+        fh.seek(2**32 - 3)
+        assert fh.read(6) == bytes(6)
+    os.truncate(f, 10)
+    assert f.read_bytes() == bytes(10)
+
+
+def test_shared_writable_mmap(archive):
+    f = archive.mnt / "mapped"
+    f.write_bytes(bytes(3 * 4096 * 1024 + 100))
+    with open(f, "r+b") as fh:
+        mm = mmap.mmap(fh.fileno(), 0)
+        mm[4096 * 1024 - 2:4096 * 1024 + 2] = b"MMAP"
+        mm[-4:] = b"TAIL"
+        mm.flush()
+        mm.close()
+    archive.remount()
+    data = f.read_bytes()
+    assert data[4096 * 1024 - 2:4096 * 1024 + 2] == b"MMAP" and data[-4:] == b"TAIL"
