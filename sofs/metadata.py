@@ -55,6 +55,15 @@ class MetaStore:
         opts = rocksdict.Options(raw_mode=True)
         opts.create_if_missing(True)
         opts.set_max_background_jobs(2)
+        # Point lookups (names, inodes, block maps) dominate: bloom filters skip SST files
+        # that cannot hold a key, and a 64 MiB block cache keeps hot directories in memory,
+        # so a lookup costs the same in a directory of 1,000 or 100,000 entries.
+        table = rocksdict.BlockBasedOptions()
+        table.set_bloom_filter(10, False)
+        table.set_block_cache(rocksdict.Cache(64 << 20))
+        table.set_cache_index_and_filter_blocks(True)
+        table.set_pin_l0_filter_and_index_blocks_in_cache(True)
+        opts.set_block_based_table_factory(table)
         self.path = Path(path)
         try:
             self._db = rocksdict.Rdict(str(path), options=opts)
