@@ -205,6 +205,12 @@ def _table(rows: list[tuple]) -> None:
 def mount(home: Path, name: str, mountpoint: str, foreground: bool,
           gc_grace: float | None, gc_interval: float | None) -> None:
     """Mount volume NAME at MOUNTPOINT (in the background unless --foreground)."""
+    busy = [st for st in runstate.all_states(home) if st.alive]
+    if busy:
+        st = busy[0]
+        raise Failure(f"volume {st.volume} is mounted at {st.mountpoint} (pid {st.pid}); in "
+                      "this release one process serves the embedded ring, so one volume of a "
+                      f"data directory is mounted at a time: sofsctl umount {st.mountpoint}")
     try:
         if foreground:
             control.check_mountpoint(mountpoint)

@@ -143,3 +143,13 @@ def test_umount_refuses_while_busy_then_succeeds(archive):
         f.close()
     archive.umount()
     assert not os.path.ismount(archive.mnt)
+
+
+def test_second_mount_of_the_data_dir_is_refused_clearly(archive, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    sofsctl(archive.data, "volume", "create", "second")
+    res = sofsctl(archive.data, "mount", "second", str(other), check=False)
+    assert res.returncode == 1
+    assert f"volume {archive.volume} is mounted at" in res.stderr and "umount" in res.stderr
+    assert not os.path.ismount(other)
