@@ -22,6 +22,7 @@ from chunkstore.repair import repair as run_repair
 from fuse_mount import control, runstate
 from fuse_mount.ctlserver import to_jsonable
 from sofs import errors as ferr
+from sofs.fsck import check_volume
 from sofs.volume import create_volume, list_volume_names, load_volume, protection_for
 
 DEFAULT_HOME_ROOT = Path("/var/lib/sofs")
@@ -301,6 +302,78 @@ def repair(home: Path) -> None:
         click.echo("some chunks are still degraded; run repair again", err=True)
         sys.exit(3)
     click.echo("all chunks fully protected")
+
+
+# ---------------------------------------------------------------------------------------- fsck
+
+@cli.command()
+@click.argument("name")
+@click.option("--repair", is_flag=True,
+              help="Fix what can be fixed (orphans to /lost+found, link counts, refcounts, "
+                   "stale keys); referenced data is never deleted.")
+@pass_home
+def fsck(home: Path, name: str, repair: bool) -> None:
+    """Check volume NAME's metadata against itself and the chunk store.
+
+    The volume must be unmounted. Exit status: 0 the volume is clean (after --repair, if
+    given), 4 problems remain, 1 the check could not run.
+    """
+    for st in runstate.all_states(home):
+        if st.alive and st.volume == name:
+            raise Failure(f"volume {name} is mounted at {st.mountpoint}; unmount it first: "
+                          f"sofsctl umount {st.mountpoint}")
+    ring = None
+    try:
+        ring = LocalRing.open(home)
+    except cerr.ClusterInUse:
+        click.echo("note: the ring is served by a mounted volume; chunks are not checked",
+                   err=True)
+    except cerr.ChunkStoreError as e:
+        raise _fail(e)
+    phase_bar = {}
+
+    def progress(phase: str, done: int, total: int) -> None:
+        if not sys.stderr.isatty():
+            return
+        if phase not in phase_bar:
+            for bar in phase_bar.values():
+                bar.render_finish()
+            phase_bar.clear()
+            phase_bar[phase] = click.progressbar(length=max(total, 1), label=f"{phase:10s}",
+                                                 file=sys.stderr, show_pos=True)
+        bar = phase_bar[phase]
+        bar.length = max(total, 1, done)
+        bar.update(done - bar.pos)
+
+    try:
+        report = check_volume(home, name, ring, repair=repair, progress=progress)
+    except ferr.FsError as e:
+        raise _fail(e)
+    finally:
+        for bar in phase_bar.values():
+            bar.render_finish()
+        if ring is not None:
+            ring.close()
+    click.echo(f"volume {name}: {report.inodes} inodes ({report.files} files, "
+               f"{report.directories} directories, {report.symlinks} symlinks), "
+               f"{report.blocks} blocks in {report.chunks} chunks, {human(report.bytes)}")
+    shown = [p for p in report.problems if not (p.kind == "orphan-inode"
+                                                 and p.ino in report.open_orphans)]
+    for p in shown[:50]:
+        where = f"inode {p.ino}: " if p.ino is not None else ""
+        fixed = " [repaired]" if p.repaired else ""
+        click.echo(f"{p.kind}: {where}{p.detail}{fixed}")
+    if len(shown) > 50:
+        click.echo(f"... and {len(shown) - 50} more")
+    if report.open_orphans:
+        click.echo(f"{len(report.open_orphans)} files unlinked while open: freed at next mount")
+    left = [p for p in shown if not p.repaired]
+    if not left:
+        click.echo(f"clean ({report.repaired} problems repaired)" if report.repaired else "clean")
+        return
+    click.echo(f"{len(left)} problems remain"
+               + ("" if repair else "; run again with --repair"), err=True)
+    sys.exit(4)
 
 
 # ---------------------------------------------------------------------------------------- status
