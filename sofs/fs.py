@@ -216,10 +216,14 @@ class Filesystem(FileIO):
             if value is None:
                 raise NoSuchEntry(f"inode {ino}")
             node = Inode.unpack(ino, value)
-            if len(self._inodes) > 200_000:
-                self._evict_inodes()
-            self._inodes[ino] = node
+            self._remember(node)
         return node
+
+    def _remember(self, node: Inode) -> None:
+        """Cache an inode; past 200,000 the older half of the idle ones goes."""
+        if len(self._inodes) >= 200_000:
+            self._evict_inodes()
+        self._inodes[node.ino] = node
 
     def _evict_inodes(self) -> None:
         busy = set(self._open_count) | set(self._buffers)
@@ -356,7 +360,7 @@ class Filesystem(FileIO):
                 mode |= stat.S_ISGID
         node = Inode(self._alloc_ino(b), mode, ctx.uid, gid, 1, 0, now, now, now, rdev,
                      self.generation)
-        self._inodes[node.ino] = node
+        self._remember(node)
         return node
 
     def _create_node(self, parent: int, name: bytes, mode: int, ctx: Ctx, *,
