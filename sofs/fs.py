@@ -86,6 +86,24 @@ def _check_name(name: bytes) -> None:
         raise InvalidArgument(f"invalid name {name!r}")
 
 
+class _ReservedCounter:
+    """Numbers (inodes, readdir cookies) handed out from reserved ranges: the range's ceiling
+    is persisted (in the batch of the operation that first needs it) before a number of it is
+    used, so a crash skips numbers but never reuses one."""
+
+    def __init__(self, key: bytes, first: int) -> None:
+        self.key = key
+        self.next = self.ceiling = first
+
+    def take(self, b: Batch) -> int:
+        if self.next >= self.ceiling:
+            self.ceiling = self.next + _ID_RESERVE
+            b.put(self.key, schema.le_u64(self.ceiling))
+        n = self.next
+        self.next += 1
+        return n
+
+
 class Filesystem(FileIO):
     """One mounted volume. Open with :meth:`open_volume`; :meth:`close` flushes everything.
 
@@ -175,12 +193,10 @@ class Filesystem(FileIO):
         mounts = schema.parse_le_u64(b.get(schema.SUPER_MOUNTS)) + 1
         b.put(schema.SUPER_MOUNTS, schema.le_u64(mounts))
         self.generation = mounts & 0xFFFFFFFF
-        # IDs are handed out from reserved ranges: the ceiling is persisted before use, so a
-        # crash skips numbers but never reuses one.
-        self._next_ino = schema.parse_le_u64(b.get(schema.SUPER_NEXT_INO))
-        self._ino_ceiling = self._next_ino
-        self._next_cookie = schema.parse_le_u64(b.get(schema.SUPER_NEXT_COOKIE))
-        self._cookie_ceiling = self._next_cookie
+        self._inos = _ReservedCounter(schema.SUPER_NEXT_INO,
+                                      schema.parse_le_u64(b.get(schema.SUPER_NEXT_INO)))
+        self._cookies = _ReservedCounter(schema.SUPER_NEXT_COOKIE,
+                                         schema.parse_le_u64(b.get(schema.SUPER_NEXT_COOKIE)))
         m.commit(b, sync=True)
 
     def _free_orphans(self) -> None:
@@ -192,20 +208,10 @@ class Filesystem(FileIO):
             self.meta.commit(b)
 
     def _alloc_ino(self, b: Batch) -> int:
-        if self._next_ino >= self._ino_ceiling:
-            self._ino_ceiling = self._next_ino + _ID_RESERVE
-            b.put(schema.SUPER_NEXT_INO, schema.le_u64(self._ino_ceiling))
-        ino = self._next_ino
-        self._next_ino += 1
-        return ino
+        return self._inos.take(b)
 
     def _alloc_cookie(self, b: Batch) -> int:
-        if self._next_cookie >= self._cookie_ceiling:
-            self._cookie_ceiling = self._next_cookie + _ID_RESERVE
-            b.put(schema.SUPER_NEXT_COOKIE, schema.le_u64(self._cookie_ceiling))
-        cookie = self._next_cookie
-        self._next_cookie += 1
-        return cookie
+        return self._cookies.take(b)
 
     # ------------------------------------------------------------------ inode helpers
 
@@ -347,7 +353,7 @@ class Filesystem(FileIO):
         bsize = 4096
         return StatFs(block_size=bsize, blocks=int(cap.total_bytes / overhead) // bsize,
                       blocks_free=int(cap.free_bytes / overhead) // bsize,
-                      files=2**40, files_free=2**40 - self._next_ino)
+                      files=2**40, files_free=2**40 - self._inos.next)
 
     # ------------------------------------------------------------------ namespace changes
 

@@ -13,26 +13,7 @@ from sofs.fs import RENAME_EXCHANGE, RENAME_NOREPLACE, Ctx, Filesystem
 from sofs.inode import ROOT_INO
 from sofs.volume import create_volume
 
-BS = 64 * 1024
-
-
-@pytest.fixture
-def env(tmp_path):
-    create_volume(tmp_path, "v", block_size=BS)
-    store = MemoryChunkStore()
-    fss = []
-
-    def mount(**kw):
-        fs = Filesystem.open_volume(tmp_path, "v", store, **kw)
-        fss.append(fs)
-        return fs
-
-    yield mount, store
-    for fs in fss:
-        try:
-            fs.close()
-        except Exception:
-            pass
+from .conftest import BS
 
 
 def write_file(fs, parent, name, data, flags=os.O_WRONLY):
