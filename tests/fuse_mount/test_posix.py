@@ -3,6 +3,7 @@ sticky and setgid directories, xattr limits, timestamps, sparse and large files,
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import mmap
 import os
@@ -211,3 +212,23 @@ def test_shared_writable_mmap(archive):
     archive.remount()
     data = f.read_bytes()
     assert data[4096 * 1024 - 2:4096 * 1024 + 2] == b"MMAP" and data[-4:] == b"TAIL"
+
+
+def test_inode_numbers_stable_across_remounts_and_fallocate_refused(archive):
+    m = archive.mnt
+    (m / "d").mkdir()
+    (m / "d" / "f").write_bytes(b"data")
+    before = {p: os.stat(m / p).st_ino for p in ("d", "d/f")}
+    fd = os.open(m / "d" / "f", os.O_RDWR)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        rc = libc.fallocate(fd, 0, ctypes.c_long(0), ctypes.c_long(1 << 20))
+        assert rc == -1 and ctypes.get_errno() == errno.EOPNOTSUPP
+        with pytest.raises(FileExistsError):
+            os.open(m / "d" / "f", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    finally:
+        os.close(fd)
+    archive.remount()
+    assert {p: os.stat(m / p).st_ino for p in ("d", "d/f")} == before
+    (m / "d" / "g").write_bytes(b"")
+    assert os.stat(m / "d" / "g").st_ino not in before.values()
