@@ -33,7 +33,7 @@ from .errors import (DataUnavailable, FsError, InvalidArgument, IsADirectory, No
 from .filedata import FileBuffers
 from .metadata import Batch
 
-READ_AHEAD_BLOCKS = 2  # blocks fetched ahead of a sequential reader
+READ_AHEAD_BLOCKS = 4  # blocks fetched ahead of a sequential reader
 _DAY_NS = 86400 * 10**9
 
 
