@@ -464,21 +464,7 @@ class Filesystem(FileIO):
 
     def unlink(self, parent: int, name: bytes, ctx: Ctx = ROOT_CTX) -> None:
         _check_name(name)
-        with self._lock:
-            pnode = self._dir(parent)
-            child = self._child(parent, name)
-            if child is None:
-                raise NoSuchEntry(name.decode(errors="replace"))
-            node = self._inode(child[0])
-            if node.is_dir:
-                raise IsADirectory(name.decode(errors="replace"))
-            self._check_sticky(pnode, node, ctx)
-            b = self.meta.batch()
-            now = _now()
-            self._drop_link(b, pnode, name, child[0], child[1], now)
-            self._touch(pnode, now)
-            self._save(b, pnode)
-            self.meta.commit(b)
+        self._remove(parent, name, ctx, want_dir=False)
 
     def rmdir(self, parent: int, name: bytes, ctx: Ctx = ROOT_CTX) -> None:
         if name == b".":
@@ -486,16 +472,23 @@ class Filesystem(FileIO):
         if name == b"..":
             raise DirectoryNotEmpty("cannot remove '..'")
         _check_name(name)
+        self._remove(parent, name, ctx, want_dir=True)
+
+    def _remove(self, parent: int, name: bytes, ctx: Ctx, want_dir: bool) -> None:
+        """unlink (``want_dir`` False) or rmdir (True) of one name, in one batch."""
+        shown = name.decode(errors="replace")
         with self._lock:
             pnode = self._dir(parent)
             child = self._child(parent, name)
             if child is None:
-                raise NoSuchEntry(name.decode(errors="replace"))
+                raise NoSuchEntry(shown)
             node = self._inode(child[0])
-            if not node.is_dir:
-                raise NotADirectory(name.decode(errors="replace"))
-            if not self._is_empty_dir(node.ino):
-                raise DirectoryNotEmpty(name.decode(errors="replace"))
+            if node.is_dir and not want_dir:
+                raise IsADirectory(shown)
+            if want_dir and not node.is_dir:
+                raise NotADirectory(shown)
+            if want_dir and not self._is_empty_dir(node.ino):
+                raise DirectoryNotEmpty(shown)
             self._check_sticky(pnode, node, ctx)
             b = self.meta.batch()
             now = _now()

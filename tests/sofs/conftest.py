@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from chunkstore.memstore import MemoryChunkStore
@@ -55,3 +57,22 @@ def env(tmp_path):
             fs.close()
         except Exception:
             pass
+
+
+def write_file(fs, parent, name, data, flags=os.O_WRONLY):
+    """Create ``name`` in ``parent`` with ``data``, closed (flushed); returns its inode."""
+    fh, node = fs.create(parent, name, 0o644, flags)
+    if data:
+        fs.write(fh, 0, data)
+    fs.flush(fh)
+    fs.release(fh)
+    return node.ino
+
+
+def read_file(fs, ino):
+    """The whole content of ``ino`` through an open/read/release."""
+    fh = fs.open(ino, os.O_RDONLY)
+    try:
+        return fs.read(fh, 0, fs.getattr(ino).size + 10)
+    finally:
+        fs.release(fh)

@@ -13,25 +13,7 @@ from sofs.fs import RENAME_EXCHANGE, RENAME_NOREPLACE, Ctx, Filesystem
 from sofs.inode import ROOT_INO
 from sofs.volume import create_volume
 
-from .conftest import BS
-
-
-def write_file(fs, parent, name, data, flags=os.O_WRONLY):
-    fh, node = fs.create(parent, name, 0o644, flags)
-    if data:
-        fs.write(fh, 0, data)
-    fs.flush(fh)
-    fs.release(fh)
-    return node.ino
-
-
-def read_file(fs, ino):
-    fh = fs.open(ino, os.O_RDONLY)
-    try:
-        size = fs.getattr(ino).size
-        return fs.read(fh, 0, size + 10)
-    finally:
-        fs.release(fh)
+from .conftest import BS, read_file, write_file
 
 
 @pytest.mark.parametrize("size", [0, 1, BS - 1, BS, BS + 1, 3 * BS + 17])

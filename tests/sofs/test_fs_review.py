@@ -12,24 +12,15 @@ from sofs.errors import FsError
 from sofs.fs import Filesystem
 from sofs.inode import ROOT_INO
 
-from .conftest import BS
+from .conftest import BS, read_file
+from .conftest import write_file as _write_in
 
 
 def write_file(fs, name, data):
-    fh, node = fs.create(ROOT_INO, name, 0o644, os.O_WRONLY)
-    if data:
-        fs.write(fh, 0, data)
-    fs.flush(fh)
-    fs.release(fh)
-    return node.ino
+    return _write_in(fs, ROOT_INO, name, data)
 
 
-def read_all(fs, ino):
-    fh = fs.open(ino, os.O_RDONLY)
-    try:
-        return fs.read(fh, 0, fs.getattr(ino).size + 10)
-    finally:
-        fs.release(fh)
+read_all = read_file
 
 
 def test_write_loading_a_base_block_does_not_undo_a_concurrent_write(env):
