@@ -155,7 +155,8 @@ def unmount(data_dir: Path, mountpoint: str, *, timeout: float = 120.0) -> str:
 def call(data_dir: Path, op: str, progress=None, timeout: float | None = None) -> dict:
     """Run admin ``op`` in the mount process that serves the RING; returns its result.
 
-    ``progress(done, total)`` is called as the job reports. Raises MountError when no mount
+    ``progress(done, total)`` is called as the job reports (with ``phase=name`` too when
+    the job names its phases). Raises MountError when no mount
     process answers or the job failed.
     """
     path = socket_path(data_dir)
@@ -171,7 +172,10 @@ def call(data_dir: Path, op: str, progress=None, timeout: float | None = None) -
             msg = json.loads(line)
             if "progress" in msg:
                 if progress is not None:
-                    progress(*msg["progress"])
+                    if "phase" in msg:
+                        progress(*msg["progress"], phase=msg["phase"])
+                    else:
+                        progress(*msg["progress"])
             elif "error" in msg:
                 raise MountError(msg["error"])
             elif "result" in msg:

@@ -6,10 +6,11 @@ the admin commands that need the RING ask that process over a Unix socket,
 
 Protocol: one request per connection, a JSON object on one line (at most 4 KiB), e.g.
 ``{"op": "repair"}``. The answer is a sequence of JSON lines: zero or more
-``{"progress": [done, total]}`` while the job runs, then exactly one ``{"result": {...}}`` or
+``{"progress": [done, total]}`` (with ``"phase": name`` for jobs of several phases) while the
+job runs, then exactly one ``{"result": {...}}`` or
 ``{"error": "message"}``. Unknown ops and malformed requests get an error line; the server lives
 on. Operations: ``health`` (chunk protection counts), ``repair`` (the full repair sweep),
-``stats`` (mount statistics).
+``stats`` (mount statistics), ``fsck`` (a check of the mounted volume, no repair).
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ log = logging.getLogger("sofs.ctl")
 MAX_REQUEST = 4096
 PROGRESS_INTERVAL_S = 0.5
 
-# An operation runs in a worker thread; it gets a progress callback (done, total) and returns
-# a JSON-serialisable result (dataclasses are converted).
+# An operation runs in a worker thread; it gets a progress callback (done, total, phase="")
+# and returns a JSON-serialisable result (dataclasses are converted).
 Operation = Callable[[Callable[[int, int], None]], Any]
 
 
@@ -88,10 +89,10 @@ async def _handle(stream: trio.SocketStream, ops: dict[str, Operation],
             await _send(stream, {"error": "another admin job is running on this mount"})
             return
         async with busy:
-            progress = [0, 0]
+            progress = [0, 0, ""]
 
-            def report(done: int, total: int) -> None:
-                progress[0], progress[1] = done, total
+            def report(done: int, total: int, phase: str = "") -> None:
+                progress[0], progress[1], progress[2] = done, total, phase
 
             result: dict[str, Any] = {}
             done = trio.Event()
@@ -112,7 +113,10 @@ async def _handle(stream: trio.SocketStream, ops: dict[str, Operation],
                         await done.wait()
                     if not done.is_set() and progress[1]:
                         try:
-                            await _send(stream, {"progress": list(progress)})
+                            msg: dict[str, Any] = {"progress": progress[:2]}
+                            if progress[2]:
+                                msg["phase"] = progress[2]
+                            await _send(stream, msg)
                         except trio.BrokenResourceError:
                             pass  # the client went away; the job still finishes
             try:

@@ -24,9 +24,9 @@ import pyfuse3
 import trio
 
 from chunkstore.localring import LocalRing
-from sofs.fs import Filesystem
-
 from chunkstore.repair import health, repair
+from sofs.fs import Filesystem
+from sofs.online_check import check_mounted
 
 from . import ctlserver, runstate
 from .operations import SofsOperations
@@ -78,6 +78,8 @@ def admin_ops(ring: LocalRing, fs: Filesystem) -> dict[str, ctlserver.Operation]
         "health": lambda progress: health(ring),
         "repair": lambda progress: repair(ring, progress=progress),
         "stats": lambda progress: fs.statistics(),
+        "fsck": lambda progress: check_mounted(
+            fs, ring, progress=lambda phase, done, total: progress(done, total, phase)),
     }
 
 

@@ -41,7 +41,7 @@ def _ctx(ctx: pyfuse3.RequestContext) -> Ctx:
 class SofsOperations(pyfuse3.Operations):
     supports_dot_lookup = True      # export support: NFS-Ganesha needs '.' and '..' on any inode
     enable_writeback_cache = True
-    enable_acl = False
+    enable_acl = True           # the kernel enforces POSIX ACLs; sofs keeps mode and inheritance
 
     def __init__(self, fs: Filesystem, *, workers: int = 8) -> None:
         super().__init__()

@@ -18,10 +18,11 @@ sequence number and the map only moves forward.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 
 from chunkstore import errors as cerr
@@ -596,6 +597,17 @@ class FileIO:
         batch at most, not for the whole pass.
         """
         now_ns = _now() if now_ns is None else now_ns
+        with self._gc_pass:
+            return self._collect(now_ns, batch)
+
+    @contextlib.contextmanager
+    def gc_paused(self) -> Iterator[None]:
+        """No chunk is collected inside this block (an online fsck probes a stable store);
+        entering waits for a running pass to end."""
+        with self._gc_pass:
+            yield
+
+    def _collect(self, now_ns: int, batch: int) -> int:
         deleted = 0
         while True:
             with self._gc_lock.exclusive():

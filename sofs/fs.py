@@ -22,7 +22,7 @@ from pathlib import Path
 
 from chunkstore.store import ChunkStore
 
-from . import schema
+from . import acl, schema
 from .blocks import BlockCodec
 from .errors import (AccessDenied, AttributeNameInvalid, AttributeTooLarge, BadFileHandle,
                      DirectoryNotEmpty, EntryExists, FsError, InvalidArgument, IsADirectory,
@@ -129,6 +129,7 @@ class Filesystem(FileIO):
         self.cache = BlockCache(cache_bytes)
         self._lock = threading.RLock()
         self._gc_lock = SharedExclusiveLock()
+        self._gc_pass = threading.Lock()  # one collector pass at a time; held to pause it
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sofs-data")
         # at most this many flushes encode and store at once: bounds memory (each holds a few
         # copies of a block) while keeping both cores and the disks busy
@@ -371,6 +372,11 @@ class Filesystem(FileIO):
 
     def _create_node(self, parent: int, name: bytes, mode: int, ctx: Ctx, *,
                      rdev: int = 0, target: bytes | None = None) -> Inode:
+        """Create an inode under ``parent``; ``mode`` is the caller's, before the umask.
+
+        The umask applies unless the parent has a default ACL, which is then inherited
+        instead (masked by ``mode``), as on ext4.
+        """
         _check_name(name)
         with self._lock:
             pnode = self._dir(parent)
@@ -379,11 +385,22 @@ class Filesystem(FileIO):
             if stat.S_ISDIR(mode) and pnode.nlink >= LINK_MAX:
                 raise TooManyLinks("too many subdirectories")
             b = self.meta.batch()
+            inherited = None
+            default = None if target is not None else \
+                self.meta.get(schema.xattr_key(parent, acl.DEFAULT))
+            if default is not None:
+                inherited, mode = acl.inherit(acl.decode(default), mode)
+            elif target is None:
+                mode &= ~(ctx.umask & 0o777)
             node = self._new_inode(b, pnode, mode, ctx, rdev)
+            if inherited is not None and not acl.is_minimal(inherited):
+                b.put(schema.xattr_key(node.ino, acl.ACCESS), acl.encode(inherited))
             if node.is_dir:
                 node.nlink = 2
                 pnode.nlink += 1
                 b.put(schema.parent_key(node.ino), schema.le_u64(parent))
+                if default is not None:
+                    b.put(schema.xattr_key(node.ino, acl.DEFAULT), default)
             if target is not None:
                 node.size = len(target)
                 b.put(schema.symlink_key(node.ino), target)
@@ -395,14 +412,14 @@ class Filesystem(FileIO):
             return node.copy()
 
     def mkdir(self, parent: int, name: bytes, mode: int, ctx: Ctx = ROOT_CTX) -> Inode:
-        return self._create_node(parent, name, stat.S_IFDIR | (mode & 0o7777 & ~ctx.umask), ctx)
+        return self._create_node(parent, name, stat.S_IFDIR | (mode & 0o7777), ctx)
 
     def mknod(self, parent: int, name: bytes, mode: int, rdev: int = 0,
               ctx: Ctx = ROOT_CTX) -> Inode:
         fmt = stat.S_IFMT(mode) or stat.S_IFREG
         if fmt not in (stat.S_IFREG, stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK):
             raise InvalidArgument("unsupported file type")
-        return self._create_node(parent, name, fmt | (mode & 0o7777 & ~ctx.umask), ctx, rdev=rdev)
+        return self._create_node(parent, name, fmt | (mode & 0o7777), ctx, rdev=rdev)
 
     def symlink(self, parent: int, name: bytes, target: bytes, ctx: Ctx = ROOT_CTX) -> Inode:
         if len(target) > 4095:
@@ -411,7 +428,7 @@ class Filesystem(FileIO):
 
     def create(self, parent: int, name: bytes, mode: int, flags: int,
                ctx: Ctx = ROOT_CTX) -> tuple[int, Inode]:
-        node = self._create_node(parent, name, stat.S_IFREG | (mode & 0o7777 & ~ctx.umask), ctx)
+        node = self._create_node(parent, name, stat.S_IFREG | (mode & 0o7777), ctx)
         return self._new_handle(node.ino, flags), node
 
     def link(self, ino: int, new_parent: int, new_name: bytes, ctx: Ctx = ROOT_CTX) -> Inode:
@@ -595,8 +612,10 @@ class Filesystem(FileIO):
                     raise NotPermitted("only the owner or root changes the group")
                 if mode is not None and ctx.uid not in (0, node.uid):
                     raise NotPermitted("only the owner or root changes the mode")
+            b = self.meta.batch()
             if mode is not None:
                 node.mode = stat.S_IFMT(node.mode) | (mode & 0o7777)
+                self._chmod_acl(b, node)
             if uid is not None:
                 node.uid = uid
             if gid is not None:
@@ -612,10 +631,16 @@ class Filesystem(FileIO):
             if mtime_ns is not None:
                 node.mtime_ns = mtime_ns
             node.ctime_ns = now
-            b = self.meta.batch()
             self._save(b, node)
             self.meta.commit(b)
             return node.copy()
+
+    def _chmod_acl(self, b: Batch, node: Inode) -> None:
+        """A mode change rewrites the owner, mask and other entries of an access ACL."""
+        key = schema.xattr_key(node.ino, acl.ACCESS)
+        value = self.meta.get(key)
+        if value is not None:
+            b.put(key, acl.encode(acl.apply_mode(acl.decode(value), node.mode)))
 
     # ------------------------------------------------------------------ xattrs
 
@@ -647,10 +672,30 @@ class Filesystem(FileIO):
             if flags & XATTR_REPLACE and not exists:
                 raise NoSuchAttribute(name.decode(errors="replace"))
             b = self.meta.batch()
-            b.put(key, bytes(value))
+            if name in (acl.ACCESS, acl.DEFAULT):
+                self._set_acl(b, node, name, key, bytes(value))
+            else:
+                b.put(key, bytes(value))
             node.ctime_ns = _now()
             self._save(b, node)
             self.meta.commit(b)
+
+    def _set_acl(self, b: Batch, node: Inode, name: bytes, key: bytes, value: bytes) -> None:
+        acl.check_target(name, node.mode)
+        entries = acl.decode(value)
+        if name == acl.DEFAULT:
+            if entries:
+                b.put(key, acl.encode(entries))
+            else:
+                b.delete(key)
+            return
+        if not entries:
+            raise InvalidArgument("an access ACL cannot be empty")
+        node.mode = (node.mode & ~0o777) | acl.mode_bits(entries)
+        if acl.is_minimal(entries):
+            b.delete(key)  # the mode bits say it all, as ext4 stores it
+        else:
+            b.put(key, acl.encode(entries))
 
     def removexattr(self, ino: int, name: bytes) -> None:
         with self._lock:

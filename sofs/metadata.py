@@ -111,6 +111,11 @@ class MetaStore:
                 wb.put(key, value)
         self._db.write(wb, self._sync if sync else self._nosync)
 
+    def checkpoint(self, path: Path) -> None:
+        """Write a consistent copy of the database to the new directory ``path`` (hard links
+        to the SST files where it can, so it is cheap on the same filesystem)."""
+        rocksdict.Checkpoint(self._db).create_checkpoint(str(path))
+
     def approximate_size(self) -> int:
         return self._db.property_int_value("rocksdb.total-sst-files-size") or 0
 

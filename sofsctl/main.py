@@ -22,7 +22,7 @@ from chunkstore.repair import repair as run_repair
 from fuse_mount import control, runstate
 from fuse_mount.ctlserver import to_jsonable
 from sofs import errors as ferr
-from sofs.fsck import check_volume
+from sofs.fsck import FsckReport, Problem, check_volume
 from sofs.volume import create_volume, list_volume_names, load_volume, protection_for
 
 DEFAULT_HOME_ROOT = Path("/var/lib/sofs")
@@ -306,22 +306,36 @@ def repair(home: Path) -> None:
 
 # ---------------------------------------------------------------------------------------- fsck
 
-@cli.command()
-@click.argument("name")
-@click.option("--repair", is_flag=True,
-              help="Fix what can be fixed (orphans to /lost+found, link counts, refcounts, "
-                   "stale keys); referenced data is never deleted.")
-@pass_home
-def fsck(home: Path, name: str, repair: bool) -> None:
-    """Check volume NAME's metadata against itself and the chunk store.
+class _PhaseBars:
+    """One progress bar per phase of a long job, on a terminal only."""
 
-    The volume must be unmounted. Exit status: 0 the volume is clean (after --repair, if
-    given), 4 problems remain, 1 the check could not run.
-    """
-    for st in runstate.all_states(home):
-        if st.alive and st.volume == name:
-            raise Failure(f"volume {name} is mounted at {st.mountpoint}; unmount it first: "
-                          f"sofsctl umount {st.mountpoint}")
+    def __init__(self) -> None:
+        self.bar = None
+        self.phase = None
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if not sys.stderr.isatty():
+            return
+        if phase != self.phase:
+            self.finish()
+            self.phase = phase
+            self.bar = click.progressbar(length=max(total, 1), label=f"{phase:10s}",
+                                         file=sys.stderr, show_pos=True)
+        self.bar.length = max(total, 1, done)
+        self.bar.update(done - self.bar.pos)
+
+    def finish(self) -> None:
+        if self.bar is not None:
+            self.bar.render_finish()
+            self.bar = None
+
+
+def _report_from_json(d: dict) -> FsckReport:
+    return FsckReport(**{**d, "problems": tuple(Problem(**p) for p in d["problems"]),
+                         "open_orphans": tuple(d["open_orphans"])})
+
+
+def _check_offline(home: Path, name: str, repair: bool, bars: _PhaseBars) -> FsckReport:
     ring = None
     try:
         ring = LocalRing.open(home)
@@ -330,30 +344,48 @@ def fsck(home: Path, name: str, repair: bool) -> None:
                    err=True)
     except cerr.ChunkStoreError as e:
         raise _fail(e)
-    phase_bar = {}
-
-    def progress(phase: str, done: int, total: int) -> None:
-        if not sys.stderr.isatty():
-            return
-        if phase not in phase_bar:
-            for bar in phase_bar.values():
-                bar.render_finish()
-            phase_bar.clear()
-            phase_bar[phase] = click.progressbar(length=max(total, 1), label=f"{phase:10s}",
-                                                 file=sys.stderr, show_pos=True)
-        bar = phase_bar[phase]
-        bar.length = max(total, 1, done)
-        bar.update(done - bar.pos)
-
     try:
-        report = check_volume(home, name, ring, repair=repair, progress=progress)
+        return check_volume(home, name, ring, repair=repair, progress=bars)
     except ferr.FsError as e:
         raise _fail(e)
     finally:
-        for bar in phase_bar.values():
-            bar.render_finish()
         if ring is not None:
             ring.close()
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--repair", is_flag=True,
+              help="Fix what can be fixed (orphans to /lost+found, link counts, refcounts, "
+                   "stale keys); referenced data is never deleted. Needs the volume unmounted.")
+@pass_home
+def fsck(home: Path, name: str, repair: bool) -> None:
+    """Check volume NAME's metadata against itself and the chunk store.
+
+    A mounted volume is checked in place: its mount process checks a consistent checkpoint
+    of the metadata (the garbage collector waits meanwhile) and users keep working. Repairs
+    need the volume unmounted. Exit status: 0 the volume is clean (after --repair, if given),
+    4 problems remain, 1 the check could not run.
+    """
+    mounted = next((st for st in runstate.all_states(home) if st.alive and st.volume == name),
+                   None)
+    bars = _PhaseBars()
+    try:
+        if mounted is None:
+            report = _check_offline(home, name, repair, bars)
+        elif repair:
+            raise Failure(f"volume {name} is mounted at {mounted.mountpoint}; --repair needs it "
+                          f"unmounted: sofsctl umount {mounted.mountpoint}")
+        else:
+            click.echo(f"volume {name} is mounted at {mounted.mountpoint}: checking a "
+                       "checkpoint of its metadata", err=True)
+            try:
+                report = _report_from_json(control.call(
+                    home, "fsck", lambda done, total, phase="": bars(phase, done, total)))
+            except control.MountError as e:
+                raise _fail(e)
+    finally:
+        bars.finish()
     click.echo(f"volume {name}: {report.inodes} inodes ({report.files} files, "
                f"{report.directories} directories, {report.symlinks} symlinks), "
                f"{report.blocks} blocks in {report.chunks} chunks, {human(report.bytes)}")
@@ -371,8 +403,9 @@ def fsck(home: Path, name: str, repair: bool) -> None:
     if not left:
         click.echo(f"clean ({report.repaired} problems repaired)" if report.repaired else "clean")
         return
-    click.echo(f"{len(left)} problems remain"
-               + ("" if repair else "; run again with --repair"), err=True)
+    hint = "" if repair else ("; unmount it and run again with --repair" if mounted
+                              else "; run again with --repair")
+    click.echo(f"{len(left)} problems remain{hint}", err=True)
     sys.exit(4)
 
 

@@ -71,3 +71,25 @@ def test_bad_requests_get_an_error_and_the_server_lives_on(tmp_path, payload):
 def test_no_mount_process_is_a_clear_error(tmp_path):
     with pytest.raises(control.MountError, match="no mount process"):
         control.call(tmp_path, "health")
+
+
+def test_jobs_can_name_their_phases(tmp_path):
+    path = socket_path(tmp_path)
+    seen = []
+
+    def phased(progress):
+        for phase in ("inodes", "entries"):
+            for i in range(3):
+                progress(i, 3, phase)
+                time.sleep(0.3)
+        return {}
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve, path, {"phased": phased})
+            await trio.to_thread.run_sync(lambda: control.call(
+                tmp_path, "phased", lambda d, t, phase="": seen.append((phase, t))))
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    assert {p for p, _ in seen} == {"inodes", "entries"}

@@ -232,3 +232,105 @@ def test_inode_numbers_stable_across_remounts_and_fallocate_refused(archive):
     assert {p: os.stat(m / p).st_ino for p in ("d", "d/f")} == before
     (m / "d" / "g").write_bytes(b"")
     assert os.stat(m / "d" / "g").st_ino not in before.values()
+
+
+UTIME_NOW, UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+def utimensat(path: Path, atime: tuple[int, int], mtime: tuple[int, int]) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    times = (_Timespec * 2)(_Timespec(*atime), _Timespec(*mtime))
+    if libc.utimensat(-100, os.fsencode(path), times, 0) != 0:  # AT_FDCWD
+        raise OSError(ctypes.get_errno(), "utimensat")
+
+
+def test_utimensat_omit_and_now(archive):
+    f = archive.mnt / "u"
+    f.write_bytes(b"x")
+    os.utime(f, ns=(1_000_000_001, 2_000_000_002))
+    utimensat(f, (0, UTIME_OMIT), (5, 123_456_789))  # atime kept, mtime set to the ns
+    st = os.stat(f)
+    assert (st.st_atime_ns, st.st_mtime_ns) == (1_000_000_001, 5_123_456_789)
+    before = time.time_ns()
+    utimensat(f, (0, UTIME_NOW), (0, UTIME_OMIT))  # atime now, mtime kept
+    st = os.stat(f)
+    assert st.st_atime_ns >= before - 10_000_000 and st.st_mtime_ns == 5_123_456_789
+    ctime = st.st_ctime_ns
+    time.sleep(0.01)
+    utimensat(f, (0, UTIME_OMIT), (0, UTIME_OMIT))  # nothing to change: ctime stays too
+    assert os.stat(f).st_ctime_ns == ctime
+
+
+needs_setfacl = pytest.mark.skipif(shutil.which("setfacl") is None,
+                                   reason="setfacl/getfacl (Debian package acl) not installed")
+
+
+def getfacl(path: Path) -> list[str]:
+    res = subprocess.run(["getfacl", "-cpn", str(path)], capture_output=True, text=True,
+                         check=True)
+    return [line.split("#")[0].strip() for line in res.stdout.splitlines() if line.strip()]
+
+
+@needs_user_python
+@needs_setfacl
+def test_posix_acls_are_enforced_and_kept_in_sync_with_the_mode(archive):
+    m = archive.mnt
+    d = m / "study"
+    os.mkdir(d, 0o700)
+    (d / "img.dcm").write_bytes(b"DICM")
+    os.chmod(d / "img.dcm", 0o600)
+    op_read = f"open({str(d / 'img.dcm')!r}, 'rb').read()"
+    assert attempt(ALICE, op_read) == "EACCES"
+    subprocess.run(["setfacl", "-m", f"u:{ALICE}:rx", str(d)], check=True)
+    subprocess.run(["setfacl", "-m", f"u:{ALICE}:r", str(d / "img.dcm")], check=True)
+    assert attempt(ALICE, op_read) == "ok"
+    assert attempt(BOB, op_read) == "EACCES"  # the ACL names Alice only
+    assert attempt(ALICE, f"open({str(d / 'new')!r}, 'wb')") == "EACCES"  # rx, not w
+    assert stat.S_IMODE(os.stat(d).st_mode) == 0o750  # group bits show the mask
+    # chmod narrows the mask: Alice's entry stays but is no longer effective
+    os.chmod(d / "img.dcm", 0o600)
+    assert "mask::---" in getfacl(d / "img.dcm")
+    assert attempt(ALICE, op_read) == "EACCES"
+    # an ACL equivalent to the mode bits is dropped, as on ext4
+    subprocess.run(["setfacl", "-b", str(d / "img.dcm")], check=True)
+    assert getfacl(d / "img.dcm") == ["user::rw-", "group::---", "other::---"]
+    assert b"system.posix_acl_access" not in [n.encode() for n in os.listxattr(d / "img.dcm")]
+    archive.remount()  # ACLs are stored metadata: they survive a remount
+    assert f"user:{ALICE}:r-x" in getfacl(d)
+    assert attempt(BOB, f"os.listdir({str(d)!r})") == "EACCES"
+
+
+@needs_user_python
+@needs_setfacl
+def test_default_acls_are_inherited(archive):
+    m = archive.mnt
+    d = m / "ward"
+    os.mkdir(d, 0o755)
+    subprocess.run(["setfacl", "-d", "-m", f"u:{ALICE}:rwx,g::rwx,o::-", str(d)], check=True)
+    old = os.umask(0)  # as smbd and ganesha.nfsd create files
+    try:
+        with open(d / "report", "wb"):
+            pass
+        os.mkdir(d / "series", 0o777)
+    finally:
+        os.umask(old)
+    assert getfacl(d / "report") == ["user::rw-", f"user:{ALICE}:rwx", "group::rwx",
+                                      "mask::rw-", "other::---"]
+    assert stat.S_IMODE(os.stat(d / "report").st_mode) == 0o660
+    series = getfacl(d / "series")
+    assert f"default:user:{ALICE}:rwx" in series and f"user:{ALICE}:rwx" in series
+    assert attempt(ALICE, f"open({str(d / 'series' / 'x')!r}, 'wb')") == "ok"
+    assert attempt(BOB, f"os.listdir({str(d / 'series')!r})") == "EACCES"
+    # With a umask, the kernel masks the create mode before sofs sees it (pyfuse3 cannot
+    # ask for FUSE_DONT_MASK), so the result is narrower than ext4's, never wider.
+    old = os.umask(0o022)
+    try:
+        with open(d / "narrow", "wb"):
+            pass
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(d / "narrow").st_mode) & 0o022 == 0
