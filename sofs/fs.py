@@ -283,9 +283,9 @@ class Filesystem(FileIO):
 
     def lookup(self, parent: int, name: bytes) -> Inode:
         with self._lock:
-            self._dir(parent)
-            if name == b".":
+            if name == b".":  # any inode: the kernel's export path looks files up by number
                 return self._inode(parent).copy()
+            self._dir(parent)
             if name == b"..":
                 return self._inode(self._parent_of(parent)).copy()
             _check_name(name)

@@ -334,3 +334,56 @@ def test_default_acls_are_inherited(archive):
     finally:
         os.umask(old)
     assert stat.S_IMODE(os.stat(d / "narrow").st_mode) & 0o022 == 0
+
+
+class _FileHandle(ctypes.Structure):
+    _fields_ = [("handle_bytes", ctypes.c_uint), ("handle_type", ctypes.c_int),
+                ("f_handle", ctypes.c_ubyte * 128)]
+
+
+def name_to_handle(path: Path) -> _FileHandle:
+    libc = ctypes.CDLL(None, use_errno=True)
+    fh = _FileHandle(handle_bytes=128)
+    mount_id = ctypes.c_int()
+    if libc.name_to_handle_at(-100, os.fsencode(path), ctypes.byref(fh),
+                              ctypes.byref(mount_id), 0) != 0:
+        raise OSError(ctypes.get_errno(), f"name_to_handle_at {path}")
+    return fh
+
+
+def open_by_handle(mount: Path, fh: _FileHandle) -> int:
+    libc = ctypes.CDLL(None, use_errno=True)
+    mfd = os.open(mount, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fd = libc.open_by_handle_at(mfd, ctypes.byref(fh), os.O_RDONLY)
+        if fd < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+        return fd
+    finally:
+        os.close(mfd)
+
+
+def test_file_handles_survive_a_remount_and_go_stale_when_deleted(archive):
+    """What NFS-Ganesha relies on: a handle (inode number + generation) taken before a
+    remount opens the same file after it, with the kernel's inode cache empty."""
+    m = archive.mnt
+    os.makedirs(m / "a" / "b")
+    (m / "a" / "b" / "img.dcm").write_bytes(b"DICM" * 1000)
+    (m / "gone").write_bytes(b"x")
+    handles = {name: name_to_handle(m / name) for name in ("a/b/img.dcm", "a/b", "gone")}
+    (m / "gone").unlink()
+    archive.remount()
+    fd = open_by_handle(m, handles["a/b/img.dcm"])
+    try:
+        assert os.read(fd, 8) == b"DICMDICM"
+    finally:
+        os.close(fd)
+    fd = open_by_handle(m, handles["a/b"])
+    try:
+        assert os.readlink(f"/proc/self/fd/{fd}") == str(m / "a" / "b")  # '..' lookups work
+    finally:
+        os.close(fd)
+    with pytest.raises(OSError) as err:
+        os.close(open_by_handle(m, handles["gone"]))
+    assert err.value.errno == errno.ESTALE
