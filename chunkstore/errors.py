@@ -105,3 +105,8 @@ class ClusterNotFound(ChunkStoreError):
     """The data directory holds no cluster (no ``cluster.json``): run ``init_local_cluster`` /
     ``sofsctl init`` first. A retry does not help.
     """
+
+
+class StaleMap(ChunkStoreError):
+    """A storage node has seen a newer cluster map than the one the request was made with: the
+    client must fetch the newer map (MAP_GET), recompute placement and retry."""

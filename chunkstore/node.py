@@ -16,7 +16,12 @@ config file's directory)::
                                            disk directories, each already initialised with
                                            DiskStore.initialise(path, cluster_id, disk_id)
       "cluster_id": "...",                 optional: refuse disks of another cluster
-      "map_epoch": 0,                      optional: cluster-map epoch answered to PING
+      "map_file": "clustermap.json",       where the node keeps the newest cluster map it was
+                                           given (MAP_PUT); default clustermap.json beside the
+                                           config. Its epoch is answered to PING, and disk
+                                           requests made with an older epoch are refused
+                                           (StaleMap). Without a map the epoch is map_epoch.
+      "map_epoch": 0,                      optional: epoch before any map was given
       "limits": {                          all optional:
         "max_requests": 32,                requests executed at once (= disk worker threads)
         "max_inflight_bytes": 268435456,   request + answer data held in memory at once; a
@@ -75,7 +80,7 @@ import trio
 
 from . import wire
 from .diskstore import DiskStore
-from .errors import ChunkCorrupt, ChunkStoreError, DiskFull, DiskUnavailable
+from .errors import ChunkCorrupt, ChunkStoreError, ClusterMismatch, DiskFull, DiskUnavailable, StaleMap
 from .wire import Kind, Op, WireError
 
 log = logging.getLogger("sofs.node")
@@ -123,6 +128,7 @@ class NodeConfig:
     port: int = 7700
     cluster_id: str | None = None
     map_epoch: int = 0
+    map_file: str = ""
     limits: Limits = field(default_factory=Limits)
 
     @classmethod
@@ -139,7 +145,7 @@ class NodeConfig:
     def from_dict(cls, doc: object, base: str = ".") -> "NodeConfig":
         if not isinstance(doc, dict):
             raise ConfigError("the config must be a JSON object")
-        known = {"node_id", "host", "port", "secret_file", "disks", "cluster_id", "map_epoch", "limits"}
+        known = {"node_id", "host", "port", "secret_file", "disks", "cluster_id", "map_epoch", "map_file", "limits"}
         unknown = set(doc) - known
         if unknown:
             raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))}")
@@ -191,6 +197,7 @@ class NodeConfig:
             port=port,  # type: ignore[arg-type]
             cluster_id=need("cluster_id", str, None),  # type: ignore[arg-type]
             map_epoch=epoch,  # type: ignore[arg-type]
+            map_file=os.path.join(base, need("map_file", str, "clustermap.json")),  # type: ignore[arg-type]
             limits=lim,
         )
 
@@ -252,6 +259,7 @@ class _Conn:
         self.peer = peer
         self.scope = trio.CancelScope()  # cancelled when the connection must go
         self.inflight = 0
+        self.epoch = 0  # the client's cluster-map epoch (its last PING)
 
 
 class _Held:
@@ -281,6 +289,7 @@ class Node:
         self._nconns = 0
         self._active = 0
         self.max_seen_epoch = config.map_epoch
+        self.map_doc, self.map_epoch = _load_map(config)
 
     def request_stop(self) -> None:
         """Begin the shutdown described in the module docstring (serve() then returns)."""
@@ -492,7 +501,16 @@ class Node:
                 if isinstance(req, wire.Ping):
                     if req.epoch > self.max_seen_epoch:
                         self.max_seen_epoch = req.epoch
-                    parts = wire.encode_response(header.req_id, Op.PING, wire.Pong(self.config.map_epoch, self.config.node_id))
+                    c.epoch = req.epoch
+                    parts = wire.encode_response(header.req_id, Op.PING, wire.Pong(self.map_epoch, self.config.node_id))
+                elif isinstance(req, wire.MapGet):
+                    parts = wire.encode_response(header.req_id, Op.MAP_GET, wire.MapDoc(self.map_doc))
+                elif isinstance(req, wire.MapPut):
+                    epoch = await self._take_map(c, req.doc)
+                    parts = wire.encode_response(header.req_id, Op.MAP_PUT, wire.MapEpoch(epoch))
+                elif c.epoch < self.map_epoch:
+                    raise StaleMap(f"node {self.config.node_id} has cluster map epoch {self.map_epoch}, "
+                                   f"the request was made with epoch {c.epoch}: fetch the new map")
                 elif isinstance(req, wire.Pieces):
                     await self._stream_pieces(c, header.req_id, req.disk)
                     return
@@ -514,6 +532,26 @@ class Node:
             depth.release()
             c.inflight -= 1
             self._active -= 1
+
+    async def _take_map(self, c: _Conn, doc: bytes) -> int:
+        """MAP_PUT: keep a valid, newer map of our cluster; answer our epoch either way."""
+        from .clustermap import ClusterMap
+
+        def parse() -> ClusterMap:
+            return ClusterMap.from_json(doc)
+
+        new = await trio.to_thread.run_sync(parse)  # FormatError for a bad document
+        if self.config.cluster_id and new.cluster_id != self.config.cluster_id:
+            raise ClusterMismatch(f"map of cluster {new.cluster_id}, this node serves {self.config.cluster_id}")
+        if new.epoch > self.map_epoch:
+            await trio.to_thread.run_sync(new.save, self.config.map_file)
+            self.map_doc, self.map_epoch = bytes(doc), new.epoch
+            log.info("%s: cluster map epoch %d adopted", c.peer, new.epoch)
+        elif new.epoch == self.map_epoch and bytes(doc) != self.map_doc and self.map_doc:
+            current = ClusterMap.from_json(self.map_doc)
+            if current.fingerprint() != new.fingerprint():
+                raise ClusterMismatch(f"two different cluster maps with epoch {new.epoch}")
+        return self.map_epoch
 
     def _store(self, disk_id: str) -> DiskStore:
         ds = self._stores.get(disk_id)
@@ -602,6 +640,25 @@ class Node:
 
 
 # -- process ------------------------------------------------------------------------------
+
+
+def _load_map(config: NodeConfig) -> tuple[bytes, int]:
+    """The map the node kept (its bytes and epoch), or (b"", config.map_epoch)."""
+    from .clustermap import ClusterMap
+
+    try:
+        with open(config.map_file, "rb") as f:
+            doc = f.read(wire.MAX_MAP + 1)
+    except FileNotFoundError:
+        return b"", config.map_epoch
+    except OSError as e:
+        log.error("cannot read cluster map %s: %s", config.map_file, e)
+        return b"", config.map_epoch
+    try:
+        return doc, ClusterMap.from_json(doc).epoch
+    except ChunkStoreError as e:
+        log.error("ignoring bad cluster map %s: %s", config.map_file, e)
+        return b"", config.map_epoch
 
 
 def _write_state(path: str, port: int, host: str, node_id: str) -> None:

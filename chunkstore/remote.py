@@ -47,6 +47,7 @@ class RemoteDisk:
         max_connections: int = 8,
         max_idle_age: float = 60.0,
         compact_timeout: float = 3600.0,
+        epoch: int = 0,
     ) -> None:
         wire.validate_id(disk_id, "disk")  # WireError for an id the wire cannot carry
         self.host = host
@@ -58,6 +59,8 @@ class RemoteDisk:
         self.max_idle_age = max_idle_age
         self.node_id: str | None = None
         self._secret = secret
+        self.epoch = epoch  # our cluster-map epoch, announced (PING) on every new connection
+        self.node_epoch = 0  # the node's map epoch, as its last PING answer said
         self._lock = threading.Lock()
         self._idle: list[tuple[BlockingConnection, float]] = []
         self._slots = threading.BoundedSemaphore(max_connections)
@@ -74,6 +77,13 @@ class RemoteDisk:
         try:
             conn = BlockingConnection.connect(self.host, self.port, self.timeout)
             self.node_id = wire.client_handshake(conn, self._secret)
+            conn.map_epoch = epoch = self.epoch  # type: ignore[attr-defined]
+            if epoch:
+                conn.send(wire.encode_request(0, wire.Ping(epoch)))
+                frame = conn.receive_frame()
+                if frame.kind != Kind.RESPONSE or frame.op != wire.Op.PING:
+                    raise WireError(f"expected a PING answer, got {Kind(frame.kind).name}")
+                self.node_epoch = frame.body.epoch  # type: ignore[union-attr]
             return conn
         except AuthError as e:
             if conn is not None:
@@ -92,7 +102,7 @@ class RemoteDisk:
                 raise DiskUnavailable(f"{self._where()}: RemoteDisk is closed")
             while self._idle:
                 conn, since = self._idle.pop()
-                if now - since <= self.max_idle_age:
+                if now - since <= self.max_idle_age and conn.map_epoch == self.epoch:  # type: ignore[attr-defined]
                     return conn, True
                 conn.close()
         return self._dial(), False
@@ -196,6 +206,24 @@ class RemoteDisk:
     def ping(self, epoch: int = 0) -> wire.Pong:
         """Send our cluster-map epoch; returns the node's epoch and id."""
         return self._call(wire.Ping(epoch))  # type: ignore[return-value]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Adopt a new cluster-map epoch: connections made with the old one are not reused."""
+        with self._lock:
+            self.epoch = epoch
+            stale, self._idle = self._idle, []
+        for conn, _ in stale:
+            conn.close()
+
+    def get_map(self) -> bytes:
+        """The node's cluster map (JSON; b"" if it has none)."""
+        return self._call(wire.MapGet()).doc  # type: ignore[attr-defined]
+
+    def put_map(self, doc: bytes) -> int:
+        """Offer a cluster map to the node; returns the node's epoch afterwards."""
+        epoch = self._call(wire.MapPut(doc)).epoch  # type: ignore[attr-defined]
+        self.node_epoch = epoch
+        return epoch
 
     def pieces(self) -> Iterator[PieceInfo]:
         """Every piece indexed on the disk, streamed in batches (a generator: errors are

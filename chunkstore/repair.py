@@ -1,4 +1,4 @@
-"""Repair sweep and health scan of a LocalRing.
+"""Repair sweep and health scan of a RING (local or networked: any RingStore).
 
 :func:`repair` first revives unavailable disks (a missing disk directory whose parent exists is
 re-created and initialised; a non-empty directory without a valid marker is refused: it may be
@@ -31,7 +31,7 @@ from typing import Callable
 
 from .errors import ChunkCorrupt, ChunkNotFound, ChunkStoreError, DiskUnavailable, PolicyError
 from .keys import ChunkRef
-from .localring import LocalRing
+from .ringstore import RingStore
 from .policy import REPLICA_INDEX, ECPolicy, Policy, ReplicationPolicy
 from .repairlog import DELETED, NEEDS_REPAIR
 
@@ -74,7 +74,7 @@ class _Chunk:
     where: dict[str, set[int]] = field(default_factory=dict)  # disk id -> fragment indexes
 
 
-def _collect(ring: LocalRing) -> tuple[dict[tuple[bytes, bytes], _Chunk], int]:
+def _collect(ring: RingStore) -> tuple[dict[tuple[bytes, bytes], _Chunk], int]:
     chunks: dict[tuple[bytes, bytes], _Chunk] = {}
     pieces = 0
     for disk_id in ring.available_disks():
@@ -95,7 +95,7 @@ def _collect(ring: LocalRing) -> tuple[dict[tuple[bytes, bytes], _Chunk], int]:
     return chunks, pieces
 
 
-def _expected(ring: LocalRing, policy: Policy, key: bytes) -> list[tuple[str, int]]:
+def _expected(ring: RingStore, policy: Policy, key: bytes) -> list[tuple[str, int]]:
     owners = ring.ring.owners(key, policy.width)
     return [(owners[i], policy.piece_index(i)) for i in range(policy.width)]
 
@@ -106,7 +106,7 @@ def _distinct_pieces(policy: Policy, c: _Chunk) -> int:
     return len({i for idxs in c.where.values() for i in idxs if i < policy.width})
 
 
-def health(ring: LocalRing, verify: bool = False) -> HealthReport:
+def health(ring: RingStore, verify: bool = False) -> HealthReport:
     """Classify every known chunk; ``verify=True`` also reads and checks each owner's piece."""
     chunks, pieces = _collect(ring)
     protected = degraded = unrecoverable = 0
@@ -144,13 +144,13 @@ def health(ring: LocalRing, verify: bool = False) -> HealthReport:
         degraded=degraded,
         unrecoverable=unrecoverable,
         pieces=pieces,
-        disks_total=len(ring.config.disks),
+        disks_total=len(ring.disk_ids()),
         disks_unavailable=tuple(sorted(down)),
     )
 
 
 class _Sweep:
-    def __init__(self, ring: LocalRing) -> None:
+    def __init__(self, ring: RingStore) -> None:
         self.ring = ring
         self.rebuilt = 0
         self.removed = 0
@@ -253,13 +253,13 @@ class _Sweep:
             payload = None
         if payload is not None and ref.verify(payload):
             return payload
-        try:  # a wrong fragment: let LocalRing try combinations (and other disks)
+        try:  # a wrong fragment: let the RingStore try combinations (and other disks)
             return self.ring.get(ref)
         except ChunkStoreError:
             return None
 
 
-def repair(ring: LocalRing, progress: Progress | None = None) -> RepairReport:
+def repair(ring: RingStore, progress: Progress | None = None) -> RepairReport:
     """Make every chunk fully protected again (see module docstring)."""
     revived = []
     for disk_id in sorted(ring.unavailable_disks()):
@@ -292,6 +292,6 @@ def repair(ring: LocalRing, progress: Progress | None = None) -> RepairReport:
     )
 
 
-def scan(ring: LocalRing) -> HealthReport:
+def scan(ring: RingStore) -> HealthReport:
     """Alias of :func:`health` with verification (a scrub that repairs nothing)."""
     return health(ring, verify=True)

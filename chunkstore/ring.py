@@ -9,11 +9,16 @@ The keyspace is the 160-bit integer space of chunk keys. Each device (disk) gets
 (160 bits, big-endian; the probe farthest from the tokens already placed wins, which evens out
 the arcs – see ``RingBuilder._place``), so the same builder history gives the same ring in every
 process; the published RingData carries the tokens themselves. A key's
-point is its 20 bytes read the same way. ``owners(key, n)`` walks clockwise from the key's point
-and picks, one owner at a time, the first device not yet chosen whose failure domains are least
-used so far: fewest owners on its site, then fewest on its host. So owners go to distinct sites
-when there are enough sites, then to distinct hosts, then to distinct disks. Picks depend only
-on earlier picks, so ``owners(key, n)`` is a prefix of ``owners(key, n + 1)``.
+point is its 20 bytes read the same way. ``owners(key, n)`` picks one owner per position i
+(fragment i of an EC chunk lives on owner i): position i walks clockwise from its own point
+(the key's point for i = 0, ``blake3(key + i)`` for the others) and takes the first device not
+yet chosen whose failure domains are least used so far: fewest owners on its site, then fewest
+on its host. So owners go to distinct sites when there are enough sites, then to distinct
+hosts, then to distinct disks. Walking each position from its own point (CRUSH's
+"independent" mode) keeps positions stable when a device is added or removed: only positions
+whose walk meets the changed device move, about weight-share of them, instead of every
+position after it shifting by one. Picks depend only on earlier picks, so ``owners(key, n)``
+is a prefix of ``owners(key, n + 1)``.
 
 RingData JSON (format version 1)::
 
@@ -64,6 +69,13 @@ def vnode_token(device_id: str, index: int, probe: int = 0) -> int:
 def key_point(key: bytes) -> int:
     """Ring point of a chunk key (its first 20 bytes, big-endian)."""
     return int.from_bytes(key[:20], "big")
+
+
+def position_point(key: bytes, position: int) -> int:
+    """Where owner ``position`` of a key starts its walk (position 0: the key's own point)."""
+    if position == 0:
+        return key_point(key)
+    return int.from_bytes(blake3.blake3(key[:20] + bytes((position,))).digest(20), "big")
 
 
 @dataclass(frozen=True)
@@ -281,6 +293,11 @@ class Ring:
                 return d
         raise KeyError(disk_id)
 
+    @property
+    def placing_count(self) -> int:
+        """How many devices hold tokens (the most owners a key can have)."""
+        return self._n_live
+
     def owners(self, key: bytes, n: int) -> list[str]:
         """The n disk ids that own ``key``, in piece order (see module docstring)."""
         if n > self._n_live:
@@ -288,13 +305,13 @@ class Ring:
         if n <= 0:
             return []
         tokens, devs, sites, hosts = self._tokens, self._devs, self._sites, self._hosts
-        start = bisect.bisect_left(tokens, key_point(key))
         size = len(tokens)
         chosen: list[int] = []
         site_use: dict[str, int] = {}
         host_use: dict[tuple[str, str], int] = {}
         site_taken: dict[str, int] = {}  # devices of the site already chosen
-        for _ in range(n):
+        for position in range(n):
+            start = bisect.bisect_left(tokens, position_point(key, position))
             target = self._best_score(site_use, host_use, site_taken)
             for j in range(size):
                 dev = devs[(start + j) % size]

@@ -44,6 +44,11 @@ Operations (op: request body -> response body)::
      1 HELLO    magic "SOFS" 4 B + client nonce 32 B  ->  node nonce 32 B + node proof 32 B
      2 AUTH     client proof 32 B                     ->  node
      3 PING     epoch u64 (sender's cluster-map epoch) -> epoch u64 (node's) + node
+     4 MAP_GET  (empty)                               ->  the node's cluster map, JSON
+                                                          (chunkstore.clustermap), 0..1 MiB;
+                                                          empty if it has none
+     5 MAP_PUT  cluster map JSON, 1 B..1 MiB          ->  epoch u64 (node's, after: a newer
+                                                          valid map of its cluster is kept)
     16 PUT      disk, key, frag, policy, chunk_size u32, checksum, data (rest of the body)
                                                       ->  (empty)
     17 GET      disk, key, frag, flags u8 (bit 0 = verify on disk; other bits 0)
@@ -61,6 +66,10 @@ Operations (op: request body -> response body)::
                                                           pieces_dropped
     24 CHECK    disk                                  ->  (empty)   (DiskStore.check_alive)
 
+Cluster-map epochs: a PING records the sender's epoch on the connection. Once a node holds a
+map (epoch E > 0), a disk request on a connection whose recorded epoch is below E is answered
+ERROR StaleMap: the client fetches the newer map, recomputes placement and retries.
+
 A PUT whose policy is replication must use frag 255, an EC PUT a frag below k+m. The
 receiver of PUT data and of GET data recomputes blake3-128 and refuses a mismatch
 (WireError): such bytes are never stored or returned.
@@ -69,7 +78,7 @@ ERROR body: code u16 + message length u16 (0..1024) + UTF-8 message. Codes map 1
 exception classes (ERROR_CODES): 1 WireError, 2 AuthError, 3 ChunkNotFound, 4 ChunkCorrupt,
 5 KeyConflict, 6 DiskFull, 7 DiskUnavailable, 8 FormatError, 9 ChecksumMismatch,
 10 PolicyError, 11 NotEnoughDisks, 12 ClusterInUse, 13 ClusterMismatch, 14 ClusterNotFound,
-255 ChunkStoreError (anything else). Never renumber.
+15 StaleMap, 255 ChunkStoreError (anything else). Never renumber.
 
 Handshake (mutual HMAC-SHA256 challenge-response over a cluster secret)
 ======================================================================
@@ -125,6 +134,7 @@ from .errors import (
     KeyConflict,
     NotEnoughDisks,
     PolicyError,
+    StaleMap,
 )
 from .policy import KIND_REPLICATION, MAX_EC_WIDTH, REPLICA_INDEX, PolicyCode
 
@@ -140,6 +150,7 @@ PROOF_SIZE = 32
 MAX_ID_LEN = 64
 MAX_MESSAGE = 1024
 MAX_ITEMS = 1024
+MAX_MAP = 1 << 20
 HELLO_MAGIC = b"SOFS"
 PROOF_CONTEXT = b"sofs-wire-1"
 MIN_SECRET_LEN = 16
@@ -185,6 +196,8 @@ class Op(IntEnum):
     HELLO = 1
     AUTH = 2
     PING = 3
+    MAP_GET = 4
+    MAP_PUT = 5
     PUT = 16
     GET = 17
     DELETE = 18
@@ -206,6 +219,8 @@ _BODY_BOUNDS: dict[tuple[int, int], tuple[int, int]] = {
     (Kind.REQUEST, Op.HELLO): (4 + NONCE_SIZE, 4 + NONCE_SIZE),
     (Kind.REQUEST, Op.AUTH): (PROOF_SIZE, PROOF_SIZE),
     (Kind.REQUEST, Op.PING): (8, 8),
+    (Kind.REQUEST, Op.MAP_GET): (0, 0),
+    (Kind.REQUEST, Op.MAP_PUT): (1, MAX_MAP),
     (Kind.REQUEST, Op.PUT): (_DISK[0] + _PUT_FIXED.size, _DISK[1] + _PUT_FIXED.size + MAX_DATA),
     (Kind.REQUEST, Op.GET): (_DISK[0] + _KF + 1, _DISK[1] + _KF + 1),
     (Kind.REQUEST, Op.DELETE): (_DISK[0] + _KF, _DISK[1] + _KF),
@@ -218,6 +233,8 @@ _BODY_BOUNDS: dict[tuple[int, int], tuple[int, int]] = {
     (Kind.RESPONSE, Op.HELLO): (NONCE_SIZE + PROOF_SIZE, NONCE_SIZE + PROOF_SIZE),
     (Kind.RESPONSE, Op.AUTH): _DISK,
     (Kind.RESPONSE, Op.PING): (8 + _DISK[0], 8 + _DISK[1]),
+    (Kind.RESPONSE, Op.MAP_GET): (0, MAX_MAP),
+    (Kind.RESPONSE, Op.MAP_PUT): (8, 8),
     (Kind.RESPONSE, Op.PUT): (0, 0),
     (Kind.RESPONSE, Op.GET): (CHECKSUM_SIZE, CHECKSUM_SIZE + MAX_DATA),
     (Kind.RESPONSE, Op.DELETE): (0, 0),
@@ -253,6 +270,7 @@ ERROR_CODES: dict[int, type[ChunkStoreError]] = {
     12: ClusterInUse,
     13: ClusterMismatch,
     14: ClusterNotFound,
+    15: StaleMap,
     255: ChunkStoreError,
 }
 _CODE_OF: dict[type, int] = {cls: code for code, cls in ERROR_CODES.items()}
@@ -322,6 +340,31 @@ class Ping:
 class Pong:
     epoch: int
     node_id: str
+
+
+@dataclass(frozen=True)
+class MapGet:
+    op = Op.MAP_GET
+
+
+@dataclass(frozen=True)
+class MapPut:
+    doc: bytes
+    op = Op.MAP_PUT
+
+
+@dataclass(frozen=True)
+class MapDoc:
+    """MAP_GET answer: the node's map (b"" when it has none)."""
+
+    doc: bytes
+
+
+@dataclass(frozen=True)
+class MapEpoch:
+    """MAP_PUT answer: the node's map epoch after the request."""
+
+    epoch: int
 
 
 @dataclass(frozen=True)
@@ -439,7 +482,7 @@ class ErrorReply:
         return ERROR_CODES[self.code](self.message)
 
 
-Request = Union[Hello, Auth, Ping, Put, Get, Delete, Has, Piece, Pieces, Stats, Compact, Check]
+Request = Union[Hello, Auth, Ping, MapGet, MapPut, Put, Get, Delete, Has, Piece, Pieces, Stats, Compact, Check]
 DISK_REQUESTS = (Put, Get, Delete, Has, Piece, Pieces, Stats, Compact, Check)
 
 
@@ -521,6 +564,12 @@ def encode_request(req_id: int, req: Request) -> Parts:
         if not 0 <= req.epoch < 2**64:
             raise WireError("epoch out of range")
         return _frame(Kind.REQUEST, Op.PING, req_id, _U64.pack(req.epoch))
+    if isinstance(req, MapGet):
+        return _frame(Kind.REQUEST, Op.MAP_GET, req_id)
+    if isinstance(req, MapPut):
+        if not 1 <= len(req.doc) <= MAX_MAP:
+            raise WireError(f"a cluster map is 1..{MAX_MAP} bytes")
+        return _frame(Kind.REQUEST, Op.MAP_PUT, req_id, req.doc)
     if not isinstance(req, DISK_REQUESTS):
         raise WireError(f"not a request: {req!r}")
     disk = _id_field(req.disk, "disk")
@@ -559,6 +608,14 @@ def encode_response(req_id: int, op: int, value: object) -> Parts:
         if not 0 <= value.epoch < 2**64:
             raise WireError("epoch out of range")
         return _frame(Kind.RESPONSE, op, req_id, _U64.pack(value.epoch) + _id_field(value.node_id, "node"))
+    if op == Op.MAP_GET and isinstance(value, MapDoc):
+        if len(value.doc) > MAX_MAP:
+            raise WireError("cluster map too large")
+        return _frame(Kind.RESPONSE, op, req_id, value.doc)
+    if op == Op.MAP_PUT and isinstance(value, MapEpoch):
+        if not 0 <= value.epoch < 2**64:
+            raise WireError("epoch out of range")
+        return _frame(Kind.RESPONSE, op, req_id, _U64.pack(value.epoch))
     if op in (Op.PUT, Op.DELETE, Op.CHECK) and value is None:
         return _frame(Kind.RESPONSE, op, req_id)
     if op == Op.GET and isinstance(value, Blob):
@@ -707,6 +764,10 @@ def _decode_request(op: int, r: _Reader, verify: bool) -> Request:
         return Auth(bytes(r.take(PROOF_SIZE)))
     if op == Op.PING:
         return Ping(_U64.unpack(r.take(8))[0])
+    if op == Op.MAP_GET:
+        return MapGet()
+    if op == Op.MAP_PUT:
+        return MapPut(bytes(r.rest()))
     disk = r.ident("disk")
     if op == Op.PUT:
         key, frag = r.key_frag()
@@ -746,6 +807,10 @@ def _decode_response(op: int, r: _Reader, verify: bool) -> object:
     if op == Op.PING:
         (epoch,) = _U64.unpack(r.take(8))
         return Pong(epoch, r.ident("node"))
+    if op == Op.MAP_GET:
+        return MapDoc(bytes(r.rest()))
+    if op == Op.MAP_PUT:
+        return MapEpoch(_U64.unpack(r.take(8))[0])
     if op in (Op.PUT, Op.DELETE, Op.CHECK):
         return None
     if op == Op.GET:

@@ -23,7 +23,10 @@ from pathlib import Path
 import pyfuse3
 import trio
 
-from chunkstore.localring import LocalRing
+from chunkstore.ringstore import RingStore
+from chunkstore.stores import open_ring
+from chunkstore.healer import DEFAULT_DOWN_AFTER_S, Healer
+from chunkstore.netring import NetRing
 from chunkstore.repair import health, repair
 from sofs.fs import Filesystem
 from sofs.online_check import check_mounted
@@ -34,6 +37,7 @@ from .operations import SofsOperations
 log = logging.getLogger("sofs.mount")
 
 GC_INTERVAL_S = 60.0
+HEAL_INTERVAL_S = 2.0  # networked RING: how often the healer looks at node states
 READ_AHEAD_KB = 1024
 
 
@@ -72,9 +76,13 @@ def _raise_read_ahead(mountpoint: str) -> None:
         log.info("could not raise read-ahead (%s); reads stay at 128 KiB", e)
 
 
-def admin_ops(ring: LocalRing, fs: Filesystem) -> dict[str, ctlserver.Operation]:
+def admin_ops(ring: RingStore, fs: Filesystem, healer=None) -> dict[str, ctlserver.Operation]:
     """What ``sofsctl`` may ask this process to do while it holds the RING."""
+    extra: dict[str, ctlserver.Operation] = {}
+    if healer is not None:
+        extra["cluster"] = lambda progress: cluster_status(healer)
     return {
+        **extra,
         "health": lambda progress: health(ring),
         "repair": lambda progress: repair(ring, progress=progress),
         "stats": lambda progress: fs.statistics(),
@@ -83,7 +91,18 @@ def admin_ops(ring: LocalRing, fs: Filesystem) -> dict[str, ctlserver.Operation]
     }
 
 
-def compact_disks(ring: LocalRing) -> None:
+def cluster_status(healer) -> dict:
+    """Map epoch, node states as this client sees them, and the rebuild's progress."""
+    ring = healer.ring
+    suspects = ring.suspects()
+    nodes = [{"id": n.id, "address": n.address, "site": n.site, "state": n.state,
+              "unreachable_since": suspects.get(n.id)} for n in ring.cmap.nodes]
+    return {"epoch": ring.cmap.epoch, "nodes": nodes,
+            "disks_unavailable": sorted(ring.unavailable_disks()),
+            "rebuild": healer.status.to_dict(), "down_after_s": healer.down_after_s}
+
+
+def compact_disks(ring: RingStore) -> None:
     """Give back the space of deleted chunks: rewrite containers that are mostly dead."""
     for disk_id in ring.available_disks():
         try:
@@ -96,9 +115,9 @@ def compact_disks(ring: LocalRing) -> None:
                      report.containers_removed, report.bytes_reclaimed)
 
 
-async def _serve(fs: Filesystem, ring: LocalRing, mountpoint: str, ready_fd: int | None,
+async def _serve(fs: Filesystem, ring: RingStore, mountpoint: str, ready_fd: int | None,
                  control: tuple[Path, dict] | None = None,
-                 gc_interval_s: float = GC_INTERVAL_S) -> None:
+                 gc_interval_s: float = GC_INTERVAL_S, healer=None) -> None:
     async with trio.open_nursery() as nursery:
         if control is not None:
             await nursery.start(ctlserver.serve, *control)
@@ -121,6 +140,14 @@ async def _serve(fs: Filesystem, ring: LocalRing, mountpoint: str, ready_fd: int
                 except Exception:
                     log.exception("garbage collection pass failed; will retry")
 
+        async def heal() -> None:
+            while True:
+                await trio.sleep(HEAL_INTERVAL_S)
+                try:
+                    await trio.to_thread.run_sync(healer.step, abandon_on_cancel=True)
+                except Exception:
+                    log.exception("healer round failed; will retry")
+
         async def announce() -> None:
             await trio.to_thread.run_sync(_raise_read_ahead, mountpoint)
             if ready_fd is not None:
@@ -131,18 +158,22 @@ async def _serve(fs: Filesystem, ring: LocalRing, mountpoint: str, ready_fd: int
         nursery.start_soon(watch_signals)
         nursery.start_soon(collect_garbage)
         nursery.start_soon(announce)
+        if healer is not None:
+            nursery.start_soon(heal)
         await pyfuse3.main()
         nursery.cancel_scope.cancel()
 
 
 def run_mount(data_dir: Path, volume: str, mountpoint: str, *, ready_fd: int | None = None,
-              gc_grace_s: float = 3600.0, gc_interval_s: float = GC_INTERVAL_S) -> None:
+              gc_grace_s: float = 3600.0, gc_interval_s: float = GC_INTERVAL_S,
+              down_after_s: float = DEFAULT_DOWN_AFTER_S) -> None:
     """Mount ``volume`` at ``mountpoint`` and serve until unmounted; blocks."""
     mountpoint = os.path.realpath(mountpoint)
     tune_malloc()
     with contextlib.ExitStack() as stack:
-        ring = LocalRing.open(data_dir)
+        ring = open_ring(data_dir)
         stack.callback(ring.close)
+        healer = Healer(ring, down_after_s=down_after_s) if isinstance(ring, NetRing) else None
         # default_permissions: the kernel checks permissions before every request
         fs = Filesystem.open_volume(data_dir, volume, ring, gc_grace_s=gc_grace_s,
                                     check_permissions=False)
@@ -156,8 +187,8 @@ def run_mount(data_dir: Path, volume: str, mountpoint: str, *, ready_fd: int | N
         runstate.write(data_dir, state)
         stack.callback(runstate.remove, data_dir, state)
         log.info("volume %s mounted at %s (pid %d)", volume, mountpoint, os.getpid())
-        control = (ctlserver.socket_path(data_dir), admin_ops(ring, fs))
-        trio.run(_serve, fs, ring, mountpoint, ready_fd, control, gc_interval_s)
+        control = (ctlserver.socket_path(data_dir), admin_ops(ring, fs, healer))
+        trio.run(_serve, fs, ring, mountpoint, ready_fd, control, gc_interval_s, healer)
         log.info("FUSE session ended; flushing and closing")
 
 
@@ -170,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="seconds an unreferenced chunk is kept before deletion")
     p.add_argument("--gc-interval", type=float, default=GC_INTERVAL_S,
                    help="seconds between garbage-collection passes")
+    p.add_argument("--down-after", type=float, default=DEFAULT_DOWN_AFTER_S,
+                   help="networked RING: seconds a node may be unreachable before it is "
+                        "marked down and its data rebuilt elsewhere")
     p.add_argument("volume")
     p.add_argument("mountpoint")
     args = p.parse_args(argv)
@@ -177,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         run_mount(args.data_dir, args.volume, args.mountpoint, ready_fd=args.ready_fd,
-                  gc_grace_s=args.gc_grace, gc_interval_s=args.gc_interval)
+                  gc_grace_s=args.gc_grace, gc_interval_s=args.gc_interval,
+                  down_after_s=args.down_after)
     except Exception as e:
         log.error("mount failed: %s", e, exc_info=not isinstance(e, (OSError, RuntimeError)))
         if args.ready_fd is not None:

@@ -78,7 +78,7 @@ from typing import NamedTuple
 
 from chunkstore.errors import ChunkCorrupt, ChunkNotFound, ChunkStoreError
 from chunkstore.keys import KEY_SIZE, REF_SIZE, REF_VERSION, ChunkRef
-from chunkstore.localring import LocalRing
+from chunkstore.ringstore import RingStore
 from chunkstore.policy import REPLICA_INDEX, PolicyCode, ReplicationPolicy
 from chunkstore.repairlog import DELETED
 from chunkstore.store import ChunkStore
@@ -165,7 +165,7 @@ def check(meta: MetaStore, store: ChunkStore | None = None, *, block_size: int,
     return _Checker(meta, store, block_size, progress).run(repair)
 
 
-def unreferenced_chunks(store: LocalRing, volumes: list[MetaStore]) -> list[ChunkRef]:
+def unreferenced_chunks(store: RingStore, volumes: list[MetaStore]) -> list[ChunkRef]:
     """Chunks with pieces on the ring's available disks that none of ``volumes`` references.
 
     A chunk counts as referenced if a volume has a refcount (``R``, even 0: the collector owns
@@ -261,7 +261,7 @@ class _ChunkProbe:
             ref = ChunkRef.from_bytes(ref_bytes)
         except ChunkStoreError as e:
             return f"unreadable reference: {e}"
-        if isinstance(self.store, LocalRing):
+        if isinstance(self.store, RingStore):
             return self._ring_missing(self.store, ref)
         try:
             self.store.get(ref)
@@ -273,7 +273,7 @@ class _ChunkProbe:
             return f"unreadable: {e}"
         return None
 
-    def _ring_missing(self, ring: LocalRing, ref: ChunkRef) -> str | None:
+    def _ring_missing(self, ring: RingStore, ref: ChunkRef) -> str | None:
         try:
             policy = ref.policy.policy()
             owners = ring.ring.owners(ref.key, policy.width)
@@ -296,7 +296,7 @@ class _ChunkProbe:
         return None
 
     @staticmethod
-    def _has(ring: LocalRing, disk_id: str, key: bytes, idx: int) -> bool:
+    def _has(ring: RingStore, disk_id: str, key: bytes, idx: int) -> bool:
         try:
             return ring.disk(disk_id).has(key, idx)
         except (ChunkStoreError, OSError):

@@ -15,56 +15,19 @@ import click
 
 from chunkstore import errors as cerr
 from chunkstore.cluster import init_local_cluster, load_config
-from chunkstore.localring import LocalRing
+from chunkstore.mapadmin import load_map
 from chunkstore.policy import parse_policy
 from chunkstore.repair import health as run_health
 from chunkstore.repair import repair as run_repair
+from chunkstore.stores import is_networked, open_ring
 from fuse_mount import control, runstate
 from fuse_mount.ctlserver import to_jsonable
 from sofs import errors as ferr
 from sofs.fsck import FsckReport, Problem, check_volume
 from sofs.volume import create_volume, list_volume_names, load_volume, protection_for
 
-DEFAULT_HOME_ROOT = Path("/var/lib/sofs")
-
-
-def default_data_dir() -> Path:
-    env = os.environ.get("SOFS_HOME")
-    if env:
-        return Path(env)
-    if os.geteuid() == 0:
-        return DEFAULT_HOME_ROOT
-    return Path.home() / ".local" / "share" / "sofs"
-
-
-def human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if abs(n) < 1024 or unit == "PiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} PiB"
-
-
-def parse_size(text: str) -> int:
-    units = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-    t = text.strip().lower().removesuffix("ib").removesuffix("b")
-    suffix = t[-1] if t and t[-1] in "kmg" else ""
-    try:
-        return int(t[: len(t) - len(suffix)]) * units[suffix]
-    except ValueError:
-        raise click.BadParameter(f"not a size: {text!r} (try 4M, 1024K)") from None
-
-
-class Failure(click.ClickException):
-    exit_code = 1
-
-
-def _fail(e: Exception) -> Failure:
-    return Failure(str(e))
-
-
-pass_home = click.make_pass_decorator(Path)
-
+from .common import Failure, default_data_dir, fail, human, parse_size, pass_home, table
+from .nodes import cluster_create, disk, node, show_cluster
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None,
@@ -106,7 +69,7 @@ def cluster_init(home: Path, local_dir: Path | None, disks: int, vnodes: int) ->
     try:
         cfg = init_local_cluster(data_dir, disks=disks, vnodes=vnodes)
     except cerr.ChunkStoreError as e:
-        raise _fail(e)
+        raise fail(e)
     click.echo(f"cluster {cfg.cluster_id} in {data_dir}: {disks} disks, {vnodes} vnodes each")
     if local_dir and local_dir != home:
         click.echo(f"use it with: export SOFS_HOME={data_dir}  (or --data-dir {data_dir})")
@@ -141,18 +104,18 @@ def volume_create(home: Path, name: str, ec: str | None, cos: int | None, compre
     if compress == "none" and zstd_level != 1:
         click.echo("note: --zstd-level has no effect with --compress none", err=True)
     try:
-        cluster_cfg = load_config(home)
+        ndisks = _placing_disks(home)
         small, large = protection_for(ec, cos)
         for spec in (small, large):
             width = parse_policy(spec).width
-            if width > len(cluster_cfg.disks):
+            if width > ndisks:
                 raise Failure(f"{spec} puts {width} pieces on distinct disks, but the cluster "
-                              f"has {len(cluster_cfg.disks)} disks")
+                              f"has {ndisks} disks")
         cfg = create_volume(home, name, small_policy=small, large_policy=large,
                             zstd_level=zstd_level if compress == "zstd" else 0,
                             block_size=parse_size(block_size))
     except (ferr.FsError, cerr.ChunkStoreError) as e:
-        raise _fail(e)
+        raise fail(e)
     click.echo(f"volume {cfg.name} created: large chunks {cfg.large_policy}, small chunks "
                f"{cfg.small_policy} (< {human(cfg.threshold)}), compression {cfg.compression}, "
                f"blocks of {human(cfg.block_size)}")
@@ -172,7 +135,13 @@ def volume_list(home: Path) -> None:
         m = mounts.get(v.name)
         rows.append((v.name, v.large_policy, v.small_policy, v.compression, human(v.block_size),
                      f"{m.mountpoint} (pid {m.pid})" if m else "-"))
-    _table(rows)
+    table(rows)
+
+
+def _placing_disks(home: Path) -> int:
+    if is_networked(home):
+        return len(load_map(home).placing_disks())
+    return len(load_config(home).disks)
 
 
 def _volumes(home: Path) -> list:
@@ -186,12 +155,6 @@ def _volumes(home: Path) -> list:
     return out
 
 
-def _table(rows: list[tuple]) -> None:
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        click.echo("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
-
-
 # ---------------------------------------------------------------------------------------- mount
 
 @cli.command()
@@ -202,9 +165,12 @@ def _table(rows: list[tuple]) -> None:
               help="Keep unreferenced chunks this long before deleting them [default: 3600].")
 @click.option("--gc-interval", type=click.FloatRange(min=0.1), default=None, metavar="SECONDS",
               help="Time between garbage-collection (and disk compaction) passes [default: 60].")
+@click.option("--down-after", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="Networked RING: how long a node may be unreachable before it is marked "
+                   "down and its data rebuilt on the others [default: 300].")
 @pass_home
 def mount(home: Path, name: str, mountpoint: str, foreground: bool,
-          gc_grace: float | None, gc_interval: float | None) -> None:
+          gc_grace: float | None, gc_interval: float | None, down_after: float | None) -> None:
     """Mount volume NAME at MOUNTPOINT (in the background unless --foreground)."""
     busy = [st for st in runstate.all_states(home) if st.alive]
     if busy:
@@ -221,11 +187,13 @@ def mount(home: Path, name: str, mountpoint: str, foreground: bool,
                 args = ["--gc-grace", str(gc_grace)] + args
             if gc_interval is not None:
                 args = ["--gc-interval", str(gc_interval)] + args
+            if down_after is not None:
+                args = ["--down-after", str(down_after)] + args
             sys.exit(daemon_main(args))
         pid = control.start_background(home, name, mountpoint, gc_grace_s=gc_grace,
-                                       gc_interval_s=gc_interval)
+                                       gc_interval_s=gc_interval, down_after_s=down_after)
     except control.MountError as e:
-        raise _fail(e)
+        raise fail(e)
     click.echo(f"volume {name} mounted at {os.path.realpath(mountpoint)} (pid {pid}); "
                f"log: {control.log_path(home, name)}")
     click.echo(f"stop it with: sofsctl --data-dir {home} umount {mountpoint}")
@@ -241,7 +209,7 @@ def umount(home: Path, mountpoint: str, timeout: float) -> None:
     try:
         click.echo(control.unmount(home, mountpoint, timeout=timeout))
     except control.MountError as e:
-        raise _fail(e)
+        raise fail(e)
 
 
 # ---------------------------------------------------------------------------------------- repair
@@ -260,14 +228,14 @@ def _ring_job(home: Path, op: str, run_local, label: str | None = None) -> dict:
 
     try:
         try:
-            ring = LocalRing.open(home)
+            ring = open_ring(home)
         except cerr.ClusterInUse:
             try:  # a mount process serves the RING: it runs the job for us
                 return control.call(home, op, progress)
             except control.MountError as e:
-                raise _fail(e)
+                raise fail(e)
         except cerr.ChunkStoreError as e:
-            raise _fail(e)
+            raise fail(e)
         try:
             return to_jsonable(run_local(ring, progress))
         finally:
@@ -338,16 +306,16 @@ def _report_from_json(d: dict) -> FsckReport:
 def _check_offline(home: Path, name: str, repair: bool, bars: _PhaseBars) -> FsckReport:
     ring = None
     try:
-        ring = LocalRing.open(home)
+        ring = open_ring(home)
     except cerr.ClusterInUse:
         click.echo("note: the ring is served by a mounted volume; chunks are not checked",
                    err=True)
     except cerr.ChunkStoreError as e:
-        raise _fail(e)
+        raise fail(e)
     try:
         return check_volume(home, name, ring, repair=repair, progress=bars)
     except ferr.FsError as e:
-        raise _fail(e)
+        raise fail(e)
     finally:
         if ring is not None:
             ring.close()
@@ -383,7 +351,7 @@ def fsck(home: Path, name: str, repair: bool) -> None:
                 report = _report_from_json(control.call(
                     home, "fsck", lambda done, total, phase="": bars(phase, done, total)))
             except control.MountError as e:
-                raise _fail(e)
+                raise fail(e)
     finally:
         bars.finish()
     click.echo(f"volume {name}: {report.inodes} inodes ({report.files} files, "
@@ -414,22 +382,11 @@ def fsck(home: Path, name: str, repair: bool) -> None:
 @cli.command()
 @pass_home
 def status(home: Path) -> None:
-    """Show the cluster's disks, chunk health, volumes and mounts."""
-    try:
-        cfg = load_config(home)
-    except cerr.ChunkStoreError as e:
-        raise _fail(e)
-    click.echo(f"cluster {cfg.cluster_id} at {home}")
-    rows = [("DISK", "PATH", "STATE", "SIZE", "FREE")]
-    for disk in cfg.disks:
-        path = Path(cfg.disk_path(home, disk.id))
-        if not path.is_dir():
-            rows.append((disk.id, str(path), "MISSING", "-", "-"))
-            continue
-        usage = shutil.disk_usage(path)
-        state = "up" if (path / "DISK").is_file() else "NOT INITIALISED"
-        rows.append((disk.id, str(path), state, human(usage.total), human(usage.free)))
-    _table(rows)
+    """Show the cluster's disks (or nodes), chunk health, rebuilds, volumes and mounts."""
+    if is_networked(home):
+        show_cluster(home)
+    else:
+        _show_local_disks(home)
     h = _ring_job(home, "health", lambda ring, p: run_health(ring))
     line = (f"chunks: {h['chunks']} ({h['protected']} fully protected, {h['degraded']} degraded, "
             f"{h['unrecoverable']} unrecoverable)")
@@ -441,6 +398,29 @@ def status(home: Path) -> None:
         m = mounts.get(v.name)
         where = f"mounted at {m.mountpoint} (pid {m.pid})" if m else "not mounted"
         click.echo(f"volume {v.name}: {v.large_policy}/{v.small_policy}, {where}")
+
+
+def _show_local_disks(home: Path) -> None:
+    try:
+        cfg = load_config(home)
+    except cerr.ChunkStoreError as e:
+        raise fail(e)
+    click.echo(f"cluster {cfg.cluster_id} at {home}")
+    rows = [("DISK", "PATH", "STATE", "SIZE", "FREE")]
+    for d in cfg.disks:
+        path = Path(cfg.disk_path(home, d.id))
+        if not path.is_dir():
+            rows.append((d.id, str(path), "MISSING", "-", "-"))
+            continue
+        usage = shutil.disk_usage(path)
+        state = "up" if (path / "DISK").is_file() else "NOT INITIALISED"
+        rows.append((d.id, str(path), state, human(usage.total), human(usage.free)))
+    table(rows)
+
+
+cluster.add_command(cluster_create)
+cli.add_command(node)
+cli.add_command(disk)
 
 
 def main() -> None:

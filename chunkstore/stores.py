@@ -1,0 +1,37 @@
+"""Opening the RING a data directory names: embedded (local disks) or networked (nodes).
+
+A data directory holding ``clustermap.json`` is a client of a networked RING
+(:class:`~chunkstore.netring.NetRing`); one holding ``cluster.json`` is an embedded local
+cluster (:class:`~chunkstore.localring.LocalRing`). Everything above the chunk store opens
+its RING through :func:`open_ring` and works with either.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .cluster import CLUSTER_FILE
+from .errors import ClusterNotFound
+from .ringstore import RingStore
+
+MAP_FILE = "clustermap.json"
+
+
+def is_networked(data_dir: str | os.PathLike) -> bool:
+    return os.path.exists(os.path.join(os.fspath(data_dir), MAP_FILE))
+
+
+def open_ring(data_dir: str | os.PathLike, **kw: Any) -> RingStore:
+    """The RING of ``data_dir`` (ClusterInUse if another process serves it, ClusterNotFound
+    if there is none)."""
+    if is_networked(data_dir):
+        from .netring import NetRing
+
+        return NetRing.open(data_dir, **kw)
+    if not os.path.exists(os.path.join(os.fspath(data_dir), CLUSTER_FILE)):
+        raise ClusterNotFound(f"{os.fspath(data_dir)}: no cluster here (neither {CLUSTER_FILE} "
+                              f"nor {MAP_FILE}); run: sofsctl cluster init")
+    from .localring import LocalRing
+
+    return LocalRing.open(data_dir, **kw)

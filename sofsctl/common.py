@@ -1,0 +1,54 @@
+"""What every sofsctl command module shares: the data directory, errors, sizes and tables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+DEFAULT_HOME_ROOT = Path("/var/lib/sofs")
+
+
+def default_data_dir() -> Path:
+    env = os.environ.get("SOFS_HOME")
+    if env:
+        return Path(env)
+    if os.geteuid() == 0:
+        return DEFAULT_HOME_ROOT
+    return Path.home() / ".local" / "share" / "sofs"
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(n) < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} PiB"
+
+
+def parse_size(text: str) -> int:
+    units = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    suffix = t[-1] if t and t[-1] in "kmg" else ""
+    try:
+        return int(t[: len(t) - len(suffix)]) * units[suffix]
+    except ValueError:
+        raise click.BadParameter(f"not a size: {text!r} (try 4M, 1024K)") from None
+
+
+class Failure(click.ClickException):
+    exit_code = 1
+
+
+def fail(e: Exception) -> Failure:
+    return Failure(str(e))
+
+
+pass_home = click.make_pass_decorator(Path)
+
+
+def table(rows: list[tuple]) -> None:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        click.echo("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())

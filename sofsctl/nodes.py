@@ -1,0 +1,219 @@
+"""sofsctl commands of the networked RING: ``cluster create``, ``node ...`` and ``disk ...``.
+
+Thin: each command calls :mod:`chunkstore.mapadmin` and prints. Map changes take the newest
+map among the local copy and the reachable nodes, add one epoch, save and publish it.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from chunkstore import errors as cerr
+from chunkstore import mapadmin
+from chunkstore.clustermap import ClusterMap
+from chunkstore.ring import DEFAULT_VNODES
+from fuse_mount import control
+
+from .common import Failure, fail, pass_home, table
+
+
+def _change(home: Path, what: str, change) -> ClusterMap:
+    try:
+        new, failed = mapadmin.change_map(home, change)
+    except (cerr.ChunkStoreError, KeyError, ValueError) as e:
+        raise fail(e)
+    click.echo(f"cluster map epoch {new.epoch}: {what}")
+    for node_id, why in sorted(failed.items()):
+        click.echo(f"warning: node {node_id} has not taken the new map yet ({why}); it gets "
+                   "it from the next client heartbeat once it answers", err=True)
+    return new
+
+
+@click.command("create")
+@click.option("--vnodes", type=click.IntRange(1, 256), default=DEFAULT_VNODES, show_default=True,
+              help="Virtual nodes per disk on the ring.")
+@pass_home
+def cluster_create(home: Path, vnodes: int) -> None:
+    """Create a networked cluster: an empty map and a new cluster secret in the data dir.
+
+    \b
+    Then, on each storage server:  sofsctl node init NODE_DIR --node-id n1 --listen IP:7700
+                                   sofs-node --config NODE_DIR/node.json
+    and here:                      sofsctl node add n1 IP:7700 --disks 2
+    """
+    try:
+        cmap = mapadmin.create_cluster(home, vnodes)
+    except (cerr.ChunkStoreError, OSError) as e:
+        raise fail(e)
+    click.echo(f"networked cluster {cmap.cluster_id} created in {home} (map epoch {cmap.epoch})")
+    click.echo(f"copy {home / mapadmin.SECRET_FILE} to every storage server and client "
+               "(mode 0600): it proves membership")
+
+
+@click.group()
+def node() -> None:
+    """Storage nodes of a networked RING: prepare, add, drain, remove, list."""
+
+
+@node.command("init")
+@click.argument("node_dir", type=click.Path(path_type=Path))
+@click.option("--node-id", required=True, help="Unique node name (letters, digits, . _ : -).")
+@click.option("--listen", required=True, metavar="HOST:PORT", help="Address the node serves on.")
+@click.option("--disks", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Disk directories to create (NODE_DIR/disks/<node>.d0 ...).")
+@click.option("--disk-root", type=click.Path(path_type=Path), default=None,
+              help="Create the disk directories here instead (one per mounted disk).")
+@pass_home
+def node_init(home: Path, node_dir: Path, node_id: str, listen: str, disks: int,
+              disk_root: Path | None) -> None:
+    """Prepare NODE_DIR for a storage node of this cluster (config, secret, disks)."""
+    try:
+        path = mapadmin.init_node(node_dir, home, node_id, listen, disks,
+                                  disk_root=str(disk_root) if disk_root else None)
+    except (cerr.ChunkStoreError, OSError, ValueError) as e:
+        raise fail(e)
+    click.echo(f"node {node_id} prepared: {path}")
+    click.echo(f"start it with: sofs-node --config {path}")
+    click.echo(f"then add it:   sofsctl --data-dir {home} node add {node_id} {listen} "
+               f"--disks {disks}")
+
+
+@node.command("add")
+@click.argument("node_id")
+@click.argument("address", metavar="HOST:PORT")
+@click.option("--site", default="site0", show_default=True, help="Failure domain above hosts.")
+@click.option("--disks", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="How many disks the node serves (<node>.d0 ...).")
+@click.option("--weight", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Relative capacity of each disk.")
+@pass_home
+def node_add(home: Path, node_id: str, address: str, site: str, disks: int,
+             weight: float) -> None:
+    """Add a node and its disks to the map: data moves to it (only the arcs it takes)."""
+    def change(cmap: ClusterMap) -> ClusterMap:
+        cmap = cmap.add_node(node_id, address, site)
+        for disk_id in mapadmin.node_disk_ids(node_id, disks):
+            cmap = cmap.add_disk(disk_id, node_id, weight)
+        return cmap
+
+    _change(home, f"node {node_id} ({address}, site {site}) added with {disks} disks", change)
+    click.echo("mounted clients pick the new map up within seconds and rebalance in the "
+               "background (sofsctl status shows the progress)")
+
+
+@node.command("drain")
+@click.argument("node_id")
+@pass_home
+def node_drain(home: Path, node_id: str) -> None:
+    """Move every piece off NODE_ID (it stays readable meanwhile); then remove it."""
+    _change(home, f"node {node_id} draining",
+            lambda cmap: cmap.set_node_state(node_id, "draining"))
+    click.echo(f"when 'sofsctl node list' shows 0 pieces on it: sofsctl node remove {node_id}")
+
+
+@node.command("up")
+@click.argument("node_id")
+@pass_home
+def node_up(home: Path, node_id: str) -> None:
+    """Put a drained, down or out node back into service."""
+    _change(home, f"node {node_id} up", lambda cmap: cmap.set_node_state(node_id, "up"))
+
+
+@node.command("remove")
+@click.argument("node_id")
+@click.option("--force", is_flag=True,
+              help="Remove a node that still holds pieces or cannot be asked (a dead server "
+                   "whose data was rebuilt elsewhere).")
+@pass_home
+def node_remove(home: Path, node_id: str, force: bool) -> None:
+    """Remove a drained (or down) node and its disks from the map."""
+    if not force:
+        try:
+            counts = mapadmin.node_piece_counts(home, node_id)
+        except (cerr.ChunkStoreError, KeyError) as e:
+            raise Failure(f"cannot ask node {node_id} how much it holds ({e}); if it is dead "
+                          "and its data was rebuilt, use --force")
+        left = sum(counts.values())
+        if left:
+            raise Failure(f"node {node_id} still holds {left} pieces: drain it first "
+                          f"(sofsctl node drain {node_id}) and wait, or use --force")
+    _change(home, f"node {node_id} removed", lambda cmap: cmap.remove_node(node_id))
+
+
+@node.command("list")
+@pass_home
+def node_list(home: Path) -> None:
+    """Nodes and disks of the map, whether they answer, and their map epochs."""
+    try:
+        cmap = mapadmin.newest_map(home)
+        reach = mapadmin.node_reachability(home)
+    except cerr.ChunkStoreError as e:
+        raise fail(e)
+    click.echo(f"cluster {cmap.cluster_id}, map epoch {cmap.epoch}")
+    rows = [("NODE", "ADDRESS", "SITE", "STATE", "ANSWERS", "EPOCH", "DISKS")]
+    for n in cmap.nodes:
+        ok, epoch = reach.get(n.id, (False, "?"))
+        disks = [d.id + ("" if d.state == "up" else f"({d.state})") for d in cmap.disks
+                 if d.node == n.id]
+        rows.append((n.id, n.address, n.site, n.state, "yes" if ok else "NO",
+                     epoch if ok else "-", ",".join(disks)))
+    table(rows)
+
+
+@click.group()
+def disk() -> None:
+    """Single disks of a networked RING."""
+
+
+@disk.command("add")
+@click.argument("disk_id")
+@click.option("--node", "node_id", required=True, help="The node serving the disk.")
+@click.option("--weight", type=click.FloatRange(min=0), default=1.0, show_default=True)
+@pass_home
+def disk_add(home: Path, disk_id: str, node_id: str, weight: float) -> None:
+    """Add a disk (already in the node's config and started) to the map."""
+    _change(home, f"disk {disk_id} on node {node_id} added",
+            lambda cmap: cmap.add_disk(disk_id, node_id, weight))
+
+
+@disk.command("out")
+@click.argument("disk_id")
+@pass_home
+def disk_out(home: Path, disk_id: str) -> None:
+    """Take a failed disk out: its data is rebuilt on the others."""
+    _change(home, f"disk {disk_id} out", lambda cmap: cmap.set_disk_state(disk_id, "out"))
+
+
+def show_cluster(home: Path) -> None:
+    """The networked part of ``sofsctl status``: nodes, and the rebuild if a mount runs one."""
+    try:
+        info = control.call(home, "cluster")
+    except control.MountError:
+        info = None
+    if info is None:
+        click.echo("no mount process serves this data directory: node states from here")
+        node_list.callback(home)  # type: ignore[misc]
+        return
+    click.echo(f"map epoch {info['epoch']} (as the mount process sees it)")
+    rows = [("NODE", "ADDRESS", "SITE", "STATE", "REACHABLE")]
+    now = time.time()
+    for n in info["nodes"]:
+        since = n["unreachable_since"]
+        reach = "yes" if since is None else f"NO for {now - since:.0f} s"
+        rows.append((n["id"], n["address"], n["site"], n["state"], reach))
+    table(rows)
+    if info["disks_unavailable"]:
+        click.echo(f"disks unavailable: {', '.join(info['disks_unavailable'])}")
+    rb = info["rebuild"]
+    if rb["state"] == "rebuilding":
+        eta = f", ETA {rb['eta_s']:.0f} s" if rb["eta_s"] is not None else ""
+        click.echo(f"rebuild: {rb['chunks_done']}/{rb['chunks_total']} chunks checked, "
+                   f"{rb['rate_chunks_s']:.0f} chunks/s{eta}")
+    elif rb["last_report"]:
+        r = rb["last_report"]
+        click.echo(f"last rebuild (map epoch {rb['epoch']}): {r['pieces_rebuilt']} pieces "
+                   f"rebuilt ({r['bytes_rebuilt']} bytes), {r['pieces_removed']} removed, "
+                   f"{r['unrecoverable']} unrecoverable, in {r['seconds']:.1f} s")
