@@ -317,6 +317,11 @@ class RingStore(ChunkStore):
         # 3. pieces that live on other disks (e.g. written while an owner was down)
         if len(good) < k:
             self._search_elsewhere(ref, policy, owners, good)
+        # 4. a repair may have moved fragments home between our reads: look once more
+        if len(good) < k:
+            take(self._read_fragments(ref, [(owners[i], i) for i in range(policy.width) if i not in good]))
+            if len(good) < k:
+                self._search_elsewhere(ref, policy, owners, good)
         if failed:
             self.repair_log.note(ref)
         if len(good) >= k:
@@ -339,8 +344,14 @@ class RingStore(ChunkStore):
 
     def _search_elsewhere(self, ref: ChunkRef, policy: Policy, owners: list[str], good: dict[int, bytes]) -> None:
         missing = [i for i in range(policy.width) if i not in good]
-        for disk_id in self._fallback_disks(ref.key, owners):
+        # after a map change a fragment may sit on a disk that now owns another index of the
+        # chunk: owners are searched too (except for their own index, already read)
+        available = set(self.available_disks())
+        candidates = [d for d in owners if d in available] + self._fallback_disks(ref.key, owners)
+        for disk_id in candidates:
             for i in list(missing):
+                if disk_id == owners[i]:
+                    continue
                 try:
                     if not self._call(disk_id, "has", ref.key, i):
                         continue
