@@ -1,7 +1,8 @@
-"""The healer: turns failure detection into map changes, and map changes into rebuilds.
+"""The healer: turns failure detection into map changes, map changes into rebuilds, and
+keeps the scrub schedule.
 
-Run by one long-lived client of a networked RING (the mount process does it by default), it
-loops over :meth:`Healer.step`:
+Run by one long-lived client of a RING (the mount process does it), it loops over
+:meth:`Healer.step`. On a networked RING (:class:`~chunkstore.netring.NetRing`):
 
 * a node suspect (unreachable) for ``down_after_s`` seconds is marked ``down`` in a new map
   epoch, published to every node: its arcs move to the other disks;
@@ -11,7 +12,17 @@ loops over :meth:`Healer.step`:
   (:func:`chunkstore.repair.repair`) rebuilds what the new placement lacks and removes what
   it no longer wants: rebuild, rebalance after ``node add`` and draining are all this sweep.
 
-The sweep is idempotent, so a restart simply sweeps again (resumable). Progress (chunks done,
+A node is never marked down when that would leave fewer placing disks than ``min_placing``
+(the widest policy of the mounted volume): its chunks could then neither be placed nor found;
+it stays suspect, reads degrade and writes hand off, and the log says to add storage.
+
+On any RING, a full sweep runs every ``scrub_interval_s`` (default a week): it reads and
+verifies every piece an owner should hold and repairs what is missing or corrupt (a scrub).
+Sweeps are paced to ``max_bytes_per_s`` of disk traffic when set.
+
+The sweep is idempotent. The epoch last swept and the time of the last full sweep are kept in
+``healer.json`` in the client's state directory, so after a restart an interrupted rebuild or
+rebalance is swept again (resumable) and the scrub schedule goes on. Progress (chunks done,
 total, bytes rebuilt, rate, ETA) is kept in :attr:`Healer.status` for ``sofsctl status``.
 Two healers on one cluster are safe but wasteful: a map change two of them make at the same
 epoch is refused by the nodes for the second (ClusterMismatch), which then re-reads the map.
@@ -19,19 +30,24 @@ epoch is refused by the nodes for the second (ClusterMismatch), which then re-re
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from .errors import ChunkStoreError
 from .netring import NetRing
 from .repair import RepairReport, repair
+from .ringstore import RingStore
 
 log = logging.getLogger("sofs.healer")
 
 DEFAULT_DOWN_AFTER_S = 300.0
+DEFAULT_SCRUB_INTERVAL_S = 7 * 24 * 3600.0
+STATE_FILE = "healer.json"
 
 
 @dataclass
@@ -66,24 +82,69 @@ class RebuildStatus:
 
 
 class Healer:
-    def __init__(self, ring: NetRing, *, down_after_s: float = DEFAULT_DOWN_AFTER_S) -> None:
+    def __init__(self, ring: RingStore, *, down_after_s: float = DEFAULT_DOWN_AFTER_S,
+                 scrub_interval_s: float = DEFAULT_SCRUB_INTERVAL_S,
+                 max_bytes_per_s: float | None = None, min_placing: int = 1) -> None:
         self.ring = ring
+        self.min_placing = min_placing
         self.down_after_s = down_after_s
+        self.scrub_interval_s = scrub_interval_s
+        self.max_bytes_per_s = max_bytes_per_s
         self.status = RebuildStatus()
-        self._swept_epoch = 0
+        self._kept_up: set[str] = set()  # nodes that could not be marked down (logged once)
         self._lock = threading.Lock()
+        self._state_path = os.path.join(ring.data_dir, STATE_FILE)
+        state = self._load_state()
+        self._swept_epoch = int(state.get("swept_epoch", self._epoch()))
+        self._last_full = float(state.get("last_full_sweep", time.time()))
+        self.status.epoch = self._swept_epoch
+        if not state:
+            self._save_state()
+
+    def _epoch(self) -> int:
+        return self.ring.cmap.epoch if isinstance(self.ring, NetRing) else 0
+
+    def _load_state(self) -> dict:
+        try:
+            with open(self._state_path) as f:
+                state = json.load(f)
+            return state if isinstance(state, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def _save_state(self) -> None:
+        tmp = self._state_path + ".tmp"
+        try:
+            with open(tmp, "w") as f:
+                json.dump({"swept_epoch": self._swept_epoch,
+                           "last_full_sweep": self._last_full}, f)
+            os.replace(tmp, self._state_path)
+        except OSError as e:
+            log.warning("cannot save %s: %s", self._state_path, e)
 
     def update_map(self) -> bool:
         """Mark long-unreachable nodes down and answering ones up; True if the map changed."""
+        if not isinstance(self.ring, NetRing):
+            return False
         cmap = new = self.ring.cmap
         suspects = self.ring.suspects()
         now = time.time()
         for node in cmap.nodes:
             since = suspects.get(node.id)
             if node.state == "up" and since is not None and now - since >= self.down_after_s:
+                candidate = new.set_node_state(node.id, "down")
+                if len(candidate.placing_disks()) < self.min_placing:
+                    if node.id not in self._kept_up:
+                        self._kept_up.add(node.id)
+                        log.error("node %s unreachable for %.0f s, but marking it down would "
+                                  "leave %d disks for %d pieces per chunk: it stays in the "
+                                  "placement (reads and writes go on degraded); add storage",
+                                  node.id, now - since, len(candidate.placing_disks()),
+                                  self.min_placing)
+                    continue
                 log.warning("node %s unreachable for %.0f s: marking it down; its data is "
                             "rebuilt elsewhere", node.id, now - since)
-                new = new.set_node_state(node.id, "down")
+                new = candidate
             elif node.state == "down" and since is None:
                 log.info("node %s answers again: marking it up", node.id)
                 new = new.set_node_state(node.id, "up")
@@ -95,25 +156,33 @@ class Healer:
         return True
 
     def needs_sweep(self) -> bool:
-        """After a map change; or when chunks are noted degraded and every node answers (while
-        a node is unreachable a sweep could not complete: wait for it to return or go down)."""
+        """When the scrub is due; on a networked RING also after a map change, and when chunks
+        are noted degraded and every node answers (while a node is unreachable a sweep could
+        not complete: wait for it to return or go down)."""
+        if time.time() - self._last_full >= self.scrub_interval_s:
+            return True
+        if not isinstance(self.ring, NetRing):
+            return False
         if self.ring.cmap.epoch != self._swept_epoch:
             return True
         return not self.ring.suspects() and any(True for _ in self.ring.repair_log.entries())
 
-    def sweep(self) -> RepairReport:
-        """One repair sweep for the current map, tracked in :attr:`status`."""
+    def sweep(self, progress: Callable[[int, int], None] | None = None) -> RepairReport:
+        """One repair sweep for the current map, tracked in :attr:`status` (one at a time)."""
         with self._lock:
-            epoch = self.ring.cmap.epoch
+            epoch = self._epoch()
             st = self.status
             st.state, st.epoch, st.started = "rebuilding", epoch, time.time()
             st.chunks_done = st.chunks_total = 0
 
-            def progress(done: int, total: int) -> None:
+            def track(done: int, total: int) -> None:
                 st.chunks_done, st.chunks_total = done, total
+                if progress is not None:
+                    progress(done, total)
 
             try:
-                report = repair(self.ring, progress=progress)
+                report = repair(self.ring, progress=track,
+                                max_bytes_per_s=self.max_bytes_per_s)
             finally:
                 st.state, st.finished = "idle", time.time()
                 st.sweeps += 1
@@ -124,6 +193,8 @@ class Healer:
                               "errors": len(report.errors),
                               "seconds": st.finished - st.started}
             self._swept_epoch = epoch  # degraded leftovers are retried via the repair log
+            self._last_full = st.finished
+            self._save_state()
             log.info("repair sweep for map epoch %d: %s", epoch, st.last_report)
             return report
 

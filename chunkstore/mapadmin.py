@@ -16,7 +16,7 @@ import secrets
 import uuid
 from typing import Callable
 
-from .clustermap import ClusterMap
+from .clustermap import ClusterMap, MapError
 from .diskstore import DiskStore
 from .errors import ChunkStoreError, ClusterMismatch
 from .remote import RemoteDisk
@@ -137,12 +137,18 @@ def publish(data_dir: str | os.PathLike, cmap: ClusterMap, timeout: float = 3.0
     return failed
 
 
-def change_map(data_dir: str | os.PathLike, change: Callable[[ClusterMap], ClusterMap]
-               ) -> tuple[ClusterMap, dict[str, str]]:
+def change_map(data_dir: str | os.PathLike, change: Callable[[ClusterMap], ClusterMap],
+               min_placing: int = 1) -> tuple[ClusterMap, dict[str, str]]:
     """Apply ``change`` to the newest map, save and publish it: (new map, nodes that did not
-    take it)."""
+    take it). A change that would leave fewer than ``min_placing`` disks holding data (the
+    widest policy in use: its chunks could no longer be placed, nor found by placement) is
+    refused with MapError, unless the map already had that few."""
     current = newest_map(data_dir)
     new = change(current)
+    have, left = len(current.placing_disks()), len(new.placing_disks())
+    if left < min_placing and left < have:
+        raise MapError(f"the change would leave {left} disks holding data, fewer than the "
+                       f"{min_placing} pieces of the widest policy in use: add disks first")
     new.save(os.path.join(os.fspath(data_dir), MAP_FILE))
     return new, publish(data_dir, new)
 

@@ -355,6 +355,10 @@ class Protection:
             raise PolicyError("the small-object policy must be a replication (cosN) policy")
         return cls(s, parse_policy(large), threshold)
 
+    def max_width(self) -> int:
+        """The most pieces a chunk of this protection puts on distinct disks."""
+        return max(self.small.width, self.large.width)
+
     def for_size(self, n: int) -> Policy:
         """Policy for a payload of n bytes: ``small`` if n < threshold else ``large``."""
         return self.small if n < self.threshold else self.large

@@ -26,6 +26,7 @@ arc will replace it for large disks).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -152,6 +153,7 @@ def health(ring: RingStore, verify: bool = False) -> HealthReport:
 class _Sweep:
     def __init__(self, ring: RingStore) -> None:
         self.ring = ring
+        self.read_bytes = 0
         self.rebuilt = 0
         self.removed = 0
         self.bytes = 0
@@ -166,6 +168,7 @@ class _Sweep:
         except DiskUnavailable as e:
             self.ring.mark_down(disk_id, str(e))
             return None
+        self.read_bytes += len(data)
         if idx == REPLICA_INDEX and not ref.verify(data):
             return None
         return data
@@ -259,8 +262,26 @@ class _Sweep:
             return None
 
 
-def repair(ring: RingStore, progress: Progress | None = None) -> RepairReport:
-    """Make every chunk fully protected again (see module docstring)."""
+class _Throttle:
+    """Keeps a sweep's disk traffic (pieces read + written) under ``rate`` bytes/s."""
+
+    def __init__(self, rate: float | None) -> None:
+        self.rate = rate
+        self.start = time.monotonic()
+
+    def pace(self, done_bytes: int) -> None:
+        if not self.rate:
+            return
+        ahead = done_bytes / self.rate - (time.monotonic() - self.start)
+        if ahead > 0:
+            time.sleep(min(ahead, 5.0))
+
+
+def repair(ring: RingStore, progress: Progress | None = None,
+           max_bytes_per_s: float | None = None) -> RepairReport:
+    """Make every chunk fully protected again (see module docstring). Every piece an owner
+    should hold is read and verified, so a sweep is also a scrub. ``max_bytes_per_s`` caps
+    the sweep's traffic (pieces read plus written), to spare client I/O."""
     revived = []
     for disk_id in sorted(ring.unavailable_disks()):
         if ring.revive_disk(disk_id):
@@ -269,6 +290,7 @@ def repair(ring: RingStore, progress: Progress | None = None) -> RepairReport:
     sweep = _Sweep(ring)
     errors: list[str] = []
     total = len(chunks)
+    throttle = _Throttle(max_bytes_per_s)
     for n, ck in enumerate(sorted(chunks), 1):
         c = chunks[ck]
         try:
@@ -281,6 +303,7 @@ def repair(ring: RingStore, progress: Progress | None = None) -> RepairReport:
             errors.append(f"{c.ref.hex}: {type(e).__name__}: {e}")
         if progress is not None:
             progress(n, total)
+        throttle.pace(sweep.read_bytes + sweep.bytes)
     return RepairReport(
         chunks_checked=total,
         pieces_rebuilt=sweep.rebuilt,

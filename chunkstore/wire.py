@@ -21,7 +21,8 @@ Every frame, in both directions, is a 12-byte header followed by ``body_len`` by
 Hard limits, checked on the header alone (before any body byte is read): a whole frame is at
 most MAX_FRAME (80 MiB); each (kind, op) has a minimum and maximum body length (tables below),
 so a frame whose length cannot be right is refused without reading it; piece data is at most
-MAX_DATA (64 MiB). The body must then parse to exactly ``body_len`` bytes.
+MAX_DATA (65 MiB: the largest piece is a replica of a 64 MiB block plus its header). The
+body must then parse to exactly ``body_len`` bytes.
 
 A client may pipeline: send several requests on one connection without waiting; the node may
 answer them in any order, each answer names its request by ``req_id``. One request, one
@@ -141,7 +142,7 @@ from .policy import KIND_REPLICATION, MAX_EC_WIDTH, REPLICA_INDEX, PolicyCode
 WIRE_VERSION = 1
 MiB = 1024 * 1024
 MAX_FRAME = 80 * MiB
-MAX_DATA = 64 * MiB
+MAX_DATA = 65 * MiB  # a whole piece in one frame: blocks are at most 64 MiB
 HEADER_SIZE = 12
 KEY_SIZE = 20
 CHECKSUM_SIZE = 16

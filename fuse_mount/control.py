@@ -49,7 +49,7 @@ def check_mountpoint(mountpoint: str) -> None:
 
 def start_background(data_dir: Path, volume: str, mountpoint: str, *, timeout: float = 60.0,
                      gc_grace_s: float | None = None, gc_interval_s: float | None = None,
-                     down_after_s: float | None = None) -> int:
+                     down_after_s: float | None = None, daemon_args: list[str] = ()) -> int:
     """Start a detached mount process; return its pid once it serves."""
     check_mountpoint(mountpoint)
     log = log_path(data_dir, volume)
@@ -63,6 +63,7 @@ def start_background(data_dir: Path, volume: str, mountpoint: str, *, timeout: f
         cmd += ["--gc-interval", str(gc_interval_s)]
     if down_after_s is not None:
         cmd += ["--down-after", str(down_after_s)]
+    cmd += list(daemon_args)
     cmd += [volume, os.path.realpath(mountpoint)]
     with open(log, "ab") as logf:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,

@@ -25,7 +25,7 @@ import trio
 
 from chunkstore.ringstore import RingStore
 from chunkstore.stores import open_ring
-from chunkstore.healer import DEFAULT_DOWN_AFTER_S, Healer
+from chunkstore.healer import DEFAULT_DOWN_AFTER_S, DEFAULT_SCRUB_INTERVAL_S, Healer
 from chunkstore.netring import NetRing
 from chunkstore.repair import health, repair
 from sofs.fs import Filesystem
@@ -37,7 +37,7 @@ from .operations import SofsOperations
 log = logging.getLogger("sofs.mount")
 
 GC_INTERVAL_S = 60.0
-HEAL_INTERVAL_S = 2.0  # networked RING: how often the healer looks at node states
+HEAL_INTERVAL_S = 2.0  # how often the healer looks at node states and its schedule
 READ_AHEAD_KB = 1024
 
 
@@ -80,11 +80,15 @@ def admin_ops(ring: RingStore, fs: Filesystem, healer=None) -> dict[str, ctlserv
     """What ``sofsctl`` may ask this process to do while it holds the RING."""
     extra: dict[str, ctlserver.Operation] = {}
     if healer is not None:
+        extra["sweep"] = lambda progress: healer.status.to_dict()
+    if isinstance(ring, NetRing):
         extra["cluster"] = lambda progress: cluster_status(healer)
     return {
         **extra,
         "health": lambda progress: health(ring),
-        "repair": lambda progress: repair(ring, progress=progress),
+        # through the healer when there is one: one sweep at a time
+        "repair": (lambda progress: healer.sweep(progress)) if healer is not None
+        else (lambda progress: repair(ring, progress=progress)),
         "stats": lambda progress: fs.statistics(),
         "fsck": lambda progress: check_mounted(
             fs, ring, progress=lambda phase, done, total: progress(done, total, phase)),
@@ -166,18 +170,22 @@ async def _serve(fs: Filesystem, ring: RingStore, mountpoint: str, ready_fd: int
 
 def run_mount(data_dir: Path, volume: str, mountpoint: str, *, ready_fd: int | None = None,
               gc_grace_s: float = 3600.0, gc_interval_s: float = GC_INTERVAL_S,
-              down_after_s: float = DEFAULT_DOWN_AFTER_S) -> None:
+              down_after_s: float = DEFAULT_DOWN_AFTER_S,
+              scrub_interval_s: float = DEFAULT_SCRUB_INTERVAL_S,
+              rebuild_rate: float | None = None) -> None:
     """Mount ``volume`` at ``mountpoint`` and serve until unmounted; blocks."""
     mountpoint = os.path.realpath(mountpoint)
     tune_malloc()
     with contextlib.ExitStack() as stack:
         ring = open_ring(data_dir)
         stack.callback(ring.close)
-        healer = Healer(ring, down_after_s=down_after_s) if isinstance(ring, NetRing) else None
         # default_permissions: the kernel checks permissions before every request
         fs = Filesystem.open_volume(data_dir, volume, ring, gc_grace_s=gc_grace_s,
                                     check_permissions=False)
         stack.callback(fs.close)
+        healer = Healer(ring, down_after_s=down_after_s, scrub_interval_s=scrub_interval_s,
+                        max_bytes_per_s=rebuild_rate * 2**20 if rebuild_rate else None,
+                        min_placing=fs.protection.max_width())
         ops = SofsOperations(fs)
         pyfuse3.init(ops, mountpoint, mount_options(volume))
         unmount = [True]
@@ -204,6 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--down-after", type=float, default=DEFAULT_DOWN_AFTER_S,
                    help="networked RING: seconds a node may be unreachable before it is "
                         "marked down and its data rebuilt elsewhere")
+    p.add_argument("--scrub-interval", type=float, default=DEFAULT_SCRUB_INTERVAL_S,
+                   help="seconds between full sweeps that re-read and verify every piece")
+    p.add_argument("--rebuild-rate", type=float, default=None,
+                   help="MiB/s cap on rebuild, rebalance and scrub traffic (default: none)")
     p.add_argument("volume")
     p.add_argument("mountpoint")
     args = p.parse_args(argv)
@@ -212,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run_mount(args.data_dir, args.volume, args.mountpoint, ready_fd=args.ready_fd,
                   gc_grace_s=args.gc_grace, gc_interval_s=args.gc_interval,
-                  down_after_s=args.down_after)
+                  down_after_s=args.down_after, scrub_interval_s=args.scrub_interval,
+                  rebuild_rate=args.rebuild_rate)
     except Exception as e:
         log.error("mount failed: %s", e, exc_info=not isinstance(e, (OSError, RuntimeError)))
         if args.ready_fd is not None:

@@ -168,9 +168,15 @@ def _volumes(home: Path) -> list:
 @click.option("--down-after", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
               help="Networked RING: how long a node may be unreachable before it is marked "
                    "down and its data rebuilt on the others [default: 300].")
+@click.option("--scrub-interval", type=click.FloatRange(min=60), default=None, metavar="SECONDS",
+              help="Time between full sweeps that re-read, verify and repair every piece "
+                   "[default: 604800, a week].")
+@click.option("--rebuild-rate", type=click.FloatRange(min=0.1), default=None, metavar="MIB/S",
+              help="Cap on rebuild, rebalance and scrub disk traffic [default: no cap].")
 @pass_home
 def mount(home: Path, name: str, mountpoint: str, foreground: bool,
-          gc_grace: float | None, gc_interval: float | None, down_after: float | None) -> None:
+          gc_grace: float | None, gc_interval: float | None, down_after: float | None,
+          scrub_interval: float | None, rebuild_rate: float | None) -> None:
     """Mount volume NAME at MOUNTPOINT (in the background unless --foreground)."""
     busy = [st for st in runstate.all_states(home) if st.alive]
     if busy:
@@ -178,6 +184,11 @@ def mount(home: Path, name: str, mountpoint: str, foreground: bool,
         raise Failure(f"volume {st.volume} is mounted at {st.mountpoint} (pid {st.pid}); in "
                       "this release one process serves the embedded ring, so one volume of a "
                       f"data directory is mounted at a time: sofsctl umount {st.mountpoint}")
+    maintenance = []
+    if scrub_interval is not None:
+        maintenance += ["--scrub-interval", str(scrub_interval)]
+    if rebuild_rate is not None:
+        maintenance += ["--rebuild-rate", str(rebuild_rate)]
     try:
         if foreground:
             control.check_mountpoint(mountpoint)
@@ -189,9 +200,10 @@ def mount(home: Path, name: str, mountpoint: str, foreground: bool,
                 args = ["--gc-interval", str(gc_interval)] + args
             if down_after is not None:
                 args = ["--down-after", str(down_after)] + args
-            sys.exit(daemon_main(args))
+            sys.exit(daemon_main(maintenance + args))
         pid = control.start_background(home, name, mountpoint, gc_grace_s=gc_grace,
-                                       gc_interval_s=gc_interval, down_after_s=down_after)
+                                       gc_interval_s=gc_interval, down_after_s=down_after,
+                                       daemon_args=maintenance)
     except control.MountError as e:
         raise fail(e)
     click.echo(f"volume {name} mounted at {os.path.realpath(mountpoint)} (pid {pid}); "

@@ -14,15 +14,30 @@ import click
 from chunkstore import errors as cerr
 from chunkstore import mapadmin
 from chunkstore.clustermap import ClusterMap
+from chunkstore.policy import parse_policy
 from chunkstore.ring import DEFAULT_VNODES
 from fuse_mount import control
 
 from .common import Failure, fail, pass_home, table
 
 
+def _widest_policy(home: Path) -> int:
+    """The most pieces any volume of this data directory puts on distinct disks."""
+    from sofs.volume import list_volume_names, load_volume
+
+    widths = [1]
+    for name in list_volume_names(home):
+        try:
+            cfg = load_volume(home, name)
+        except Exception:  # an unreadable volume config is reported by other commands
+            continue
+        widths += [parse_policy(cfg.small_policy).width, parse_policy(cfg.large_policy).width]
+    return max(widths)
+
+
 def _change(home: Path, what: str, change) -> ClusterMap:
     try:
-        new, failed = mapadmin.change_map(home, change)
+        new, failed = mapadmin.change_map(home, change, min_placing=_widest_policy(home))
     except (cerr.ChunkStoreError, KeyError, ValueError) as e:
         raise fail(e)
     click.echo(f"cluster map epoch {new.epoch}: {what}")
@@ -146,20 +161,30 @@ def node_remove(home: Path, node_id: str, force: bool) -> None:
 @node.command("list")
 @pass_home
 def node_list(home: Path) -> None:
-    """Nodes and disks of the map, whether they answer, and their map epochs."""
+    """Nodes and disks of the map, whether they answer, their map epochs and pieces held."""
+    print_nodes(home)
+
+
+def print_nodes(home: Path) -> None:
     try:
         cmap = mapadmin.newest_map(home)
         reach = mapadmin.node_reachability(home)
     except cerr.ChunkStoreError as e:
         raise fail(e)
     click.echo(f"cluster {cmap.cluster_id}, map epoch {cmap.epoch}")
-    rows = [("NODE", "ADDRESS", "SITE", "STATE", "ANSWERS", "EPOCH", "DISKS")]
+    rows = [("NODE", "ADDRESS", "SITE", "STATE", "ANSWERS", "EPOCH", "PIECES", "DISKS")]
     for n in cmap.nodes:
         ok, epoch = reach.get(n.id, (False, "?"))
+        pieces = "-"
+        if ok:
+            try:
+                pieces = str(sum(mapadmin.node_piece_counts(home, n.id).values()))
+            except cerr.ChunkStoreError:
+                pass
         disks = [d.id + ("" if d.state == "up" else f"({d.state})") for d in cmap.disks
                  if d.node == n.id]
         rows.append((n.id, n.address, n.site, n.state, "yes" if ok else "NO",
-                     epoch if ok else "-", ",".join(disks)))
+                     epoch if ok else "-", pieces, ",".join(disks)))
     table(rows)
 
 
@@ -195,7 +220,7 @@ def show_cluster(home: Path) -> None:
         info = None
     if info is None:
         click.echo("no mount process serves this data directory: node states from here")
-        node_list.callback(home)  # type: ignore[misc]
+        print_nodes(home)
         return
     click.echo(f"map epoch {info['epoch']} (as the mount process sees it)")
     rows = [("NODE", "ADDRESS", "SITE", "STATE", "REACHABLE")]

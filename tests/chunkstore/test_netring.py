@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 
 from chunkstore.clustermap import ClusterMap
-from chunkstore.errors import StaleMap
+from chunkstore.errors import NotEnoughDisks, StaleMap
 from chunkstore.healer import Healer
 from chunkstore.netring import NetRing
 from chunkstore.policy import Protection
@@ -182,3 +182,46 @@ def test_map_documents_are_validated_by_nodes(cluster):
         foreign = ClusterMap.create("another-cluster")
         with pytest.raises(Exception, match="cluster"):
             rd.put_map(foreign.to_json().encode())
+
+
+def test_largest_pieces_cross_the_wire(cluster):
+    """A replicated volume with 64 MiB blocks stores whole 64 MiB pieces (plus the block
+    header): they travel in one frame each way."""
+    ring = open_client(cluster)
+    try:
+        data = os.urandom((64 << 20) + 17)
+        ref = ring.put(data, Protection.parse("cos1", "cos1"))
+        assert ring.get(ref) == data
+    finally:
+        ring.close()
+
+
+def test_a_node_is_not_marked_down_when_its_chunks_could_no_longer_be_placed(tmp_path):
+    """3 servers x 2 disks and EC 4+2: without one server only 4 disks would place data, too
+    few for 6 fragments. The healer keeps the dead node in the placement: reads degrade, small
+    (replicated) writes go on, large ones fail with a clear error until the node is back; the
+    CLI refuses to drain a node."""
+    small = NetCluster(tmp_path, nodes=3, disks=2)
+    try:
+        sofsctl(small.admin, "volume", "create", "v", "--ec", "4+2")
+        ring = open_client(small)
+        try:
+            refs = write_set(ring, 12)
+            small.nodes["n3"].kill()
+            wait_for(lambda: "n3" in ring.suspects(), what="suspicion")
+            healer = Healer(ring, down_after_s=0.1, min_placing=6)
+            time.sleep(0.2)
+            healer.step()
+            assert ring.cmap.node("n3").state == "up"
+            for ref, data in refs.items():
+                assert ring.get(ref) == data
+            small_data = os.urandom(1000)
+            assert ring.get(ring.put(small_data, PROT)) == small_data
+            with pytest.raises(NotEnoughDisks, match="quorum"):
+                ring.put(os.urandom(300_000), PROT)
+        finally:
+            ring.close()
+        res = sofsctl(small.admin, "node", "drain", "n1", check=False)
+        assert res.returncode == 1 and "widest policy" in res.stderr
+    finally:
+        small.cleanup()

@@ -18,6 +18,7 @@ import time
 import pytest
 
 from chunkstore import wire
+from chunkstore.clustermap import ClusterMap
 from chunkstore.diskstore import DiskStore
 from chunkstore.errors import ChunkNotFound, DiskUnavailable, KeyConflict
 from chunkstore.keys import chunk_key
@@ -369,6 +370,9 @@ def _valid_requests():
             wire.Check("d0"),
             wire.Ping(3),
             wire.Hello(wire.new_nonce()),
+            wire.MapGet(),
+            # a well-formed map of another cluster: refused, so the node keeps serving epoch 0
+            wire.MapPut(ClusterMap.create("another-cluster").to_json().encode()),
         )
     ]
 
