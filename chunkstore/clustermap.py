@@ -26,9 +26,10 @@ States and what they mean:
 node     placement and reads
 ======== =========================================================================================
 up       its ``up`` disks place data (own arcs of the ring, in proportion to their weight)
-down     unreachable for longer than the failure delay (the healer marks it): it places nothing,
-         its arcs are rebuilt elsewhere; clients keep talking to it (it may come back, and then
-         be marked ``up`` again)
+down     unreachable for longer than the failure delay (the healer marks it): it places nothing;
+         its disks keep their tokens but stand by, and each owner position they held goes to
+         the next disk of the key's walk, so exactly their pieces are rebuilt elsewhere (and
+         move back when it is marked ``up`` again); clients keep talking to it
 draining still readable, places nothing: repair moves its pieces to their new owners; once it
          holds nothing it can be removed (:meth:`ClusterMap.remove_node`)
 out      gone: places nothing, nobody talks to it, its pieces are not counted
@@ -39,7 +40,9 @@ the others).
 
 Placement rule: a disk places data (has tokens in the ring, ring weight = its weight) iff the
 disk is ``up``, its node is ``up`` and its weight is > 0 (:meth:`ClusterMap.placing_disks`).
-Every other disk of the map stays in the ring with weight 0, hence no tokens. In the ring a
+Disks of a ``down`` node keep their tokens as *standby* devices of the ring view (their
+positions are substituted, not recomputed); every other disk of the map stays in the ring with
+weight 0, hence no tokens. In the ring a
 device's host is its node id and its site is its node's site, so owners of a key go to
 distinct sites, then distinct nodes, then distinct disks. :meth:`ClusterMap.member_disks`
 lists the disks clients still talk to (disk not ``out``, node not ``out``): the placing ones
@@ -212,7 +215,7 @@ class ClusterMap:
         for i, dev in enumerate(ring.devices):
             disk = disks[dev.id]
             node = nodes[disk.node]
-            weight = disk.weight if _places(disk, node) else 0.0
+            weight = disk.weight if _holds_tokens(disk, node) else 0.0
             if (dev.host, dev.site, dev.weight) != (node.id, node.site, weight):
                 raise FormatError(
                     f"ring device {dev.id} (host {dev.host}, site {dev.site}, weight {dev.weight}) does not match "
@@ -260,7 +263,10 @@ class ClusterMap:
 
     @cached_property
     def _ring_view(self) -> Ring:
-        return Ring(self.ring)
+        standby = frozenset(d.id for d in self.disks
+                            if _holds_tokens(d, self._nodes[d.node])
+                            and not _places(d, self._nodes[d.node]))
+        return Ring(self.ring, standby=standby)
 
     def ring_view(self) -> Ring:
         """The runtime ring (built once per map)."""
@@ -422,7 +428,8 @@ class ClusterMap:
         epoch = self.epoch + 1
         by_id = {n.id: n for n in nodes}
         wanted = {
-            d.id: Device(d.id, d.node, by_id[d.node].site, d.weight if _places(d, by_id[d.node]) else 0.0)
+            d.id: Device(d.id, d.node, by_id[d.node].site,
+                         d.weight if _holds_tokens(d, by_id[d.node]) else 0.0)
             for d in disks
         }
         b = RingBuilder.from_ring_data(self.ring)  # at our epoch: build() yields epoch + 1
@@ -447,6 +454,11 @@ class ClusterMap:
 
 def _places(disk: DiskInfo, node: NodeInfo) -> bool:
     return disk.state == "up" and node.state == "up" and disk.weight > 0
+
+
+def _holds_tokens(disk: DiskInfo, node: NodeInfo) -> bool:
+    """Placing, or standing by for a node that is down (it keeps its arcs, see docstring)."""
+    return disk.state == "up" and node.state in ("up", "down") and disk.weight > 0
 
 
 def _replaced(items: tuple[Any, ...], new: Any) -> tuple[Any, ...]:

@@ -254,14 +254,19 @@ def _check_weight(weight: float) -> float:
 class Ring:
     """Immutable runtime view of a RingData. ``owners`` is pure (no I/O)."""
 
-    def __init__(self, data: RingData) -> None:
+    def __init__(self, data: RingData, standby: frozenset[str] = frozenset()) -> None:
+        """``standby``: devices that keep their tokens but take no pieces (a node that is down
+        and may come back): each owner position one of them would hold goes to the next
+        device of the key's walk, so no other position moves."""
         self._data = data
+        self._standby = frozenset(i for i, d in enumerate(data.devices) if d.id in standby)
         self._tokens = [t for t, _ in data.vnode2dev]
         self._devs = [i for _, i in data.vnode2dev]
         self._sites = [d.site for d in data.devices]
         self._hosts = [(d.site, d.host) for d in data.devices]
         live = set(self._devs)
         self._n_live = len(live)
+        self._n_placing = len(live - self._standby)
         # devices with vnodes per site and per (site, host), to know the best reachable score
         self._site_devs: dict[str, int] = {}
         self._host_devs: dict[str, dict[tuple[str, str], int]] = {}
@@ -295,15 +300,33 @@ class Ring:
 
     @property
     def placing_count(self) -> int:
-        """How many devices hold tokens (the most owners a key can have)."""
-        return self._n_live
+        """How many devices take pieces (the most owners a key can have)."""
+        return self._n_placing
 
     def owners(self, key: bytes, n: int) -> list[str]:
         """The n disk ids that own ``key``, in piece order (see module docstring)."""
-        if n > self._n_live:
-            raise NotEnoughDisks(f"ring has {self._n_live} disks, {n} owners needed")
+        if n > self._n_placing:
+            raise NotEnoughDisks(f"ring has {self._n_placing} disks, {n} owners needed")
         if n <= 0:
             return []
+        chosen = self._walk(key, n)
+        standby = self._standby
+        if standby and any(i in standby for i in chosen):
+            # substitute standby devices by the next placing ones of the key's walk
+            need = sum(1 for i in chosen if i in standby)
+            m = n + need
+            while True:
+                longer = self._walk(key, m)
+                spares = [i for i in longer[n:] if i not in standby]
+                if len(spares) >= need or m >= self._n_live:
+                    break
+                m = min(self._n_live, m + need - len(spares))
+            it = iter(spares)
+            chosen = [next(it) if i in standby else i for i in chosen]
+        return [self._data.devices[i].id for i in chosen]
+
+    def _walk(self, key: bytes, n: int) -> list[int]:
+        """Device indexes of the first n owners of ``key``, standby devices included."""
         tokens, devs, sites, hosts = self._tokens, self._devs, self._sites, self._hosts
         size = len(tokens)
         chosen: list[int] = []
@@ -325,7 +348,7 @@ class Ring:
             site_use[sites[dev]] = site_use.get(sites[dev], 0) + 1
             host_use[hosts[dev]] = host_use.get(hosts[dev], 0) + 1
             site_taken[sites[dev]] = site_taken.get(sites[dev], 0) + 1
-        return [self._data.devices[i].id for i in chosen]
+        return chosen
 
     def _best_score(
         self, site_use: dict[str, int], host_use: dict[tuple[str, str], int], site_taken: dict[str, int]

@@ -59,6 +59,7 @@ from .ring import Ring
 from .store import Capacity, ChunkStore
 
 _MAX_DECODE_TRIES = 64
+_SPARES = 8  # disks of a key's walk beyond its owners that take (and are searched for) handoffs
 
 
 class RingStore(ChunkStore):
@@ -204,7 +205,7 @@ class RingStore(ChunkStore):
         """Write the pieces whose owners failed on the next disks of the key's walk (hinted
         handoff): the chunk stays fully protected, reads find the pieces there, and repair
         moves them home. Returns how many found a place."""
-        walk = self.ring.owners(ref.key, self.ring.placing_count)[policy.width:]
+        walk = self.ring.owners(ref.key, min(self.ring.placing_count, policy.width + _SPARES))[policy.width:]
         spares = [d for d in walk if d in set(self.available_disks())]
         placed = 0
         for i in failed:
@@ -256,7 +257,8 @@ class RingStore(ChunkStore):
         """Available non-owners, the next disks of the key's walk first (where handed-off
         pieces are written), then the rest."""
         others = self._other_disks(owners)
-        walk = [d for d in self.ring.owners(key, self.ring.placing_count) if d in others]
+        walk = [d for d in self.ring.owners(key, min(self.ring.placing_count, len(owners) + _SPARES))
+                if d in others]
         return walk + [d for d in others if d not in walk]
 
     def _get_replicated(self, ref: ChunkRef, policy: ReplicationPolicy) -> bytes:

@@ -357,3 +357,25 @@ def test_draining_moves_only_the_drained_arcs():
     kept = {(t, after.ring.devices[i].id) for t, i in after.ring.vnode2dev}
     assert kept == {(t, before.ring.devices[i].id) for t, i in before.ring.vnode2dev
                     if before.ring.devices[i].id != "n3.d0"}
+
+
+def test_a_down_node_moves_exactly_its_own_slots_and_they_come_back():
+    keys = random_keys(5000)
+    before = make_map(nodes=6, disks=2)
+    down = before.set_node_state("n2", "down")
+    assert down.ring.vnode2dev == before.ring.vnode2dev  # tokens kept: standby, not removed
+    assert "n2.d0" not in down.placing_disks() and "n2.d0" in down.member_disks()
+    r1, r2 = before.ring_view(), down.ring_view()
+    changed = total = 0
+    for k in keys:
+        a, b = r1.owners(k, 6), r2.owners(k, 6)
+        assert not any(d.startswith("n2.") for d in b)
+        for x, y in zip(a, b):
+            total += 1
+            if x != y:
+                changed += 1
+                assert x.startswith("n2.")  # only the down node's positions moved
+    print(f"\nn2 down: {changed / total:.3f} of the slots moved (its share is {1 / 6:.3f})")
+    back = down.set_node_state("n2", "up").ring_view()
+    assert all(back.owners(k, 6) == r1.owners(k, 6) for k in keys[:1000])
+    assert r2.placing_count == 10
