@@ -155,20 +155,25 @@ class Healer:
             log.warning("map epoch %d not taken by %s", new.epoch, failed)
         return True
 
-    def needs_sweep(self) -> bool:
-        """When the scrub is due; on a networked RING also after a map change, and when chunks
-        are noted degraded and every node answers (while a node is unreachable a sweep could
-        not complete: wait for it to return or go down)."""
+    def needs_sweep(self) -> str | None:
+        """Why a sweep is due, or None: ``scrub`` (the schedule), on a networked RING also
+        ``map`` (the map changed: rebuild, rebalance, drain) and ``degraded`` (chunks noted
+        degraded and every node answers: while a node is unreachable a sweep could not
+        complete, so wait for it to return or go down)."""
         if time.time() - self._last_full >= self.scrub_interval_s:
-            return True
+            return "scrub"
         if not isinstance(self.ring, NetRing):
-            return False
+            return None
         if self.ring.cmap.epoch != self._swept_epoch:
-            return True
-        return not self.ring.suspects() and any(True for _ in self.ring.repair_log.entries())
+            return "map"
+        if not self.ring.suspects() and any(True for _ in self.ring.repair_log.entries()):
+            return "degraded"
+        return None
 
-    def sweep(self, progress: Callable[[int, int], None] | None = None) -> RepairReport:
-        """One repair sweep for the current map, tracked in :attr:`status` (one at a time)."""
+    def sweep(self, progress: Callable[[int, int], None] | None = None,
+              verify: bool = True) -> RepairReport:
+        """One repair sweep for the current map, tracked in :attr:`status` (one at a time).
+        ``verify=False``: a rebuild trusting the disk indexes (see :func:`repair`)."""
         with self._lock:
             epoch = self._epoch()
             st = self.status
@@ -182,7 +187,7 @@ class Healer:
 
             try:
                 report = repair(self.ring, progress=track,
-                                max_bytes_per_s=self.max_bytes_per_s)
+                                max_bytes_per_s=self.max_bytes_per_s, verify=verify)
             finally:
                 st.state, st.finished = "idle", time.time()
                 st.sweeps += 1
@@ -191,9 +196,11 @@ class Healer:
                               "pieces_removed": report.pieces_removed,
                               "unrecoverable": len(report.unrecoverable),
                               "errors": len(report.errors),
-                              "seconds": st.finished - st.started}
+                              "seconds": st.finished - st.started,
+                              "verified": verify}
             self._swept_epoch = epoch  # degraded leftovers are retried via the repair log
-            self._last_full = st.finished
+            if verify:
+                self._last_full = st.finished
             self._save_state()
             log.info("repair sweep for map epoch %d: %s", epoch, st.last_report)
             return report
@@ -204,5 +211,6 @@ class Healer:
             self.update_map()
         except ChunkStoreError as e:
             log.warning("cannot update the cluster map: %s", e)
-        if self.needs_sweep():
-            self.sweep()
+        why = self.needs_sweep()
+        if why is not None:
+            self.sweep(verify=why != "map")

@@ -19,6 +19,7 @@ from typing import Callable
 from .clustermap import ClusterMap, MapError
 from .diskstore import DiskStore
 from .errors import ChunkStoreError, ClusterMismatch
+from .netring import offer_map
 from .remote import RemoteDisk
 from .ring import DEFAULT_VNODES
 from .stores import MAP_FILE
@@ -122,19 +123,12 @@ def publish(data_dir: str | os.PathLike, cmap: ClusterMap, timeout: float = 3.0
     """Offer ``cmap`` to every node it lists (except ``out`` ones); node id -> why it did not
     take it."""
     secret = load_secret(os.path.join(os.fspath(data_dir), SECRET_FILE))
-    doc = cmap.to_json().encode()
-    failed: dict[str, str] = {}
-    for node in cmap.nodes:
-        if node.state == "out":
-            continue
-        try:
-            with _node_handle(cmap, node.id, secret, timeout) as rd:
-                epoch = rd.put_map(doc)
-            if epoch < cmap.epoch:
-                failed[node.id] = f"kept epoch {epoch}"
-        except ChunkStoreError as e:
-            failed[node.id] = str(e)
-    return failed
+
+    def put(node_id: str, doc: bytes) -> int:
+        with _node_handle(cmap, node_id, secret, timeout) as rd:
+            return rd.put_map(doc)
+
+    return offer_map(cmap, put)
 
 
 def change_map(data_dir: str | os.PathLike, change: Callable[[ClusterMap], ClusterMap],

@@ -32,7 +32,7 @@ import logging
 import os
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 from .cluster import ClusterLock
 from .clustermap import ClusterMap
@@ -51,6 +51,23 @@ REPAIR_LOG_DIR = "repairlog"
 def _split(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     return host.strip("[]"), int(port)
+
+
+def offer_map(cmap: ClusterMap, put: Callable[[str, bytes], int]) -> dict[str, str]:
+    """Offer ``cmap`` to every node it lists but ``out`` ones, with ``put(node id, document)
+    -> the node's epoch after``; node id -> why it did not take it."""
+    doc = cmap.to_json().encode()
+    failed: dict[str, str] = {}
+    for node in cmap.nodes:
+        if node.state == "out":
+            continue
+        try:
+            epoch = put(node.id, doc)
+            if epoch < cmap.epoch:
+                failed[node.id] = f"kept epoch {epoch}"
+        except ChunkStoreError as e:
+            failed[node.id] = str(e)
+    return failed
 
 
 class NetRing(RingStore):
@@ -154,18 +171,7 @@ class NetRing(RingStore):
         that did not take it (unreachable ones get it from the next heartbeat)."""
         if cmap.epoch > self.cmap.epoch:
             self.adopt(cmap)
-        doc = cmap.to_json().encode()
-        failed: dict[str, str] = {}
-        for node in cmap.nodes:
-            if node.state == "out":
-                continue
-            try:
-                epoch = self._pinger(node.id).put_map(doc)
-                if epoch < cmap.epoch:
-                    failed[node.id] = f"kept epoch {epoch}"
-            except ChunkStoreError as e:
-                failed[node.id] = str(e)
-        return failed
+        return offer_map(cmap, lambda node_id, doc: self._pinger(node_id).put_map(doc))
 
     def refresh_map(self, from_disk: str | None = None) -> bool:
         """Fetch a newer map from a node (the one serving ``from_disk``, else any)."""

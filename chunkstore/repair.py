@@ -151,8 +151,9 @@ def health(ring: RingStore, verify: bool = False) -> HealthReport:
 
 
 class _Sweep:
-    def __init__(self, ring: RingStore) -> None:
+    def __init__(self, ring: RingStore, verify: bool = True) -> None:
         self.ring = ring
+        self.verify = verify
         self.read_bytes = 0
         self.rebuilt = 0
         self.removed = 0
@@ -189,13 +190,19 @@ class _Sweep:
         policy = ref.policy.policy()
         expected = _expected(self.ring, policy, ref.key)
         good: dict[tuple[str, int], bytes] = {}
+        held: set[tuple[str, int]] = set()  # expected pieces that are there (and verify)
         bad: list[tuple[str, int]] = []
         for disk_id, idx in expected:
-            data = self._read(disk_id, ref, idx) if idx in c.where.get(disk_id, ()) else None
+            present = idx in c.where.get(disk_id, ())
+            if present and not self.verify:
+                held.add((disk_id, idx))  # a rebuild sweep trusts the index: no read
+                continue
+            data = self._read(disk_id, ref, idx) if present else None
             if data is None:
                 bad.append((disk_id, idx))
             else:
                 good[(disk_id, idx)] = data
+                held.add((disk_id, idx))
         if bad:
             payload = self._payload(c, policy, good)
             if payload is None:
@@ -215,7 +222,8 @@ class _Sweep:
                 self.rebuilt += 1
                 self.bytes += len(piece)
                 good[(disk_id, idx)] = piece
-        if len(good) < policy.width:
+                held.add((disk_id, idx))
+        if len(held) < policy.width:
             self.ring.repair_log.note(ref, NEEDS_REPAIR)
             return
         # every owner holds a verified piece: drop misplaced / extra ones
@@ -244,7 +252,7 @@ class _Sweep:
         if len(frags) < policy.k:
             for disk_id, idxs in c.where.items():  # misplaced fragments count too
                 for idx in idxs:
-                    if idx < policy.width and idx not in frags:
+                    if idx < policy.width and idx not in frags and len(frags) < policy.k:
                         data = self._read(disk_id, ref, idx)
                         if data is not None:
                             frags[idx] = data
@@ -278,16 +286,18 @@ class _Throttle:
 
 
 def repair(ring: RingStore, progress: Progress | None = None,
-           max_bytes_per_s: float | None = None) -> RepairReport:
-    """Make every chunk fully protected again (see module docstring). Every piece an owner
-    should hold is read and verified, so a sweep is also a scrub. ``max_bytes_per_s`` caps
-    the sweep's traffic (pieces read plus written), to spare client I/O."""
+           max_bytes_per_s: float | None = None, verify: bool = True) -> RepairReport:
+    """Make every chunk fully protected again (see module docstring). With ``verify`` every
+    piece an owner should hold is read and verified, so the sweep is also a scrub; without,
+    pieces the disk indexes list are trusted and only the chunks missing pieces are read (a
+    rebuild after a map change: several times less traffic). ``max_bytes_per_s`` caps the
+    sweep's traffic (pieces read plus written), to spare client I/O."""
     revived = []
     for disk_id in sorted(ring.unavailable_disks()):
         if ring.revive_disk(disk_id):
             revived.append(disk_id)
     chunks, _ = _collect(ring)
-    sweep = _Sweep(ring)
+    sweep = _Sweep(ring, verify)
     errors: list[str] = []
     total = len(chunks)
     throttle = _Throttle(max_bytes_per_s)

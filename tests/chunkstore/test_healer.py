@@ -44,3 +44,20 @@ def test_paced_sweep_reports_the_same(cluster_dir, protection):
         paced = repair(ring, max_bytes_per_s=50 << 20)
         assert fast.chunks_checked == paced.chunks_checked == len(refs)
         assert paced.pieces_rebuilt == paced.pieces_removed == 0
+
+
+def test_a_rebuild_sweep_trusting_the_indexes_restores_the_same(cluster_dir, protection):
+    import shutil
+
+    payloads = [os.urandom(n) for n in (10, 70_000, 400_000, 3_000_000)]
+    with LocalRing.open(cluster_dir) as ring:
+        refs = [ring.put(p, protection) for p in payloads]
+    shutil.rmtree(cluster_dir / "disks" / "d1")
+    with LocalRing.open(cluster_dir) as ring:
+        quick = repair(ring, verify=False)
+        assert quick.pieces_rebuilt > 0 and quick.unrecoverable == () and not quick.errors
+        h = health(ring, verify=True)
+        assert (h.protected, h.degraded) == (len(refs), 0)
+        assert repair(ring).pieces_rebuilt == 0  # a verifying sweep finds nothing left
+        for ref, p in zip(refs, payloads):
+            assert ring.get(ref) == p
