@@ -126,10 +126,12 @@ def _write_atomic(path: str, text: str) -> None:
 
 
 class ClusterLock:
-    """Exclusive flock on DATA_DIR/cluster.lock with the holder's pid written in it."""
+    """Exclusive flock on DATA_DIR/cluster.lock (or DATA_DIR/``name``) with the holder's pid
+    written in it."""
 
-    def __init__(self, data_dir: str | os.PathLike) -> None:
-        self.path = os.path.join(os.fspath(data_dir), LOCK_FILE)
+    def __init__(self, data_dir: str | os.PathLike, name: str = LOCK_FILE) -> None:
+        self.path = os.path.join(os.fspath(data_dir), name)
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -24,12 +24,15 @@ The sweep is idempotent. The epoch last swept and the time of the last full swee
 ``healer.json`` in the client's state directory, so after a restart an interrupted rebuild or
 rebalance is swept again (resumable) and the scrub schedule goes on. Progress (chunks done,
 total, bytes rebuilt, rate, ETA) is kept in :attr:`Healer.status` for ``sofsctl status``.
-Two healers on one cluster are safe but wasteful: a map change two of them make at the same
+Mounts sharing a client data directory run one healer between them: each step first takes
+``run/healer.lock`` (flock, without waiting); the others stand by until it is free.
+Two healers on one cluster (from different data directories) are safe but wasteful: a map change two of them make at the same
 epoch is refused by the nodes for the second (ClusterMismatch), which then re-reads the map.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -92,6 +95,7 @@ class Healer:
         self.max_bytes_per_s = max_bytes_per_s
         self.status = RebuildStatus()
         self._kept_up: set[str] = set()  # nodes that could not be marked down (logged once)
+        self._active_fd: int | None = None  # held flock on run/healer.lock
         self._lock = threading.Lock()
         self._state_path = os.path.join(ring.data_dir, STATE_FILE)
         state = self._load_state()
@@ -205,8 +209,37 @@ class Healer:
             log.info("repair sweep for map epoch %d: %s", epoch, st.last_report)
             return report
 
+    def active(self) -> bool:
+        """Whether this healer is the data directory's active one (takes the lock if free)."""
+        if self._active_fd is not None:
+            return True
+        path = os.path.join(self.ring.data_dir, "run", "healer.lock")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._active_fd = fd
+        return True
+
+    def close(self) -> None:
+        if self._active_fd is not None:
+            os.close(self._active_fd)
+            self._active_fd = None
+
     def step(self) -> None:
-        """One round: settle the map, then sweep if the map moved or chunks are degraded."""
+        """One round: settle the map, then sweep if the map moved or chunks are degraded
+        (only the data directory's active healer acts)."""
+        if not self.active():
+            self.status.state = "standby"
+            return
+        if self.status.state == "standby":
+            self.status.state = "idle"
+            state = self._load_state()  # the previous active healer's progress
+            self._swept_epoch = int(state.get("swept_epoch", self._swept_epoch))
+            self._last_full = float(state.get("last_full_sweep", self._last_full))
         try:
             self.update_map()
         except ChunkStoreError as e:

@@ -11,6 +11,11 @@ Client state directory (``state_dir``)::
     cluster.secret    the cluster secret (mode 0600), shared by every node and client
     repairlog/        chunks this client saw degraded (read by ``repair``)
 
+Several clients may share one state directory (a mount per volume, sofsctl): each opens it
+under an *instance* name, and then keeps its own lock (``run/net-<instance>.lock``) and repair
+log (``repairlog-<instance>/``); without one, the directory is held whole (``cluster.lock``,
+``repairlog/``).
+
 Failure detection: a heartbeat thread PINGs every member node each ``heartbeat_s`` seconds
 (answer within ``ping_timeout_s``). A node that does not answer, or a disk that fails a
 request, is *suspect* at once: its disks leave the available set, so reads go to the others
@@ -75,8 +80,9 @@ class NetRing(RingStore):
 
     def __init__(self, cmap: ClusterMap, secret: bytes, state_dir: str | os.PathLike, *,
                  workers: int | None = None, timeout: float = 10.0, heartbeat_s: float = 1.0,
-                 ping_timeout_s: float = 2.0) -> None:
+                 ping_timeout_s: float = 2.0, instance: str | None = None) -> None:
         self.state_dir = os.fspath(state_dir)
+        self.instance = instance
         self._secret = secret
         self.timeout = timeout
         self.heartbeat_s = heartbeat_s
@@ -84,7 +90,8 @@ class NetRing(RingStore):
         self._init_disks()
         # one process at a time serves this state directory (its repair log); sofsctl asks
         # that process (the mount) instead, as with a LocalRing
-        self._lock = ClusterLock(self.state_dir)
+        self._lock = ClusterLock(self.state_dir, f"run/net-{instance}.lock") if instance \
+            else ClusterLock(self.state_dir)
         self._map_lock = threading.RLock()
         self._remote: dict[str, RemoteDisk] = {}
         self._pingers: dict[str, RemoteDisk] = {}  # node id -> short-timeout handle for PING
@@ -93,7 +100,8 @@ class NetRing(RingStore):
         self.ring = cmap.ring_view()
         try:
             self._apply_map(cmap)
-            self.repair_log = RepairLog(os.path.join(self.data_dir, REPAIR_LOG_DIR))
+            self.repair_log = RepairLog(os.path.join(
+                self.data_dir, f"{REPAIR_LOG_DIR}-{instance}" if instance else REPAIR_LOG_DIR))
         except BaseException:
             for rd in self._remote.values():
                 rd.close()

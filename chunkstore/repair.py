@@ -26,7 +26,10 @@ arc will replace it for large disks).
 
 from __future__ import annotations
 
+import itertools
+import threading
 import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -37,6 +40,7 @@ from .policy import REPLICA_INDEX, ECPolicy, Policy, ReplicationPolicy
 from .repairlog import DELETED, NEEDS_REPAIR
 
 Progress = Callable[[int, int], None]
+SWEEP_THREADS = 4  # chunks repaired at once
 
 
 @dataclass(frozen=True)
@@ -154,6 +158,7 @@ class _Sweep:
     def __init__(self, ring: RingStore, verify: bool = True) -> None:
         self.ring = ring
         self.verify = verify
+        self.counts = threading.Lock()  # chunks are swept by several threads
         self.read_bytes = 0
         self.rebuilt = 0
         self.removed = 0
@@ -169,14 +174,16 @@ class _Sweep:
         except DiskUnavailable as e:
             self.ring.mark_down(disk_id, str(e))
             return None
-        self.read_bytes += len(data)
+        with self.counts:
+            self.read_bytes += len(data)
         if idx == REPLICA_INDEX and not ref.verify(data):
             return None
         return data
 
     def _remove(self, disk_id: str, key: bytes, idx: int) -> None:
         self.ring.disk(disk_id).delete(key, idx)
-        self.removed += 1
+        with self.counts:
+            self.removed += 1
 
     def deleted(self, c: _Chunk) -> None:
         for disk_id, idxs in c.where.items():
@@ -206,7 +213,8 @@ class _Sweep:
         if bad:
             payload = self._payload(c, policy, good)
             if payload is None:
-                self.unrecoverable.append(ref.key)
+                with self.counts:
+                    self.unrecoverable.append(ref.key)
                 self.ring.repair_log.note(ref, NEEDS_REPAIR)
                 return
             pieces = policy.encode(payload)
@@ -219,8 +227,9 @@ class _Sweep:
                 if ds.has(ref.key, idx):
                     ds.delete(ref.key, idx)  # a bad piece: tombstone it, then write a good one
                 ds.put(ref.key, idx, ref.policy, ref.size, piece)
-                self.rebuilt += 1
-                self.bytes += len(piece)
+                with self.counts:
+                    self.rebuilt += 1
+                    self.bytes += len(piece)
                 good[(disk_id, idx)] = piece
                 held.add((disk_id, idx))
         if len(held) < policy.width:
@@ -301,8 +310,8 @@ def repair(ring: RingStore, progress: Progress | None = None,
     errors: list[str] = []
     total = len(chunks)
     throttle = _Throttle(max_bytes_per_s)
-    for n, ck in enumerate(sorted(chunks), 1):
-        c = chunks[ck]
+
+    def one(c: _Chunk) -> None:
         try:
             entry = ring.repair_log.get(c.ref.key)
             if entry is not None and entry.kind == DELETED:
@@ -311,9 +320,20 @@ def repair(ring: RingStore, progress: Progress | None = None,
                 sweep.chunk(c)
         except Exception as e:  # one bad chunk never stops the sweep
             errors.append(f"{c.ref.hex}: {type(e).__name__}: {e}")
-        if progress is not None:
-            progress(n, total)
-        throttle.pace(sweep.read_bytes + sweep.bytes)
+
+    # a few chunks at a time: their piece reads and writes overlap (disks, network, codec)
+    todo = iter(sorted(chunks))
+    done = 0
+    with ThreadPoolExecutor(SWEEP_THREADS, thread_name_prefix="repair") as pool:
+        running = {pool.submit(one, chunks[ck]) for ck in itertools.islice(todo, SWEEP_THREADS * 2)}
+        while running:
+            finished, running = wait(running, return_when=FIRST_COMPLETED)
+            done += len(finished)
+            for ck in itertools.islice(todo, len(finished)):
+                running.add(pool.submit(one, chunks[ck]))
+            if progress is not None:
+                progress(done, total)
+            throttle.pace(sweep.read_bytes + sweep.bytes)
     return RepairReport(
         chunks_checked=total,
         pieces_rebuilt=sweep.rebuilt,

@@ -22,13 +22,14 @@ def is_networked(data_dir: str | os.PathLike) -> bool:
     return os.path.exists(os.path.join(os.fspath(data_dir), MAP_FILE))
 
 
-def open_ring(data_dir: str | os.PathLike, **kw: Any) -> RingStore:
+def open_ring(data_dir: str | os.PathLike, instance: str | None = None, **kw: Any) -> RingStore:
     """The RING of ``data_dir`` (ClusterInUse if another process serves it, ClusterNotFound
-    if there is none)."""
+    if there is none). ``instance`` names this client among several sharing a networked data
+    directory (a volume's mount; an embedded ring is always held whole)."""
     if is_networked(data_dir):
         from .netring import NetRing
 
-        return NetRing.open(data_dir, **kw)
+        return NetRing.open(data_dir, instance=instance, **kw)
     if not os.path.exists(os.path.join(os.fspath(data_dir), CLUSTER_FILE)):
         raise ClusterNotFound(f"{os.fspath(data_dir)}: no cluster here (neither {CLUSTER_FILE} "
                               f"nor {MAP_FILE}); run: sofsctl cluster init")

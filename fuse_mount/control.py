@@ -156,14 +156,15 @@ def unmount(data_dir: Path, mountpoint: str, *, timeout: float = 120.0) -> str:
     return f"unmounted {real}"
 
 
-def call(data_dir: Path, op: str, progress=None, timeout: float | None = None) -> dict:
+def call(data_dir: Path, op: str, progress=None, timeout: float | None = None,
+         volume: str | None = None) -> dict:
     """Run admin ``op`` in the mount process that serves the RING; returns its result.
 
     ``progress(done, total)`` is called as the job reports (with ``phase=name`` too when
     the job names its phases). Raises MountError when no mount
     process answers or the job failed.
     """
-    path = socket_path(data_dir)
+    path = socket_path(data_dir, volume)
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:

@@ -36,7 +36,11 @@ PROGRESS_INTERVAL_S = 0.5
 Operation = Callable[[Callable[[int, int], None]], Any]
 
 
-def socket_path(data_dir: Path) -> Path:
+def socket_path(data_dir: Path, volume: str | None = None) -> Path:
+    """The admin socket of the process holding the embedded RING, or (``volume``) of that
+    volume's mount on a networked data directory."""
+    if volume is not None:
+        return Path(data_dir) / "run" / f"mount-{volume}.sock"
     return Path(data_dir) / "run" / "ring.sock"
 
 

@@ -24,7 +24,7 @@ import pyfuse3
 import trio
 
 from chunkstore.ringstore import RingStore
-from chunkstore.stores import open_ring
+from chunkstore.stores import is_networked, open_ring
 from chunkstore.healer import DEFAULT_DOWN_AFTER_S, DEFAULT_SCRUB_INTERVAL_S, Healer
 from chunkstore.netring import NetRing
 from chunkstore.repair import health, repair
@@ -177,7 +177,8 @@ def run_mount(data_dir: Path, volume: str, mountpoint: str, *, ready_fd: int | N
     mountpoint = os.path.realpath(mountpoint)
     tune_malloc()
     with contextlib.ExitStack() as stack:
-        ring = open_ring(data_dir)
+        networked = is_networked(data_dir)
+        ring = open_ring(data_dir, instance=volume if networked else None)
         stack.callback(ring.close)
         # default_permissions: the kernel checks permissions before every request
         fs = Filesystem.open_volume(data_dir, volume, ring, gc_grace_s=gc_grace_s,
@@ -186,6 +187,7 @@ def run_mount(data_dir: Path, volume: str, mountpoint: str, *, ready_fd: int | N
         healer = Healer(ring, down_after_s=down_after_s, scrub_interval_s=scrub_interval_s,
                         max_bytes_per_s=rebuild_rate * 2**20 if rebuild_rate else None,
                         min_placing=fs.protection.max_width())
+        stack.callback(healer.close)
         ops = SofsOperations(fs)
         pyfuse3.init(ops, mountpoint, mount_options(volume))
         unmount = [True]
@@ -195,7 +197,8 @@ def run_mount(data_dir: Path, volume: str, mountpoint: str, *, ready_fd: int | N
         runstate.write(data_dir, state)
         stack.callback(runstate.remove, data_dir, state)
         log.info("volume %s mounted at %s (pid %d)", volume, mountpoint, os.getpid())
-        control = (ctlserver.socket_path(data_dir), admin_ops(ring, fs, healer))
+        control = (ctlserver.socket_path(data_dir, volume if networked else None),
+                   admin_ops(ring, fs, healer))
         trio.run(_serve, fs, ring, mountpoint, ready_fd, control, gc_interval_s, healer)
         log.info("FUSE session ended; flushing and closing")
 

@@ -179,11 +179,18 @@ def mount(home: Path, name: str, mountpoint: str, foreground: bool,
           scrub_interval: float | None, rebuild_rate: float | None) -> None:
     """Mount volume NAME at MOUNTPOINT (in the background unless --foreground)."""
     busy = [st for st in runstate.all_states(home) if st.alive]
+    if not is_networked(home):
+        busy = busy[:1]
+    else:  # each mount of a networked data directory has its own client state
+        busy = [st for st in busy if st.volume == name]
     if busy:
         st = busy[0]
-        raise Failure(f"volume {st.volume} is mounted at {st.mountpoint} (pid {st.pid}); in "
-                      "this release one process serves the embedded ring, so one volume of a "
-                      f"data directory is mounted at a time: sofsctl umount {st.mountpoint}")
+        if st.volume == name:
+            raise Failure(f"volume {name} is already mounted at {st.mountpoint} (pid {st.pid})")
+        raise Failure(f"volume {st.volume} is mounted at {st.mountpoint} (pid {st.pid}); the "
+                      "embedded ring is served by one process, so one volume of this data "
+                      f"directory is mounted at a time: sofsctl umount {st.mountpoint} (a "
+                      "networked cluster has no such limit)")
     maintenance = []
     if scrub_interval is not None:
         maintenance += ["--scrub-interval", str(scrub_interval)]
@@ -240,8 +247,10 @@ def _ring_job(home: Path, op: str, run_local, label: str | None = None) -> dict:
 
     try:
         try:
-            ring = open_ring(home)
-        except cerr.ClusterInUse:
+            ring = open_ring(home, instance="sofsctl")
+        except cerr.ClusterInUse as e:
+            if is_networked(home):
+                raise fail(f"another sofsctl job holds this data directory: {e}")
             try:  # a mount process serves the RING: it runs the job for us
                 return control.call(home, op, progress)
             except control.MountError as e:
@@ -361,7 +370,8 @@ def fsck(home: Path, name: str, repair: bool) -> None:
                        "checkpoint of its metadata", err=True)
             try:
                 report = _report_from_json(control.call(
-                    home, "fsck", lambda done, total, phase="": bars(phase, done, total)))
+                    home, "fsck", lambda done, total, phase="": bars(phase, done, total),
+                    volume=name if is_networked(home) else None))
             except control.MountError as e:
                 raise fail(e)
     finally:

@@ -16,7 +16,7 @@ from chunkstore import mapadmin
 from chunkstore.clustermap import ClusterMap
 from chunkstore.policy import parse_policy
 from chunkstore.ring import DEFAULT_VNODES
-from fuse_mount import control
+from fuse_mount import control, runstate
 
 from .common import Failure, fail, pass_home, table
 
@@ -213,11 +213,19 @@ def disk_out(home: Path, disk_id: str) -> None:
 
 
 def show_cluster(home: Path) -> None:
-    """The networked part of ``sofsctl status``: nodes, and the rebuild if a mount runs one."""
-    try:
-        info = control.call(home, "cluster")
-    except control.MountError:
-        info = None
+    """The networked part of ``sofsctl status``: nodes, and the rebuild as the active healer
+    (one of the mounts of this data directory) sees them."""
+    info = None
+    for st in runstate.all_states(home):
+        if not st.alive:
+            continue
+        try:
+            candidate = control.call(home, "cluster", volume=st.volume, timeout=30)
+        except control.MountError:
+            continue
+        info = candidate
+        if candidate["rebuild"]["state"] != "standby":
+            break
     if info is None:
         click.echo("no mount process serves this data directory: node states from here")
         print_nodes(home)

@@ -74,11 +74,11 @@ class NetSofsMount:
     def rebuild(self) -> dict:
         """Kill n4, wait for the healer's sweep of the new map; its report."""
         assert self.cluster is not None and self.data_dir is not None
-        before = control.call(self.data_dir, "cluster")["rebuild"]["sweeps"]
+        before = control.call(self.data_dir, "cluster", volume="bench")["rebuild"]["sweeps"]
         self.cluster.nodes["n4"].kill()
         deadline = time.monotonic() + 1800
         while time.monotonic() < deadline:
-            info = control.call(self.data_dir, "cluster")
+            info = control.call(self.data_dir, "cluster", volume="bench")
             down = any(n["id"] == "n4" and n["state"] == "down" for n in info["nodes"])
             rb = info["rebuild"]
             if down and rb["state"] == "idle" and rb["epoch"] == info["epoch"] and \

@@ -23,6 +23,11 @@ def test_scheduled_scrub_repairs_corruption_and_the_schedule_survives_a_restart(
         healer.step()  # a fresh healer starts the schedule now: nothing is due
         assert healer.status.sweeps == 0
         assert health(ring, verify=True).degraded == 1
+        second = Healer(ring, scrub_interval_s=0)  # another mount's: the first one acts
+        second.step()
+        assert second.status.state == "standby" and second.status.sweeps == 0
+        second.close()
+        healer.close()
     state = json.loads((cluster_dir / STATE_FILE).read_text())
     state["last_full_sweep"] -= 3601  # an hour later (the mount was restarted meanwhile)
     (cluster_dir / STATE_FILE).write_text(json.dumps(state))
@@ -35,6 +40,7 @@ def test_scheduled_scrub_repairs_corruption_and_the_schedule_survives_a_restart(
         healer.step()  # not due again
         assert healer.status.sweeps == 1
         assert ring.get(ref) == data
+        healer.close()
 
 
 def test_paced_sweep_reports_the_same(cluster_dir, protection):

@@ -60,7 +60,7 @@ class NetMount:
         self.pid = json.loads((self.data / "run" / "mounts" / "vol.json").read_text())["pid"]
 
     def call(self, op: str) -> dict:
-        return control.call(self.data, op, timeout=600)
+        return control.call(self.data, op, timeout=600, volume="vol")
 
     def cleanup(self) -> None:
         subprocess.run([sys.executable, "-m", "sofsctl", "--data-dir", str(self.data), "umount",
