@@ -186,7 +186,8 @@ def mount(home: Path, name: str, mountpoint: str, foreground: bool,
     if busy:
         st = busy[0]
         if st.volume == name:
-            raise Failure(f"volume {name} is already mounted at {st.mountpoint} (pid {st.pid})")
+            raise Failure(f"volume {name} is already mounted at {st.mountpoint} (pid {st.pid}); "
+                          f"to mount it elsewhere: sofsctl umount {st.mountpoint}")
         raise Failure(f"volume {st.volume} is mounted at {st.mountpoint} (pid {st.pid}); the "
                       "embedded ring is served by one process, so one volume of this data "
                       f"directory is mounted at a time: sofsctl umount {st.mountpoint} (a "
