@@ -14,6 +14,8 @@ from pathlib import Path
 import click
 
 from chunkstore import errors as cerr
+from exporters.errors import ExportError
+from exporters.registry import stop_exports
 from chunkstore.cluster import init_local_cluster, load_config
 from chunkstore.mapadmin import load_map
 from chunkstore.policy import parse_policy
@@ -27,6 +29,7 @@ from sofs.fsck import FsckReport, Problem, check_volume
 from sofs.volume import create_volume, list_volume_names, load_volume, protection_for
 
 from .common import Failure, default_data_dir, fail, human, parse_size, pass_home, table
+from .exports import export
 from .nodes import cluster_create, disk, node, show_cluster
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -225,7 +228,16 @@ def mount(home: Path, name: str, mountpoint: str, foreground: bool,
               help="Seconds to wait for the mount process to flush and exit.")
 @pass_home
 def umount(home: Path, mountpoint: str, timeout: float) -> None:
-    """Unmount MOUNTPOINT cleanly (flushing everything), or clear a dead mount."""
+    """Unmount MOUNTPOINT cleanly (flushing everything), or clear a dead mount.
+
+    NFS and SMB exports of the volume are stopped first."""
+    st = runstate.find(home, mountpoint)
+    if st is not None:
+        try:
+            for line in stop_exports(home, st.volume):
+                click.echo(line)
+        except ExportError as e:
+            raise Failure(f"cannot stop the exports of volume {st.volume}: {e}")
     try:
         click.echo(control.unmount(home, mountpoint, timeout=timeout))
     except control.MountError as e:
@@ -444,6 +456,7 @@ def _show_local_disks(home: Path) -> None:
 cluster.add_command(cluster_create)
 cli.add_command(node)
 cli.add_command(disk)
+cli.add_command(export)
 
 
 def main() -> None:

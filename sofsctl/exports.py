@@ -1,0 +1,254 @@
+"""sofsctl ``export`` commands: NFS and SMB exports of mounted volumes.
+
+Thin: parse, call :mod:`exporters.registry`, print. Each export runs under its own supervisor
+(:mod:`exporters.supervisor`), which restarts the service when it crashes and stops it when the
+volume's FUSE mount goes away. The group is added to the CLI with
+``cli.add_command(exports.export)``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+
+from exporters import registry
+from exporters.errors import ExportError
+from exporters.samba import ENCRYPT, PROTOCOLS, SmbUser
+
+from .common import Failure, fail, pass_home, table
+
+
+@click.group()
+def export() -> None:
+    """Export mounted volumes over NFS (PACS) and SMB (Windows workstations).
+
+    \b
+    Each export is served by NFS-Ganesha or Samba re-exporting the volume's FUSE mount,
+    watched by a supervisor that restarts a crashed server and stops the export when the
+    mount goes away (clients then get errors, never the empty mount-point directory).
+    Logs: DATA_DIR/log/export-VOLUME-KIND.log. Stop exports before unmounting.
+
+    \b
+      sofsctl mount pacs /mnt/pacs
+      sofsctl export nfs pacs --clients 10.1.2.0/24 --clients 10.1.9.7:ro
+      sofsctl export smb pacs --user radiology:2001 --password-file /root/smb.pw
+      sofsctl export list
+      sofsctl export stop pacs
+    """
+
+
+def _started(st: registry.ExportStatus, log: Path) -> None:
+    service = registry.SERVICE_NAMES[st.kind]
+    click.echo(f"volume {st.volume} exported over {st.kind.upper()} on {st.bind} port {st.port} "
+               f"(supervisor pid {st.pid}, {service} pid {st.service_pid}); log: {log}")
+
+
+@export.command("nfs")
+@click.argument("volume")
+@click.option("--clients", "clients", multiple=True, required=True, metavar="CIDR[:ro|rw]",
+              help="Clients allowed, as a network or address with its access (rw unless "
+                   "--ro); repeat it or separate with commas. First match wins; anyone else "
+                   "is refused. Required: nobody may connect by default.")
+@click.option("--ro", "read_only", is_flag=True, help="Read-only for every client.")
+@click.option("--port", type=click.IntRange(1, 65535), default=2049, show_default=True,
+              help="NFS TCP port.")
+@click.option("--bind", default="0.0.0.0", show_default=True, metavar="ADDR",
+              help="Address to listen on (an interface's address to serve one network only).")
+@click.option("--no-root-squash", is_flag=True,
+              help="Let client root act as root on the volume [default: root is squashed "
+                   "to nobody (65534)].")
+@click.option("--v3", is_flag=True,
+              help="Also serve NFSv3 (needs rpcbind running; NLM is off: clients mount with "
+                   "nolock) [default: NFSv4.0 and v4.1 only].")
+@click.option("--mount-port", type=click.IntRange(1, 65535), default=None,
+              help="NFSv3 MOUNT port [default: --port + 1].")
+@click.option("--grace", type=click.IntRange(0, 180), default=90, show_default=True,
+              metavar="SECONDS",
+              help="NFSv4 grace period after a (re)start, during which clients reclaim their "
+                   "locks and opens; 0 starts without one (Graceless: for tests).")
+@click.option("--timeout", type=float, default=90.0, show_default=True, hidden=True)
+@pass_home
+def export_nfs(home: Path, volume: str, clients: tuple[str, ...], read_only: bool, port: int,
+               bind: str, no_root_squash: bool, v3: bool, mount_port: int | None, grace: int,
+               timeout: float) -> None:
+    """Export mounted volume VOLUME over NFS (pseudo path /VOLUME).
+
+    File handles stay valid across remounts and server restarts: the filesystem id is
+    derived from the volume's UUID. Clients mount with, e.g.:
+
+    \b
+      mount -t nfs4 -o vers=4.1,port=PORT SERVER:/VOLUME /mnt/VOLUME
+    """
+    if mount_port is not None and not v3:
+        raise click.UsageError("--mount-port is only used with --v3")
+    try:
+        rules = [registry.parse_client(c, read_only)
+                 for arg in clients for c in arg.split(",") if c.strip()]
+        spec = registry.ExportSpec(kind="nfs", volume=volume, options={
+            "clients": rules, "read_only": read_only,
+            "squash": "no_root_squash" if no_root_squash else "root_squash",
+            "port": port, "bind": bind, "v3": v3, "mount_port": mount_port, "grace": grace,
+        })
+        st = registry.create_export(home, spec, timeout=timeout)
+    except ExportError as e:
+        raise fail(e)
+    _started(st, registry.log_path(home, volume, "nfs"))
+
+
+def _read_passwords(names: list[str], password_file: str | None) -> dict[str, str]:
+    if password_file is None:
+        return {n: click.prompt(f"SMB password for {n}", hide_input=True,
+                                confirmation_prompt=True) for n in names}
+    try:
+        text = sys.stdin.read() if password_file == "-" else Path(password_file).read_text()
+    except OSError as e:
+        raise Failure(f"cannot read {password_file}: {e.strerror}") from None
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if len(names) == 1 and len(lines) == 1 and not lines[0].startswith(f"{names[0]}:"):
+        return {names[0]: lines[0]}
+    out = {}
+    for ln in lines:
+        name, sep, pw = ln.partition(":")
+        if sep and name in names:
+            out[name] = pw
+    missing = [n for n in names if n not in out]
+    if missing:
+        raise Failure(f"{password_file}: no NAME:PASSWORD line for {', '.join(missing)}")
+    return out
+
+
+@export.command("smb")
+@click.argument("volume")
+@click.option("--user", "users", multiple=True, required=True, metavar="NAME[:UID]",
+              help="A user allowed to connect (repeat it). Samba acts as the POSIX user NAME; "
+                   "a user that does not exist yet is created with UID (and a group of the "
+                   "same id).")
+@click.option("--password-file", type=click.Path(dir_okay=False, allow_dash=True), default=None,
+              metavar="FILE",
+              help="NAME:PASSWORD lines (a single user's file may hold just the password); "
+                   "'-' reads stdin [default: prompt for each user].")
+@click.option("--ro", "read_only", is_flag=True, help="Read-only share.")
+@click.option("--port", type=click.IntRange(1, 65535), default=445, show_default=True,
+              help="SMB TCP port.")
+@click.option("--bind", default="0.0.0.0", show_default=True, metavar="ADDR",
+              help="Address to listen on (an interface's address to serve one network only).")
+@click.option("--min-protocol", type=click.Choice(PROTOCOLS), default="SMB2_02",
+              show_default=True,
+              help="Oldest protocol accepted (SMB2_02 lets pysmb-based tools in; SMB3 refuses "
+                   "all but SMB3 clients). Signing is always mandatory.")
+@click.option("--encrypt", type=click.Choice(ENCRYPT), default="desired", show_default=True,
+              help="SMB3 encryption: used when the client can (desired), demanded (required: "
+                   "SMB2 clients are refused) or off.")
+@click.option("--timeout", type=float, default=90.0, show_default=True, hidden=True)
+@pass_home
+def export_smb(home: Path, volume: str, users: tuple[str, ...], password_file: str | None,
+               read_only: bool, port: int, bind: str, min_protocol: str, encrypt: str,
+               timeout: float) -> None:
+    """Share mounted volume VOLUME over SMB (share name VOLUME).
+
+    DOS attributes and Windows ACLs are kept in the volume's xattrs; internal names are
+    hidden. Windows: \\\\SERVER\\VOLUME (a port other than 445 needs a client that can
+    choose it).
+    """
+    try:
+        resolved = [registry.resolve_smb_user(u) for u in users]
+        names = [n for n, _, _ in resolved]
+        if len(set(names)) != len(names):
+            raise Failure("a user is given twice")
+        passwords = _read_passwords(names, password_file)
+        smb_users = [SmbUser(n, passwords[n], uid, gid) for n, uid, gid in resolved]
+        spec = registry.ExportSpec(kind="smb", volume=volume, options={
+            "users": [[n, uid, gid] for n, uid, gid in resolved], "read_only": read_only,
+            "port": port, "bind": bind, "min_protocol": min_protocol, "encrypt": encrypt,
+        })
+        st = registry.create_export(home, spec, users=smb_users, timeout=timeout)
+    except ExportError as e:
+        raise fail(e)
+    _started(st, registry.log_path(home, volume, "smb"))
+
+
+@export.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Everything known, as JSON.")
+@pass_home
+def export_list(home: Path, as_json: bool) -> None:
+    """List the exports, their state, supervisor and server pids, restarts and who may connect.
+
+    \b
+    STATE: running, starting, restarting, stopped, failed (could not start or crashed too
+    often), mount-gone (the volume's mount went away: the export was stopped), dead (the
+    supervisor was killed).
+    """
+    exports = registry.list_exports(home)
+    if as_json:
+        click.echo(json.dumps([asdict(e) for e in exports], indent=1))
+        return
+    if not exports:
+        click.echo("no exports")
+        return
+    rows = [("VOLUME", "KIND", "PORT", "STATE", "PID", "SERVER-PID", "RESTARTS",
+             "CLIENTS/USERS")]
+    for e in exports:
+        rows.append((e.volume, e.kind, e.port, e.state, e.pid or "-", e.service_pid or "-",
+                     e.restarts, e.who))
+    table(rows)
+    for e in exports:
+        if e.state in ("failed", "mount-gone", "dead") and e.message:
+            click.echo(f"{e.volume} {e.kind}: {e.message}")
+
+
+def _kinds(kind: str | None) -> tuple[str, ...]:
+    return (kind,) if kind else registry.KINDS
+
+
+@export.command("stop")
+@click.argument("volume")
+@click.option("--kind", type=click.Choice(registry.KINDS), default=None,
+              help="Stop only this export [default: every export of VOLUME].")
+@click.option("--timeout", type=float, default=60.0, show_default=True,
+              help="Seconds to wait for the supervisor to stop its server.")
+@pass_home
+def export_stop(home: Path, volume: str, kind: str | None, timeout: float) -> None:
+    """Stop the exports of VOLUME (their clients get disconnected)."""
+    done = 0
+    try:
+        for k in _kinds(kind):
+            if not (registry.export_dir(home, volume, k) / "spec.json").is_file():
+                continue
+            click.echo(registry.stop_export(home, volume, k, timeout=timeout))
+            done += 1
+    except ExportError as e:
+        raise fail(e)
+    if not done:
+        raise Failure(f"volume {volume} has no {kind + ' ' if kind else ''}export")
+
+
+@export.command("start")
+@click.argument("volume")
+@click.option("--kind", type=click.Choice(registry.KINDS), default=None,
+              help="Start only this export [default: every saved export of VOLUME].")
+@pass_home
+def export_start(home: Path, volume: str, kind: str | None) -> None:
+    """Start saved exports of VOLUME again, as last configured (after a stop or a reboot;
+    SMB passwords are kept)."""
+    done = 0
+    try:
+        for k in _kinds(kind):
+            edir = registry.export_dir(home, volume, k)
+            if not (edir / "spec.json").is_file():
+                continue
+            done += 1
+            if registry.supervisor_pid(edir) is not None:
+                click.echo(f"the {k} export of {volume} is already running")
+                continue
+            st = registry.start_export(home, volume, k)
+            _started(st, registry.log_path(home, volume, k))
+    except ExportError as e:
+        raise fail(e)
+    if not done:
+        raise Failure(f"volume {volume} has no saved {kind + ' ' if kind else ''}export; "
+                      "create one with sofsctl export nfs|smb")
+
