@@ -58,7 +58,7 @@ from .samba import (
     samba_service,
     write_samba_config,
 )
-from .service import Service, _proc_info, _running, tcp_port_answers
+from .service import Service, _cmdline, _proc_info, _running, tcp_port_answers
 from .validate import check_volume_name
 
 KINDS = ("nfs", "smb")
@@ -162,14 +162,6 @@ def write_state(edir: Path, state: dict) -> None:
 def process_start_time(pid: int) -> int | None:
     info = _proc_info(pid)
     return info.starttime if _running(info) else None
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode("utf-8", "replace")
-    except OSError:
-        return ""
 
 
 def supervisor_pid(edir: Path, state: dict | None = None) -> int | None:
