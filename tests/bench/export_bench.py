@@ -9,6 +9,8 @@ measured on each path back to back:
   write   one large file in 1 MiB writes (closed; the FUSE path also fsyncs)      [MiB/s]
   read    the same file after dropping the page cache                            [MiB/s]
   create  N files of 512 KiB (a CT series), create + write + close               [files/s]
+  list    that folder with sizes and times, after dropping caches (what Windows
+          Explorer does when a study folder is opened)                           [ms]
 
 Read the ratios (path / FUSE) from one run; the clients are userspace Python libraries, so a
 path's figure is the client's speed as much as the server's.
@@ -75,6 +77,9 @@ class FusePath:
     def mkdir(self, rel: str) -> None:
         os.mkdir(self.mnt / rel)
 
+    def listing(self, rel: str) -> int:
+        return sum(1 for e in os.scandir(self.mnt / rel) if e.stat().st_size >= 0)
+
 
 class NfsPath:
     name = "NFS v4.1"
@@ -83,11 +88,21 @@ class NfsPath:
         import nfs_rs
         self.c = nfs_rs.Client.connect(f"nfs://127.0.0.1:{port}/bench?version=4.1", uid=0,
                                        gid=0, connect_timeout=10, operation_timeout=120)
+        self.retryable = nfs_rs.NfsRetryableError
+        self.retries = 0
 
     def write(self, rel: str, blocks) -> None:
-        with self.c.open(rel, "wb") as f:
-            for b in blocks:
-                f.write(bytes(b))
+        blocks = list(blocks) if not isinstance(blocks, list) else blocks
+        for attempt in range(3):  # nfs-rs sometimes reports NFS4ERR_RETRY_UNCACHED_REP
+            try:
+                with self.c.open(rel, "wb") as f:
+                    for b in blocks:
+                        f.write(bytes(b))
+                return
+            except self.retryable:
+                self.retries += 1
+                if attempt == 2:
+                    raise
 
     def read(self, rel: str) -> int:
         n = 0
@@ -98,6 +113,9 @@ class NfsPath:
 
     def mkdir(self, rel: str) -> None:
         self.c.mkdir(rel)
+
+    def listing(self, rel: str) -> int:
+        return sum(1 for _ in self.c.scandir(rel))  # READDIR with attributes
 
 
 class SmbPath:
@@ -127,6 +145,10 @@ class SmbPath:
     def mkdir(self, rel: str) -> None:
         self.smb.mkdir(self._p(rel), port=self.port)
 
+    def listing(self, rel: str) -> int:  # a directory query returns sizes and times
+        return sum(1 for e in self.smb.scandir(self._p(rel), port=self.port)
+                   if e.smb_info.end_of_file >= 0)
+
 
 def run(paths, data: Data, args) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {p.name: {} for p in paths}
@@ -153,6 +175,14 @@ def run(paths, data: Data, args) -> dict[str, dict[str, float]]:
         for j in range(args.count):
             p.write(f"series{i}/im{j:05d}.dcm", [data.block(100 + i, j, 512 * 1024)])
         out[p.name]["create"] = args.count / (time.perf_counter() - t0)
+    for i, p in enumerate(paths):
+        log(f"[{p.name}] list the {args.count} files with their attributes ...")
+        drop_caches()
+        t0 = time.perf_counter()
+        seen = p.listing(f"series{i}")
+        out[p.name]["list"] = (time.perf_counter() - t0) * 1000
+        if seen != args.count:
+            raise RuntimeError(f"{p.name}: listed {seen} of {args.count}")
     return out
 
 
@@ -186,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
                 "--password-file", str(pw), "--bind", "127.0.0.1", "--port", str(smb_port))
         paths = [FusePath(mnt), NfsPath(nfs_port), SmbPath(smb_port)]
         results = run(paths, Data(), args)
+        if paths[1].retries:
+            log(f"note: {paths[1].retries} NFS writes were retried after a retryable error")
     finally:
         for cmd in (["export", "stop", "bench"], ["umount", str(mnt)]):
             try:
@@ -197,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     names = ["FUSE", "NFS v4.1", "SMB3"]
     rows = [("write", f"seq write {args.size_gib:g} GiB, 1 MiB writes", "MiB/s"),
             ("read", f"seq read {args.size_gib:g} GiB, cold", "MiB/s"),
-            ("create", f"create {args.count} x 512 KiB", "files/s")]
+            ("create", f"create {args.count} x 512 KiB", "files/s"),
+            ("list", f"list {args.count} files with attributes, cold", "ms")]
     print(f"| test | {' | '.join(names)} | NFS/FUSE | SMB/FUSE |")
     print("|" + "---|" * (len(names) + 3))
     for key, label, unit in rows:
