@@ -6,7 +6,10 @@ Each export of a volume over one protocol lives in ``DATA_DIR/exports/VOLUME-KIN
     spec.json     what to export: {"kind", "volume", "options", "created"} (written by
                   :func:`create_export`; never holds a password)
     state.json    the supervisor's state: pid (and its kernel start time), the service's pid,
-                  bind address and port, when it started, restarts, state, message, the mount
+                  bind address and port, when it started, restarts, state, message, the mount,
+                  and the last health probe (probe_ok, probe_at, probe_message, probe_took,
+                  probe_failures: see exporters.probe)
+    smb-probe.pw  (SMB) the password of the health probe account sofs-probe (mode 0600)
     run/          the service's run directory (ganesha.conf or smb.conf, pidfiles, the
                   daemon's own log, Ganesha's recovery/, Samba's state and passdb.tdb)
 
@@ -25,6 +28,7 @@ holds the mount): ``sofsctl umount`` calls :func:`stop_exports` first.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import pwd
@@ -58,6 +62,7 @@ from .samba import (
     samba_service,
     write_samba_config,
 )
+from .probe import PROBE_USER, probe_host
 from .service import Service, _cmdline, _proc_info, _running, tcp_port_answers
 from .validate import check_volume_name
 
@@ -257,11 +262,15 @@ def run_dir(edir: Path) -> Path:
 def nfs_export_of(spec: ExportSpec, volume_uuid: str, mountpoint: str) -> NfsExport:
     o = spec.options
     grace = int(o["grace"])
+    clients = [ClientRule(cidr, access) for cidr, access in o["clients"]]
+    probe = _probe_client_rule(o["bind"], clients, bool(o["read_only"]))
+    if probe is not None:
+        clients.append(probe)
     return NfsExport(
         volume=spec.volume,
         volume_uuid=volume_uuid,
         mountpoint=Path(mountpoint),
-        clients=[ClientRule(cidr, access) for cidr, access in o["clients"]],
+        clients=clients,
         read_only=bool(o["read_only"]),
         squash=o["squash"],
         nfs_port=o["port"],
@@ -274,12 +283,37 @@ def nfs_export_of(spec: ExportSpec, volume_uuid: str, mountpoint: str) -> NfsExp
     )
 
 
+def _probe_client_rule(bind: str, clients: list[ClientRule],
+                       read_only: bool) -> ClientRule | None:
+    """The rule letting the supervisor's health probe in (exporters.probe), or None when the
+    administrator's rules already decide about the probe's address (first match wins).
+
+    The probe connects from the host itself to the bind address (loopback for a wildcard). The
+    rule is added last and squashes everyone to 65534 (all_squash), so that a local user
+    claiming uid 0 over NFS gets no more than nobody's rights, whatever the export's squash."""
+    try:
+        addr = ipaddress.ip_address(probe_host(bind))
+    except ValueError:
+        return None
+    for rule in clients:
+        try:
+            if addr in ipaddress.ip_network(rule.cidr, strict=False):
+                return None
+        except ValueError:
+            continue  # refused by the renderer with its reason
+    bits = 32 if addr.version == 4 else 128
+    return ClientRule(f"{addr}/{bits}", "RO" if read_only else "RW", squash="all_squash")
+
+
 def smb_share_of(spec: ExportSpec, mountpoint: str) -> SmbShare:
     o = spec.options
+    users = [u[0] for u in o["users"]]
+    if users and PROBE_USER not in users:
+        users.append(PROBE_USER)  # the supervisor's health probe account (exporters.probe)
     return SmbShare(
         volume=spec.volume,
         path=Path(mountpoint),
-        valid_users=[u[0] for u in o["users"]],
+        valid_users=users,
         read_only=bool(o["read_only"]),
         port=o["port"],
         bind=o["bind"],
@@ -348,6 +382,8 @@ def resolve_smb_user(spec: str) -> tuple[str, int, int]:
     name, _, uid_text = spec.partition(":")
     if not NAME_RE.fullmatch(name):
         raise ExportError(f"invalid user name {name!r}: lower-case letters, digits, '_' or '-'")
+    if name == PROBE_USER:
+        raise ExportError(f"{PROBE_USER} is reserved for the export's health probe")
     uid = None
     if uid_text:
         try:
@@ -386,6 +422,10 @@ class ExportStatus:
     started: float | None
     message: str
     export_dir: str
+    # the last health probe (exporters.probe): None until one ran
+    probe_ok: bool | None = None
+    probe_at: float | None = None
+    probe_message: str = ""
 
 
 def _who(spec: ExportSpec) -> str:
@@ -408,6 +448,8 @@ def status_of(edir: Path) -> ExportStatus:
         port=spec.options["port"], state=state, pid=pid, service_pid=svc_pid,
         restarts=int(st.get("restarts", 0)), who=_who(spec), mountpoint=st.get("mountpoint"),
         started=st.get("started"), message=st.get("message", ""), export_dir=str(edir),
+        probe_ok=st.get("probe_ok"), probe_at=st.get("probe_at"),
+        probe_message=st.get("probe_message", ""),
     )
 
 

@@ -14,10 +14,19 @@ one per export. It
    get errors rather than the empty directory under the mount point; if the service died it
    restarts it (giving up after 5 restarts within 60 s, exit 1); if the service's port stops
    answering for 3 checks in a row it restarts it too;
+3b. once after every start and then every ``--probe-interval`` seconds (30; the environment
+   variable ``SOFS_EXPORT_PROBE_INTERVAL`` sets the default) runs a protocol-level health probe
+   (:mod:`exporters.probe`: an NFSv4.1 file round trip in ``.sofs-probe``, or an SMB session,
+   tree connect and directory listing as the ``sofs-probe`` account), bounded to
+   ``probe.PROBE_TIMEOUT_S`` in a worker thread; 3 failures in a row that count (no answer,
+   dropped connection, wrong content; not a definite refusal such as access denied) restart
+   the service like a dead port. NFS probe failures during the grace period after a (re)start
+   do not count (NFSv4 opens are refused with NFS4ERR_GRACE then);
 4. on SIGTERM (``sofsctl export stop``, ``sofsctl umount``) or SIGINT stops the service and
    exits 0.
 
-Its state (pid, service pid, bind, port, started, restarts, state, message) is in the export
+Its state (pid, service pid, bind, port, started, restarts, state, message, and the last
+probe: probe_ok, probe_at, probe_took, probe_message, probe_failures) is in the export
 directory's ``state.json``; its log, in plain words, in ``DATA_DIR/log/export-VOLUME-KIND.log``.
 Exit codes: 0 stopped on request, 1 could not start or gave up, 2 bad usage, 3 mount gone.
 """
@@ -34,7 +43,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from . import registry
+from . import probe, registry
 from .errors import ExportError
 from .registry import stop_exports
 from .service import Service, tcp_port_answers
@@ -43,6 +52,9 @@ INTERVAL_S = 2.0
 MAX_RESTARTS = 5
 RESTART_WINDOW_S = 60.0
 UNHEALTHY_LIMIT = 3
+PROBE_INTERVAL_S = 30.0
+PROBE_FAILURE_LIMIT = 3
+GRACE_MARGIN_S = 10.0
 
 EXIT_STOPPED, EXIT_FAILED, EXIT_USAGE, EXIT_MOUNT_GONE = 0, 1, 2, 3
 
@@ -52,7 +64,8 @@ __all__ = ["Supervisor", "main", "stop_exports"]
 
 class Supervisor:
     def __init__(self, data_dir: Path, edir: Path, *, interval: float = INTERVAL_S,
-                 max_restarts: int = MAX_RESTARTS, window_s: float = RESTART_WINDOW_S) -> None:
+                 max_restarts: int = MAX_RESTARTS, window_s: float = RESTART_WINDOW_S,
+                 probe_interval: float = PROBE_INTERVAL_S) -> None:
         self.data_dir = Path(data_dir).absolute()
         self.edir = Path(edir).absolute()
         self.interval = interval
@@ -67,6 +80,15 @@ class Supervisor:
         self.started: float | None = None
         self.log = logging.getLogger("exporters.supervisor")
         self._ready_fd: int | None = None
+        self.probe_interval = probe_interval
+        self.prober = probe.Prober()
+        self.last_probe: probe.ProbeResult | None = None
+        self.probe_failures = 0
+        self.service_started = 0.0      # monotonic time of the last (re)start of the service
+        self._ro_expected: bytes | None = None
+        self._smb_password: str | None = None
+        self._smb_account_error = ""
+        self._last_state = ("starting", "")
 
     # --- plumbing ------------------------------------------------------------------------
 
@@ -91,7 +113,11 @@ class Supervisor:
     def _state(self, state: str, message: str = "") -> None:
         spec = self.spec
         svc_pid = self.service.pid if self.service is not None else None
+        self._last_state = (state, message)
+        probe_state = self.last_probe.as_state() if self.last_probe is not None else {}
         registry.write_state(self.edir, {
+            **probe_state,
+            "probe_failures": self.probe_failures,
             "pid": os.getpid(),
             "pid_start": registry.process_start_time(os.getpid()),
             "kind": spec.kind if spec else None,
@@ -160,6 +186,12 @@ class Supervisor:
             self.mount = registry.find_mount(self.data_dir, spec.volume)
             conf = registry.write_config(self.data_dir, self.edir, spec, self.mount.mountpoint)
             self.service = registry.service_of(spec, self.edir)
+            if spec.kind == "smb":
+                try:
+                    self._smb_password = probe.ensure_probe_account(conf, self.edir)
+                except ExportError as exc:  # the export serves anyway, unprobed
+                    self._smb_account_error = str(exc).splitlines()[0]
+                    self.log.warning("no SMB health probe account: %s", exc)
             self.log.info("volume %s is mounted at %s (mount process %d); config %s",
                           spec.volume, self.mount.mountpoint, self.mount.pid, conf)
             pid = self.service.start()
@@ -169,9 +201,11 @@ class Supervisor:
             self._say(False, str(exc))
             return EXIT_FAILED
         self.started = time.time()
+        self.service_started = time.monotonic()
         self.log.info("%s started (pid %d), serving %s on %s port %d", self._name, pid,
                       self.mount.mountpoint, spec.options["bind"], spec.options["port"])
         self._state("running")
+        self._probe()  # once after the start: sofsctl returns with its result in the state
         self._say(True)
         code = self._loop()
         self._stop_service()
@@ -180,8 +214,77 @@ class Supervisor:
             self.log.info("supervisor %d: export stopped", os.getpid())
         return code
 
+    # --- health probe --------------------------------------------------------------------
+
+    def _probe_fn(self):
+        spec, mnt = self.spec, self.mount.mountpoint
+        host, port = probe.probe_host(spec.options["bind"]), spec.options["port"]
+        if spec.kind == "smb":
+            password = self._smb_password
+
+            def smb() -> str:
+                if password is None:
+                    raise probe.ProbeFailure(f"no probe account ({self._smb_account_error})",
+                                             counts=False)
+                return probe.smb_probe(host, port, spec.volume, password)
+            return smb
+        read_only = bool(spec.options["read_only"])
+
+        def nfs() -> str:
+            probe.prepare_probe_dir(mnt)
+            if read_only and self._ro_expected is None:
+                self._ro_expected = probe.write_ro_probe_file(mnt)
+            return probe.nfs_probe(host, port, spec.volume,
+                                   expected=self._ro_expected if read_only else None)
+        return nfs
+
+    def _in_grace(self) -> bool:
+        if self.spec.kind != "nfs":
+            return False
+        grace = int(self.spec.options.get("grace") or 0)
+        return grace > 0 and time.monotonic() - self.service_started < grace + GRACE_MARGIN_S
+
+    def _probe(self) -> probe.ProbeResult:
+        """Run one probe, count it, record it in the state; the result."""
+        res = self.prober.run(self._probe_fn(), stop=lambda: self.stopping)
+        previous, self.last_probe = self.last_probe, res
+        if res.ok:
+            if self.probe_failures:
+                self.log.info("health probe of %s passes again: %s", self._name, res.message)
+            self.probe_failures = 0
+        else:
+            self._ro_expected = None  # a read-only export's probe file is written anew
+            if self.stopping:
+                pass
+            elif not res.counts:
+                if previous is None or previous.message != res.message:  # once, not every 30 s
+                    self.log.warning("health probe of %s refused (not restarting: a restart "
+                                     "would not help): %s", self._name, res.message)
+            elif self._in_grace():
+                self.log.info("health probe of %s failed during the grace period (not "
+                              "counted): %s", self._name, res.message)
+            else:
+                self.probe_failures += 1
+                self.log.warning("health probe of %s (pid %s) failed (%d of %d): %s",
+                                 self._name, self.service.pid, self.probe_failures,
+                                 PROBE_FAILURE_LIMIT, res.message)
+        self._safe_state(*self._last_state)
+        return res
+
+    def _stop_wedged(self) -> None:
+        """Stop a service that does not answer: SIGCONT first (a stopped process would sit on
+        its SIGTERM until the SIGKILL), then the usual stop."""
+        pid = self.service.pid
+        if pid is not None:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        self.service.stop()
+
     def _loop(self) -> int:
         unhealthy = 0
+        next_probe = time.monotonic() + self.probe_interval
         while True:
             self._sleep(self.interval)
             if self.stopping:
@@ -202,20 +305,35 @@ class Supervisor:
                 if code is not None:
                     return code
                 unhealthy = 0
+                next_probe = time.monotonic()  # probe after every start
                 continue
             if self._port_answers():
                 unhealthy = 0
+                if time.monotonic() < next_probe:
+                    continue
+                self._probe()
+                next_probe = time.monotonic() + self.probe_interval
+                if self.stopping or self.probe_failures < PROBE_FAILURE_LIMIT:
+                    continue
+                why = (f"its health probe failed {self.probe_failures} times in a row "
+                       f"({self.last_probe.message})")
+                self._stop_wedged()
+                code = self._restart(why)
+                if code is not None:
+                    return code
+                next_probe = time.monotonic()
                 continue
             unhealthy += 1
             self.log.warning("%s (pid %s) does not answer on port %d (%d of %d checks)",
                              self._name, self.service.pid, self.spec.options["port"],
                              unhealthy, UNHEALTHY_LIMIT)
             if unhealthy >= UNHEALTHY_LIMIT:
-                self.service.stop()
+                self._stop_wedged()
                 code = self._restart("its port stopped answering")
                 if code is not None:
                     return code
                 unhealthy = 0
+                next_probe = time.monotonic()
 
     def _restart(self, why: str) -> int | None:
         """Restart the service; an exit code when the supervisor should give up, else None."""
@@ -240,8 +358,10 @@ class Supervisor:
             return EXIT_MOUNT_GONE
         self._state("restarting", why)
         self.restarts += 1
+        self.probe_failures = 0
         try:
             self.service.restart_if_dead()
+            self.service_started = time.monotonic()
             self.log.info("%s restarted (pid %s) because %s; restart %d", self._name,
                           self.service.pid, why, self.restarts)
             self._state("running", f"restarted because {why}")
@@ -269,6 +389,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ready-fd", type=int, default=None,
                    help="write one JSON line {ok, error} here once serving (or failed)")
     p.add_argument("--interval", type=float, default=INTERVAL_S)
+    p.add_argument("--probe-interval", type=float, default=None,
+                   help=f"seconds between health probes [default: $SOFS_EXPORT_PROBE_INTERVAL "
+                        f"or {PROBE_INTERVAL_S:g}]")
     args = p.parse_args(argv)
     os.umask(0o022)
     try:
@@ -289,7 +412,15 @@ def main(argv: list[str] | None = None) -> int:
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     log.propagate = False
-    sup = Supervisor(args.data_dir, args.export_dir, interval=args.interval)
+    probe_interval = args.probe_interval
+    if probe_interval is None:
+        try:
+            probe_interval = float(os.environ.get("SOFS_EXPORT_PROBE_INTERVAL", PROBE_INTERVAL_S))
+        except ValueError:
+            probe_interval = PROBE_INTERVAL_S
+    probe_interval = max(1.0, probe_interval)
+    sup = Supervisor(args.data_dir, args.export_dir, interval=args.interval,
+                     probe_interval=probe_interval)
     return sup.run(args.ready_fd)
 
 

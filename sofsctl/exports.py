@@ -190,14 +190,17 @@ def export_list(home: Path, as_json: bool) -> None:
         click.echo("no exports")
         return
     rows = [("VOLUME", "KIND", "PORT", "STATE", "PID", "SERVER-PID", "RESTARTS",
-             "CLIENTS/USERS")]
+             "CLIENTS/USERS", "PROBE")]
     for e in exports:
+        probe = "-" if e.probe_ok is None else ("ok" if e.probe_ok else "FAILING")
         rows.append((e.volume, e.kind, e.port, e.state, e.pid or "-", e.service_pid or "-",
-                     e.restarts, e.who))
+                     e.restarts, e.who, probe))
     table(rows)
     for e in exports:
         if e.state in ("failed", "mount-gone", "dead") and e.message:
             click.echo(f"{e.volume} {e.kind}: {e.message}")
+        elif e.probe_ok is False and e.probe_message:
+            click.echo(f"{e.volume} {e.kind}: health probe: {e.probe_message}")
 
 
 def _kinds(kind: str | None) -> tuple[str, ...]:

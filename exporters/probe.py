@@ -1,0 +1,356 @@
+"""Protocol-level health probes of a running export, used by :mod:`exporters.supervisor`.
+
+"The port answers" only shows that the kernel accepts TCP connections: a wedged server (stopped,
+deadlocked, stuck in the FUSE mount) still does. A probe speaks the protocol end to end, through
+a fresh connection each time, with short timeouts, in a worker thread (:class:`Prober`) so that a
+library call that blocks never holds up the supervisor loop.
+
+NFS (nfs-rs, NFSv4.1, AUTH_SYS uid/gid 0)
+-----------------------------------------
+The probe directory ``.sofs-probe`` at the volume root is created by the supervisor through the
+FUSE mount (owner 65534:65534, mode 0700): the client's root is squashed to 65534 by the default
+``root_squash`` (and by the ``all_squash`` rule added for the probe address, see
+:func:`exporters.registry.nfs_export_of`), and stays root with ``no_root_squash``; either may
+use it. A read-write export writes ``.sofs-probe/nfs-probe`` with random content, reads it
+back, compares and deletes it. A read-only export reads ``.sofs-probe/ro-probe``, which the
+supervisor wrote through the FUSE mount (random content, rewritten after a failed probe), and
+compares. Samba's ``veto files`` hides ``.sofs*`` from SMB clients; NFS clients can see the
+(empty) directory.
+
+SMB (smbprotocol, the ``sofs-probe`` account)
+---------------------------------------------
+The probe authenticates as ``sofs-probe``: a system user (no login, no home, primary group
+nogroup/65534) with a random Samba password kept in the export directory (``smb-probe.pw``,
+mode 0600, never on a command line); the account is in the share's ``valid users``. It does
+negotiate, session setup (NTLMv2, signed), tree connect to the share, and a directory query of
+the share root: a full protocol round trip through smbd into the FUSE mount, **without a file**.
+Why no file: the probe file would have to live under a name ``veto files`` hides from every
+user but the probe. Samba 4.17's ``veto files`` is one list per share, applied to every user
+(it has no per-user exception; a per-user ``include = ...%U`` trick depends on smbd re-reading
+its config after session setup, and the pattern would have to be written outside the
+validating renderer of exporters.samba), and a probe file under a visible name would show up
+in Windows Explorer. So the SMB probe proves that smbd authenticates, connects the share and
+lists the FUSE mount, not that a write lands.
+
+Failures and what they count for
+--------------------------------
+A :class:`ProbeResult` says ``ok``, how long it took, a message, and whether a failure
+``counts`` towards a restart: no answer in time, a dropped connection, a protocol error or
+content that does not match count; a definite refusal by a server that answered (access
+denied, logon failure) does not, since a restart cannot fix a permission or configuration
+problem (it is shown in the state and the log instead).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import pwd
+import secrets
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ExportError
+from .samba import NAME_RE, SmbUser, add_smb_users
+
+PROBE_DIR = ".sofs-probe"
+NFS_PROBE_FILE = "nfs-probe"
+RO_PROBE_FILE = "ro-probe"
+NOBODY = 65534
+PROBE_USER = "sofs-probe"
+PROBE_PASSWORD_FILE = "smb-probe.pw"
+OP_TIMEOUT_S = 5.0          # every connect and every protocol operation
+PROBE_TIMEOUT_S = 12.0      # a whole probe, from the supervisor's point of view
+# NFS answers that mean "not allowed" (access list, squash, read-only), not "not working".
+REFUSALS = frozenset({"NFS4ERR_ACCESS", "NFS4ERR_PERM", "NFS4ERR_WRONGSEC", "NFS4ERR_ROFS",
+                      "NFS3ERR_ACCES", "NFS3ERR_PERM", "NFS3ERR_ROFS"})
+
+
+class ProbeFailure(Exception):
+    """A failed probe; COUNTS says whether it counts towards a restart."""
+
+    def __init__(self, message: str, counts: bool = True) -> None:
+        super().__init__(message)
+        self.counts = counts
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    ok: bool
+    at: float           # wall-clock time the probe started
+    took: float         # seconds
+    message: str
+    counts: bool = True  # (failures only) does it count towards a restart?
+
+    def as_state(self) -> dict:
+        return {"probe_ok": self.ok, "probe_at": self.at, "probe_took": round(self.took, 3),
+                "probe_message": self.message}
+
+
+def probe_host(bind: str) -> str:
+    """The address the probe connects to: the bind address, loopback for a wildcard."""
+    if bind in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if bind == "::":
+        return "::1"
+    return bind
+
+
+# --- the probe directory, through the FUSE mount -------------------------------------------------
+
+def prepare_probe_dir(mountpoint: str | Path) -> Path:
+    """Create (or fix) ``MOUNTPOINT/.sofs-probe``: a real directory, 65534:65534, mode 0700."""
+    d = Path(mountpoint) / PROBE_DIR
+    try:
+        os.mkdir(d, 0o700)
+    except FileExistsError:
+        pass
+    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)  # refuses a symlink
+    try:
+        st = os.fstat(fd)
+        if (st.st_uid, st.st_gid) != (NOBODY, NOBODY):
+            os.fchown(fd, NOBODY, NOBODY)
+        if st.st_mode & 0o7777 != 0o700:
+            os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)
+    return d
+
+
+def write_ro_probe_file(mountpoint: str | Path) -> bytes:
+    """Write ``.sofs-probe/ro-probe`` (random content, 65534, 0644) through the FUSE mount."""
+    d = prepare_probe_dir(mountpoint)
+    content = b"sofs read-only export probe " + secrets.token_hex(16).encode() + b"\n"
+    tmp = d / f".{RO_PROBE_FILE}.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    try:
+        os.write(fd, content)
+        os.fchown(fd, NOBODY, NOBODY)
+        os.fchmod(fd, 0o644)
+    finally:
+        os.close(fd)
+    os.replace(tmp, d / RO_PROBE_FILE)
+    return content
+
+
+# --- NFS -----------------------------------------------------------------------------------------
+
+def _nfs_url(host: str, port: int, volume: str) -> str:
+    h = f"[{host}]" if ":" in host else host
+    return f"nfs://{h}:{port}/{volume}?version=4.1"
+
+
+def nfs_probe(host: str, port: int, volume: str, *, expected: bytes | None = None,
+              timeout: float = OP_TIMEOUT_S) -> str:
+    """One NFSv4.1 round trip on a fresh connection (see the module doc); a short message.
+
+    EXPECTED (a read-only export): read ``.sofs-probe/ro-probe`` and compare with it; None:
+    write, read back, compare and delete ``.sofs-probe/nfs-probe``. Raises ProbeFailure."""
+    try:
+        import nfs_rs
+    except ImportError:
+        raise ProbeFailure("nfs-rs is not installed (pip install nfs-rs)", counts=False) from None
+    ro_path, rw_path = f"{PROBE_DIR}/{RO_PROBE_FILE}", f"{PROBE_DIR}/{NFS_PROBE_FILE}"
+    try:
+        try:
+            client = nfs_rs.Client.connect(_nfs_url(host, port, volume), uid=0, gid=0,
+                                           connect_timeout=timeout, operation_timeout=timeout)
+        except FileNotFoundError:
+            # Ganesha's pseudo filesystem shows a client only the exports it may use.
+            raise ProbeFailure(f"NFS refused the probe: /{volume} is not visible from {host} "
+                               "(not in the export's client list?)", counts=False) from None
+        with client as c:
+            if expected is not None:
+                with c.open(ro_path, "rb") as f:
+                    got = f.read()
+                if got != expected:
+                    raise ProbeFailure(f"read {ro_path} over NFS: {len(got)} bytes that differ "
+                                       f"from the {len(expected)} written through the mount")
+                return f"read {ro_path} over NFSv4.1 ({len(got)} bytes)"
+            payload = b"sofs export probe " + os.urandom(48)
+            with c.open(rw_path, "wb") as f:
+                f.write(payload)
+            with c.open(rw_path, "rb") as f:
+                got = f.read()
+            c.remove(rw_path)
+            if got != payload:
+                raise ProbeFailure(f"{rw_path} read back over NFS differs from what was written "
+                                   f"({len(got)} bytes, wrote {len(payload)})")
+            return f"wrote, read back and removed {rw_path} over NFSv4.1"
+    except ProbeFailure:
+        raise
+    except PermissionError as exc:
+        raise ProbeFailure(f"NFS refused the probe: {exc}", counts=False) from None
+    except Exception as exc:
+        if getattr(exc, "code_name", None) in REFUSALS:
+            raise ProbeFailure(f"NFS refused the probe: {exc.code_name}: {exc}",
+                               counts=False) from None
+        raise ProbeFailure(f"NFS probe failed: {type(exc).__name__}: {exc}") from None
+
+
+# --- SMB -----------------------------------------------------------------------------------------
+
+def _run(argv: list[str]) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ExportError(f"{argv[0]} failed: {exc}") from None
+
+
+def ensure_probe_posix_user() -> tuple[int, int]:
+    """The system user ``sofs-probe`` (created if missing: system uid, group nogroup/65534, no
+    home, no login); (uid, gid). Refuses an existing one with uid 0."""
+    assert NAME_RE.fullmatch(PROBE_USER)
+    for attempt in range(2):
+        try:
+            pw = pwd.getpwnam(PROBE_USER)
+        except KeyError:
+            pw = None
+        if pw is not None:
+            if pw.pw_uid == 0 or pw.pw_gid == 0:
+                raise ExportError(f"user {PROBE_USER} exists with uid/gid 0: refusing to use it "
+                                  "for the SMB health probe")
+            return pw.pw_uid, pw.pw_gid
+        if attempt:
+            break
+        r = _run(["useradd", "--system", "-M", "-N", "-g", str(NOBODY), "-d", "/nonexistent",
+                  "-s", "/usr/sbin/nologin", "-c", "sofs export health probe", PROBE_USER])
+        if r.returncode not in (0, 9):  # 9: created meanwhile by another supervisor
+            raise ExportError(f"useradd {PROBE_USER} failed ({r.returncode}): "
+                              f"{(r.stderr or r.stdout).strip()}")
+    raise ExportError(f"user {PROBE_USER} could not be created")
+
+
+def probe_password(edir: Path) -> str:
+    """The probe account's password, kept in EDIR/smb-probe.pw (0600; created if missing)."""
+    path = Path(edir) / PROBE_PASSWORD_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        fd = None
+    if fd is not None:
+        with os.fdopen(fd) as f:
+            os.fchmod(f.fileno(), 0o600)
+            pw = f.read().strip()
+        if pw:
+            return pw
+    pw = secrets.token_urlsafe(24)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(pw + "\n")
+    os.replace(tmp, path)
+    return pw
+
+
+def ensure_probe_account(conf: Path, edir: Path) -> str:
+    """Make sure ``sofs-probe`` exists (POSIX and in the config's tdbsam) with the password
+    kept in EDIR; return the password. Idempotent (the password is set again each time)."""
+    uid, gid = ensure_probe_posix_user()
+    pw = probe_password(edir)
+    add_smb_users(conf, [SmbUser(PROBE_USER, pw, uid, gid)], create_posix=False)
+    return pw
+
+
+def smb_probe(host: str, port: int, share: str, password: str, *,
+              user: str = PROBE_USER, timeout: float = OP_TIMEOUT_S) -> str:
+    """Negotiate, session setup as USER, tree connect to SHARE and list its root, on a fresh
+    connection; a short message. Raises ProbeFailure."""
+    try:
+        from smbprotocol import exceptions as smbexc
+        from smbprotocol.connection import Connection
+        from smbprotocol.file_info import FileInformationClass
+        from smbprotocol.open import (
+            CreateDisposition,
+            CreateOptions,
+            DirectoryAccessMask,
+            FileAttributes,
+            ImpersonationLevel,
+            Open,
+            ShareAccess,
+        )
+        from smbprotocol.session import Session
+        from smbprotocol.tree import TreeConnect
+    except ImportError:
+        raise ProbeFailure("smbprotocol is not installed (pip install smbprotocol)",
+                           counts=False) from None
+    conn = Connection(uuid.uuid4(), host, port, require_signing=True)
+    try:
+        conn.connect(timeout=timeout)
+        session = Session(conn, user, password, require_encryption=False, auth_protocol="ntlm")
+        session.connect()
+        tree = TreeConnect(session, rf"\\{host}\{share}")
+        tree.connect()
+        d = Open(tree, "")
+        d.create(ImpersonationLevel.Impersonation,
+                 DirectoryAccessMask.FILE_LIST_DIRECTORY | DirectoryAccessMask.FILE_READ_ATTRIBUTES,
+                 FileAttributes.FILE_ATTRIBUTE_DIRECTORY,
+                 ShareAccess.FILE_SHARE_READ | ShareAccess.FILE_SHARE_WRITE,
+                 CreateDisposition.FILE_OPEN, CreateOptions.FILE_DIRECTORY_FILE)
+        try:
+            entries = d.query_directory("*", FileInformationClass.FILE_NAMES_INFORMATION)
+        finally:
+            d.close()
+        return f"listed the root of share {share} over SMB as {user} ({len(entries)} entries)"
+    except (smbexc.LogonFailure, smbexc.AccessDenied, smbexc.BadNetworkName,
+            smbexc.SMBAuthenticationError) as exc:
+        raise ProbeFailure(f"SMB refused the probe: {type(exc).__name__}: {exc}",
+                           counts=False) from None
+    except Exception as exc:
+        raise ProbeFailure(f"SMB probe failed: {type(exc).__name__}: {exc}") from None
+    finally:
+        try:
+            conn.disconnect(close=True, timeout=1)
+        except Exception:
+            pass
+
+
+# --- bounded runs --------------------------------------------------------------------------------
+
+class Prober:
+    """Runs a probe function in a daemon thread, waiting at most TIMEOUT seconds.
+
+    A probe still running when its time is up is abandoned (reported as a failure that counts);
+    no new one starts while it runs (each such attempt also fails: the server's restart usually
+    frees it). ``stop`` (a callable) is polled so that a stopping supervisor does not wait."""
+
+    def __init__(self, timeout: float = PROBE_TIMEOUT_S) -> None:
+        self.timeout = timeout
+        self._thread: threading.Thread | None = None
+
+    def run(self, fn: Callable[[], str], stop: Callable[[], bool] = lambda: False) -> ProbeResult:
+        at, t0 = time.time(), time.monotonic()
+        if self._thread is not None and self._thread.is_alive():
+            return ProbeResult(False, at, 0.0, "the previous probe is still hanging")
+        box: dict = {}
+
+        def work() -> None:
+            try:
+                box["msg"] = fn()
+            except ProbeFailure as exc:
+                box["fail"] = exc
+            except OSError as exc:  # the FUSE side (probe directory)
+                box["fail"] = ProbeFailure(
+                    f"probe directory: {exc.strerror or exc} ({errno.errorcode.get(exc.errno, '')})")
+            except Exception as exc:
+                box["fail"] = ProbeFailure(f"probe error: {type(exc).__name__}: {exc}")
+
+        t = threading.Thread(target=work, name="export-probe", daemon=True)
+        self._thread = t
+        t.start()
+        deadline = t0 + self.timeout
+        while t.is_alive() and time.monotonic() < deadline and not stop():
+            t.join(0.1)
+        took = time.monotonic() - t0
+        if t.is_alive():
+            why = "stopping" if stop() else f"no answer within {self.timeout:g} s"
+            return ProbeResult(False, at, took, f"probe abandoned: {why}")
+        if "fail" in box:
+            f = box["fail"]
+            return ProbeResult(False, at, took, str(f), counts=f.counts)
+        return ProbeResult(True, at, took, box.get("msg", "ok"))

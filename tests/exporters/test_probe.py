@@ -1,0 +1,181 @@
+"""The supervisor's protocol-level health probes (exporters.probe).
+
+Integration tests reuse test_export_cli's Env (a real sofs FUSE mount, real supervisors, Ganesha
+and smbd on 127.0.0.1 and free high ports) and stop everything by pid in ``finally``. The probe
+interval is shortened through SOFS_EXPORT_PROBE_INTERVAL, inherited by the supervisors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from exporters import probe, registry
+from exporters.errors import ExportError
+from exporters.ganesha import ClientRule
+from tests.fuse_mount.conftest import needs_fuse
+
+from .test_export_cli import env, pid_alive, sofsctl, wait_for  # noqa: F401  (env: fixture)
+
+# --- units -------------------------------------------------------------------------------------
+
+
+def test_prober_bounds_a_hanging_probe():
+    release = __import__("threading").Event()
+    p = probe.Prober(timeout=0.3)
+    t0 = time.monotonic()
+    res = p.run(lambda: release.wait(30) and "late")
+    assert not res.ok and res.counts and "no answer within 0.3 s" in res.message
+    assert time.monotonic() - t0 < 1.0
+    # while it still hangs, no second one starts; each attempt fails and counts
+    res = p.run(lambda: "ok")
+    assert not res.ok and res.counts and "still hanging" in res.message
+    release.set()
+    p._thread.join(2)
+    res = p.run(lambda: "fine")
+    assert res.ok and res.message == "fine"
+    assert res.as_state()["probe_ok"] is True
+
+
+def test_prober_failure_kinds_and_stop():
+    p = probe.Prober(timeout=5)
+
+    def refused():
+        raise probe.ProbeFailure("access denied", counts=False)
+
+    res = p.run(refused)
+    assert not res.ok and not res.counts and res.message == "access denied"
+    res = p.run(lambda: (_ for _ in ()).throw(OSError(5, "Input/output error")))
+    assert not res.ok and res.counts and "Input/output error" in res.message
+    t0 = time.monotonic()
+    res = p.run(lambda: time.sleep(3) or "x", stop=lambda: True)
+    assert not res.ok and "stopping" in res.message and time.monotonic() - t0 < 1
+
+
+def test_nfs_probe_with_nothing_listening_counts():
+    from .helpers import free_port
+    t0 = time.monotonic()
+    with pytest.raises(probe.ProbeFailure) as ei:
+        probe.nfs_probe("127.0.0.1", free_port(), "vol", timeout=2)
+    assert ei.value.counts and time.monotonic() - t0 < 10
+
+
+def test_probe_client_rule():
+    rule = registry._probe_client_rule
+    assert rule("127.0.0.1", [ClientRule("127.0.0.1/32", "RW")], False) is None
+    assert rule("0.0.0.0", [ClientRule("127.0.0.0/8", "None")], False) is None  # admin decides
+    assert rule("0.0.0.0", [ClientRule("10.0.0.0/8", "RW")], False) == ClientRule(
+        "127.0.0.1/32", "RW", squash="all_squash")
+    assert rule("10.1.2.3", [ClientRule("10.9.0.0/16", "RW")], True) == ClientRule(
+        "10.1.2.3/32", "RO", squash="all_squash")
+    assert rule("::", [], False) == ClientRule("::1/128", "RW", squash="all_squash")
+
+
+def test_smb_share_lets_the_probe_account_in_and_nobody_can_take_its_name(tmp_path):
+    spec = registry.ExportSpec("smb", "vol", {**registry.SMB_DEFAULTS,
+                                              "users": [["alice", 2001, 2001]]})
+    assert registry.smb_share_of(spec, "/mnt/x").valid_users == ["alice", probe.PROBE_USER]
+    with pytest.raises(ExportError, match="reserved"):
+        registry.resolve_smb_user(f"{probe.PROBE_USER}:3000")
+
+
+def test_probe_password_file_is_private_and_stable(tmp_path):
+    pw = probe.probe_password(tmp_path)
+    path = tmp_path / probe.PROBE_PASSWORD_FILE
+    assert len(pw) >= 24 and path.stat().st_mode & 0o777 == 0o600
+    assert probe.probe_password(tmp_path) == pw
+
+
+# --- integration -------------------------------------------------------------------------------
+
+def _probed(env, kind: str, after: float = 0.0) -> dict | None:
+    st = env.state(kind)
+    return st if st.get("probe_at", 0) > after and st.get("probe_ok") is not None else None
+
+
+@pytest.mark.integration
+@needs_fuse
+def test_probes_pass_and_a_wedged_ganesha_is_restarted(env, monkeypatch):
+    monkeypatch.setenv("SOFS_EXPORT_PROBE_INTERVAL", "3")
+    stopped: list[int] = []
+    try:
+        t0 = time.monotonic()
+        env.export_nfs()
+        env.export_smb()
+        print(f"\nexports up in {time.monotonic() - t0:.1f} s")
+        # the probe after the start has already run when sofsctl returns
+        nfs, smb = env.state("nfs"), env.state("smb")
+        assert nfs["probe_ok"] is True, nfs
+        assert "wrote, read back and removed .sofs-probe/nfs-probe" in nfs["probe_message"]
+        assert smb["probe_ok"] is True, smb
+        assert f"listed the root of share vol over SMB as {probe.PROBE_USER}" in \
+            smb["probe_message"]
+        full = {e["kind"]: e for e in
+                json.loads(sofsctl(env.data, "export", "list", "--json").stdout)}
+        assert full["nfs"]["probe_ok"] is True and full["nfs"]["probe_at"] > 0
+        assert full["smb"]["probe_ok"] is True
+        # the probe directory: through the mount, squashed root's, empty after the probe
+        d = env.archive.mnt / probe.PROBE_DIR
+        st = d.lstat()
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (65534, 65534, 0o700)
+        assert os.listdir(d) == []
+        # SMB users do not see it (veto files); the probe password file is private
+        edir = registry.export_dir(env.data, "vol", "smb")
+        assert (edir / probe.PROBE_PASSWORD_FILE).stat().st_mode & 0o777 == 0o600
+        assert probe.PROBE_USER in (registry.run_dir(edir) / "smb.conf").read_text()
+        # periodic probes keep running
+        after = nfs["probe_at"]
+        wait_for(lambda: _probed(env, "nfs", after), 20, "a periodic NFS probe")
+
+        # wedge ganesha: SIGSTOP. The kernel still accepts TCP connections on its port, so only
+        # the probe can tell; 3 failed probes restart it.
+        old = nfs["service_pid"]
+        t1 = time.monotonic()
+        os.kill(old, signal.SIGSTOP)
+        stopped.append(old)
+        assert registry.tcp_port_answers("127.0.0.1", env.nfs_port, timeout=1)
+        st = wait_for(lambda: (lambda s: s if s.get("restarts") == 1
+                               and s.get("state") == "running"
+                               and s.get("service_pid") not in (None, old)
+                               and s.get("probe_ok") is True else None)(env.state("nfs")),
+                      120, "the supervisor to restart the wedged ganesha", step=0.5)
+        print(f"wedged ganesha detected and replaced in {time.monotonic() - t1:.1f} s")
+        assert not pid_alive(old)
+        assert st["pid"] == nfs["pid"] and "health probe failed 3 times" in st["message"]
+        log = (env.data / "log" / "export-vol-nfs.log").read_text()
+        assert "health probe of nfs-ganesha" in log and "(3 of 3)" in log
+        assert "restarted" in log
+        print("\n".join(ln for ln in log.splitlines() if "probe" in ln or "restart" in ln))
+        assert env.state("smb")["restarts"] == 0
+
+        # a read-only export: the probe reads the file the supervisor wrote through the mount
+        sofsctl(env.data, "export", "stop", "vol", "--kind", "nfs")
+        sofsctl(env.data, "export", "nfs", "vol", "--clients", "127.0.0.1/32", "--ro",
+                "--bind", "127.0.0.1", "--port", str(env.nfs_port), "--grace", "0")
+        ro = env.state("nfs")
+        assert ro["probe_ok"] is True, ro
+        assert "read .sofs-probe/ro-probe over NFSv4.1" in ro["probe_message"]
+        assert (d / probe.RO_PROBE_FILE).stat().st_uid == 65534
+
+        # the administrator refuses the probe's own address: shown, but never restarted for
+        sofsctl(env.data, "export", "stop", "vol", "--kind", "nfs")
+        sofsctl(env.data, "export", "nfs", "vol", "--clients", "127.0.0.1/32:none",
+                "--bind", "127.0.0.1", "--port", str(env.nfs_port), "--grace", "0")
+        st = env.state("nfs")
+        assert st["probe_ok"] is False and "refused" in st["probe_message"], st
+        t2 = time.monotonic()
+        wait_for(lambda: _probed(env, "nfs", st["probe_at"] + 7), 40, "three more probes")
+        st = env.state("nfs")
+        assert st["restarts"] == 0 and st["state"] == "running" and st["probe_failures"] == 0
+        print(f"refused probe: {st['probe_message']} ({time.monotonic() - t2:.1f} s)")
+        print(f"whole test {time.monotonic() - t0:.1f} s")
+    finally:
+        for pid in stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+                os.kill(pid, signal.SIGKILL)
