@@ -409,20 +409,22 @@ NFS_RETRIES: list[str] = []
 
 def nfs_read(c, path: str, reconnect=None) -> bytes:
     import nfs_rs
+    # a read is idempotent: any NFS-level error of that session (including one reported at
+    # close, "Uncertain ... ReplaySensitive") is retried on a new session and counted
     try:
         with c.open(path, "rb") as f:
             return f.read()
-    except nfs_rs.NfsRetryableError as e:
+    except nfs_rs.NfsError as e:
         if reconnect is None:
             raise
-        NFS_RETRIES.append(f"{path}: {e.code_name}")
+        NFS_RETRIES.append(f"{path}: {type(e).__name__}: {e}")
     for attempt in range(3):
         with reconnect() as fresh:
             try:
                 with fresh.open(path, "rb") as f:
                     return f.read()
-            except nfs_rs.NfsRetryableError as e:
-                NFS_RETRIES.append(f"{path} (new session): {e.code_name}")
+            except nfs_rs.NfsError as e:
+                NFS_RETRIES.append(f"{path} (new session): {type(e).__name__}: {e}")
                 if attempt == 2:
                     raise
     raise AssertionError("unreachable")
