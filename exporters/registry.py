@@ -32,7 +32,6 @@ import ipaddress
 import json
 import os
 import pwd
-import select
 import signal
 import subprocess
 import sys
@@ -41,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from fuse_mount import runstate
+from fuse_mount.control import read_ready_line
 from sofs.volume import load_volume
 
 from .errors import ExportError
@@ -554,21 +554,12 @@ def start_supervisor(data_dir: Path, edir: Path, timeout: float = 90.0) -> Expor
                                     cwd="/")
     finally:
         os.close(w)
-    answer = b""
     try:
-        deadline = time.monotonic() + timeout
-        while b"\n" not in answer:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                _kill_and_clean(proc.pid, spec, edir)
-                raise ExportError(f"the {spec.kind} export of {spec.volume} did not start in "
-                                  f"{timeout:.0f} s and was stopped; see {log}")
-            ready, _, _ = select.select([r], [], [], left)
-            if ready:
-                chunk = os.read(r, 65536)
-                if not chunk:
-                    break
-                answer += chunk
+        answer = read_ready_line(r, time.monotonic() + timeout)
+    except TimeoutError:
+        _kill_and_clean(proc.pid, spec, edir)
+        raise ExportError(f"the {spec.kind} export of {spec.volume} did not start in "
+                          f"{timeout:.0f} s and was stopped; see {log}") from None
     finally:
         os.close(r)
     try:

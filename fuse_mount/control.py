@@ -70,19 +70,10 @@ def start_background(data_dir: Path, volume: str, mountpoint: str, *, timeout: f
                                 pass_fds=(w,), start_new_session=True, close_fds=True)
     os.close(w)
     try:
-        deadline = time.monotonic() + timeout
-        answer = b""
-        while b"\n" not in answer:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                proc.kill()
-                raise MountError(f"mount did not become ready in {timeout:.0f} s; see {log}")
-            ready, _, _ = select.select([r], [], [], left)
-            if ready:
-                chunk = os.read(r, 4096)
-                if not chunk:
-                    break
-                answer += chunk
+        answer = read_ready_line(r, time.monotonic() + timeout)
+    except TimeoutError:
+        proc.kill()
+        raise MountError(f"mount did not become ready in {timeout:.0f} s; see {log}") from None
     finally:
         os.close(r)
     text = answer.decode(errors="replace").strip()
@@ -91,6 +82,23 @@ def start_background(data_dir: Path, volume: str, mountpoint: str, *, timeout: f
         raise MountError(f"mount failed: {text.removeprefix('error: ') or 'process exited'} "
                          f"(log: {log})")
     return proc.pid
+
+
+def read_ready_line(fd: int, deadline: float) -> bytes:
+    """What a starting daemon writes on its readiness pipe, up to its first newline or its
+    end (the daemon exited); TimeoutError at ``deadline`` (time.monotonic())."""
+    answer = b""
+    while b"\n" not in answer:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            answer += chunk
+    return answer
 
 
 def _wait_gone(pid: int, timeout: float) -> bool:
