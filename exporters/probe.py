@@ -21,16 +21,22 @@ SMB (smbprotocol, the ``sofs-probe`` account)
 ---------------------------------------------
 The probe authenticates as ``sofs-probe``: a system user (no login, no home, primary group
 nogroup/65534) with a random Samba password kept in the export directory (``smb-probe.pw``,
-mode 0600, never on a command line); the account is in the share's ``valid users``. It does
-negotiate, session setup (NTLMv2, signed), tree connect to the share, and a directory query of
-the share root: a full protocol round trip through smbd into the FUSE mount, **without a file**.
-Why no file: the probe file would have to live under a name ``veto files`` hides from every
-user but the probe. Samba 4.17's ``veto files`` is one list per share, applied to every user
-(it has no per-user exception; a per-user ``include = ...%U`` trick depends on smbd re-reading
-its config after session setup, and the pattern would have to be written outside the
-validating renderer of exporters.samba), and a probe file under a visible name would show up
-in Windows Explorer. So the SMB probe proves that smbd authenticates, connects the share and
-lists the FUSE mount, not that a write lands.
+mode 0600, never on a command line). On one fresh connection it does negotiate, session setup
+(NTLMv2, signed), then
+
+1. a tree connect to the volume's share and a listing of its root (the share users see), and
+2. a file round trip in the probe's own share ``VOLUME-probe$``: writes ``smb-probe`` with
+   random content, reads it back, compares and deletes it (a read-only export: reads
+   ``ro-probe``, which the supervisor wrote through the FUSE mount, and compares).
+
+The probe share (rendered by :func:`exporters.registry.smb_shares_of`) is the directory
+``.sofs-probe-smb`` at the volume root, owned by ``sofs-probe`` (mode 0700, created by the
+supervisor through the FUSE mount); ``sofs-probe`` is its only valid user, it is not
+browseable (and its ``$`` hides it from Windows share lists), and the volume's share hides
+``.sofs*`` from every user through ``veto files``. So the probe proves that a write lands in
+the FUSE mount through smbd and comes back, without a probe file ever showing up in Windows
+Explorer. (Samba's ``veto files`` has no per-user exception, which is why the probe writes in
+a share of its own rather than in a hidden name of the volume's share.)
 
 Failures and what they count for
 --------------------------------
@@ -59,6 +65,8 @@ from .errors import ExportError
 from .samba import NAME_RE, SmbUser, add_smb_users
 
 PROBE_DIR = ".sofs-probe"
+SMB_PROBE_DIR = ".sofs-probe-smb"
+SMB_PROBE_FILE = "smb-probe"
 NFS_PROBE_FILE = "nfs-probe"
 RO_PROBE_FILE = "ro-probe"
 NOBODY = 65534
@@ -103,9 +111,13 @@ def probe_host(bind: str) -> str:
 
 # --- the probe directory, through the FUSE mount -------------------------------------------------
 
-def prepare_probe_dir(mountpoint: str | Path) -> Path:
-    """Create (or fix) ``MOUNTPOINT/.sofs-probe``: a real directory, 65534:65534, mode 0700."""
-    d = Path(mountpoint) / PROBE_DIR
+def prepare_probe_dir(mountpoint: str | Path, name: str = PROBE_DIR, uid: int = NOBODY,
+                      gid: int = NOBODY) -> Path:
+    """Create (or fix) ``MOUNTPOINT/NAME``: a real directory owned by UID:GID, mode 0700.
+
+    The NFS probe's is ``.sofs-probe`` (65534:65534, the squashed client's), the SMB probe's
+    ``.sofs-probe-smb`` (the ``sofs-probe`` account's)."""
+    d = Path(mountpoint) / name
     try:
         os.mkdir(d, 0o700)
     except FileExistsError:
@@ -113,8 +125,8 @@ def prepare_probe_dir(mountpoint: str | Path) -> Path:
     fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)  # refuses a symlink
     try:
         st = os.fstat(fd)
-        if (st.st_uid, st.st_gid) != (NOBODY, NOBODY):
-            os.fchown(fd, NOBODY, NOBODY)
+        if (st.st_uid, st.st_gid) != (uid, gid):
+            os.fchown(fd, uid, gid)
         if st.st_mode & 0o7777 != 0o700:
             os.fchmod(fd, 0o700)
     finally:
@@ -122,20 +134,27 @@ def prepare_probe_dir(mountpoint: str | Path) -> Path:
     return d
 
 
-def write_ro_probe_file(mountpoint: str | Path) -> bytes:
-    """Write ``.sofs-probe/ro-probe`` (random content, 65534, 0644) through the FUSE mount."""
-    d = prepare_probe_dir(mountpoint)
+def write_ro_probe_file(mountpoint: str | Path, name: str = PROBE_DIR, uid: int = NOBODY,
+                        gid: int = NOBODY) -> bytes:
+    """Write ``NAME/ro-probe`` (random content, UID:GID, 0644) through the FUSE mount, for the
+    probe of a read-only export; the content."""
+    d = prepare_probe_dir(mountpoint, name, uid, gid)
     content = b"sofs read-only export probe " + secrets.token_hex(16).encode() + b"\n"
     tmp = d / f".{RO_PROBE_FILE}.{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
     try:
         os.write(fd, content)
-        os.fchown(fd, NOBODY, NOBODY)
+        os.fchown(fd, uid, gid)
         os.fchmod(fd, 0o644)
     finally:
         os.close(fd)
     os.replace(tmp, d / RO_PROBE_FILE)
     return content
+
+
+def smb_probe_share(volume: str) -> str:
+    """The name of the SMB probe's own share of VOLUME (hidden: ends in ``$``)."""
+    return f"{volume}-probe$"
 
 
 # --- NFS -----------------------------------------------------------------------------------------
@@ -248,19 +267,32 @@ def probe_password(edir: Path) -> str:
     return pw
 
 
-def ensure_probe_account(conf: Path, edir: Path) -> str:
+@dataclass(frozen=True)
+class ProbeAccount:
+    """The SMB probe's account: its Samba password and POSIX identity."""
+
+    password: str
+    uid: int
+    gid: int
+
+
+def ensure_probe_account(conf: Path, edir: Path) -> ProbeAccount:
     """Make sure ``sofs-probe`` exists (POSIX and in the config's tdbsam) with the password
-    kept in EDIR; return the password. Idempotent (the password is set again each time)."""
+    kept in EDIR. Idempotent (the password is set again each time)."""
     uid, gid = ensure_probe_posix_user()
     pw = probe_password(edir)
     add_smb_users(conf, [SmbUser(PROBE_USER, pw, uid, gid)], create_posix=False)
-    return pw
+    return ProbeAccount(pw, uid, gid)
 
 
-def smb_probe(host: str, port: int, share: str, password: str, *,
-              user: str = PROBE_USER, timeout: float = OP_TIMEOUT_S) -> str:
-    """Negotiate, session setup as USER, tree connect to SHARE and list its root, on a fresh
-    connection; a short message. Raises ProbeFailure."""
+def smb_probe(host: str, port: int, share: str, password: str, *, probe_share: str | None = None,
+              expected: bytes | None = None, user: str = PROBE_USER,
+              timeout: float = OP_TIMEOUT_S) -> str:
+    """The SMB probe on a fresh connection (see the module doc); a short message.
+
+    Lists the root of SHARE, then in PROBE_SHARE (when given) writes, reads back, compares and
+    deletes ``smb-probe``, or with EXPECTED (a read-only export) reads ``ro-probe`` and compares
+    it with EXPECTED. Raises ProbeFailure."""
     try:
         from smbprotocol import exceptions as smbexc
         from smbprotocol.connection import Connection
@@ -270,6 +302,7 @@ def smb_probe(host: str, port: int, share: str, password: str, *,
             CreateOptions,
             DirectoryAccessMask,
             FileAttributes,
+            FilePipePrinterAccessMask,
             ImpersonationLevel,
             Open,
             ShareAccess,
@@ -279,6 +312,15 @@ def smb_probe(host: str, port: int, share: str, password: str, *,
     except ImportError:
         raise ProbeFailure("smbprotocol is not installed (pip install smbprotocol)",
                            counts=False) from None
+    A = FilePipePrinterAccessMask
+
+    def open_file(tree, name: str, access: int, disposition: int, options: int = 0):
+        f = Open(tree, name)
+        f.create(ImpersonationLevel.Impersonation, access, FileAttributes.FILE_ATTRIBUTE_NORMAL,
+                 ShareAccess.FILE_SHARE_READ, disposition,
+                 CreateOptions.FILE_NON_DIRECTORY_FILE | options)
+        return f
+
     conn = Connection(uuid.uuid4(), host, port, require_signing=True)
     try:
         conn.connect(timeout=timeout)
@@ -296,7 +338,43 @@ def smb_probe(host: str, port: int, share: str, password: str, *,
             entries = d.query_directory("*", FileInformationClass.FILE_NAMES_INFORMATION)
         finally:
             d.close()
-        return f"listed the root of share {share} over SMB as {user} ({len(entries)} entries)"
+        listed = f"listed share {share} ({len(entries)} entries)"
+        if probe_share is None:
+            return f"{listed} over SMB as {user}"
+        ptree = TreeConnect(session, rf"\\{host}\{probe_share}")
+        ptree.connect()
+        if expected is not None:
+            f = open_file(ptree, RO_PROBE_FILE, A.FILE_READ_DATA | A.FILE_READ_ATTRIBUTES,
+                          CreateDisposition.FILE_OPEN)
+            try:
+                got = f.read(0, len(expected) + 1) if f.end_of_file else b""
+            finally:
+                f.close()
+            if got != expected:
+                raise ProbeFailure(f"read {probe_share}{RO_PROBE_FILE} over SMB: {len(got)} "
+                                   f"bytes that differ from the {len(expected)} written "
+                                   "through the mount")
+            return f"{listed}, read {RO_PROBE_FILE} ({len(got)} bytes) over SMB as {user}"
+        payload = b"sofs export probe " + os.urandom(48)
+        f = open_file(ptree, SMB_PROBE_FILE, A.FILE_WRITE_DATA | A.FILE_READ_ATTRIBUTES,
+                      CreateDisposition.FILE_OVERWRITE_IF)
+        try:
+            f.write(payload, 0)
+            f.flush()
+        finally:
+            f.close()
+        f = open_file(ptree, SMB_PROBE_FILE, A.FILE_READ_DATA | A.DELETE | A.FILE_READ_ATTRIBUTES,
+                      CreateDisposition.FILE_OPEN, CreateOptions.FILE_DELETE_ON_CLOSE)
+        try:
+            got = f.read(0, len(payload) + 1) if f.end_of_file else b""
+        finally:
+            f.close()  # deletes it
+        if got != payload:
+            raise ProbeFailure(f"{probe_share}{SMB_PROBE_FILE} read back over SMB differs from "
+                               f"what was written ({len(got)} bytes, wrote {len(payload)})")
+        return f"{listed}, wrote, read back and removed {SMB_PROBE_FILE} over SMB as {user}"
+    except ProbeFailure:
+        raise
     except (smbexc.LogonFailure, smbexc.AccessDenied, smbexc.BadNetworkName,
             smbexc.SMBAuthenticationError) as exc:
         raise ProbeFailure(f"SMB refused the probe: {type(exc).__name__}: {exc}",

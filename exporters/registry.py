@@ -36,7 +36,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from fuse_mount import runstate
@@ -62,7 +62,7 @@ from .samba import (
     samba_service,
     write_samba_config,
 )
-from .probe import PROBE_USER, probe_host
+from .probe import PROBE_USER, SMB_PROBE_DIR, probe_host, smb_probe_share
 from .service import Service, _cmdline, _proc_info, _running, tcp_port_answers
 from .validate import check_volume_name
 
@@ -323,6 +323,17 @@ def smb_share_of(spec: ExportSpec, mountpoint: str) -> SmbShare:
     )
 
 
+def smb_shares_of(spec: ExportSpec, mountpoint: str) -> list[SmbShare]:
+    """The shares one SMB export's smbd serves: the volume's, and the health probe's own
+    hidden share ``VOLUME-probe$`` on ``MOUNTPOINT/.sofs-probe-smb`` (sofs-probe its only
+    user; read-only like the export; see exporters.probe)."""
+    main = smb_share_of(spec, mountpoint)
+    probe_share = replace(
+        main, name=smb_probe_share(spec.volume), path=Path(mountpoint) / SMB_PROBE_DIR,
+        valid_users=[PROBE_USER], browseable=False)
+    return [main, probe_share]
+
+
 def write_config(data_dir: Path, edir: Path, spec: ExportSpec, mountpoint: str) -> Path:
     """Render the service's config for the mount at MOUNTPOINT into the run directory.
 
@@ -335,7 +346,7 @@ def write_config(data_dir: Path, edir: Path, spec: ExportSpec, mountpoint: str) 
         except Exception as exc:  # sofs.errors.VolumeError and friends
             raise ExportError(str(exc)) from None
         return write_ganesha_config(nfs_export_of(spec, volume_uuid, mountpoint), rdir)
-    return write_samba_config(smb_share_of(spec, mountpoint), rdir)
+    return write_samba_config(smb_shares_of(spec, mountpoint), rdir)
 
 
 def validate_spec(data_dir: Path, spec: ExportSpec) -> None:
@@ -349,7 +360,7 @@ def validate_spec(data_dir: Path, spec: ExportSpec) -> None:
             raise ExportError(str(exc)) from None
         render_ganesha_config(nfs_export_of(spec, volume_uuid, placeholder), Path("/run/x"))
     else:
-        render_samba_config(smb_share_of(spec, placeholder), Path("/run/x"))
+        render_samba_config(smb_shares_of(spec, placeholder), Path("/run/x"))
 
 
 def service_of(spec: ExportSpec, edir: Path) -> Service | None:

@@ -47,6 +47,8 @@ from .validate import check_ip, check_path, check_port, check_volume_name
 
 # POSIX user and group names we are willing to create or name in smb.conf.
 NAME_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+# Share names: a volume name, optionally with a suffix and a trailing '$' (hidden from browse lists).
+SHARE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,71}\$?")
 # veto files patterns: one path component, shell wildcards allowed, no separators.
 VETO_RE = re.compile(r"[A-Za-z0-9._+*?~ -]{1,255}")
 
@@ -76,11 +78,15 @@ class SmbShare:
 
     ``valid_users`` may connect at all (empty: every Samba user); ``read_list`` users get
     read-only access and ``write_list`` users read-write access even on a read-only share.
-    Entries are user names or ``@group``.
+    Entries are user names or ``@group``. ``name`` is the share's name (the volume's by
+    default); a name ending in ``$`` with ``browseable=False`` is left out of share lists
+    (used for the health probe's own share, see exporters.probe).
     """
 
     volume: str
     path: Path
+    name: str = ""
+    browseable: bool = True
     valid_users: list[str] = field(default_factory=list)
     read_list: list[str] = field(default_factory=list)
     write_list: list[str] = field(default_factory=list)
@@ -124,6 +130,10 @@ def _check_mask(value: int, what: str) -> str:
 def validate_share(share: SmbShare) -> dict:
     """Check every field of SHARE; the checked values, ready to render."""
     check_volume_name(share.volume)
+    name = share.name or share.volume
+    if not isinstance(name, str) or not SHARE_NAME_RE.fullmatch(name):
+        raise ExportError(f"invalid share name {name!r}: 1-72 letters, digits, '.', '_' or '-', "
+                          "optionally ending in '$'")
     path = check_path(share.path, "share path")
     if path == Path("/"):
         raise ExportError("refusing to share the root directory '/'")
@@ -134,6 +144,8 @@ def validate_share(share: SmbShare) -> dict:
         veto.append(v)
     return {
         "volume": share.volume,
+        "name": name,
+        "browseable": bool(share.browseable),
         "path": str(path),
         "valid_users": _check_principals(share.valid_users, "valid users"),
         "read_list": _check_principals(share.read_list, "read list"),
@@ -174,12 +186,12 @@ def render_samba_config(share: SmbShare | Sequence[SmbShare], run_dir: Path) -> 
         for key in server_keys:
             if c[key] != first[key]:
                 raise ExportError(
-                    f"shares {first['volume']!r} and {c['volume']!r} share one server but "
+                    f"shares {first['name']!r} and {c['name']!r} share one server but "
                     f"differ in {key}"
                 )
-        if c["volume"].lower() in names or c["volume"].lower() in ("global", "homes", "printers"):
-            raise ExportError(f"share name {c['volume']!r} is used twice or reserved")
-        names.add(c["volume"].lower())
+        if c["name"].lower() in names or c["name"].lower() in ("global", "homes", "printers"):
+            raise ExportError(f"share name {c['name']!r} is used twice or reserved")
+        names.add(c["name"].lower())
     d = {name: run_dir / name for name in STATE_DIRS}
     encrypt = {"off": "off", "desired": "desired", "required": "required"}[first["encrypt"]]
     lines = [
@@ -228,9 +240,9 @@ def render_samba_config(share: SmbShare | Sequence[SmbShare], run_dir: Path) -> 
     for c in checked:
         lines += [
             "",
-            f"[{c['volume']}]",
+            f"[{c['name']}]",
             f"    path = {c['path']}",
-            "    browseable = yes",
+            f"    browseable = {'yes' if c['browseable'] else 'no'}",
             f"    read only = {'yes' if c['read_only'] else 'no'}",
         ]
         if c["valid_users"]:

@@ -16,8 +16,9 @@ one per export. It
    answering for 3 checks in a row it restarts it too;
 3b. once after every start and then every ``--probe-interval`` seconds (30; the environment
    variable ``SOFS_EXPORT_PROBE_INTERVAL`` sets the default) runs a protocol-level health probe
-   (:mod:`exporters.probe`: an NFSv4.1 file round trip in ``.sofs-probe``, or an SMB session,
-   tree connect and directory listing as the ``sofs-probe`` account), bounded to
+   (:mod:`exporters.probe`: an NFSv4.1 file round trip in ``.sofs-probe``, or, as the
+   ``sofs-probe`` account, an SMB listing of the volume's share and a file round trip in the
+   probe's hidden share ``VOLUME-probe$``), bounded to
    ``probe.PROBE_TIMEOUT_S`` in a worker thread; 3 failures in a row that count (no answer,
    dropped connection, wrong content; not a definite refusal such as access denied) restart
    the service like a dead port. NFS probe failures during the grace period after a (re)start
@@ -86,7 +87,7 @@ class Supervisor:
         self.probe_failures = 0
         self.service_started = 0.0      # monotonic time of the last (re)start of the service
         self._ro_expected: bytes | None = None
-        self._smb_password: str | None = None
+        self._smb_account: probe.ProbeAccount | None = None
         self._smb_account_error = ""
         self._last_state = ("starting", "")
 
@@ -188,7 +189,7 @@ class Supervisor:
             self.service = registry.service_of(spec, self.edir)
             if spec.kind == "smb":
                 try:
-                    self._smb_password = probe.ensure_probe_account(conf, self.edir)
+                    self._smb_account = probe.ensure_probe_account(conf, self.edir)
                 except ExportError as exc:  # the export serves anyway, unprobed
                     self._smb_account_error = str(exc).splitlines()[0]
                     self.log.warning("no SMB health probe account: %s", exc)
@@ -219,16 +220,22 @@ class Supervisor:
     def _probe_fn(self):
         spec, mnt = self.spec, self.mount.mountpoint
         host, port = probe.probe_host(spec.options["bind"]), spec.options["port"]
+        read_only = bool(spec.options["read_only"])
         if spec.kind == "smb":
-            password = self._smb_password
+            account = self._smb_account
 
             def smb() -> str:
-                if password is None:
+                if account is None:
                     raise probe.ProbeFailure(f"no probe account ({self._smb_account_error})",
                                              counts=False)
-                return probe.smb_probe(host, port, spec.volume, password)
+                ids = (account.uid, account.gid)
+                probe.prepare_probe_dir(mnt, probe.SMB_PROBE_DIR, *ids)
+                if read_only and self._ro_expected is None:
+                    self._ro_expected = probe.write_ro_probe_file(mnt, probe.SMB_PROBE_DIR, *ids)
+                return probe.smb_probe(host, port, spec.volume, account.password,
+                                       probe_share=probe.smb_probe_share(spec.volume),
+                                       expected=self._ro_expected if read_only else None)
             return smb
-        read_only = bool(spec.options["read_only"])
 
         def nfs() -> str:
             probe.prepare_probe_dir(mnt)

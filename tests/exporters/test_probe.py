@@ -13,6 +13,8 @@ import os
 import signal
 import time
 
+from pathlib import Path
+
 import pytest
 
 from exporters import probe, registry
@@ -20,7 +22,15 @@ from exporters.errors import ExportError
 from exporters.ganesha import ClientRule
 from tests.fuse_mount.conftest import needs_fuse
 
-from .test_export_cli import env, pid_alive, sofsctl, wait_for  # noqa: F401  (env: fixture)
+from .test_export_cli import (  # noqa: F401  (env: fixture)
+    SMB_UID,
+    SMB_USER,
+    env,
+    pid_alive,
+    smb_conn,
+    sofsctl,
+    wait_for,
+)
 
 # --- units -------------------------------------------------------------------------------------
 
@@ -84,6 +94,29 @@ def test_smb_share_lets_the_probe_account_in_and_nobody_can_take_its_name(tmp_pa
         registry.resolve_smb_user(f"{probe.PROBE_USER}:3000")
 
 
+def test_smb_probe_share_is_hidden_and_only_for_the_probe(tmp_path):
+    from exporters.samba import render_samba_config
+    spec = registry.ExportSpec("smb", "vol", {**registry.SMB_DEFAULTS, "read_only": True,
+                                              "users": [["alice", 2001, 2001]]})
+    main, hidden = registry.smb_shares_of(spec, "/mnt/x")
+    assert main.name in ("", "vol") and main.browseable and main.path == Path("/mnt/x")
+    assert hidden.name == "vol-probe$" == probe.smb_probe_share("vol")
+    assert hidden.path == Path("/mnt/x") / probe.SMB_PROBE_DIR
+    assert hidden.valid_users == [probe.PROBE_USER] and not hidden.browseable
+    assert hidden.read_only  # like the export
+    conf = render_samba_config([main, hidden], tmp_path)
+    sections = conf.split("\n[")
+    probe_section = next(x for x in sections if x.startswith("vol-probe$]"))
+    assert "browseable = no" in probe_section
+    assert f"valid users = {probe.PROBE_USER}\n" in probe_section
+    assert "path = /mnt/x/.sofs-probe-smb" in probe_section
+    vol_section = next(x for x in sections if x.startswith("vol]"))
+    assert "veto files = /lost+found/.sofs*/" in vol_section  # the probe dir is hidden there
+    # an everyone-may-connect export still keeps its probe share to the probe account
+    open_spec = registry.ExportSpec("smb", "vol", {**registry.SMB_DEFAULTS, "users": []})
+    assert registry.smb_shares_of(open_spec, "/m")[1].valid_users == [probe.PROBE_USER]
+
+
 def test_probe_password_file_is_private_and_stable(tmp_path):
     pw = probe.probe_password(tmp_path)
     path = tmp_path / probe.PROBE_PASSWORD_FILE
@@ -113,8 +146,9 @@ def test_probes_pass_and_a_wedged_ganesha_is_restarted(env, monkeypatch):
         assert nfs["probe_ok"] is True, nfs
         assert "wrote, read back and removed .sofs-probe/nfs-probe" in nfs["probe_message"]
         assert smb["probe_ok"] is True, smb
-        assert f"listed the root of share vol over SMB as {probe.PROBE_USER}" in \
-            smb["probe_message"]
+        assert "listed share vol" in smb["probe_message"]
+        assert (f"wrote, read back and removed smb-probe over SMB as {probe.PROBE_USER}"
+                in smb["probe_message"]), smb
         full = {e["kind"]: e for e in
                 json.loads(sofsctl(env.data, "export", "list", "--json").stdout)}
         assert full["nfs"]["probe_ok"] is True and full["nfs"]["probe_at"] > 0
@@ -128,6 +162,19 @@ def test_probes_pass_and_a_wedged_ganesha_is_restarted(env, monkeypatch):
         edir = registry.export_dir(env.data, "vol", "smb")
         assert (edir / probe.PROBE_PASSWORD_FILE).stat().st_mode & 0o777 == 0o600
         assert probe.PROBE_USER in (registry.run_dir(edir) / "smb.conf").read_text()
+        # the SMB probe's directory: its account's, empty after the probe, and out of reach
+        sd = env.archive.mnt / probe.SMB_PROBE_DIR
+        st = sd.lstat()
+        probe_uid = __import__("pwd").getpwnam(probe.PROBE_USER).pw_uid
+        assert (st.st_uid, st.st_mode & 0o7777) == (probe_uid, 0o700)
+        assert os.listdir(sd) == []
+        with smb_conn(env.smb_port) as c:
+            shares = {sh.name for sh in c.listShares(timeout=10)}
+            assert "vol" in shares and probe.smb_probe_share("vol") not in shares, shares
+            names = {f.filename for f in c.listPath("vol", "/")}
+            assert not any(n.startswith(".sofs") for n in names), names
+            with pytest.raises(Exception):  # not a valid user of the probe share
+                c.listPath(probe.smb_probe_share("vol"), "/")
         # periodic probes keep running
         after = nfs["probe_at"]
         wait_for(lambda: _probed(env, "nfs", after), 20, "a periodic NFS probe")
@@ -152,6 +199,16 @@ def test_probes_pass_and_a_wedged_ganesha_is_restarted(env, monkeypatch):
         assert "restarted" in log
         print("\n".join(ln for ln in log.splitlines() if "probe" in ln or "restart" in ln))
         assert env.state("smb")["restarts"] == 0
+
+        # a read-only SMB export: the probe reads the file the supervisor wrote in its share
+        sofsctl(env.data, "export", "stop", "vol", "--kind", "smb")
+        sofsctl(env.data, "export", "smb", "vol", "--ro", "--user", f"{SMB_USER}:{SMB_UID}",
+                "--password-file", str(env.pwfile), "--bind", "127.0.0.1",
+                "--port", str(env.smb_port))
+        ro = env.state("smb")
+        assert ro["probe_ok"] is True, ro
+        assert "read ro-probe" in ro["probe_message"], ro
+        assert (sd / probe.RO_PROBE_FILE).stat().st_uid == probe_uid
 
         # a read-only export: the probe reads the file the supervisor wrote through the mount
         sofsctl(env.data, "export", "stop", "vol", "--kind", "nfs")
