@@ -200,6 +200,23 @@ def test_probes_pass_and_a_wedged_ganesha_is_restarted(env, monkeypatch):
         print("\n".join(ln for ln in log.splitlines() if "probe" in ln or "restart" in ln))
         assert env.state("smb")["restarts"] == 0
 
+        # the same for a wedged smbd: its port answers, the probe's file round trip does not
+        smb = env.state("smb")
+        old_smbd = smb["service_pid"]
+        t1 = time.monotonic()
+        os.kill(old_smbd, signal.SIGSTOP)
+        stopped.append(old_smbd)
+        assert registry.tcp_port_answers("127.0.0.1", env.smb_port, timeout=1)
+        st = wait_for(lambda: (lambda s: s if s.get("restarts") == 1
+                               and s.get("state") == "running"
+                               and s.get("service_pid") not in (None, old_smbd)
+                               and s.get("probe_ok") is True else None)(env.state("smb")),
+                      120, "the supervisor to restart the wedged smbd", step=0.5)
+        print(f"wedged smbd detected and replaced in {time.monotonic() - t1:.1f} s")
+        assert not pid_alive(old_smbd)
+        assert "health probe failed 3 times" in st["message"]
+        assert "wrote, read back and removed smb-probe" in st["probe_message"]
+
         # a read-only SMB export: the probe reads the file the supervisor wrote in its share
         sofsctl(env.data, "export", "stop", "vol", "--kind", "smb")
         sofsctl(env.data, "export", "smb", "vol", "--ro", "--user", f"{SMB_USER}:{SMB_UID}",
