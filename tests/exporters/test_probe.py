@@ -131,6 +131,25 @@ def _probed(env, kind: str, after: float = 0.0) -> dict | None:
     return st if st.get("probe_at", 0) > after and st.get("probe_ok") is not None else None
 
 
+def _wedge_and_wait(env, kind: str, port: int, stopped: list[int]) -> dict:
+    """SIGSTOP the KIND export's server (its port keeps answering: the kernel accepts), wait
+    for the supervisor to replace it after 3 failed probes; the new state."""
+    old = env.state(kind)["service_pid"]
+    t0 = time.monotonic()
+    os.kill(old, signal.SIGSTOP)
+    stopped.append(old)
+    assert registry.tcp_port_answers("127.0.0.1", port, timeout=1)
+    st = wait_for(lambda: (lambda s: s if s.get("restarts") == 1
+                           and s.get("state") == "running"
+                           and s.get("service_pid") not in (None, old)
+                           and s.get("probe_ok") is True else None)(env.state(kind)),
+                  120, f"the supervisor to restart the wedged {kind} server", step=0.5)
+    print(f"wedged {kind} server detected and replaced in {time.monotonic() - t0:.1f} s")
+    assert not pid_alive(old)
+    assert "health probe failed 3 times" in st["message"]
+    return st
+
+
 @pytest.mark.integration
 @needs_fuse
 def test_probes_pass_and_a_wedged_ganesha_is_restarted(env, monkeypatch):
@@ -181,19 +200,8 @@ def test_probes_pass_and_a_wedged_ganesha_is_restarted(env, monkeypatch):
 
         # wedge ganesha: SIGSTOP. The kernel still accepts TCP connections on its port, so only
         # the probe can tell; 3 failed probes restart it.
-        old = nfs["service_pid"]
-        t1 = time.monotonic()
-        os.kill(old, signal.SIGSTOP)
-        stopped.append(old)
-        assert registry.tcp_port_answers("127.0.0.1", env.nfs_port, timeout=1)
-        st = wait_for(lambda: (lambda s: s if s.get("restarts") == 1
-                               and s.get("state") == "running"
-                               and s.get("service_pid") not in (None, old)
-                               and s.get("probe_ok") is True else None)(env.state("nfs")),
-                      120, "the supervisor to restart the wedged ganesha", step=0.5)
-        print(f"wedged ganesha detected and replaced in {time.monotonic() - t1:.1f} s")
-        assert not pid_alive(old)
-        assert st["pid"] == nfs["pid"] and "health probe failed 3 times" in st["message"]
+        st = _wedge_and_wait(env, "nfs", env.nfs_port, stopped)
+        assert st["pid"] == nfs["pid"]
         log = (env.data / "log" / "export-vol-nfs.log").read_text()
         assert "health probe of nfs-ganesha" in log and "(3 of 3)" in log
         assert "restarted" in log
@@ -201,20 +209,7 @@ def test_probes_pass_and_a_wedged_ganesha_is_restarted(env, monkeypatch):
         assert env.state("smb")["restarts"] == 0
 
         # the same for a wedged smbd: its port answers, the probe's file round trip does not
-        smb = env.state("smb")
-        old_smbd = smb["service_pid"]
-        t1 = time.monotonic()
-        os.kill(old_smbd, signal.SIGSTOP)
-        stopped.append(old_smbd)
-        assert registry.tcp_port_answers("127.0.0.1", env.smb_port, timeout=1)
-        st = wait_for(lambda: (lambda s: s if s.get("restarts") == 1
-                               and s.get("state") == "running"
-                               and s.get("service_pid") not in (None, old_smbd)
-                               and s.get("probe_ok") is True else None)(env.state("smb")),
-                      120, "the supervisor to restart the wedged smbd", step=0.5)
-        print(f"wedged smbd detected and replaced in {time.monotonic() - t1:.1f} s")
-        assert not pid_alive(old_smbd)
-        assert "health probe failed 3 times" in st["message"]
+        st = _wedge_and_wait(env, "smb", env.smb_port, stopped)
         assert "wrote, read back and removed smb-probe" in st["probe_message"]
 
         # a read-only SMB export: the probe reads the file the supervisor wrote in its share
