@@ -236,7 +236,10 @@ class SofsOperations(pyfuse3.Operations):
 
     @fuse_errors
     async def flush(self, fh):
-        await self._run(self.fs.flush, fh)
+        # close(2): NFS-Ganesha and Samba open and close files many times per client request,
+        # mostly without writing; a clean file needs no thread hop
+        if self.fs.needs_flush(self.fs.handle_ino(fh)):
+            await self._run(self.fs.flush, fh)
 
     @fuse_errors
     async def fsync(self, fh, datasync):

@@ -206,10 +206,17 @@ class FileIO:
     # ------------------------------------------------------------------ data: flush
 
     def needs_flush(self, ino: int) -> bool:
-        """Whether a flush of ``ino`` would have anything to store or wait for."""
+        """Whether a (non-sync) flush of ``ino`` would have anything to store, commit or wait
+        for: dirty or in-flight blocks, a flush under way, or a size not yet persisted (full
+        blocks flushed by :meth:`write` leave the size to the next complete flush)."""
         with self._lock:
             fb = self._buffers.get(ino)
-            return fb is not None and not fb.is_idle()
+            if fb is None:
+                return False
+            if not fb.is_idle():
+                return True
+            node = self._inodes.get(ino)
+            return node is not None and fb.durable_size != node.size
 
     def _flush_inode(self, ino: int, indexes: list[int] | None = None, sync: bool = False,
                      wait_all: bool = True) -> None:

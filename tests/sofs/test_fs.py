@@ -292,3 +292,26 @@ def test_volumes_never_share_chunks(tmp_path):
     finally:
         fa.close()
         fb.close()
+
+
+def test_needs_flush_sees_an_unpersisted_size_after_a_full_block_was_stored(env):
+    # FUSE's flush (close) and release skip their thread hop when needs_flush is False: it
+    # must stay True until the file's size is committed, not only while blocks are dirty
+    mount, store = env
+    fs = mount()
+    fh, node = fs.create(ROOT_INO, b"f", 0o644, os.O_WRONLY)
+    assert not fs.needs_flush(node.ino)
+    fs.write(fh, 0, os.urandom(BS))  # a full block: stored at once, the size left for close
+    assert len(store) >= 1
+    assert fs.needs_flush(node.ino)
+    fs.write(fh, BS, b"tail")  # a partial block: dirty
+    assert fs.needs_flush(node.ino)
+    fs.flush(fh)
+    assert not fs.needs_flush(node.ino)
+    fs.release(fh)
+    fh = fs.open(node.ino, os.O_RDONLY)  # a read-only open and close leaves nothing to do
+    assert fs.read(fh, 0, 4) and not fs.needs_flush(node.ino)
+    fs.release(fh)
+    fs.close()
+    fs = mount()
+    assert fs.lookup(ROOT_INO, b"f").size == BS + 4
