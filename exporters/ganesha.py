@@ -103,8 +103,11 @@ class NfsExport:
     anonymous_uid: int = 65534
     anonymous_gid: int = 65534
     # Seconds Ganesha trusts cached attributes and directory entries. 0 keeps NFS clients
-    # coherent with writers through SMB and the FUSE mount itself, at the cost of more getattr
-    # calls into the FUSE filesystem (which caches them itself).
+    # coherent with writers through SMB and the FUSE mount itself (close-to-open holds across
+    # protocols), at the cost of more calls into the FUSE filesystem: FSAL VFS opens a file
+    # or directory by handle for every attribute refresh, so an NFS create costs about 80 FUSE
+    # requests with 0 and about 33 with caching (measured: 6.8 ms against 4.6 ms per small
+    # file). Worth it for a volume that only NFS writes (a PACS's own store).
     attr_cache_s: int = 0
 
 

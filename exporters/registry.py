@@ -80,6 +80,7 @@ NFS_DEFAULTS = {
     "v3": False,
     "mount_port": None,
     "grace": 90,            # seconds; 0 = Graceless (tests only: NFSv4 clients lose reclaim)
+    "attr_cache": 0,        # seconds Ganesha trusts cached attributes (0: always ask the mount)
 }
 SMB_DEFAULTS = {
     "users": [],            # [[name, uid, gid], ...]
@@ -280,6 +281,7 @@ def nfs_export_of(spec: ExportSpec, volume_uuid: str, mountpoint: str) -> NfsExp
         graceless=grace == 0,
         grace_s=grace if grace > 0 else 90,
         lease_s=min(60, grace) if grace > 0 else 60,
+        attr_cache_s=int(o.get("attr_cache") or 0),
     )
 
 

@@ -356,3 +356,19 @@ def test_posix_user_uid_mismatch():
     # 'root' exists with uid 0: asking for it with another uid must be refused, not changed.
     with pytest.raises(ExportError, match="exists with uid 0"):
         ensure_posix_user(SmbUser("root", "pw", 61000, 61000))
+
+
+def test_export_spec_attr_cache_reaches_ganesha():
+    from exporters import registry
+    vol_uuid = str(uuid.uuid4())
+    spec = registry.ExportSpec("nfs", "vol", {**registry.NFS_DEFAULTS,
+                                              "clients": [["10.0.0.0/8", "RW"]]})
+    assert registry.nfs_export_of(spec, vol_uuid, "/mnt/x").attr_cache_s == 0  # coherent
+    text = render_ganesha_config(registry.nfs_export_of(spec, vol_uuid, "/mnt/x"), RUN)
+    assert "Attr_Expiration_Time = 0;" in text
+    spec.options["attr_cache"] = 5
+    text = render_ganesha_config(registry.nfs_export_of(spec, vol_uuid, "/mnt/x"), RUN)
+    assert "Attr_Expiration_Time = 5;" in text
+    spec.options["attr_cache"] = 7200
+    with pytest.raises(ExportError, match="attribute cache"):
+        render_ganesha_config(registry.nfs_export_of(spec, vol_uuid, "/mnt/x"), RUN)
