@@ -1,14 +1,9 @@
-"""Real NFS and SMB clients against a real sofs export, and the environment that serves it.
+"""Real NFS and SMB clients for the export integration tests (the servers: exportenv.py).
 
-:class:`ProtoEnv` builds a local ring and a volume under /tmp, mounts it through sofsctl, and
-exports it with ``sofsctl export nfs`` (NFSv4.0/4.1, and NFSv3 when an rpcbind can be run in a
-private network namespace) and ``sofsctl export smb`` on 127.0.0.1 and free high ports.
-Everything it started (rpcbind, supervisors, servers, the mount, POSIX users) is stopped by pid
-or removed in :meth:`ProtoEnv.cleanup`, whatever happened.
-
-Client helpers: nfs-rs (:func:`nfs_connect`), libnfs-utils (:func:`nfs_cli_url`), pysmb
-(:func:`pysmb_connect`), smbprotocol (:func:`smbp_session`, :func:`smbp_path`) and the Samba
-command line tools (:func:`smbclient_cli`).
+nfs-rs (:func:`nfs_connect`, :func:`nfs_read`), libnfs-utils (:func:`nfs_cli_url`), pysmb
+(:func:`pysmb_connect`, :func:`pysmb_conn`, :func:`pysmb_read`), smbprotocol
+(:func:`smbp_session`, :func:`smbp_path`, DOS attributes and security descriptors) and the
+Samba command line tools (:func:`smbclient_cli`); test payloads (:data:`SIZES`, :func:`same`).
 """
 
 from __future__ import annotations
@@ -16,206 +11,17 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import shutil
-import signal
-import socket
 import subprocess
-import sys
-import tempfile
-import time
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from exporters import registry
-from exporters.samba import remove_posix_user
-from tests.fuse_mount.conftest import Archive
+import pytest
 
-from .helpers import free_port
+from .exportenv import ALICE, ExportEnv, User
 
-REPO = Path(__file__).resolve().parents[2]
-# `export` is added to sofsctl's CLI by the integrator; until then the tests add it themselves.
-WRAPPER = ("from sofsctl.main import cli; from sofsctl.exports import export; "
-           "cli.add_command(export); cli(prog_name='sofsctl')")
-RPCBIND_SOCK = Path("/run/rpcbind.sock")
-
-
-@dataclass(frozen=True)
-class User:
-    name: str
-    uid: int
-    password: str
-
-
-# ALICE and BOB are the share's users; EVE is a Samba user of the same server who is not in
-# "valid users" (added to its passdb by the test, as an admin would for another share).
-ALICE = User("sofstest-pa", 61931, "Alice-Pass:1")
-BOB = User("sofstest-pb", 61932, "B0b-Secret-2")
-EVE = User("sofstest-pe", 61933, "Eve-Intrud3r")
-USERS = (ALICE, BOB, EVE)
-
-
-def sofsctl(data: Path, *args: str, check: bool = True, timeout: float = 180
-            ) -> subprocess.CompletedProcess:
-    res = subprocess.run([sys.executable, "-c", WRAPPER, "--data-dir", str(data), *args],
-                         capture_output=True, text=True, timeout=timeout, cwd=REPO)
-    if check and res.returncode != 0:
-        raise AssertionError(f"sofsctl {' '.join(args)} failed ({res.returncode}):\n"
-                             f"{res.stdout}\n{res.stderr}")
-    return res
-
-
-def _rpcbind_answers() -> bool:
-    if not RPCBIND_SOCK.is_socket():
-        return False
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(1)
-        try:
-            s.connect(str(RPCBIND_SOCK))
-            return True
-        except OSError:
-            return False
-
-
-class ProtoEnv:
-    """A mounted archive exported over NFS and SMB; everything started is recorded by pid."""
-
-    def __init__(self) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="sofs-proto-", dir="/tmp"))
-        self.root.chmod(0o755)
-        self.pids: set[int] = set()
-        self.rpcbind_pid: int | None = None
-        self.v3 = False
-        self.v3_why = ""
-        self.nfs_port = free_port()
-        self.mount_port = free_port()
-        self.smb_port = free_port()
-        self.archive = Archive(self.root)
-        self.archive.mnt.chmod(0o755)
-        self.pwfile = self.root / "smb.pw"
-        self.pwfile.write_text("".join(f"{u.name}:{u.password}\n" for u in (ALICE, BOB)))
-        self.pwfile.chmod(0o600)
-
-    @property
-    def data(self) -> Path:
-        return self.archive.data
-
-    @property
-    def mnt(self) -> Path:
-        return self.archive.mnt
-
-    def state(self, kind: str) -> dict:
-        st = registry.read_state(registry.export_dir(self.data, self.archive.volume, kind))
-        for key in ("pid", "service_pid"):
-            if st.get(key):
-                self.pids.add(st[key])
-        return st
-
-    # --- rpcbind for NFSv3 ------------------------------------------------------------------
-
-    def start_rpcbind(self) -> bool:
-        """An rpcbind for Ganesha's NFSv3 registration: in a private network namespace (it
-        binds 0.0.0.0:111 and cannot be told otherwise), reachable through the shared
-        filesystem at /run/rpcbind.sock. False (and v3_why) when that cannot be done."""
-        if shutil.which("rpcbind") is None or shutil.which("unshare") is None:
-            self.v3_why = "rpcbind or unshare is not installed"
-            return False
-        if _rpcbind_answers():
-            # someone else's rpcbind (another session's, or the host's): do not take it over
-            self.v3_why = f"{RPCBIND_SOCK} already belongs to a running rpcbind"
-            return False
-        with contextlib.suppress(FileNotFoundError):
-            RPCBIND_SOCK.unlink()  # stale, nothing answers on it
-        log = open(self.root / "rpcbind.log", "wb")
-        proc = subprocess.Popen(["unshare", "-n", "rpcbind", "-f"], stdin=subprocess.DEVNULL,
-                                stdout=log, stderr=log, start_new_session=True)
-        log.close()
-        self.rpcbind_pid = proc.pid  # unshare execs rpcbind: the same pid
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                self.v3_why = (f"rpcbind exited with {proc.returncode}: "
-                               f"{(self.root / 'rpcbind.log').read_text()[-500:]}")
-                self.rpcbind_pid = None
-                return False
-            if _rpcbind_answers():
-                return True
-            time.sleep(0.05)
-        self.v3_why = "rpcbind did not create /run/rpcbind.sock in 10 s"
-        return False
-
-    def stop_rpcbind(self) -> None:
-        pid, self.rpcbind_pid = self.rpcbind_pid, None
-        if pid is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            try:
-                if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                    break
-            except ChildProcessError:
-                break
-            time.sleep(0.05)
-        else:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
-        with contextlib.suppress(FileNotFoundError):
-            if not _rpcbind_answers():
-                RPCBIND_SOCK.unlink()
-
-    # --- exports ----------------------------------------------------------------------------
-
-    def export_nfs(self, v3: bool) -> None:
-        args = ["export", "nfs", "vol", "--clients", "127.0.0.1/32:rw", "--bind", "127.0.0.1",
-                "--port", str(self.nfs_port), "--grace", "0"]
-        if v3:
-            args += ["--v3", "--mount-port", str(self.mount_port)]
-        sofsctl(self.data, *args)
-        self.v3 = v3
-        self.state("nfs")
-
-    def export_smb(self) -> None:
-        sofsctl(self.data, "export", "smb", "vol", "--user", f"{ALICE.name}:{ALICE.uid}",
-                "--user", f"{BOB.name}:{BOB.uid}", "--password-file", str(self.pwfile),
-                "--bind", "127.0.0.1", "--port", str(self.smb_port))
-        self.state("smb")
-
-    @property
-    def smb_conf(self) -> Path:
-        return registry.run_dir(registry.export_dir(self.data, "vol", "smb")) / "smb.conf"
-
-    def add_samba_user_outside_share(self, user: User) -> None:
-        """A Samba user of this server who is not in the share's valid users."""
-        subprocess.run(["useradd", "-M", "-N", "-u", str(user.uid), "-g", "nogroup", "-d",
-                        "/nonexistent", "-s", "/usr/sbin/nologin", user.name],
-                       check=True, capture_output=True)
-        subprocess.run(["smbpasswd", "-c", str(self.smb_conf), "-s", "-a", user.name],
-                       input=f"{user.password}\n{user.password}\n", text=True, check=True,
-                       capture_output=True)
-
-    def cleanup(self) -> None:
-        try:
-            for kind in registry.KINDS:
-                if (registry.export_dir(self.data, "vol", kind) / "spec.json").exists():
-                    self.state(kind)
-            with contextlib.suppress(Exception):
-                registry.stop_exports(self.data, "vol", timeout=20)
-            for pid in self.pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        finally:
-            try:
-                self.stop_rpcbind()
-            finally:
-                try:
-                    self.archive.cleanup()
-                finally:
-                    for u in USERS:
-                        remove_posix_user(u.name)
-                    shutil.rmtree(self.root, ignore_errors=True)
+if TYPE_CHECKING:
+    from smb.SMBConnection import SMBConnection
 
 
 # --- payloads -------------------------------------------------------------------------------
@@ -244,7 +50,7 @@ def nfs_connect(port: int, version: str, *, mount_port: int | None = None, uid: 
                                  gid=gid, connect_timeout=10, operation_timeout=60, **opts)
 
 
-def nfs_cli_url(env: ProtoEnv, path: str = "") -> str:
+def nfs_cli_url(env: ExportEnv, path: str = "") -> str:
     """A libnfs URL (NFSv3, ports given: no portmapper lookup from the client)."""
     return (f"nfs://127.0.0.1/vol/{path}?version=3&nfsport={env.nfs_port}"
             f"&mountport={env.mount_port}&uid=1000&gid=1000")
@@ -252,12 +58,25 @@ def nfs_cli_url(env: ProtoEnv, path: str = "") -> str:
 
 # --- SMB ------------------------------------------------------------------------------------
 
-def pysmb_connect(port: int, user: User, password: str | None = None):
+def pysmb_connect(port: int, user: User, password: str | None = None, timeout: float = 30
+                  ) -> tuple[SMBConnection, bool]:
     from smb.SMBConnection import SMBConnection
     conn = SMBConnection(user.name, user.password if password is None else password,
                          "sofs-test", "SOFS", is_direct_tcp=True)
-    ok = conn.connect("127.0.0.1", port, timeout=30)
+    ok = conn.connect("127.0.0.1", port, timeout=timeout)
     return conn, ok
+
+
+@contextlib.contextmanager
+def pysmb_conn(port: int, user: User) -> Iterator[SMBConnection]:
+    """A pysmb connection of USER that must succeed (skips without pysmb), closed afterwards."""
+    pytest.importorskip("smb.SMBConnection", reason="pip install pysmb")
+    conn, ok = pysmb_connect(port, user, timeout=10)
+    assert ok
+    try:
+        yield conn
+    finally:
+        conn.close()
 
 
 def pysmb_read(conn, path: str) -> bytes:
@@ -284,7 +103,7 @@ def smbp_session(port: int, user: User, password: str | None = None):
         smbclient.reset_connection_cache(connection_cache=cache)
 
 
-def smbclient_cli(env: ProtoEnv, commands: str, user: User = ALICE, password: str | None = None,
+def smbclient_cli(env: ExportEnv, commands: str, user: User = ALICE, password: str | None = None,
                   cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     """Samba's smbclient (SMB3, signed) running COMMANDS on the share; the password goes
     through an authentication file, never the command line."""

@@ -1,22 +1,19 @@
 """``sofsctl export``: real supervisors, NFS-Ganesha and smbd re-exporting a real sofs FUSE mount.
 
-Each test builds a local ring and a volume under /tmp (traversable by the SMB user), mounts it
-through sofsctl, exports it on 127.0.0.1 and free high ports, and stops everything by pid in
-``finally`` (supervisors, servers and their helpers, the mount). The commands run as real
-processes, so the supervisors are real detached processes too.
+Each integration test gets its own environment (exportenv's ``env`` fixture): a local ring and a
+volume under /tmp (traversable by the SMB user), mounted through sofsctl, exported here with the
+real CLI on 127.0.0.1 and free high ports, and everything stopped by pid in its cleanup
+(supervisors, servers and their helpers, the mount), even when the test failed. The commands run
+as real processes, so the supervisors are real detached processes too. Bad input and the
+supervisor's restart bookkeeping are tested in-process.
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
-import shutil
 import signal
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,142 +21,19 @@ import pytest
 from click.testing import CliRunner
 
 from exporters import registry
-from exporters.samba import remove_posix_user
 from exporters.service import tcp_port_answers
 from sofsctl.exports import export
 from tests.fuse_mount.conftest import Archive, needs_fuse
 
-from .helpers import free_port, need_root_and
-
-# `export` is added to sofsctl's CLI by the integrator; until then the tests add it themselves.
-WRAPPER = ("from sofsctl.main import cli; from sofsctl.exports import export; "
-           "cli.add_command(export); cli(prog_name='sofsctl')")
-
-SMB_USER, SMB_UID, SMB_PASSWORD = "sofstest-exp1", 61911, "Str0ng-Pass:word"
-
-
-def sofsctl(data: Path, *args: str, check: bool = True, timeout: float = 180,
-            input: str | None = None) -> subprocess.CompletedProcess:
-    res = subprocess.run([sys.executable, "-c", WRAPPER, "--data-dir", str(data), *args],
-                         capture_output=True, text=True, timeout=timeout, input=input,
-                         cwd=Path(__file__).resolve().parents[2])
-    if check and res.returncode != 0:
-        raise AssertionError(f"sofsctl {' '.join(args)} failed ({res.returncode}):\n"
-                             f"{res.stdout}\n{res.stderr}")
-    return res
-
-
-def wait_for(pred, timeout: float, what: str, step: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
-
-
-class Env:
-    """A mounted archive plus everything the test started, to be killed by pid at the end."""
-
-    def __init__(self) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="sofs-export-", dir="/tmp"))
-        self.root.chmod(0o755)
-        self.archive = Archive(self.root)
-        self.archive.mnt.chmod(0o755)
-        self.pids: set[int] = set()
-        self.nfs_port = free_port()
-        self.smb_port = free_port()
-        self.pwfile = self.root / "smb.pw"
-        self.pwfile.write_text(f"{SMB_USER}:{SMB_PASSWORD}\n")
-        self.pwfile.chmod(0o600)
-
-    @property
-    def data(self) -> Path:
-        return self.archive.data
-
-    def state(self, kind: str) -> dict:
-        st = registry.read_state(registry.export_dir(self.data, self.archive.volume, kind))
-        for key in ("pid", "service_pid"):
-            if st.get(key):
-                self.pids.add(st[key])
-        return st
-
-    def export_nfs(self) -> subprocess.CompletedProcess:
-        res = sofsctl(self.data, "export", "nfs", "vol", "--clients", "127.0.0.1/32:rw",
-                      "--bind", "127.0.0.1", "--port", str(self.nfs_port), "--grace", "0")
-        self.state("nfs")
-        return res
-
-    def export_smb(self) -> subprocess.CompletedProcess:
-        res = sofsctl(self.data, "export", "smb", "vol", "--user", f"{SMB_USER}:{SMB_UID}",
-                      "--password-file", str(self.pwfile), "--bind", "127.0.0.1",
-                      "--port", str(self.smb_port))
-        self.state("smb")
-        return res
-
-    def cleanup(self) -> None:
-        try:
-            for kind in registry.KINDS:
-                if (registry.export_dir(self.data, "vol", kind) / "spec.json").exists():
-                    self.state(kind)
-            with contextlib.suppress(Exception):
-                registry.stop_exports(self.data, "vol", timeout=20)
-            for pid in self.pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        finally:
-            try:
-                self.archive.cleanup()
-            finally:
-                remove_posix_user(SMB_USER)
-                shutil.rmtree(self.root, ignore_errors=True)
-
-
-@pytest.fixture
-def env():
-    need_root_and("ganesha.nfsd", "smbd", "smbpasswd", "useradd", "fusermount3")
-    e = Env()
-    try:
-        e.archive.mount()
-        e.archive.mnt.chmod(0o777)  # the volume's root: NFS uid 1000 and the SMB user write
-        yield e
-    finally:
-        e.cleanup()
+from .clients import pysmb_conn, pysmb_read
+from .exportenv import SMB_USER, env, pid_alive, sofsctl, wait_for  # noqa: F401  (env: fixture)
+from .helpers import free_port
 
 
 def nfs_client(port: int):
     nfs_rs = pytest.importorskip("nfs_rs", reason="pip install nfs-rs")
     return nfs_rs.Client.connect(f"nfs://127.0.0.1:{port}/vol?version=4.1", uid=1000, gid=1000,
                                  connect_timeout=10, operation_timeout=30)
-
-
-@contextlib.contextmanager
-def smb_conn(port: int):
-    smb_conn_mod = pytest.importorskip("smb.SMBConnection", reason="pip install pysmb")
-    conn = smb_conn_mod.SMBConnection(SMB_USER, SMB_PASSWORD, "sofs-test", "SOFS",
-                                      is_direct_tcp=True)
-    assert conn.connect("127.0.0.1", port, timeout=10)
-    try:
-        yield conn
-    finally:
-        conn.close()
-
-
-def smb_read(conn, name: str) -> bytes:
-    buf = io.BytesIO()
-    conn.retrieveFile("vol", name, buf)
-    return buf.getvalue()
 
 
 def list_rows(data: Path) -> dict[str, list[str]]:
@@ -206,8 +80,8 @@ def test_cross_protocol_list_crash_restart_and_stop(env):
             f.write(from_nfs)
         series_fh = next(e.fh for e in c.scandir("study") if e.name == "series")
     assert series_fh
-    with smb_conn(env.smb_port) as conn:
-        assert smb_read(conn, "study/from-nfs.bin") == from_nfs
+    with pysmb_conn(env.smb_port, SMB_USER) as conn:
+        assert pysmb_read(conn, "study/from-nfs.bin") == from_nfs
         conn.storeFile("vol", "study/from-smb.bin", io.BytesIO(from_smb))
     (env.archive.mnt / "study" / "from-fuse.txt").write_bytes(from_fuse)
     assert (env.archive.mnt / "study" / "from-nfs.bin").read_bytes() == from_nfs
@@ -219,15 +93,15 @@ def test_cross_protocol_list_crash_restart_and_stop(env):
             assert f.read() == from_fuse
         assert sorted(c.listdir("study")) == ["from-fuse.txt", "from-nfs.bin", "from-smb.bin",
                                               "series"]
-    with smb_conn(env.smb_port) as conn:
-        assert smb_read(conn, "study/from-fuse.txt") == from_fuse
+    with pysmb_conn(env.smb_port, SMB_USER) as conn:
+        assert pysmb_read(conn, "study/from-fuse.txt") == from_fuse
 
     rows = list_rows(env.data)
     nfs_st, smb_st = env.state("nfs"), env.state("smb")
     assert rows["nfs"][2:8] == [str(env.nfs_port), "running", str(nfs_st["pid"]),
                                 str(nfs_st["service_pid"]), "0", "127.0.0.1/32:rw"]
     assert rows["smb"][2:8] == [str(env.smb_port), "running", str(smb_st["pid"]),
-                                str(smb_st["service_pid"]), "0", SMB_USER]
+                                str(smb_st["service_pid"]), "0", SMB_USER.name]
 
     full = {e["kind"]: e for e in json.loads(sofsctl(env.data, "export", "list", "--json").stdout)}
     assert full["nfs"]["service_pid"] == nfs_st["service_pid"]
@@ -272,8 +146,8 @@ def test_cross_protocol_list_crash_restart_and_stop(env):
     out = sofsctl(env.data, "export", "start", "vol", "--kind", "smb").stdout
     assert "exported over SMB" in out
     env.state("smb")
-    with smb_conn(env.smb_port) as conn:
-        assert smb_read(conn, "study/after-restart") == b"after"
+    with pysmb_conn(env.smb_port, SMB_USER) as conn:
+        assert pysmb_read(conn, "study/after-restart") == b"after"
     # a supervisor killed with SIGKILL: `export list` says so and stop still stops its smbd
     st = env.state("smb")
     os.kill(st["pid"], signal.SIGKILL)

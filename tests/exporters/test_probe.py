@@ -1,8 +1,8 @@
 """The supervisor's protocol-level health probes (exporters.probe).
 
-Integration tests reuse test_export_cli's Env (a real sofs FUSE mount, real supervisors, Ganesha
-and smbd on 127.0.0.1 and free high ports) and stop everything by pid in ``finally``. The probe
-interval is shortened through SOFS_EXPORT_PROBE_INTERVAL, inherited by the supervisors.
+Integration tests use exportenv's ``env`` fixture (a real sofs FUSE mount, real supervisors,
+Ganesha and smbd on 127.0.0.1 and free high ports, everything stopped by pid in its cleanup). The
+probe interval is shortened through SOFS_EXPORT_PROBE_INTERVAL, inherited by the supervisors.
 """
 
 from __future__ import annotations
@@ -22,15 +22,8 @@ from exporters.errors import ExportError
 from exporters.ganesha import ClientRule
 from tests.fuse_mount.conftest import needs_fuse
 
-from .test_export_cli import (  # noqa: F401  (env: fixture)
-    SMB_UID,
-    SMB_USER,
-    env,
-    pid_alive,
-    smb_conn,
-    sofsctl,
-    wait_for,
-)
+from .clients import pysmb_conn
+from .exportenv import SMB_USER, env, pid_alive, sofsctl, wait_for  # noqa: F401  (env: fixture)
 
 # --- units -------------------------------------------------------------------------------------
 
@@ -187,7 +180,7 @@ def test_probes_pass_and_a_wedged_ganesha_is_restarted(env, monkeypatch):
         probe_uid = __import__("pwd").getpwnam(probe.PROBE_USER).pw_uid
         assert (st.st_uid, st.st_mode & 0o7777) == (probe_uid, 0o700)
         assert os.listdir(sd) == []
-        with smb_conn(env.smb_port) as c:
+        with pysmb_conn(env.smb_port, SMB_USER) as c:
             shares = {sh.name for sh in c.listShares(timeout=10)}
             assert "vol" in shares and probe.smb_probe_share("vol") not in shares, shares
             names = {f.filename for f in c.listPath("vol", "/")}
@@ -214,9 +207,9 @@ def test_probes_pass_and_a_wedged_ganesha_is_restarted(env, monkeypatch):
 
         # a read-only SMB export: the probe reads the file the supervisor wrote in its share
         sofsctl(env.data, "export", "stop", "vol", "--kind", "smb")
-        sofsctl(env.data, "export", "smb", "vol", "--ro", "--user", f"{SMB_USER}:{SMB_UID}",
-                "--password-file", str(env.pwfile), "--bind", "127.0.0.1",
-                "--port", str(env.smb_port))
+        sofsctl(env.data, "export", "smb", "vol", "--ro", "--user",
+                f"{SMB_USER.name}:{SMB_USER.uid}", "--password-file", str(env.pwfile),
+                "--bind", "127.0.0.1", "--port", str(env.smb_port))
         ro = env.state("smb")
         assert ro["probe_ok"] is True, ro
         assert "read ro-probe" in ro["probe_message"], ro

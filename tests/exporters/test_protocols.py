@@ -7,7 +7,7 @@ supervisors, ganesha.nfsd and smbd. Clients: nfs-rs (v4.1, v4.0, v3), libnfs-uti
 nfs-cat, nfs-ls: v3 only), pysmb (SMB2_02), smbprotocol (SMB3) and Samba's smbclient tool
 (SMB3, signed). Every byte written is checked through the other side (the FUSE mount, the other
 protocol). Each test works in its own directory of the volume. Everything started is stopped by
-pid at the end (``ProtoEnv.cleanup``), the test users removed.
+pid at the end (exportenv's ``ExportEnv.cleanup``), the test users removed.
 
 test_export_cli.py covers the lifecycle (crashes, stop/start, remount and handles, mount death);
 this module covers what the protocols do to the data.
@@ -20,18 +20,15 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 
 import pytest
 
 from tests.fuse_mount.conftest import needs_fuse
 
 from .clients import (
-    ALICE,
-    BOB,
-    EVE,
     SIZES,
     NFS_RETRIES,
-    ProtoEnv,
     dacl_entries,
     nfs_cli_url,
     nfs_connect,
@@ -47,7 +44,7 @@ from .clients import (
     smbp_set_attributes,
     smbp_set_dacl,
 )
-from .helpers import need_root_and
+from .exportenv import ALICE, BOB, EVE, ExportEnv, mounted_env
 
 pytestmark = [pytest.mark.integration, needs_fuse]
 
@@ -62,25 +59,22 @@ FULL, READ_EXEC = 0x001F01FF, 0x001200A9  # FILE_ALL_ACCESS, FILE_GENERIC_READ|E
 
 
 @pytest.fixture(scope="module")
-def env():
-    need_root_and("ganesha.nfsd", "smbd", "smbpasswd", "useradd", "fusermount3")
+def env() -> Iterator[ExportEnv]:
     t0 = time.monotonic()
-    e = ProtoEnv()
-    try:
-        e.archive.mount()
-        e.mnt.chmod(0o777)  # the volume's root: NFS uid 1000 and the SMB users write
-        e.export_nfs(v3=e.start_rpcbind())
-        e.export_smb()
-        e.add_samba_user_outside_share(EVE)
-        print(f"\nmount + NFS (v3: {e.v3}) + SMB exports up in {time.monotonic() - t0:.1f} s")
-        yield e
-    finally:
-        if NFS_RETRIES:
-            print(f"\nNFS reads retried {len(NFS_RETRIES)} times: {NFS_RETRIES[:5]}")
-        e.cleanup()
+    with mounted_env([ALICE, BOB], prefix="sofs-proto-") as e:
+        try:
+            e.export_nfs(v3=e.start_rpcbind())
+            e.export_smb()
+            e.add_samba_user_outside_share(EVE)
+            print(f"\nmount + NFS (v3: {e.v3}) + SMB exports up in "
+                  f"{time.monotonic() - t0:.1f} s")
+            yield e
+        finally:
+            if NFS_RETRIES:
+                print(f"\nNFS reads retried {len(NFS_RETRIES)} times: {NFS_RETRIES[:5]}")
 
 
-def fuse_dir(env: ProtoEnv, name: str, owner: int | None = None):
+def fuse_dir(env: ExportEnv, name: str, owner: int | None = None):
     d = env.mnt / name
     d.mkdir()
     d.chmod(0o777)
@@ -251,7 +245,7 @@ def test_libnfs_utils_v3(env, tmp_path):
 
 # --- SMB: the same operations with each client -------------------------------------------------
 
-def _local_files(env: ProtoEnv, top: str) -> dict[str, bytes]:
+def _local_files(env: ExportEnv, top: str) -> dict[str, bytes]:
     d = fuse_dir(env, f"{top}-local")
     files = {name: os.urandom(size) for name, size in SIZES.items()}
     for name, blob in files.items():
