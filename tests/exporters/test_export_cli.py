@@ -232,6 +232,7 @@ def unmounted(tmp_path_factory):
     (["nfs", "vol", "--clients", "nonsense:rw"], "invalid client network"),
     (["nfs", "vol", "--clients", "10.0.0.0/8", "--bind", "eth0"], "invalid bind address"),
     (["nfs", "vol", "--clients", "10.0.0.0/8", "--mount-port", "2050"], "only used with --v3"),
+    (["nfs", "vol", "--clients", "10.0.0.0/8", "--attr-cache", "4000"], "Invalid value"),
     (["nfs", "novol", "--clients", "10.0.0.0/8"], "no volume named 'novol'"),
     (["nfs", "bad/name", "--clients", "10.0.0.0/8"], "invalid volume name"),
     (["nfs", "vol"], "Missing option '--clients'"),

@@ -217,9 +217,13 @@ def test_probes_pass_and_a_wedged_ganesha_is_restarted(env, monkeypatch):
 
         # a read-only export: the probe reads the file the supervisor wrote through the mount
         sofsctl(env.data, "export", "stop", "vol", "--kind", "nfs")
+        # (with Ganesha's attribute cache, which the probe works with too)
         sofsctl(env.data, "export", "nfs", "vol", "--clients", "127.0.0.1/32", "--ro",
-                "--bind", "127.0.0.1", "--port", str(env.nfs_port), "--grace", "0")
+                "--bind", "127.0.0.1", "--port", str(env.nfs_port), "--grace", "0",
+                "--attr-cache", "2")
         ro = env.state("nfs")
+        conf = registry.run_dir(registry.export_dir(env.data, "vol", "nfs")) / "ganesha.conf"
+        assert "Attr_Expiration_Time = 2;" in conf.read_text()
         assert ro["probe_ok"] is True, ro
         assert "read .sofs-probe/ro-probe over NFSv4.1" in ro["probe_message"]
         assert (d / probe.RO_PROBE_FILE).stat().st_uid == 65534
