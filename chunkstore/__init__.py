@@ -11,8 +11,9 @@ Public entry points:
 * :mod:`chunkstore.repair` – repair sweep and health scan.
 
 Modules: errors, keys (ChunkRef), policy (replication / EC / Protection), container (on-disk
-record format), diskindex (rocksdict schema), fdcache, diskstore (one disk), ring (placement),
-cluster (DATA_DIR layout, lock, init), repairlog, localring, repair.
+record format), diskindex (rocksdict schema), fdcache, roots (volume root records), diskstore
+(one disk), ring (placement), cluster (DATA_DIR layout, lock, init), repairlog, localring,
+repair.
 
 Nothing is done at import time.
 """

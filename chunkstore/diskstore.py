@@ -6,6 +6,8 @@ Layout of a disk directory::
     containers/   NNNNNNNN.ctr append-only container files (format: chunkstore.container),
                   the highest id is the active one; a new one is started past 64 MiB
     index/        rocksdict DB: piece id -> location (schema: chunkstore.diskindex)
+    roots/        volume root records, one file per volume named by its id in hex
+                  (format and rules: chunkstore.roots); created by the first ``put_root``
 
 The API is narrow and byte-oriented (keys, fragment indexes, policy codes, bytes) so it can be
 served over a wire later. All methods are thread-safe.
@@ -27,6 +29,12 @@ The WriteBatch is not fsynced on its own: the container fdatasync already made t
 durable, and recovery re-indexes every record after the durable high-water mark, so an index
 write lost in a power cut is rebuilt from the containers. Compaction, which deletes files, does
 sync the index before deleting anything.
+
+Root records (``put_root`` / ``get_root`` / ``list_roots``) live outside the containers and the
+index: each is a small file replaced atomically (temp file ``<hex>.tmp``, fsync, rename over
+``<hex>``, fsync of ``roots/``) under one lock per disk, so nothing else on the disk depends on
+them and a crash leaves either the old or the new record (a stale temp file is ignored and
+removed on open).
 
 Recovery on open: scan the containers from the high-water mark (in practice the tail of the
 active container), re-apply put and tombstone records in order (idempotent: records carry
@@ -50,8 +58,10 @@ from .diskindex import HWM_KEY, PIECE_ID_SIZE, PieceInfo, decode_hwm, encode_hwm
 from .errors import ChunkCorrupt, ChunkNotFound, ChunkStoreError, DiskFull, DiskUnavailable, FormatError, KeyConflict
 from .fdcache import FdCache, FileHandle
 from .policy import PolicyCode
+from .roots import MAX_RECORD_SIZE, VOLUME_ID_SIZE, RootRecord, check_volume_id
 
 MARKER_NAME = "DISK"
+ROOTS_DIR = "roots"
 DISK_FORMAT_VERSION = 1
 DEFAULT_CONTAINER_SIZE = 64 * 1024 * 1024
 _NOSPACE = (errno.ENOSPC, errno.EDQUOT)
@@ -128,6 +138,17 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def _volume_id_of(name: str) -> bytes | None:
+    """The volume id a ``roots/`` file name stands for (lower-case hex), or None."""
+    if len(name) != 2 * VOLUME_ID_SIZE:
+        return None
+    try:
+        volume_id = bytes.fromhex(name)
+    except ValueError:
+        return None
+    return volume_id if volume_id.hex() == name else None
+
+
 def _pwritev_all(fd: int, bufs: list[bytes | memoryview], offset: int) -> None:
     """Write all buffers at ``offset``, continuing after short writes."""
     views = [memoryview(b).cast("B") for b in bufs if len(b)]
@@ -164,13 +185,16 @@ class DiskStore:
         self._marker_path = os.path.join(self.path, MARKER_NAME)
         self._marker_ino = os.stat(self._marker_path).st_ino
         self._cdir = os.path.join(self.path, "containers")
+        self._rdir = os.path.join(self.path, ROOTS_DIR)
         self._container_size = container_size
         os.makedirs(self._cdir, exist_ok=True)
+        self._remove_root_temps()
 
         self._lock = threading.Lock()  # append lock: active container, queue, pending, accounting
         self._cv = threading.Condition(threading.Lock())  # group-commit hand-off
         self._delete_lock = threading.Lock()  # excludes deletes during compaction
         self._compact_lock = threading.Lock()
+        self._roots_lock = threading.Lock()  # one root record write at a time
         self._syncing = False
         self._queue: list[_Op] = []
         self._pending: dict[bytes, _Op] = {}
@@ -330,6 +354,11 @@ class DiskStore:
         if st.st_ino != self._marker_ino:
             raise DiskUnavailable(f"{self.path}: disk marker replaced")
 
+    def _check_readable(self) -> None:
+        if self._closed:
+            raise DiskUnavailable(f"{self.path}: disk store is closed")
+        self.check_alive()
+
     def _check_usable(self) -> None:
         if self._closed:
             raise DiskUnavailable(f"{self.path}: disk store is closed")
@@ -487,9 +516,7 @@ class DiskStore:
         reads when that fails, so each byte is hashed once on the fast path.
         """
         pid = piece_id(key, frag_idx)
-        if self._closed:
-            raise DiskUnavailable(f"{self.path}: disk store is closed")
-        self.check_alive()
+        self._check_readable()
         for attempt in range(2):
             raw = self._db.get(pid)
             if raw is None:
@@ -655,6 +682,115 @@ class DiskStore:
         if last is not None:
             self._await(last)
         return moved
+
+    # -- volume root records (format and rules: chunkstore.roots) -------------------------
+
+    def put_root(self, volume_id: bytes, seq: int, body: bytes) -> int:
+        """Keep this root record if ``seq`` is higher than the one held (durably, see module
+        docstring); the same seq and body again is a no-op, the same seq with another body a
+        KeyConflict, a lower seq stores nothing. Returns the seq the disk holds afterwards.
+        FormatError for invalid fields, DiskFull when there is no space for the record."""
+        rec = RootRecord(volume_id, seq, body)
+        self._check_usable()
+        with self._roots_lock:
+            try:
+                held = self._read_root(rec.volume_id)
+            except ChunkCorrupt:
+                held = None  # an unreadable record is replaced by the new one
+            if held is not None and held.seq >= rec.seq:
+                if held.seq == rec.seq and held.body != rec.body:
+                    raise KeyConflict(f"{self.path}: root record {rec.seq} of volume {rec.volume_id.hex()} "
+                                      "already stored with another body")
+                return held.seq
+            self._write_root(rec)
+            return rec.seq
+
+    def get_root(self, volume_id: bytes) -> RootRecord | None:
+        """The root record held for the volume, or None. ChunkCorrupt if it does not verify."""
+        volume_id = check_volume_id(volume_id)
+        self._check_readable()
+        return self._read_root(volume_id)
+
+    def list_roots(self) -> list[tuple[bytes, int]]:
+        """(volume_id, seq) of every root record on the disk, by volume id; records that do
+        not verify are left out."""
+        self._check_readable()
+        try:
+            names = os.listdir(self._rdir)
+        except FileNotFoundError:
+            return []
+        except OSError as e:
+            raise DiskUnavailable(f"{self.path}: cannot list root records: {e}") from e
+        out = []
+        for name in sorted(names):
+            volume_id = _volume_id_of(name)
+            if volume_id is None:
+                continue
+            try:
+                rec = self._read_root(volume_id)
+            except ChunkCorrupt:
+                continue
+            if rec is not None:
+                out.append((volume_id, rec.seq))
+        return out
+
+    def _root_path(self, volume_id: bytes) -> str:
+        return os.path.join(self._rdir, volume_id.hex())
+
+    def _read_root(self, volume_id: bytes) -> RootRecord | None:
+        path = self._root_path(volume_id)
+        try:
+            with open(path, "rb") as f:
+                raw = f.read(MAX_RECORD_SIZE + 1)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise DiskUnavailable(f"{self.path}: cannot read root record {path}: {e}") from e
+        try:
+            rec = RootRecord.decode(raw)
+        except ChunkCorrupt as e:
+            raise ChunkCorrupt(f"{path}: {e}") from None
+        if rec.volume_id != volume_id:
+            raise ChunkCorrupt(f"{path}: holds the root record of volume {rec.volume_id.hex()}")
+        return rec
+
+    def _write_root(self, rec: RootRecord) -> None:
+        """Replace the volume's record file atomically and durably (roots lock held)."""
+        final = self._root_path(rec.volume_id)
+        tmp = final + ".tmp"
+        try:
+            if not os.path.isdir(self._rdir):
+                os.makedirs(self._rdir, exist_ok=True)
+                _fsync_dir(self.path)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
+            try:
+                _pwritev_all(fd, [rec.encode()], 0)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, final)
+            _fsync_dir(self._rdir)
+        except OSError as e:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            if e.errno in _NOSPACE:
+                raise DiskFull(f"{self.path}: no space for the root record of volume {rec.volume_id.hex()}") from e
+            raise DiskUnavailable(f"{self.path}: cannot write root record: {e}") from e
+
+    def _remove_root_temps(self) -> None:
+        """Remove temp files a crash left in ``roots/`` (best effort)."""
+        try:
+            names = os.listdir(self._rdir)
+        except OSError:
+            return
+        for name in names:
+            if name.endswith(".tmp"):
+                try:
+                    os.unlink(os.path.join(self._rdir, name))
+                except OSError:
+                    pass
 
     def close(self) -> None:
         """Finish in-flight commits and release files and the index. Idempotent."""

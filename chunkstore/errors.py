@@ -110,3 +110,12 @@ class ClusterNotFound(ChunkStoreError):
 class StaleMap(ChunkStoreError):
     """A storage node has seen a newer cluster map than the one the request was made with: the
     client must fetch the newer map (MAP_GET), recompute placement and retry."""
+
+
+class StaleRoot(ChunkStoreError):
+    """A disk already holds a newer root record of this volume (another writer advanced it).
+
+    Raised by ``put_root`` (chunkstore.roots) once every write of the record has finished.
+    A retry with the same sequence number does not help: read the newer record (``get_root``)
+    and decide from there.
+    """

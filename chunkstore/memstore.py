@@ -4,6 +4,11 @@ Behaves like the real store from the caller's point of view (content keys, refs 
 policy chosen by size, verified reads, idempotent deletes, ChunkNotFound / ChunkCorrupt) and
 offers fault injection: :meth:`MemoryChunkStore.corrupt`, :meth:`MemoryChunkStore.lose`,
 and a ``total_bytes`` limit that makes ``put`` raise DiskFull.
+
+Volume root records (:mod:`chunkstore.roots`) are kept in a dict volume_id -> RootRecord with
+the RING's rules: ``put_root`` stores a higher seq and returns 1 (the number of "disks" holding
+it), is a no-op for the same seq and body, raises KeyConflict for the same seq with another
+body and StaleRoot for a lower seq; ``get_root`` / ``list_roots`` read the dict.
 """
 
 from __future__ import annotations
@@ -11,9 +16,10 @@ from __future__ import annotations
 import threading
 from typing import Iterator
 
-from .errors import ChunkCorrupt, ChunkNotFound, ChunkStoreError, DiskFull
+from .errors import ChunkCorrupt, ChunkNotFound, ChunkStoreError, DiskFull, KeyConflict, StaleRoot
 from .keys import ChunkRef, MAX_CHUNK_SIZE, chunk_key
 from .policy import Protection
+from .roots import RootRecord, check_volume_id
 from .store import Capacity, ChunkStore
 
 
@@ -23,6 +29,7 @@ class MemoryChunkStore(ChunkStore):
     def __init__(self, total_bytes: int = 1 << 40) -> None:
         self._total = total_bytes
         self._chunks: dict[bytes, bytes] = {}
+        self._roots: dict[bytes, RootRecord] = {}
         self._used = 0
         self._lock = threading.Lock()
         self._closed = False
@@ -70,6 +77,31 @@ class MemoryChunkStore(ChunkStore):
     def capacity(self) -> Capacity:
         with self._lock:
             return Capacity(self._total, self._total - self._used, self._used)
+
+    def put_root(self, volume_id: bytes, seq: int, body: bytes) -> int:
+        self._check_open()
+        rec = RootRecord(volume_id, seq, body)
+        with self._lock:
+            held = self._roots.get(rec.volume_id)
+            if held is not None:
+                what = f"root record {rec.seq} of volume {rec.volume_id.hex()}"
+                if held.seq > rec.seq:
+                    raise StaleRoot(f"{what}: root record {held.seq} is already stored")
+                if held.seq == rec.seq and held.body != rec.body:
+                    raise KeyConflict(f"{what}: another body with this seq is stored")
+            self._roots[rec.volume_id] = rec
+        return 1
+
+    def get_root(self, volume_id: bytes) -> RootRecord | None:
+        self._check_open()
+        volume_id = check_volume_id(volume_id)
+        with self._lock:
+            return self._roots.get(volume_id)
+
+    def list_roots(self) -> dict[bytes, int]:
+        self._check_open()
+        with self._lock:
+            return {v: r.seq for v, r in self._roots.items()}
 
     def close(self) -> None:
         self._closed = True

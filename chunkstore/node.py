@@ -45,7 +45,9 @@ Concurrency: one trio task reads each connection; every request runs in its own 
 blocking DiskStore call in ``trio.to_thread.run_sync`` behind one CapacityLimiter. Memory is
 bounded by a byte budget: the reader reserves a request's body length before reading it (a
 full budget stops it reading, so TCP pushes back on the client) and a GET reserves the piece's
-length before reading it from disk; reservations are released once the answer is sent.
+length before reading it from disk; reservations are released once the answer is sent. Root
+record answers (ROOT_GET at most 64 KiB, ROOT_LIST at most 1.5 MiB) are not reserved: they
+are small and bounded by ``max_requests`` at once.
 
 Shutdown on SIGTERM or SIGINT: stop accepting, stop reading new requests, let in-flight ones
 finish (at most ``shutdown_grace`` seconds), close the connections and the DiskStores, remove
@@ -620,6 +622,12 @@ class Node:
             return await self._run(disk, lambda: ds.compact(req.min_dead_ratio))
         if isinstance(req, wire.Check):
             return await self._run(disk, ds.check_alive)
+        if isinstance(req, wire.RootPut):
+            return wire.RootHeld(await self._run(disk, lambda: ds.put_root(req.volume_id, req.seq, req.body)))
+        if isinstance(req, wire.RootGet):
+            return await self._run(disk, lambda: ds.get_root(req.volume_id))
+        if isinstance(req, wire.RootList):
+            return wire.RootSeqs(tuple(await self._run(disk, ds.list_roots)))
         raise WireError(f"unexpected request {type(req).__name__}")  # pragma: no cover
 
     async def _stream_pieces(self, c: _Conn, req_id: int, disk: str) -> None:

@@ -1,7 +1,8 @@
 """RemoteDisk: a disk served by a ``sofs-node``, with the DiskStore method signatures.
 
 ``RemoteDisk(host, port, disk_id, secret)`` offers put / get(key, frag_idx, verify=True) /
-delete / has / piece / pieces / stats / compact / check_alive / close, blocking and
+delete / has / piece / pieces / stats / compact / check_alive / put_root / get_root /
+list_roots / close, blocking and
 thread-safe like :class:`~chunkstore.diskstore.DiskStore`, so code written against DiskStore
 (LocalRing's ``_call(disk_id, method, *args)``) can call either. Protocol:
 :mod:`chunkstore.wire`.
@@ -30,6 +31,7 @@ from .diskindex import PieceInfo
 from .diskstore import CompactReport, DiskStats
 from .errors import DiskUnavailable
 from .policy import PolicyCode
+from .roots import RootRecord, check_volume_id
 from .wire import AuthError, BlockingConnection, Kind, WireError
 
 
@@ -202,6 +204,22 @@ class RemoteDisk:
     def check_alive(self) -> None:
         """DiskUnavailable if the node is unreachable or its disk is gone."""
         self._call(wire.Check(self.disk_id))
+
+    def put_root(self, volume_id: bytes, seq: int, body: bytes) -> int:
+        """DiskStore.put_root on the node: the seq the disk holds afterwards."""
+        rec = RootRecord(volume_id, seq, body)  # FormatError before any I/O
+        held: wire.RootHeld = self._call(wire.RootPut(self.disk_id, rec.volume_id, rec.seq, rec.body))  # type: ignore[assignment]
+        return held.seq
+
+    def get_root(self, volume_id: bytes) -> RootRecord | None:
+        """DiskStore.get_root on the node (ChunkCorrupt if its record does not verify)."""
+        volume_id = check_volume_id(volume_id)
+        found: wire.RootFound | None = self._call(wire.RootGet(self.disk_id, volume_id))  # type: ignore[assignment]
+        return None if found is None else RootRecord(volume_id, found.seq, found.body)
+
+    def list_roots(self) -> list[tuple[bytes, int]]:
+        """DiskStore.list_roots on the node: (volume_id, seq) of every root record."""
+        return list(self._call(wire.RootList(self.disk_id)).entries)  # type: ignore[attr-defined]
 
     def ping(self, epoch: int = 0) -> wire.Pong:
         """Send our cluster-map epoch; returns the node's epoch and id."""

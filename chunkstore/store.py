@@ -7,6 +7,10 @@ verified payload for a ref. Chunks are never modified; the same payload put twic
 same key (content dedup), and reference counting / garbage collection of unreferenced chunks
 is the caller's job (``delete`` removes the chunk whatever else refers to it).
 
+Besides chunks, a store keeps one small, mutable, versioned *root record* per volume
+(``put_root`` / ``get_root`` / ``list_roots``; rules in :mod:`chunkstore.roots`): where the
+layer above finds its newest metadata checkpoint knowing only the cluster.
+
 All methods are blocking and thread-safe: callers on a trio event loop run them through
 ``trio.to_thread.run_sync``.
 
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 
 from .keys import ChunkRef
 from .policy import Protection
+from .roots import RootRecord
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,21 @@ class ChunkStore(abc.ABC):
     @abc.abstractmethod
     def capacity(self) -> Capacity:
         """Raw total/free/used bytes (see :class:`Capacity`)."""
+
+    def put_root(self, volume_id: bytes, seq: int, body: bytes) -> int:
+        """Store version ``seq`` of the volume's root record (:mod:`chunkstore.roots`), the one
+        small mutable record per volume; returns how many disks hold it. StaleRoot if a newer
+        seq is stored, KeyConflict for the same seq with another body, NotEnoughDisks below
+        the write quorum; the same seq and body again is a no-op."""
+        raise NotImplementedError
+
+    def get_root(self, volume_id: bytes) -> RootRecord | None:
+        """The volume's root record with the highest seq stored, or None."""
+        raise NotImplementedError
+
+    def list_roots(self) -> dict[bytes, int]:
+        """volume_id -> highest root record seq stored."""
+        raise NotImplementedError
 
     @abc.abstractmethod
     def close(self) -> None:

@@ -66,6 +66,17 @@ Operations (op: request body -> response body)::
                                                           records_moved, bytes_reclaimed,
                                                           pieces_dropped
     24 CHECK    disk                                  ->  (empty)   (DiskStore.check_alive)
+    25 ROOT_PUT disk, volume_id 16 B, seq u64 (1..2**63-1), body (rest, 0..64 KiB)
+                                                      ->  seq u64: the seq the disk holds
+                                                          after (higher than ours: stale)
+    26 ROOT_GET disk, volume_id 16 B                  ->  u8 0 (none) | u8 1 + seq u64 + body
+                                                          (rest, 0..64 KiB)
+    27 ROOT_LIST disk                                 ->  count u32 (0..65536) + count x
+                                                          (volume_id 16 B, seq u64)
+
+Volume root records (chunkstore.roots): ROOT_PUT / ROOT_GET / ROOT_LIST call the disk's
+DiskStore.put_root / get_root / list_roots. A disk holding more than MAX_ROOTS (65,536)
+records answers ROOT_LIST with ERROR FormatError.
 
 Cluster-map epochs: a PING records the sender's epoch on the connection. Once a node holds a
 map (epoch E > 0), a disk request on a connection whose recorded epoch is below E is answered
@@ -79,7 +90,7 @@ ERROR body: code u16 + message length u16 (0..1024) + UTF-8 message. Codes map 1
 exception classes (ERROR_CODES): 1 WireError, 2 AuthError, 3 ChunkNotFound, 4 ChunkCorrupt,
 5 KeyConflict, 6 DiskFull, 7 DiskUnavailable, 8 FormatError, 9 ChecksumMismatch,
 10 PolicyError, 11 NotEnoughDisks, 12 ClusterInUse, 13 ClusterMismatch, 14 ClusterNotFound,
-15 StaleMap, 255 ChunkStoreError (anything else). Never renumber.
+15 StaleMap, 16 StaleRoot, 255 ChunkStoreError (anything else). Never renumber.
 
 Handshake (mutual HMAC-SHA256 challenge-response over a cluster secret)
 ======================================================================
@@ -136,8 +147,10 @@ from .errors import (
     NotEnoughDisks,
     PolicyError,
     StaleMap,
+    StaleRoot,
 )
 from .policy import KIND_REPLICATION, MAX_EC_WIDTH, REPLICA_INDEX, PolicyCode
+from .roots import MAX_SEQ, ROOT_MAX_BODY, VOLUME_ID_SIZE, RootRecord
 
 WIRE_VERSION = 1
 MiB = 1024 * 1024
@@ -152,6 +165,7 @@ MAX_ID_LEN = 64
 MAX_MESSAGE = 1024
 MAX_ITEMS = 1024
 MAX_MAP = 1 << 20
+MAX_ROOTS = 65536  # entries of a ROOT_LIST answer
 HELLO_MAGIC = b"SOFS"
 PROOF_CONTEXT = b"sofs-wire-1"
 MIN_SECRET_LEN = 16
@@ -166,6 +180,7 @@ _F64 = struct.Struct(">d")
 _ERR = struct.Struct(">HH")
 _PUT_FIXED = struct.Struct(">20sB4sI16s")
 _KEYFRAG = struct.Struct(">20sB")
+_ROOT_ENTRY = struct.Struct(">16sQ")
 _ID_RE = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
 
 
@@ -208,12 +223,16 @@ class Op(IntEnum):
     STATS = 22
     COMPACT = 23
     CHECK = 24
+    ROOT_PUT = 25
+    ROOT_GET = 26
+    ROOT_LIST = 27
 
 
 _KINDS = frozenset(int(k) for k in Kind)
 _OPS = frozenset(int(o) for o in Op)
 _DISK = (2, 1 + MAX_ID_LEN)  # min, max size of a disk/node id field
 _KF = KEY_SIZE + 1
+_VS = VOLUME_ID_SIZE + 8  # volume id + seq
 
 # (kind, op) -> (min body, max body); a pair not listed here is refused.
 _BODY_BOUNDS: dict[tuple[int, int], tuple[int, int]] = {
@@ -231,6 +250,9 @@ _BODY_BOUNDS: dict[tuple[int, int], tuple[int, int]] = {
     (Kind.REQUEST, Op.STATS): _DISK,
     (Kind.REQUEST, Op.COMPACT): (_DISK[0] + 8, _DISK[1] + 8),
     (Kind.REQUEST, Op.CHECK): _DISK,
+    (Kind.REQUEST, Op.ROOT_PUT): (_DISK[0] + _VS, _DISK[1] + _VS + ROOT_MAX_BODY),
+    (Kind.REQUEST, Op.ROOT_GET): (_DISK[0] + VOLUME_ID_SIZE, _DISK[1] + VOLUME_ID_SIZE),
+    (Kind.REQUEST, Op.ROOT_LIST): _DISK,
     (Kind.RESPONSE, Op.HELLO): (NONCE_SIZE + PROOF_SIZE, NONCE_SIZE + PROOF_SIZE),
     (Kind.RESPONSE, Op.AUTH): _DISK,
     (Kind.RESPONSE, Op.PING): (8 + _DISK[0], 8 + _DISK[1]),
@@ -244,6 +266,9 @@ _BODY_BOUNDS: dict[tuple[int, int], tuple[int, int]] = {
     (Kind.RESPONSE, Op.STATS): (_STATS.size, _STATS.size),
     (Kind.RESPONSE, Op.COMPACT): (_COMPACT.size, _COMPACT.size),
     (Kind.RESPONSE, Op.CHECK): (0, 0),
+    (Kind.RESPONSE, Op.ROOT_PUT): (8, 8),
+    (Kind.RESPONSE, Op.ROOT_GET): (1, 1 + 8 + ROOT_MAX_BODY),
+    (Kind.RESPONSE, Op.ROOT_LIST): (4, 4 + _VS * MAX_ROOTS),
     (Kind.ITEM, Op.PIECES): (2 + PIECE_SIZE, 2 + PIECE_SIZE * MAX_ITEMS),
     (Kind.END, Op.PIECES): (8, 8),
 }
@@ -272,6 +297,7 @@ ERROR_CODES: dict[int, type[ChunkStoreError]] = {
     13: ClusterMismatch,
     14: ClusterNotFound,
     15: StaleMap,
+    16: StaleRoot,
     255: ChunkStoreError,
 }
 _CODE_OF: dict[type, int] = {cls: code for code, cls in ERROR_CODES.items()}
@@ -466,6 +492,51 @@ class Check:
 
 
 @dataclass(frozen=True)
+class RootPut:
+    disk: str
+    volume_id: bytes
+    seq: int
+    body: bytes
+    op = Op.ROOT_PUT
+
+
+@dataclass(frozen=True)
+class RootGet:
+    disk: str
+    volume_id: bytes
+    op = Op.ROOT_GET
+
+
+@dataclass(frozen=True)
+class RootList:
+    disk: str
+    op = Op.ROOT_LIST
+
+
+@dataclass(frozen=True)
+class RootHeld:
+    """ROOT_PUT answer: the seq the disk holds after the request."""
+
+    seq: int
+
+
+@dataclass(frozen=True)
+class RootFound:
+    """ROOT_GET answer when the disk holds a record of the volume asked for (encoded from a
+    RootFound or a RootRecord; the volume id is the request's)."""
+
+    seq: int
+    body: bytes
+
+
+@dataclass(frozen=True)
+class RootSeqs:
+    """ROOT_LIST answer: (volume_id, seq) of every root record on the disk."""
+
+    entries: tuple[tuple[bytes, int], ...]
+
+
+@dataclass(frozen=True)
 class StreamEnd:
     count: int
 
@@ -483,15 +554,18 @@ class ErrorReply:
         return ERROR_CODES[self.code](self.message)
 
 
-Request = Union[Hello, Auth, Ping, MapGet, MapPut, Put, Get, Delete, Has, Piece, Pieces, Stats, Compact, Check]
-DISK_REQUESTS = (Put, Get, Delete, Has, Piece, Pieces, Stats, Compact, Check)
+Request = Union[
+    Hello, Auth, Ping, MapGet, MapPut, Put, Get, Delete, Has, Piece, Pieces, Stats, Compact, Check, RootPut, RootGet, RootList
+]
+DISK_REQUESTS = (Put, Get, Delete, Has, Piece, Pieces, Stats, Compact, Check, RootPut, RootGet, RootList)
 
 
 @dataclass(frozen=True)
 class Frame:
     """A decoded frame. ``body`` by kind/op: a request dataclass; for RESPONSE: HelloReply,
     AuthOk, Pong, None (PUT/DELETE/CHECK), Blob (GET), bool (HAS), PieceInfo | None (PIECE),
-    DiskStats, CompactReport; ITEM: tuple of PieceInfo; END: StreamEnd; ERROR: ErrorReply."""
+    DiskStats, CompactReport, RootHeld (ROOT_PUT), RootFound | None (ROOT_GET), RootSeqs
+    (ROOT_LIST); ITEM: tuple of PieceInfo; END: StreamEnd; ERROR: ErrorReply."""
 
     kind: int
     op: int
@@ -530,6 +604,20 @@ def _check_policy_frag(policy: PolicyCode, frag_idx: int) -> None:
             raise WireError(f"a replica must use fragment index {REPLICA_INDEX}, not {frag_idx}")
     elif frag_idx >= policy.width:
         raise WireError(f"fragment index {frag_idx} out of range for EC {policy.a}+{policy.b}")
+
+
+def _seq(seq: int) -> int:
+    """``seq`` if it is a root record seq (1..2**63-1), else WireError."""
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 1 <= seq <= MAX_SEQ:
+        raise WireError(f"root record seq {seq!r} out of 1..{MAX_SEQ}")
+    return seq
+
+
+def _check_root_fields(volume_id: bytes, seq: int | None = None) -> None:
+    if not isinstance(volume_id, (bytes, bytearray)) or len(volume_id) != VOLUME_ID_SIZE:
+        raise WireError(f"a volume id is exactly {VOLUME_ID_SIZE} bytes")
+    if seq is not None:
+        _seq(seq)
 
 
 def _frame(kind: int, op: int, req_id: int, *body: bytes | bytearray | memoryview) -> Parts:
@@ -594,7 +682,15 @@ def encode_request(req_id: int, req: Request) -> Parts:
         if not isinstance(r, (int, float)) or not math.isfinite(r) or not 0.0 <= r <= 1.0:
             raise WireError(f"min_dead_ratio {r!r} out of 0..1")
         return _frame(Kind.REQUEST, Op.COMPACT, req_id, disk + _F64.pack(float(r)))
-    return _frame(Kind.REQUEST, req.op, req_id, disk)  # PIECES, STATS, CHECK
+    if isinstance(req, RootPut):
+        _check_root_fields(req.volume_id, req.seq)
+        if len(req.body) > ROOT_MAX_BODY:
+            raise WireError(f"root record body of {len(req.body)} bytes exceeds {ROOT_MAX_BODY}")
+        return _frame(Kind.REQUEST, Op.ROOT_PUT, req_id, disk + _ROOT_ENTRY.pack(req.volume_id, req.seq), req.body)
+    if isinstance(req, RootGet):
+        _check_root_fields(req.volume_id)
+        return _frame(Kind.REQUEST, Op.ROOT_GET, req_id, disk + req.volume_id)
+    return _frame(Kind.REQUEST, req.op, req_id, disk)  # PIECES, STATS, CHECK, ROOT_LIST
 
 
 def encode_response(req_id: int, op: int, value: object) -> Parts:
@@ -640,6 +736,19 @@ def encode_response(req_id: int, op: int, value: object) -> Parts:
             body = _COMPACT.pack(v.containers_removed, v.records_moved, v.bytes_reclaimed, v.pieces_dropped)
         except struct.error as e:
             raise WireError(f"compaction report out of range: {e}") from None
+        return _frame(Kind.RESPONSE, op, req_id, body)
+    if op == Op.ROOT_PUT and isinstance(value, RootHeld):
+        return _frame(Kind.RESPONSE, op, req_id, _U64.pack(_seq(value.seq)))
+    if op == Op.ROOT_GET and (value is None or isinstance(value, (RootFound, RootRecord))):
+        if value is None:
+            return _frame(Kind.RESPONSE, op, req_id, b"\x00")
+        return _frame(Kind.RESPONSE, op, req_id, b"\x01" + _U64.pack(_seq(value.seq)), value.body)
+    if op == Op.ROOT_LIST and isinstance(value, RootSeqs):
+        if len(value.entries) > MAX_ROOTS:
+            raise FormatError(f"{len(value.entries)} root records, more than a ROOT_LIST answer carries ({MAX_ROOTS})")
+        for volume_id, seq in value.entries:
+            _check_root_fields(volume_id, seq)
+        body = struct.pack(">I", len(value.entries)) + b"".join(_ROOT_ENTRY.pack(v, s) for v, s in value.entries)
         return _frame(Kind.RESPONSE, op, req_id, body)
     raise WireError(f"cannot encode {type(value).__name__} as a {Op(op).name if op in _OPS else op} response")
 
@@ -756,6 +865,11 @@ def _piece(r: _Reader) -> PieceInfo:
     return PieceInfo(key, frag, cid, off, length, csum, _policy(memoryview(pcode)), chunk_size)
 
 
+def _root_entry(r: _Reader) -> tuple[bytes, int]:
+    volume_id, seq = _ROOT_ENTRY.unpack(r.take(_ROOT_ENTRY.size))
+    return volume_id, _seq(seq)
+
+
 def _decode_request(op: int, r: _Reader, verify: bool) -> Request:
     if op == Op.HELLO:
         if bytes(r.take(4)) != HELLO_MAGIC:
@@ -797,7 +911,15 @@ def _decode_request(op: int, r: _Reader, verify: bool) -> Request:
         if not math.isfinite(ratio) or not 0.0 <= ratio <= 1.0:
             raise WireError("min_dead_ratio out of 0..1")
         return Compact(disk, ratio)
-    return {Op.PIECES: Pieces, Op.STATS: Stats, Op.CHECK: Check}[Op(op)](disk)
+    if op == Op.ROOT_PUT:
+        volume_id, seq = _root_entry(r)
+        body = bytes(r.rest())
+        if len(body) > ROOT_MAX_BODY:
+            raise WireError("root record body too large")
+        return RootPut(disk, volume_id, seq, body)
+    if op == Op.ROOT_GET:
+        return RootGet(disk, bytes(r.take(VOLUME_ID_SIZE)))
+    return {Op.PIECES: Pieces, Op.STATS: Stats, Op.CHECK: Check, Op.ROOT_LIST: RootList}[Op(op)](disk)
 
 
 def _decode_response(op: int, r: _Reader, verify: bool) -> object:
@@ -833,6 +955,20 @@ def _decode_response(op: int, r: _Reader, verify: bool) -> object:
         return DiskStats(*_STATS.unpack(r.take(_STATS.size)))
     if op == Op.COMPACT:
         return CompactReport(*_COMPACT.unpack(r.take(_COMPACT.size)))
+    if op == Op.ROOT_PUT:
+        return RootHeld(_seq(_U64.unpack(r.take(8))[0]))
+    if op == Op.ROOT_GET:
+        b = r.u8()
+        if b > 1:
+            raise WireError(f"ROOT_GET answer flag must be 0 or 1, got {b}")
+        if not b:
+            return None
+        return RootFound(_seq(_U64.unpack(r.take(8))[0]), bytes(r.rest()))
+    if op == Op.ROOT_LIST:
+        (count,) = struct.unpack(">I", r.take(4))
+        if count > MAX_ROOTS:
+            raise WireError(f"ROOT_LIST count {count} exceeds {MAX_ROOTS}")
+        return RootSeqs(tuple(_root_entry(r) for _ in range(count)))
     raise WireError(f"no RESPONSE for {Op(op).name}")  # pragma: no cover - excluded by bounds
 
 

@@ -25,6 +25,7 @@ from chunkstore.errors import (
     KeyConflict,
 )
 from chunkstore.policy import REPLICA_INDEX, PolicyCode
+from chunkstore.roots import MAX_SEQ, ROOT_MAX_BODY, RootRecord
 from chunkstore.wire import Kind, Op, WireError
 
 KEY = bytes(range(20))
@@ -33,6 +34,7 @@ EC = PolicyCode(2, 4, 2, 1)
 INFO = PieceInfo(KEY, 3, 7, 123456789, 4096, b"c" * 16, EC, 16384)
 STATS = DiskStats(1, 2, 3, -4, 5, 6, 7, 8)
 REPORT = CompactReport(1, 2, 3, 4)
+VOL = bytes(range(100, 116))
 
 
 def _requests():
@@ -52,6 +54,10 @@ def _requests():
         wire.Compact("d0", 0.25),
         wire.Compact("d0", 1.0),
         wire.Check("d0"),
+        wire.RootPut("d0", VOL, 1, b""),
+        wire.RootPut("d0", VOL, MAX_SEQ, b"r" * ROOT_MAX_BODY),
+        wire.RootGet("d0", VOL),
+        wire.RootList("d0"),
     ]
 
 
@@ -71,6 +77,12 @@ def _responses():
         (Op.PIECE, None),
         (Op.STATS, STATS),
         (Op.COMPACT, REPORT),
+        (Op.ROOT_PUT, wire.RootHeld(MAX_SEQ)),
+        (Op.ROOT_GET, None),
+        (Op.ROOT_GET, wire.RootFound(7, b"manifest")),
+        (Op.ROOT_GET, wire.RootFound(1, b"")),
+        (Op.ROOT_LIST, wire.RootSeqs(())),
+        (Op.ROOT_LIST, wire.RootSeqs(((VOL, 3), (bytes(16), MAX_SEQ)))),
     ]
 
 
@@ -202,6 +214,37 @@ def test_field_rules():
     _err(_hdr(kind=Kind.ERROR, body=b"\x00\x01\x00\x01abc"), "unexpected bytes")
 
 
+def test_root_rules():
+    body = b"\x02d0" + VOL
+    assert wire.decode_frame(_hdr(op=Op.ROOT_GET, body=body)).body == wire.RootGet("d0", VOL)
+    _err(_hdr(op=Op.ROOT_GET, body=body[:-1]), "too short")
+    _err(_hdr(op=Op.ROOT_GET, body=b"\x01d" + VOL[:-1]), "body of")  # checked on the header
+    for seq in (0, MAX_SEQ + 1, 2**64 - 1):
+        _err(_hdr(op=Op.ROOT_PUT, body=body + struct.pack(">Q", seq)), "seq")
+        _err(_hdr(kind=Kind.RESPONSE, op=Op.ROOT_PUT, body=struct.pack(">Q", seq)), "seq")
+        _err(_hdr(kind=Kind.RESPONSE, op=Op.ROOT_GET, body=b"\x01" + struct.pack(">Q", seq)), "seq")
+        _err(_hdr(kind=Kind.RESPONSE, op=Op.ROOT_LIST, body=b"\0\0\0\x01" + VOL + struct.pack(">Q", seq)), "seq")
+    _err(_hdr(op=Op.ROOT_PUT, body_len=1 + 64 + 24 + ROOT_MAX_BODY + 1), "body of")  # longest disk id
+    _err(_hdr(op=Op.ROOT_PUT, body=b"\x02d0" + VOL + b"\0" * 7 + b"\x01" + b"x" * (ROOT_MAX_BODY + 1)), "too large")
+    _err(_hdr(kind=Kind.RESPONSE, op=Op.ROOT_GET, body=b"\x02"), "0 or 1")
+    _err(_hdr(kind=Kind.RESPONSE, op=Op.ROOT_GET, body=b"\x00\x00"), "unexpected bytes")
+    _err(_hdr(kind=Kind.RESPONSE, op=Op.ROOT_GET, body=b"\x01" + b"\0" * 7), "too short")
+    _err(_hdr(kind=Kind.RESPONSE, op=Op.ROOT_GET, body_len=1 + 8 + ROOT_MAX_BODY + 1), "body of")
+    _err(_hdr(kind=Kind.RESPONSE, op=Op.ROOT_LIST, body=b"\0\0\0\x02" + VOL + b"\0" * 7 + b"\x01"), "too short")
+    _err(_hdr(kind=Kind.RESPONSE, op=Op.ROOT_LIST, body=struct.pack(">I", wire.MAX_ROOTS + 1) + b"\0" * 24), "exceeds")
+    _err(_hdr(kind=Kind.RESPONSE, op=Op.ROOT_LIST, body_len=4 + 24 * (wire.MAX_ROOTS + 1)), "body of")
+    entries = tuple((i.to_bytes(16, "big"), i + 1) for i in range(wire.MAX_ROOTS))
+    f = wire.decode_frame(wire.join(wire.encode_response(1, Op.ROOT_LIST, wire.RootSeqs(entries))))
+    assert f.body.entries == entries
+    with pytest.raises(FormatError, match="65536"):
+        wire.encode_response(1, Op.ROOT_LIST, wire.RootSeqs(entries + ((bytes(16), 1),)))
+    # a RootRecord is answered as RootFound (the volume id is the request's)
+    rec = RootRecord(VOL, 5, b"body")
+    f = wire.decode_frame(wire.join(wire.encode_response(1, Op.ROOT_GET, rec)))
+    assert f.body == wire.RootFound(5, b"body")
+    assert wire.ERROR_CODES[16].__name__ == "StaleRoot"
+
+
 def test_put_rules():
     put = wire.join(wire.encode_request(1, wire.Put.make("d0", KEY, 255, REP, 5, b"hello")))
     body = bytearray(put[12:])
@@ -240,6 +283,13 @@ def test_encoder_refuses_what_the_decoder_would():
         wire.Compact("d0", 2.0),
         wire.Hello(b"short"),
         wire.Ping(-1),
+        wire.RootPut("d0", VOL[:15], 1, b""),
+        wire.RootPut("d0", VOL, 0, b""),
+        wire.RootPut("d0", VOL, MAX_SEQ + 1, b""),
+        wire.RootPut("d0", VOL, True, b""),
+        wire.RootPut("d0", VOL, 1, b"x" * (ROOT_MAX_BODY + 1)),
+        wire.RootGet("d0", VOL + b"x"),
+        wire.RootList("d/0"),
     ]
     for req in bad:
         with pytest.raises(WireError):
@@ -248,6 +298,11 @@ def test_encoder_refuses_what_the_decoder_would():
         wire.encode_request(2**32, wire.Pieces("d0"))
     with pytest.raises(WireError):
         wire.encode_response(1, Op.HAS, None)
+    for op, value in [(Op.ROOT_PUT, wire.RootHeld(0)), (Op.ROOT_GET, wire.RootFound(0, b"")),
+                      (Op.ROOT_GET, wire.RootFound(1, b"x" * (ROOT_MAX_BODY + 1))),
+                      (Op.ROOT_LIST, wire.RootSeqs(((VOL[:3], 1),))), (Op.ROOT_PUT, 5)]:
+        with pytest.raises(WireError):
+            wire.encode_response(1, op, value)
     with pytest.raises(WireError):
         wire.encode_items(1, [])
     with pytest.raises(WireError):
@@ -293,6 +348,22 @@ def test_fuzz_random_headers_with_valid_shape(head, body):
     h[1] = 1 + h[1] % 5
     h[8:12] = len(body).to_bytes(4, "big")
     _decode_only_wire_errors(bytes(h) + body)
+
+
+_ROOT_OPS = (Op.ROOT_PUT, Op.ROOT_GET, Op.ROOT_LIST)
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from(_ROOT_OPS),
+    st.sampled_from([Kind.REQUEST, Kind.RESPONSE, Kind.ERROR]),
+    st.sampled_from([b"", b"\x02d0", b"\x02d0" + VOL, b"\x01", b"\x00\x00\x00\x01"]),
+    st.binary(max_size=120),
+)
+def test_fuzz_root_ops(op, kind, prefix, body):
+    # root op headers with plausible prefixes, so each root body decoder is reached
+    body = prefix + body
+    _decode_only_wire_errors(wire.join([struct.pack(">BBBBII", 1, kind, op, 0, 5, len(body)), body]))
 
 
 @settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
