@@ -29,7 +29,9 @@ from chunkstore.healer import DEFAULT_DOWN_AFTER_S, DEFAULT_SCRUB_INTERVAL_S, He
 from chunkstore.netring import NetRing
 from chunkstore.repair import health, repair
 from sofs.fs import Filesystem
+from sofs.metacheckpoint import Checkpointer, list_checkpoints
 from sofs.online_check import check_mounted
+from sofs.volume import volume_dir
 
 from . import ctlserver, runstate
 from .operations import SofsOperations
@@ -37,6 +39,8 @@ from .operations import SofsOperations
 log = logging.getLogger("sofs.mount")
 
 GC_INTERVAL_S = 60.0
+META_CHECKPOINT_INTERVAL_S = 600.0  # metadata checkpoints into the RING (sofs.metacheckpoint)
+FIRST_CHECKPOINT_AFTER_S = 30.0
 HEAL_INTERVAL_S = 2.0  # how often the healer looks at node states and its schedule
 READ_AHEAD_KB = 1024
 
@@ -76,9 +80,16 @@ def _raise_read_ahead(mountpoint: str) -> None:
         log.info("could not raise read-ahead (%s); reads stay at 128 KiB", e)
 
 
-def admin_ops(ring: RingStore, fs: Filesystem, healer=None) -> dict[str, ctlserver.Operation]:
+def admin_ops(ring: RingStore, fs: Filesystem, healer=None,
+              checkpointer: Checkpointer | None = None) -> dict[str, ctlserver.Operation]:
     """What ``sofsctl`` may ask this process to do while it holds the RING."""
     extra: dict[str, ctlserver.Operation] = {}
+    if checkpointer is not None:
+        extra["checkpoint"] = lambda progress: checkpointer.write(progress).as_dict()
+        extra["checkpoint-take-over"] = lambda progress: checkpointer.write(
+            progress, take_over=True).as_dict()
+        extra["checkpoints"] = lambda progress: [
+            c.as_dict() for c in list_checkpoints(ring, fs.config.uuid)]
     if healer is not None:
         extra["sweep"] = lambda progress: healer.status.to_dict()
     if isinstance(ring, NetRing):
@@ -89,10 +100,31 @@ def admin_ops(ring: RingStore, fs: Filesystem, healer=None) -> dict[str, ctlserv
         # through the healer when there is one: one sweep at a time
         "repair": (lambda progress: healer.sweep(progress)) if healer is not None
         else (lambda progress: repair(ring, progress=progress)),
-        "stats": lambda progress: fs.statistics(),
+        "stats": lambda progress: {**fs.statistics(), **_checkpoint_stats(checkpointer)},
         "fsck": lambda progress: check_mounted(
             fs, ring, progress=lambda phase, done, total: progress(done, total, phase)),
     }
+
+
+def _checkpoint_stats(checkpointer: Checkpointer | None) -> dict:
+    if checkpointer is None:
+        return {}
+    last = checkpointer.last
+    return {"checkpoint_seq": last.seq if last else None,
+            "checkpoint_at": last.created if last else None,
+            "checkpoint_error": checkpointer.last_error}
+
+
+def checkpoint_now(checkpointer: Checkpointer, why: str) -> None:
+    """One metadata checkpoint into the RING, logged; a failure is logged, not raised."""
+    try:
+        info = checkpointer.write()
+    except Exception as e:
+        log.error("metadata checkpoint (%s) failed: %s: %s", why, type(e).__name__, e)
+        return
+    log.info("metadata checkpoint %d (%s): %d files, %d bytes, %d sent, %d pieces reused, "
+             "%.1f s", info.seq, why, info.files, info.bytes, info.sent_bytes,
+             info.reused_pieces, info.took)
 
 
 def cluster_status(healer) -> dict:
@@ -121,7 +153,9 @@ def compact_disks(ring: RingStore) -> None:
 
 async def _serve(fs: Filesystem, ring: RingStore, mountpoint: str, ready_fd: int | None,
                  control: tuple[Path, dict] | None = None,
-                 gc_interval_s: float = GC_INTERVAL_S, healer=None) -> None:
+                 gc_interval_s: float = GC_INTERVAL_S, healer=None,
+                 checkpointer: Checkpointer | None = None,
+                 checkpoint_interval_s: float = META_CHECKPOINT_INTERVAL_S) -> None:
     async with trio.open_nursery() as nursery:
         if control is not None:
             await nursery.start(ctlserver.serve, *control)
@@ -152,6 +186,12 @@ async def _serve(fs: Filesystem, ring: RingStore, mountpoint: str, ready_fd: int
                 except Exception:
                     log.exception("healer round failed; will retry")
 
+        async def checkpoints() -> None:
+            await trio.sleep(min(FIRST_CHECKPOINT_AFTER_S, checkpoint_interval_s))
+            while True:
+                await trio.to_thread.run_sync(checkpoint_now, checkpointer, "scheduled")
+                await trio.sleep(checkpoint_interval_s)
+
         async def announce() -> None:
             await trio.to_thread.run_sync(_raise_read_ahead, mountpoint)
             if ready_fd is not None:
@@ -164,6 +204,8 @@ async def _serve(fs: Filesystem, ring: RingStore, mountpoint: str, ready_fd: int
         nursery.start_soon(announce)
         if healer is not None:
             nursery.start_soon(heal)
+        if checkpointer is not None and checkpoint_interval_s > 0:
+            nursery.start_soon(checkpoints)
         await pyfuse3.main()
         nursery.cancel_scope.cancel()
 
@@ -172,8 +214,12 @@ def run_mount(data_dir: Path, volume: str, mountpoint: str, *, ready_fd: int | N
               gc_grace_s: float = 3600.0, gc_interval_s: float = GC_INTERVAL_S,
               down_after_s: float = DEFAULT_DOWN_AFTER_S,
               scrub_interval_s: float = DEFAULT_SCRUB_INTERVAL_S,
-              rebuild_rate: float | None = None) -> None:
-    """Mount ``volume`` at ``mountpoint`` and serve until unmounted; blocks."""
+              rebuild_rate: float | None = None,
+              checkpoint_interval_s: float = META_CHECKPOINT_INTERVAL_S) -> None:
+    """Mount ``volume`` at ``mountpoint`` and serve until unmounted; blocks.
+
+    Every CHECKPOINT_INTERVAL_S (0: never; the first one 30 s after mounting) and at a clean
+    unmount, the volume's metadata is checkpointed into the RING (sofs.metacheckpoint)."""
     mountpoint = os.path.realpath(mountpoint)
     tune_malloc()
     with contextlib.ExitStack() as stack:
@@ -197,10 +243,17 @@ def run_mount(data_dir: Path, volume: str, mountpoint: str, *, ready_fd: int | N
         runstate.write(data_dir, state)
         stack.callback(runstate.remove, data_dir, state)
         log.info("volume %s mounted at %s (pid %d)", volume, mountpoint, os.getpid())
+        checkpointer = Checkpointer(fs.meta, ring, fs.config, volume_dir(data_dir, volume),
+                                    protection=fs.protection)
         control = (ctlserver.socket_path(data_dir, volume if networked else None),
-                   admin_ops(ring, fs, healer))
-        trio.run(_serve, fs, ring, mountpoint, ready_fd, control, gc_interval_s, healer)
+                   admin_ops(ring, fs, healer, checkpointer))
+        trio.run(_serve, fs, ring, mountpoint, ready_fd, control, gc_interval_s, healer,
+                 checkpointer, checkpoint_interval_s)
         log.info("FUSE session ended; flushing and closing")
+        if checkpoint_interval_s > 0:
+            with contextlib.suppress(Exception):  # a file that cannot be stored: fs.close says
+                fs.flush_all()
+            checkpoint_now(checkpointer, "unmount")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -219,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="seconds between full sweeps that re-read and verify every piece")
     p.add_argument("--rebuild-rate", type=float, default=None,
                    help="MiB/s cap on rebuild, rebalance and scrub traffic (default: none)")
+    p.add_argument("--checkpoint-interval", type=float, default=META_CHECKPOINT_INTERVAL_S,
+                   help="seconds between checkpoints of the volume's metadata into the RING "
+                        "(0: none, not even at unmount)")
     p.add_argument("volume")
     p.add_argument("mountpoint")
     args = p.parse_args(argv)
@@ -228,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         run_mount(args.data_dir, args.volume, args.mountpoint, ready_fd=args.ready_fd,
                   gc_grace_s=args.gc_grace, gc_interval_s=args.gc_interval,
                   down_after_s=args.down_after, scrub_interval_s=args.scrub_interval,
-                  rebuild_rate=args.rebuild_rate)
+                  rebuild_rate=args.rebuild_rate,
+                  checkpoint_interval_s=args.checkpoint_interval)
     except Exception as e:
         log.error("mount failed: %s", e, exc_info=not isinstance(e, (OSError, RuntimeError)))
         if args.ready_fd is not None:

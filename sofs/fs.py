@@ -157,8 +157,8 @@ class Filesystem(FileIO):
             meta.close()
             raise
 
-    def close(self) -> None:
-        """Flush every file, sync metadata, stop the workers; the store stays open.
+    def flush_all(self) -> None:
+        """Store every buffered file and sync the metadata.
 
         One file that cannot be stored does not keep the others from being flushed: the first
         error is raised after everything else was done."""
@@ -168,13 +168,18 @@ class Filesystem(FileIO):
                 self._flush_inode(ino)
             except FsError as e:
                 errors.append(e)
+        self.meta.commit(self.meta.batch(), sync=True)
+        if errors:
+            raise errors[0]
+
+    def close(self) -> None:
+        """Flush every file, sync metadata (:meth:`flush_all`), stop the workers; the store
+        stays open."""
         try:
-            self.meta.commit(self.meta.batch(), sync=True)
+            self.flush_all()
         finally:
             self._pool.shutdown(wait=True)
             self.meta.close()
-        if errors:
-            raise errors[0]
 
     def _init_superblock(self) -> None:
         m = self.meta

@@ -28,6 +28,7 @@ from sofs import errors as ferr
 from sofs.fsck import FsckReport, Problem, check_volume
 from sofs.volume import create_volume, list_volume_names, load_volume, protection_for
 
+from .checkpoints import volume_checkpoint, volume_restore
 from .common import Failure, default_data_dir, fail, human, parse_size, pass_home, table
 from .exports import export
 from .nodes import cluster_create, disk, node, show_cluster
@@ -82,7 +83,7 @@ def cluster_init(home: Path, local_dir: Path | None, disks: int, vnodes: int) ->
 
 @cli.group()
 def volume() -> None:
-    """Create and list volumes (POSIX namespaces with their protection)."""
+    """Create, list, checkpoint and restore volumes (POSIX namespaces with their protection)."""
 
 
 @volume.command("create")
@@ -176,10 +177,16 @@ def _volumes(home: Path) -> list:
                    "[default: 604800, a week].")
 @click.option("--rebuild-rate", type=click.FloatRange(min=0.1), default=None, metavar="MIB/S",
               help="Cap on rebuild, rebalance and scrub disk traffic [default: no cap].")
+@click.option("--checkpoint-interval", type=click.FloatRange(min=0), default=None,
+              metavar="SECONDS",
+              help="Time between checkpoints of the volume's metadata into the RING, which "
+                   "`sofsctl volume restore` brings back on a host that lost it; one is also "
+                   "taken at unmount. 0 turns them off [default: 600].")
 @pass_home
 def mount(home: Path, name: str, mountpoint: str, foreground: bool,
           gc_grace: float | None, gc_interval: float | None, down_after: float | None,
-          scrub_interval: float | None, rebuild_rate: float | None) -> None:
+          scrub_interval: float | None, rebuild_rate: float | None,
+          checkpoint_interval: float | None) -> None:
     """Mount volume NAME at MOUNTPOINT (in the background unless --foreground)."""
     busy = [st for st in runstate.all_states(home) if st.alive]
     if not is_networked(home):
@@ -200,6 +207,8 @@ def mount(home: Path, name: str, mountpoint: str, foreground: bool,
         maintenance += ["--scrub-interval", str(scrub_interval)]
     if rebuild_rate is not None:
         maintenance += ["--rebuild-rate", str(rebuild_rate)]
+    if checkpoint_interval is not None:
+        maintenance += ["--checkpoint-interval", str(checkpoint_interval)]
     try:
         if foreground:
             control.check_mountpoint(mountpoint)
@@ -454,6 +463,8 @@ def _show_local_disks(home: Path) -> None:
 
 
 cluster.add_command(cluster_create)
+volume.add_command(volume_checkpoint)
+volume.add_command(volume_restore)
 cli.add_command(node)
 cli.add_command(disk)
 cli.add_command(export)

@@ -1,0 +1,456 @@
+"""Checkpoints of a volume's metadata in the RING, and a volume restored from them.
+
+A volume's metadata (its rocksdict database, :mod:`sofs.metadata`) lives on the host that mounts
+it; the file data lives in the RING. Losing that host's disk would lose every file's map of
+chunks. So the metadata is also checkpointed into the RING itself, where it is protected like
+file data (replicated or erasure coded, checksummed, rebuilt and scrubbed), and a volume can be
+restored on a fresh host knowing only the cluster.
+
+A checkpoint
+------------
+1. rocksdb writes a consistent checkpoint of the open database beside it (hard links to the
+   immutable SST files; consistent because every filesystem operation is one write batch).
+2. Each file of it is cut into pieces of up to 4 MiB; each piece becomes a chunk whose payload
+   is ``u8 2, volume id (16 B), zstd frame``. The leading 2 keeps these keys apart from file
+   data chunks (codec 0/1, :mod:`sofs.blocks`), so the volume's garbage collector never sees
+   them. SST files never change, so a piece the previous checkpoint already stored has the same
+   key and is not sent again: checkpoints after the first cost only what changed.
+3. The *manifest* lists every file (name, size, blake3) with its chunk refs, the volume's
+   configuration, the sequence number and the time; it is stored as one chunk
+   (``u8 3, volume id, zstd JSON``).
+4. The volume's *root record* (:mod:`chunkstore.roots`: one small versioned record per volume,
+   kept on several disks, found by asking every disk) is advanced to the next sequence
+   number, naming the new manifest and the previous ones kept (``KEEP`` in all). Each copy of
+   the metadata remembers the sequence number it last wrote or was restored at
+   (``checkpoint.json`` in the volume's directory); if the root record has moved past it,
+   another host has written checkpoints of this volume (it is mounted elsewhere, or was
+   restored there) and the checkpoint is refused (:class:`CheckpointConflict`) unless the
+   administrator takes over. Two writers racing for the same number are refused by the disks
+   (``StaleRoot``). So two hosts never silently interleave checkpoints of one volume.
+5. Pieces of a manifest that falls out of the kept list are deleted unless a kept manifest uses
+   them; a crash before that only leaves garbage, never a hole.
+
+Restoring reads the newest (or an older kept) manifest, fetches and verifies every file
+(blake3 and size, on top of the RING's own checksums) into a new directory, and checks that
+rocksdb opens it. The result is the volume as of that checkpoint: files written after it are
+missing (their chunks stay unreferenced), and a file deleted after it whose chunks were already
+collected reads with errors (``sofsctl fsck`` lists them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import blake3
+import zstandard
+
+from chunkstore import errors as cerr
+from chunkstore.keys import ChunkRef, chunk_key
+from chunkstore.policy import Protection
+
+from .errors import FsError
+from .volume import VolumeConfig
+
+FORMAT = 1
+KEEP = 3                    # manifests kept in the root record (the newest first)
+PIECE_SIZE = 4 << 20
+ZSTD_LEVEL = 3
+CODEC_PIECE = 2
+CODEC_MANIFEST = 3
+_HEADER = 17
+STATE_FILE = "checkpoint.json"  # in the volume's directory: {"seq": the last written/restored}
+MAX_MANIFEST = 64 << 20     # a manifest larger than this is refused on read
+
+Progress = Callable[[int, int], None]   # (bytes done, bytes total)
+
+
+class CheckpointError(FsError):
+    """A checkpoint could not be written or read back."""
+
+
+class CheckpointConflict(CheckpointError):
+    """Another host advanced this volume's root record: it is mounted (or was restored)
+    elsewhere. The checkpoint was not recorded."""
+
+
+class NoCheckpoint(CheckpointError):
+    """The RING holds no checkpoint of this volume."""
+
+
+@dataclass
+class CheckpointInfo:
+    """What a checkpoint holds (from its manifest) and, when just written, what it cost."""
+
+    volume: str
+    volume_uuid: str
+    seq: int
+    created: float
+    files: int
+    bytes: int                  # size of the database files
+    manifest: str               # the manifest's ChunkRef, hex
+    host: str = ""
+    sent_bytes: int = 0         # payload bytes sent to the RING by this checkpoint
+    reused_pieces: int = 0      # pieces the previous checkpoint had already stored
+    took: float = 0.0
+    deleted_pieces: int = 0     # pieces of dropped manifests deleted
+    kept: list[str] = field(default_factory=list)   # manifests in the root record
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _payload(codec: int, volume_id: bytes, body: bytes) -> bytes:
+    return bytes((codec,)) + volume_id + zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(body)
+
+
+def _unpayload(codec: int, volume_id: bytes, payload: bytes, limit: int) -> bytes:
+    if len(payload) < _HEADER or payload[0] != codec:
+        raise CheckpointError("not a metadata checkpoint chunk")
+    if payload[1:_HEADER] != volume_id:
+        raise CheckpointError("checkpoint chunk of another volume")
+    try:
+        return zstandard.ZstdDecompressor().decompress(payload[_HEADER:], max_output_size=limit)
+    except zstandard.ZstdError as e:
+        raise CheckpointError(f"checkpoint chunk does not decompress: {e}") from e
+
+
+def _ref(hexref: str) -> ChunkRef:
+    try:
+        return ChunkRef.from_bytes(bytes.fromhex(hexref))
+    except (ValueError, cerr.FormatError) as e:
+        raise CheckpointError(f"bad chunk ref in checkpoint: {e}") from e
+
+
+def _volume_id(config: VolumeConfig) -> bytes:
+    return uuid.UUID(config.uuid).bytes
+
+
+# --- root record body ---------------------------------------------------------------------------
+
+def _root_body(config: VolumeConfig, manifests: list[str], created: float) -> bytes:
+    """JSON, a newline and the JSON's blake3 (the body crosses the wire without a checksum
+    of its own; the disks checksum what they store)."""
+    doc = json.dumps({"format": FORMAT, "volume": config.name, "uuid": config.uuid,
+                      "manifests": manifests, "created": created}).encode()
+    return doc + b"\n" + blake3.blake3(doc).hexdigest().encode()
+
+
+def _parse_root(body: bytes) -> dict:
+    try:
+        doc, _, digest = body.rpartition(b"\n")
+        if blake3.blake3(doc).hexdigest().encode() != digest:
+            raise ValueError("checksum mismatch")
+        out = json.loads(doc)
+        if out.get("format") != FORMAT or not isinstance(out.get("manifests"), list):
+            raise ValueError("unknown format")
+        return out
+    except ValueError as e:
+        raise CheckpointError(f"unreadable root record: {e}") from e
+
+
+def _load_manifest(store, volume_id: bytes, hexref: str) -> dict:
+    data = _unpayload(CODEC_MANIFEST, volume_id, store.get(_ref(hexref)), MAX_MANIFEST)
+    try:
+        doc = json.loads(data)
+        if doc.get("format") != FORMAT:
+            raise ValueError("unknown manifest format")
+        return doc
+    except ValueError as e:
+        raise CheckpointError(f"unreadable manifest: {e}") from e
+
+
+def _pieces_of(manifest: dict) -> set[str]:
+    return {ref for f in manifest["files"] for ref in f["chunks"]}
+
+
+# --- this copy's place in the sequence ---------------------------------------------------------
+
+def _state(volume_dir: Path) -> dict:
+    try:
+        doc = json.loads((Path(volume_dir) / STATE_FILE).read_text())
+        return doc if isinstance(doc, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def read_state(volume_dir: Path) -> int:
+    """The root sequence number this copy of the metadata last wrote or was restored at (0:
+    none)."""
+    seq = _state(volume_dir).get("seq")
+    return seq if isinstance(seq, int) and seq >= 0 else 0
+
+
+def write_state(volume_dir: Path, seq: int, pending: tuple[int, str] | None = None) -> None:
+    """Record SEQ; PENDING (seq, manifest) is a root update under way: if it reached the disks
+    but its answer was lost, the next checkpoint recognises it as this copy's own."""
+    doc: dict = {"seq": seq, "written": time.time()}
+    if pending is not None:
+        doc["pending_seq"], doc["pending_manifest"] = pending
+    path = Path(volume_dir) / STATE_FILE
+    tmp = path.with_name(f".{STATE_FILE}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(doc, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _own_pending(volume_dir: Path, root_seq: int, newest_manifest: str | None) -> bool:
+    st = _state(volume_dir)
+    return st.get("pending_seq") == root_seq and st.get("pending_manifest") == newest_manifest
+
+
+# --- writing ------------------------------------------------------------------------------------
+
+class Checkpointer:
+    """Writes checkpoints of one open volume (one at a time; thread-safe).
+
+    WORKDIR is the volume's directory: the rocksdb checkpoint is made there (the same
+    filesystem as the database, so it is hard links) and this copy's sequence state is kept
+    there (:data:`STATE_FILE`)."""
+
+    def __init__(self, meta, store, config: VolumeConfig, workdir: Path, *,
+                 protection: Protection | None = None, keep: int = KEEP) -> None:
+        self.meta = meta
+        self.store = store
+        self.config = config
+        self.workdir = Path(workdir)
+        self.protection = protection or config.protection()
+        self.keep = max(1, keep)
+        self.volume_id = _volume_id(config)
+        self._lock = threading.Lock()
+        self.last: CheckpointInfo | None = None
+        self.last_error: str = ""
+
+    def write(self, progress: Progress | None = None, take_over: bool = False) -> CheckpointInfo:
+        """Write a checkpoint. TAKE_OVER writes it even if another host has written newer ones
+        (this copy then becomes the volume's reference)."""
+        with self._lock:
+            try:
+                info = self._write(progress, take_over)
+            except Exception as e:
+                self.last_error = f"{type(e).__name__}: {e}"
+                raise
+            self.last, self.last_error = info, ""
+            return info
+
+    def _write(self, progress: Progress | None, take_over: bool) -> CheckpointInfo:
+        t0 = time.monotonic()
+        created = time.time()
+        root = self.store.get_root(self.volume_id)
+        mine = read_state(self.workdir)
+        prev: list[str] = _parse_root(root.body)["manifests"] if root is not None else []
+        if (root is not None and root.seq > mine and not take_over
+                and not _own_pending(self.workdir, root.seq, prev[0] if prev else None)):
+            try:
+                newest = _load_manifest(self.store, self.volume_id,
+                                        _parse_root(root.body)["manifests"][0])
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(newest["created"]))
+                who = f" (taken {when} on {newest.get('host') or 'an unknown host'})"
+            except (CheckpointError, cerr.ChunkStoreError, IndexError, KeyError):
+                who = ""
+            raise CheckpointConflict(
+                f"volume {self.config.name}: another host wrote checkpoint {root.seq}{who}, "
+                f"newer than this copy's ({mine or 'none'}); the volume is mounted or was "
+                "restored elsewhere. If this copy is the one to keep, take over: "
+                f"sofsctl volume checkpoint {self.config.name} --take-over")
+        seq = (root.seq if root is not None else 0) + 1
+        known: dict[bytes, str] = {}
+        if prev:
+            try:
+                for hexref in _pieces_of(_load_manifest(self.store, self.volume_id, prev[0])):
+                    known[_ref(hexref).key] = hexref
+            except (CheckpointError, cerr.ChunkStoreError):
+                known = {}  # unreadable previous manifest: send everything again
+        tmp = self.workdir / f".meta-checkpoint.{os.getpid()}.{threading.get_ident()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.meta.checkpoint(tmp)
+        try:
+            files = sorted(p for p in tmp.iterdir() if p.is_file())
+            total = sum(p.stat().st_size for p in files)
+            done = sent = reused = 0
+            entries = []
+            for path in files:
+                h = blake3.blake3()
+                refs = []
+                size = 0
+                with open(path, "rb") as f:
+                    while True:
+                        piece = f.read(PIECE_SIZE)
+                        if not piece and size:
+                            break
+                        h.update(piece)
+                        size += len(piece)
+                        payload = _payload(CODEC_PIECE, self.volume_id, piece)
+                        hexref = known.get(chunk_key(payload))
+                        if hexref is None:
+                            hexref = self.store.put(payload, self.protection).to_bytes().hex()
+                            sent += len(payload)
+                        else:
+                            reused += 1
+                        refs.append(hexref)
+                        done += len(piece)
+                        if progress:
+                            progress(done, total)
+                        if len(piece) < PIECE_SIZE:
+                            break
+                entries.append({"name": path.name, "size": size, "blake3": h.hexdigest(),
+                                "chunks": refs})
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        host = socket.gethostname()
+        manifest = {"format": FORMAT, "seq": seq, "created": created, "host": host,
+                    "volume": json.loads(self.config.to_json()), "files": entries}
+        mpayload = _payload(CODEC_MANIFEST, self.volume_id, json.dumps(manifest).encode())
+        mref = self.store.put(mpayload, self.protection).to_bytes().hex()
+        sent += len(mpayload)
+        kept = [mref] + [m for m in prev if m != mref][: self.keep - 1]
+        write_state(self.workdir, mine, pending=(seq, mref))
+        try:
+            self.store.put_root(self.volume_id, seq, _root_body(self.config, kept, created))
+        except (cerr.StaleRoot, cerr.KeyConflict) as e:  # newer, or the same seq elsewhere
+            raise CheckpointConflict(
+                f"volume {self.config.name}: another host recorded checkpoint {seq} at the "
+                f"same time ({e}); is the volume mounted elsewhere?") from e
+        write_state(self.workdir, seq)
+        deleted = self._drop(prev[self.keep - 1:], kept, manifest)
+        return CheckpointInfo(
+            volume=self.config.name, volume_uuid=self.config.uuid, seq=seq, created=created,
+            files=len(entries), bytes=total, manifest=mref, host=host, sent_bytes=sent,
+            reused_pieces=reused, took=time.monotonic() - t0, deleted_pieces=deleted, kept=kept)
+
+    def _drop(self, dropped: list[str], kept: list[str], newest: dict) -> int:
+        """Delete the pieces of DROPPED manifests that no KEPT manifest uses; best effort."""
+        dropped = [m for m in dropped if m not in kept]
+        if not dropped:
+            return 0
+        keep = _pieces_of(newest) | set(kept)
+        try:
+            for m in kept[1:]:
+                keep |= _pieces_of(_load_manifest(self.store, self.volume_id, m))
+        except (CheckpointError, cerr.ChunkStoreError):
+            return 0  # cannot tell what is still used: delete nothing
+        deleted = 0
+        for m in dropped:
+            try:
+                pieces = _pieces_of(_load_manifest(self.store, self.volume_id, m)) | {m}
+            except (CheckpointError, cerr.ChunkStoreError):
+                pieces = {m}
+            for hexref in pieces - keep:
+                try:
+                    self.store.delete(_ref(hexref))
+                    deleted += 1
+                except cerr.ChunkStoreError:
+                    pass  # left behind: garbage, never a hole
+        return deleted
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+def _info(manifest: dict, hexref: str, kept: list[str]) -> CheckpointInfo:
+    vol = manifest["volume"]
+    return CheckpointInfo(volume=vol["name"], volume_uuid=vol["uuid"], seq=manifest["seq"],
+                          created=manifest["created"], files=len(manifest["files"]),
+                          bytes=sum(f["size"] for f in manifest["files"]), manifest=hexref,
+                          host=manifest.get("host", ""), kept=kept)
+
+
+def list_checkpoints(store, volume_uuid: str) -> list[CheckpointInfo]:
+    """The checkpoints the root record keeps, newest first (unreadable ones left out)."""
+    vid = uuid.UUID(volume_uuid).bytes
+    root = store.get_root(vid)
+    if root is None:
+        return []
+    kept = _parse_root(root.body)["manifests"]
+    out = []
+    for m in kept:
+        try:
+            out.append(_info(_load_manifest(store, vid, m), m, kept))
+        except (CheckpointError, cerr.ChunkStoreError):
+            continue
+    return out
+
+
+def find_volumes(store) -> dict[str, tuple[str, int]]:
+    """Volumes with a checkpoint in the RING: name -> (uuid, root sequence number)."""
+    out: dict[str, tuple[str, int]] = {}
+    for vid, _seq in store.list_roots().items():
+        root = store.get_root(vid)
+        if root is None:
+            continue
+        try:
+            doc = _parse_root(root.body)
+        except CheckpointError:
+            continue
+        name = doc.get("volume")
+        if isinstance(name, str) and (name not in out or out[name][1] < root.seq):
+            out[name] = (str(uuid.UUID(bytes=vid)), root.seq)
+    return out
+
+
+def restore(store, volume_uuid: str, dest: Path, *, which: int = 0,
+            progress: Progress | None = None) -> tuple[VolumeConfig, CheckpointInfo]:
+    """Write the metadata database of checkpoint WHICH (0: the newest kept) of the volume into
+    the new directory DEST, and record in DEST's parent (the volume's directory) that this copy
+    continues from the root record's current sequence number; (the volume's config, the
+    checkpoint)."""
+    vid = uuid.UUID(volume_uuid).bytes
+    root = store.get_root(vid)
+    if root is None:
+        raise NoCheckpoint(f"the RING holds no checkpoint of volume {volume_uuid}")
+    kept = _parse_root(root.body)["manifests"]
+    if not 0 <= which < len(kept):
+        raise NoCheckpoint(f"volume {volume_uuid} has {len(kept)} checkpoints, not {which + 1}")
+    manifest = _load_manifest(store, vid, kept[which])
+    config = VolumeConfig.from_json(json.dumps({"version": 1, **manifest["volume"]}))
+    if config.uuid != volume_uuid:
+        raise CheckpointError("the manifest names another volume")
+    dest = Path(dest)
+    if dest.exists():
+        raise CheckpointError(f"{dest} already exists")
+    tmp = dest.with_name(f".{dest.name}.restoring")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    total = sum(f["size"] for f in manifest["files"])
+    done = 0
+    try:
+        for f in manifest["files"]:
+            name = f["name"]
+            if not isinstance(name, str) or "/" in name or name in ("", ".", ".."):
+                raise CheckpointError(f"bad file name in manifest: {name!r}")
+            h = blake3.blake3()
+            size = 0
+            with open(tmp / name, "wb") as out:
+                for hexref in f["chunks"]:
+                    data = _unpayload(CODEC_PIECE, vid, store.get(_ref(hexref)), PIECE_SIZE)
+                    h.update(data)
+                    out.write(data)
+                    size += len(data)
+                    done += len(data)
+                    if progress:
+                        progress(done, total)
+                out.flush()
+                os.fsync(out.fileno())
+            if size != f["size"] or h.hexdigest() != f["blake3"]:
+                raise CheckpointError(f"{name}: restored bytes do not match the manifest")
+        fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    write_state(dest.parent, root.seq)
+    return config, _info(manifest, kept[which], kept)

@@ -1,0 +1,203 @@
+"""``sofsctl volume checkpoint`` and ``sofsctl volume restore``: a volume's metadata kept in the
+RING (sofs.metacheckpoint), written now, listed, and restored onto a host that lost it."""
+
+from __future__ import annotations
+
+import datetime
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from chunkstore import errors as cerr
+from chunkstore.stores import is_networked, open_ring
+from fuse_mount import control, runstate
+from sofs import errors as ferr
+from sofs import metacheckpoint as mc
+from sofs.metadata import MetaStore
+from sofs.volume import list_volume_names, load_volume, volume_dir
+
+from .common import Failure, fail, human, pass_home, table
+
+
+def _when(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _bar(label: str):
+    """A progress callback (done, total) drawing a bar on a terminal, and its finisher."""
+    if not sys.stderr.isatty():
+        return (lambda done, total: None), (lambda: None)
+    bar = click.progressbar(length=1, label=label, file=sys.stderr, show_pos=False,
+                            show_eta=True)
+
+    def progress(done: int, total: int) -> None:
+        bar.length = max(total, 1, done)
+        bar.update(done - bar.pos)
+    return progress, bar.render_finish
+
+
+def _open_ring(home: Path):
+    try:
+        return open_ring(home, instance="sofsctl")
+    except cerr.ClusterInUse:
+        raise Failure("the embedded ring is served by a mounted volume of this data directory; "
+                      "unmount it first (sofsctl umount MOUNTPOINT)") from None
+    except cerr.ChunkStoreError as e:
+        raise fail(e)
+
+
+def _mounted(home: Path, name: str):
+    return next((st for st in runstate.all_states(home) if st.alive and st.volume == name), None)
+
+
+def _call_mount(home: Path, op: str, name: str, progress=None):
+    try:
+        return control.call(home, op, progress or (lambda *a: None),
+                            volume=name if is_networked(home) else None)
+    except control.MountError as e:
+        raise fail(e)
+
+
+def _print_list(rows: list[dict]) -> None:
+    if not rows:
+        click.echo("no checkpoints in the RING yet")
+        return
+    out = [("SEQ", "TAKEN", "FILES", "SIZE", "HOST", "MANIFEST")]
+    for c in rows:
+        out.append((c["seq"], _when(c["created"]), c["files"], human(c["bytes"]), c["host"],
+                    c["manifest"][2:18]))
+    table(out)
+
+
+@click.command("checkpoint")
+@click.argument("name")
+@click.option("--list", "list_only", is_flag=True,
+              help="List the checkpoints kept in the RING instead of writing one.")
+@click.option("--take-over", is_flag=True,
+              help="Write it even though another host wrote newer checkpoints of this volume "
+                   "(this copy of the metadata becomes the one a restore brings back).")
+@pass_home
+def volume_checkpoint(home: Path, name: str, list_only: bool, take_over: bool) -> None:
+    """Checkpoint volume NAME's metadata into the RING now (or --list the kept ones).
+
+    A mounted volume checkpoints itself every 10 minutes and when unmounted (sofsctl mount
+    --checkpoint-interval); its mount process runs this one. The RING keeps the last 3; on a
+    host that lost the metadata, `sofsctl volume restore NAME` brings the volume back.
+    """
+    try:
+        config = load_volume(home, name)
+    except ferr.VolumeError as e:
+        raise fail(e)
+    mounted = _mounted(home, name)
+    if list_only:
+        if mounted is not None:
+            rows = _call_mount(home, "checkpoints", name)
+        else:
+            ring = _open_ring(home)
+            try:
+                rows = [c.as_dict() for c in mc.list_checkpoints(ring, config.uuid)]
+            except (cerr.ChunkStoreError, ferr.FsError) as e:
+                raise fail(e)
+            finally:
+                ring.close()
+        _print_list(rows)
+        return
+    progress, finish = _bar("checkpoint")
+    try:
+        if mounted is not None:
+            info = _call_mount(home, "checkpoint-take-over" if take_over else "checkpoint",
+                               name, progress)
+        else:
+            ring = _open_ring(home)
+            try:
+                meta = MetaStore(volume_dir(home, name) / "meta")
+            except Exception as e:  # rocksdb: locked by another process, unreadable
+                ring.close()
+                raise Failure(f"cannot open the metadata of volume {name}: {e}") from None
+            try:
+                info = mc.Checkpointer(meta, ring, config, volume_dir(home, name)).write(
+                    progress, take_over=take_over).as_dict()
+            except (cerr.ChunkStoreError, ferr.FsError) as e:
+                raise fail(e)
+            finally:
+                meta.close()
+                ring.close()
+    finally:
+        finish()
+    click.echo(f"volume {name}: checkpoint {info['seq']} in the RING: {info['files']} files, "
+               f"{human(info['bytes'])} of metadata, {human(info['sent_bytes'])} sent "
+               f"({info['reused_pieces']} pieces already stored), {info['took']:.1f} s")
+
+
+@click.command("restore")
+@click.argument("name", required=False)
+@click.option("--checkpoint", "which", type=click.IntRange(1, mc.KEEP), default=1,
+              show_default=True, metavar="N",
+              help="Which kept checkpoint: 1 the newest, 2 the one before, ...")
+@click.option("--list", "list_only", is_flag=True,
+              help="List the volumes that have checkpoints in the RING, and stop.")
+@pass_home
+def volume_restore(home: Path, name: str | None, which: int, list_only: bool) -> None:
+    """Restore volume NAME's metadata from its checkpoint in the RING.
+
+    For a host that lost the volume's metadata (a failed disk, a rebuilt server): the data
+    directory must reach the RING (the embedded ring's disks, or the networked cluster) and
+    must not hold the volume any more. The volume comes back as of the checkpoint: files
+    written after it are missing. Run `sofsctl fsck NAME` afterwards.
+
+    \b
+    A client of a networked cluster that lost its whole data directory: copy cluster.secret
+    and clustermap.json from the admin directory (an old map is refreshed from the nodes),
+    then:  sofsctl volume restore --list;  sofsctl volume restore NAME
+    """
+    if name is None and not list_only:
+        raise click.UsageError("give the volume's NAME (or --list)")
+    ring = _open_ring(home)
+    try:
+        found = mc.find_volumes(ring)
+        if list_only:
+            rows = [("VOLUME", "UUID", "CHECKPOINTS WRITTEN", "HERE")]
+            local = set(list_volume_names(home))
+            for vname, (vuuid, seq) in sorted(found.items()):
+                rows.append((vname, vuuid, seq, "yes" if vname in local else "-"))
+            if len(rows) == 1:
+                click.echo("no volume has a checkpoint in the RING")
+            else:
+                table(rows)
+            return
+        if name not in found:
+            known = ", ".join(sorted(found)) or "none"
+            raise Failure(f"the RING holds no checkpoint of a volume named {name!r} "
+                          f"(volumes with checkpoints: {known})")
+        vdir = volume_dir(home, name)
+        if (vdir / "volume.json").exists() or (vdir / "meta").exists():
+            raise Failure(f"volume {name} exists in {home}: restoring would replace its "
+                          f"metadata. Move {vdir} away first if it is really lost or damaged")
+        vdir.mkdir(parents=True, exist_ok=True)
+        progress, finish = _bar("restore")
+        t0 = time.monotonic()
+        try:
+            config, info = mc.restore(ring, found[name][0], vdir / "meta", which=which - 1,
+                                      progress=progress)
+        except (cerr.ChunkStoreError, ferr.FsError) as e:
+            shutil.rmtree(vdir, ignore_errors=True)
+            raise fail(e)
+        finally:
+            finish()
+        try:
+            MetaStore(vdir / "meta").close()  # rocksdb opens what was restored
+        except Exception as e:
+            shutil.rmtree(vdir, ignore_errors=True)
+            raise Failure(f"the restored metadata does not open: {e}") from None
+        tmp = vdir / "volume.json.tmp"
+        tmp.write_text(config.to_json())
+        tmp.rename(vdir / "volume.json")
+    finally:
+        ring.close()
+    click.echo(f"volume {name} restored from checkpoint {info.seq} taken {_when(info.created)} "
+               f"on {info.host or 'an unknown host'}: {info.files} files, {human(info.bytes)} "
+               f"in {time.monotonic() - t0:.1f} s")
+    click.echo(f"check it before use: sofsctl fsck {name}")

@@ -1,0 +1,190 @@
+"""Checkpoints of a volume's metadata in the chunk store, and volumes restored from them
+(sofs.metacheckpoint), over an in-memory store with root records."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from chunkstore import errors as cerr
+from sofs import metacheckpoint as mc
+from sofs.fs import Filesystem
+from sofs.inode import ROOT_INO
+from sofs.volume import volume_dir
+
+from .conftest import BS, read_file, write_file
+
+
+def _checkpoint_chunks(store) -> set[bytes]:
+    return {k for k in store.keys() if store._chunks[k][0] in (mc.CODEC_PIECE, mc.CODEC_MANIFEST)}
+
+
+def _restore_into(store, config, root, which=0):
+    """Restore CONFIG's volume into a fresh data dir ROOT; the opened Filesystem."""
+    vdir = volume_dir(root, config.name)
+    vdir.mkdir(parents=True)
+    cfg, info = mc.restore(store, config.uuid, vdir / "meta", which=which)
+    assert mc.read_state(vdir) >= info.seq
+    (vdir / "volume.json").write_text(cfg.to_json())
+    return Filesystem.open_volume(root, config.name, store), info
+
+
+def test_checkpoint_restore_round_trip_and_incremental(env, tmp_path):
+    mount, store = env
+    fs = mount()
+    files = {f"f{i}".encode(): os.urandom(i * 7000 + 1) for i in range(20)}
+    inos = {name: write_file(fs, ROOT_INO, name, data) for name, data in files.items()}
+    cp = mc.Checkpointer(fs.meta, store, fs.config, tmp_path / "work")
+    first = cp.write()
+    assert first.seq == 1 and first.files >= 3 and first.bytes > 0 and first.sent_bytes > 0
+    assert first.kept == [first.manifest]
+    second = cp.write()  # nothing changed: (almost) every piece is already stored
+    assert second.seq == 2 and second.reused_pieces >= first.files - 2
+    assert second.sent_bytes < first.sent_bytes
+    # more files after the checkpoint are not in it
+    write_file(fs, ROOT_INO, b"late", b"after the checkpoint")
+    fs.close()
+
+    restored, info = _restore_into(store, fs.config, tmp_path / "elsewhere")
+    try:
+        assert info.seq == 2 and info.volume == "v" and info.volume_uuid == fs.config.uuid
+        for name, data in files.items():
+            node = restored.lookup(ROOT_INO, name)
+            assert node.ino == inos[name] and read_file(restored, node.ino) == data
+        with pytest.raises(Exception):
+            restored.lookup(ROOT_INO, b"late")
+    finally:
+        restored.close()
+    assert not any(p.name.startswith(".meta-checkpoint") for p in (tmp_path / "work").iterdir())
+
+
+def test_only_kept_checkpoints_hold_chunks(env, tmp_path):
+    mount, store = env
+    fs = mount()
+    cp = mc.Checkpointer(fs.meta, store, fs.config, tmp_path / "work", keep=2)
+    infos = []
+    for round_ in range(5):
+        for i in range(30):
+            write_file(fs, ROOT_INO, f"r{round_}-{i}".encode(), os.urandom(100))
+        fs.meta.commit(fs.meta.batch(), sync=True)
+        infos.append(cp.write())
+    assert [i.seq for i in infos] == [1, 2, 3, 4, 5]
+    assert infos[-1].kept == [infos[-1].manifest, infos[-2].manifest]
+    assert sum(i.deleted_pieces for i in infos) > 0
+    listed = mc.list_checkpoints(store, fs.config.uuid)
+    assert [c.seq for c in listed] == [5, 4]
+    # exactly the pieces of the two kept manifests (and the manifests) remain
+    vid = uuid.UUID(fs.config.uuid).bytes
+    wanted = set()
+    for m in infos[-1].kept:
+        wanted.add(mc._ref(m).key)
+        wanted |= {mc._ref(h).key for h in mc._pieces_of(mc._load_manifest(store, vid, m))}
+    assert _checkpoint_chunks(store) == wanted
+    # the older kept one restores too
+    fs.close()
+    restored, info = _restore_into(store, fs.config, tmp_path / "older", which=1)
+    try:
+        assert info.seq == 4
+        restored.lookup(ROOT_INO, b"r3-0")
+        with pytest.raises(Exception):
+            restored.lookup(ROOT_INO, b"r4-0")
+    finally:
+        restored.close()
+    with pytest.raises(mc.NoCheckpoint):
+        mc.restore(store, fs.config.uuid, tmp_path / "x", which=2)
+
+
+def test_a_second_writer_is_refused_unless_it_takes_over(env, tmp_path):
+    mount, store = env
+    fs = mount()
+    write_file(fs, ROOT_INO, b"a", b"x" * 10)
+    here = mc.Checkpointer(fs.meta, store, fs.config, tmp_path / "here")
+    assert here.write().seq == 1
+    assert mc.read_state(tmp_path / "here") == 1
+    # another copy of the metadata (another host) that never wrote or restored: refused
+    there = mc.Checkpointer(fs.meta, store, fs.config, tmp_path / "there")
+    with pytest.raises(mc.CheckpointConflict, match="another host wrote checkpoint 1"):
+        there.write()
+    assert "CheckpointConflict" in there.last_error
+    assert there.write(take_over=True).seq == 2
+    # now the first one is behind
+    with pytest.raises(mc.CheckpointConflict, match="--take-over"):
+        here.write()
+    vid = uuid.UUID(fs.config.uuid).bytes
+    assert store.get_root(vid).seq == 2
+    # a copy restored from the RING continues from the current number
+    vdir = tmp_path / "restored"
+    vdir.mkdir()
+    mc.restore(store, fs.config.uuid, vdir / "meta", which=1)
+    assert mc.read_state(vdir) == 2
+    assert mc.Checkpointer(fs.meta, store, fs.config, vdir).write().seq == 3
+
+    class Racing:
+        """Reads the root record as it was before another host advanced it."""
+
+        def __init__(self, inner, stale):
+            self.inner, self.stale = inner, stale
+
+        def get_root(self, volume_id):
+            return self.stale
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    stale = store.get_root(vid)
+    mc.Checkpointer(fs.meta, store, fs.config, vdir).write()  # seq 4
+    racer = mc.Checkpointer(fs.meta, Racing(store, stale), fs.config, vdir)
+    mc.write_state(vdir, 3)
+    with pytest.raises(mc.CheckpointConflict, match="at the same time"):
+        racer.write()  # seq 4 again, other bytes: the disks refuse it
+    assert store.get_root(vid).seq == 4
+
+
+def test_find_volumes_and_missing_or_damaged_checkpoints(env, tmp_path):
+    mount, store = env
+    fs = mount()
+    assert mc.find_volumes(store) == {}
+    with pytest.raises(mc.NoCheckpoint):
+        mc.restore(store, fs.config.uuid, tmp_path / "none")
+    write_file(fs, ROOT_INO, b"a", os.urandom(3 * BS))
+    info = mc.Checkpointer(fs.meta, store, fs.config, tmp_path / "w").write()
+    assert mc.find_volumes(store) == {"v": (fs.config.uuid, 1)}
+    # a lost piece: the restore fails clearly and leaves nothing behind
+    manifest = mc._load_manifest(store, uuid.UUID(fs.config.uuid).bytes, info.manifest)
+    store.delete(mc._ref(manifest["files"][0]["chunks"][0]))
+    dest = tmp_path / "r" / "meta"
+    dest.parent.mkdir()
+    with pytest.raises(cerr.ChunkNotFound):
+        mc.restore(store, fs.config.uuid, dest)
+    assert list(dest.parent.iterdir()) == []
+    # a destination that exists is refused
+    dest.mkdir()
+    with pytest.raises(mc.CheckpointError, match="already exists"):
+        mc.restore(store, fs.config.uuid, dest)
+
+
+def test_a_root_update_whose_answer_was_lost_is_recognised_as_our_own(env, tmp_path):
+    mount, store = env
+    fs = mount()
+    write_file(fs, ROOT_INO, b"a", b"x" * 10)
+    cp = mc.Checkpointer(fs.meta, store, fs.config, tmp_path / "v")
+    cp.write()
+    real_put_root = store.put_root
+
+    def stored_but_failed(volume_id, seq, body):
+        real_put_root(volume_id, seq, body)  # it reached (some) disks ...
+        raise cerr.NotEnoughDisks("... but the quorum answer was lost")
+
+    store.put_root = stored_but_failed
+    with pytest.raises(cerr.NotEnoughDisks):
+        cp.write()
+    store.put_root = real_put_root
+    assert mc.read_state(tmp_path / "v") == 1  # not known to have been written
+    assert cp.write().seq == 3  # seq 2 is recognised as ours: no conflict
+    # and a root record damaged in transit is refused, not trusted
+    vid = uuid.UUID(fs.config.uuid).bytes
+    body = store.get_root(vid).body
+    with pytest.raises(mc.CheckpointError, match="checksum"):
+        mc._parse_root(body.replace(b'"format"', b'"formaT"'))
