@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -441,7 +442,24 @@ def status(home: Path) -> None:
     for v in _volumes(home):
         m = mounts.get(v.name)
         where = f"mounted at {m.mountpoint} (pid {m.pid})" if m else "not mounted"
-        click.echo(f"volume {v.name}: {v.large_policy}/{v.small_policy}, {where}")
+        click.echo(f"volume {v.name}: {v.large_policy}/{v.small_policy}, {where}"
+                   + (_checkpoint_line(home, v.name) if m else ""))
+
+
+def _checkpoint_line(home: Path, name: str) -> str:
+    """', metadata checkpoint N taken M min ago' from the volume's mount process."""
+    try:
+        st = control.call(home, "stats", timeout=10,
+                          volume=name if is_networked(home) else None)
+    except control.MountError:
+        return ""
+    if st.get("checkpoint_error"):
+        click.echo(f"volume {name}: the last metadata checkpoint failed: "
+                   f"{st['checkpoint_error']}", err=True)
+    if st.get("checkpoint_at"):
+        age = max(0.0, time.time() - st["checkpoint_at"])
+        return f", metadata checkpoint {st['checkpoint_seq']} taken {age / 60:.0f} min ago"
+    return ", no metadata checkpoint yet"
 
 
 def _show_local_disks(home: Path) -> None:

@@ -48,6 +48,8 @@ def test_local_volume_restored_from_its_checkpoints(tmp_path):
         _fill(a.mnt, "a")
         out = sofsctl(a.data, "volume", "checkpoint", "vol").stdout
         assert "volume vol: checkpoint 1 in the RING" in out, out
+        status = sofsctl(a.data, "status").stdout
+        assert "metadata checkpoint 1 taken 0 min ago" in status, status
         _fill(a.mnt, "b")  # after checkpoint 1: kept by the one taken at unmount
         expected = _tree(a.mnt)
         listed = sofsctl(a.data, "volume", "checkpoint", "vol", "--list").stdout
