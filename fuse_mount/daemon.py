@@ -23,13 +23,15 @@ from pathlib import Path
 import pyfuse3
 import trio
 
+from chunkstore import errors as cerr
 from chunkstore.ringstore import RingStore
 from chunkstore.stores import is_networked, open_ring
 from chunkstore.healer import DEFAULT_DOWN_AFTER_S, DEFAULT_SCRUB_INTERVAL_S, Healer
 from chunkstore.netring import NetRing
 from chunkstore.repair import health, repair
 from sofs.fs import Filesystem
-from sofs.metacheckpoint import Checkpointer, list_checkpoints
+from sofs.errors import FsError
+from sofs.metacheckpoint import Checkpointer, CheckpointConflict, check_current, list_checkpoints
 from sofs.online_check import check_mounted
 from sofs.volume import volume_dir
 
@@ -127,6 +129,28 @@ def checkpoint_now(checkpointer: Checkpointer, why: str) -> None:
              info.reused_pieces, info.took)
 
 
+def _claim(checkpointer: Checkpointer, ring: RingStore, fs: Filesystem, vdir: Path,
+           take_over: bool) -> None:
+    """Before serving: refuse a copy of the metadata that another host has overtaken in the
+    RING; with TAKE_OVER, make this copy the volume's reference (a checkpoint) instead."""
+    if take_over:
+        try:
+            info = checkpointer.write(take_over=True)
+        except (FsError, cerr.ChunkStoreError) as e:
+            raise RuntimeError(f"cannot take the volume over: {e}") from None
+        log.warning("took volume %s over: this copy is checkpoint %d in the RING",
+                    fs.config.name, info.seq)
+        return
+    try:
+        check_current(ring, fs.config, vdir,
+                      f"sofsctl mount {fs.config.name} MOUNTPOINT --take-over")
+    except CheckpointConflict as e:
+        raise RuntimeError(str(e)) from None
+    except (FsError, cerr.ChunkStoreError) as e:  # the RING cannot tell now: serve anyway
+        log.warning("could not compare this copy of the metadata with the RING's "
+                    "checkpoints (%s); mounting anyway", e)
+
+
 def cluster_status(healer) -> dict:
     """Map epoch, node states as this client sees them, and the rebuild's progress."""
     ring = healer.ring
@@ -155,7 +179,8 @@ async def _serve(fs: Filesystem, ring: RingStore, mountpoint: str, ready_fd: int
                  control: tuple[Path, dict] | None = None,
                  gc_interval_s: float = GC_INTERVAL_S, healer=None,
                  checkpointer: Checkpointer | None = None,
-                 checkpoint_interval_s: float = META_CHECKPOINT_INTERVAL_S) -> None:
+                 checkpoint_interval_s: float = META_CHECKPOINT_INTERVAL_S,
+              take_over: bool = False) -> None:
     async with trio.open_nursery() as nursery:
         if control is not None:
             await nursery.start(ctlserver.serve, *control)
@@ -215,11 +240,14 @@ def run_mount(data_dir: Path, volume: str, mountpoint: str, *, ready_fd: int | N
               down_after_s: float = DEFAULT_DOWN_AFTER_S,
               scrub_interval_s: float = DEFAULT_SCRUB_INTERVAL_S,
               rebuild_rate: float | None = None,
-              checkpoint_interval_s: float = META_CHECKPOINT_INTERVAL_S) -> None:
+              checkpoint_interval_s: float = META_CHECKPOINT_INTERVAL_S,
+              take_over: bool = False) -> None:
     """Mount ``volume`` at ``mountpoint`` and serve until unmounted; blocks.
 
     Every CHECKPOINT_INTERVAL_S (0: never; the first one 30 s after mounting) and at a clean
-    unmount, the volume's metadata is checkpointed into the RING (sofs.metacheckpoint)."""
+    unmount, the volume's metadata is checkpointed into the RING (sofs.metacheckpoint).
+    A copy of the metadata that another host has overtaken there is not mounted (it would
+    fork the volume) unless TAKE_OVER, which first writes a checkpoint of this copy."""
     mountpoint = os.path.realpath(mountpoint)
     tune_malloc()
     with contextlib.ExitStack() as stack:
@@ -234,6 +262,9 @@ def run_mount(data_dir: Path, volume: str, mountpoint: str, *, ready_fd: int | N
                         max_bytes_per_s=rebuild_rate * 2**20 if rebuild_rate else None,
                         min_placing=fs.protection.max_width())
         stack.callback(healer.close)
+        checkpointer = Checkpointer(fs.meta, ring, fs.config, volume_dir(data_dir, volume),
+                                    protection=fs.protection)
+        _claim(checkpointer, ring, fs, volume_dir(data_dir, volume), take_over)
         ops = SofsOperations(fs)
         pyfuse3.init(ops, mountpoint, mount_options(volume))
         unmount = [True]
@@ -243,8 +274,6 @@ def run_mount(data_dir: Path, volume: str, mountpoint: str, *, ready_fd: int | N
         runstate.write(data_dir, state)
         stack.callback(runstate.remove, data_dir, state)
         log.info("volume %s mounted at %s (pid %d)", volume, mountpoint, os.getpid())
-        checkpointer = Checkpointer(fs.meta, ring, fs.config, volume_dir(data_dir, volume),
-                                    protection=fs.protection)
         control = (ctlserver.socket_path(data_dir, volume if networked else None),
                    admin_ops(ring, fs, healer, checkpointer))
         trio.run(_serve, fs, ring, mountpoint, ready_fd, control, gc_interval_s, healer,
@@ -275,6 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint-interval", type=float, default=META_CHECKPOINT_INTERVAL_S,
                    help="seconds between checkpoints of the volume's metadata into the RING "
                         "(0: none, not even at unmount)")
+    p.add_argument("--take-over", action="store_true",
+                   help="mount this copy of the metadata even though another host wrote newer "
+                        "checkpoints of the volume, and make it the volume's reference")
     p.add_argument("volume")
     p.add_argument("mountpoint")
     args = p.parse_args(argv)
@@ -285,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
                   gc_grace_s=args.gc_grace, gc_interval_s=args.gc_interval,
                   down_after_s=args.down_after, scrub_interval_s=args.scrub_interval,
                   rebuild_rate=args.rebuild_rate,
-                  checkpoint_interval_s=args.checkpoint_interval)
+                  checkpoint_interval_s=args.checkpoint_interval,
+                  take_over=args.take_over)
     except Exception as e:
         log.error("mount failed: %s", e, exc_info=not isinstance(e, (OSError, RuntimeError)))
         if args.ready_fd is not None:

@@ -209,6 +209,34 @@ def _own_pending(volume_dir: Path, root_seq: int, newest_manifest: str | None) -
     return st.get("pending_seq") == root_seq and st.get("pending_manifest") == newest_manifest
 
 
+def _refuse_if_overtaken(store, config: VolumeConfig, workdir: Path, root, mine: int,
+                         manifests: list[str], remedy: str) -> None:
+    """CheckpointConflict if ROOT is past this copy's number MINE (and not its own update)."""
+    if root is None or root.seq <= mine or _own_pending(
+            workdir, root.seq, manifests[0] if manifests else None):
+        return
+    try:
+        newest = _load_manifest(store, _volume_id(config), manifests[0])
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(newest["created"]))
+        who = f" (taken {when} on {newest.get('host') or 'an unknown host'})"
+    except (CheckpointError, cerr.ChunkStoreError, IndexError, KeyError):
+        who = ""
+    raise CheckpointConflict(
+        f"volume {config.name}: another host wrote checkpoint {root.seq}{who}, newer than this "
+        f"copy's ({mine or 'none'}); the volume is mounted or was restored elsewhere. To use "
+        f"that newer state here: move {workdir} away and run sofsctl volume restore "
+        f"{config.name}. If this copy is the one to keep, take over: {remedy}")
+
+
+def check_current(store, config: VolumeConfig, volume_dir: Path, remedy: str) -> None:
+    """Refuse (CheckpointConflict) a copy of the metadata that another host has overtaken in
+    the RING: mounting it would fork the volume. REMEDY is the take-over command to suggest."""
+    root = store.get_root(_volume_id(config))
+    manifests = _parse_root(root.body)["manifests"] if root is not None else []
+    _refuse_if_overtaken(store, config, Path(volume_dir), root, read_state(volume_dir),
+                         manifests, remedy)
+
+
 # --- writing ------------------------------------------------------------------------------------
 
 class Checkpointer:
@@ -249,20 +277,9 @@ class Checkpointer:
         root = self.store.get_root(self.volume_id)
         mine = read_state(self.workdir)
         prev: list[str] = _parse_root(root.body)["manifests"] if root is not None else []
-        if (root is not None and root.seq > mine and not take_over
-                and not _own_pending(self.workdir, root.seq, prev[0] if prev else None)):
-            try:
-                newest = _load_manifest(self.store, self.volume_id,
-                                        _parse_root(root.body)["manifests"][0])
-                when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(newest["created"]))
-                who = f" (taken {when} on {newest.get('host') or 'an unknown host'})"
-            except (CheckpointError, cerr.ChunkStoreError, IndexError, KeyError):
-                who = ""
-            raise CheckpointConflict(
-                f"volume {self.config.name}: another host wrote checkpoint {root.seq}{who}, "
-                f"newer than this copy's ({mine or 'none'}); the volume is mounted or was "
-                "restored elsewhere. If this copy is the one to keep, take over: "
-                f"sofsctl volume checkpoint {self.config.name} --take-over")
+        if not take_over:
+            _refuse_if_overtaken(self.store, self.config, self.workdir, root, mine, prev,
+                                 f"sofsctl volume checkpoint {self.config.name} --take-over")
         seq = (root.seq if root is not None else 0) + 1
         known: dict[bytes, str] = {}
         if prev:

@@ -183,11 +183,15 @@ def _volumes(home: Path) -> list:
               help="Time between checkpoints of the volume's metadata into the RING, which "
                    "`sofsctl volume restore` brings back on a host that lost it; one is also "
                    "taken at unmount. 0 turns them off [default: 600].")
+@click.option("--take-over", is_flag=True,
+              help="Mount this copy of the volume's metadata even though another host wrote "
+                   "newer checkpoints of it (refused otherwise: it would fork the volume), and "
+                   "make it the one a restore brings back.")
 @pass_home
 def mount(home: Path, name: str, mountpoint: str, foreground: bool,
           gc_grace: float | None, gc_interval: float | None, down_after: float | None,
           scrub_interval: float | None, rebuild_rate: float | None,
-          checkpoint_interval: float | None) -> None:
+          checkpoint_interval: float | None, take_over: bool) -> None:
     """Mount volume NAME at MOUNTPOINT (in the background unless --foreground)."""
     busy = [st for st in runstate.all_states(home) if st.alive]
     if not is_networked(home):
@@ -210,6 +214,8 @@ def mount(home: Path, name: str, mountpoint: str, foreground: bool,
         maintenance += ["--rebuild-rate", str(rebuild_rate)]
     if checkpoint_interval is not None:
         maintenance += ["--checkpoint-interval", str(checkpoint_interval)]
+    if take_over:
+        maintenance.append("--take-over")
     try:
         if foreground:
             control.check_mountpoint(mountpoint)

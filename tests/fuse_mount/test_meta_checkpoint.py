@@ -136,6 +136,20 @@ def test_networked_client_lost_entirely_and_a_stale_writer_refused(tmp_path):
         assert "--take-over" in res.stderr
         listed = net_sofsctl(fresh, "volume", "checkpoint", "pacs", "--list").stdout
         assert [ln.split()[0] for ln in listed.splitlines()[1:]] == ["3", "2", "1"], listed
+        # ... and so is mounting it, which would fork the volume, unless it takes over
+        mnt2 = tmp_path / "mnt2"
+        mnt2.mkdir()
+        res = net_sofsctl(stale, "mount", "pacs", str(mnt2), check=False)
+        assert res.returncode == 1 and "another host wrote checkpoint 3" in res.stderr, \
+            res.stderr
+        assert not os.path.ismount(mnt2)
+        net_sofsctl(stale, "mount", "pacs", str(mnt2), "--take-over",
+                    "--checkpoint-interval", "3600")
+        pids.append(json.loads((stale / "run" / "mounts" / "pacs.json").read_text())["pid"])
+        res = net_sofsctl(fresh, "volume", "checkpoint", "pacs", check=False)
+        assert res.returncode == 1 and "another host wrote checkpoint 4" in res.stderr, \
+            res.stderr
+        net_sofsctl(stale, "umount", str(mnt2))
         net_sofsctl(fresh, "umount", str(mnt))
     finally:
         for pid in pids:
@@ -143,5 +157,6 @@ def test_networked_client_lost_entirely_and_a_stale_writer_refused(tmp_path):
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        os.system(f"fusermount3 -u -z {mnt} 2>/dev/null")
+        for m in (mnt, tmp_path / "mnt2"):
+            os.system(f"fusermount3 -u -z {m} 2>/dev/null")
         cluster.cleanup()
