@@ -114,7 +114,8 @@ def _checkpoint_stats(checkpointer: Checkpointer | None) -> dict:
     last = checkpointer.last
     return {"checkpoint_seq": last.seq if last else None,
             "checkpoint_at": last.created if last else None,
-            "checkpoint_error": checkpointer.last_error}
+            "checkpoint_error": checkpointer.last_error,
+            "gc_stopped": checkpointer.overtaken}
 
 
 def checkpoint_now(checkpointer: Checkpointer, why: str) -> None:
@@ -193,8 +194,17 @@ async def _serve(fs: Filesystem, ring: RingStore, mountpoint: str, ready_fd: int
                     return
 
         async def collect_garbage() -> None:
+            fenced = False
             while True:
                 await trio.sleep(gc_interval_s)
+                if checkpointer is not None and checkpointer.overtaken:
+                    if not fenced:
+                        log.error("garbage collection stopped: another host wrote newer "
+                                  "checkpoints of this volume, and its copy may still use "
+                                  "chunks this one no longer does")
+                    fenced = True
+                    continue
+                fenced = False
                 try:
                     n = await trio.to_thread.run_sync(fs.collect_garbage)
                     if n:

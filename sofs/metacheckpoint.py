@@ -258,6 +258,9 @@ class Checkpointer:
         self._lock = threading.Lock()
         self.last: CheckpointInfo | None = None
         self.last_error: str = ""
+        # another host wrote newer checkpoints: this copy must not delete any chunk any more
+        # (the other copy may still use it); the mount stops its garbage collector
+        self.overtaken = False
 
     def write(self, progress: Progress | None = None, take_over: bool = False) -> CheckpointInfo:
         """Write a checkpoint. TAKE_OVER writes it even if another host has written newer ones
@@ -267,8 +270,10 @@ class Checkpointer:
                 info = self._write(progress, take_over)
             except Exception as e:
                 self.last_error = f"{type(e).__name__}: {e}"
+                if isinstance(e, CheckpointConflict):
+                    self.overtaken = True
                 raise
-            self.last, self.last_error = info, ""
+            self.last, self.last_error, self.overtaken = info, "", False
             return info
 
     def _write(self, progress: Progress | None, take_over: bool) -> CheckpointInfo:

@@ -120,7 +120,8 @@ def test_networked_client_lost_entirely_and_a_stale_writer_refused(tmp_path):
         out = net_sofsctl(fresh, "volume", "restore", "pacs").stdout
         assert "restored from checkpoint 1" in out, out
         assert net_sofsctl(fresh, "fsck", "pacs").stdout.strip().endswith("clean")
-        net_sofsctl(fresh, "mount", "pacs", str(mnt), "--checkpoint-interval", "3600")
+        net_sofsctl(fresh, "mount", "pacs", str(mnt), "--checkpoint-interval", "3600",
+                    "--gc-grace", "0", "--gc-interval", "1")
         pids.append(json.loads((fresh / "run" / "mounts" / "pacs.json").read_text())["pid"])
         assert _tree(mnt) == expected
         assert "checkpoint 2" in net_sofsctl(fresh, "volume", "checkpoint", "pacs").stdout
@@ -149,6 +150,14 @@ def test_networked_client_lost_entirely_and_a_stale_writer_refused(tmp_path):
         res = net_sofsctl(fresh, "volume", "checkpoint", "pacs", check=False)
         assert res.returncode == 1 and "another host wrote checkpoint 4" in res.stderr, \
             res.stderr
+        # the overtaken copy deletes no chunk any more: the taken-over copy still uses them
+        big = "study-x/series1/big.dcm"
+        (mnt / big).unlink()
+        status = net_sofsctl(fresh, "status")
+        assert "garbage collection is stopped" in status.stderr, status.stderr
+        time.sleep(4)  # several GC intervals of 1 s, grace 0
+        assert "garbage collection stopped" in (fresh / "log" / "mount-pacs.log").read_text()
+        assert (mnt2 / big).read_bytes() == expected[big]
         net_sofsctl(stale, "umount", str(mnt2))
         net_sofsctl(fresh, "umount", str(mnt))
     finally:
