@@ -73,7 +73,7 @@ import stat
 import time
 from array import array
 from bisect import bisect_left
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple
 
 from chunkstore.errors import ChunkCorrupt, ChunkNotFound, ChunkStoreError
@@ -165,14 +165,17 @@ def check(meta: MetaStore, store: ChunkStore | None = None, *, block_size: int,
     return _Checker(meta, store, block_size, progress).run(repair)
 
 
-def unreferenced_chunks(store: RingStore, volumes: list[MetaStore]) -> list[ChunkRef]:
+def unreferenced_chunks(store: RingStore, volumes: list[MetaStore],
+                        also_referenced: Iterable[bytes] = ()) -> list[ChunkRef]:
     """Chunks with pieces on the ring's available disks that none of ``volumes`` references.
 
     A chunk counts as referenced if a volume has a refcount (``R``, even 0: the collector owns
-    it then) or a block (``B``) naming it. Pass every volume of the cluster, none of them in
-    use; chunks the repair log already marks deleted are left out. Nothing is deleted here.
+    it then) or a block (``B``) naming it, or its key is in ``also_referenced``: pass the
+    volumes' metadata checkpoints there (:func:`sofs.metacheckpoint.checkpoint_keys`), which
+    no file names. Pass every volume of the cluster, none of them in use; chunks the repair
+    log already marks deleted are left out. Nothing is deleted here.
     """
-    referenced: set[bytes] = set()
+    referenced: set[bytes] = set(also_referenced)
     for meta in volumes:
         for key, _ in meta.scan(b"R"):
             referenced.add(bytes(key[1:]))

@@ -256,6 +256,9 @@ class Checkpointer:
         self.keep = max(1, keep)
         self.volume_id = _volume_id(config)
         self._lock = threading.Lock()
+        # what a checkpoint killed midway left (the volume is held by this process alone)
+        for old in self.workdir.glob(".meta-checkpoint.*") if self.workdir.is_dir() else ():
+            shutil.rmtree(old, ignore_errors=True)
         self.last: CheckpointInfo | None = None
         self.last_error: str = ""
         # another host wrote newer checkpoints: this copy must not delete any chunk any more
@@ -282,10 +285,22 @@ class Checkpointer:
         root = self.store.get_root(self.volume_id)
         mine = read_state(self.workdir)
         prev: list[str] = _parse_root(root.body)["manifests"] if root is not None else []
+        if root is not None and root.seq > mine and _own_pending(
+                self.workdir, root.seq, prev[0] if prev else None):
+            mine = root.seq  # our own update, whose answer was lost: it is this copy's
+            write_state(self.workdir, mine)
         if not take_over:
             _refuse_if_overtaken(self.store, self.config, self.workdir, root, mine, prev,
                                  f"sofsctl volume checkpoint {self.config.name} --take-over")
-        seq = (root.seq if root is not None else 0) + 1
+            if mine and (root is None or root.seq < mine):
+                # the disks holding the record did not answer: writing now would go back
+                raise CheckpointError(
+                    f"volume {self.config.name}: the RING's record of its checkpoints is "
+                    f"{'missing' if root is None else f'at {root.seq}'}, behind this copy's "
+                    f"{mine}: disks holding it do not answer. Not written; the next one "
+                    "tries again. If the record is lost for good: sofsctl volume checkpoint "
+                    f"{self.config.name} --take-over")
+        seq = max(root.seq if root is not None else 0, mine) + 1
         known: dict[bytes, str] = {}
         if prev:
             try:
@@ -401,6 +416,20 @@ def list_checkpoints(store, volume_uuid: str) -> list[CheckpointInfo]:
         except (CheckpointError, cerr.ChunkStoreError):
             continue
     return out
+
+
+def checkpoint_keys(store, volume_uuid: str) -> set[bytes]:
+    """Chunk keys of the volume's kept checkpoints (pieces and manifests): referenced, though
+    no file of the volume names them."""
+    vid = uuid.UUID(volume_uuid).bytes
+    root = store.get_root(vid)
+    if root is None:
+        return set()
+    keys = set()
+    for m in _parse_root(root.body)["manifests"]:
+        keys.add(_ref(m).key)
+        keys |= {_ref(h).key for h in _pieces_of(_load_manifest(store, vid, m))}
+    return keys
 
 
 def find_volumes(store) -> dict[str, tuple[str, int]]:

@@ -188,3 +188,59 @@ def test_a_root_update_whose_answer_was_lost_is_recognised_as_our_own(env, tmp_p
     body = store.get_root(vid).body
     with pytest.raises(mc.CheckpointError, match="checksum"):
         mc._parse_root(body.replace(b'"format"', b'"formaT"'))
+
+
+def test_own_lost_update_then_a_failed_one_is_still_ours(env, tmp_path):
+    mount, store = env
+    fs = mount()
+    write_file(fs, ROOT_INO, b"a", b"x")
+    cp = mc.Checkpointer(fs.meta, store, fs.config, tmp_path / "v")
+    cp.write()
+    real = store.put_root
+
+    def lost_answer(volume_id, seq, body):
+        real(volume_id, seq, body)
+        raise cerr.NotEnoughDisks("answer lost")
+
+    def not_stored(volume_id, seq, body):
+        raise cerr.NotEnoughDisks("nothing stored")
+
+    for fake in (lost_answer, not_stored):
+        store.put_root = fake
+        with pytest.raises(cerr.NotEnoughDisks):
+            cp.write()
+    store.put_root = real
+    mc.check_current(store, fs.config, tmp_path / "v", "--take-over")  # not refused
+    assert cp.write().seq == 3 and not cp.overtaken
+
+
+def test_an_unreachable_root_record_never_makes_the_sequence_go_back(env, tmp_path):
+    mount, store = env
+    fs = mount()
+    write_file(fs, ROOT_INO, b"a", b"x")
+    cp = mc.Checkpointer(fs.meta, store, fs.config, tmp_path / "v")
+    cp.write()
+    cp.write()
+    real = store.get_root
+    store.get_root = lambda volume_id: None  # the disks holding it time out
+    with pytest.raises(mc.CheckpointError, match="behind this copy's 2") as ei:
+        cp.write()
+    assert not isinstance(ei.value, mc.CheckpointConflict) and not cp.overtaken
+    assert cp.write(take_over=True).seq == 3  # an admin who knows it is lost for good
+    store.get_root = real
+    assert store.get_root(uuid.UUID(fs.config.uuid).bytes).seq == 3
+    assert cp.write().seq == 4
+
+
+def test_leftovers_of_a_killed_checkpoint_are_removed_and_checkpoint_keys(env, tmp_path):
+    mount, store = env
+    fs = mount()
+    write_file(fs, ROOT_INO, b"a", os.urandom(5000))
+    vdir = tmp_path / "v"
+    (vdir / ".meta-checkpoint.4242.77").mkdir(parents=True)
+    (vdir / ".meta-checkpoint.4242.77" / "000009.sst").write_bytes(b"x" * 100)
+    cp = mc.Checkpointer(fs.meta, store, fs.config, vdir)
+    assert not list(vdir.glob(".meta-checkpoint.*"))
+    cp.write()
+    cp.write()
+    assert mc.checkpoint_keys(store, fs.config.uuid) == _checkpoint_chunks(store)
