@@ -432,9 +432,21 @@ def checkpoint_keys(store, volume_uuid: str) -> set[bytes]:
     return keys
 
 
-def find_volumes(store) -> dict[str, tuple[str, int]]:
-    """Volumes with a checkpoint in the RING: name -> (uuid, root sequence number)."""
-    out: dict[str, tuple[str, int]] = {}
+@dataclass(frozen=True)
+class VolumeInRing:
+    """A volume that has checkpoints in the RING (names are unique per data directory only:
+    several hosts' volumes may share one)."""
+
+    name: str
+    uuid: str
+    seq: int
+    created: float      # of the newest checkpoint
+    host: str           # that took it ("" if its manifest is unreadable)
+
+
+def find_volumes(store) -> list[VolumeInRing]:
+    """Every volume with a checkpoint in the RING, by name then newest first."""
+    out = []
     for vid, _seq in store.list_roots().items():
         root = store.get_root(vid)
         if root is None:
@@ -444,9 +456,15 @@ def find_volumes(store) -> dict[str, tuple[str, int]]:
         except CheckpointError:
             continue
         name = doc.get("volume")
-        if isinstance(name, str) and (name not in out or out[name][1] < root.seq):
-            out[name] = (str(uuid.UUID(bytes=vid)), root.seq)
-    return out
+        if not isinstance(name, str) or not doc["manifests"]:
+            continue
+        try:
+            host = _load_manifest(store, vid, doc["manifests"][0]).get("host", "")
+        except (CheckpointError, cerr.ChunkStoreError):
+            host = ""
+        out.append(VolumeInRing(name, str(uuid.UUID(bytes=vid)), root.seq,
+                                float(doc.get("created") or 0), host))
+    return sorted(out, key=lambda v: (v.name, -v.created))
 
 
 def restore(store, volume_uuid: str, dest: Path, *, which: int = 0,

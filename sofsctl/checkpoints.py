@@ -137,10 +137,14 @@ def volume_checkpoint(home: Path, name: str, list_only: bool, take_over: bool) -
 @click.option("--checkpoint", "which", type=click.IntRange(1, mc.KEEP), default=1,
               show_default=True, metavar="N",
               help="Which kept checkpoint: 1 the newest, 2 the one before, ...")
+@click.option("--uuid", "volume_uuid", default=None, metavar="UUID",
+              help="The volume's UUID, when volumes of other hosts have the same name "
+                   "(see --list).")
 @click.option("--list", "list_only", is_flag=True,
               help="List the volumes that have checkpoints in the RING, and stop.")
 @pass_home
-def volume_restore(home: Path, name: str | None, which: int, list_only: bool) -> None:
+def volume_restore(home: Path, name: str | None, which: int, volume_uuid: str | None,
+                   list_only: bool) -> None:
     """Restore volume NAME's metadata from its checkpoint in the RING.
 
     For a host that lost the volume's metadata (a failed disk, a rebuilt server): the data
@@ -159,19 +163,34 @@ def volume_restore(home: Path, name: str | None, which: int, list_only: bool) ->
     try:
         found = mc.find_volumes(ring)
         if list_only:
-            rows = [("VOLUME", "UUID", "CHECKPOINTS WRITTEN", "HERE")]
-            local = set(list_volume_names(home))
-            for vname, (vuuid, seq) in sorted(found.items()):
-                rows.append((vname, vuuid, seq, "yes" if vname in local else "-"))
+            rows = [("VOLUME", "UUID", "CHECKPOINTS", "NEWEST", "BY HOST", "HERE")]
+            local = {}
+            for vname in list_volume_names(home):
+                try:
+                    local[vname] = load_volume(home, vname).uuid
+                except ferr.VolumeError:
+                    continue
+            for v in found:
+                rows.append((v.name, v.uuid, v.seq, _when(v.created), v.host or "?",
+                             "yes" if local.get(v.name) == v.uuid else "-"))
             if len(rows) == 1:
                 click.echo("no volume has a checkpoint in the RING")
             else:
                 table(rows)
             return
-        if name not in found:
-            known = ", ".join(sorted(found)) or "none"
-            raise Failure(f"the RING holds no checkpoint of a volume named {name!r} "
-                          f"(volumes with checkpoints: {known})")
+        matches = [v for v in found if v.name == name
+                   and (volume_uuid is None or v.uuid == volume_uuid)]
+        if not matches:
+            known = ", ".join(sorted({v.name for v in found})) or "none"
+            raise Failure(f"the RING holds no checkpoint of a volume named {name!r}"
+                          + (f" with UUID {volume_uuid}" if volume_uuid else "")
+                          + f" (volumes with checkpoints: {known})")
+        if len(matches) > 1:
+            lines = "\n".join(f"  --uuid {v.uuid}  (newest checkpoint {_when(v.created)} on "
+                              f"{v.host or 'an unknown host'})" for v in matches)
+            raise Failure(f"{len(matches)} volumes named {name!r} have checkpoints in the RING "
+                          f"(volumes of other hosts may share a name); choose one:\n{lines}")
+        chosen = matches[0]
         vdir = volume_dir(home, name)
         if (vdir / "volume.json").exists() or (vdir / "meta").exists():
             raise Failure(f"volume {name} exists in {home}: restoring would replace its "
@@ -180,7 +199,7 @@ def volume_restore(home: Path, name: str | None, which: int, list_only: bool) ->
         progress, finish = _bar("restore")
         t0 = time.monotonic()
         try:
-            config, info = mc.restore(ring, found[name][0], vdir / "meta", which=which - 1,
+            config, info = mc.restore(ring, chosen.uuid, vdir / "meta", which=which - 1,
                                       progress=progress)
         except (cerr.ChunkStoreError, ferr.FsError) as e:
             shutil.rmtree(vdir, ignore_errors=True)

@@ -107,6 +107,15 @@ def test_networked_client_lost_entirely_and_a_stale_writer_refused(tmp_path):
         expected = _tree(mnt)
         out = net_sofsctl(client, "volume", "checkpoint", "pacs").stdout
         assert "checkpoint 1 in the RING" in out
+        pacs_uuid = json.loads((client / "volumes" / "pacs" / "volume.json").read_text())["uuid"]
+        # another host has a volume of the same name (names are unique per data directory)
+        other = cluster.client_dir("other")
+        net_sofsctl(other, "volume", "create", "pacs", "--cos", "1")
+        mnt_o = tmp_path / "mnt-other"
+        mnt_o.mkdir()
+        net_sofsctl(other, "mount", "pacs", str(mnt_o))
+        (mnt_o / "other.txt").write_bytes(b"another host's volume")
+        net_sofsctl(other, "umount", str(mnt_o))  # a checkpoint at unmount
         # the client host dies: kill -9 of its mount, its whole data directory gone
         os.kill(pids[0], signal.SIGKILL)
         time.sleep(0.5)
@@ -116,8 +125,11 @@ def test_networked_client_lost_entirely_and_a_stale_writer_refused(tmp_path):
         # a new host with the secret and the admin's map finds and restores the volume
         fresh = cluster.client_dir("fresh")
         listed = net_sofsctl(fresh, "volume", "restore", "--list").stdout
-        assert "pacs" in listed, listed
-        out = net_sofsctl(fresh, "volume", "restore", "pacs").stdout
+        assert listed.count("pacs") == 2 and pacs_uuid in listed, listed
+        res = net_sofsctl(fresh, "volume", "restore", "pacs", check=False)
+        assert res.returncode == 1 and "2 volumes named 'pacs'" in res.stderr, res.stderr
+        assert f"--uuid {pacs_uuid}" in res.stderr
+        out = net_sofsctl(fresh, "volume", "restore", "pacs", "--uuid", pacs_uuid).stdout
         assert "restored from checkpoint 1" in out, out
         assert net_sofsctl(fresh, "fsck", "pacs").stdout.strip().endswith("clean")
         net_sofsctl(fresh, "mount", "pacs", str(mnt), "--checkpoint-interval", "3600",
@@ -129,7 +141,7 @@ def test_networked_client_lost_entirely_and_a_stale_writer_refused(tmp_path):
         # a second host restores the volume too; once the live host has moved on, the second
         # host's checkpoints are refused: two hosts never interleave them unnoticed
         stale = cluster.client_dir("stale")
-        net_sofsctl(stale, "volume", "restore", "pacs", "--checkpoint", "2")
+        net_sofsctl(stale, "volume", "restore", "pacs", "--uuid", pacs_uuid, "--checkpoint", "2")
         assert "checkpoint 3" in net_sofsctl(fresh, "volume", "checkpoint", "pacs").stdout
         res = net_sofsctl(stale, "volume", "checkpoint", "pacs", check=False)
         assert res.returncode == 1 and "another host wrote checkpoint 3" in res.stderr, \

@@ -145,12 +145,14 @@ def test_a_second_writer_is_refused_unless_it_takes_over(env, tmp_path):
 def test_find_volumes_and_missing_or_damaged_checkpoints(env, tmp_path):
     mount, store = env
     fs = mount()
-    assert mc.find_volumes(store) == {}
+    assert mc.find_volumes(store) == []
     with pytest.raises(mc.NoCheckpoint):
         mc.restore(store, fs.config.uuid, tmp_path / "none")
     write_file(fs, ROOT_INO, b"a", os.urandom(3 * BS))
     info = mc.Checkpointer(fs.meta, store, fs.config, tmp_path / "w").write()
-    assert mc.find_volumes(store) == {"v": (fs.config.uuid, 1)}
+    [found] = mc.find_volumes(store)
+    assert (found.name, found.uuid, found.seq) == ("v", fs.config.uuid, 1)
+    assert found.host and found.created == info.created
     # a lost piece: the restore fails clearly and leaves nothing behind
     manifest = mc._load_manifest(store, uuid.UUID(fs.config.uuid).bytes, info.manifest)
     store.delete(mc._ref(manifest["files"][0]["chunks"][0]))
