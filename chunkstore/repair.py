@@ -54,6 +54,7 @@ class RepairReport:
     bytes_rebuilt: int
     disks_revived: tuple[str, ...] = ()
     errors: tuple[str, ...] = ()  # chunks whose repair failed for another reason (left degraded)
+    roots_refreshed: int = 0      # volume root records written again to their current owners
 
     @property
     def chunks_unrecoverable(self) -> int:
@@ -334,6 +335,7 @@ def repair(ring: RingStore, progress: Progress | None = None,
             if progress is not None:
                 progress(done, total)
             throttle.pace(sweep.read_bytes + sweep.bytes)
+    roots = refresh_roots(ring, errors)
     return RepairReport(
         chunks_checked=total,
         pieces_rebuilt=sweep.rebuilt,
@@ -342,7 +344,31 @@ def repair(ring: RingStore, progress: Progress | None = None,
         bytes_rebuilt=sweep.bytes,
         disks_revived=tuple(revived),
         errors=tuple(errors),
+        roots_refreshed=roots,
     )
+
+
+def refresh_roots(ring: RingStore, errors: list[str]) -> int:
+    """Write every volume's newest root record (chunkstore.roots) again, so that its current
+    owners hold it: a record is otherwise rewritten only by its volume's next checkpoint, and
+    a volume that is not mounted (the very case its record is kept for) would lose it to
+    drains, removals and replaced disks. Idempotent where a disk already holds it; returns
+    how many records were written; failures go to ERRORS."""
+    try:
+        seqs = ring.list_roots()
+    except ChunkStoreError as e:
+        errors.append(f"root records: {type(e).__name__}: {e}")
+        return 0
+    done = 0
+    for volume_id in sorted(seqs):
+        try:
+            rec = ring.get_root(volume_id)
+            if rec is not None:
+                ring.put_root(volume_id, rec.seq, rec.body)
+                done += 1
+        except ChunkStoreError as e:
+            errors.append(f"root record of volume {volume_id.hex()}: {type(e).__name__}: {e}")
+    return done
 
 
 def scan(ring: RingStore) -> HealthReport:

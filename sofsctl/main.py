@@ -307,6 +307,9 @@ def repair(home: Path) -> None:
     click.echo(f"chunks checked: {report['chunks_checked']}")
     click.echo(f"pieces rebuilt: {report['pieces_rebuilt']} ({human(report['bytes_rebuilt'])})")
     click.echo(f"pieces removed: {report['pieces_removed']}")
+    if report.get("roots_refreshed"):
+        click.echo(f"volume checkpoint records rewritten to their disks: "
+                   f"{report['roots_refreshed']}")
     if report.get("disks_revived"):
         click.echo(f"disks re-created: {', '.join(report['disks_revived'])}")
     for err in report.get("errors", [])[:20]:

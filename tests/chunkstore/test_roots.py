@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -292,8 +293,23 @@ def test_repair_and_health_leave_roots_alone(cluster_dir, protection):
         refs = [ring.put(os.urandom(n), protection) for n in (100, 300_000)]
         report = repair(ring)
         assert report.unrecoverable == () and not report.errors and report.pieces_removed == 0
+        assert report.roots_refreshed == 1
         assert health(ring).protected == len(refs)
         assert len(_holders(ring, V1)) == 5
+
+
+def test_repair_puts_root_records_back_on_their_owners(cluster_dir):
+    # a volume that is not mounted never rewrites its record: replaced disks would lose it
+    with LocalRing.open(cluster_dir) as ring:
+        ring.put_root(V1, 3, b"three")
+        holders = sorted(_holders(ring, V1))
+        for d in holders[:-1]:  # every copy but one lost (disks replaced over the years)
+            _root_file(Path(ring.disk(d).path), V1).unlink()
+        assert len(_holders(ring, V1)) == 1
+        report = repair(ring)
+        assert report.roots_refreshed == 1 and not report.errors
+        assert _holders(ring, V1) == {d: 3 for d in holders}
+        assert ring.get_root(V1).body == b"three"
 
 
 # -- over real sofs-node processes ----------------------------------------------------------
