@@ -197,11 +197,16 @@ async def _serve(fs: Filesystem, ring: RingStore, mountpoint: str, ready_fd: int
             fenced = False
             while True:
                 await trio.sleep(gc_interval_s)
+                if checkpointer is not None and checkpoint_interval_s > 0 \
+                        and not checkpointer.overtaken:
+                    # a takeover elsewhere is noticed within a GC interval, not a checkpoint's
+                    await trio.to_thread.run_sync(checkpointer.verify_current)
                 if checkpointer is not None and checkpointer.overtaken:
                     if not fenced:
-                        log.error("garbage collection stopped: another host wrote newer "
-                                  "checkpoints of this volume, and its copy may still use "
-                                  "chunks this one no longer does")
+                        log.error("this copy of the volume is read-only and its garbage "
+                                  "collection stopped: another host wrote newer checkpoints "
+                                  "of this volume, and its copy may still use chunks this one "
+                                  "no longer does (%s)", checkpointer.last_error)
                     fenced = True
                     continue
                 fenced = False

@@ -35,6 +35,7 @@ ERRNO: dict[type[BaseException], int] = {
     ferr.BadFileHandle: errno.EBADF,
     ferr.NoSpace: errno.ENOSPC,
     ferr.DataUnavailable: errno.EIO,
+    ferr.VolumeFenced: errno.EROFS,
     cerr.DiskFull: errno.ENOSPC,
     cerr.ChunkStoreError: errno.EIO,
     ferr.FsError: errno.EIO,

@@ -77,3 +77,8 @@ class DataUnavailable(FsError):
 
 class VolumeError(FsError):
     """A volume cannot be created, found or opened (bad name, exists, missing, in use)."""
+
+
+class VolumeFenced(FsError):
+    """This copy of the volume's metadata may not change any more: another host took the
+    volume over (sofs.metacheckpoint). Mapped to EROFS."""

@@ -274,10 +274,34 @@ class Checkpointer:
             except Exception as e:
                 self.last_error = f"{type(e).__name__}: {e}"
                 if isinstance(e, CheckpointConflict):
-                    self.overtaken = True
+                    self._overtaken(str(e))
                 raise
-            self.last, self.last_error, self.overtaken = info, "", False
+            self.last, self.last_error = info, ""
+            if self.overtaken:  # taken back over
+                self.overtaken = False
+                self.meta.unfence()
             return info
+
+    def _overtaken(self, why: str) -> None:
+        """Another copy is the volume's reference now: this one must change nothing more
+        (its metadata is fenced: changes fail with VolumeFenced; its mount stops deleting
+        chunks, which the other copy may still use)."""
+        self.overtaken = True
+        self.meta.fence(why)
+
+    def verify_current(self) -> bool:
+        """Between checkpoints: has another host overtaken this copy? (Fences it if so.)
+        False when the RING cannot tell now."""
+        with self._lock:
+            try:
+                check_current(self.store, self.config, self.workdir, "--take-over")
+            except CheckpointConflict as e:
+                self.last_error = f"CheckpointConflict: {e}"
+                self._overtaken(str(e))
+                return True
+            except (CheckpointError, cerr.ChunkStoreError):
+                return False
+            return self.overtaken
 
     def _write(self, progress: Progress | None, take_over: bool) -> CheckpointInfo:
         t0 = time.monotonic()

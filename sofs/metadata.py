@@ -15,7 +15,7 @@ from pathlib import Path
 
 import rocksdict
 
-from .errors import VolumeError
+from .errors import VolumeError, VolumeFenced
 
 _DELETED = object()
 
@@ -75,6 +75,15 @@ class MetaStore:
         self._sync = rocksdict.WriteOptions()
         self._sync.sync = True
         self._nosync = rocksdict.WriteOptions()
+        self.fenced: str | None = None  # why no change may be committed any more
+
+    def fence(self, reason: str) -> None:
+        """From now on refuse every change (VolumeFenced): another copy of the volume is the
+        reference (sofs.metacheckpoint)."""
+        self.fenced = reason
+
+    def unfence(self) -> None:
+        self.fenced = None
 
     def get(self, key: bytes) -> bytes | None:
         return self._db.get(key)
@@ -99,6 +108,8 @@ class MetaStore:
         return Batch(self)
 
     def commit(self, batch: Batch, sync: bool = False) -> None:
+        if self.fenced is not None and len(batch):
+            raise VolumeFenced(f"the volume is read-only here: {self.fenced}")
         if not len(batch):
             if sync:
                 self._db.flush_wal(True)

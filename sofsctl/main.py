@@ -466,8 +466,8 @@ def _checkpoint_line(home: Path, name: str) -> str:
         click.echo(f"volume {name}: the last metadata checkpoint failed: "
                    f"{st['checkpoint_error']}", err=True)
     if st.get("gc_stopped"):
-        click.echo(f"volume {name}: garbage collection is stopped (another host has taken "
-                   "the volume over); unmount this copy", err=True)
+        click.echo(f"volume {name}: this copy is read-only and its garbage collection is "
+                   "stopped (another host has taken the volume over); unmount it", err=True)
     if st.get("checkpoint_at"):
         age = max(0.0, time.time() - st["checkpoint_at"])
         return f", metadata checkpoint {st['checkpoint_seq']} taken {age / 60:.0f} min ago"

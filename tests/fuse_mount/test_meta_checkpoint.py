@@ -4,6 +4,7 @@ sofsctl, the embedded ring and a networked one of real nodes on loopback."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -133,7 +134,7 @@ def test_networked_client_lost_entirely_and_a_stale_writer_refused(tmp_path):
         assert "restored from checkpoint 1" in out, out
         assert net_sofsctl(fresh, "fsck", "pacs").stdout.strip().endswith("clean")
         net_sofsctl(fresh, "mount", "pacs", str(mnt), "--checkpoint-interval", "3600",
-                    "--gc-grace", "0", "--gc-interval", "1")
+                    "--gc-grace", "20", "--gc-interval", "1")
         pids.append(json.loads((fresh / "run" / "mounts" / "pacs.json").read_text())["pid"])
         assert _tree(mnt) == expected
         assert "checkpoint 2" in net_sofsctl(fresh, "volume", "checkpoint", "pacs").stdout
@@ -156,18 +157,27 @@ def test_networked_client_lost_entirely_and_a_stale_writer_refused(tmp_path):
         assert res.returncode == 1 and "another host wrote checkpoint 3" in res.stderr, \
             res.stderr
         assert not os.path.ismount(mnt2)
+        # the live copy deletes a file: its chunks are queued for the GC (grace 20 s) ...
+        big = "study-x/series1/big.dcm"
+        t0 = time.monotonic()
+        (mnt / big).unlink()
+        # ... then the stale copy takes over, and still has that file
         net_sofsctl(stale, "mount", "pacs", str(mnt2), "--take-over",
                     "--checkpoint-interval", "3600")
         pids.append(json.loads((stale / "run" / "mounts" / "pacs.json").read_text())["pid"])
+        # the overtaken copy notices within a GC interval: read-only, GC stopped
+        deadline = time.monotonic() + 15
+        while "garbage collection is stopped" not in net_sofsctl(fresh, "status").stderr:
+            assert time.monotonic() < deadline, "the overtaken mount did not notice"
+            time.sleep(0.5)
+        with pytest.raises(OSError) as ei:
+            (mnt / "after-takeover.dcm").write_bytes(b"refused")
+        assert ei.value.errno == errno.EROFS
         res = net_sofsctl(fresh, "volume", "checkpoint", "pacs", check=False)
         assert res.returncode == 1 and "another host wrote checkpoint 4" in res.stderr, \
             res.stderr
-        # the overtaken copy deletes no chunk any more: the taken-over copy still uses them
-        big = "study-x/series1/big.dcm"
-        (mnt / big).unlink()
-        status = net_sofsctl(fresh, "status")
-        assert "garbage collection is stopped" in status.stderr, status.stderr
-        time.sleep(4)  # several GC intervals of 1 s, grace 0
+        # past the grace period the chunks are still there for the copy that took over
+        time.sleep(max(0.0, t0 + 24 - time.monotonic()))
         assert "garbage collection stopped" in (fresh / "log" / "mount-pacs.log").read_text()
         assert (mnt2 / big).read_bytes() == expected[big]
         net_sofsctl(stale, "umount", str(mnt2))

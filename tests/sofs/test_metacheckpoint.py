@@ -246,3 +246,23 @@ def test_leftovers_of_a_killed_checkpoint_are_removed_and_checkpoint_keys(env, t
     cp.write()
     cp.write()
     assert mc.checkpoint_keys(store, fs.config.uuid) == _checkpoint_chunks(store)
+
+
+def test_an_overtaken_copy_is_fenced_until_it_takes_over(env, tmp_path):
+    from sofs.errors import VolumeFenced
+    mount, store = env
+    fs = mount()
+    write_file(fs, ROOT_INO, b"a", b"x")
+    mine = mc.Checkpointer(fs.meta, store, fs.config, tmp_path / "mine")
+    mine.write()
+    assert mine.verify_current() is False  # nobody else
+    other = mc.Checkpointer(fs.meta, store, fs.config, tmp_path / "other")
+    other.write(take_over=True)
+    other.meta.unfence()  # (the two share one MetaStore in this test)
+    assert mine.verify_current() is True and mine.overtaken
+    with pytest.raises(VolumeFenced, match="read-only"):
+        write_file(fs, ROOT_INO, b"b", b"y")
+    assert read_file(fs, fs.lookup(ROOT_INO, b"a").ino) == b"x"  # reads go on
+    mine.write(take_over=True)
+    assert not mine.overtaken
+    write_file(fs, ROOT_INO, b"c", b"z")
