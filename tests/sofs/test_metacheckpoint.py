@@ -31,6 +31,16 @@ def _restore_into(store, config, root, which=0):
     return Filesystem.open_volume(root, config.name, store), info
 
 
+def _checkpointed(env, tmp_path, vdir: str = "v"):
+    """A volume with one small file and one checkpoint: (fs, store, its Checkpointer)."""
+    mount, store = env
+    fs = mount()
+    write_file(fs, ROOT_INO, b"a", b"x")
+    cp = mc.Checkpointer(fs.meta, store, fs.config, tmp_path / vdir)
+    cp.write()
+    return fs, store, cp
+
+
 def test_checkpoint_restore_round_trip_and_incremental(env, tmp_path):
     mount, store = env
     fs = mount()
@@ -168,11 +178,7 @@ def test_find_volumes_and_missing_or_damaged_checkpoints(env, tmp_path):
 
 
 def test_a_root_update_whose_answer_was_lost_is_recognised_as_our_own(env, tmp_path):
-    mount, store = env
-    fs = mount()
-    write_file(fs, ROOT_INO, b"a", b"x" * 10)
-    cp = mc.Checkpointer(fs.meta, store, fs.config, tmp_path / "v")
-    cp.write()
+    fs, store, cp = _checkpointed(env, tmp_path)
     real_put_root = store.put_root
 
     def stored_but_failed(volume_id, seq, body):
@@ -193,11 +199,7 @@ def test_a_root_update_whose_answer_was_lost_is_recognised_as_our_own(env, tmp_p
 
 
 def test_own_lost_update_then_a_failed_one_is_still_ours(env, tmp_path):
-    mount, store = env
-    fs = mount()
-    write_file(fs, ROOT_INO, b"a", b"x")
-    cp = mc.Checkpointer(fs.meta, store, fs.config, tmp_path / "v")
-    cp.write()
+    fs, store, cp = _checkpointed(env, tmp_path)
     real = store.put_root
 
     def lost_answer(volume_id, seq, body):
@@ -217,11 +219,7 @@ def test_own_lost_update_then_a_failed_one_is_still_ours(env, tmp_path):
 
 
 def test_an_unreachable_root_record_never_makes_the_sequence_go_back(env, tmp_path):
-    mount, store = env
-    fs = mount()
-    write_file(fs, ROOT_INO, b"a", b"x")
-    cp = mc.Checkpointer(fs.meta, store, fs.config, tmp_path / "v")
-    cp.write()
+    fs, store, cp = _checkpointed(env, tmp_path)
     cp.write()
     real = store.get_root
     store.get_root = lambda volume_id: None  # the disks holding it time out
@@ -250,11 +248,7 @@ def test_leftovers_of_a_killed_checkpoint_are_removed_and_checkpoint_keys(env, t
 
 def test_an_overtaken_copy_is_fenced_until_it_takes_over(env, tmp_path):
     from sofs.errors import VolumeFenced
-    mount, store = env
-    fs = mount()
-    write_file(fs, ROOT_INO, b"a", b"x")
-    mine = mc.Checkpointer(fs.meta, store, fs.config, tmp_path / "mine")
-    mine.write()
+    fs, store, mine = _checkpointed(env, tmp_path, "mine")
     assert mine.verify_current() is False  # nobody else
     other = mc.Checkpointer(fs.meta, store, fs.config, tmp_path / "other")
     other.write(take_over=True)
