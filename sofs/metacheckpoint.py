@@ -46,7 +46,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -172,6 +172,17 @@ def _pieces_of(manifest: dict) -> set[str]:
     return {ref for f in manifest["files"] for ref in f["chunks"]}
 
 
+def _pieces(f) -> Iterator[bytes]:
+    """A file's pieces of PIECE_SIZE (the last shorter); an empty file is one empty piece."""
+    piece = f.read(PIECE_SIZE)
+    yield piece
+    while len(piece) == PIECE_SIZE:
+        piece = f.read(PIECE_SIZE)
+        if not piece:
+            return
+        yield piece
+
+
 # --- this copy's place in the sequence ---------------------------------------------------------
 
 def _state(volume_dir: Path) -> dict:
@@ -204,16 +215,22 @@ def write_state(volume_dir: Path, seq: int, pending: tuple[int, str] | None = No
     os.replace(tmp, path)
 
 
-def _own_pending(volume_dir: Path, root_seq: int, newest_manifest: str | None) -> bool:
+def _this_copys_seq(volume_dir: Path, root, manifests: list[str]) -> int:
+    """This copy's sequence number; a root update of its own whose answer was lost (the
+    recorded pending update is what ROOT holds) is adopted and recorded."""
     st = _state(volume_dir)
-    return st.get("pending_seq") == root_seq and st.get("pending_manifest") == newest_manifest
+    mine = read_state(volume_dir)
+    if (root is not None and root.seq > mine and st.get("pending_seq") == root.seq
+            and manifests and st.get("pending_manifest") == manifests[0]):
+        mine = root.seq
+        write_state(volume_dir, mine)
+    return mine
 
 
 def _refuse_if_overtaken(store, config: VolumeConfig, workdir: Path, root, mine: int,
                          manifests: list[str], remedy: str) -> None:
-    """CheckpointConflict if ROOT is past this copy's number MINE (and not its own update)."""
-    if root is None or root.seq <= mine or _own_pending(
-            workdir, root.seq, manifests[0] if manifests else None):
+    """CheckpointConflict if ROOT is past this copy's number MINE."""
+    if root is None or root.seq <= mine:
         return
     try:
         newest = _load_manifest(store, _volume_id(config), manifests[0])
@@ -233,8 +250,8 @@ def check_current(store, config: VolumeConfig, volume_dir: Path, remedy: str) ->
     the RING: mounting it would fork the volume. REMEDY is the take-over command to suggest."""
     root = store.get_root(_volume_id(config))
     manifests = _parse_root(root.body)["manifests"] if root is not None else []
-    _refuse_if_overtaken(store, config, Path(volume_dir), root, read_state(volume_dir),
-                         manifests, remedy)
+    _refuse_if_overtaken(store, config, Path(volume_dir), root,
+                         _this_copys_seq(Path(volume_dir), root, manifests), manifests, remedy)
 
 
 # --- writing ------------------------------------------------------------------------------------
@@ -307,12 +324,8 @@ class Checkpointer:
         t0 = time.monotonic()
         created = time.time()
         root = self.store.get_root(self.volume_id)
-        mine = read_state(self.workdir)
         prev: list[str] = _parse_root(root.body)["manifests"] if root is not None else []
-        if root is not None and root.seq > mine and _own_pending(
-                self.workdir, root.seq, prev[0] if prev else None):
-            mine = root.seq  # our own update, whose answer was lost: it is this copy's
-            write_state(self.workdir, mine)
+        mine = _this_copys_seq(self.workdir, root, prev)
         if not take_over:
             _refuse_if_overtaken(self.store, self.config, self.workdir, root, mine, prev,
                                  f"sofsctl volume checkpoint {self.config.name} --take-over")
@@ -339,36 +352,11 @@ class Checkpointer:
         try:
             files = sorted(p for p in tmp.iterdir() if p.is_file())
             total = sum(p.stat().st_size for p in files)
-            done = sent = reused = 0
-            entries = []
-            for path in files:
-                h = blake3.blake3()
-                refs = []
-                size = 0
-                with open(path, "rb") as f:
-                    while True:
-                        piece = f.read(PIECE_SIZE)
-                        if not piece and size:
-                            break
-                        h.update(piece)
-                        size += len(piece)
-                        payload = _payload(CODEC_PIECE, self.volume_id, piece)
-                        hexref = known.get(chunk_key(payload))
-                        if hexref is None:
-                            hexref = self.store.put(payload, self.protection).to_bytes().hex()
-                            sent += len(payload)
-                        else:
-                            reused += 1
-                        refs.append(hexref)
-                        done += len(piece)
-                        if progress:
-                            progress(done, total)
-                        if len(piece) < PIECE_SIZE:
-                            break
-                entries.append({"name": path.name, "size": size, "blake3": h.hexdigest(),
-                                "chunks": refs})
+            counts = {"done": 0, "sent": 0, "reused": 0}
+            entries = [self._store_file(path, known, counts, total, progress) for path in files]
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+        sent = counts["sent"]
         host = socket.gethostname()
         manifest = {"format": FORMAT, "seq": seq, "created": created, "host": host,
                     "volume": json.loads(self.config.to_json()), "files": entries}
@@ -388,7 +376,31 @@ class Checkpointer:
         return CheckpointInfo(
             volume=self.config.name, volume_uuid=self.config.uuid, seq=seq, created=created,
             files=len(entries), bytes=total, manifest=mref, host=host, sent_bytes=sent,
-            reused_pieces=reused, took=time.monotonic() - t0, deleted_pieces=deleted, kept=kept)
+            reused_pieces=counts["reused"], took=time.monotonic() - t0, deleted_pieces=deleted,
+            kept=kept)
+
+    def _store_file(self, path: Path, known: dict[bytes, str], counts: dict[str, int],
+                    total: int, progress: Progress | None) -> dict:
+        """Store one database file as pieces (those in KNOWN are not sent again); its
+        manifest entry. COUNTS accumulates bytes done, payload bytes sent, pieces reused."""
+        h = blake3.blake3()
+        refs, size = [], 0
+        with open(path, "rb") as f:
+            for piece in _pieces(f):
+                h.update(piece)
+                size += len(piece)
+                payload = _payload(CODEC_PIECE, self.volume_id, piece)
+                hexref = known.get(chunk_key(payload))
+                if hexref is None:
+                    hexref = self.store.put(payload, self.protection).to_bytes().hex()
+                    counts["sent"] += len(payload)
+                else:
+                    counts["reused"] += 1
+                refs.append(hexref)
+                counts["done"] += len(piece)
+                if progress:
+                    progress(counts["done"], total)
+        return {"name": path.name, "size": size, "blake3": h.hexdigest(), "chunks": refs}
 
     def _drop(self, dropped: list[str], kept: list[str], newest: dict) -> int:
         """Delete the pieces of DROPPED manifests that no KEPT manifest uses; best effort."""
