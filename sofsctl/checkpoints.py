@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -19,24 +18,11 @@ from sofs import metacheckpoint as mc
 from sofs.metadata import MetaStore
 from sofs.volume import list_volume_names, load_volume, volume_dir
 
-from .common import Failure, fail, human, pass_home, table
+from .common import Failure, fail, human, pass_home, progress_bar, table
 
 
 def _when(ts: float) -> str:
     return datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _bar(label: str):
-    """A progress callback (done, total) drawing a bar on a terminal, and its finisher."""
-    if not sys.stderr.isatty():
-        return (lambda done, total: None), (lambda: None)
-    bar = click.progressbar(length=1, label=label, file=sys.stderr, show_pos=False,
-                            show_eta=True)
-
-    def progress(done: int, total: int) -> None:
-        bar.length = max(total, 1, done)
-        bar.update(done - bar.pos)
-    return progress, bar.render_finish
 
 
 def _open_ring(home: Path):
@@ -105,7 +91,7 @@ def volume_checkpoint(home: Path, name: str, list_only: bool, take_over: bool) -
                 ring.close()
         _print_list(rows)
         return
-    progress, finish = _bar("checkpoint")
+    progress, finish = progress_bar("checkpoint", show_pos=False, tty_only=True)
     try:
         if mounted is not None:
             info = _call_mount(home, "checkpoint-take-over" if take_over else "checkpoint",
@@ -196,7 +182,7 @@ def volume_restore(home: Path, name: str | None, which: int, volume_uuid: str | 
             raise Failure(f"volume {name} exists in {home}: restoring would replace its "
                           f"metadata. Move {vdir} away first if it is really lost or damaged")
         vdir.mkdir(parents=True, exist_ok=True)
-        progress, finish = _bar("restore")
+        progress, finish = progress_bar("restore", show_pos=False, tty_only=True)
         t0 = time.monotonic()
         try:
             config, info = mc.restore(ring, chosen.uuid, vdir / "meta", which=which - 1,

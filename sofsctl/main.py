@@ -30,7 +30,8 @@ from sofs.fsck import FsckReport, Problem, check_volume
 from sofs.volume import create_volume, list_volume_names, load_volume, protection_for
 
 from .checkpoints import volume_checkpoint, volume_restore
-from .common import Failure, default_data_dir, fail, human, parse_size, pass_home, table
+from .common import (Failure, default_data_dir, fail, human, parse_size, pass_home,
+                     progress_bar, table)
 from .exports import export
 from .nodes import cluster_create, disk, node, show_cluster
 
@@ -264,16 +265,7 @@ def umount(home: Path, mountpoint: str, timeout: float) -> None:
 
 def _ring_job(home: Path, op: str, run_local, label: str | None = None) -> dict:
     """Run a job that needs the RING: here, or in the mount process that holds it."""
-    bar = None
-    if label is not None:
-        bar = click.progressbar(length=1, label=label, show_pos=True, show_eta=True,
-                                file=sys.stderr)
-
-    def progress(done: int, total: int) -> None:
-        if bar is not None:
-            bar.length = max(total, 1)
-            bar.update(done - bar.pos)
-
+    progress, finish = progress_bar(label)
     try:
         try:
             ring = open_ring(home, instance="sofsctl")
@@ -291,8 +283,7 @@ def _ring_job(home: Path, op: str, run_local, label: str | None = None) -> dict:
         finally:
             ring.close()
     finally:
-        if bar is not None:
-            bar.render_finish()
+        finish()
 
 
 @cli.command()
