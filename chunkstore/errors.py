@@ -103,7 +103,7 @@ class ClusterMismatch(ChunkStoreError):
 
 class ClusterNotFound(ChunkStoreError):
     """The data directory holds no cluster (no ``cluster.json``): run ``init_local_cluster`` /
-    ``sofsctl init`` first. A retry does not help.
+    ``sofsctl cluster init`` first. A retry does not help.
     """
 
 
@@ -119,3 +119,29 @@ class StaleRoot(ChunkStoreError):
     A retry with the same sequence number does not help: read the newer record (``get_root``)
     and decide from there.
     """
+
+
+class WireError(FormatError):
+    """A frame broke the protocol: bad version, kind, op, flags or length, a field out of
+    range, a body that does not parse to exactly its length, or data whose end-to-end
+    checksum does not match. Raised by the decoder (for nothing else), and by RemoteDisk
+    when the node answers with ERROR WireError. A retry of the same bytes does not help.
+    """
+
+
+class AuthError(DiskUnavailable):
+    """The handshake failed: the peer does not know the cluster secret (or we do not), or it
+    sent something other than the handshake first. The node closes the connection. Treated as
+    the disk being unavailable; a retry helps only once the secrets agree.
+    """
+
+
+class MapError(ChunkStoreError):
+    """A cluster-map change was refused (unknown or duplicate id, a state that does not allow
+    it, a bad address or weight, a map that would outgrow 1 MiB). The message says why; the
+    map is unchanged. A retry of the same change does not help.
+    """
+
+
+class ConfigError(ChunkStoreError):
+    """A storage node's config file is missing, unreadable or invalid. A retry does not help."""

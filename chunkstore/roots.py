@@ -48,7 +48,7 @@ from typing import Iterable
 
 import blake3
 
-from .errors import ChunkCorrupt, FormatError
+from chunkstore.errors import ChunkCorrupt, FormatError
 
 ROOT_MAX_BODY = 64 * 1024
 ROOT_WIDTH = 5  # disks a root record is written to (fewer if the ring has fewer)

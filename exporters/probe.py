@@ -61,6 +61,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from chunkstore.atomicfile import atomic_write
+
 from .errors import ExportError
 from .samba import NAME_RE, SmbUser, add_smb_users
 
@@ -259,11 +261,7 @@ def probe_password(edir: Path) -> str:
         if pw:
             return pw
     pw = secrets.token_urlsafe(24)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(pw + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, pw + "\n", mode=0o600)
     return pw
 
 

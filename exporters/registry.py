@@ -39,6 +39,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from chunkstore.atomicfile import atomic_write
 from fuse_mount import runstate
 from fuse_mount.control import read_ready_line
 from sofs.volume import load_volume
@@ -126,9 +127,7 @@ class ExportSpec:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
 def save_spec(edir: Path, spec: ExportSpec) -> None:

@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from chunkstore.atomicfile import atomic_write
+
 from .errors import ExportError
 
 
@@ -230,9 +232,7 @@ class Service:
         self._proc = proc
         info = _proc_info(proc.pid)
         start = info.starttime if info else 0
-        tmp = self.pidfile.with_name(self.pidfile.name + ".tmp")
-        tmp.write_text(f"{proc.pid} {start} {proc.pid}\n")
-        os.replace(tmp, self.pidfile)
+        atomic_write(self.pidfile, f"{proc.pid} {start} {proc.pid}\n")
 
         deadline = time.monotonic() + self.ready_timeout
         while True:

@@ -24,11 +24,11 @@ import pyfuse3
 import trio
 
 from chunkstore import errors as cerr
-from chunkstore.ringstore import RingStore
-from chunkstore.stores import is_networked, open_ring
-from chunkstore.healer import DEFAULT_DOWN_AFTER_S, DEFAULT_SCRUB_INTERVAL_S, Healer
-from chunkstore.netring import NetRing
-from chunkstore.repair import health, repair
+from chunkstore.ring.datapath import RingStore
+from chunkstore.ring.open import is_networked, open_ring
+from chunkstore.healing.healer import DEFAULT_DOWN_AFTER_S, DEFAULT_SCRUB_INTERVAL_S, Healer
+from chunkstore.ring.net import NetRing
+from chunkstore.healing.sweep import health, repair
 from sofs.fs import Filesystem
 from sofs.errors import FsError
 from sofs.metacheckpoint import Checkpointer, CheckpointConflict, check_current, list_checkpoints

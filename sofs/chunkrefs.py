@@ -11,7 +11,7 @@ These functions only stage writes in a :class:`~sofs.metadata.Batch`; the caller
 
 import time
 
-from chunkstore.keys import ChunkRef
+from chunkstore.placement.keys import ChunkRef
 
 from . import schema
 from .metadata import Batch, MetaStore

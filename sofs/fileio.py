@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 
 from chunkstore import errors as cerr
-from chunkstore.keys import ChunkRef
+from chunkstore.placement.keys import ChunkRef
 
 from . import chunkrefs, schema
 from .errors import (DataUnavailable, FsError, InvalidArgument, IsADirectory, NoSpace,

@@ -20,7 +20,7 @@ import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from chunkstore.store import ChunkStore
+from chunkstore.api import ChunkStore
 
 from . import acl, schema
 from .blocks import BlockCodec

@@ -77,11 +77,11 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple
 
 from chunkstore.errors import ChunkCorrupt, ChunkNotFound, ChunkStoreError
-from chunkstore.keys import KEY_SIZE, REF_SIZE, REF_VERSION, ChunkRef
-from chunkstore.ringstore import RingStore
-from chunkstore.policy import REPLICA_INDEX, PolicyCode, ReplicationPolicy
-from chunkstore.repairlog import DELETED
-from chunkstore.store import ChunkStore
+from chunkstore.placement.keys import KEY_SIZE, REF_SIZE, REF_VERSION, ChunkRef
+from chunkstore.ring.datapath import RingStore
+from chunkstore.protection.policy import REPLICA_INDEX, PolicyCode, ReplicationPolicy
+from chunkstore.ring.repairlog import DELETED
+from chunkstore.api import ChunkStore
 
 from . import chunkrefs, schema
 from .errors import FsError

@@ -53,9 +53,10 @@ from pathlib import Path
 import blake3
 import zstandard
 
+from chunkstore.atomicfile import atomic_write
 from chunkstore import errors as cerr
-from chunkstore.keys import ChunkRef, chunk_key
-from chunkstore.policy import Protection
+from chunkstore.placement.keys import ChunkRef, chunk_key
+from chunkstore.protection.policy import Protection
 
 from .errors import FsError
 from .volume import VolumeConfig
@@ -207,12 +208,7 @@ def write_state(volume_dir: Path, seq: int, pending: tuple[int, str] | None = No
     if pending is not None:
         doc["pending_seq"], doc["pending_manifest"] = pending
     path = Path(volume_dir) / STATE_FILE
-    tmp = path.with_name(f".{STATE_FILE}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(doc, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(doc))
 
 
 def _this_copys_seq(volume_dir: Path, root, manifests: list[str]) -> int:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from chunkstore.store import ChunkStore
+from chunkstore.api import ChunkStore
 
 from .fsck import FsckReport, Progress, check
 from .fs import Filesystem

@@ -8,13 +8,13 @@ larger ones ``large`` (erasure coding or replication).
 
 import dataclasses
 import json
-import os
 import re
 import time
 import uuid
 from pathlib import Path
 
-from chunkstore.policy import Protection, parse_policy
+from chunkstore.atomicfile import atomic_write
+from chunkstore.protection.policy import Protection, parse_policy
 
 from .errors import VolumeError
 
@@ -109,11 +109,7 @@ def create_volume(data_dir: Path, name: str, *, small_policy: str = "cos2",
         vdir.mkdir()
     except FileExistsError:
         raise VolumeError(f"volume {name!r} already exists") from None
-    tmp = vdir / "volume.json.tmp"
-    tmp.write_text(config.to_json())
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    tmp.rename(vdir / "volume.json")
+    atomic_write(vdir / "volume.json", config.to_json())
     return config
 
 

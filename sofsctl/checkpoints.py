@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from chunkstore import errors as cerr
-from chunkstore.stores import is_networked, open_ring
+from chunkstore.ring.open import is_networked, open_ring
 from fuse_mount import control, runstate
 from sofs import errors as ferr
 from sofs import metacheckpoint as mc

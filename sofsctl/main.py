@@ -17,12 +17,12 @@ import click
 from chunkstore import errors as cerr
 from exporters.errors import ExportError
 from exporters.registry import stop_exports
-from chunkstore.cluster import init_local_cluster, load_config
-from chunkstore.mapadmin import load_map
-from chunkstore.policy import parse_policy
-from chunkstore.repair import health as run_health
-from chunkstore.repair import repair as run_repair
-from chunkstore.stores import is_networked, open_ring
+from chunkstore.ring.localcluster import init_local_cluster, load_config
+from chunkstore.ring.mapadmin import load_map
+from chunkstore.protection.policy import parse_policy
+from chunkstore.healing.sweep import health as run_health
+from chunkstore.healing.sweep import repair as run_repair
+from chunkstore.ring.open import is_networked, open_ring
 from fuse_mount import control, runstate
 from fuse_mount.ctlserver import to_jsonable
 from sofs import errors as ferr

@@ -1,6 +1,6 @@
 """sofsctl commands of the networked RING: ``cluster create``, ``node ...`` and ``disk ...``.
 
-Thin: each command calls :mod:`chunkstore.mapadmin` and prints. Map changes take the newest
+Thin: each command calls :mod:`chunkstore.ring.mapadmin` and prints. Map changes take the newest
 map among the local copy and the reachable nodes, add one epoch, save and publish it.
 """
 
@@ -12,10 +12,10 @@ from pathlib import Path
 import click
 
 from chunkstore import errors as cerr
-from chunkstore import mapadmin
-from chunkstore.clustermap import ClusterMap
-from chunkstore.policy import parse_policy
-from chunkstore.ring import DEFAULT_VNODES
+from chunkstore.ring import mapadmin
+from chunkstore.placement.clustermap import ClusterMap
+from chunkstore.protection.policy import parse_policy
+from chunkstore.placement.ring import DEFAULT_VNODES
 from fuse_mount import control, runstate
 
 from .common import Failure, fail, pass_home, table

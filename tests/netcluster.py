@@ -1,7 +1,7 @@
 """A networked RING of real ``sofs-node`` processes, set up the way an admin would (sofsctl).
 
 :class:`NetCluster` creates the cluster in an admin data directory (``sofsctl cluster
-create``), prepares each node (``sofsctl node init``), starts ``python -m chunkstore.node``
+create``), prepares each node (``sofsctl node init``), starts ``python -m chunkstore.net.node``
 for it, and adds it to the map (``sofsctl node add``). Nodes run on 127.0.0.1 (each on its own
 free port) or, given a :class:`tests.netlab.NetLab`, each in its own network namespace.
 :meth:`NetCluster.cleanup` always stops every node by pid (SIGTERM, then SIGKILL).
@@ -52,7 +52,7 @@ class NodeHandle:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "NodeHandle":
-        cmd = [sys.executable, "-m", "chunkstore.node", "--config", str(self.dir / "node.json"),
+        cmd = [sys.executable, "-m", "chunkstore.net.node", "--config", str(self.dir / "node.json"),
                "--state-file", str(self.dir / "state.json")]
         state = self.dir / "state.json"
         if state.exists():

@@ -8,7 +8,7 @@ over TCP; the hosts get ``.2``, ``.3``, ... on their ``eth0`` and reach each oth
     with NetLab() as lab:
         a = lab.add_host("a")                 # namespace s<labid>-a, eth0 = 10.77.X.2/24
         b = lab.add_host("b")                 # 10.77.X.3
-        srv = a.popen([sys.executable, "-m", "chunkstore.node", ...])   # a Popen, tracked
+        srv = a.popen([sys.executable, "-m", "chunkstore.net.node", ...])   # a Popen, tracked
         a.wait_port(7700)                      # from the test process
         b.run([sys.executable, "-c", "..."])   # CompletedProcess
         a.link_down(); a.link_up()             # cut a off the network / plug it back

@@ -27,8 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from chunkstore.cluster import init_local_cluster
-from chunkstore.stores import open_ring
+from chunkstore.ring.localcluster import init_local_cluster
+from chunkstore.ring.open import open_ring
 from sofs import metacheckpoint as mc
 from sofs.fs import Filesystem
 from sofs.inode import ROOT_INO

@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from chunkstore.memstore import MemoryChunkStore
+from chunkstore.ring.memory import MemoryChunkStore
 from sofs.fs import Filesystem
 from sofs.inode import ROOT_INO
 from sofs.volume import create_volume, volume_dir

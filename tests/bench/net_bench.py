@@ -31,8 +31,8 @@ from pathlib import Path
 
 from fuse_mount import control
 
-from ..netcluster import NetCluster, sofsctl
-from ..netlab import NetLab
+from tests.netcluster import NetCluster, sofsctl
+from tests.netlab import NetLab
 from .run_bench import (REPO, BenchError, Data, FilesTest, LargeTest, PassthroughMount,
                         SofsMount, kill, log, mounted, tail)
 

@@ -15,7 +15,7 @@ import pytest  # noqa: E402
 @pytest.fixture
 def cluster_dir(tmp_path):
     """A fresh 6-disk local cluster (init only; tests open it)."""
-    from chunkstore.cluster import init_local_cluster
+    from chunkstore.ring.localcluster import init_local_cluster
 
     data = tmp_path / "data"
     init_local_cluster(data, disks=6, vnodes=6)
@@ -24,6 +24,6 @@ def cluster_dir(tmp_path):
 
 @pytest.fixture
 def protection():
-    from chunkstore.policy import Protection
+    from chunkstore.protection.policy import Protection
 
     return Protection.parse("cos2", "ec4+2")

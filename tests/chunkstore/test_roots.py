@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from chunkstore import container as ctr
-from chunkstore.cluster import init_local_cluster
-from chunkstore.diskstore import DiskStore
+from chunkstore.disk import container as ctr
+from chunkstore.ring.localcluster import init_local_cluster
+from chunkstore.disk.store import DiskStore
 from chunkstore.errors import (
     ChunkCorrupt,
     DiskFull,
@@ -22,17 +22,17 @@ from chunkstore.errors import (
     StaleMap,
     StaleRoot,
 )
-from chunkstore.keys import chunk_key
-from chunkstore.localring import LocalRing
-from chunkstore.memstore import MemoryChunkStore
-from chunkstore.policy import REPLICA_INDEX, ReplicationPolicy
-from chunkstore.remote import RemoteDisk
-from chunkstore.repair import health, repair
+from chunkstore.placement.keys import chunk_key
+from chunkstore.ring.local import LocalRing
+from chunkstore.ring.memory import MemoryChunkStore
+from chunkstore.protection.policy import REPLICA_INDEX, ReplicationPolicy
+from chunkstore.net.client import RemoteDisk
+from chunkstore.healing.sweep import health, repair
 from chunkstore.roots import MAX_SEQ, ROOT_MAX_BODY, RootRecord, newest, root_key
-from chunkstore.wire import load_secret
+from chunkstore.net.wire import load_secret
 
-from .test_diskstore import small_fs  # noqa: F401  (fixture: a 4 MiB tmpfs)
-from .test_netring import cluster, open_client  # noqa: F401  (fixture: sofs-node processes)
+from tests.chunkstore.disk.test_store import small_fs  # noqa: F401  (fixture: a 4 MiB tmpfs)
+from tests.chunkstore.ring.test_net import cluster, open_client  # noqa: F401  (fixture: sofs-node processes)
 
 V1 = uuid.UUID(int=1).bytes
 V2 = uuid.UUID(int=2).bytes

@@ -10,8 +10,8 @@ from collections import Counter
 
 import pytest
 
-from chunkstore import container
-from chunkstore.diskstore import DiskStore
+from chunkstore.disk import container
+from chunkstore.disk.store import DiskStore
 
 from .conftest import needs_fuse, sofsctl
 from .test_mount import MIB, check_set, pattern, write_set

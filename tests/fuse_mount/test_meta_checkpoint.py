@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from ..netcluster import NetCluster
-from ..netcluster import sofsctl as net_sofsctl
+from tests.netcluster import NetCluster
+from tests.netcluster import sofsctl as net_sofsctl
 from .conftest import Archive, needs_fuse, sofsctl
 
 pytestmark = [pytest.mark.integration, needs_fuse]

@@ -13,7 +13,7 @@ import pytest
 
 from fuse_mount import control
 
-from ..netcluster import NetCluster, sofsctl
+from tests.netcluster import NetCluster, sofsctl
 from .conftest import needs_fuse
 
 pytestmark = [pytest.mark.integration, needs_fuse]

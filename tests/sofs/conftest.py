@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from chunkstore.memstore import MemoryChunkStore
+from chunkstore.ring.memory import MemoryChunkStore
 from sofs.fs import Filesystem
 from sofs.volume import create_volume
 

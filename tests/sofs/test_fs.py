@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from chunkstore.memstore import MemoryChunkStore
+from chunkstore.ring.memory import MemoryChunkStore
 from sofs import schema
 from sofs.errors import (DataUnavailable, DirectoryNotEmpty, EntryExists, InvalidArgument,
                          IsADirectory, NameTooLong, NoSuchAttribute, NoSuchEntry, NotADirectory)
@@ -248,7 +248,7 @@ def test_lost_chunk_gives_data_unavailable_not_wrong_bytes(env):
     ino = write_file(fs, ROOT_INO, b"f", os.urandom(BS))
     key, = list(store.keys())
     value = fs.meta.get(schema.block_key(ino, 0))
-    from chunkstore.keys import ChunkRef
+    from chunkstore.placement.keys import ChunkRef
     ref = ChunkRef.from_bytes(schema.parse_block_value(value)[1])
     assert ref.key == key
     store.corrupt(ref)

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chunkstore.keys import ChunkRef
-from chunkstore.memstore import MemoryChunkStore
+from chunkstore.placement.keys import ChunkRef
+from chunkstore.ring.memory import MemoryChunkStore
 from sofs import fsck, schema
 from sofs.errors import FsError
 from sofs.fs import Filesystem
@@ -565,8 +565,8 @@ def test_unknown_format_stops_the_check(vol):
 
 
 def test_local_ring_missing_chunk_and_unreferenced_chunks(tmp_path):
-    from chunkstore.cluster import init_local_cluster
-    from chunkstore.localring import LocalRing
+    from chunkstore.ring.localcluster import init_local_cluster
+    from chunkstore.ring.local import LocalRing
 
     init_local_cluster(tmp_path / "cluster", disks=6, vnodes=6)
     create_volume(tmp_path, "v", block_size=BS)

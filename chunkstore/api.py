@@ -1,0 +1,95 @@
+"""The abstract chunk-store interface used by the sofs file layer.
+
+A chunk store keeps immutable, content-addressed payloads. ``put`` names the payload by its
+blake3-160 key, protects it according to a :class:`~chunkstore.protection.policy.Protection` and returns
+a :class:`~chunkstore.placement.keys.ChunkRef` to be kept in the caller's metadata; ``get`` gives back the
+verified payload for a ref. Chunks are never modified; the same payload put twice yields the
+same key (content dedup), and reference counting / garbage collection of unreferenced chunks
+is the caller's job (``delete`` removes the chunk whatever else refers to it).
+
+Besides chunks, a store keeps one small, mutable, versioned *root record* per volume
+(``put_root`` / ``get_root`` / ``list_roots``; rules in :mod:`chunkstore.roots`): where the
+layer above finds its newest metadata checkpoint knowing only the cluster.
+
+All methods are blocking and thread-safe: callers on a trio event loop run them through
+``trio.to_thread.run_sync``.
+
+Implementations: :class:`chunkstore.ring.memory.MemoryChunkStore` (tests),
+:class:`chunkstore.ring.local.LocalRing` (disks in this process).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+from chunkstore.placement.keys import ChunkRef
+from chunkstore.protection.policy import Protection
+from chunkstore.roots import RootRecord
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """Raw capacity numbers in bytes (for statfs).
+
+    ``total_bytes`` / ``free_bytes`` are the raw sums over the distinct underlying filesystems;
+    ``used_bytes`` is what the store's own data occupies. Scaling by the protection overhead
+    (e.g. /1.5 for EC 4+2) is the caller's decision.
+    """
+
+    total_bytes: int
+    free_bytes: int
+    used_bytes: int
+
+
+class ChunkStore(abc.ABC):
+    """Abstract chunk store. Usable as a context manager (``close`` on exit)."""
+
+    @abc.abstractmethod
+    def put(self, payload: bytes, protection: Protection) -> ChunkRef:
+        """Store ``payload`` (immutable) and return its ref; the policy is chosen by size.
+
+        Returns once the write quorum of pieces is durable (fsynced). Idempotent for the same
+        payload. Raises NotEnoughDisks / DiskFull when the quorum cannot be reached.
+        """
+
+    @abc.abstractmethod
+    def get(self, ref: ChunkRef) -> bytes:
+        """Return the payload, verified against ``ref.key`` and ``ref.size``.
+
+        Raises ChunkNotFound (no piece anywhere) or ChunkCorrupt (pieces exist but too few
+        verify). Never returns unverified bytes.
+        """
+
+    @abc.abstractmethod
+    def delete(self, ref: ChunkRef) -> None:
+        """Remove the chunk's pieces. Idempotent: deleting a missing chunk is not an error."""
+
+    @abc.abstractmethod
+    def capacity(self) -> Capacity:
+        """Raw total/free/used bytes (see :class:`Capacity`)."""
+
+    def put_root(self, volume_id: bytes, seq: int, body: bytes) -> int:
+        """Store version ``seq`` of the volume's root record (:mod:`chunkstore.roots`), the one
+        small mutable record per volume; returns how many disks hold it. StaleRoot if a newer
+        seq is stored, KeyConflict for the same seq with another body, NotEnoughDisks below
+        the write quorum; the same seq and body again is a no-op."""
+        raise NotImplementedError
+
+    def get_root(self, volume_id: bytes) -> RootRecord | None:
+        """The volume's root record with the highest seq stored, or None."""
+        raise NotImplementedError
+
+    def list_roots(self) -> dict[bytes, int]:
+        """volume_id -> highest root record seq stored."""
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release resources (files, locks, threads). Idempotent."""
+
+    def __enter__(self) -> "ChunkStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

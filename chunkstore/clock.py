@@ -1,0 +1,103 @@
+"""The clock every timer of sofs reads: a protocol, the system clock, and a fake for tests.
+
+Durations (how long a node has been unreachable, when the next sweep is due, a retry's
+back-off, a GC grace period measured in this process) are measured on ``monotonic()``, which
+never jumps; ``time()`` is the wall clock, used only for timestamps that are stored or shown
+to people. Code on threads takes a :class:`Clock` (default :data:`SYSTEM_CLOCK`) and calls
+``clock.sleep``/``clock.wait`` instead of ``time.sleep``/``Event.wait``; tests pass a
+:class:`FakeClock` and move time with :meth:`FakeClock.advance` instead of sleeping. Code on
+the trio side uses trio's own clock (``trio.current_time``, ``trio.sleep``), which tests
+replace with ``trio.testing.MockClock``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Protocol
+
+
+class Clock(Protocol):
+    """What a timer needs to know about time."""
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never goes back or jumps (for durations)."""
+
+    def time(self) -> float:
+        """Wall-clock seconds since the epoch (for stored and displayed timestamps)."""
+
+    def sleep(self, seconds: float) -> None:
+        """Block the calling thread for ``seconds`` of this clock's time."""
+
+    def wait(self, event: threading.Event, seconds: float) -> bool:
+        """Block until ``event`` is set or ``seconds`` of this clock's time have passed;
+        True if the event is set (like ``Event.wait``)."""
+
+
+class SystemClock:
+    """The machine's clocks."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def time(self) -> float:
+        return time.time()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(max(0.0, seconds))
+
+    def wait(self, event: threading.Event, seconds: float) -> bool:
+        return event.wait(max(0.0, seconds))
+
+
+SYSTEM_CLOCK: Clock = SystemClock()
+
+
+class FakeClock:
+    """A clock that moves only when a test calls :meth:`advance`.
+
+    ``sleep`` and ``wait`` block the calling thread until enough fake time has passed (or the
+    event is set), so a worker thread's timer fires exactly when the test advances past it.
+    ``time()`` starts at ``wall_start`` and moves with ``monotonic()``; :meth:`step_wall`
+    jumps the wall clock alone (an NTP step), which must not change any duration.
+    """
+
+    def __init__(self, start: float = 1000.0, wall_start: float = 1_700_000_000.0) -> None:
+        self._now = start
+        self._wall_offset = wall_start - start
+        self._cond = threading.Condition()
+
+    def monotonic(self) -> float:
+        with self._cond:
+            return self._now
+
+    def time(self) -> float:
+        with self._cond:
+            return self._now + self._wall_offset
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward by ``seconds`` and wake every sleeper whose time has come."""
+        if seconds < 0:
+            raise ValueError("a clock does not go back")
+        with self._cond:
+            self._now += seconds
+            self._cond.notify_all()
+
+    def step_wall(self, seconds: float) -> None:
+        """Jump the wall clock alone by ``seconds`` (either way); durations do not change."""
+        with self._cond:
+            self._wall_offset += seconds
+            self._cond.notify_all()
+
+    def sleep(self, seconds: float) -> None:
+        deadline = self.monotonic() + seconds
+        with self._cond:
+            while self._now < deadline:
+                self._cond.wait(0.05)
+
+    def wait(self, event: threading.Event, seconds: float) -> bool:
+        deadline = self.monotonic() + seconds
+        with self._cond:
+            while not event.is_set() and self._now < deadline:
+                self._cond.wait(0.05)
+        return event.is_set()

@@ -1,0 +1,376 @@
+"""Repair sweep and health scan of a RING (local or networked: any RingStore).
+
+:func:`repair` first revives unavailable disks (a missing disk directory whose parent exists is
+re-created and initialised; a non-empty directory without a valid marker is refused: it may be
+the mount point of an unmounted disk), then walks the union of the pieces indexed on every
+available disk plus the chunks named in the repair log. For each chunk, grouped by
+(key, policy code):
+
+* every owner per the ring must hold its own piece (fragment i on owners[i], or a replica) and
+  that piece must verify (record checksum; replicas also against the chunk key);
+* missing or bad pieces are rebuilt from the survivors (copy a verified replica, or decode the
+  EC fragments, check the payload against the key, re-encode the missing fragments) and
+  written to the disk that should hold them – a bad piece is tombstoned first;
+* once every owner holds a verified piece, pieces on other disks or under other fragment
+  indexes (misplaced / extra) are removed;
+* chunks the repair log marks DELETED have their leftover pieces removed instead.
+
+Each chunk is handled inside its own try block: one bad chunk never stops the sweep.
+
+:func:`health` counts chunks fully protected / degraded / unrecoverable from the indexes
+alone (no data read) unless ``verify=True``; it is what ``sofsctl status`` shows.
+
+The walk keeps one small record per chunk in memory (fine for this slice; a sweep by ring
+arc will replace it for large disks).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Callable
+
+from chunkstore.errors import ChunkCorrupt, ChunkNotFound, ChunkStoreError, DiskUnavailable, PolicyError
+from chunkstore.placement.keys import ChunkRef
+from chunkstore.ring.datapath import RingStore
+from chunkstore.protection.policy import REPLICA_INDEX, ECPolicy, Policy, ReplicationPolicy
+from chunkstore.ring.repairlog import DELETED, NEEDS_REPAIR
+
+Progress = Callable[[int, int], None]
+SWEEP_THREADS = 4  # chunks repaired at once
+
+
+@dataclass(frozen=True)
+class RepairReport:
+    """Outcome of one :func:`repair` sweep."""
+
+    chunks_checked: int
+    pieces_rebuilt: int
+    pieces_removed: int
+    unrecoverable: tuple[bytes, ...]  # keys of chunks that could not be rebuilt
+    bytes_rebuilt: int
+    disks_revived: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()  # chunks whose repair failed for another reason (left degraded)
+    roots_refreshed: int = 0      # volume root records written again to their current owners
+
+    @property
+    def chunks_unrecoverable(self) -> int:
+        return len(self.unrecoverable)
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    """Counts of chunks by protection state (``sofsctl status``)."""
+
+    chunks: int
+    protected: int
+    degraded: int
+    unrecoverable: int
+    pieces: int
+    disks_total: int
+    disks_unavailable: tuple[str, ...]
+
+
+@dataclass
+class _Chunk:
+    ref: ChunkRef
+    where: dict[str, set[int]] = field(default_factory=dict)  # disk id -> fragment indexes
+
+
+def _collect(ring: RingStore) -> tuple[dict[tuple[bytes, bytes], _Chunk], int]:
+    chunks: dict[tuple[bytes, bytes], _Chunk] = {}
+    pieces = 0
+    for disk_id in ring.available_disks():
+        try:
+            ds = ring.disk(disk_id)
+            for p in ds.pieces():
+                pieces += 1
+                ck = (p.key, p.policy.to_bytes())
+                c = chunks.get(ck)
+                if c is None:
+                    c = chunks[ck] = _Chunk(ChunkRef(p.key, p.chunk_size, p.policy))
+                c.where.setdefault(disk_id, set()).add(p.frag_idx)
+        except (DiskUnavailable, OSError) as e:
+            ring.mark_down(disk_id, str(e))
+    for entry in ring.repair_log.entries():
+        ck = (entry.ref.key, entry.ref.policy.to_bytes())
+        chunks.setdefault(ck, _Chunk(entry.ref))
+    return chunks, pieces
+
+
+def _expected(ring: RingStore, policy: Policy, key: bytes) -> list[tuple[str, int]]:
+    owners = ring.ring.owners(key, policy.width)
+    return [(owners[i], policy.piece_index(i)) for i in range(policy.width)]
+
+
+def _distinct_pieces(policy: Policy, c: _Chunk) -> int:
+    if isinstance(policy, ReplicationPolicy):
+        return sum(1 for idxs in c.where.values() if REPLICA_INDEX in idxs)
+    return len({i for idxs in c.where.values() for i in idxs if i < policy.width})
+
+
+def health(ring: RingStore, verify: bool = False) -> HealthReport:
+    """Classify every known chunk; ``verify=True`` also reads and checks each owner's piece."""
+    chunks, pieces = _collect(ring)
+    protected = degraded = unrecoverable = 0
+    for c in chunks.values():
+        try:
+            policy = c.ref.policy.policy()
+            expected = _expected(ring, policy, c.ref.key)
+            ok = 0
+            for disk_id, idx in expected:
+                if idx not in c.where.get(disk_id, ()):
+                    continue
+                if verify:
+                    try:
+                        data = ring.disk(disk_id).get(c.ref.key, idx)
+                    except ChunkStoreError:
+                        continue
+                    if idx == REPLICA_INDEX and not c.ref.verify(data):
+                        continue
+                ok += 1
+            entry = ring.repair_log.get(c.ref.key)
+            if entry is not None and entry.kind == DELETED:
+                continue
+            if ok == policy.width:
+                protected += 1
+            elif max(ok, _distinct_pieces(policy, c)) >= policy.min_pieces:
+                degraded += 1
+            else:
+                unrecoverable += 1
+        except ChunkStoreError:
+            unrecoverable += 1
+    down = ring.unavailable_disks()
+    return HealthReport(
+        chunks=protected + degraded + unrecoverable,
+        protected=protected,
+        degraded=degraded,
+        unrecoverable=unrecoverable,
+        pieces=pieces,
+        disks_total=len(ring.disk_ids()),
+        disks_unavailable=tuple(sorted(down)),
+    )
+
+
+class _Sweep:
+    def __init__(self, ring: RingStore, verify: bool = True) -> None:
+        self.ring = ring
+        self.verify = verify
+        self.counts = threading.Lock()  # chunks are swept by several threads
+        self.read_bytes = 0
+        self.rebuilt = 0
+        self.removed = 0
+        self.bytes = 0
+        self.unrecoverable: list[bytes] = []
+
+    def _read(self, disk_id: str, ref: ChunkRef, idx: int) -> bytes | None:
+        """A verified piece, or None if missing / bad / unreachable."""
+        try:
+            data = self.ring.disk(disk_id).get(ref.key, idx)
+        except (ChunkNotFound, ChunkCorrupt):
+            return None
+        except DiskUnavailable as e:
+            self.ring.mark_down(disk_id, str(e))
+            return None
+        with self.counts:
+            self.read_bytes += len(data)
+        if idx == REPLICA_INDEX and not ref.verify(data):
+            return None
+        return data
+
+    def _remove(self, disk_id: str, key: bytes, idx: int) -> None:
+        self.ring.disk(disk_id).delete(key, idx)
+        with self.counts:
+            self.removed += 1
+
+    def deleted(self, c: _Chunk) -> None:
+        for disk_id, idxs in c.where.items():
+            for idx in sorted(idxs):
+                self._remove(disk_id, c.ref.key, idx)
+        if not self.ring.unavailable_disks():
+            self.ring.repair_log.clear(c.ref.key)
+
+    def chunk(self, c: _Chunk) -> None:
+        ref = c.ref
+        policy = ref.policy.policy()
+        expected = _expected(self.ring, policy, ref.key)
+        good: dict[tuple[str, int], bytes] = {}
+        held: set[tuple[str, int]] = set()  # expected pieces that are there (and verify)
+        bad: list[tuple[str, int]] = []
+        for disk_id, idx in expected:
+            present = idx in c.where.get(disk_id, ())
+            if present and not self.verify:
+                held.add((disk_id, idx))  # a rebuild sweep trusts the index: no read
+                continue
+            data = self._read(disk_id, ref, idx) if present else None
+            if data is None:
+                bad.append((disk_id, idx))
+            else:
+                good[(disk_id, idx)] = data
+                held.add((disk_id, idx))
+        if bad:
+            payload = self._payload(c, policy, good)
+            if payload is None:
+                with self.counts:
+                    self.unrecoverable.append(ref.key)
+                self.ring.repair_log.note(ref, NEEDS_REPAIR)
+                return
+            pieces = policy.encode(payload)
+            for disk_id, idx in bad:
+                piece = pieces[0] if idx == REPLICA_INDEX else pieces[idx]
+                try:
+                    ds = self.ring.disk(disk_id)
+                except DiskUnavailable:
+                    continue  # stays degraded; noted below
+                if ds.has(ref.key, idx):
+                    ds.delete(ref.key, idx)  # a bad piece: tombstone it, then write a good one
+                ds.put(ref.key, idx, ref.policy, ref.size, piece)
+                with self.counts:
+                    self.rebuilt += 1
+                    self.bytes += len(piece)
+                good[(disk_id, idx)] = piece
+                held.add((disk_id, idx))
+        if len(held) < policy.width:
+            self.ring.repair_log.note(ref, NEEDS_REPAIR)
+            return
+        # every owner holds a verified piece: drop misplaced / extra ones
+        wanted = set(expected)
+        for disk_id, idxs in c.where.items():
+            for idx in sorted(idxs):
+                if (disk_id, idx) not in wanted:
+                    self._remove(disk_id, ref.key, idx)
+        entry = self.ring.repair_log.get(ref.key)
+        if entry is not None and entry.kind == NEEDS_REPAIR:
+            self.ring.repair_log.clear(ref.key)
+
+    def _payload(self, c: _Chunk, policy: Policy, good: dict[tuple[str, int], bytes]) -> bytes | None:
+        ref = c.ref
+        if isinstance(policy, ReplicationPolicy):
+            if good:
+                return next(iter(good.values()))
+            for disk_id, idxs in c.where.items():
+                if REPLICA_INDEX in idxs:
+                    data = self._read(disk_id, ref, REPLICA_INDEX)
+                    if data is not None:
+                        return data
+            return None
+        assert isinstance(policy, ECPolicy)
+        frags = {idx: data for (_, idx), data in good.items()}
+        if len(frags) < policy.k:
+            for disk_id, idxs in c.where.items():  # misplaced fragments count too
+                for idx in idxs:
+                    if idx < policy.width and idx not in frags and len(frags) < policy.k:
+                        data = self._read(disk_id, ref, idx)
+                        if data is not None:
+                            frags[idx] = data
+        if len(frags) < policy.k:
+            return None
+        try:
+            payload = policy.decode(frags)
+        except PolicyError:
+            payload = None
+        if payload is not None and ref.verify(payload):
+            return payload
+        try:  # a wrong fragment: let the RingStore try combinations (and other disks)
+            return self.ring.get(ref)
+        except ChunkStoreError:
+            return None
+
+
+class _Throttle:
+    """Keeps a sweep's disk traffic (pieces read + written) under ``rate`` bytes/s."""
+
+    def __init__(self, rate: float | None) -> None:
+        self.rate = rate
+        self.start = time.monotonic()
+
+    def pace(self, done_bytes: int) -> None:
+        if not self.rate:
+            return
+        ahead = done_bytes / self.rate - (time.monotonic() - self.start)
+        if ahead > 0:
+            time.sleep(min(ahead, 5.0))
+
+
+def repair(ring: RingStore, progress: Progress | None = None,
+           max_bytes_per_s: float | None = None, verify: bool = True) -> RepairReport:
+    """Make every chunk fully protected again (see module docstring). With ``verify`` every
+    piece an owner should hold is read and verified, so the sweep is also a scrub; without,
+    pieces the disk indexes list are trusted and only the chunks missing pieces are read (a
+    rebuild after a map change: several times less traffic). ``max_bytes_per_s`` caps the
+    sweep's traffic (pieces read plus written), to spare client I/O."""
+    revived = []
+    for disk_id in sorted(ring.unavailable_disks()):
+        if ring.revive_disk(disk_id):
+            revived.append(disk_id)
+    chunks, _ = _collect(ring)
+    sweep = _Sweep(ring, verify)
+    errors: list[str] = []
+    total = len(chunks)
+    throttle = _Throttle(max_bytes_per_s)
+
+    def one(c: _Chunk) -> None:
+        try:
+            entry = ring.repair_log.get(c.ref.key)
+            if entry is not None and entry.kind == DELETED:
+                sweep.deleted(c)
+            else:
+                sweep.chunk(c)
+        except Exception as e:  # one bad chunk never stops the sweep
+            errors.append(f"{c.ref.hex}: {type(e).__name__}: {e}")
+
+    # a few chunks at a time: their piece reads and writes overlap (disks, network, codec)
+    todo = iter(sorted(chunks))
+    done = 0
+    with ThreadPoolExecutor(SWEEP_THREADS, thread_name_prefix="repair") as pool:
+        running = {pool.submit(one, chunks[ck]) for ck in itertools.islice(todo, SWEEP_THREADS * 2)}
+        while running:
+            finished, running = wait(running, return_when=FIRST_COMPLETED)
+            done += len(finished)
+            for ck in itertools.islice(todo, len(finished)):
+                running.add(pool.submit(one, chunks[ck]))
+            if progress is not None:
+                progress(done, total)
+            throttle.pace(sweep.read_bytes + sweep.bytes)
+    roots = refresh_roots(ring, errors)
+    return RepairReport(
+        chunks_checked=total,
+        pieces_rebuilt=sweep.rebuilt,
+        pieces_removed=sweep.removed,
+        unrecoverable=tuple(sweep.unrecoverable),
+        bytes_rebuilt=sweep.bytes,
+        disks_revived=tuple(revived),
+        errors=tuple(errors),
+        roots_refreshed=roots,
+    )
+
+
+def refresh_roots(ring: RingStore, errors: list[str]) -> int:
+    """Write every volume's newest root record (chunkstore.roots) again, so that its current
+    owners hold it: a record is otherwise rewritten only by its volume's next checkpoint, and
+    a volume that is not mounted (the very case its record is kept for) would lose it to
+    drains, removals and replaced disks. Idempotent where a disk already holds it; returns
+    how many records were written; failures go to ERRORS."""
+    try:
+        seqs = ring.list_roots()
+    except ChunkStoreError as e:
+        errors.append(f"root records: {type(e).__name__}: {e}")
+        return 0
+    done = 0
+    for volume_id in sorted(seqs):
+        try:
+            rec = ring.get_root(volume_id)
+            if rec is not None:
+                ring.put_root(volume_id, rec.seq, rec.body)
+                done += 1
+        except ChunkStoreError as e:
+            errors.append(f"root record of volume {volume_id.hex()}: {type(e).__name__}: {e}")
+    return done
+
+
+def scan(ring: RingStore) -> HealthReport:
+    """Alias of :func:`health` with verification (a scrub that repairs nothing)."""
+    return health(ring, verify=True)

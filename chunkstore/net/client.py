@@ -1,0 +1,300 @@
+"""RemoteDisk: a disk served by a ``sofs-node``, with the DiskStore method signatures.
+
+``RemoteDisk(host, port, disk_id, secret)`` offers put / get(key, frag_idx, verify=True) /
+delete / has / piece / pieces / stats / compact / check_alive / put_root / get_root /
+list_roots / close, blocking and
+thread-safe like :class:`~chunkstore.disk.store.DiskStore`, so code written against DiskStore
+(LocalRing's ``_call(disk_id, method, *args)``) can call either. Protocol:
+:mod:`chunkstore.net.wire`.
+
+Connections: a small pool of authenticated connections (at most ``max_connections`` at once;
+a caller beyond that waits for one). Each call takes a connection, sends one request, reads
+its answer and puts the connection back. A pooled connection found broken (the node closed an
+idle connection, or restarted) is dropped and the call re-dialled once on a fresh one; every
+request is idempotent, so the retry is safe.
+
+Errors: cannot connect, connection lost, no answer within ``timeout`` seconds (per socket
+operation), or the node crashed -> DiskUnavailable naming the address; the handshake failed
+-> AuthError (a DiskUnavailable); an ERROR frame -> its mapped exception (ChunkNotFound,
+KeyConflict, ...) with the node's address in front of the message; a malformed answer or GET
+data failing its end-to-end checksum -> WireError (the connection is dropped).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Iterator
+
+from chunkstore.net import wire
+from chunkstore.disk.index import PieceInfo
+from chunkstore.disk.records import CompactReport, DiskStats
+from chunkstore.errors import DiskUnavailable
+from chunkstore.protection.policy import PolicyCode
+from chunkstore.roots import RootRecord, check_volume_id
+from chunkstore.net.wire import AuthError, BlockingConnection, Kind, WireError
+
+
+class RemoteDisk:
+    """One disk on a remote node (see module docstring)."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        disk_id: str,
+        secret: bytes,
+        timeout: float = 10.0,
+        *,
+        max_connections: int = 8,
+        max_idle_age: float = 60.0,
+        compact_timeout: float = 3600.0,
+        epoch: int = 0,
+    ) -> None:
+        wire.validate_id(disk_id, "disk")  # WireError for an id the wire cannot carry
+        self.host = host
+        self.port = port
+        self.disk_id = disk_id
+        self.address = f"{host}:{port}"
+        self.timeout = timeout
+        self.compact_timeout = max(compact_timeout, timeout)
+        self.max_idle_age = max_idle_age
+        self.node_id: str | None = None
+        self._secret = secret
+        self.epoch = epoch  # our cluster-map epoch, announced (PING) on every new connection
+        self.node_epoch = 0  # the node's map epoch, as its last PING answer said
+        self._lock = threading.Lock()
+        self._idle: list[tuple[BlockingConnection, float]] = []
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._closed = False
+        self._next_id = 0
+
+    # -- connections --------------------------------------------------------------------
+
+    def _where(self) -> str:
+        return f"node {self.address} (disk {self.disk_id})"
+
+    def _dial(self) -> BlockingConnection:
+        conn = None
+        try:
+            conn = BlockingConnection.connect(self.host, self.port, self.timeout)
+            self.node_id = wire.client_handshake(conn, self._secret)
+            conn.map_epoch = epoch = self.epoch  # type: ignore[attr-defined]
+            if epoch:
+                conn.send(wire.encode_request(0, wire.Ping(epoch)))
+                frame = conn.receive_frame()
+                if frame.kind != Kind.RESPONSE or frame.op != wire.Op.PING:
+                    raise WireError(f"expected a PING answer, got {Kind(frame.kind).name}")
+                self.node_epoch = frame.body.epoch  # type: ignore[union-attr]
+            return conn
+        except AuthError as e:
+            if conn is not None:
+                conn.close()
+            raise AuthError(f"{self._where()}: {e}") from None
+        except (OSError, WireError) as e:
+            if conn is not None:
+                conn.close()
+            raise DiskUnavailable(f"{self._where()}: cannot connect: {e or type(e).__name__}") from None
+
+    def _checkout(self) -> tuple[BlockingConnection, bool]:
+        """A connection and whether it was reused from the pool."""
+        now = time.monotonic()
+        with self._lock:
+            if self._closed:
+                raise DiskUnavailable(f"{self._where()}: RemoteDisk is closed")
+            while self._idle:
+                conn, since = self._idle.pop()
+                if now - since <= self.max_idle_age and conn.map_epoch == self.epoch:  # type: ignore[attr-defined]
+                    return conn, True
+                conn.close()
+        return self._dial(), False
+
+    def _checkin(self, conn: BlockingConnection) -> None:
+        with self._lock:
+            if not self._closed:
+                self._idle.append((conn, time.monotonic()))
+                return
+        conn.close()
+
+    def _acquire_slot(self) -> None:
+        if not self._slots.acquire(timeout=self.timeout):
+            raise DiskUnavailable(f"{self._where()}: no free connection within {self.timeout}s")
+
+    def _exchange(self, req: wire.Request, timeout: float | None) -> tuple[BlockingConnection, int, wire.Frame]:
+        """Send ``req`` and read the first answer frame, re-dialling once if a pooled
+        connection turns out broken. The caller owns the returned connection."""
+        with self._lock:
+            self._next_id = rid = (self._next_id + 1) & 0xFFFFFFFF
+        parts = wire.encode_request(rid, req)  # WireError for an invalid argument, before any I/O
+        for attempt in (0, 1):
+            conn, reused = self._checkout()
+            try:
+                conn.sock.settimeout(timeout or self.timeout)
+                conn.send(parts)
+                frame = conn.receive_frame()
+                if frame.kind == Kind.ERROR and frame.op == wire.Op.NONE:
+                    conn.close()  # the node could not parse our frame and dropped the connection
+                    self._raise_error(frame)
+                if frame.req_id != rid or frame.op != req.op:
+                    raise WireError(f"answer for request {frame.req_id}/{frame.op}, expected {rid}/{int(req.op)}")
+                return conn, rid, frame
+            except TimeoutError:
+                conn.close()
+                raise DiskUnavailable(f"{self._where()}: no answer within {timeout or self.timeout}s") from None
+            except ConnectionError as e:
+                conn.close()
+                if reused and attempt == 0:
+                    continue  # stale pooled connection: dial a fresh one, once
+                raise DiskUnavailable(f"{self._where()}: connection lost: {e or type(e).__name__}") from None
+            except OSError as e:
+                conn.close()
+                raise DiskUnavailable(f"{self._where()}: {e}") from None
+            except BaseException:
+                conn.close()
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _raise_error(self, frame: wire.Frame) -> None:
+        reply: wire.ErrorReply = frame.body  # type: ignore[assignment]
+        raise wire.ERROR_CODES[reply.code](f"{self.address}: {reply.message}")
+
+    def _call(self, req: wire.Request, timeout: float | None = None) -> object:
+        self._acquire_slot()
+        try:
+            conn, _, frame = self._exchange(req, timeout)
+            if frame.kind == Kind.RESPONSE:
+                self._checkin(conn)
+                return frame.body
+            if frame.kind == Kind.ERROR:
+                self._checkin(conn)
+                self._raise_error(frame)
+            conn.close()
+            raise WireError(f"{self._where()}: unexpected {Kind(frame.kind).name} frame")
+        finally:
+            self._slots.release()
+
+    # -- the DiskStore API --------------------------------------------------------------
+
+    def put(self, key: bytes, frag_idx: int, policy_code: PolicyCode, chunk_size: int, data: bytes | memoryview) -> None:
+        """Store one piece durably on the node (idempotent; KeyConflict for other bytes)."""
+        self._call(wire.Put.make(self.disk_id, key, frag_idx, policy_code, chunk_size, data))
+
+    def get(self, key: bytes, frag_idx: int, verify: bool = True) -> bytes:
+        """The piece's data (``verify``: the node checks it against its stored checksum;
+        the end-to-end transfer checksum is always checked here)."""
+        blob: wire.Blob = self._call(wire.Get(self.disk_id, bytes(key), frag_idx, verify))  # type: ignore[assignment]
+        return bytes(blob.data)
+
+    def delete(self, key: bytes, frag_idx: int) -> None:
+        self._call(wire.Delete(self.disk_id, bytes(key), frag_idx))
+
+    def has(self, key: bytes, frag_idx: int) -> bool:
+        return self._call(wire.Has(self.disk_id, bytes(key), frag_idx))  # type: ignore[return-value]
+
+    def piece(self, key: bytes, frag_idx: int) -> PieceInfo | None:
+        return self._call(wire.Piece(self.disk_id, bytes(key), frag_idx))  # type: ignore[return-value]
+
+    def stats(self) -> DiskStats:
+        return self._call(wire.Stats(self.disk_id))  # type: ignore[return-value]
+
+    def compact(self, min_dead_ratio: float = 0.3) -> CompactReport:
+        """Compaction on the node (waits up to ``compact_timeout`` for the answer)."""
+        return self._call(wire.Compact(self.disk_id, min_dead_ratio), timeout=self.compact_timeout)  # type: ignore[return-value]
+
+    def check_alive(self) -> None:
+        """DiskUnavailable if the node is unreachable or its disk is gone."""
+        self._call(wire.Check(self.disk_id))
+
+    def put_root(self, volume_id: bytes, seq: int, body: bytes) -> int:
+        """DiskStore.put_root on the node: the seq the disk holds afterwards."""
+        rec = RootRecord(volume_id, seq, body)  # FormatError before any I/O
+        held: wire.RootHeld = self._call(wire.RootPut(self.disk_id, rec.volume_id, rec.seq, rec.body))  # type: ignore[assignment]
+        return held.seq
+
+    def get_root(self, volume_id: bytes) -> RootRecord | None:
+        """DiskStore.get_root on the node (ChunkCorrupt if its record does not verify)."""
+        volume_id = check_volume_id(volume_id)
+        found: wire.RootFound | None = self._call(wire.RootGet(self.disk_id, volume_id))  # type: ignore[assignment]
+        return None if found is None else RootRecord(volume_id, found.seq, found.body)
+
+    def list_roots(self) -> list[tuple[bytes, int]]:
+        """DiskStore.list_roots on the node: (volume_id, seq) of every root record."""
+        return list(self._call(wire.RootList(self.disk_id)).entries)  # type: ignore[attr-defined]
+
+    def ping(self, epoch: int = 0) -> wire.Pong:
+        """Send our cluster-map epoch; returns the node's epoch and id."""
+        return self._call(wire.Ping(epoch))  # type: ignore[return-value]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Adopt a new cluster-map epoch: connections made with the old one are not reused."""
+        with self._lock:
+            self.epoch = epoch
+            stale, self._idle = self._idle, []
+        for conn, _ in stale:
+            conn.close()
+
+    def get_map(self) -> bytes:
+        """The node's cluster map (JSON; b"" if it has none)."""
+        return self._call(wire.MapGet()).doc  # type: ignore[attr-defined]
+
+    def put_map(self, doc: bytes) -> int:
+        """Offer a cluster map to the node; returns the node's epoch afterwards."""
+        epoch = self._call(wire.MapPut(doc)).epoch  # type: ignore[attr-defined]
+        self.node_epoch = epoch
+        return epoch
+
+    def pieces(self) -> Iterator[PieceInfo]:
+        """Every piece indexed on the disk, streamed in batches (a generator: errors are
+        raised on iteration). Abandoning it early drops its connection."""
+        self._acquire_slot()
+        try:
+            conn, rid, frame = self._exchange(wire.Pieces(self.disk_id), None)
+            finished = False
+            try:
+                count = 0
+                while True:
+                    if frame.req_id != rid or frame.op != wire.Op.PIECES:
+                        raise WireError(f"{self._where()}: answer for another request in a PIECES stream")
+                    if frame.kind == Kind.ITEM:
+                        yield from frame.body  # type: ignore[misc]
+                        count += len(frame.body)  # type: ignore[arg-type]
+                    elif frame.kind == Kind.END:
+                        if frame.body.count != count:  # type: ignore[union-attr]
+                            raise WireError(f"{self._where()}: PIECES stream ended after {count} of {frame.body.count}")  # type: ignore[union-attr]
+                        finished = True
+                        return
+                    elif frame.kind == Kind.ERROR:
+                        finished = True
+                        self._raise_error(frame)
+                    else:
+                        raise WireError(f"{self._where()}: unexpected {Kind(frame.kind).name} frame in a PIECES stream")
+                    try:
+                        frame = conn.receive_frame()
+                    except TimeoutError:
+                        raise DiskUnavailable(f"{self._where()}: PIECES stream stalled for {self.timeout}s") from None
+                    except OSError as e:
+                        raise DiskUnavailable(f"{self._where()}: connection lost: {e or type(e).__name__}") from None
+            finally:
+                if finished:
+                    self._checkin(conn)
+                else:
+                    conn.close()
+        finally:
+            self._slots.release()
+
+    def close(self) -> None:
+        """Close the pooled connections; later calls raise DiskUnavailable. Idempotent."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn, _ in idle:
+            conn.close()
+
+    def __enter__(self) -> "RemoteDisk":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"RemoteDisk({self.address!r}, disk_id={self.disk_id!r})"

@@ -1,0 +1,750 @@
+"""``sofs-node``: the storage node daemon, serving the DiskStores of one server over TCP.
+
+Run: ``python -m chunkstore.net.node --config node.json [--state-file state.json]`` (or the
+``sofs-node`` console script, which calls :func:`main`). Protocol: :mod:`chunkstore.net.wire`.
+
+Config file (JSON object; unknown keys are refused; relative paths are relative to the
+config file's directory)::
+
+    {
+      "node_id": "node1",                  required; 1..64 of [A-Za-z0-9._:-]
+      "host": "127.0.0.1",                 bind address (default 127.0.0.1)
+      "port": 7700,                        bind port; 0 = any free port (see --state-file)
+      "secret_file": "cluster.secret",     required; the cluster secret, mode 0600, owned by
+                                           the node's user, >= 16 bytes
+      "disks": [{"id": "d0", "path": "/srv/sofs/d0"}, ...],
+                                           disk directories, each already initialised with
+                                           DiskStore.initialise(path, cluster_id, disk_id)
+      "cluster_id": "...",                 optional: refuse disks of another cluster
+      "map_file": "clustermap.json",       where the node keeps the newest cluster map it was
+                                           given (MAP_PUT); default clustermap.json beside the
+                                           config. Its epoch is answered to PING, and disk
+                                           requests made with an older epoch are refused
+                                           (StaleMap). Without a map the epoch is map_epoch.
+      "map_epoch": 0,                      optional: epoch before any map was given
+      "limits": {                          all optional:
+        "max_requests": 32,                requests executed at once (= disk worker threads)
+        "max_inflight_bytes": 268435456,   request + answer data held in memory at once; a
+                                           client that sends more waits; a frame larger than
+                                           this is refused before it is read
+        "max_connections": 1024,           more are accepted and closed at once
+        "pipeline_depth": 32,              unanswered requests per connection before the node
+                                           stops reading from it
+        "idle_timeout": 300,               seconds without a request before a connection closes
+        "frame_timeout": 60,               seconds to receive the rest of a frame once its
+                                           header arrived, and to send one answer frame
+        "handshake_timeout": 10,           seconds for the whole handshake
+        "shutdown_grace": 30               seconds to finish in-flight requests on SIGTERM
+      }
+    }
+
+A disk that cannot be opened (missing, foreign, unreadable) is logged and served as
+unavailable: its requests are answered DiskUnavailable, the other disks are served.
+
+Concurrency: one trio task reads each connection; every request runs in its own task, its
+blocking DiskStore call in ``trio.to_thread.run_sync`` behind one CapacityLimiter. Memory is
+bounded by a byte budget: the reader reserves a request's body length before reading it (a
+full budget stops it reading, so TCP pushes back on the client) and a GET reserves the piece's
+length before reading it from disk; reservations are released once the answer is sent. Root
+record answers (ROOT_GET at most 64 KiB, ROOT_LIST at most 1.5 MiB) are not reserved: they
+are small and bounded by ``max_requests`` at once.
+
+Shutdown on SIGTERM or SIGINT: stop accepting, stop reading new requests, let in-flight ones
+finish (at most ``shutdown_grace`` seconds), close the connections and the DiskStores, remove
+the state file, exit 0. Exit status 2: could not start (config, secret, disks, bind).
+
+Logs go to stderr in plain words: start, listening address, disks, stop, authentication
+failures, malformed frames, disk errors.
+
+By hand::
+
+    python -c 'from chunkstore.disk.store import DiskStore as D; D.initialise("/srv/sofs/d0", "c1", "d0")'
+    head -c 32 /dev/urandom | base64 > /etc/sofs/cluster.secret; chmod 600 /etc/sofs/cluster.secret
+    sofs-node --config /etc/sofs/node.json --state-file /run/sofs-node.json   # Ctrl-C stops it
+    python -c 'from chunkstore.net.client import RemoteDisk; from chunkstore.net.wire import load_secret;
+               print(RemoteDisk("127.0.0.1", 7700, "d0", load_secret("/etc/sofs/cluster.secret")).stats())'
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import math
+import os
+import signal
+import sys
+from dataclasses import dataclass, field, fields
+from typing import Callable, TypeVar
+
+import trio
+
+from chunkstore.atomicfile import atomic_write
+from chunkstore.net import wire
+from chunkstore.placement.clustermap import ClusterMap
+from chunkstore.disk.store import DiskStore
+from chunkstore.errors import ChunkCorrupt, ChunkStoreError, ClusterMismatch, ConfigError, DiskFull, DiskUnavailable, StaleMap
+from chunkstore.net.wire import Kind, Op, WireError
+
+log = logging.getLogger("sofs.node")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_requests: int = 32
+    max_inflight_bytes: int = 256 * wire.MiB
+    max_connections: int = 1024
+    pipeline_depth: int = 32
+    idle_timeout: float = 300.0
+    frame_timeout: float = 60.0
+    handshake_timeout: float = 10.0
+    shutdown_grace: float = 30.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise ConfigError(f"limits.{f.name} must be a positive number, got {v!r}")
+            if f.type == "int" and not isinstance(v, int):
+                raise ConfigError(f"limits.{f.name} must be an integer, got {v!r}")
+        if self.max_inflight_bytes < 64 * 1024:
+            raise ConfigError("limits.max_inflight_bytes must be at least 65536")
+
+
+@dataclass(frozen=True)
+class DiskEntry:
+    id: str
+    path: str
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    node_id: str
+    secret_file: str
+    disks: tuple[DiskEntry, ...]
+    host: str = "127.0.0.1"
+    port: int = 7700
+    cluster_id: str | None = None
+    map_epoch: int = 0
+    map_file: str = ""
+    limits: Limits = field(default_factory=Limits)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "NodeConfig":
+        path = os.fspath(path)
+        try:
+            with open(path, "rb") as f:
+                doc = json.loads(f.read(1 << 20))
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"cannot read config file {path}: {e}") from None
+        return cls.from_dict(doc, base=os.path.dirname(os.path.abspath(path)))
+
+    @classmethod
+    def from_dict(cls, doc: object, base: str = ".") -> "NodeConfig":
+        if not isinstance(doc, dict):
+            raise ConfigError("the config must be a JSON object")
+        known = {"node_id", "host", "port", "secret_file", "disks", "cluster_id", "map_epoch", "map_file", "limits"}
+        unknown = set(doc) - known
+        if unknown:
+            raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))}")
+
+        def need(key: str, typ: type, default: object = ...) -> object:
+            if key not in doc:
+                if default is ...:
+                    raise ConfigError(f"config key {key!r} is required")
+                return default
+            v = doc[key]
+            if isinstance(v, bool) or not isinstance(v, typ):
+                raise ConfigError(f"config key {key!r} must be a {typ.__name__}, got {v!r}")
+            return v
+
+        node_id = need("node_id", str)
+        try:
+            wire.validate_id(node_id, "node")  # same rules as on the wire
+        except WireError as e:
+            raise ConfigError(str(e)) from None
+        port = need("port", int, 7700)
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"port {port} out of range")
+        epoch = need("map_epoch", int, 0)
+        if not 0 <= epoch < 2**64:
+            raise ConfigError("map_epoch out of range")
+        raw_disks = need("disks", list)
+        disks = []
+        for d in raw_disks:
+            if not isinstance(d, dict) or set(d) != {"id", "path"} or not all(isinstance(v, str) for v in d.values()):
+                raise ConfigError(f'each disk must be {{"id": ..., "path": ...}}, got {d!r}')
+            try:
+                wire.validate_id(d["id"], "disk")
+            except WireError as e:
+                raise ConfigError(str(e)) from None
+            disks.append(DiskEntry(d["id"], os.path.join(base, d["path"])))
+        ids = [d.id for d in disks]
+        if len(set(ids)) != len(ids):
+            raise ConfigError(f"duplicate disk ids in {ids}")
+        limits = need("limits", dict, {})
+        try:
+            lim = Limits(**limits)  # type: ignore[arg-type]
+        except TypeError as e:
+            raise ConfigError(f"limits: {e}") from None
+        return cls(
+            node_id=node_id,  # type: ignore[arg-type]
+            secret_file=os.path.join(base, need("secret_file", str)),  # type: ignore[arg-type]
+            disks=tuple(disks),
+            host=need("host", str, "127.0.0.1"),  # type: ignore[arg-type]
+            port=port,  # type: ignore[arg-type]
+            cluster_id=need("cluster_id", str, None),  # type: ignore[arg-type]
+            map_epoch=epoch,  # type: ignore[arg-type]
+            map_file=os.path.join(base, need("map_file", str, "clustermap.json")),  # type: ignore[arg-type]
+            limits=lim,
+        )
+
+
+def open_disks(config: NodeConfig) -> tuple[dict[str, DiskStore], dict[str, str]]:
+    """Open every configured disk: (open stores, disk id -> reason it is unavailable)."""
+    stores: dict[str, DiskStore] = {}
+    down: dict[str, str] = {}
+    for d in config.disks:
+        try:
+            stores[d.id] = DiskStore(d.path, cluster_id=config.cluster_id, disk_id=d.id)
+            log.info("disk %s: opened %s", d.id, d.path)
+        except Exception as e:
+            down[d.id] = f"{type(e).__name__}: {e}"
+            log.error("disk %s: cannot open %s: %s", d.id, d.path, e)
+    return stores, down
+
+
+@dataclass(frozen=True)
+class NodeStatistics:
+    connections: int
+    active_requests: int
+    inflight_bytes: int
+    failing_disks: dict[str, str]  # disk id -> last error, until a call succeeds again
+    max_seen_epoch: int  # highest cluster-map epoch a PING carried
+
+
+class ByteBudget:
+    """A FIFO-fair weighted semaphore over bytes held in memory."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._turn = trio.Lock()  # trio locks are fair: the head waiter goes first
+        self._wake = trio.Event()
+
+    async def acquire(self, n: int) -> int:
+        """Reserve ``min(n, limit)`` bytes (waiting in line); returns the amount reserved.
+        Callers must not wait here while holding a reservation (that could deadlock)."""
+        n = min(n, self.limit)
+        async with self._turn:
+            while self.used + n > self.limit:
+                self._wake = trio.Event()
+                await self._wake.wait()
+            self.used += n
+        return n
+
+    def release(self, n: int) -> None:
+        """Give back exactly what :meth:`acquire` returned."""
+        self.used -= n
+        self._wake.set()
+
+
+class _Conn:
+    """State of one client connection."""
+
+    def __init__(self, stream: trio.SocketStream, peer: str) -> None:
+        self.io = wire.TrioConnection(stream)
+        self.peer = peer
+        self.scope = trio.CancelScope()  # cancelled when the connection must go
+        self.inflight = 0
+        self.epoch = 0  # the client's cluster-map epoch (its last PING)
+
+
+class _Held:
+    """Bytes of the byte budget one request holds."""
+
+    __slots__ = ("bytes",)
+
+    def __init__(self, n: int) -> None:
+        self.bytes = n
+
+
+class Node:
+    """Serves a set of open DiskStores. Construct and run inside ``trio.run``."""
+
+    def __init__(self, config: NodeConfig, secret: bytes, stores: dict[str, DiskStore], down: dict[str, str] | None = None):
+        self.config = config
+        self.limits = config.limits
+        self._secret = secret
+        self._stores = stores
+        self._down = dict(down or {})
+        self._failing: dict[str, str] = {}
+        self._limiter = trio.CapacityLimiter(self.limits.max_requests)
+        self._slots = trio.Semaphore(self.limits.max_requests)
+        self._budget = ByteBudget(self.limits.max_inflight_bytes)
+        self._stop = trio.Event()
+        self._reader_scopes: set[trio.CancelScope] = set()
+        self._nconns = 0
+        self._active = 0
+        self.max_seen_epoch = config.map_epoch
+        self.map_doc, self.map_epoch = _load_map(config)
+
+    def request_stop(self) -> None:
+        """Begin the shutdown described in the module docstring (serve() then returns)."""
+        self._stop.set()
+
+    def statistics(self) -> "NodeStatistics":
+        return NodeStatistics(
+            connections=self._nconns,
+            active_requests=self._active,
+            inflight_bytes=self._budget.used,
+            failing_disks=dict(self._failing),
+            max_seen_epoch=self.max_seen_epoch,
+        )
+
+    # -- accept / connections -----------------------------------------------------------
+
+    async def serve(self, listeners: list[trio.SocketListener], *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Serve on bound listeners until :meth:`request_stop`, then drain (see module doc)."""
+        async with trio.open_nursery() as conns:
+            async with trio.open_nursery() as acc:
+                for listener in listeners:
+                    acc.start_soon(self._accept_loop, listener, conns)
+                task_status.started()
+                await self._stop.wait()
+                acc.cancel_scope.cancel()
+            for listener in listeners:
+                await listener.aclose()
+            log.info("stopped accepting; %d requests in flight", self._active)
+            for scope in list(self._reader_scopes):
+                scope.cancel()
+            with trio.move_on_after(self.limits.shutdown_grace):
+                while self._active:
+                    await trio.sleep(0.02)
+            if self._active:
+                log.warning("shutdown: abandoning %d requests still running", self._active)
+            conns.cancel_scope.cancel()
+
+    async def _accept_loop(self, listener: trio.SocketListener, conns: trio.Nursery) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as e:  # EMFILE and friends: back off instead of spinning
+                log.error("accept failed: %s", e)
+                await trio.sleep(0.1)
+                continue
+            if self._nconns >= self.limits.max_connections:
+                log.warning("refusing a connection: %d open (max_connections)", self._nconns)
+                await trio.aclose_forcefully(stream)
+                continue
+            self._nconns += 1
+            conns.start_soon(self._connection, stream)
+
+    async def _connection(self, stream: trio.SocketStream) -> None:
+        try:
+            host, port = stream.socket.getpeername()[:2]
+            peer = f"{host}:{port}"
+        except OSError:
+            peer = "?"
+        c = _Conn(stream, peer)
+        try:
+            with c.scope:
+                with trio.move_on_after(self.limits.handshake_timeout) as hs:
+                    ok = await self._handshake(c)
+                if hs.cancelled_caught:
+                    log.warning("%s: authentication failed: handshake timed out", peer)
+                    return
+                if not ok:
+                    return
+                async with trio.open_nursery() as handlers:
+                    await self._read_requests(c, handlers)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+            log.debug("%s: connection lost: %s", peer, e)
+        except Exception:  # a bug: log it, drop this connection, keep serving the others
+            log.exception("%s: unexpected error, closing the connection", peer)
+        finally:
+            self._nconns -= 1
+            await c.io.aclose()
+
+    # -- handshake ----------------------------------------------------------------------
+
+    async def _preauth_frame(self, c: _Conn, op: Op) -> wire.Frame | None:
+        try:
+            header = await c.io.receive_header()
+            if header is None:
+                if op == Op.AUTH:
+                    log.warning("%s: authentication failed: the client hung up after checking our proof (another cluster secret?)", c.peer)
+                else:
+                    log.info("%s: closed before authenticating", c.peer)
+                return None
+            if header.kind != Kind.REQUEST or header.op != op:
+                raise wire.AuthError(f"expected {op.name} first, got {Kind(header.kind).name} {Op(header.op).name}")
+            return wire.decode_body(header, await c.io.receive_body(header))  # <= PREAUTH_MAX_BODY
+        except (WireError, wire.AuthError) as e:
+            await self._auth_failed(c, str(e))
+            return None
+
+    async def _auth_failed(self, c: _Conn, why: str) -> None:
+        log.warning("%s: authentication failed: %s", c.peer, why)
+        with trio.move_on_after(1):
+            try:
+                await c.io.send(wire.encode_error(0, Op.NONE, 2, "authentication failed"))
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+
+    async def _handshake(self, c: _Conn) -> bool:
+        hello = await self._preauth_frame(c, Op.HELLO)
+        if hello is None:
+            return False
+        nc = hello.body.nonce  # type: ignore[union-attr]
+        nn = wire.new_nonce()
+        reply = wire.HelloReply(nn, wire.proof(self._secret, wire.ROLE_NODE, nc, nn))
+        await c.io.send(wire.encode_response(hello.req_id, Op.HELLO, reply))
+        auth = await self._preauth_frame(c, Op.AUTH)
+        if auth is None:
+            return False
+        if not wire.check_proof(self._secret, wire.ROLE_CLIENT, nc, nn, auth.body.proof):  # type: ignore[union-attr]
+            await self._auth_failed(c, "wrong proof (the client does not know the cluster secret)")
+            return False
+        await c.io.send(wire.encode_response(auth.req_id, Op.AUTH, wire.AuthOk(self.config.node_id)))
+        log.debug("%s: authenticated", c.peer)
+        return True
+
+    # -- requests -----------------------------------------------------------------------
+
+    async def _refuse_frame(self, c: _Conn, req_id: int, why: str) -> None:
+        """Answer a frame whose header is unusable and drop the connection."""
+        log.warning("%s: malformed frame, closing: %s", c.peer, why)
+        with trio.move_on_after(1):
+            try:
+                await c.io.send(wire.encode_error(req_id, Op.NONE, 1, why))
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+
+    async def _read_requests(self, c: _Conn, handlers: trio.Nursery) -> None:
+        lim = self.limits
+        depth = trio.Semaphore(lim.pipeline_depth)
+        scope = trio.CancelScope()
+        self._reader_scopes.add(scope)
+        try:
+            with scope:
+                while not self._stop.is_set():
+                    with trio.move_on_after(lim.idle_timeout) as idle:
+                        try:
+                            header = await c.io.receive_header()
+                        except WireError as e:
+                            await self._refuse_frame(c, 0, str(e))
+                            return
+                    if idle.cancelled_caught:
+                        if c.inflight:
+                            continue
+                        log.info("%s: idle for %gs, closing", c.peer, lim.idle_timeout)
+                        return
+                    if header is None:
+                        return  # clean EOF
+                    if header.kind != Kind.REQUEST:
+                        await self._refuse_frame(c, header.req_id, f"a node only accepts requests, got {Kind(header.kind).name}")
+                        return
+                    if header.body_len > lim.max_inflight_bytes:
+                        await self._refuse_frame(
+                            c, header.req_id, f"frame body of {header.body_len} bytes exceeds this node's limit of {lim.max_inflight_bytes}"
+                        )
+                        return
+                    await depth.acquire()
+                    reserved = 0
+                    try:
+                        await self._slots.acquire()
+                        try:
+                            reserved = await self._budget.acquire(header.body_len)
+                            with trio.fail_after(lim.frame_timeout):
+                                body = await c.io.receive_body(header)
+                        except BaseException:
+                            self._budget.release(reserved)
+                            self._slots.release()
+                            raise
+                    except BaseException:
+                        depth.release()
+                        raise
+                    self._active += 1
+                    c.inflight += 1
+                    handlers.start_soon(self._handle, c, header, body, reserved, depth)
+        except trio.TooSlowError:
+            log.warning("%s: frame not received within %gs, closing", c.peer, lim.frame_timeout)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+            log.info("%s: connection lost: %s", c.peer, e)
+        finally:
+            self._reader_scopes.discard(scope)
+
+    async def _send(self, c: _Conn, parts: wire.Parts) -> None:
+        """Send one frame; a peer that does not take it in time, or a broken connection,
+        closes the connection (never raises)."""
+        try:
+            with trio.move_on_after(self.limits.frame_timeout) as cs:
+                await c.io.send(parts)
+            if cs.cancelled_caught:
+                log.warning("%s: answer not taken within %gs, closing", c.peer, self.limits.frame_timeout)
+                c.scope.cancel()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+            log.info("%s: cannot send answer: %s", c.peer, e)
+            c.scope.cancel()
+
+    async def _handle(self, c: _Conn, header: wire.Header, body: bytearray, reserved: int, depth: trio.Semaphore) -> None:
+        held = _Held(reserved)
+        try:
+            try:
+                req = wire.decode_body(header, body, verify=False).body
+                del body
+                if isinstance(req, (wire.Hello, wire.Auth)):
+                    raise WireError("the connection is already authenticated")
+                if isinstance(req, wire.Ping):
+                    if req.epoch > self.max_seen_epoch:
+                        self.max_seen_epoch = req.epoch
+                    c.epoch = req.epoch
+                    parts = wire.encode_response(header.req_id, Op.PING, wire.Pong(self.map_epoch, self.config.node_id))
+                elif isinstance(req, wire.MapGet):
+                    parts = wire.encode_response(header.req_id, Op.MAP_GET, wire.MapDoc(self.map_doc))
+                elif isinstance(req, wire.MapPut):
+                    epoch = await self._take_map(c, req.doc)
+                    parts = wire.encode_response(header.req_id, Op.MAP_PUT, wire.MapEpoch(epoch))
+                elif c.epoch < self.map_epoch:
+                    raise StaleMap(f"node {self.config.node_id} has cluster map epoch {self.map_epoch}, "
+                                   f"the request was made with epoch {c.epoch}: fetch the new map")
+                elif isinstance(req, wire.Pieces):
+                    await self._stream_pieces(c, header.req_id, req.disk)
+                    return
+                else:
+                    value = await self._execute(req, held)
+                    parts = wire.encode_response(header.req_id, header.op, value)
+            except WireError as e:
+                log.warning("%s: malformed request: %s", c.peer, e)
+                parts = wire.encode_exception(header.req_id, header.op, e)
+            except ChunkStoreError as e:
+                parts = wire.encode_exception(header.req_id, header.op, e)
+            except Exception as e:  # a bug: answer, log, and keep serving
+                log.exception("%s: internal error in %s", c.peer, Op(header.op).name)
+                parts = wire.encode_exception(header.req_id, header.op, ChunkStoreError(f"internal error: {type(e).__name__}: {e}"))
+            await self._send(c, parts)
+        finally:
+            self._budget.release(held.bytes)
+            self._slots.release()
+            depth.release()
+            c.inflight -= 1
+            self._active -= 1
+
+    async def _take_map(self, c: _Conn, doc: bytes) -> int:
+        """MAP_PUT: keep a valid, newer map of our cluster; answer our epoch either way."""
+        def parse() -> ClusterMap:
+            return ClusterMap.from_json(doc)
+
+        new = await trio.to_thread.run_sync(parse)  # FormatError for a bad document
+        if self.config.cluster_id and new.cluster_id != self.config.cluster_id:
+            raise ClusterMismatch(f"map of cluster {new.cluster_id}, this node serves {self.config.cluster_id}")
+        if new.epoch > self.map_epoch:
+            await trio.to_thread.run_sync(new.save, self.config.map_file)
+            self.map_doc, self.map_epoch = bytes(doc), new.epoch
+            log.info("%s: cluster map epoch %d adopted", c.peer, new.epoch)
+        elif new.epoch == self.map_epoch and bytes(doc) != self.map_doc and self.map_doc:
+            current = ClusterMap.from_json(self.map_doc)
+            if current.fingerprint() != new.fingerprint():
+                raise ClusterMismatch(f"two different cluster maps with epoch {new.epoch}")
+        return self.map_epoch
+
+    def _store(self, disk_id: str) -> DiskStore:
+        ds = self._stores.get(disk_id)
+        if ds is None:
+            reason = self._down.get(disk_id)
+            if reason is None:
+                raise DiskUnavailable(f"node {self.config.node_id} serves no disk {disk_id!r}")
+            raise DiskUnavailable(f"disk {disk_id} unavailable on node {self.config.node_id}: {reason}")
+        return ds
+
+    async def _run(self, disk_id: str, fn: Callable[[], T]) -> T:
+        """Run a blocking DiskStore call in a worker thread; log disk state changes."""
+        try:
+            result = await trio.to_thread.run_sync(fn, limiter=self._limiter)
+        except (DiskUnavailable, DiskFull) as e:
+            self._disk_failed(disk_id, str(e))
+            raise
+        except ChunkCorrupt as e:
+            log.warning("disk %s: %s", disk_id, e)
+            raise
+        except ChunkStoreError:
+            raise
+        except Exception as e:  # the index closed under us, EIO, ...
+            self._disk_failed(disk_id, f"{type(e).__name__}: {e}")
+            raise DiskUnavailable(f"disk {disk_id}: {type(e).__name__}: {e}") from e
+        if disk_id in self._failing:
+            del self._failing[disk_id]
+            log.info("disk %s: working again", disk_id)
+        return result
+
+    def _disk_failed(self, disk_id: str, why: str) -> None:
+        if disk_id not in self._failing:
+            log.error("disk %s: %s", disk_id, why)
+        self._failing[disk_id] = why
+
+    async def _execute(self, req: object, held: _Held) -> object:
+        ds = self._store(req.disk)  # type: ignore[attr-defined]
+        disk = req.disk  # type: ignore[attr-defined]
+        if isinstance(req, wire.Put):
+
+            def put() -> None:
+                req.verify()  # end-to-end checksum, off the event loop
+                ds.put(req.key, req.frag_idx, req.policy, req.chunk_size, req.data)
+
+            return await self._run(disk, put)
+        if isinstance(req, wire.Get):
+            info = await self._run(disk, lambda: ds.piece(req.key, req.frag_idx))
+            if info is not None:
+                # reserve the answer's size before reading it into memory; the request body
+                # is decoded already, so give its (tiny) reservation back first: nobody waits
+                # for the budget while holding part of it
+                self._budget.release(held.bytes)
+                held.bytes = 0
+                held.bytes = await self._budget.acquire(info.length)
+            return await self._run(disk, lambda: wire.Blob.of(ds.get(req.key, req.frag_idx, req.verify)))
+        if isinstance(req, wire.Delete):
+            return await self._run(disk, lambda: ds.delete(req.key, req.frag_idx))
+        if isinstance(req, wire.Has):
+            return await self._run(disk, lambda: ds.has(req.key, req.frag_idx))
+        if isinstance(req, wire.Piece):
+            return await self._run(disk, lambda: ds.piece(req.key, req.frag_idx))
+        if isinstance(req, wire.Stats):
+            return await self._run(disk, ds.stats)
+        if isinstance(req, wire.Compact):
+            log.info("disk %s: compaction (min_dead_ratio %.2f)", disk, req.min_dead_ratio)
+            return await self._run(disk, lambda: ds.compact(req.min_dead_ratio))
+        if isinstance(req, wire.Check):
+            return await self._run(disk, ds.check_alive)
+        if isinstance(req, wire.RootPut):
+            return wire.RootHeld(await self._run(disk, lambda: ds.put_root(req.volume_id, req.seq, req.body)))
+        if isinstance(req, wire.RootGet):
+            return await self._run(disk, lambda: ds.get_root(req.volume_id))
+        if isinstance(req, wire.RootList):
+            return wire.RootSeqs(tuple(await self._run(disk, ds.list_roots)))
+        raise WireError(f"unexpected request {type(req).__name__}")  # pragma: no cover
+
+    async def _stream_pieces(self, c: _Conn, req_id: int, disk: str) -> None:
+        try:
+            ds = self._store(disk)
+            it = iter(ds.pieces())
+            total = 0
+            while True:
+                batch = await self._run(disk, lambda: list(itertools.islice(it, wire.MAX_ITEMS)))
+                if not batch:
+                    break
+                await self._send(c, wire.encode_items(req_id, batch))
+                total += len(batch)
+            parts = wire.encode_end(req_id, total)
+        except ChunkStoreError as e:
+            parts = wire.encode_exception(req_id, Op.PIECES, e)
+        await self._send(c, parts)
+
+
+# -- process ------------------------------------------------------------------------------
+
+
+def _load_map(config: NodeConfig) -> tuple[bytes, int]:
+    """The map the node kept (its bytes and epoch), or (b"", config.map_epoch)."""
+    try:
+        with open(config.map_file, "rb") as f:
+            doc = f.read(wire.MAX_MAP + 1)
+    except FileNotFoundError:
+        return b"", config.map_epoch
+    except OSError as e:
+        log.error("cannot read cluster map %s: %s", config.map_file, e)
+        return b"", config.map_epoch
+    try:
+        return doc, ClusterMap.from_json(doc).epoch
+    except ChunkStoreError as e:
+        log.error("ignoring bad cluster map %s: %s", config.map_file, e)
+        return b"", config.map_epoch
+
+
+def _write_state(path: str, port: int, host: str, node_id: str) -> None:
+    atomic_write(path, json.dumps({"pid": os.getpid(), "host": host, "port": port, "node_id": node_id}))
+
+
+def _remove_state(path: str) -> None:
+    try:
+        with open(path) as f:
+            if json.load(f).get("pid") != os.getpid():
+                return
+        os.unlink(path)
+    except (OSError, ValueError):
+        pass
+
+
+async def _amain(config: NodeConfig, secret: bytes, stores: dict[str, DiskStore], down: dict[str, str], state_file: str | None) -> None:
+    node = Node(config, secret, stores, down)
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        listeners = await trio.open_tcp_listeners(config.port, host=config.host)  # OSError: cannot bind
+        port = listeners[0].socket.getsockname()[1]
+        log.info("node %s listening on %s:%d", config.node_id, config.host, port)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.serve, listeners)
+            if state_file:
+                _write_state(state_file, port, config.host, config.node_id)
+            async for signum in signals:
+                log.info("received %s: shutting down", signal.Signals(signum).name)
+                node.request_stop()
+                break
+
+
+def _fix_mmap_threshold() -> None:
+    """Have glibc serve every allocation of 1 MiB and more with mmap, and unmap it on free.
+
+    By default glibc raises that threshold each time a large block is freed, after which
+    piece-sized buffers come from per-thread heaps that do not shrink: the node's resident
+    size would then track the worst moment of its past, not what it holds now. No-op off
+    glibc."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sofs-node", description="Serve disk stores to the sofs RING over TCP.")
+    parser.add_argument("--config", required=True, help="node config file (JSON, see chunkstore.net.node)")
+    parser.add_argument("--state-file", help="write {pid, host, port, node_id} here once listening")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=getattr(logging, args.log_level),
+        format="%(asctime)s sofs-node[%(process)d] %(levelname)s %(message)s",
+    )
+    try:
+        config = NodeConfig.load(args.config)
+        secret = wire.load_secret(config.secret_file)
+    except (ConfigError, wire.AuthError) as e:
+        log.error("cannot start: %s", e)
+        return 2
+    log.info("node %s starting with %d disks", config.node_id, len(config.disks))
+    _fix_mmap_threshold()
+    stores, down = open_disks(config)
+    try:
+        trio.run(_amain, config, secret, stores, down, args.state_file)
+    except OSError as e:
+        log.error("cannot listen on %s:%d: %s", config.host, config.port, e)
+        return 2
+    finally:
+        for disk_id, ds in stores.items():
+            try:
+                ds.close()
+            except Exception as e:
+                log.error("disk %s: close failed: %s", disk_id, e)
+        if args.state_file:
+            _remove_state(args.state_file)
+    log.info("node %s stopped", config.node_id)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

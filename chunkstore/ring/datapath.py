@@ -1,0 +1,527 @@
+"""RingStore: the RING's data path over a set of disks, wherever the disks are.
+
+A :class:`RingStore` places chunks with a :class:`~chunkstore.placement.ring.Ring` and talks to each disk
+through one object with the :class:`~chunkstore.disk.store.DiskStore` method signatures: a local
+DiskStore (:class:`chunkstore.ring.local.LocalRing`) or a :class:`~chunkstore.net.client.RemoteDisk`
+on a storage node (:class:`chunkstore.ring.net.NetRing`). Subclasses open the disks and fill
+``self._disks`` / ``self._down``; everything else is here.
+
+put: key = blake3-160 of the payload; the policy is chosen by size (``Protection.for_size``);
+replication writes n copies (fragment index 0xFF) on ``owners(key, n)``, EC encodes k+m
+fragments and writes fragment i on ``owners[i]``. All pieces are written in parallel on a
+bounded thread pool. The put succeeds once the policy's write quorum of pieces is durable; the
+missing pieces are noted in the repair log. Below the quorum it raises DiskFull (if a full disk
+was among the causes) or NotEnoughDisks; the pieces already written are left in place (they may
+be shared with a concurrent put of the same payload, so deleting them is never safe here): the
+caller never references the chunk, its garbage collector removes them, and repair meanwhile
+rebuilds the chunk if enough pieces exist or reports it unrecoverable.
+
+get: replicas are tried owner by owner; for EC the data fragments (0..k-1) are read first in
+parallel, parity only when a data fragment is missing, unreadable or fails its checksum.
+Pieces are also looked for on non-owner disks when the owners fall short. The reassembled
+payload is verified against the key (blake3-160) and size; unverified bytes are never
+returned. Bad or missing pieces are noted in the repair log.
+
+A disk that fails in an unexpected way is marked unavailable (:meth:`RingStore.mark_down`):
+reads degrade, writes go to the quorum, nothing crashes; subclasses bring disks back
+(``revive_disk``).
+
+delete: tombstones on every owner; if an owner is unavailable the chunk is noted as DELETED in
+the repair log so repair removes the leftovers later instead of rebuilding them.
+
+Volume root records (:mod:`chunkstore.roots`), the one small mutable record per volume:
+``put_root`` writes it in parallel to the owners of ``root_key(volume_id)``, ``min(ROOT_WIDTH,
+placing disks)`` of them; an owner that fails is replaced by the next disks of the key's walk
+(as for pieces, failing disks are marked down); the put succeeds once a majority of that width
+holds exactly its seq. Once every write has finished it raises StaleRoot if a disk holds a
+newer seq, KeyConflict if one holds the same seq with another body (two writers raced), else
+NotEnoughDisks below the majority. ``get_root`` and ``list_roots`` ask every available disk
+in parallel and take the highest seq, so records are found wherever rebalances and disk
+replacements left them (a rare, disaster-recovery read); disks that fail or hold a corrupt
+record are skipped, and if no disk answers at all they raise NotEnoughDisks (``get_root``
+raises ChunkCorrupt if records were found but none verifies, rather than answer "none").
+
+capacity: raw totals of the disks' filesystems, each filesystem counted once (by st_dev);
+``used_bytes`` sums the container bytes of the disks. Scaling by the protection overhead is
+left to the caller.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Iterable, cast
+
+from chunkstore.disk.records import DiskStats
+from chunkstore.errors import (
+    ChunkCorrupt,
+    ChunkNotFound,
+    ChunkStoreError,
+    DiskFull,
+    DiskUnavailable,
+    KeyConflict,
+    NotEnoughDisks,
+    PolicyError,
+    StaleRoot,
+)
+from chunkstore.placement.keys import MAX_CHUNK_SIZE, ChunkRef, chunk_key
+from chunkstore.protection.policy import REPLICA_INDEX, ECPolicy, Policy, Protection, ReplicationPolicy
+from chunkstore.ring.repairlog import DELETED, NEEDS_REPAIR, RepairLog
+from chunkstore.placement.ring import Ring
+from chunkstore.roots import ROOT_WIDTH, RootRecord, check_volume_id, merge_seqs, newest, root_key
+from chunkstore.api import Capacity, ChunkStore
+
+_MAX_DECODE_TRIES = 64
+_SPARES = 8  # disks of a key's walk beyond its owners that take (and are searched for) handoffs
+
+
+class RingStore(ChunkStore):
+    """Chunks placed on disks by a ring (see module docstring). Abstract: subclasses set
+    ``ring``, ``repair_log``, ``_disks``, ``_down`` and call :meth:`_start_pool`."""
+
+    ring: Ring
+    repair_log: RepairLog
+
+    def _init_disks(self) -> None:
+        self._disks_lock = threading.Lock()
+        self._disks: dict[str, Any] = {}
+        self._down: dict[str, str] = {}
+        self._closed = True
+
+    def _start_pool(self, workers: int) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ring")
+        self._closed = False
+
+    def disk_ids(self) -> list[str]:
+        """Every disk this store knows, in a stable order."""
+        raise NotImplementedError
+
+    def revive_disk(self, disk_id: str) -> bool:
+        """Try to bring an unavailable disk back; True if it is usable now."""
+        raise NotImplementedError
+
+    def disk(self, disk_id: str) -> Any:
+        """The open disk (DiskStore or RemoteDisk), or DiskUnavailable."""
+        with self._disks_lock:
+            ds = self._disks.get(disk_id)
+            if ds is None:
+                raise DiskUnavailable(f"disk {disk_id} unavailable: {self._down.get(disk_id, 'unknown disk')}")
+            return ds
+
+    def mark_down(self, disk_id: str, reason: str) -> None:
+        """Stop using a disk until it is revived (called when it reports DiskUnavailable)."""
+        with self._disks_lock:
+            ds = self._disks.pop(disk_id, None)
+            self._down[disk_id] = reason
+        if ds is not None:
+            try:
+                ds.close()
+            except Exception:
+                pass
+
+    def available_disks(self) -> list[str]:
+        with self._disks_lock:
+            return [d for d in self.disk_ids() if d in self._disks]
+
+    def unavailable_disks(self) -> dict[str, str]:
+        """disk id -> reason."""
+        with self._disks_lock:
+            return dict(self._down)
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _policy(self, ref: ChunkRef) -> Policy:
+        try:
+            return ref.policy.policy()
+        except PolicyError as e:
+            raise ChunkStoreError(f"chunk {ref.hex}: cannot use its policy here: {e}") from e
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ChunkStoreError("LocalRing is closed")
+
+    def _call(self, disk_id: str, method: str, *args: object) -> object:
+        """Call a DiskStore method; a disk that fails in any unexpected way is marked down."""
+        ds = self.disk(disk_id)
+        try:
+            return getattr(ds, method)(*args)
+        except DiskUnavailable as e:
+            self.mark_down(disk_id, str(e))
+            raise
+        except ChunkStoreError:
+            raise
+        except Exception as e:  # e.g. the index was closed under us, EIO
+            self.mark_down(disk_id, f"{type(e).__name__}: {e}")
+            raise DiskUnavailable(f"disk {disk_id}: {type(e).__name__}: {e}") from e
+
+    def _put_piece(self, disk_id: str, key: bytes, idx: int, ref: ChunkRef, data: bytes) -> None:
+        self._call(disk_id, "put", key, idx, ref.policy, ref.size, data)
+
+    def _get_piece(self, disk_id: str, key: bytes, idx: int) -> bytes:
+        return self._call(disk_id, "get", key, idx)  # type: ignore[return-value]
+
+    def _delete_piece(self, disk_id: str, key: bytes, idx: int) -> None:
+        self._call(disk_id, "delete", key, idx)
+
+    # -- ChunkStore ---------------------------------------------------------------------
+
+    def put(self, payload: bytes, protection: Protection) -> ChunkRef:
+        self._check_open()
+        if len(payload) > MAX_CHUNK_SIZE:
+            raise ChunkStoreError(f"chunk too large: {len(payload)} bytes")
+        key = chunk_key(payload)
+        policy = protection.for_size(len(payload))
+        ref = ChunkRef(key, len(payload), policy.code)
+        return self.put_ref(ref, payload, policy)
+
+    def put_ref(self, ref: ChunkRef, payload: bytes, policy: Policy | None = None) -> ChunkRef:
+        """Write the pieces of a chunk whose ref is already known (used by put and repair)."""
+        policy = policy or self._policy(ref)
+        pieces = policy.encode(payload)
+        owners = self.ring.owners(ref.key, policy.width)
+        futures = {
+            i: self._pool.submit(self._put_piece, owners[i], ref.key, policy.piece_index(i), ref, pieces[i])
+            for i in range(policy.width)
+        }
+        failed, errors = self._collect_puts(futures)
+        ok = policy.width - len(failed)
+        if failed:
+            ok += self._hand_off(ref, policy, pieces, failed, errors)
+        entry = self.repair_log.get(ref.key)
+        if entry is not None and entry.kind == DELETED:
+            self.repair_log.clear(ref.key)  # the chunk is wanted again
+        if ok < policy.write_quorum:
+            msg = f"chunk {ref.hex}: {ok} of {policy.width} pieces written, quorum {policy.write_quorum}: {errors[0]}"
+            if any(isinstance(e, DiskFull) for e in errors):
+                raise DiskFull(msg)
+            raise NotEnoughDisks(msg)
+        if errors:
+            self.repair_log.note(ref, NEEDS_REPAIR)
+        return ref
+
+    @staticmethod
+    def _collect_puts(futures: dict) -> tuple[list[int], list[BaseException]]:
+        failed: list[int] = []
+        errors: list[BaseException] = []
+        for i, f in futures.items():
+            try:
+                f.result()
+            except KeyConflict:
+                raise
+            except ChunkStoreError as e:
+                failed.append(i)
+                errors.append(e)
+        return failed, errors
+
+    def _hand_off(self, ref: ChunkRef, policy: Policy, pieces: list, failed: list[int],
+                  errors: list[BaseException]) -> int:
+        """Write the pieces whose owners failed on the next disks of the key's walk (hinted
+        handoff): the chunk stays fully protected, reads find the pieces there, and repair
+        moves them home. Returns how many found a place."""
+        walk = self.ring.owners(ref.key, min(self.ring.placing_count, policy.width + _SPARES))[policy.width:]
+        spares = [d for d in walk if d in set(self.available_disks())]
+        placed = 0
+        for i in failed:
+            while spares:
+                disk_id = spares.pop(0)
+                try:
+                    self._put_piece(disk_id, ref.key, policy.piece_index(i), ref, pieces[i])
+                    placed += 1
+                    break
+                except KeyConflict:
+                    raise
+                except ChunkStoreError as e:
+                    errors.append(e)
+        return placed
+
+    def get(self, ref: ChunkRef) -> bytes:
+        self._check_open()
+        policy = self._policy(ref)
+        payload = self._get_fast(ref, policy)
+        if payload is not None:
+            return payload
+        if isinstance(policy, ReplicationPolicy):
+            return self._get_replicated(ref, policy)
+        return self._get_ec(ref, policy)
+
+    def _get_fast(self, ref: ChunkRef, policy: Policy) -> bytes | None:
+        """The healthy case, hashing every byte once: the first copy, or the k data fragments,
+        read without per-piece checksums and verified as a whole against the chunk key. Any
+        trouble (a piece missing, a disk down, a payload that does not verify) returns None and
+        the careful path below reads again, verifying each piece to find the bad one."""
+        owners = self.ring.owners(ref.key, policy.width)
+        try:
+            if isinstance(policy, ReplicationPolicy):
+                payload = self._call(owners[0], "get", ref.key, REPLICA_INDEX, False)
+            else:
+                futures = [self._pool.submit(self._call, owners[i], "get", ref.key, i, False)
+                           for i in range(policy.k)]
+                frags = {i: f.result() for i, f in enumerate(futures)}
+                payload = policy.decode(frags)
+        except (ChunkStoreError, PolicyError):
+            return None
+        return payload if ref.verify(payload) else None
+
+    def _other_disks(self, exclude: Iterable[str]) -> list[str]:
+        ex = set(exclude)
+        return [d for d in self.available_disks() if d not in ex]
+
+    def _fallback_disks(self, key: bytes, owners: list[str]) -> list[str]:
+        """Available non-owners, the next disks of the key's walk first (where handed-off
+        pieces are written), then the rest."""
+        others = self._other_disks(owners)
+        walk = [d for d in self.ring.owners(key, min(self.ring.placing_count, len(owners) + _SPARES))
+                if d in others]
+        return walk + [d for d in others if d not in walk]
+
+    def _get_replicated(self, ref: ChunkRef, policy: ReplicationPolicy) -> bytes:
+        owners = self.ring.owners(ref.key, policy.width)
+        trouble = False  # an owner lacked its copy, or a copy was bad / unreachable
+        corrupt = False
+        for disk_id in owners + self._fallback_disks(ref.key, owners):
+            try:
+                data = self._get_piece(disk_id, ref.key, REPLICA_INDEX)
+            except ChunkNotFound:
+                trouble = trouble or disk_id in owners
+                continue
+            except ChunkCorrupt:
+                trouble = corrupt = True
+                continue
+            except DiskUnavailable:
+                trouble = True
+                continue
+            if ref.verify(data):
+                if trouble:
+                    self.repair_log.note(ref)
+                return data
+            trouble = corrupt = True
+        if corrupt:
+            self.repair_log.note(ref)
+            raise ChunkCorrupt(f"chunk {ref.hex}: no copy verifies")
+        raise ChunkNotFound(f"chunk {ref.hex} not found")
+
+    def _read_fragments(self, ref: ChunkRef, wanted: list[tuple[str, int]]) -> dict[int, bytes | BaseException]:
+        futures = {idx: self._pool.submit(self._get_piece, disk_id, ref.key, idx) for disk_id, idx in wanted}
+        out: dict[int, bytes | BaseException] = {}
+        for idx, f in futures.items():
+            try:
+                out[idx] = f.result()
+            except ChunkStoreError as e:
+                out[idx] = e
+        return out
+
+    def _get_ec(self, ref: ChunkRef, policy: ECPolicy) -> bytes:
+        owners = self.ring.owners(ref.key, policy.width)
+        k = policy.k
+        good: dict[int, bytes] = {}
+        failed: dict[int, BaseException] = {}
+
+        def take(results: dict[int, bytes | BaseException]) -> None:
+            for idx, r in results.items():
+                if isinstance(r, BaseException):
+                    failed[idx] = r
+                else:
+                    good[idx] = r
+                    failed.pop(idx, None)
+
+        # 1. data fragments first
+        take(self._read_fragments(ref, [(owners[i], i) for i in range(k)]))
+        # 2. parity when a data fragment is missing or bad
+        if len(good) < k:
+            take(self._read_fragments(ref, [(owners[i], i) for i in range(k, policy.width)]))
+        # 3. pieces that live on other disks (e.g. written while an owner was down)
+        if len(good) < k:
+            self._search_elsewhere(ref, policy, owners, good)
+        # 4. a repair may have moved fragments home between our reads: look once more
+        if len(good) < k:
+            take(self._read_fragments(ref, [(owners[i], i) for i in range(policy.width) if i not in good]))
+            if len(good) < k:
+                self._search_elsewhere(ref, policy, owners, good)
+        if failed:
+            self.repair_log.note(ref)
+        if len(good) >= k:
+            payload = self._decode_verified(ref, policy, good)
+            if payload is not None:
+                return payload
+            # a fragment verified against its record checksum but is not this chunk's:
+            # read everything we have not read yet and try other combinations
+            if len(good) < policy.width:
+                take(self._read_fragments(ref, [(owners[i], i) for i in range(policy.width) if i not in good]))
+                payload = self._decode_verified(ref, policy, good, combos=True)
+                if payload is not None:
+                    self.repair_log.note(ref)
+                    return payload
+            self.repair_log.note(ref)
+            raise ChunkCorrupt(f"chunk {ref.hex}: fragments do not decode to the chunk")
+        if good or any(not isinstance(e, ChunkNotFound) for e in failed.values()):
+            raise ChunkCorrupt(f"chunk {ref.hex}: only {len(good)} of {k} needed fragments readable")
+        raise ChunkNotFound(f"chunk {ref.hex} not found")
+
+    def _search_elsewhere(self, ref: ChunkRef, policy: Policy, owners: list[str], good: dict[int, bytes]) -> None:
+        missing = [i for i in range(policy.width) if i not in good]
+        # after a map change a fragment may sit on a disk that now owns another index of the
+        # chunk: owners are searched too (except for their own index, already read)
+        available = set(self.available_disks())
+        candidates = [d for d in owners if d in available] + self._fallback_disks(ref.key, owners)
+        for disk_id in candidates:
+            for i in list(missing):
+                if disk_id == owners[i]:
+                    continue
+                try:
+                    if not self._call(disk_id, "has", ref.key, i):
+                        continue
+                    good[i] = self._get_piece(disk_id, ref.key, i)
+                    missing.remove(i)
+                except ChunkStoreError:
+                    continue
+
+    def _decode_verified(
+        self, ref: ChunkRef, policy: ECPolicy, good: dict[int, bytes], combos: bool = False
+    ) -> bytes | None:
+        candidates: Iterable[tuple[int, ...]]
+        if combos:
+            candidates = itertools.islice(itertools.combinations(sorted(good), policy.k), _MAX_DECODE_TRIES)
+        else:
+            candidates = [tuple(sorted(good))]
+        for combo in candidates:
+            try:
+                payload = policy.decode({i: good[i] for i in combo})
+            except PolicyError:
+                continue
+            if ref.verify(payload):
+                return payload
+        return None
+
+    def delete(self, ref: ChunkRef) -> None:
+        self._check_open()
+        policy = self._policy(ref)
+        owners = self.ring.owners(ref.key, policy.width)
+        futures = [
+            self._pool.submit(self._delete_piece, owners[i], ref.key, policy.piece_index(i)) for i in range(policy.width)
+        ]
+        incomplete = False
+        for f in futures:
+            try:
+                f.result()
+            except ChunkStoreError:
+                incomplete = True
+        if incomplete:
+            self.repair_log.note(ref, DELETED)
+        else:
+            entry = self.repair_log.get(ref.key)
+            if entry is not None and entry.kind == NEEDS_REPAIR:
+                self.repair_log.clear(ref.key)
+
+    # -- volume root records (see module docstring and chunkstore.roots) -------------------
+
+    def put_root(self, volume_id: bytes, seq: int, body: bytes) -> int:
+        """Write a volume's root record; returns how many disks hold exactly this seq.
+        StaleRoot / KeyConflict / NotEnoughDisks: see the module docstring."""
+        self._check_open()
+        rec = RootRecord(volume_id, seq, body)  # FormatError
+        key = root_key(rec.volume_id)
+        width = min(ROOT_WIDTH, self.ring.placing_count)
+        quorum = width // 2 + 1
+        held: dict[str, int] = {}  # disk -> seq it holds after our write
+        conflicts: list[KeyConflict] = []
+        errors: list[BaseException] = []
+        targets, spares = self.ring.owners(key, width), None
+        while targets:
+            futures = {d: self._pool.submit(self._call, d, "put_root", rec.volume_id, rec.seq, rec.body) for d in targets}
+            failed = 0
+            for disk_id, f in futures.items():
+                try:
+                    held[disk_id] = cast(int, f.result())
+                except KeyConflict as e:
+                    conflicts.append(e)
+                except ChunkStoreError as e:
+                    errors.append(e)
+                    failed += 1
+            if not failed or any(s > rec.seq for s in held.values()):
+                break
+            if spares is None:  # hand off to the next disks of the key's walk
+                walk = self.ring.owners(key, min(self.ring.placing_count, width + _SPARES))[width:]
+                available = set(self.available_disks())
+                spares = [d for d in walk if d in available]
+            targets, spares = spares[:failed], spares[failed:]
+        what = f"root record {rec.seq} of volume {rec.volume_id.hex()}"
+        newer = max(held.values(), default=0)
+        if newer > rec.seq:
+            raise StaleRoot(f"{what}: a disk already holds root record {newer}")
+        if conflicts:
+            raise KeyConflict(f"{what}: another body with this seq is stored: {conflicts[0]}")
+        ok = sum(1 for s in held.values() if s == rec.seq)
+        if ok < quorum:
+            cause = f": {errors[0]}" if errors else ""
+            raise NotEnoughDisks(f"{what}: {ok} of {width} disks hold it, quorum {quorum}{cause}")
+        return ok
+
+    def get_root(self, volume_id: bytes) -> RootRecord | None:
+        """The volume's root record with the highest seq over every available disk, or None.
+        ChunkCorrupt if records were found but none verifies; NotEnoughDisks if no disk
+        answered."""
+        self._check_open()
+        volume_id = check_volume_id(volume_id)
+        answers, errors = self._ask_every_disk("get_root", volume_id)
+        best = newest(a for a in answers if a is not None)
+        if best is not None:
+            return best
+        corrupt = [e for e in errors if isinstance(e, ChunkCorrupt)]
+        if corrupt:  # "none" would tell the caller the volume has no record: it has one
+            raise ChunkCorrupt(f"volume {volume_id.hex()}: no root record verifies: {corrupt[0]}")
+        if answers:
+            return None
+        raise NotEnoughDisks(f"volume {volume_id.hex()}: no disk answered for its root record"
+                             + (f": {errors[0]}" if errors else " (none available)"))
+
+    def list_roots(self) -> dict[bytes, int]:
+        """volume_id -> highest root record seq over every available disk. NotEnoughDisks if
+        no disk answered."""
+        self._check_open()
+        answers, errors = self._ask_every_disk("list_roots")
+        if not answers:
+            raise NotEnoughDisks("no disk answered for its root records"
+                                 + (f": {errors[0]}" if errors else " (none available)"))
+        return merge_seqs(cast(list, a) for a in answers)
+
+    def _ask_every_disk(self, method: str, *args: object) -> tuple[list[Any], list[BaseException]]:
+        """Call ``method`` on every available disk in parallel: (answers, errors)."""
+        futures = [self._pool.submit(self._call, d, method, *args) for d in self.available_disks()]
+        answers: list[Any] = []
+        errors: list[BaseException] = []
+        for f in futures:
+            try:
+                answers.append(f.result())
+            except ChunkStoreError as e:
+                errors.append(e)
+        return answers, errors
+
+    def capacity(self) -> Capacity:
+        total = free = used = 0
+        seen: set[int] = set()
+        for disk_id in self.available_disks():
+            try:
+                st = cast(DiskStats, self._call(disk_id, "stats"))
+            except ChunkStoreError:
+                continue
+            used += st.used_bytes
+            if st.fs_dev not in seen:
+                seen.add(st.fs_dev)
+                total += st.fs_total_bytes
+                free += st.fs_free_bytes
+        return Capacity(total, free, used)
+
+    def _close_disks(self) -> None:
+        if getattr(self, "_closed", True):
+            return
+        self._closed = True
+        self._pool.shutdown(wait=True)
+        with self._disks_lock:
+            disks, self._disks = list(self._disks.values()), {}
+        for ds in disks:
+            try:
+                ds.close()
+            except Exception:
+                pass
+        self.repair_log.close()

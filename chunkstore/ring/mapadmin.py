@@ -1,0 +1,180 @@
+"""Cluster-map administration: create a networked cluster, prepare nodes, change and publish maps.
+
+What ``sofsctl cluster create`` and ``sofsctl node|disk ...`` call. The admin's data directory
+holds the map and the secret (see :mod:`chunkstore.ring.net`); a change reads the newest map
+among the local copy and every reachable node (a higher epoch always wins), applies one
+change (a new epoch), saves it, and offers it to every node over the wire (MAP_PUT). Nodes
+that are unreachable get it later from any client's heartbeat.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import uuid
+from typing import Callable
+
+from chunkstore.atomicfile import atomic_write
+from chunkstore.placement.clustermap import ClusterMap
+from chunkstore.disk.store import DiskStore
+from chunkstore.errors import ChunkStoreError, ClusterMismatch, MapError
+from chunkstore.ring.net import offer_map
+from chunkstore.net.client import RemoteDisk
+from chunkstore.placement.ring import DEFAULT_VNODES
+from chunkstore.placement.layout import CLUSTER_FILE, MAP_FILE, SECRET_FILE
+from chunkstore.net.wire import load_secret
+
+
+
+def create_cluster(data_dir: str | os.PathLike, vnodes: int = DEFAULT_VNODES) -> ClusterMap:
+    """A new networked cluster: an empty map (epoch 1) and a fresh secret in ``data_dir``."""
+    data_dir = os.fspath(data_dir)
+    os.makedirs(data_dir, exist_ok=True)
+    for name in (MAP_FILE, SECRET_FILE, CLUSTER_FILE):
+        if os.path.exists(os.path.join(data_dir, name)):
+            raise ClusterMismatch(f"{data_dir} already holds a cluster ({name})")
+    write_secret(os.path.join(data_dir, SECRET_FILE),
+                 base64.b64encode(secrets.token_bytes(32)))
+    cmap = ClusterMap.create(str(uuid.uuid4()), vnodes)
+    cmap.save(os.path.join(data_dir, MAP_FILE))
+    return cmap
+
+
+def write_secret(path: str, secret: bytes) -> None:
+    """Write a new secret file (mode 0600); FileExistsError if one is there."""
+    if os.path.lexists(path):
+        raise FileExistsError(path)
+    atomic_write(path, secret + b"\n", mode=0o600)
+
+
+def node_disk_ids(node_id: str, count: int) -> list[str]:
+    """The ids of a node's disks: ``<node>.d0`` .. (unique across the cluster)."""
+    return [f"{node_id}.d{i}" for i in range(count)]
+
+
+def init_node(node_dir: str | os.PathLike, data_dir: str | os.PathLike, node_id: str,
+              listen: str, disks: int, *, disk_root: str | None = None) -> str:
+    """Prepare a storage server: initialise ``disks`` disk directories, copy the secret and
+    write ``node.json`` (returned: its path) for ``sofs-node --config``."""
+    node_dir = os.fspath(node_dir)
+    cmap = load_map(data_dir)
+    secret = load_secret(os.path.join(os.fspath(data_dir), SECRET_FILE))
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"--listen wants HOST:PORT, got {listen!r}")
+    os.makedirs(node_dir, exist_ok=True)
+    config_path = os.path.join(node_dir, "node.json")
+    if os.path.exists(config_path):
+        raise ClusterMismatch(f"{config_path} exists: this node is already set up")
+    entries = []
+    root = disk_root or os.path.join(node_dir, "disks")
+    os.makedirs(root, exist_ok=True)
+    for disk_id in node_disk_ids(node_id, disks):
+        path = os.path.join(root, disk_id)
+        DiskStore.initialise(path, cmap.cluster_id, disk_id)
+        entries.append({"id": disk_id, "path": path})
+    secret_path = os.path.join(node_dir, SECRET_FILE)
+    if not os.path.exists(secret_path):
+        write_secret(secret_path, secret)
+    config = {"node_id": node_id, "host": host.strip("[]"), "port": int(port),
+              "secret_file": SECRET_FILE, "cluster_id": cmap.cluster_id, "disks": entries}
+    atomic_write(config_path, json.dumps(config, indent=1))
+    return config_path
+
+
+def load_map(data_dir: str | os.PathLike) -> ClusterMap:
+    return ClusterMap.load(os.path.join(os.fspath(data_dir), MAP_FILE))
+
+
+def _node_handle(cmap: ClusterMap, node_id: str, secret: bytes, timeout: float) -> RemoteDisk:
+    node = cmap.node(node_id)
+    host, _, port = node.address.rpartition(":")
+    disks = [d.id for d in cmap.disks if d.node == node_id] or ["none"]
+    return RemoteDisk(host.strip("[]"), int(port), disks[0], secret, timeout, max_connections=1)
+
+
+def newest_map(data_dir: str | os.PathLike, timeout: float = 3.0) -> ClusterMap:
+    """The newest map among the local copy and every reachable node (saved locally)."""
+    data_dir = os.fspath(data_dir)
+    cmap = load_map(data_dir)
+    secret = load_secret(os.path.join(data_dir, SECRET_FILE))
+    best = cmap
+    for node in cmap.nodes:
+        if node.state == "out":
+            continue
+        try:
+            with _node_handle(cmap, node.id, secret, timeout) as rd:
+                doc = rd.get_map()
+        except ChunkStoreError:
+            continue
+        if doc:
+            other = ClusterMap.from_json(doc)
+            if other.cluster_id == cmap.cluster_id and other.epoch > best.epoch:
+                best = other
+    if best is not cmap:
+        best.save(os.path.join(data_dir, MAP_FILE))
+    return best
+
+
+def publish(data_dir: str | os.PathLike, cmap: ClusterMap, timeout: float = 3.0
+            ) -> dict[str, str]:
+    """Offer ``cmap`` to every node it lists (except ``out`` ones); node id -> why it did not
+    take it."""
+    secret = load_secret(os.path.join(os.fspath(data_dir), SECRET_FILE))
+
+    def put(node_id: str, doc: bytes) -> int:
+        with _node_handle(cmap, node_id, secret, timeout) as rd:
+            return rd.put_map(doc)
+
+    return offer_map(cmap, put)
+
+
+def change_map(data_dir: str | os.PathLike, change: Callable[[ClusterMap], ClusterMap],
+               min_placing: int = 1) -> tuple[ClusterMap, dict[str, str]]:
+    """Apply ``change`` to the newest map, save and publish it: (new map, nodes that did not
+    take it). A change that would leave fewer than ``min_placing`` disks holding data (the
+    widest policy in use: its chunks could no longer be placed, nor found by placement) is
+    refused with MapError, unless the map already had that few."""
+    current = newest_map(data_dir)
+    new = change(current)
+    have, left = len(current.placing_disks()), len(new.placing_disks())
+    if left < min_placing and left < have:
+        raise MapError(f"the change would leave {left} disks holding data, fewer than the "
+                       f"{min_placing} pieces of the widest policy in use: add disks first")
+    new.save(os.path.join(os.fspath(data_dir), MAP_FILE))
+    return new, publish(data_dir, new)
+
+
+def node_reachability(data_dir: str | os.PathLike, timeout: float = 2.0
+                      ) -> dict[str, tuple[bool, int | str]]:
+    """node id -> (answers, its map epoch or the error)."""
+    data_dir = os.fspath(data_dir)
+    cmap = load_map(data_dir)
+    secret = load_secret(os.path.join(data_dir, SECRET_FILE))
+    out: dict[str, tuple[bool, int | str]] = {}
+    for node in cmap.nodes:
+        try:
+            with _node_handle(cmap, node.id, secret, timeout) as rd:
+                out[node.id] = (True, rd.ping(cmap.epoch).epoch)
+        except ChunkStoreError as e:
+            out[node.id] = (False, str(e))
+    return out
+
+
+def node_piece_counts(data_dir: str | os.PathLike, node_id: str, timeout: float = 10.0
+                      ) -> dict[str, int]:
+    """disk id -> live pieces, for a node's disks (to tell whether draining finished)."""
+    data_dir = os.fspath(data_dir)
+    cmap = load_map(data_dir)
+    secret = load_secret(os.path.join(data_dir, SECRET_FILE))
+    node = cmap.node(node_id)
+    host, _, port = node.address.rpartition(":")
+    counts = {}
+    for d in cmap.disks:
+        if d.node == node_id:
+            with RemoteDisk(host.strip("[]"), int(port), d.id, secret, timeout,
+                            max_connections=1, epoch=cmap.epoch) as rd:
+                counts[d.id] = rd.stats().live_pieces
+    return counts

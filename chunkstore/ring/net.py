@@ -1,0 +1,314 @@
+"""NetRing: the RING over storage nodes (``sofs-node`` daemons), as a client sees it.
+
+The data path is :class:`~chunkstore.ring.datapath.RingStore`'s (quorum puts in parallel to every
+owner, k data fragments read first, degraded reads, end-to-end verification); here each disk
+is a :class:`~chunkstore.net.client.RemoteDisk` and placement comes from a
+:class:`~chunkstore.placement.clustermap.ClusterMap`.
+
+Client state directory (``state_dir``)::
+
+    clustermap.json   the newest cluster map this client has seen (a higher epoch always wins)
+    cluster.secret    the cluster secret (mode 0600), shared by every node and client
+    repairlog/        chunks this client saw degraded (read by ``repair``)
+
+Several clients may share one state directory (a mount per volume, sofsctl): each opens it
+under an *instance* name, and then keeps its own lock (``run/net-<instance>.lock``) and repair
+log (``repairlog-<instance>/``); without one, the directory is held whole (``cluster.lock``,
+``repairlog/``).
+
+Failure detection: a heartbeat thread PINGs every member node each ``heartbeat_s`` seconds
+(answer within ``ping_timeout_s``). A node that does not answer, or a disk that fails a
+request, is *suspect* at once: its disks leave the available set, so reads go to the others
+and writes to the quorum without waiting on timeouts. A suspect node that answers again is
+taken back. :meth:`NetRing.suspects` says since when each node has been unreachable; turning
+a long-suspect node into ``down`` in the map (so its arcs are rebuilt elsewhere) is the
+healer's decision (:mod:`chunkstore.healing.healer`), not the data path's.
+
+Map epochs: every connection announces the client's epoch. A node with a newer map answers
+StaleMap; the client then fetches the node's map, adopts it and retries the request once
+(pieces written under the old placement are found by reads on any member disk and moved by
+repair). Heartbeats also compare epochs: a node behind is sent our map, a node ahead gives
+us its.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Any, Callable
+
+from chunkstore.ring.localcluster import ClusterLock
+from chunkstore.placement.clustermap import ClusterMap
+from chunkstore.errors import ChunkStoreError, DiskUnavailable, StaleMap
+from chunkstore.net.client import RemoteDisk
+from chunkstore.net.wire import load_secret
+from chunkstore.ring.repairlog import RepairLog
+from chunkstore.ring.datapath import RingStore
+from chunkstore.placement.layout import MAP_FILE, REPAIR_LOG_DIR, SECRET_FILE
+
+log = logging.getLogger("sofs.netring")
+
+
+
+def _split(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def offer_map(cmap: ClusterMap, put: Callable[[str, bytes], int]) -> dict[str, str]:
+    """Offer ``cmap`` to every node it lists but ``out`` ones, with ``put(node id, document)
+    -> the node's epoch after``; node id -> why it did not take it."""
+    doc = cmap.to_json().encode()
+    failed: dict[str, str] = {}
+    for node in cmap.nodes:
+        if node.state == "out":
+            continue
+        try:
+            epoch = put(node.id, doc)
+            if epoch < cmap.epoch:
+                failed[node.id] = f"kept epoch {epoch}"
+        except ChunkStoreError as e:
+            failed[node.id] = str(e)
+    return failed
+
+
+class NetRing(RingStore):
+    """A client of the networked RING (see module docstring). Use :meth:`open`."""
+
+    def __init__(self, cmap: ClusterMap, secret: bytes, state_dir: str | os.PathLike, *,
+                 workers: int | None = None, timeout: float = 10.0, heartbeat_s: float = 1.0,
+                 ping_timeout_s: float = 2.0, instance: str | None = None) -> None:
+        self.state_dir = os.fspath(state_dir)
+        self.instance = instance
+        self._secret = secret
+        self.timeout = timeout
+        self.heartbeat_s = heartbeat_s
+        self.ping_timeout_s = ping_timeout_s
+        self._init_disks()
+        # one process at a time serves this state directory (its repair log); sofsctl asks
+        # that process (the mount) instead, as with a LocalRing
+        self._lock = ClusterLock(self.state_dir, f"run/net-{instance}.lock") if instance \
+            else ClusterLock(self.state_dir)
+        self._map_lock = threading.RLock()
+        self._remote: dict[str, RemoteDisk] = {}
+        self._pingers: dict[str, RemoteDisk] = {}  # node id -> short-timeout handle for PING
+        self._suspect: dict[str, float] = {}  # node id -> unreachable since (time.time())
+        self.cmap = cmap
+        self.ring = cmap.ring_view()
+        try:
+            self._apply_map(cmap)
+            self.repair_log = RepairLog(os.path.join(
+                self.data_dir, f"{REPAIR_LOG_DIR}-{instance}" if instance else REPAIR_LOG_DIR))
+        except BaseException:
+            for rd in self._remote.values():
+                rd.close()
+            self._lock.release()
+            raise
+        self._start_pool(workers or min(64, 2 * max(1, len(self._remote))))
+        self._stop = threading.Event()
+        self._beat = threading.Thread(target=self._heartbeats, name="netring-heartbeat",
+                                      daemon=True)
+        self._beat.start()
+
+    @property
+    def data_dir(self) -> str:
+        return self.state_dir
+
+    @classmethod
+    def open(cls, state_dir: str | os.PathLike, **kw: Any) -> "NetRing":
+        """Open the client state in ``state_dir`` (its map and secret, see module docstring)."""
+        state_dir = os.fspath(state_dir)
+        cmap = ClusterMap.load(os.path.join(state_dir, MAP_FILE))
+        secret = load_secret(os.path.join(state_dir, SECRET_FILE))
+        return cls(cmap, secret, state_dir, **kw)
+
+    # -- the map ------------------------------------------------------------------------
+
+    def _apply_map(self, cmap: ClusterMap) -> None:
+        """Make ``cmap`` current: placement, the member disks and their connections."""
+        with self._map_lock:
+            members = set(cmap.member_disks())
+            for disk_id in list(self._remote):
+                if disk_id not in members:
+                    rd = self._remote.pop(disk_id)
+                    with self._disks_lock:
+                        self._disks.pop(disk_id, None)
+                        self._down.pop(disk_id, None)
+                    rd.close()
+            for disk_id in sorted(members):
+                node = cmap.node_of(disk_id)
+                host, port = _split(node.address)
+                rd = self._remote.get(disk_id)
+                if rd is not None and (rd.host, rd.port) != (host, port):
+                    rd.close()
+                    rd = None
+                if rd is None:
+                    rd = RemoteDisk(host, port, disk_id, self._secret, self.timeout,
+                                    epoch=cmap.epoch)
+                    self._remote[disk_id] = rd
+                    with self._disks_lock:
+                        if node.id in self._suspect:
+                            self._down[disk_id] = f"node {node.id} unreachable"
+                        else:
+                            self._disks[disk_id] = rd
+                else:
+                    rd.set_epoch(cmap.epoch)
+            for node_id in list(self._pingers):
+                if node_id not in {cmap.node_of(d).id for d in members}:
+                    self._pingers.pop(node_id).close()
+            self.cmap = cmap
+            self.ring = cmap.ring_view()
+
+    def adopt(self, cmap: ClusterMap) -> bool:
+        """Take ``cmap`` if it is newer than ours (saved to the state directory first)."""
+        with self._map_lock:
+            if cmap.cluster_id != self.cmap.cluster_id or cmap.epoch <= self.cmap.epoch:
+                return False
+            cmap.save(os.path.join(self.state_dir, MAP_FILE))
+            self._apply_map(cmap)
+        log.info("cluster map epoch %d adopted", cmap.epoch)
+        return True
+
+    def publish(self, cmap: ClusterMap) -> dict[str, str]:
+        """Adopt ``cmap`` and offer it to every member node; node id -> error for the nodes
+        that did not take it (unreachable ones get it from the next heartbeat)."""
+        if cmap.epoch > self.cmap.epoch:
+            self.adopt(cmap)
+        return offer_map(cmap, lambda node_id, doc: self._pinger(node_id).put_map(doc))
+
+    def refresh_map(self, from_disk: str | None = None) -> bool:
+        """Fetch a newer map from a node (the one serving ``from_disk``, else any)."""
+        candidates = [self.cmap.node_of(from_disk).id] if from_disk else []
+        candidates += [n.id for n in self.cmap.nodes if n.state != "out"]
+        for node_id in candidates:
+            try:
+                doc = self._pinger(node_id).get_map()
+                if doc:
+                    return self.adopt(ClusterMap.from_json(doc))
+            except ChunkStoreError as e:
+                log.info("cannot fetch the cluster map from node %s: %s", node_id, e)
+        return False
+
+    def _pinger(self, node_id: str) -> RemoteDisk:
+        with self._map_lock:
+            rd = self._pingers.get(node_id)
+            if rd is None:
+                node = self.cmap.node(node_id)
+                disks = [d.id for d in self.cmap.disks if d.node == node_id]
+                host, port = _split(node.address)
+                rd = RemoteDisk(host, port, disks[0] if disks else "none", self._secret,
+                                self.ping_timeout_s, max_connections=2)
+                self._pingers[node_id] = rd
+            return rd
+
+    # -- disks ----------------------------------------------------------------------------
+
+    def disk_ids(self) -> list[str]:
+        return sorted(self._remote)
+
+    def _call(self, disk_id: str, method: str, *args: object) -> object:
+        try:
+            return self._call_once(disk_id, method, *args)
+        except StaleMap:
+            self.refresh_map(disk_id)
+            return self._call_once(disk_id, method, *args)
+
+    def _call_once(self, disk_id: str, method: str, *args: object) -> object:
+        rd = self.disk(disk_id)
+        try:
+            return getattr(rd, method)(*args)
+        except DiskUnavailable as e:
+            self.mark_down(disk_id, str(e))
+            raise
+
+    def mark_down(self, disk_id: str, reason: str) -> None:
+        """Stop using a disk until the heartbeat (or repair) finds it answering again."""
+        with self._disks_lock:
+            self._disks.pop(disk_id, None)
+            if disk_id in self._remote:
+                self._down[disk_id] = reason
+
+    def revive_disk(self, disk_id: str) -> bool:
+        rd = self._remote.get(disk_id)
+        if rd is None:
+            return False
+        try:
+            rd.check_alive()
+        except ChunkStoreError:
+            return False
+        with self._disks_lock:
+            self._disks[disk_id] = rd
+            self._down.pop(disk_id, None)
+        return True
+
+    def suspects(self) -> dict[str, float]:
+        """Node id -> time (unix) since which it has not answered."""
+        with self._map_lock:
+            return dict(self._suspect)
+
+    # -- heartbeats -----------------------------------------------------------------------
+
+    def heartbeat_once(self) -> None:
+        """PING every member node once: suspect the silent, take back the answering, and
+        settle map epochs both ways."""
+        for node in list(self.cmap.nodes):
+            if node.state == "out":
+                continue
+            try:
+                pong = self._pinger(node.id).ping(self.cmap.epoch)
+            except ChunkStoreError as e:
+                self._suspect_node(node.id, str(e))
+                continue
+            self._node_answers(node.id)
+            if pong.epoch > self.cmap.epoch:
+                self.refresh_map(None)
+            elif pong.epoch < self.cmap.epoch:
+                try:
+                    self._pinger(node.id).put_map(self.cmap.to_json().encode())
+                except ChunkStoreError as e:
+                    log.info("node %s did not take map epoch %d: %s", node.id,
+                             self.cmap.epoch, e)
+
+    def _suspect_node(self, node_id: str, why: str) -> None:
+        with self._map_lock:
+            if node_id not in self._suspect:
+                self._suspect[node_id] = time.time()
+                log.warning("node %s is unreachable: %s", node_id, why)
+            disks = [d for d, rd in self._remote.items()
+                     if self.cmap.node_of(d).id == node_id]
+        for d in disks:
+            self.mark_down(d, f"node {node_id} unreachable: {why}")
+
+    def _node_answers(self, node_id: str) -> None:
+        with self._map_lock:
+            was = self._suspect.pop(node_id, None)
+            disks = [d for d in self._remote if self.cmap.node_of(d).id == node_id]
+        with self._disks_lock:
+            down = [d for d in disks if d in self._down]
+        for d in down:
+            self.revive_disk(d)
+        if was is not None:
+            log.info("node %s answers again after %.0f s", node_id, time.time() - was)
+
+    def _heartbeats(self) -> None:
+        while not self._stop.wait(self.heartbeat_s):
+            try:
+                self.heartbeat_once()
+            except Exception:  # never let the detector die
+                log.exception("heartbeat round failed")
+
+    def close(self) -> None:
+        if getattr(self, "_closed", True):
+            return
+        self._stop.set()
+        self._beat.join(timeout=30)
+        self._close_disks()
+        for rd in list(self._remote.values()) + list(self._pingers.values()):
+            rd.close()
+        self._lock.release()
+
+    def __repr__(self) -> str:
+        return (f"NetRing({self.state_dir!r}, epoch={self.cmap.epoch}, "
+                f"disks={len(self._remote)}, down={sorted(self._down)})")

@@ -1,0 +1,419 @@
+import os
+import shutil
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from chunkstore.disk import container as ctr
+from chunkstore.disk.store import DiskStore, read_marker
+from chunkstore.errors import ChunkCorrupt, ChunkNotFound, DiskFull, DiskUnavailable, KeyConflict
+from chunkstore.placement.keys import chunk_key
+from chunkstore.protection.policy import REPLICA_INDEX, ReplicationPolicy
+
+CODE = ReplicationPolicy(3).code
+
+
+def _init(path, **kw):
+    DiskStore.initialise(path, "cluster-a", "d0")
+    return DiskStore(path, **kw)
+
+
+def _put(ds, payload, frag=REPLICA_INDEX):
+    key = chunk_key(payload)
+    ds.put(key, frag, CODE, len(payload), payload)
+    return key
+
+
+@pytest.fixture
+def disk(tmp_path):
+    ds = _init(tmp_path / "d0")
+    yield ds
+    ds.close()
+
+
+def test_marker(tmp_path):
+    p = tmp_path / "d0"
+    with pytest.raises(DiskUnavailable):
+        DiskStore(p)
+    m = DiskStore.initialise(p, "cluster-a", "d0")
+    assert read_marker(p) == m
+    assert DiskStore.initialise(p, "cluster-a", "d0") == m  # idempotent
+    with pytest.raises(DiskUnavailable):
+        DiskStore.initialise(p, "cluster-b", "d0")
+    with pytest.raises(DiskUnavailable):
+        DiskStore(p, cluster_id="cluster-b")
+    other = tmp_path / "full"
+    other.mkdir()
+    (other / "somefile").write_bytes(b"x")
+    with pytest.raises(DiskUnavailable):
+        DiskStore.initialise(other, "cluster-a", "d1")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "DISK").write_bytes(b"{nope")
+    with pytest.raises(DiskUnavailable):
+        DiskStore(tmp_path / "bad")
+
+
+def test_put_get_idempotent_conflict(disk):
+    key = _put(disk, b"hello")
+    assert disk.get(key, REPLICA_INDEX) == b"hello"
+    assert disk.has(key, REPLICA_INDEX)
+    _put(disk, b"hello")  # idempotent
+    with pytest.raises(KeyConflict):
+        disk.put(key, REPLICA_INDEX, CODE, 5, b"world")
+    with pytest.raises(ChunkNotFound):
+        disk.get(key, 0)
+    empty = _put(disk, b"")
+    assert disk.get(empty, REPLICA_INDEX) == b""
+    assert disk.stats().live_pieces == 2
+    infos = {(p.key, p.frag_idx): p for p in disk.pieces()}
+    assert infos[(key, REPLICA_INDEX)].length == 5 and infos[(key, REPLICA_INDEX)].policy == CODE
+
+
+def test_delete(disk):
+    key = _put(disk, b"abc")
+    disk.delete(key, REPLICA_INDEX)
+    disk.delete(key, REPLICA_INDEX)  # idempotent
+    with pytest.raises(ChunkNotFound):
+        disk.get(key, REPLICA_INDEX)
+    assert not disk.has(key, REPLICA_INDEX)
+    _put(disk, b"abc")  # re-put after delete
+    assert disk.get(key, REPLICA_INDEX) == b"abc"
+    st = disk.stats()
+    assert st.live_pieces == 1 and st.dead_bytes > 0
+
+
+def test_corrupt_piece(disk):
+    key = _put(disk, b"x" * 1000)
+    info = disk.piece(key, REPLICA_INDEX)
+    ctr.flip_byte(os.path.join(disk.path, "containers", ctr.container_name(info.container)),
+                  ctr.data_offset(info.offset) + 10)
+    with pytest.raises(ChunkCorrupt):
+        disk.get(key, REPLICA_INDEX)
+
+
+def test_persistence_and_roll(tmp_path):
+    ds = _init(tmp_path / "d0", container_size=4096)
+    keys = [_put(ds, os.urandom(1000)) for _ in range(20)]
+    data = {k: ds.get(k, REPLICA_INDEX) for k in keys}
+    assert ds.stats().containers > 3
+    ds.close()
+    ds = DiskStore(tmp_path / "d0", container_size=4096, fd_cache_size=2)
+    for k in keys:
+        assert ds.get(k, REPLICA_INDEX) == data[k]
+    ds.close()
+
+
+def test_compact(tmp_path):
+    ds = _init(tmp_path / "d0", container_size=8192)
+    keys = [_put(ds, os.urandom(1500)) for _ in range(30)]
+    for k in keys[::2] + keys[1:10]:
+        ds.delete(k, REPLICA_INDEX)
+    survivors = [k for k in keys if k not in set(keys[::2] + keys[1:10])]
+    before = ds.stats()
+    rep = ds.compact(0.3)
+    after = ds.stats()
+    assert rep.containers_removed > 0 and rep.records_moved > 0
+    assert after.used_bytes < before.used_bytes
+    assert after.live_pieces == before.live_pieces == len(survivors)
+    for k in survivors:
+        assert ds.get(k, REPLICA_INDEX)
+    ds.close()
+    ds = DiskStore(tmp_path / "d0", container_size=8192)
+    for k in survivors:
+        assert ds.get(k, REPLICA_INDEX)
+    for k in keys[::2]:
+        assert not ds.has(k, REPLICA_INDEX)
+    ds.close()
+
+
+def _active_container(path):
+    cdir = os.path.join(path, "containers")
+    return os.path.join(cdir, sorted(os.listdir(cdir))[-1])
+
+
+def test_recovery_torn_tail(tmp_path):
+    ds = _init(tmp_path / "d0")
+    k1 = _put(ds, b"first" * 100)
+    ds.close()
+    path = _active_container(tmp_path / "d0")
+    size = os.path.getsize(path)
+    # a torn record at the tail (crash in the middle of an append)
+    payload = b"second" * 100
+    hdr, _ = ctr.encode_record(chunk_key(payload), REPLICA_INDEX, CODE, len(payload), payload)
+    with open(path, "ab") as f:
+        f.write(hdr + payload[:50])
+    ds = DiskStore(tmp_path / "d0")
+    assert os.path.getsize(path) == size
+    assert ds.get(k1, REPLICA_INDEX) == b"first" * 100
+    assert not ds.has(chunk_key(payload), REPLICA_INDEX)
+    k3 = _put(ds, b"third")
+    ds.close()
+    ds = DiskStore(tmp_path / "d0")
+    assert ds.get(k3, REPLICA_INDEX) == b"third"
+    ds.close()
+
+
+def test_recovery_unindexed_record(tmp_path):
+    """Crash between the append (+fdatasync) and the index commit."""
+    ds = _init(tmp_path / "d0")
+    _put(ds, b"first")
+    ds.close()
+    path = _active_container(tmp_path / "d0")
+    payloads = [b"second" * 10, b"third" * 10]
+    with open(path, "ab") as f:
+        for p in payloads:
+            hdr, _ = ctr.encode_record(chunk_key(p), REPLICA_INDEX, CODE, len(p), p)
+            f.write(hdr + p)
+        f.write(ctr.encode_tombstone(chunk_key(payloads[1]), REPLICA_INDEX, CODE))
+    ds = DiskStore(tmp_path / "d0")
+    assert ds.get(chunk_key(payloads[0]), REPLICA_INDEX) == payloads[0]
+    assert not ds.has(chunk_key(payloads[1]), REPLICA_INDEX)
+    assert ds.stats().live_pieces == 2
+    ds.close()
+    ds = DiskStore(tmp_path / "d0")  # second recovery is a no-op
+    assert ds.stats().live_pieces == 2
+    ds.close()
+
+
+def test_group_commit(disk, monkeypatch):
+    calls = []
+    real = os.fdatasync
+    gate = threading.Event()
+
+    def slow_sync(fd):
+        calls.append(fd)
+        gate.wait(0.05)
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", slow_sync)
+    payloads = [os.urandom(100) for _ in range(64)]
+
+    def worker(chunk):
+        for p in chunk:
+            _put(disk, p)
+
+    threads = [threading.Thread(target=worker, args=(payloads[i::8],)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    monkeypatch.setattr(os, "fdatasync", real)
+    assert len(calls) < len(payloads) / 2, len(calls)
+    for p in payloads:
+        assert disk.get(chunk_key(p), REPLICA_INDEX) == p
+
+
+def test_concurrent_same_piece(disk):
+    payload = os.urandom(5000)
+    errors = []
+
+    def worker():
+        try:
+            _put(disk, payload)
+        except Exception as e:  # pragma: no cover
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert disk.stats().live_pieces == 1
+
+
+def test_vanished_disk(tmp_path):
+    ds = _init(tmp_path / "d0")
+    key = _put(ds, b"abc")
+    shutil.rmtree(tmp_path / "d0")
+    with pytest.raises(DiskUnavailable):
+        ds.get(key, REPLICA_INDEX)
+    with pytest.raises(DiskUnavailable):
+        _put(ds, b"def")
+    ds.close()
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    try:
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)],
+                           capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError) as e:
+        pytest.skip(f"cannot mount a 4 MiB tmpfs for the ENOSPC test: {e}")
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a 4 MiB tmpfs for the ENOSPC test (needs root): {r.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=10)
+
+
+def test_enospc(small_fs):
+    ds = _init(small_fs / "d0")
+    stored = []
+    with pytest.raises(DiskFull):
+        for _ in range(100):
+            stored.append(_put(ds, os.urandom(256 * 1024)))
+    assert stored
+    # the partial record was truncated away: the file ends at the last good record
+    path = _active_container(small_fs / "d0")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        sc = ctr.scan(fd)
+        list(sc)
+        assert sc.valid_end == sc.file_end
+    finally:
+        os.close(fd)
+    for k in stored:
+        assert len(ds.get(k, REPLICA_INDEX)) == 256 * 1024
+    # space freed -> small puts work again, and are recovered after reopen
+    ds.delete(stored[-1], REPLICA_INDEX)
+    ds.compact(0.0)
+    small = _put(ds, b"small")
+    ds.close()
+    ds = DiskStore(small_fs / "d0")
+    assert ds.get(small, REPLICA_INDEX) == b"small"
+    ds.close()
+
+
+def test_fds_bounded(tmp_path):
+    ds = _init(tmp_path / "d0", container_size=4096, fd_cache_size=2)
+    keys = [_put(ds, os.urandom(1500)) for _ in range(60)]
+    before = len(os.listdir("/proc/self/fd"))
+    for k in keys:
+        ds.get(k, REPLICA_INDEX)
+    after = len(os.listdir("/proc/self/fd"))
+    assert ds.stats().containers >= 20
+    assert after - before <= 2
+    ds.close()
+
+
+def test_concurrent_put_delete_compact(tmp_path):
+    ds = _init(tmp_path / "d0", container_size=16 * 1024)
+    payloads = [os.urandom(700 + i) for i in range(240)]
+    doomed = set(range(0, 240, 3))
+    stop = threading.Event()
+    errors = []
+
+    def writer(part):
+        try:
+            for i in part:
+                _put(ds, payloads[i])
+                if i in doomed:
+                    ds.delete(chunk_key(payloads[i]), REPLICA_INDEX)
+        except Exception as e:  # pragma: no cover
+            errors.append(e)
+
+    def compactor():
+        try:
+            while not stop.is_set():
+                ds.compact(0.2)
+        except Exception as e:  # pragma: no cover
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(range(i, 240, 4),)) for i in range(4)]
+    comp = threading.Thread(target=compactor)
+    comp.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stop.set()
+    comp.join()
+    assert not errors
+    ds.compact(0.0)
+
+    def check(store):
+        for i, p in enumerate(payloads):
+            if i in doomed:
+                assert not store.has(chunk_key(p), REPLICA_INDEX)
+            else:
+                assert store.get(chunk_key(p), REPLICA_INDEX) == p
+        st = store.stats()
+        assert st.live_pieces == sum(1 for _ in store.pieces()) == 240 - len(doomed)
+        assert st.dead_bytes >= 0
+
+    check(ds)
+    ds.close()
+    ds = DiskStore(tmp_path / "d0", container_size=16 * 1024)
+    check(ds)
+    ds.close()
+
+
+_CRASH_WRITER = r"""
+import os, sys
+sys.path.insert(0, sys.argv[2])
+from chunkstore.disk.store import DiskStore
+from chunkstore.placement.keys import chunk_key
+from chunkstore.protection.policy import ReplicationPolicy
+code = ReplicationPolicy(3).code
+ds = DiskStore(sys.argv[1], container_size=64 * 1024)
+i = 0
+while True:
+    p = (b"%08d" % i) * (1 + i % 50)
+    ds.put(chunk_key(p), 255, code, len(p), p)
+    sys.stdout.write("%d\n" % i)
+    sys.stdout.flush()
+    i += 1
+"""
+
+
+def test_kill_9_loses_nothing_acknowledged(tmp_path):
+    import signal
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    DiskStore.initialise(tmp_path / "d0", "cluster-a", "d0")
+    proc = subprocess.Popen([sys.executable, "-c", _CRASH_WRITER, str(tmp_path / "d0"), root],
+                            stdout=subprocess.PIPE, text=True)
+    acked = []
+    try:
+        for line in proc.stdout:
+            acked.append(int(line))
+            if len(acked) >= 300:
+                break
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    ds = DiskStore(tmp_path / "d0", container_size=64 * 1024)
+    for i in acked:
+        p = (b"%08d" % i) * (1 + i % 50)
+        assert ds.get(chunk_key(p), REPLICA_INDEX) == p
+    ds.close()
+
+
+def test_acknowledged_tail_cut_off(tmp_path):
+    """Bytes below the high-water mark vanish (outside interference): appends resume after the
+    last intact record, lost pieces read as corrupt, and nothing shadows later records."""
+    ds = _init(tmp_path / "d0")
+    payloads = [os.urandom(3000) for _ in range(5)]
+    keys = [_put(ds, p) for p in payloads]
+    ds.close()
+    path = _active_container(tmp_path / "d0")
+    os.truncate(path, os.path.getsize(path) - 1000)
+    ds = DiskStore(tmp_path / "d0")
+    for k, p in zip(keys[:-1], payloads[:-1]):
+        assert ds.get(k, REPLICA_INDEX) == p
+    with pytest.raises(ChunkCorrupt):
+        ds.get(keys[-1], REPLICA_INDEX)
+    ds.delete(keys[-1], REPLICA_INDEX)
+    _put(ds, payloads[-1])
+    new = _put(ds, b"after the cut")
+    ds.close()
+    ds = DiskStore(tmp_path / "d0")
+    assert ds.get(keys[-1], REPLICA_INDEX) == payloads[-1]
+    assert ds.get(new, REPLICA_INDEX) == b"after the cut"
+    ds.close()
+
+
+def test_damaged_file_header_tolerated(tmp_path):
+    ds = _init(tmp_path / "d0")
+    key = _put(ds, b"abc")
+    ds.close()
+    ctr.flip_byte(_active_container(tmp_path / "d0"), 3)
+    ds = DiskStore(tmp_path / "d0")
+    assert ds.get(key, REPLICA_INDEX) == b"abc"
+    ds.close()
