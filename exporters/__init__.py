@@ -3,8 +3,14 @@
 :mod:`exporters.ganesha` renders a complete NFS-Ganesha 4.3 configuration for a volume
 (:class:`~exporters.ganesha.NfsExport`), :mod:`exporters.samba` a complete ``smb.conf``
 (:class:`~exporters.samba.SmbShare`) and manages the Samba users, and :mod:`exporters.service`
-starts, watches and stops the daemons (:class:`~exporters.service.Service`). Every input is
-validated and every bad one raises :class:`~exporters.errors.ExportError`.
+starts, watches and stops the daemons (:class:`~exporters.service.Service`).
+:mod:`exporters.exportspec` is what an export is (spec, defaults, option parsing),
+:mod:`exporters.exportconfig` turns a spec into a server config and Service,
+:mod:`exporters.exportmount` finds and watches the FUSE mount an export serves,
+:mod:`exporters.registry` keeps the exports of a data directory and starts and stops their
+supervisors (:mod:`exporters.supervisor`, one process per export, which runs the health probes
+of :mod:`exporters.probe`). Every input is validated (:mod:`exporters.validate`) and every bad
+one raises :class:`~exporters.errors.ExportError`.
 """
 
 from .errors import ExportError

@@ -10,7 +10,7 @@ NFS (nfs-rs, NFSv4.1, AUTH_SYS uid/gid 0)
 The probe directory ``.sofs-probe`` at the volume root is created by the supervisor through the
 FUSE mount (owner 65534:65534, mode 0700): the client's root is squashed to 65534 by the default
 ``root_squash`` (and by the ``all_squash`` rule added for the probe address, see
-:func:`exporters.registry.nfs_export_of`), and stays root with ``no_root_squash``; either may
+:func:`exporters.exportconfig.nfs_export_of`), and stays root with ``no_root_squash``; either may
 use it. A read-write export writes ``.sofs-probe/nfs-probe`` with random content, reads it
 back, compares and deletes it. A read-only export reads ``.sofs-probe/ro-probe``, which the
 supervisor wrote through the FUSE mount (random content, rewritten after a failed probe), and
@@ -29,7 +29,7 @@ mode 0600, never on a command line). On one fresh connection it does negotiate, 
    random content, reads it back, compares and deletes it (a read-only export: reads
    ``ro-probe``, which the supervisor wrote through the FUSE mount, and compares).
 
-The probe share (rendered by :func:`exporters.registry.smb_shares_of`) is the directory
+The probe share (rendered by :func:`exporters.exportconfig.smb_shares_of`) is the directory
 ``.sofs-probe-smb`` at the volume root, owned by ``sofs-probe`` (mode 0700, created by the
 supervisor through the FUSE mount); ``sofs-probe`` is its only valid user, it is not
 browseable (and its ``$`` hides it from Windows share lists), and the volume's share hides
@@ -63,7 +63,7 @@ from pathlib import Path
 
 from chunkstore.atomicfile import atomic_write
 
-from .errors import ExportError
+from .errors import ExportError, ProbeFailure
 from .samba import NAME_RE, SmbUser, add_smb_users
 
 PROBE_DIR = ".sofs-probe"
@@ -80,13 +80,6 @@ PROBE_TIMEOUT_S = 12.0      # a whole probe, from the supervisor's point of view
 REFUSALS = frozenset({"NFS4ERR_ACCESS", "NFS4ERR_PERM", "NFS4ERR_WRONGSEC", "NFS4ERR_ROFS",
                       "NFS3ERR_ACCES", "NFS3ERR_PERM", "NFS3ERR_ROFS"})
 
-
-class ProbeFailure(Exception):
-    """A failed probe; COUNTS says whether it counts towards a restart."""
-
-    def __init__(self, message: str, counts: bool = True) -> None:
-        super().__init__(message)
-        self.counts = counts
 
 
 @dataclass(frozen=True)
@@ -208,8 +201,9 @@ def nfs_probe(host: str, port: int, volume: str, *, expected: bytes | None = Non
     except PermissionError as exc:
         raise ProbeFailure(f"NFS refused the probe: {exc}", counts=False) from None
     except Exception as exc:
-        if getattr(exc, "code_name", None) in REFUSALS:
-            raise ProbeFailure(f"NFS refused the probe: {exc.code_name}: {exc}",
+        code = getattr(exc, "code_name", None)
+        if code in REFUSALS:
+            raise ProbeFailure(f"NFS refused the probe: {code}: {exc}",
                                counts=False) from None
         raise ProbeFailure(f"NFS probe failed: {type(exc).__name__}: {exc}") from None
 
@@ -412,7 +406,7 @@ class Prober:
                 box["fail"] = exc
             except OSError as exc:  # the FUSE side (probe directory)
                 box["fail"] = ProbeFailure(
-                    f"probe directory: {exc.strerror or exc} ({errno.errorcode.get(exc.errno, '')})")
+                    f"probe directory: {exc.strerror or exc} ({errno.errorcode.get(exc.errno or 0, '')})")
             except Exception as exc:
                 box["fail"] = ProbeFailure(f"probe error: {type(exc).__name__}: {exc}")
 

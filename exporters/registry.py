@@ -28,71 +28,26 @@ holds the mount): ``sofsctl umount`` calls :func:`stop_exports` first.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
-import pwd
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from chunkstore.atomicfile import atomic_write
-from fuse_mount import runstate
 from fuse_mount.control import read_ready_line
-from sofs.volume import load_volume
 
 from .errors import ExportError
-from .ganesha import (
-    ClientRule,
-    NfsExport,
-    ganesha_service,
-    render_ganesha_config,
-    write_ganesha_config,
-)
-from .samba import (
-    ENCRYPT,
-    NAME_RE,
-    PROTOCOLS,
-    SmbShare,
-    SmbUser,
-    add_smb_users,
-    render_samba_config,
-    samba_service,
-    write_samba_config,
-)
-from .probe import PROBE_USER, SMB_PROBE_DIR, probe_host, smb_probe_share
-from .service import Service, _cmdline, _proc_info, _running, tcp_port_answers
+from .exportconfig import run_dir, service_of, validate_spec, write_config
+from .exportmount import find_mount
+from .exportspec import KINDS, LIVE_STATES, NFS_DEFAULTS, SERVICE_NAMES, SMB_DEFAULTS, ExportSpec, check_kind
+from .samba import ENCRYPT, PROTOCOLS, SmbUser, add_smb_users
+from .service import _cmdline, process_start_time, tcp_port_answers
 from .validate import check_volume_name
-
-KINDS = ("nfs", "smb")
-SERVICE_NAMES = {"nfs": "nfs-ganesha", "smb": "smbd"}
-LIVE_STATES = ("starting", "running", "restarting", "stopping")
-
-# Production defaults (sofsctl exposes them as options).
-NFS_DEFAULTS = {
-    "clients": [],          # [[cidr, "RW"|"RO"|"None"], ...]: required, nobody by default
-    "read_only": False,
-    "squash": "root_squash",
-    "port": 2049,
-    "bind": "0.0.0.0",
-    "v3": False,
-    "mount_port": None,
-    "grace": 90,            # seconds; 0 = Graceless (tests only: NFSv4 clients lose reclaim)
-    "attr_cache": 0,        # seconds Ganesha trusts cached attributes (0: always ask the mount)
-}
-SMB_DEFAULTS = {
-    "users": [],            # [[name, uid, gid], ...]
-    "read_only": False,
-    "port": 445,
-    "bind": "0.0.0.0",
-    "min_protocol": "SMB2_02",
-    "signing": "mandatory",
-    "encrypt": "desired",
-}
-
 
 # --- places ------------------------------------------------------------------------------------
 
@@ -102,7 +57,7 @@ def exports_root(data_dir: Path) -> Path:
 
 def export_dir(data_dir: Path, volume: str, kind: str) -> Path:
     check_volume_name(volume)
-    _check_kind(kind)
+    check_kind(kind)
     return exports_root(data_dir) / f"{volume}-{kind}"
 
 
@@ -110,21 +65,7 @@ def log_path(data_dir: Path, volume: str, kind: str) -> Path:
     return Path(data_dir) / "log" / f"export-{volume}-{kind}.log"
 
 
-def _check_kind(kind: str) -> str:
-    if kind not in KINDS:
-        raise ExportError(f"invalid export kind {kind!r}: nfs or smb")
-    return kind
-
-
 # --- spec and state files ----------------------------------------------------------------------
-
-@dataclass
-class ExportSpec:
-    kind: str
-    volume: str
-    options: dict
-    created: float = field(default_factory=time.time)
-
 
 def _write_json(path: Path, data: dict) -> None:
     atomic_write(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
@@ -145,7 +86,7 @@ def load_spec(edir: Path) -> ExportSpec:
         raise ExportError(f"{edir}: no export here (spec.json missing)") from None
     except (ValueError, KeyError, TypeError) as exc:
         raise ExportError(f"{path}: unreadable export spec: {exc}") from None
-    _check_kind(spec.kind)
+    check_kind(spec.kind)
     check_volume_name(spec.volume)
     defaults = NFS_DEFAULTS if spec.kind == "nfs" else SMB_DEFAULTS
     spec.options = {**defaults, **spec.options}
@@ -164,11 +105,6 @@ def write_state(edir: Path, state: dict) -> None:
     _write_json(Path(edir) / "state.json", {**state, "updated": time.time()})
 
 
-def process_start_time(pid: int) -> int | None:
-    info = _proc_info(pid)
-    return info.starttime if _running(info) else None
-
-
 def supervisor_pid(edir: Path, state: dict | None = None) -> int | None:
     """The pid of the export's supervisor while it runs (checked against its recorded start time
     and command line, so a recycled pid is never taken for it), else None."""
@@ -181,240 +117,6 @@ def supervisor_pid(edir: Path, state: dict | None = None) -> int | None:
     if "exporters.supervisor" not in _cmdline(pid):
         return None
     return pid
-
-
-# --- the FUSE mount ----------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class MountRef:
-    """The FUSE mount an export serves, as found when the export started."""
-
-    volume: str
-    pid: int
-    pid_start: int | None
-    mountpoint: str
-    mount_id: int
-    fstype: str
-    source: str
-
-
-def mountinfo_entry(mountpoint: str) -> tuple[int, str, str] | None:
-    """(mount id, fs type, source) of the topmost mount at MOUNTPOINT, or None."""
-    found = None
-    try:
-        with open("/proc/self/mountinfo") as f:
-            for line in f:
-                fields = line.split()
-                try:
-                    sep = fields.index("-")
-                except ValueError:
-                    continue
-                point = fields[4].encode().decode("unicode_escape")
-                if point == mountpoint:
-                    found = (int(fields[0]), fields[sep + 1], fields[sep + 2])
-    except OSError:
-        return None
-    return found
-
-
-def find_mount(data_dir: Path, volume: str) -> MountRef:
-    """The live FUSE mount of VOLUME; ExportError if the volume is not mounted."""
-    states = [s for s in runstate.all_states(data_dir) if s.volume == volume]
-    live = [s for s in states if _running(_proc_info(s.pid))]
-    if not live:
-        raise ExportError(
-            f"volume {volume} is not mounted: mount it first (sofsctl mount {volume} "
-            "MOUNTPOINT), then export it; an export never serves an unmounted directory"
-        )
-    s = live[0]
-    entry = mountinfo_entry(s.mountpoint)
-    if entry is None:
-        raise ExportError(
-            f"volume {volume}: its mount process (pid {s.pid}) runs but {s.mountpoint} is not "
-            "a mount point"
-        )
-    mount_id, fstype, source = entry
-    if not fstype.startswith("fuse"):
-        raise ExportError(f"{s.mountpoint} is a {fstype} mount, not the sofs FUSE mount of "
-                          f"volume {volume}")
-    return MountRef(volume=volume, pid=s.pid, pid_start=process_start_time(s.pid),
-                    mountpoint=s.mountpoint, mount_id=mount_id, fstype=fstype, source=source)
-
-
-def mount_gone(ref: MountRef) -> str | None:
-    """Why the mount REF is no longer served (None while it is)."""
-    if process_start_time(ref.pid) != ref.pid_start or ref.pid_start is None:
-        return f"the mount process (pid {ref.pid}) is gone"
-    entry = mountinfo_entry(ref.mountpoint)
-    if entry is None:
-        return f"{ref.mountpoint} is no longer a mount point"
-    if entry[0] != ref.mount_id:
-        return f"{ref.mountpoint} is now another mount (mount id {entry[0]}, was {ref.mount_id})"
-    return None
-
-
-# --- configs and services ----------------------------------------------------------------------
-
-def run_dir(edir: Path) -> Path:
-    return Path(edir) / "run"
-
-
-def nfs_export_of(spec: ExportSpec, volume_uuid: str, mountpoint: str) -> NfsExport:
-    o = spec.options
-    grace = int(o["grace"])
-    clients = [ClientRule(cidr, access) for cidr, access in o["clients"]]
-    probe = _probe_client_rule(o["bind"], clients, bool(o["read_only"]))
-    if probe is not None:
-        clients.append(probe)
-    return NfsExport(
-        volume=spec.volume,
-        volume_uuid=volume_uuid,
-        mountpoint=Path(mountpoint),
-        clients=clients,
-        read_only=bool(o["read_only"]),
-        squash=o["squash"],
-        nfs_port=o["port"],
-        bind=o["bind"],
-        v3=bool(o["v3"]),
-        mount_port=o["mount_port"],
-        graceless=grace == 0,
-        grace_s=grace if grace > 0 else 90,
-        lease_s=min(60, grace) if grace > 0 else 60,
-        attr_cache_s=int(o.get("attr_cache") or 0),
-    )
-
-
-def _probe_client_rule(bind: str, clients: list[ClientRule],
-                       read_only: bool) -> ClientRule | None:
-    """The rule letting the supervisor's health probe in (exporters.probe), or None when the
-    administrator's rules already decide about the probe's address (first match wins).
-
-    The probe connects from the host itself to the bind address (loopback for a wildcard). The
-    rule is added last and squashes everyone to 65534 (all_squash), so that a local user
-    claiming uid 0 over NFS gets no more than nobody's rights, whatever the export's squash."""
-    try:
-        addr = ipaddress.ip_address(probe_host(bind))
-    except ValueError:
-        return None
-    for rule in clients:
-        try:
-            if addr in ipaddress.ip_network(rule.cidr, strict=False):
-                return None
-        except ValueError:
-            continue  # refused by the renderer with its reason
-    bits = 32 if addr.version == 4 else 128
-    return ClientRule(f"{addr}/{bits}", "RO" if read_only else "RW", squash="all_squash")
-
-
-def smb_share_of(spec: ExportSpec, mountpoint: str) -> SmbShare:
-    o = spec.options
-    users = [u[0] for u in o["users"]]
-    if users and PROBE_USER not in users:
-        users.append(PROBE_USER)  # the supervisor's health probe account (exporters.probe)
-    return SmbShare(
-        volume=spec.volume,
-        path=Path(mountpoint),
-        valid_users=users,
-        read_only=bool(o["read_only"]),
-        port=o["port"],
-        bind=o["bind"],
-        min_protocol=o["min_protocol"],
-        signing=o["signing"],
-        encrypt=o["encrypt"],
-    )
-
-
-def smb_shares_of(spec: ExportSpec, mountpoint: str) -> list[SmbShare]:
-    """The shares one SMB export's smbd serves: the volume's, and the health probe's own
-    hidden share ``VOLUME-probe$`` on ``MOUNTPOINT/.sofs-probe-smb`` (sofs-probe its only
-    user; read-only like the export; see exporters.probe)."""
-    main = smb_share_of(spec, mountpoint)
-    probe_share = replace(
-        main, name=smb_probe_share(spec.volume), path=Path(mountpoint) / SMB_PROBE_DIR,
-        valid_users=[PROBE_USER], browseable=False)
-    return [main, probe_share]
-
-
-def write_config(data_dir: Path, edir: Path, spec: ExportSpec, mountpoint: str) -> Path:
-    """Render the service's config for the mount at MOUNTPOINT into the run directory.
-
-    NFS exports pin Ganesha's Filesystem_id (and Export_Id) to the volume's UUID, so clients'
-    file handles survive remounts and restarts."""
-    rdir = run_dir(edir)
-    if spec.kind == "nfs":
-        try:
-            volume_uuid = load_volume(data_dir, spec.volume).uuid
-        except Exception as exc:  # sofs.errors.VolumeError and friends
-            raise ExportError(str(exc)) from None
-        return write_ganesha_config(nfs_export_of(spec, volume_uuid, mountpoint), rdir)
-    return write_samba_config(smb_shares_of(spec, mountpoint), rdir)
-
-
-def validate_spec(data_dir: Path, spec: ExportSpec) -> None:
-    """Check every option of SPEC (as a config for a stand-in mount point) without writing
-    anything: bad input is reported before the mount is looked for."""
-    placeholder = "/sofs-validate/" + spec.volume
-    if spec.kind == "nfs":
-        try:
-            volume_uuid = load_volume(data_dir, spec.volume).uuid
-        except Exception as exc:
-            raise ExportError(str(exc)) from None
-        render_ganesha_config(nfs_export_of(spec, volume_uuid, placeholder), Path("/run/x"))
-    else:
-        render_samba_config(smb_shares_of(spec, placeholder), Path("/run/x"))
-
-
-def service_of(spec: ExportSpec, edir: Path) -> Service | None:
-    """The Service for the config already written in EDIR's run directory (None if none)."""
-    rdir = run_dir(edir)
-    conf = rdir / ("ganesha.conf" if spec.kind == "nfs" else "smb.conf")
-    if not conf.exists():
-        return None
-    if spec.kind == "nfs":
-        return ganesha_service(conf, rdir)
-    return samba_service(conf, rdir)
-
-
-# --- export options ----------------------------------------------------------------------------
-
-def parse_client(text: str, read_only: bool = False) -> list:
-    """``CIDR[:ro|rw|none]`` -> [cidr, access]; access defaults to RW (RO with READ_ONLY)."""
-    cidr, access = text.strip(), ("RO" if read_only else "RW")
-    head, sep, tail = cidr.rpartition(":")
-    if sep and tail.lower() in ("ro", "rw", "none"):
-        cidr, access = head, {"ro": "RO", "rw": "RW", "none": "None"}[tail.lower()]
-    if not cidr:
-        raise ExportError(f"invalid client {text!r}: CIDR[:ro|rw], e.g. 10.1.0.0/16:ro")
-    return [cidr, access]
-
-
-def resolve_smb_user(spec: str) -> tuple[str, int, int]:
-    """``NAME[:UID]`` -> (name, uid, gid). An existing POSIX user keeps its uid and primary
-    group (a UID given must match); a new one needs UID and gets its own group of that id."""
-    name, _, uid_text = spec.partition(":")
-    if not NAME_RE.fullmatch(name):
-        raise ExportError(f"invalid user name {name!r}: lower-case letters, digits, '_' or '-'")
-    if name == PROBE_USER:
-        raise ExportError(f"{PROBE_USER} is reserved for the export's health probe")
-    uid = None
-    if uid_text:
-        try:
-            uid = int(uid_text)
-        except ValueError:
-            raise ExportError(f"invalid uid in {spec!r}: NAME:UID with a number") from None
-    try:
-        pw = pwd.getpwnam(name)
-    except KeyError:
-        if uid is None:
-            raise ExportError(f"user {name} does not exist: give {name}:UID to create it") from None
-        if not 1 <= uid < 2**31:
-            raise ExportError(f"invalid uid {uid} for {name}: from 1 to 2^31-1 (not root)")
-        return name, uid, uid
-    if uid is not None and uid != pw.pw_uid:
-        raise ExportError(f"user {name} exists with uid {pw.pw_uid}, not {uid}")
-    if pw.pw_uid == 0:
-        raise ExportError(f"refusing to share as {name}: uid 0 (root)")
-    return name, pw.pw_uid, pw.pw_gid
 
 
 # --- status ------------------------------------------------------------------------------------
@@ -490,7 +192,7 @@ def _refuse_if_running(edir: Path, spec_kind: str, volume: str) -> None:
         )
 
 
-def create_export(data_dir: Path, spec: ExportSpec, users: list[SmbUser] = (),
+def create_export(data_dir: Path, spec: ExportSpec, users: Sequence[SmbUser] = (),
                   timeout: float = 90.0) -> ExportStatus:
     """Validate SPEC, write its config (and the SMB users), save it and start its supervisor.
 

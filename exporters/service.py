@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeGuard
 
 from chunkstore.atomicfile import atomic_write
 
@@ -82,7 +83,8 @@ def _proc_info(pid: int) -> _ProcInfo | None:
     )
 
 
-def _running(info: _ProcInfo | None) -> bool:
+def _running(info: _ProcInfo | None) -> TypeGuard[_ProcInfo]:
+    """Whether INFO is a live (not zombie) process."""
     return info is not None and info.state not in ("Z", "X")
 
 
@@ -124,9 +126,10 @@ class Service:
     ``argv`` must keep the daemon in the foreground (it is the child we spawned);
     ``ready_check`` is polled after the spawn until it returns True (``ready_timeout`` seconds at
     most; it may raise :class:`ExportError` to fail the start at once, and may read what this
-    start wrote to the log from offset ``log_start``). ``helper_pidfiles`` name pidfiles of helpers the daemon starts itself and that may have
-    left its session; they (and the sessions they lead) are stopped with it, provided their
-    command line contains ``helper_match`` when that is set.
+    start wrote to the log from offset ``log_start``). ``helper_pidfiles`` name pidfiles of
+    helpers the daemon starts itself and that may have left its session; they (and the
+    sessions they lead) are stopped with it, provided their command line contains
+    ``helper_match`` when that is set.
     """
 
     def __init__(
@@ -397,3 +400,8 @@ class Service:
 
     def __repr__(self) -> str:
         return f"Service({self.name!r}, pid={self.pid})"
+
+
+def process_start_time(pid: int) -> int | None:
+    info = _proc_info(pid)
+    return info.starttime if _running(info) else None

@@ -44,7 +44,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from . import probe, registry
+from . import exportconfig, exportmount, exportspec, probe, registry, service
 from .errors import ExportError
 from .registry import stop_exports
 from .service import Service, tcp_port_answers
@@ -73,8 +73,8 @@ class Supervisor:
         self.max_restarts = max_restarts
         self.window_s = window_s
         self.stopping = False
-        self.spec: registry.ExportSpec | None = None
-        self.mount: registry.MountRef | None = None
+        self.spec: exportspec.ExportSpec | None = None
+        self.mount: exportmount.MountRef | None = None
         self.service: Service | None = None
         self.restarts = 0
         self.recent: deque[float] = deque()
@@ -113,17 +113,17 @@ class Supervisor:
 
     def _state(self, state: str, message: str = "") -> None:
         spec = self.spec
-        svc_pid = self.service.pid if self.service is not None else None
+        svc_pid = self.cur_service.pid if self.service is not None else None
         self._last_state = (state, message)
         probe_state = self.last_probe.as_state() if self.last_probe is not None else {}
         registry.write_state(self.edir, {
             **probe_state,
             "probe_failures": self.probe_failures,
             "pid": os.getpid(),
-            "pid_start": registry.process_start_time(os.getpid()),
+            "pid_start": service.process_start_time(os.getpid()),
             "kind": spec.kind if spec else None,
             "volume": spec.volume if spec else None,
-            "service": registry.SERVICE_NAMES.get(spec.kind) if spec else None,
+            "service": exportspec.SERVICE_NAMES.get(spec.kind) if spec else None,
             "service_pid": svc_pid,
             "bind": spec.options["bind"] if spec else None,
             "port": spec.options["port"] if spec else None,
@@ -144,11 +144,32 @@ class Supervisor:
             time.sleep(min(0.1, left))
 
     @property
+    def cur_spec(self) -> exportspec.ExportSpec:
+        """The spec of the export being served (set by the first start)."""
+        if self.spec is None:
+            raise ExportError(f"{self.edir}: the supervisor has not loaded its export yet")
+        return self.spec
+
+    @property
+    def cur_service(self) -> Service:
+        """The service being supervised (set by the first start)."""
+        if self.service is None:
+            raise ExportError(f"{self.edir}: the supervisor has no service yet")
+        return self.service
+
+    @property
+    def cur_mount(self) -> exportmount.MountRef:
+        """The FUSE mount being exported (set by the first start)."""
+        if self.mount is None:
+            raise ExportError(f"{self.edir}: the supervisor has not found the mount yet")
+        return self.mount
+
+    @property
     def _name(self) -> str:
-        return registry.SERVICE_NAMES[self.spec.kind]
+        return exportspec.SERVICE_NAMES[self.cur_spec.kind]
 
     def _port_answers(self) -> bool:
-        return tcp_port_answers(self.spec.options["bind"], self.spec.options["port"], timeout=1.0)
+        return tcp_port_answers(self.cur_spec.options["bind"], self.cur_spec.options["port"], timeout=1.0)
 
     # --- life ----------------------------------------------------------------------------
 
@@ -184,9 +205,9 @@ class Supervisor:
                       os.getpid(), spec.kind.upper(), spec.volume)
         self._state("starting")
         try:
-            self.mount = registry.find_mount(self.data_dir, spec.volume)
-            conf = registry.write_config(self.data_dir, self.edir, spec, self.mount.mountpoint)
-            self.service = registry.service_of(spec, self.edir)
+            self.mount = exportmount.find_mount(self.data_dir, spec.volume)
+            conf = exportconfig.write_config(self.data_dir, self.edir, spec, self.mount.mountpoint)
+            self.service = exportconfig.service_of(spec, self.edir)
             if spec.kind == "smb":
                 try:
                     self._smb_account = probe.ensure_probe_account(conf, self.edir)
@@ -195,7 +216,7 @@ class Supervisor:
                     self.log.warning("no SMB health probe account: %s", exc)
             self.log.info("volume %s is mounted at %s (mount process %d); config %s",
                           spec.volume, self.mount.mountpoint, self.mount.pid, conf)
-            pid = self.service.start()
+            pid = self.cur_service.start()
         except ExportError as exc:
             self.log.error("not started: %s", exc)
             self._state("failed", str(exc).splitlines()[0])
@@ -246,9 +267,9 @@ class Supervisor:
         return nfs
 
     def _in_grace(self) -> bool:
-        if self.spec.kind != "nfs":
+        if self.cur_spec.kind != "nfs":
             return False
-        grace = int(self.spec.options.get("grace") or 0)
+        grace = int(self.cur_spec.options.get("grace") or 0)
         return grace > 0 and time.monotonic() - self.service_started < grace + GRACE_MARGIN_S
 
     def _probe(self) -> probe.ProbeResult:
@@ -273,7 +294,7 @@ class Supervisor:
             else:
                 self.probe_failures += 1
                 self.log.warning("health probe of %s (pid %s) failed (%d of %d): %s",
-                                 self._name, self.service.pid, self.probe_failures,
+                                 self._name, self.cur_service.pid, self.probe_failures,
                                  PROBE_FAILURE_LIMIT, res.message)
         self._safe_state(*self._last_state)
         return res
@@ -281,13 +302,13 @@ class Supervisor:
     def _stop_wedged(self) -> None:
         """Stop a service that does not answer: SIGCONT first (a stopped process would sit on
         its SIGTERM until the SIGKILL), then the usual stop."""
-        pid = self.service.pid
+        pid = self.cur_service.pid
         if pid is not None:
             try:
                 os.kill(pid, signal.SIGCONT)
             except ProcessLookupError:
                 pass
-        self.service.stop()
+        self.cur_service.stop()
 
     def _loop(self) -> int:
         unhealthy = 0
@@ -296,9 +317,9 @@ class Supervisor:
             self._sleep(self.interval)
             if self.stopping:
                 return EXIT_STOPPED
-            why = registry.mount_gone(self.mount)
+            why = exportmount.mount_gone(self.cur_mount)
             if why is not None:
-                msg = (f"the FUSE mount of volume {self.spec.volume} is gone ({why}): "
+                msg = (f"the FUSE mount of volume {self.cur_spec.volume} is gone ({why}): "
                        f"stopping {self._name} so that clients get errors instead of the "
                        "empty directory underneath; export it again once the volume is "
                        "mounted")
@@ -306,8 +327,8 @@ class Supervisor:
                 self._stop_service()
                 self._state("mount-gone", why)
                 return EXIT_MOUNT_GONE
-            if not self.service.alive():
-                self.log.warning("%s died (see %s)", self._name, self.service.logfile)
+            if not self.cur_service.alive():
+                self.log.warning("%s died (see %s)", self._name, self.cur_service.logfile)
                 code = self._restart("it died")
                 if code is not None:
                     return code
@@ -323,7 +344,7 @@ class Supervisor:
                 if self.stopping or self.probe_failures < PROBE_FAILURE_LIMIT:
                     continue
                 why = (f"its health probe failed {self.probe_failures} times in a row "
-                       f"({self.last_probe.message})")
+                       f"({self.last_probe.message if self.last_probe else 'no answer'})")
                 self._stop_wedged()
                 code = self._restart(why)
                 if code is not None:
@@ -332,7 +353,7 @@ class Supervisor:
                 continue
             unhealthy += 1
             self.log.warning("%s (pid %s) does not answer on port %d (%d of %d checks)",
-                             self._name, self.service.pid, self.spec.options["port"],
+                             self._name, self.cur_service.pid, self.cur_spec.options["port"],
                              unhealthy, UNHEALTHY_LIMIT)
             if unhealthy >= UNHEALTHY_LIMIT:
                 self._stop_wedged()
@@ -350,14 +371,14 @@ class Supervisor:
             self.recent.popleft()
         if len(self.recent) > self.max_restarts:
             msg = (f"{self._name} needed {len(self.recent) - 1} restarts within "
-                   f"{self.window_s:.0f} s: giving up; see {self.service.logfile}, then "
+                   f"{self.window_s:.0f} s: giving up; see {self.cur_service.logfile}, then "
                    f"sofsctl export stop/start")
             self.log.error("%s", msg)
             self._stop_service()
             self._state("failed", msg)
             return EXIT_FAILED
         # Never start a service on a mount point whose FUSE mount has gone meanwhile.
-        why_gone = registry.mount_gone(self.mount)
+        why_gone = exportmount.mount_gone(self.cur_mount)
         if why_gone is not None:
             self.log.error("not restarting %s: the FUSE mount is gone (%s)", self._name, why_gone)
             self._stop_service()
@@ -367,10 +388,10 @@ class Supervisor:
         self.restarts += 1
         self.probe_failures = 0
         try:
-            self.service.restart_if_dead()
+            self.cur_service.restart_if_dead()
             self.service_started = time.monotonic()
             self.log.info("%s restarted (pid %s) because %s; restart %d", self._name,
-                          self.service.pid, why, self.restarts)
+                          self.cur_service.pid, why, self.restarts)
             self._state("running", f"restarted because {why}")
         except ExportError as exc:
             self.log.error("restart of %s failed: %s", self._name, exc)
@@ -381,8 +402,8 @@ class Supervisor:
         if self.service is None:
             return
         try:
-            pid = self.service.pid
-            if self.service.stop():
+            pid = self.cur_service.pid
+            if self.cur_service.stop():
                 self.log.info("%s stopped%s", self._name, f" (pid {pid})" if pid else "")
         except Exception as exc:
             self.log.error("stopping %s: %s", self._name, exc)

@@ -17,14 +17,12 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from . import runstate
 from .ctlserver import socket_path
-
-
-class MountError(Exception):
-    """A mount or unmount did not happen; the message says why and what to do."""
+from .errors import MountError
 
 
 def log_path(data_dir: Path, volume: str) -> Path:
@@ -49,7 +47,7 @@ def check_mountpoint(mountpoint: str) -> None:
 
 def start_background(data_dir: Path, volume: str, mountpoint: str, *, timeout: float = 60.0,
                      gc_grace_s: float | None = None, gc_interval_s: float | None = None,
-                     down_after_s: float | None = None, daemon_args: list[str] = ()) -> int:
+                     down_after_s: float | None = None, daemon_args: Sequence[str] = ()) -> int:
     """Start a detached mount process; return its pid once it serves."""
     check_mountpoint(mountpoint)
     log = log_path(data_dir, volume)

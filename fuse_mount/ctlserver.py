@@ -1,16 +1,21 @@
-"""The mount process's admin socket: ``sofsctl repair`` and ``status`` while a volume is mounted.
+"""The mount process's admin socket: ``sofsctl`` commands that need a mounted volume's RING.
 
-In this release one process at a time serves the embedded RING (it holds the cluster lock), so
-the admin commands that need the RING ask that process over a Unix socket,
-``DATA_DIR/run/ring.sock`` (mode 0600: root only), instead of opening the disks themselves.
+One process at a time serves the embedded RING (it holds the cluster lock), so the admin
+commands that need the RING ask that process over a Unix socket, ``DATA_DIR/run/ring.sock``
+(mode 0600: root only), instead of opening the disks themselves; on a networked data
+directory each volume's mount has its own, ``DATA_DIR/run/mount-VOLUME.sock``.
 
 Protocol: one request per connection, a JSON object on one line (at most 4 KiB), e.g.
 ``{"op": "repair"}``. The answer is a sequence of JSON lines: zero or more
 ``{"progress": [done, total]}`` (with ``"phase": name`` for jobs of several phases) while the
 job runs, then exactly one ``{"result": {...}}`` or
 ``{"error": "message"}``. Unknown ops and malformed requests get an error line; the server lives
-on. Operations: ``health`` (chunk protection counts), ``repair`` (the full repair sweep),
-``stats`` (mount statistics), ``fsck`` (a check of the mounted volume, no repair).
+on. The operations are the mount's to choose (:func:`fuse_mount.daemon.admin_ops`): ``health``
+(chunk protection counts), ``repair`` (the full repair sweep, through the healer when there is
+one), ``stats`` (mount statistics and the last checkpoint), ``fsck`` (a check of the mounted
+volume, no repair), and when they apply ``checkpoint``, ``checkpoint-take-over`` and
+``checkpoints`` (metadata checkpoints in the RING), ``sweep`` (the healer's progress) and
+``cluster`` (node states of a networked RING).
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ def socket_path(data_dir: Path, volume: str | None = None) -> Path:
 
 
 def to_jsonable(value: Any) -> Any:
-    if dataclasses.is_dataclass(value):
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
         value = dataclasses.asdict(value)
     if isinstance(value, dict):
         return {k: to_jsonable(v) for k, v in value.items()}

@@ -32,7 +32,7 @@ def _open_ring(home: Path):
         raise Failure("the embedded ring is served by a mounted volume of this data directory; "
                       "unmount it first (sofsctl umount MOUNTPOINT)") from None
     except cerr.ChunkStoreError as e:
-        raise fail(e)
+        raise fail(e) from None
 
 
 def _mounted(home: Path, name: str):
@@ -44,7 +44,7 @@ def _call_mount(home: Path, op: str, name: str, progress=None):
         return control.call(home, op, progress or (lambda *a: None),
                             volume=name if is_networked(home) else None)
     except control.MountError as e:
-        raise fail(e)
+        raise fail(e) from None
 
 
 def _print_list(rows: list[dict]) -> None:
@@ -76,7 +76,7 @@ def volume_checkpoint(home: Path, name: str, list_only: bool, take_over: bool) -
     try:
         config = load_volume(home, name)
     except ferr.VolumeError as e:
-        raise fail(e)
+        raise fail(e) from None
     mounted = _mounted(home, name)
     if list_only:
         if mounted is not None:
@@ -86,7 +86,7 @@ def volume_checkpoint(home: Path, name: str, list_only: bool, take_over: bool) -
             try:
                 rows = [c.as_dict() for c in mc.list_checkpoints(ring, config.uuid)]
             except (cerr.ChunkStoreError, ferr.FsError) as e:
-                raise fail(e)
+                raise fail(e) from None
             finally:
                 ring.close()
         _print_list(rows)
@@ -107,7 +107,7 @@ def volume_checkpoint(home: Path, name: str, list_only: bool, take_over: bool) -
                 info = mc.Checkpointer(meta, ring, config, volume_dir(home, name)).write(
                     progress, take_over=take_over).as_dict()
             except (cerr.ChunkStoreError, ferr.FsError) as e:
-                raise fail(e)
+                raise fail(e) from None
             finally:
                 meta.close()
                 ring.close()
@@ -149,7 +149,7 @@ def volume_restore(home: Path, name: str | None, which: int, volume_uuid: str | 
     try:
         found = mc.find_volumes(ring)
         if list_only:
-            rows = [("VOLUME", "UUID", "CHECKPOINTS", "NEWEST", "BY HOST", "HERE")]
+            rows: list[tuple[object, ...]] = [("VOLUME", "UUID", "CHECKPOINTS", "NEWEST", "BY HOST", "HERE")]
             local = {}
             for vname in list_volume_names(home):
                 try:
@@ -177,7 +177,7 @@ def volume_restore(home: Path, name: str | None, which: int, volume_uuid: str | 
             raise Failure(f"{len(matches)} volumes named {name!r} have checkpoints in the RING "
                           f"(volumes of other hosts may share a name); choose one:\n{lines}")
         chosen = matches[0]
-        vdir = volume_dir(home, name)
+        vdir = volume_dir(home, chosen.name)
         if (vdir / "volume.json").exists() or (vdir / "meta").exists():
             raise Failure(f"volume {name} exists in {home}: restoring would replace its "
                           f"metadata. Move {vdir} away first if it is really lost or damaged")
@@ -189,7 +189,7 @@ def volume_restore(home: Path, name: str | None, which: int, volume_uuid: str | 
                                       progress=progress)
         except (cerr.ChunkStoreError, ferr.FsError) as e:
             shutil.rmtree(vdir, ignore_errors=True)
-            raise fail(e)
+            raise fail(e) from None
         finally:
             finish()
         try:

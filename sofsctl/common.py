@@ -43,7 +43,8 @@ class Failure(click.ClickException):
     exit_code = 1
 
 
-def fail(e: Exception) -> Failure:
+def fail(e: Exception | str) -> Failure:
+    """The click error that ends a command with message E (exit status 1)."""
     return Failure(str(e))
 
 
@@ -53,7 +54,7 @@ pass_home = click.make_pass_decorator(Path)
 def table(rows: list[tuple]) -> None:
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
-        click.echo("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+        click.echo("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
 def progress_bar(label: str | None, *, show_pos: bool = True, tty_only: bool = False

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from exporters import registry
+from exporters import exportspec, registry
 from exporters.errors import ExportError
 from exporters.samba import ENCRYPT, PROTOCOLS, SmbUser
 
@@ -42,7 +42,7 @@ def export() -> None:
 
 
 def _started(st: registry.ExportStatus, log: Path) -> None:
-    service = registry.SERVICE_NAMES[st.kind]
+    service = exportspec.SERVICE_NAMES[st.kind]
     click.echo(f"volume {st.volume} exported over {st.kind.upper()} on {st.bind} port {st.port} "
                f"(supervisor pid {st.pid}, {service} pid {st.service_pid}); log: {log}")
 
@@ -93,9 +93,9 @@ def export_nfs(home: Path, volume: str, clients: tuple[str, ...], read_only: boo
     if mount_port is not None and not v3:
         raise click.UsageError("--mount-port is only used with --v3")
     try:
-        rules = [registry.parse_client(c, read_only)
+        rules = [exportspec.parse_client(c, read_only)
                  for arg in clients for c in arg.split(",") if c.strip()]
-        spec = registry.ExportSpec(kind="nfs", volume=volume, options={
+        spec = exportspec.ExportSpec(kind="nfs", volume=volume, options={
             "clients": rules, "read_only": read_only,
             "squash": "no_root_squash" if no_root_squash else "root_squash",
             "port": port, "bind": bind, "v3": v3, "mount_port": mount_port, "grace": grace,
@@ -103,7 +103,7 @@ def export_nfs(home: Path, volume: str, clients: tuple[str, ...], read_only: boo
         })
         st = registry.create_export(home, spec, timeout=timeout)
     except ExportError as e:
-        raise fail(e)
+        raise fail(e) from None
     _started(st, registry.log_path(home, volume, "nfs"))
 
 
@@ -163,19 +163,19 @@ def export_smb(home: Path, volume: str, users: tuple[str, ...], password_file: s
     choose it).
     """
     try:
-        resolved = [registry.resolve_smb_user(u) for u in users]
+        resolved = [exportspec.resolve_smb_user(u) for u in users]
         names = [n for n, _, _ in resolved]
         if len(set(names)) != len(names):
             raise Failure("a user is given twice")
         passwords = _read_passwords(names, password_file)
         smb_users = [SmbUser(n, passwords[n], uid, gid) for n, uid, gid in resolved]
-        spec = registry.ExportSpec(kind="smb", volume=volume, options={
+        spec = exportspec.ExportSpec(kind="smb", volume=volume, options={
             "users": [[n, uid, gid] for n, uid, gid in resolved], "read_only": read_only,
             "port": port, "bind": bind, "min_protocol": min_protocol, "encrypt": encrypt,
         })
         st = registry.create_export(home, spec, users=smb_users, timeout=timeout)
     except ExportError as e:
-        raise fail(e)
+        raise fail(e) from None
     _started(st, registry.log_path(home, volume, "smb"))
 
 
@@ -197,7 +197,7 @@ def export_list(home: Path, as_json: bool) -> None:
     if not exports:
         click.echo("no exports")
         return
-    rows = [("VOLUME", "KIND", "PORT", "STATE", "PID", "SERVER-PID", "RESTARTS",
+    rows: list[tuple[object, ...]] = [("VOLUME", "KIND", "PORT", "STATE", "PID", "SERVER-PID", "RESTARTS",
              "CLIENTS/USERS", "PROBE")]
     for e in exports:
         probe = "-" if e.probe_ok is None else ("ok" if e.probe_ok else "FAILING")
@@ -212,12 +212,12 @@ def export_list(home: Path, as_json: bool) -> None:
 
 
 def _kinds(kind: str | None) -> tuple[str, ...]:
-    return (kind,) if kind else registry.KINDS
+    return (kind,) if kind else exportspec.KINDS
 
 
 @export.command("stop")
 @click.argument("volume")
-@click.option("--kind", type=click.Choice(registry.KINDS), default=None,
+@click.option("--kind", type=click.Choice(exportspec.KINDS), default=None,
               help="Stop only this export [default: every export of VOLUME].")
 @click.option("--timeout", type=float, default=60.0, show_default=True,
               help="Seconds to wait for the supervisor to stop its server.")
@@ -232,14 +232,14 @@ def export_stop(home: Path, volume: str, kind: str | None, timeout: float) -> No
             click.echo(registry.stop_export(home, volume, k, timeout=timeout))
             done += 1
     except ExportError as e:
-        raise fail(e)
+        raise fail(e) from None
     if not done:
         raise Failure(f"volume {volume} has no {kind + ' ' if kind else ''}export")
 
 
 @export.command("start")
 @click.argument("volume")
-@click.option("--kind", type=click.Choice(registry.KINDS), default=None,
+@click.option("--kind", type=click.Choice(exportspec.KINDS), default=None,
               help="Start only this export [default: every saved export of VOLUME].")
 @pass_home
 def export_start(home: Path, volume: str, kind: str | None) -> None:
@@ -258,7 +258,7 @@ def export_start(home: Path, volume: str, kind: str | None) -> None:
             st = registry.start_export(home, volume, k)
             _started(st, registry.log_path(home, volume, k))
     except ExportError as e:
-        raise fail(e)
+        raise fail(e) from None
     if not done:
         raise Failure(f"volume {volume} has no saved {kind + ' ' if kind else ''}export; "
                       "create one with sofsctl export nfs|smb")

@@ -11,18 +11,19 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from chunkstore import errors as cerr
-from exporters.errors import ExportError
-from exporters.registry import stop_exports
-from chunkstore.ring.localcluster import init_local_cluster, load_config
-from chunkstore.ring.mapadmin import load_map
-from chunkstore.protection.policy import parse_policy
 from chunkstore.healing.sweep import health as run_health
 from chunkstore.healing.sweep import repair as run_repair
+from chunkstore.protection.policy import parse_policy
+from chunkstore.ring.localcluster import init_local_cluster, load_config
+from chunkstore.ring.mapadmin import load_map
 from chunkstore.ring.open import is_networked, open_ring
+from exporters.errors import ExportError
+from exporters.registry import stop_exports
 from fuse_mount import control, runstate
 from fuse_mount.ctlserver import to_jsonable
 from sofs import errors as ferr
@@ -30,10 +31,12 @@ from sofs.fsck import FsckReport, Problem, check_volume
 from sofs.volume import create_volume, list_volume_names, load_volume, protection_for
 
 from .checkpoints import volume_checkpoint, volume_restore
-from .common import (Failure, default_data_dir, fail, human, parse_size, pass_home,
-                     progress_bar, table)
+from .common import Failure, default_data_dir, fail, human, parse_size, pass_home, progress_bar, table
 from .exports import export
 from .nodes import cluster_create, disk, node, show_cluster
+
+if TYPE_CHECKING:
+    from click._termui_impl import ProgressBar
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None,
@@ -75,7 +78,7 @@ def cluster_init(home: Path, local_dir: Path | None, disks: int, vnodes: int) ->
     try:
         cfg = init_local_cluster(data_dir, disks=disks, vnodes=vnodes)
     except cerr.ChunkStoreError as e:
-        raise fail(e)
+        raise fail(e) from None
     click.echo(f"cluster {cfg.cluster_id} in {data_dir}: {disks} disks, {vnodes} vnodes each")
     if local_dir and local_dir != home:
         click.echo(f"use it with: export SOFS_HOME={data_dir}  (or --data-dir {data_dir})")
@@ -121,7 +124,7 @@ def volume_create(home: Path, name: str, ec: str | None, cos: int | None, compre
                             zstd_level=zstd_level if compress == "zstd" else 0,
                             block_size=parse_size(block_size))
     except (ferr.FsError, cerr.ChunkStoreError) as e:
-        raise fail(e)
+        raise fail(e) from None
     click.echo(f"volume {cfg.name} created: large chunks {cfg.large_policy}, small chunks "
                f"{cfg.small_policy} (< {human(cfg.threshold)}), compression {cfg.compression}, "
                f"blocks of {human(cfg.block_size)}")
@@ -233,7 +236,7 @@ def mount(home: Path, name: str, mountpoint: str, foreground: bool,
                                        gc_interval_s=gc_interval, down_after_s=down_after,
                                        daemon_args=maintenance)
     except control.MountError as e:
-        raise fail(e)
+        raise fail(e) from None
     click.echo(f"volume {name} mounted at {os.path.realpath(mountpoint)} (pid {pid}); "
                f"log: {control.log_path(home, name)}")
     click.echo(f"stop it with: sofsctl --data-dir {home} umount {mountpoint}")
@@ -254,11 +257,11 @@ def umount(home: Path, mountpoint: str, timeout: float) -> None:
             for line in stop_exports(home, st.volume):
                 click.echo(line)
         except ExportError as e:
-            raise Failure(f"cannot stop the exports of volume {st.volume}: {e}")
+            raise Failure(f"cannot stop the exports of volume {st.volume}: {e}") from None
     try:
         click.echo(control.unmount(home, mountpoint, timeout=timeout))
     except control.MountError as e:
-        raise fail(e)
+        raise fail(e) from None
 
 
 # ---------------------------------------------------------------------------------------- repair
@@ -271,13 +274,13 @@ def _ring_job(home: Path, op: str, run_local, label: str | None = None) -> dict:
             ring = open_ring(home, instance="sofsctl")
         except cerr.ClusterInUse as e:
             if is_networked(home):
-                raise fail(f"another sofsctl job holds this data directory: {e}")
+                raise fail(f"another sofsctl job holds this data directory: {e}") from None
             try:  # a mount process serves the RING: it runs the job for us
                 return control.call(home, op, progress)
             except control.MountError as e:
-                raise fail(e)
+                raise fail(e) from None
         except cerr.ChunkStoreError as e:
-            raise fail(e)
+            raise fail(e) from None
         try:
             return to_jsonable(run_local(ring, progress))
         finally:
@@ -322,8 +325,8 @@ class _PhaseBars:
     """One progress bar per phase of a long job, on a terminal only."""
 
     def __init__(self) -> None:
-        self.bar = None
-        self.phase = None
+        self.bar: "ProgressBar[int] | None" = None
+        self.phase: str | None = None
 
     def __call__(self, phase: str, done: int, total: int) -> None:
         if not sys.stderr.isatty():
@@ -333,6 +336,7 @@ class _PhaseBars:
             self.phase = phase
             self.bar = click.progressbar(length=max(total, 1), label=f"{phase:10s}",
                                          file=sys.stderr, show_pos=True)
+        assert self.bar is not None  # made for this phase just above
         self.bar.length = max(total, 1, done)
         self.bar.update(done - self.bar.pos)
 
@@ -355,11 +359,11 @@ def _check_offline(home: Path, name: str, repair: bool, bars: _PhaseBars) -> Fsc
         click.echo("note: the ring is served by a mounted volume; chunks are not checked",
                    err=True)
     except cerr.ChunkStoreError as e:
-        raise fail(e)
+        raise fail(e) from None
     try:
         return check_volume(home, name, ring, repair=repair, progress=bars)
     except ferr.FsError as e:
-        raise fail(e)
+        raise fail(e) from None
     finally:
         if ring is not None:
             ring.close()
@@ -396,7 +400,7 @@ def fsck(home: Path, name: str, repair: bool) -> None:
                     home, "fsck", lambda done, total, phase="": bars(phase, done, total),
                     volume=name if is_networked(home) else None))
             except control.MountError as e:
-                raise fail(e)
+                raise fail(e) from None
     finally:
         bars.finish()
     click.echo(f"volume {name}: {report.inodes} inodes ({report.files} files, "
@@ -469,7 +473,7 @@ def _show_local_disks(home: Path) -> None:
     try:
         cfg = load_config(home)
     except cerr.ChunkStoreError as e:
-        raise fail(e)
+        raise fail(e) from None
     click.echo(f"cluster {cfg.cluster_id} at {home}")
     rows = [("DISK", "PATH", "STATE", "SIZE", "FREE")]
     for d in cfg.disks:

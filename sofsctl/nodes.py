@@ -12,10 +12,10 @@ from pathlib import Path
 import click
 
 from chunkstore import errors as cerr
-from chunkstore.ring import mapadmin
 from chunkstore.placement.clustermap import ClusterMap
-from chunkstore.protection.policy import parse_policy
 from chunkstore.placement.ring import DEFAULT_VNODES
+from chunkstore.protection.policy import parse_policy
+from chunkstore.ring import mapadmin
 from fuse_mount import control, runstate
 
 from .common import Failure, fail, pass_home, table
@@ -39,7 +39,7 @@ def _change(home: Path, what: str, change) -> ClusterMap:
     try:
         new, failed = mapadmin.change_map(home, change, min_placing=_widest_policy(home))
     except (cerr.ChunkStoreError, KeyError, ValueError) as e:
-        raise fail(e)
+        raise fail(e) from None
     click.echo(f"cluster map epoch {new.epoch}: {what}")
     for node_id, why in sorted(failed.items()):
         click.echo(f"warning: node {node_id} has not taken the new map yet ({why}); it gets "
@@ -62,7 +62,7 @@ def cluster_create(home: Path, vnodes: int) -> None:
     try:
         cmap = mapadmin.create_cluster(home, vnodes)
     except (cerr.ChunkStoreError, OSError) as e:
-        raise fail(e)
+        raise fail(e) from None
     click.echo(f"networked cluster {cmap.cluster_id} created in {home} (map epoch {cmap.epoch})")
     click.echo(f"copy {home / mapadmin.SECRET_FILE} to every storage server and client "
                "(mode 0600): it proves membership")
@@ -89,7 +89,7 @@ def node_init(home: Path, node_dir: Path, node_id: str, listen: str, disks: int,
         path = mapadmin.init_node(node_dir, home, node_id, listen, disks,
                                   disk_root=str(disk_root) if disk_root else None)
     except (cerr.ChunkStoreError, OSError, ValueError) as e:
-        raise fail(e)
+        raise fail(e) from None
     click.echo(f"node {node_id} prepared: {path}")
     click.echo(f"start it with: sofs-node --config {path}")
     click.echo(f"then add it:   sofsctl --data-dir {home} node add {node_id} {listen} "
@@ -150,7 +150,7 @@ def node_remove(home: Path, node_id: str, force: bool) -> None:
             counts = mapadmin.node_piece_counts(home, node_id)
         except (cerr.ChunkStoreError, KeyError) as e:
             raise Failure(f"cannot ask node {node_id} how much it holds ({e}); if it is dead "
-                          "and its data was rebuilt, use --force")
+                          "and its data was rebuilt, use --force") from None
         left = sum(counts.values())
         if left:
             raise Failure(f"node {node_id} still holds {left} pieces: drain it first "
@@ -170,9 +170,9 @@ def print_nodes(home: Path) -> None:
         cmap = mapadmin.newest_map(home)
         reach = mapadmin.node_reachability(home)
     except cerr.ChunkStoreError as e:
-        raise fail(e)
+        raise fail(e) from None
     click.echo(f"cluster {cmap.cluster_id}, map epoch {cmap.epoch}")
-    rows = [("NODE", "ADDRESS", "SITE", "STATE", "ANSWERS", "EPOCH", "PIECES", "DISKS")]
+    rows: list[tuple[object, ...]] = [("NODE", "ADDRESS", "SITE", "STATE", "ANSWERS", "EPOCH", "PIECES", "DISKS")]
     for n in cmap.nodes:
         ok, epoch = reach.get(n.id, (False, "?"))
         pieces = "-"

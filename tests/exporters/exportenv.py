@@ -28,9 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-import pytest
-
-from exporters import registry
+from exporters import exportconfig, exportspec, registry
 from exporters.samba import remove_posix_user
 from tests.fuse_mount.conftest import Archive
 from tests.fuse_mount.conftest import sofsctl as _run_sofsctl
@@ -225,7 +223,7 @@ class ExportEnv:
 
     @property
     def smb_conf(self) -> Path:
-        return registry.run_dir(registry.export_dir(self.data, "vol", "smb")) / "smb.conf"
+        return exportconfig.run_dir(registry.export_dir(self.data, "vol", "smb")) / "smb.conf"
 
     def add_samba_user_outside_share(self, user: User) -> None:
         """A Samba user of this server who is not in the share's valid users (removed again
@@ -242,7 +240,7 @@ class ExportEnv:
         """Stop the exports, SIGKILL every recorded pid, stop rpcbind, unmount, remove the
         POSIX users and the directory under /tmp; each step even when an earlier one failed."""
         try:
-            for kind in registry.KINDS:
+            for kind in exportspec.KINDS:
                 if (registry.export_dir(self.data, "vol", kind) / "spec.json").exists():
                     self.state(kind)
             with contextlib.suppress(Exception):
@@ -275,10 +273,3 @@ def mounted_env(users: Sequence[User], prefix: str = "sofs-export-") -> Iterator
         yield e
     finally:
         e.cleanup()
-
-
-@pytest.fixture
-def env() -> Iterator[ExportEnv]:
-    """A mounted environment of its own for each test, SMB user :data:`SMB_USER`."""
-    with mounted_env([SMB_USER]) as e:
-        yield e

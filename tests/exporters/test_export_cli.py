@@ -20,13 +20,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from exporters import registry
+from exporters import exportconfig, exportmount, exportspec, registry
 from exporters.service import tcp_port_answers
 from sofsctl.exports import export
 from tests.fuse_mount.conftest import Archive, needs_fuse
 
 from .clients import pysmb_conn, pysmb_read
-from .exportenv import SMB_USER, env, pid_alive, sofsctl, wait_for  # noqa: F401  (env: fixture)
+from .exportenv import SMB_USER, pid_alive, sofsctl, wait_for
 from .helpers import free_port
 
 
@@ -63,7 +63,7 @@ def test_cross_protocol_list_crash_restart_and_stop(env):
     assert res.returncode == 1 and "already exported" in res.stderr
 
     # the pinned filesystem id of the volume is in Ganesha's config
-    conf = (registry.run_dir(registry.export_dir(env.data, "vol", "nfs")) / "ganesha.conf")
+    conf = (exportconfig.run_dir(registry.export_dir(env.data, "vol", "nfs")) / "ganesha.conf")
     from exporters.ganesha import filesystem_id
     from sofs.volume import load_volume
     major, minor = filesystem_id(load_volume(env.data, "vol").uuid)
@@ -183,7 +183,7 @@ def test_mount_death_stops_the_exports_cleanly(env):
     env.export_smb()
     with nfs_client(env.nfs_port) as c, c.open("kept", "wb") as f:
         f.write(b"closed before the crash")
-    sups = {k: env.state(k) for k in registry.KINDS}
+    sups = {k: env.state(k) for k in exportspec.KINDS}
     mount_pid = json.loads((env.data / "run" / "mounts" / "vol.json").read_text())["pid"]
 
     t0 = time.monotonic()
@@ -266,12 +266,12 @@ def test_password_file_formats(tmp_path):
 
 
 def test_parse_client():
-    assert registry.parse_client("10.0.0.0/8") == ["10.0.0.0/8", "RW"]
-    assert registry.parse_client("10.0.0.0/8", read_only=True) == ["10.0.0.0/8", "RO"]
-    assert registry.parse_client("10.1.2.3:ro") == ["10.1.2.3", "RO"]
-    assert registry.parse_client("2001:db8::/32:RW") == ["2001:db8::/32", "RW"]
-    assert registry.parse_client("2001:db8::1") == ["2001:db8::1", "RW"]
-    assert registry.parse_client("192.168.0.0/16:none") == ["192.168.0.0/16", "None"]
+    assert exportspec.parse_client("10.0.0.0/8") == ["10.0.0.0/8", "RW"]
+    assert exportspec.parse_client("10.0.0.0/8", read_only=True) == ["10.0.0.0/8", "RO"]
+    assert exportspec.parse_client("10.1.2.3:ro") == ["10.1.2.3", "RO"]
+    assert exportspec.parse_client("2001:db8::/32:RW") == ["2001:db8::/32", "RW"]
+    assert exportspec.parse_client("2001:db8::1") == ["2001:db8::1", "RW"]
+    assert exportspec.parse_client("192.168.0.0/16:none") == ["192.168.0.0/16", "None"]
 
 
 # --- the supervisor's restart bookkeeping, with a stand-in service ------------------------------
@@ -299,10 +299,10 @@ class FakeService:
 def make_supervisor(tmp_path, monkeypatch, gone=None, **kw):
     from exporters.supervisor import Supervisor
     sup = Supervisor(tmp_path / "data", tmp_path, **kw)
-    sup.spec = registry.ExportSpec("nfs", "vol", dict(registry.NFS_DEFAULTS))
-    sup.mount = registry.MountRef("vol", 1, 1, "/mnt/x", 7, "fuse.sofs", "sofs:vol")
+    sup.spec = exportspec.ExportSpec("nfs", "vol", dict(exportspec.NFS_DEFAULTS))
+    sup.mount = exportmount.MountRef("vol", 1, 1, "/mnt/x", 7, "fuse.sofs", "sofs:vol")
     sup.service = FakeService(tmp_path)
-    monkeypatch.setattr(registry, "mount_gone", lambda ref: gone)
+    monkeypatch.setattr(exportmount, "mount_gone", lambda ref: gone)
     return sup
 
 

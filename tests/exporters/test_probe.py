@@ -12,18 +12,17 @@ import json
 import os
 import signal
 import time
-
 from pathlib import Path
 
 import pytest
 
-from exporters import probe, registry
+from exporters import exportconfig, exportspec, probe, registry, service
 from exporters.errors import ExportError
 from exporters.ganesha import ClientRule
 from tests.fuse_mount.conftest import needs_fuse
 
 from .clients import pysmb_conn
-from .exportenv import SMB_USER, env, pid_alive, sofsctl, wait_for  # noqa: F401  (env: fixture)
+from .exportenv import SMB_USER, pid_alive, sofsctl, wait_for
 
 # --- units -------------------------------------------------------------------------------------
 
@@ -69,7 +68,7 @@ def test_nfs_probe_with_nothing_listening_counts():
 
 
 def test_probe_client_rule():
-    rule = registry._probe_client_rule
+    rule = exportconfig._probe_client_rule
     assert rule("127.0.0.1", [ClientRule("127.0.0.1/32", "RW")], False) is None
     assert rule("0.0.0.0", [ClientRule("127.0.0.0/8", "None")], False) is None  # admin decides
     assert rule("0.0.0.0", [ClientRule("10.0.0.0/8", "RW")], False) == ClientRule(
@@ -80,18 +79,18 @@ def test_probe_client_rule():
 
 
 def test_smb_share_lets_the_probe_account_in_and_nobody_can_take_its_name(tmp_path):
-    spec = registry.ExportSpec("smb", "vol", {**registry.SMB_DEFAULTS,
+    spec = exportspec.ExportSpec("smb", "vol", {**exportspec.SMB_DEFAULTS,
                                               "users": [["alice", 2001, 2001]]})
-    assert registry.smb_share_of(spec, "/mnt/x").valid_users == ["alice", probe.PROBE_USER]
+    assert exportconfig.smb_share_of(spec, "/mnt/x").valid_users == ["alice", probe.PROBE_USER]
     with pytest.raises(ExportError, match="reserved"):
-        registry.resolve_smb_user(f"{probe.PROBE_USER}:3000")
+        exportspec.resolve_smb_user(f"{probe.PROBE_USER}:3000")
 
 
 def test_smb_probe_share_is_hidden_and_only_for_the_probe(tmp_path):
     from exporters.samba import render_samba_config
-    spec = registry.ExportSpec("smb", "vol", {**registry.SMB_DEFAULTS, "read_only": True,
+    spec = exportspec.ExportSpec("smb", "vol", {**exportspec.SMB_DEFAULTS, "read_only": True,
                                               "users": [["alice", 2001, 2001]]})
-    main, hidden = registry.smb_shares_of(spec, "/mnt/x")
+    main, hidden = exportconfig.smb_shares_of(spec, "/mnt/x")
     assert main.name in ("", "vol") and main.browseable and main.path == Path("/mnt/x")
     assert hidden.name == "vol-probe$" == probe.smb_probe_share("vol")
     assert hidden.path == Path("/mnt/x") / probe.SMB_PROBE_DIR
@@ -106,8 +105,8 @@ def test_smb_probe_share_is_hidden_and_only_for_the_probe(tmp_path):
     vol_section = next(x for x in sections if x.startswith("vol]"))
     assert "veto files = /lost+found/.sofs*/" in vol_section  # the probe dir is hidden there
     # an everyone-may-connect export still keeps its probe share to the probe account
-    open_spec = registry.ExportSpec("smb", "vol", {**registry.SMB_DEFAULTS, "users": []})
-    assert registry.smb_shares_of(open_spec, "/m")[1].valid_users == [probe.PROBE_USER]
+    open_spec = exportspec.ExportSpec("smb", "vol", {**exportspec.SMB_DEFAULTS, "users": []})
+    assert exportconfig.smb_shares_of(open_spec, "/m")[1].valid_users == [probe.PROBE_USER]
 
 
 def test_probe_password_file_is_private_and_stable(tmp_path):
@@ -131,7 +130,7 @@ def _wedge_and_wait(env, kind: str, port: int, stopped: list[int]) -> dict:
     t0 = time.monotonic()
     os.kill(old, signal.SIGSTOP)
     stopped.append(old)
-    assert registry.tcp_port_answers("127.0.0.1", port, timeout=1)
+    assert service.tcp_port_answers("127.0.0.1", port, timeout=1)
     st = wait_for(lambda: (lambda s: s if s.get("restarts") == 1
                            and s.get("state") == "running"
                            and s.get("service_pid") not in (None, old)
@@ -173,7 +172,7 @@ def test_probes_pass_and_a_wedged_ganesha_is_restarted(env, monkeypatch):
         # SMB users do not see it (veto files); the probe password file is private
         edir = registry.export_dir(env.data, "vol", "smb")
         assert (edir / probe.PROBE_PASSWORD_FILE).stat().st_mode & 0o777 == 0o600
-        assert probe.PROBE_USER in (registry.run_dir(edir) / "smb.conf").read_text()
+        assert probe.PROBE_USER in (exportconfig.run_dir(edir) / "smb.conf").read_text()
         # the SMB probe's directory: its account's, empty after the probe, and out of reach
         sd = env.archive.mnt / probe.SMB_PROBE_DIR
         st = sd.lstat()
@@ -222,7 +221,7 @@ def test_probes_pass_and_a_wedged_ganesha_is_restarted(env, monkeypatch):
                 "--bind", "127.0.0.1", "--port", str(env.nfs_port), "--grace", "0",
                 "--attr-cache", "2")
         ro = env.state("nfs")
-        conf = registry.run_dir(registry.export_dir(env.data, "vol", "nfs")) / "ganesha.conf"
+        conf = exportconfig.run_dir(registry.export_dir(env.data, "vol", "nfs")) / "ganesha.conf"
         assert "Attr_Expiration_Time = 2;" in conf.read_text()
         assert ro["probe_ok"] is True, ro
         assert "read .sofs-probe/ro-probe over NFSv4.1" in ro["probe_message"]

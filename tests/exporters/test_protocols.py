@@ -27,8 +27,8 @@ import pytest
 from tests.fuse_mount.conftest import needs_fuse
 
 from .clients import (
-    SIZES,
     NFS_RETRIES,
+    SIZES,
     dacl_entries,
     nfs_cli_url,
     nfs_connect,

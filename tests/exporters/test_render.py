@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from exporters import exportconfig, exportspec
 from exporters.errors import ExportError
 from exporters.ganesha import (
     ClientRule,
@@ -359,16 +360,15 @@ def test_posix_user_uid_mismatch():
 
 
 def test_export_spec_attr_cache_reaches_ganesha():
-    from exporters import registry
     vol_uuid = str(uuid.uuid4())
-    spec = registry.ExportSpec("nfs", "vol", {**registry.NFS_DEFAULTS,
+    spec = exportspec.ExportSpec("nfs", "vol", {**exportspec.NFS_DEFAULTS,
                                               "clients": [["10.0.0.0/8", "RW"]]})
-    assert registry.nfs_export_of(spec, vol_uuid, "/mnt/x").attr_cache_s == 0  # coherent
-    text = render_ganesha_config(registry.nfs_export_of(spec, vol_uuid, "/mnt/x"), RUN)
+    assert exportconfig.nfs_export_of(spec, vol_uuid, "/mnt/x").attr_cache_s == 0  # coherent
+    text = render_ganesha_config(exportconfig.nfs_export_of(spec, vol_uuid, "/mnt/x"), RUN)
     assert "Attr_Expiration_Time = 0;" in text
     spec.options["attr_cache"] = 5
-    text = render_ganesha_config(registry.nfs_export_of(spec, vol_uuid, "/mnt/x"), RUN)
+    text = render_ganesha_config(exportconfig.nfs_export_of(spec, vol_uuid, "/mnt/x"), RUN)
     assert "Attr_Expiration_Time = 5;" in text
     spec.options["attr_cache"] = 7200
     with pytest.raises(ExportError, match="attribute cache"):
-        render_ganesha_config(registry.nfs_export_of(spec, vol_uuid, "/mnt/x"), RUN)
+        render_ganesha_config(exportconfig.nfs_export_of(spec, vol_uuid, "/mnt/x"), RUN)
