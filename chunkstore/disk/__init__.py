@@ -1,7 +1,10 @@
 """The disk engine: one disk directory, append-only containers plus a rocksdict index.
 
+``store`` (DiskStore: the one class callers use – put, get, delete, group commit, close),
 ``container`` (the record format, byte by byte), ``index`` (the rocksdict key schema),
-``records`` (DiskStats, CompactReport: what a disk reports), ``fdcache`` (bounded open
-container files), ``store`` (DiskStore: put, get, delete, group commit, recovery, compaction,
-root record files). Nothing here knows about the network, placement or other disks.
+``marker`` (the DISK file that makes a directory a disk), ``pending`` (index changes waiting
+for a group commit), ``recovery`` (re-indexing on open), ``compact`` (compaction),
+``rootfiles`` (volume root record files), ``records`` (DiskStats, CompactReport: what a disk
+reports), ``fdcache`` (bounded open container files). Nothing here knows about the network,
+placement or other disks.
 """

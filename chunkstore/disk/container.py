@@ -1,4 +1,4 @@
-"""On-disk container format: append-only files of piece records. Pure functions, no state.
+"""On-disk container format: append-only files of piece records. Functions only, no state.
 
 A disk keeps its pieces (whole replicas or EC fragments) in append-only container files
 ``containers/NNNNNNNN.ctr`` (NNNNNNNN = container id, 8 decimal digits). Stored bytes are never
@@ -35,12 +35,15 @@ its data matches the checksum. Scanning (:func:`scan`) resynchronises on the nex
 magic after a damaged region, so one damaged record never hides later valid ones; the offset
 just past the last valid record is where a torn tail starts.
 
+:func:`create_container` starts a file, :func:`pwritev_all` writes a header or a record at an
+offset (the store appends with it), :func:`scan` reads the valid records back.
 The test helpers at the bottom name these offsets (:func:`data_offset` etc.) so corruption
 tests flip bytes at documented places.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import zlib
@@ -49,6 +52,7 @@ from typing import Iterator
 
 import blake3
 
+from chunkstore.atomicfile import fsync_dir
 from chunkstore.errors import ChecksumMismatch, FormatError
 from chunkstore.protection.policy import PolicyCode
 
@@ -80,7 +84,7 @@ OFF_HEADER_CRC = 60
 MAX_DATA_LEN = 2**32 - 1
 
 
-def data_checksum(data: bytes | memoryview) -> bytes:
+def data_checksum(data: bytes | bytearray | memoryview) -> bytes:
     """blake3-128 of a record's data."""
     return blake3.blake3(data).digest(CHECKSUM_SIZE)
 
@@ -95,6 +99,33 @@ def parse_container_name(name: str) -> int | None:
     if len(name) == 12 and name.endswith(".ctr") and name[:8].isdigit():
         return int(name[:8])
     return None
+
+
+def container_path(cdir: str, cid: int) -> str:
+    """Path of container ``cid`` in directory ``cdir``."""
+    return os.path.join(cdir, container_name(cid))
+
+
+def container_ids(cdir: str) -> list[int]:
+    """Ids of the container files in directory ``cdir``, oldest (lowest) first."""
+    ids = (parse_container_name(n) for n in os.listdir(cdir))
+    return sorted(i for i in ids if i is not None)
+
+
+def create_container(cdir: str, cid: int) -> None:
+    """Create container file ``cid`` in ``cdir`` holding just its file header, durably (file
+    and directory synced); FileExistsError if it exists. A failed create leaves no file."""
+    path = container_path(cdir, cid)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
+    try:
+        pwritev_all(fd, [encode_file_header(cid)], 0)
+        os.fdatasync(fd)
+    except OSError:
+        os.close(fd)
+        os.unlink(path)
+        raise
+    os.close(fd)
+    fsync_dir(cdir)
 
 
 def encode_file_header(cid: int) -> bytes:
@@ -165,10 +196,19 @@ def encode_record_header(
 
 
 def encode_record(
-    key: bytes, frag_idx: int, policy: PolicyCode, chunk_size: int, data: bytes | memoryview
+    key: bytes,
+    frag_idx: int,
+    policy: PolicyCode,
+    chunk_size: int,
+    data: bytes | bytearray | memoryview,
+    checksum: bytes | None = None,
 ) -> tuple[bytes, bytes]:
-    """Header and checksum of a put record for ``data`` (write header then data)."""
-    checksum = data_checksum(data)
+    """Header and checksum of a put record for ``data`` (write header then data).
+
+    ``checksum``: the data's blake3-128 if the caller has it already (it is trusted, not
+    recomputed); None computes it."""
+    if checksum is None:
+        checksum = data_checksum(data)
     return encode_record_header(TYPE_PUT, key, frag_idx, policy, chunk_size, len(data), checksum), checksum
 
 
@@ -286,6 +326,22 @@ class Scan:
 def scan(fd: int, start: int = FILE_HEADER_SIZE) -> Scan:
     """Scan object over the valid records of ``fd`` from ``start`` (see :class:`Scan`)."""
     return Scan(fd, start)
+
+
+def pwritev_all(fd: int, bufs: list[bytes | bytearray | memoryview], offset: int) -> None:
+    """Write all buffers (a file header, or a record's header and data) at ``offset`` of an
+    open container file, continuing after short writes; a write of nothing is ENOSPC."""
+    views = [memoryview(b).cast("B") for b in bufs if len(b)]
+    while views:
+        n = os.pwritev(fd, views, offset)
+        if n == 0:
+            raise OSError(errno.ENOSPC, "short write")
+        offset += n
+        while views and n >= len(views[0]):
+            n -= len(views[0])
+            views.pop(0)
+        if n:
+            views[0] = views[0][n:]
 
 
 # -- corruption helpers for tests (named documented offsets) ------------------------------

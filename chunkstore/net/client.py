@@ -17,22 +17,56 @@ Errors: cannot connect, connection lost, no answer within ``timeout`` seconds (p
 operation), or the node crashed -> DiskUnavailable naming the address; the handshake failed
 -> AuthError (a DiskUnavailable); an ERROR frame -> its mapped exception (ChunkNotFound,
 KeyConflict, ...) with the node's address in front of the message; a malformed answer or GET
-data failing its end-to-end checksum -> WireError (the connection is dropped).
+data failing its end-to-end checksum -> WireError (the connection is dropped). A GET answer
+carries the checksum the disk stored with the piece, so that check also catches a piece that
+rotted on disk when the node was asked not to verify it (``get(..., verify=False)``).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from typing import Iterator
+from typing import Iterator, TypeVar
 
-from chunkstore.net import wire
 from chunkstore.disk.index import PieceInfo
 from chunkstore.disk.records import CompactReport, DiskStats
-from chunkstore.errors import DiskUnavailable
+from chunkstore.errors import AuthError, DiskUnavailable, WireError
+from chunkstore.net.wire.auth import client_handshake
+from chunkstore.net.wire.encode import encode_request, validate_id
+from chunkstore.net.wire.frames import ERROR_CODES, Kind, Op
+from chunkstore.net.wire.messages import (
+    Blob,
+    Check,
+    Compact,
+    Delete,
+    ErrorReply,
+    Frame,
+    Get,
+    Has,
+    MapDoc,
+    MapEpoch,
+    MapGet,
+    MapPut,
+    Piece,
+    Pieces,
+    Ping,
+    Pong,
+    Put,
+    Request,
+    RootFound,
+    RootGet,
+    RootHeld,
+    RootList,
+    RootPut,
+    RootSeqs,
+    Stats,
+    StreamEnd,
+)
+from chunkstore.net.wire.transport import BlockingConnection
 from chunkstore.protection.policy import PolicyCode
 from chunkstore.roots import RootRecord, check_volume_id
-from chunkstore.net.wire import AuthError, BlockingConnection, Kind, WireError
+
+T = TypeVar("T")
 
 
 class RemoteDisk:
@@ -51,7 +85,7 @@ class RemoteDisk:
         compact_timeout: float = 3600.0,
         epoch: int = 0,
     ) -> None:
-        wire.validate_id(disk_id, "disk")  # WireError for an id the wire cannot carry
+        validate_id(disk_id, "disk")  # WireError for an id the wire cannot carry
         self.host = host
         self.port = port
         self.disk_id = disk_id
@@ -78,14 +112,14 @@ class RemoteDisk:
         conn = None
         try:
             conn = BlockingConnection.connect(self.host, self.port, self.timeout)
-            self.node_id = wire.client_handshake(conn, self._secret)
-            conn.map_epoch = epoch = self.epoch  # type: ignore[attr-defined]
+            self.node_id = client_handshake(conn, self._secret)
+            conn.map_epoch = epoch = self.epoch
             if epoch:
-                conn.send(wire.encode_request(0, wire.Ping(epoch)))
+                conn.send(encode_request(0, Ping(epoch)))
                 frame = conn.receive_frame()
-                if frame.kind != Kind.RESPONSE or frame.op != wire.Op.PING:
+                if frame.kind != Kind.RESPONSE or frame.op != Op.PING:
                     raise WireError(f"expected a PING answer, got {Kind(frame.kind).name}")
-                self.node_epoch = frame.body.epoch  # type: ignore[union-attr]
+                self.node_epoch = frame.expect(Pong).epoch
             return conn
         except AuthError as e:
             if conn is not None:
@@ -104,7 +138,7 @@ class RemoteDisk:
                 raise DiskUnavailable(f"{self._where()}: RemoteDisk is closed")
             while self._idle:
                 conn, since = self._idle.pop()
-                if now - since <= self.max_idle_age and conn.map_epoch == self.epoch:  # type: ignore[attr-defined]
+                if now - since <= self.max_idle_age and conn.map_epoch == self.epoch:
                     return conn, True
                 conn.close()
         return self._dial(), False
@@ -120,19 +154,19 @@ class RemoteDisk:
         if not self._slots.acquire(timeout=self.timeout):
             raise DiskUnavailable(f"{self._where()}: no free connection within {self.timeout}s")
 
-    def _exchange(self, req: wire.Request, timeout: float | None) -> tuple[BlockingConnection, int, wire.Frame]:
+    def _exchange(self, req: Request, timeout: float | None) -> tuple[BlockingConnection, int, Frame]:
         """Send ``req`` and read the first answer frame, re-dialling once if a pooled
         connection turns out broken. The caller owns the returned connection."""
         with self._lock:
             self._next_id = rid = (self._next_id + 1) & 0xFFFFFFFF
-        parts = wire.encode_request(rid, req)  # WireError for an invalid argument, before any I/O
+        parts = encode_request(rid, req)  # WireError for an invalid argument, before any I/O
         for attempt in (0, 1):
             conn, reused = self._checkout()
             try:
                 conn.sock.settimeout(timeout or self.timeout)
                 conn.send(parts)
                 frame = conn.receive_frame()
-                if frame.kind == Kind.ERROR and frame.op == wire.Op.NONE:
+                if frame.kind == Kind.ERROR and frame.op == Op.NONE:
                     conn.close()  # the node could not parse our frame and dropped the connection
                     self._raise_error(frame)
                 if frame.req_id != rid or frame.op != req.op:
@@ -154,17 +188,25 @@ class RemoteDisk:
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _raise_error(self, frame: wire.Frame) -> None:
-        reply: wire.ErrorReply = frame.body  # type: ignore[assignment]
-        raise wire.ERROR_CODES[reply.code](f"{self.address}: {reply.message}")
+    def _raise_error(self, frame: Frame) -> None:
+        reply = frame.expect(ErrorReply)
+        raise ERROR_CODES[reply.code](f"{self.address}: {reply.message}")
 
-    def _call(self, req: wire.Request, timeout: float | None = None) -> object:
+    def _call(self, req: Request, answer: type[T], timeout: float | None = None) -> T:
+        """Send ``req`` and return its answer, which must be an ``answer`` (WireError if not)."""
+        return self._response(req, timeout).expect(answer)
+
+    def _call_optional(self, req: Request, answer: type[T]) -> T | None:
+        """:meth:`_call` for an answer that may be None (PIECE, ROOT_GET)."""
+        return self._response(req, None).expect_optional(answer)
+
+    def _response(self, req: Request, timeout: float | None) -> Frame:
         self._acquire_slot()
         try:
             conn, _, frame = self._exchange(req, timeout)
             if frame.kind == Kind.RESPONSE:
                 self._checkin(conn)
-                return frame.body
+                return frame
             if frame.kind == Kind.ERROR:
                 self._checkin(conn)
                 self._raise_error(frame)
@@ -177,53 +219,51 @@ class RemoteDisk:
 
     def put(self, key: bytes, frag_idx: int, policy_code: PolicyCode, chunk_size: int, data: bytes | memoryview) -> None:
         """Store one piece durably on the node (idempotent; KeyConflict for other bytes)."""
-        self._call(wire.Put.make(self.disk_id, key, frag_idx, policy_code, chunk_size, data))
+        self._call(Put.make(self.disk_id, key, frag_idx, policy_code, chunk_size, data), type(None))
 
     def get(self, key: bytes, frag_idx: int, verify: bool = True) -> bytes:
         """The piece's data (``verify``: the node checks it against its stored checksum;
         the end-to-end transfer checksum is always checked here)."""
-        blob: wire.Blob = self._call(wire.Get(self.disk_id, bytes(key), frag_idx, verify))  # type: ignore[assignment]
-        return bytes(blob.data)
+        return bytes(self._call(Get(self.disk_id, bytes(key), frag_idx, verify), Blob).data)
 
     def delete(self, key: bytes, frag_idx: int) -> None:
-        self._call(wire.Delete(self.disk_id, bytes(key), frag_idx))
+        self._call(Delete(self.disk_id, bytes(key), frag_idx), type(None))
 
     def has(self, key: bytes, frag_idx: int) -> bool:
-        return self._call(wire.Has(self.disk_id, bytes(key), frag_idx))  # type: ignore[return-value]
+        return self._call(Has(self.disk_id, bytes(key), frag_idx), bool)
 
     def piece(self, key: bytes, frag_idx: int) -> PieceInfo | None:
-        return self._call(wire.Piece(self.disk_id, bytes(key), frag_idx))  # type: ignore[return-value]
+        return self._call_optional(Piece(self.disk_id, bytes(key), frag_idx), PieceInfo)
 
     def stats(self) -> DiskStats:
-        return self._call(wire.Stats(self.disk_id))  # type: ignore[return-value]
+        return self._call(Stats(self.disk_id), DiskStats)
 
     def compact(self, min_dead_ratio: float = 0.3) -> CompactReport:
         """Compaction on the node (waits up to ``compact_timeout`` for the answer)."""
-        return self._call(wire.Compact(self.disk_id, min_dead_ratio), timeout=self.compact_timeout)  # type: ignore[return-value]
+        return self._call(Compact(self.disk_id, min_dead_ratio), CompactReport, timeout=self.compact_timeout)
 
     def check_alive(self) -> None:
         """DiskUnavailable if the node is unreachable or its disk is gone."""
-        self._call(wire.Check(self.disk_id))
+        self._call(Check(self.disk_id), type(None))
 
     def put_root(self, volume_id: bytes, seq: int, body: bytes) -> int:
         """DiskStore.put_root on the node: the seq the disk holds afterwards."""
         rec = RootRecord(volume_id, seq, body)  # FormatError before any I/O
-        held: wire.RootHeld = self._call(wire.RootPut(self.disk_id, rec.volume_id, rec.seq, rec.body))  # type: ignore[assignment]
-        return held.seq
+        return self._call(RootPut(self.disk_id, rec.volume_id, rec.seq, rec.body), RootHeld).seq
 
     def get_root(self, volume_id: bytes) -> RootRecord | None:
         """DiskStore.get_root on the node (ChunkCorrupt if its record does not verify)."""
         volume_id = check_volume_id(volume_id)
-        found: wire.RootFound | None = self._call(wire.RootGet(self.disk_id, volume_id))  # type: ignore[assignment]
+        found = self._call_optional(RootGet(self.disk_id, volume_id), RootFound)
         return None if found is None else RootRecord(volume_id, found.seq, found.body)
 
     def list_roots(self) -> list[tuple[bytes, int]]:
         """DiskStore.list_roots on the node: (volume_id, seq) of every root record."""
-        return list(self._call(wire.RootList(self.disk_id)).entries)  # type: ignore[attr-defined]
+        return list(self._call(RootList(self.disk_id), RootSeqs).entries)
 
-    def ping(self, epoch: int = 0) -> wire.Pong:
+    def ping(self, epoch: int = 0) -> Pong:
         """Send our cluster-map epoch; returns the node's epoch and id."""
-        return self._call(wire.Ping(epoch))  # type: ignore[return-value]
+        return self._call(Ping(epoch), Pong)
 
     def set_epoch(self, epoch: int) -> None:
         """Adopt a new cluster-map epoch: connections made with the old one are not reused."""
@@ -235,11 +275,11 @@ class RemoteDisk:
 
     def get_map(self) -> bytes:
         """The node's cluster map (JSON; b"" if it has none)."""
-        return self._call(wire.MapGet()).doc  # type: ignore[attr-defined]
+        return self._call(MapGet(), MapDoc).doc
 
     def put_map(self, doc: bytes) -> int:
         """Offer a cluster map to the node; returns the node's epoch afterwards."""
-        epoch = self._call(wire.MapPut(doc)).epoch  # type: ignore[attr-defined]
+        epoch = self._call(MapPut(doc), MapEpoch).epoch
         self.node_epoch = epoch
         return epoch
 
@@ -248,19 +288,21 @@ class RemoteDisk:
         raised on iteration). Abandoning it early drops its connection."""
         self._acquire_slot()
         try:
-            conn, rid, frame = self._exchange(wire.Pieces(self.disk_id), None)
+            conn, rid, frame = self._exchange(Pieces(self.disk_id), None)
             finished = False
             try:
                 count = 0
                 while True:
-                    if frame.req_id != rid or frame.op != wire.Op.PIECES:
+                    if frame.req_id != rid or frame.op != Op.PIECES:
                         raise WireError(f"{self._where()}: answer for another request in a PIECES stream")
                     if frame.kind == Kind.ITEM:
-                        yield from frame.body  # type: ignore[misc]
-                        count += len(frame.body)  # type: ignore[arg-type]
+                        batch = frame.expect(tuple)  # Items: a tuple of PieceInfo (the decoder built it)
+                        yield from batch
+                        count += len(batch)
                     elif frame.kind == Kind.END:
-                        if frame.body.count != count:  # type: ignore[union-attr]
-                            raise WireError(f"{self._where()}: PIECES stream ended after {count} of {frame.body.count}")  # type: ignore[union-attr]
+                        total = frame.expect(StreamEnd).count
+                        if total != count:
+                            raise WireError(f"{self._where()}: PIECES stream ended after {count} of {total}")
                         finished = True
                         return
                     elif frame.kind == Kind.ERROR:

@@ -395,7 +395,7 @@ def test_acknowledged_tail_cut_off(tmp_path):
     path = _active_container(tmp_path / "d0")
     os.truncate(path, os.path.getsize(path) - 1000)
     ds = DiskStore(tmp_path / "d0")
-    for k, p in zip(keys[:-1], payloads[:-1]):
+    for k, p in zip(keys[:-1], payloads[:-1], strict=True):
         assert ds.get(k, REPLICA_INDEX) == p
     with pytest.raises(ChunkCorrupt):
         ds.get(keys[-1], REPLICA_INDEX)
@@ -417,3 +417,169 @@ def test_damaged_file_header_tolerated(tmp_path):
     ds = DiskStore(tmp_path / "d0")
     assert ds.get(key, REPLICA_INDEX) == b"abc"
     ds.close()
+
+
+# -- close() racing writers ---------------------------------------------------------------
+
+
+def _victim_fd_at(fd, tmp_path):
+    """Make fd number ``fd`` (closed) refer to a fresh, empty file, as a reused descriptor
+    would; returns the file's path."""
+    with pytest.raises(OSError):
+        os.fstat(fd)  # the store closed it
+    victim = tmp_path / "victim"
+    tmp = os.open(victim, os.O_RDWR | os.O_CREAT, 0o600)  # often gets number ``fd`` itself
+    if tmp != fd:
+        os.dup2(tmp, fd)
+        os.close(tmp)
+    return victim
+
+
+class _IndexClosedLater:
+    """A store's index whose close() is held back: the moment when close() has released the
+    container files but not yet closed the index, the window a racing write falls into."""
+
+    def __init__(self, db):
+        self.db = db
+
+    def close(self):
+        pass
+
+    def __getattr__(self, name):
+        return getattr(self.db, name)
+
+
+@pytest.mark.parametrize("op", ["put", "delete"])
+def test_write_racing_close_never_uses_the_released_fd(tmp_path, monkeypatch, op):
+    """close() runs between a put's (or delete's) first closed-check and its append: the
+    write must see the close under the append lock and raise DiskUnavailable, writing not a
+    byte through the old descriptor number – which by then names another file – and not
+    closing that file either."""
+    ds = _init(tmp_path / "d0")
+    key = _put(ds, b"already there")
+    old_fd = ds._active.fd
+    index = _IndexClosedLater(ds._db)
+    monkeypatch.setattr(ds, "_db", index)
+    real_check = ds._check_usable
+    victim = []
+
+    def check_then_close():
+        real_check()  # passes: the store is still open
+        ds.close()  # ... and here close() wins the race
+        victim.append(_victim_fd_at(old_fd, tmp_path))
+
+    monkeypatch.setattr(ds, "_check_usable", check_then_close)
+    try:
+        with pytest.raises(DiskUnavailable, match="closed"):
+            if op == "put":
+                ds.put(chunk_key(b"new piece"), REPLICA_INDEX, CODE, 9, b"new piece")
+            else:
+                ds.delete(key, REPLICA_INDEX)
+        assert victim and os.path.getsize(victim[0]) == 0
+        os.fstat(old_fd)  # still open: the store did not close the file that reused the number
+    finally:
+        index.db.close()
+        try:
+            os.close(old_fd)
+        except OSError:
+            pass
+    ds = DiskStore(tmp_path / "d0")
+    assert ds.get(key, REPLICA_INDEX) == b"already there"
+    ds.close()
+
+
+def test_close_commits_what_was_queued_before_it(tmp_path, monkeypatch):
+    """A put whose record was appended but not yet committed when close() runs is committed
+    by close() and acknowledged normally; the released descriptor is not touched after."""
+    ds = _init(tmp_path / "d0")
+    old_fd = ds._active.fd
+    real_await = ds._await
+    victim = []
+
+    def close_then_await(op):
+        ds.close()  # between the append and the group commit
+        victim.append(_victim_fd_at(old_fd, tmp_path))
+        real_await(op)
+
+    monkeypatch.setattr(ds, "_await", close_then_await)
+    try:
+        key = _put(ds, b"appended before the close")
+        os.fstat(old_fd)  # not closed again by a group commit after close()
+    finally:
+        try:
+            os.close(old_fd)
+        except OSError:
+            pass
+    ds = DiskStore(tmp_path / "d0")
+    assert ds.get(key, REPLICA_INDEX) == b"appended before the close"
+    ds.close()
+
+
+# -- hashing and lookups per call ---------------------------------------------------------
+
+
+def _count_hashes(monkeypatch, size):
+    import blake3
+
+    made = []
+    real = blake3.blake3
+
+    def counting(data=b"", *args, **kw):
+        if len(data) == size:
+            made.append(size)
+        return real(data, *args, **kw)
+
+    monkeypatch.setattr(blake3, "blake3", counting)
+    return made
+
+
+def test_put_takes_a_checksum_verified_by_the_caller(disk, monkeypatch):
+    data = os.urandom(10_000)
+    key = chunk_key(data)
+    checksum = ctr.data_checksum(data)
+    hashes = _count_hashes(monkeypatch, len(data))
+    disk.put(key, REPLICA_INDEX, CODE, len(data), data, checksum=checksum)
+    assert hashes == []  # not hashed again
+    disk.put(key, REPLICA_INDEX, CODE, len(data), data)  # idempotent; hashed here
+    assert hashes == [len(data)]
+    monkeypatch.undo()
+    assert disk.piece(key, REPLICA_INDEX).checksum == checksum
+    assert disk.get(key, REPLICA_INDEX) == data
+    with pytest.raises(KeyConflict):
+        disk.put(key, REPLICA_INDEX, CODE, len(data), data, checksum=bytes(16))
+
+
+def test_get_piece_one_lookup_reserve_before_read(disk, monkeypatch):
+    data = os.urandom(5000)
+    key = _put(disk, data)
+    lookups = []
+    real_db = disk._db
+
+    class Index:
+        def get(self, k):
+            lookups.append(k)
+            return real_db.get(k)
+
+        def __getattr__(self, name):
+            return getattr(real_db, name)
+
+    events = []
+    real_pread = os.pread
+
+    def pread(fd, n, off):
+        events.append("read")
+        return real_pread(fd, n, off)
+
+    monkeypatch.setattr(disk, "_db", Index())
+    monkeypatch.setattr(os, "pread", pread)
+    info, got = disk.get_piece(key, REPLICA_INDEX, False, reserve=lambda i: events.append(("reserve", i.length)))
+    monkeypatch.undo()
+    assert got == data and info == disk.piece(key, REPLICA_INDEX)
+    assert len(lookups) == 1
+    assert events == [("reserve", len(data)), "read"]
+
+    def refuse(info):
+        raise MemoryError("no room")
+
+    with pytest.raises(MemoryError):
+        disk.get_piece(key, REPLICA_INDEX, reserve=refuse)

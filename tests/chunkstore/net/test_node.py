@@ -17,14 +17,14 @@ import time
 
 import pytest
 
-from chunkstore.net import wire
-from chunkstore.placement.clustermap import ClusterMap
 from chunkstore.disk.store import DiskStore
 from chunkstore.errors import ChunkNotFound, DiskUnavailable, KeyConflict
-from chunkstore.placement.keys import chunk_key
-from chunkstore.protection.policy import REPLICA_INDEX, PolicyCode
+from chunkstore.net import wire
 from chunkstore.net.client import RemoteDisk
 from chunkstore.net.wire import Kind, Op
+from chunkstore.placement.clustermap import ClusterMap
+from chunkstore.placement.keys import chunk_key
+from chunkstore.protection.policy import REPLICA_INDEX, PolicyCode
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +34,8 @@ EC = PolicyCode(2, 4, 2, 1)
 MiB = 1024 * 1024
 SECRET = b"test-cluster-secret-0123456789abcdef"
 RSS_BOUND_KIB = 150 * 1024  # the node's resident size must stay below this (measured: ~40 MiB after the fuzz)
-TEST_LIMITS = {"max_inflight_bytes": 48 * MiB, "max_requests": 8, "handshake_timeout": 3, "idle_timeout": 20, "frame_timeout": 5, "shutdown_grace": 5}
+TEST_LIMITS = {"max_inflight_bytes": 48 * MiB, "max_requests": 8, "handshake_timeout": 3, "idle_timeout": 20,
+               "frame_timeout": 5, "shutdown_grace": 5}
 
 
 class NodeProcess:

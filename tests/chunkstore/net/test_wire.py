@@ -11,7 +11,6 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chunkstore.net import wire
 from chunkstore.disk.index import PieceInfo
 from chunkstore.disk.records import CompactReport, DiskStats
 from chunkstore.errors import (
@@ -24,9 +23,10 @@ from chunkstore.errors import (
     FormatError,
     KeyConflict,
 )
+from chunkstore.net import wire
+from chunkstore.net.wire import Kind, Op, WireError
 from chunkstore.protection.policy import REPLICA_INDEX, PolicyCode
 from chunkstore.roots import MAX_SEQ, ROOT_MAX_BODY, RootRecord
-from chunkstore.net.wire import Kind, Op, WireError
 
 KEY = bytes(range(20))
 REP = PolicyCode(1, 3, 0, 0)
@@ -407,7 +407,8 @@ def _fake_node(sock, secret, node_id="fake"):
     try:
         hello = conn.receive_frame(max_body=wire.PREAUTH_MAX_BODY)
         nn = wire.new_nonce()
-        conn.send(wire.encode_response(hello.req_id, Op.HELLO, wire.HelloReply(nn, wire.proof(secret, wire.ROLE_NODE, hello.body.nonce, nn))))
+        node_proof = wire.proof(secret, wire.ROLE_NODE, hello.body.nonce, nn)
+        conn.send(wire.encode_response(hello.req_id, Op.HELLO, wire.HelloReply(nn, node_proof)))
         auth = conn.receive_frame(max_body=wire.PREAUTH_MAX_BODY)
         if wire.check_proof(secret, wire.ROLE_CLIENT, hello.body.nonce, nn, auth.body.proof):
             conn.send(wire.encode_response(auth.req_id, Op.AUTH, wire.AuthOk(node_id)))
@@ -544,3 +545,43 @@ def test_trio_connection_truncated():
 
 def test_chunkstore_errors_stay_rooted():
     assert issubclass(WireError, ChunkStoreError)
+
+
+# -- the package --------------------------------------------------------------------------
+
+
+def test_frame_expect_types_the_body():
+    f = wire.decode_frame(wire.join(wire.encode_response(1, Op.HAS, True)))
+    assert f.expect(bool) is True
+    with pytest.raises(WireError, match="expected Blob in a RESPONSE HAS frame, got bool"):
+        f.expect(wire.Blob)
+    f = wire.decode_frame(wire.join(wire.encode_response(1, Op.PIECE, None)))
+    assert f.expect_optional(PieceInfo) is None
+    f = wire.decode_frame(wire.join(wire.encode_response(1, Op.PIECE, INFO)))
+    assert f.expect_optional(PieceInfo) == INFO
+    f = wire.decode_frame(wire.join(wire.encode_error(2, Op.NONE, 1, "bad")))
+    assert f.expect(wire.ErrorReply) == wire.ErrorReply(1, "bad")
+
+
+def test_package_reexports_the_protocol():
+    """Callers outside chunkstore.net use the package namespace; every name it lists is there
+    and is the submodule's own object."""
+    from chunkstore.net.wire import (  # noqa: F401
+        BlockingConnection,
+        Kind,
+        Op,
+        WireError,
+        auth,
+        decode,
+        encode,
+        frames,
+        load_secret,
+        messages,
+        transport,
+    )
+
+    for name in wire.__all__:
+        assert hasattr(wire, name), name
+    assert wire.Put is messages.Put and wire.parse_header is frames.parse_header
+    assert wire.encode_request is encode.encode_request and wire.decode_frame is decode.decode_frame
+    assert wire.load_secret is auth.load_secret and wire.TrioConnection is transport.TrioConnection
