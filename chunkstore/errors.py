@@ -145,3 +145,10 @@ class MapError(ChunkStoreError):
 
 class ConfigError(ChunkStoreError):
     """A storage node's config file is missing, unreadable or invalid. A retry does not help."""
+
+
+class NodeFailure(ChunkStoreError):
+    """A storage node answered a request with an error it does not classify (wire code 255:
+    an unexpected failure on the node, logged there); the message is the node's. A retry may
+    help, on another owner or later.
+    """

@@ -95,7 +95,7 @@ ERROR body: code u16 + message length u16 (0..1024) + UTF-8 message. Codes map 1
 exception classes (ERROR_CODES): 1 WireError, 2 AuthError, 3 ChunkNotFound, 4 ChunkCorrupt,
 5 KeyConflict, 6 DiskFull, 7 DiskUnavailable, 8 FormatError, 9 ChecksumMismatch,
 10 PolicyError, 11 NotEnoughDisks, 12 ClusterInUse, 13 ClusterMismatch, 14 ClusterNotFound,
-15 StaleMap, 16 StaleRoot, 255 ChunkStoreError (anything else). Never renumber.
+15 StaleMap, 16 StaleRoot, 255 NodeFailure (anything else). Never renumber.
 
 Malformed input on a connection: if the header is bad (framing is lost) the node answers
 ERROR WireError with op 0 and closes; if only the body is bad it answers ERROR WireError for
@@ -125,6 +125,7 @@ from chunkstore.errors import (
     DiskUnavailable,
     FormatError,
     KeyConflict,
+    NodeFailure,
     NotEnoughDisks,
     PolicyError,
     StaleMap,
@@ -269,7 +270,7 @@ ERROR_CODES: dict[int, type[ChunkStoreError]] = {
     14: ClusterNotFound,
     15: StaleMap,
     16: StaleRoot,
-    255: ChunkStoreError,
+    255: NodeFailure,
 }
 _CODE_OF: dict[type, int] = {cls: code for code, cls in ERROR_CODES.items()}
 

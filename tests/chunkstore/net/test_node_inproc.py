@@ -1,6 +1,6 @@
 """The node's request handling, served in this process (no subprocess, so not "integration").
 
-A :class:`~chunkstore.net.node.Node` runs in its own thread under ``trio.run`` on 127.0.0.1
+A :class:`~chunkstore.net.server.Node` runs in its own thread under ``trio.run`` on 127.0.0.1
 over one real DiskStore; the test talks to it with RemoteDisk / BlockingConnection. Being in
 one process lets the tests count what the node does per request: data hashes, worker-thread
 hops, index lookups, and the byte budget at the moment the disk reads.
@@ -13,13 +13,14 @@ import blake3
 import pytest
 import trio
 
-import chunkstore.net.node as node_mod
+import chunkstore.net.server as node_mod
 from chunkstore.disk import container as ctr
 from chunkstore.disk.store import DiskStore
 from chunkstore.errors import ChunkCorrupt, ChunkStoreError, WireError
 from chunkstore.net import wire
 from chunkstore.net.client import RemoteDisk
-from chunkstore.net.node import Node, NodeConfig
+from chunkstore.net.nodeconfig import NodeConfig
+from chunkstore.net.server import Node
 from chunkstore.placement.keys import chunk_key
 from chunkstore.protection.policy import REPLICA_INDEX, PolicyCode
 

@@ -22,6 +22,7 @@ from chunkstore.errors import (
     DiskUnavailable,
     FormatError,
     KeyConflict,
+    NodeFailure,
 )
 from chunkstore.net import wire
 from chunkstore.net.wire import Kind, Op, WireError
@@ -144,6 +145,12 @@ def test_error_codes_are_one_to_one():
     assert wire.error_code(wire.AuthError("x")) == 2  # not DiskUnavailable's code
     assert wire.error_code(ValueError("x")) == 255
     assert issubclass(WireError, FormatError) and issubclass(wire.AuthError, DiskUnavailable)
+
+
+def test_an_unclassified_node_error_arrives_as_node_failure_not_the_root_class():
+    exc = wire.ErrorReply.of(RuntimeError("index on fire")).to_exception()
+    assert type(exc) is NodeFailure and "index on fire" in str(exc)
+    assert isinstance(exc, ChunkStoreError)  # callers catching the layer still catch it
 
 
 # -- validation ---------------------------------------------------------------------------
