@@ -89,6 +89,14 @@ def _find(entries: list[Entry], tag: int) -> Entry | None:
     return next((e for e in entries if e.tag == tag), None)
 
 
+def _required(entries: list[Entry], tag: int) -> Entry:
+    """The entry every valid ACL has (owner, owning group, other)."""
+    e = _find(entries, tag)
+    if e is None:
+        raise InvalidArgument(f"ACL without its entry of tag {tag:#x}")
+    return e
+
+
 def is_minimal(entries: list[Entry]) -> bool:
     """True when the ACL says no more than the mode bits (owner, group, other only)."""
     return all(e.tag in (USER_OBJ, GROUP_OBJ, OTHER) for e in entries)
@@ -96,8 +104,8 @@ def is_minimal(entries: list[Entry]) -> bool:
 
 def mode_bits(entries: list[Entry]) -> int:
     """The rwxrwxrwx bits an access ACL implies: group bits come from the mask if any."""
-    group = _find(entries, MASK) or _find(entries, GROUP_OBJ)
-    return (_find(entries, USER_OBJ).perm << 6) | (group.perm << 3) | _find(entries, OTHER).perm
+    group = _find(entries, MASK) or _required(entries, GROUP_OBJ)
+    return (_required(entries, USER_OBJ).perm << 6) | (group.perm << 3) | _required(entries, OTHER).perm
 
 
 def apply_mode(entries: list[Entry], mode: int) -> list[Entry]:

@@ -56,7 +56,7 @@ class BlockCodec:
             d = self._local.d = zstandard.ZstdDecompressor()
         return d
 
-    def encode(self, block: bytes) -> bytes:
+    def encode(self, block: bytes | bytearray) -> bytes:
         if self.level and len(block) >= 64:
             body = self._compressor().compress(block)
             if len(body) < len(block) * _MIN_SAVING:

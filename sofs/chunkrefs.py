@@ -9,8 +9,6 @@ before that simply stays (its queue entry is skipped).
 These functions only stage writes in a :class:`~sofs.metadata.Batch`; the caller commits.
 """
 
-import time
-
 from chunkstore.placement.keys import ChunkRef
 
 from . import schema
@@ -24,7 +22,9 @@ def incref(batch: Batch, ref: ChunkRef) -> None:
     batch.put(key, schema.refcount_value(count + 1, ref.to_bytes()))
 
 
-def decref(batch: Batch, ref: ChunkRef, grace_ns: int, now_ns: int | None = None) -> None:
+def decref(batch: Batch, ref: ChunkRef, grace_ns: int, now_ns: int) -> None:
+    """Drop one reference; the last one queues the chunk, due ``grace_ns`` after ``now_ns``
+    (wall-clock nanoseconds)."""
     key = schema.refcount_key(ref.key)
     old = batch.get(key)
     if old is None:
@@ -33,8 +33,7 @@ def decref(batch: Batch, ref: ChunkRef, grace_ns: int, now_ns: int | None = None
     count = max(count - 1, 0)
     batch.put(key, schema.refcount_value(count, ref.to_bytes()))
     if count == 0:
-        due = (now_ns if now_ns is not None else time.time_ns()) + grace_ns
-        batch.put(schema.gc_key(due, ref.key), b"")
+        batch.put(schema.gc_key(now_ns + grace_ns, ref.key), b"")
 
 
 def refcount(meta: MetaStore, chunk_key: bytes) -> int:

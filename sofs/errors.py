@@ -82,3 +82,16 @@ class VolumeError(FsError):
 class VolumeFenced(FsError):
     """This copy of the volume's metadata may not change any more: another host took the
     volume over (sofs.metacheckpoint). Mapped to EROFS."""
+
+
+class CheckpointError(FsError):
+    """A metadata checkpoint (sofs.metacheckpoint) could not be written or read back."""
+
+
+class CheckpointConflict(CheckpointError):
+    """Another host advanced this volume's root record: it is mounted (or was restored)
+    elsewhere. The checkpoint was not recorded."""
+
+
+class NoCheckpoint(CheckpointError):
+    """The RING holds no checkpoint of this volume."""

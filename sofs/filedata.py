@@ -27,7 +27,7 @@ class FileBuffers:
 
     def __init__(self, durable_size: int) -> None:
         self.dirty: dict[int, bytearray] = {}
-        self.inflight: dict[int, tuple[int, bytes]] = {}
+        self.inflight: dict[int, tuple[int, bytes | bytearray]] = {}  # frozen: never modified
         self.committed_seq: dict[int, int] = {}
         self.next_seq = 0
         self.gate = SharedExclusiveLock()
@@ -35,7 +35,7 @@ class FileBuffers:
         # the file size as of the last complete flush: what the metadata says
         self.durable_size = durable_size
 
-    def frozen(self, index: int) -> bytes | None:
+    def frozen(self, index: int) -> bytes | bytearray | None:
         entry = self.inflight.get(index)
         return entry[1] if entry is not None else None
 
@@ -76,6 +76,12 @@ class BlockCache:
             while self._size > self.capacity:
                 _, evicted = self._blocks.popitem(last=False)
                 self._size -= len(evicted)
+
+    def clear(self) -> None:
+        """Drop every block (the counters stay)."""
+        with self._lock:
+            self._blocks.clear()
+            self._size = 0
 
     def __contains__(self, key: bytes) -> bool:
         with self._lock:

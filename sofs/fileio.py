@@ -1,41 +1,48 @@
-"""The file-data half of :class:`sofs.fs.Filesystem`: writing, flushing, truncating and
-reading file contents, and collecting unreferenced chunks.
+"""The data path of a volume: writing, flushing, truncating and reading file contents.
 
-:class:`FileIO` is a base class of ``Filesystem`` and works on the state that ``Filesystem``
-sets up (``_lock``, ``meta``, ``store``, ``codec``, ``protection``, ``cache``, ``_buffers``,
-``_inodes``, ``_pool``, ``_gc_lock``, ``_flush_slots``, ``_fetching``); it is split out so that
-each module keeps one job: ``fs`` the namespace and open files, this one the data path.
+:class:`DataPath` is owned by :class:`sofs.fs.Filesystem` (which keeps the namespace and the
+open-file handles) and is built from what it works on: the metadata store, the filesystem's
+lock, the in-memory inodes (:class:`sofs.inodes.InodeTable`), the blocks in the RING
+(:class:`sofs.chunkio.ChunkIO`), the collector (:class:`sofs.collector.Collector`), a worker
+pool, the block size, the dirty limit and a clock.
 
-Data path (design note section 3): writes land in per-inode dirty block buffers
-(:mod:`sofs.filedata`); a block that fills up, and every block on flush/fsync/release, is encoded
-(:mod:`sofs.blocks`), stored in the RING as an immutable content-addressed chunk, and then the
-block map, the chunk refcounts (:mod:`sofs.chunkrefs`) and the inode are committed in one batch.
-Overwrites and truncates never modify a chunk: they map new chunks and drop references to old
-ones, which the garbage collector deletes after a grace period. Blocks of zeros are not stored:
-they become holes. Several blocks of one file are stored at once; each detached version has a
-sequence number and the map only moves forward.
+Design note section 3: writes land in per-inode dirty block buffers (:mod:`sofs.filedata`); a
+block that fills up, and every block on flush/fsync/release, is encoded (:mod:`sofs.blocks`),
+stored in the RING as an immutable content-addressed chunk, and then the block map, the chunk
+refcounts (:mod:`sofs.chunkrefs`) and the inode are committed in one batch. Overwrites and
+truncates never modify a chunk: they map new chunks and drop references to old ones, which the
+collector deletes after a grace period. Blocks of zeros are not stored: they become holes.
+Several blocks of one file are stored at once; each detached version has a sequence number and
+the map only moves forward.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
-import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
-from chunkstore import errors as cerr
+from chunkstore.clock import Clock
 from chunkstore.placement.keys import ChunkRef
 
 from . import chunkrefs, schema
-from .errors import (DataUnavailable, FsError, InvalidArgument, IsADirectory, NoSpace,
-                     NoSuchEntry)
+from .chunkio import ChunkIO
+from .collector import Collector
+from .errors import FsError, InvalidArgument, IsADirectory, NoSuchEntry
 from .filedata import FileBuffers
-from .metadata import Batch
+from .handles import OpenFile
+from .inode import Inode
+from .inodes import InodeTable
+from .metadata import Batch, MetaStore
+from .timestamps import wall_ns
 
 READ_AHEAD_BLOCKS = 4  # blocks fetched ahead of a sequential reader
+FLUSH_SLOTS = 3        # flushes that encode and store at once
 _DAY_NS = 86400 * 10**9
+
+Extra = Callable[[Batch, int], None]  # more to stage in a flush's commit, given its time
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,38 +52,79 @@ class _Pending:
     seq: int
 
 
-def _is_zero(data: bytes | bytearray) -> bool:
-    if not data:
-        return True
-    # cheap probes first: real data almost never starts, ends and peaks in the middle at 0
-    if data[0] or data[-1] or data[len(data) // 2]:
-        return False
-    return data.count(0) == len(data)
+class DataPath:
+    """File contents of one volume. Thread-safe; ``lock`` is the filesystem's (reentrant)
+    lock, held for in-memory state and metadata commits and never during chunk I/O."""
 
+    def __init__(self, meta: MetaStore, lock: threading.RLock, inodes: InodeTable,
+                 chunks: ChunkIO, collector: Collector, pool: ThreadPoolExecutor, *,
+                 block_size: int, dirty_limit: int, clock: Clock) -> None:
+        self._meta = meta
+        self._lock = lock
+        self._inodes = inodes
+        self._chunks = chunks
+        self._collector = collector
+        self._pool = pool
+        self._clock = clock
+        self.block_size = block_size
+        self.dirty_limit = dirty_limit
+        # at most this many flushes encode and store at once: bounds memory (each holds a few
+        # copies of a block) while keeping both cores and the disks busy
+        self._flush_slots = threading.BoundedSemaphore(FLUSH_SLOTS)
+        self._buffers: dict[int, FileBuffers] = {}
+        self._dirty_total = 0
 
-def _now() -> int:
-    return time.time_ns()
+    def _now(self) -> int:
+        return wall_ns(self._clock)
 
+    # ------------------------------------------------------------------ state
 
-class FileIO:
-    """Data operations of a volume (mixed into :class:`sofs.fs.Filesystem`)."""
+    @property
+    def dirty_bytes(self) -> int:
+        """Bytes written and not yet stored, over all files."""
+        return self._dirty_total
 
-    # ------------------------------------------------------------------ data: write
+    def buffered(self) -> list[int]:
+        """The inodes that have buffers (written data not yet stored, or a flush under way)."""
+        with self._lock:
+            return list(self._buffers)
 
-    def _write_target(self, fh: int, offset: int) -> tuple[int, int]:
-        if offset < 0:
-            raise InvalidArgument("negative offset")
-        h = self._handle(fh)
-        if h.flags & os.O_APPEND:
-            offset = self._inode(h.ino).size
-        return h.ino, offset
+    def stage_inode(self, b: Batch, node: Inode) -> None:
+        """Stage the inode; a file being written keeps the size of its last complete flush
+        (see :meth:`_commit_blocks`), whatever the operation that saves it."""
+        fb = self._buffers.get(node.ino)
+        if fb is not None and fb.durable_size != node.size:
+            b.put(schema.inode_key(node.ino), dataclasses.replace(node, size=fb.durable_size).pack())
+        else:
+            b.put(schema.inode_key(node.ino), node.pack())
 
     def _buffers_of(self, ino: int) -> FileBuffers:
         fb = self._buffers.get(ino)
         if fb is None:
             # no buffers means nothing unflushed: the in-memory size is the persisted one
-            fb = self._buffers[ino] = FileBuffers(self._inode(ino).size)
+            fb = self._buffers[ino] = FileBuffers(self._inodes.get(ino).size)
+            self._inodes.pin(ino)
         return fb
+
+    def _drop_buffers(self, ino: int) -> FileBuffers | None:
+        fb = self._buffers.pop(ino, None)
+        self._inodes.unpin(ino)
+        return fb
+
+    def drop_idle_buffers(self, ino: int) -> None:
+        """Forget the buffers of ``ino`` if nothing is pending in them (caller holds the lock)."""
+        fb = self._buffers.get(ino)
+        if fb is not None and fb.is_idle():
+            self._drop_buffers(ino)
+
+    # ------------------------------------------------------------------ write
+
+    def _write_target(self, h: OpenFile, offset: int) -> int:
+        if offset < 0:
+            raise InvalidArgument("negative offset")
+        if h.flags & os.O_APPEND:
+            offset = self._inodes.get(h.ino).size
+        return offset
 
     def _copy_in(self, fb: FileBuffers, buf: bytearray, boff: int, data: memoryview) -> None:
         have = len(buf)
@@ -91,19 +139,19 @@ class FileIO:
         """A write up to ``end`` begins: the size grows first, so no flush ever sees a block
         beyond the end of file (caller holds the lock)."""
         self._buffers_of(ino)  # before the size changes: it records the persisted size
-        node = self._inode(ino)
+        node = self._inodes.get(ino)
         node.size = max(node.size, end)
-        node.mtime_ns = node.ctime_ns = _now()
+        node.mtime_ns = node.ctime_ns = self._now()
         # set-id bits are not touched here: the kernel drops them with a setattr when a writer
         # lacks CAP_FSETID (FUSE without handle_killpriv)
 
-    def write_nowait(self, fh: int, offset: int, data: bytes) -> int | None:
+    def write_nowait(self, h: OpenFile, offset: int, data: bytes) -> int | None:
         """:meth:`write` when it needs no I/O: only dirty or brand-new blocks are touched, none
-        fills up and the dirty limit holds. Returns None (nothing written) otherwise, and the
-        caller uses :meth:`write` from a worker thread."""
+        fills up and the dirty limit holds. Returns None (nothing written) otherwise."""
         bs = self.block_size
         with self._lock:
-            ino, offset = self._write_target(fh, offset)
+            ino = h.ino
+            offset = self._write_target(h, offset)
             end = offset + len(data)
             if end % bs == 0 or self._dirty_total + len(data) > self.dirty_limit:
                 return None
@@ -113,7 +161,7 @@ class FileIO:
                 if index in fb.dirty:
                     continue
                 if index in fb.inflight or (
-                        self.meta.get(schema.block_key(ino, index)) is not None):
+                        self._meta.get(schema.block_key(ino, index)) is not None):
                     return None
             self._grow(ino, end)
             mv = memoryview(data)
@@ -128,9 +176,10 @@ class FileIO:
                 pos += n
             return len(mv)
 
-    def write(self, fh: int, offset: int, data: bytes) -> int:
+    def write(self, h: OpenFile, offset: int, data: bytes) -> int:
+        ino = h.ino
         with self._lock:
-            ino, offset = self._write_target(fh, offset)
+            offset = self._write_target(h, offset)
             self._grow(ino, offset + len(data))
         bs = self.block_size
         mv = memoryview(data)
@@ -185,25 +234,24 @@ class FileIO:
                     fb.dirty_bytes += len(buf)
                     self._dirty_total += len(buf)
                     return buf
-                entry = self.meta.get(schema.block_key(ino, index))
-                base = b""
+                entry = self._meta.get(schema.block_key(ino, index))
                 if entry is None or not (boff > 0 or boff + n < schema.parse_block_value(entry)[0]):
                     buf = fb.dirty[index] = bytearray()
                     return buf
                 raw_len, ref_bytes = schema.parse_block_value(entry)
-            base = self._load_block(ChunkRef.from_bytes(ref_bytes), raw_len)
+            base = self._chunks.load(ChunkRef.from_bytes(ref_bytes), raw_len)
             with self._lock:
                 # Install the loaded copy only if the block is still what we loaded: another
                 # writer may have replaced (and even stored) it meanwhile.
                 if (index in fb.dirty or index in fb.inflight or self._buffers.get(ino) is not fb
-                        or self.meta.get(schema.block_key(ino, index)) != entry):
+                        or self._meta.get(schema.block_key(ino, index)) != entry):
                     continue
                 buf = fb.dirty[index] = bytearray(base)
                 fb.dirty_bytes += len(buf)
                 self._dirty_total += len(buf)
                 return buf
 
-    # ------------------------------------------------------------------ data: flush
+    # ------------------------------------------------------------------ flush
 
     def needs_flush(self, ino: int) -> bool:
         """Whether a (non-sync) flush of ``ino`` would have anything to store, commit or wait
@@ -215,8 +263,28 @@ class FileIO:
                 return False
             if not fb.is_idle():
                 return True
-            node = self._inodes.get(ino)
+            node = self._inodes.cached(ino)
             return node is not None and fb.durable_size != node.size
+
+    def flush(self, ino: int, sync: bool = False) -> None:
+        """Store and commit everything written to ``ino`` so far (and, with ``sync``, force the
+        metadata log to disk)."""
+        self._flush_inode(ino, sync=sync)
+
+    def flush_all(self) -> None:
+        """Store every buffered file and sync the metadata.
+
+        One file that cannot be stored does not keep the others from being flushed: the first
+        error is raised after everything else was done."""
+        errors = []
+        for ino in self.buffered():
+            try:
+                self._flush_inode(ino)
+            except FsError as e:
+                errors.append(e)
+        self._meta.commit(self._meta.batch(), sync=True)
+        if errors:
+            raise errors[0]
 
     def _flush_inode(self, ino: int, indexes: list[int] | None = None, sync: bool = False,
                      wait_all: bool = True) -> None:
@@ -231,7 +299,7 @@ class FileIO:
             fb = self._buffers.get(ino)
         if fb is None:
             if sync:
-                self.meta.commit(self.meta.batch(), sync=True)
+                self._meta.commit(self._meta.batch(), sync=True)
             return
         with (fb.gate.exclusive() if wait_all else fb.gate.shared()):
             with self._lock:
@@ -240,13 +308,13 @@ class FileIO:
                 pending = [self._detach(fb, index) for index in chosen]
                 complete = wait_all and indexes is None
                 if complete and not pending and not sync:
-                    node = self._inodes.get(ino)
+                    node = self._inodes.cached(ino)
                     if node is None or fb.durable_size == node.size:
                         return  # nothing written since the last complete flush
             with self._flush_slots:
                 self._store_and_commit(ino, fb, pending, complete)
         if sync:
-            self.meta.commit(self.meta.batch(), sync=True)  # outside the lock: an fsync
+            self._meta.commit(self._meta.batch(), sync=True)  # outside the lock: an fsync
 
     def _detach(self, fb: FileBuffers, index: int) -> _Pending:
         """Freeze a dirty block for storing (caller holds the lock)."""
@@ -260,16 +328,15 @@ class FileIO:
         return _Pending(index, buf, seq)
 
     def _store_and_commit(self, ino: int, fb: FileBuffers, pending: list[_Pending],
-                          complete: bool, extra: Callable[[Batch, int], None] | None = None
-                          ) -> None:
+                          complete: bool, extra: Extra | None = None) -> None:
         """Store frozen blocks and commit them, plus what ``extra`` stages, in one batch."""
         stored: list[ChunkRef | None] = []
         try:
-            with self._gc_lock.shared():
+            with self._collector.storing():
                 if len(pending) <= 1:
-                    stored = [self._encode_and_put(p.data) for p in pending]
+                    stored = [self._chunks.put(p.data) for p in pending]
                 else:
-                    futures = [self._pool.submit(self._encode_and_put, p.data) for p in pending]
+                    futures = [self._pool.submit(self._chunks.put, p.data) for p in pending]
                     failure = None
                     for f in futures:
                         try:
@@ -279,7 +346,8 @@ class FileIO:
                     if failure is not None:
                         raise failure
                 with self._lock:
-                    self._commit_blocks(ino, fb, list(zip(pending, stored)), complete, extra)
+                    self._commit_blocks(ino, fb, list(zip(pending, stored, strict=True)),
+                                        complete, extra)
         except BaseException:
             with self._lock:  # keep the data (the next flush tries again) ...
                 for p in pending:
@@ -290,67 +358,44 @@ class FileIO:
                             fb.dirty_bytes += len(p.data)
                             self._dirty_total += len(p.data)
                 # ... and hand the chunks that were stored to the collector
-                self._discard_chunks([ref for ref in stored if ref is not None])
+                self._collector.discard([ref for ref in stored if ref is not None])
             raise
-
-    def _discard_chunks(self, refs: list[ChunkRef]) -> None:
-        """Queue stored but unmapped chunks for collection (caller holds the lock)."""
-        if not refs:
-            return
-        b = self.meta.batch()
-        now = _now()
-        for ref in refs:
-            chunkrefs.incref(b, ref)
-            chunkrefs.decref(b, ref, self.gc_grace_ns, now)
-        self.meta.commit(b)
 
     def _commit_blocks(self, ino: int, fb: FileBuffers,
                        stored: list[tuple[_Pending, ChunkRef | None]], complete: bool,
-                       extra: Callable[[Batch, int], None] | None = None) -> None:
+                       extra: Extra | None = None) -> None:
         """Map stored blocks (caller holds the lock); a version older than the one already
         mapped, or of a file deleted meanwhile, goes to the collector.
 
         Only a complete flush (close, fsync, release, truncate) persists the in-memory size.
         A partial one keeps the persisted size and marks the inode (``W``): its blocks may lie
         beyond that size, and the next mount after a crash cuts them off
-        (:meth:`_recover_unflushed`), so a crash never leaves a file longer than its stored
+        (:meth:`recover_unflushed`), so a crash never leaves a file longer than its stored
         data, nor stale bytes past its end.
         """
-        node = self._inodes.get(ino)
-        alive = node is not None and not (node.nlink == 0 and not self._open_count.get(ino))
-        b = self.meta.batch()
-        now = _now()
+        node = self._inodes.cached(ino)
+        alive = node is not None and not (node.nlink == 0 and not self._inodes.is_open(ino))
+        b = self._meta.batch()
+        now = self._now()
         for p, ref in stored:
             if alive and p.seq > fb.committed_seq.get(p.index, -1):
                 # not cached: the kernel's page cache keeps what was just written
                 self._map_block(b, ino, p.index, ref, len(p.data), now)
                 fb.committed_seq[p.index] = p.seq
             elif ref is not None:
-                chunkrefs.incref(b, ref)
-                chunkrefs.decref(b, ref, self.gc_grace_ns, now)
+                self._collector.release_unmapped(b, ref, now)
             if fb.inflight.get(p.index, (None,))[0] == p.seq:
                 del fb.inflight[p.index]
         if extra is not None:
             extra(b, now)
-        if alive:
+        if node is not None and alive:
             if complete:
                 fb.durable_size = node.size
                 b.delete(schema.unflushed_key(ino))
             elif stored:
                 b.put(schema.unflushed_key(ino), b"")
-            self._save(b, node)
-        self.meta.commit(b)
-
-    def _encode_and_put(self, data: bytes | bytearray) -> ChunkRef | None:
-        if _is_zero(data):
-            return None
-        payload = self.codec.encode(data)
-        try:
-            return self.store.put(payload, self.protection)
-        except cerr.DiskFull as e:
-            raise NoSpace(str(e)) from e
-        except cerr.ChunkStoreError as e:
-            raise DataUnavailable(f"cannot store a chunk: {e}") from e
+            self.stage_inode(b, node)
+        self._meta.commit(b)
 
     def _map_block(self, b: Batch, ino: int, index: int, ref: ChunkRef | None, raw_len: int,
                    now: int) -> None:
@@ -362,75 +407,82 @@ class FileIO:
         else:
             b.delete(key)
         if old is not None:
-            chunkrefs.decref(b, ChunkRef.from_bytes(schema.parse_block_value(old)[1]),
-                             self.gc_grace_ns, now)
+            self._collector.release(b, ChunkRef.from_bytes(schema.parse_block_value(old)[1]), now)
 
-    def _free_inode(self, b: Batch, ino: int) -> None:
-        """Delete an inode with no names and no opens: its map, xattrs, target, orphan mark."""
-        now = _now()
-        for key, value in self.meta.scan(schema.block_prefix(ino)):
-            chunkrefs.decref(b, ChunkRef.from_bytes(schema.parse_block_value(value)[1]),
-                             self.gc_grace_ns, now)
+    def free_inode(self, b: Batch, ino: int) -> None:
+        """Stage deleting an inode with no names and no opens: its map (the chunks go to the
+        collector), xattrs, target, orphan mark; its buffers are dropped."""
+        now = self._now()
+        for key, value in self._meta.scan(schema.block_prefix(ino)):
+            self._collector.release(b, ChunkRef.from_bytes(schema.parse_block_value(value)[1]),
+                                    now)
             b.delete(key)
-        for key, _ in self.meta.scan(schema.xattr_prefix(ino)):
+        for key, _ in self._meta.scan(schema.xattr_prefix(ino)):
             b.delete(key)
         b.delete(schema.symlink_key(ino))
         b.delete(schema.orphan_key(ino))
         b.delete(schema.unflushed_key(ino))
         b.delete(schema.inode_key(ino))
-        self._inodes.pop(ino, None)
-        fb = self._buffers.pop(ino, None)
+        self._inodes.forget(ino)
+        fb = self._drop_buffers(ino)
         if fb is not None:
             self._dirty_total -= fb.dirty_bytes
             fb.dirty.clear()
             fb.dirty_bytes = 0
 
-    def _recover_unflushed(self) -> None:
+    def free_orphans(self) -> None:
+        """At mount: free the inodes unlinked while open when the last mount died (``O``)."""
+        for ino in [schema.parse_ino_key(k) for k, _ in self._meta.scan(b"O")]:
+            b = self._meta.batch()
+            self.free_inode(b, ino)
+            self._meta.commit(b)
+
+    def recover_unflushed(self) -> None:
         """After a crash: cut the blocks that partial flushes stored beyond a file's persisted
         size, so the file is exactly what its last complete flush left."""
-        inos = [schema.parse_ino_key(k) for k, _ in self.meta.scan(b"W")]
+        inos = [schema.parse_ino_key(k) for k, _ in self._meta.scan(b"W")]
         for ino in inos:
             try:
-                size = self._inode(ino).size
+                size = self._inodes.get(ino).size
             except NoSuchEntry:
-                b = self.meta.batch()
+                b = self._meta.batch()
                 b.delete(schema.unflushed_key(ino))
-                self.meta.commit(b)
+                self._meta.commit(b)
                 continue
             fb = self._buffers_of(ino)
             tail_index, tail_len = divmod(size, self.block_size)
             pending = []
             if tail_len and self._tail_needs_load(ino, tail_index, tail_len):
-                entry = self.meta.get(schema.block_key(ino, tail_index))
+                entry = self._meta.get(schema.block_key(ino, tail_index))
+                assert entry is not None
                 raw_len, ref_bytes = schema.parse_block_value(entry)
-                block = self._load_block(ChunkRef.from_bytes(ref_bytes), raw_len)
+                block = self._chunks.load(ChunkRef.from_bytes(ref_bytes), raw_len)
                 with self._lock:
                     fb.dirty[tail_index] = bytearray(block[:tail_len])
                     pending = [self._detach(fb, tail_index)]
-            self._store_and_commit(ino, fb, pending, True,
-                                   extra=self._cut_beyond(ino, size))
+            self._store_and_commit(ino, fb, pending, True, extra=self._cut_beyond(ino, size))
             with self._lock:
                 if fb.is_idle():
-                    self._buffers.pop(ino, None)
+                    self._drop_buffers(ino)
 
-    def _cut_beyond(self, ino: int, size: int) -> Callable[[Batch, int], None]:
+    def _cut_beyond(self, ino: int, size: int) -> Extra:
         """Stage: unmap every block past ``size`` (the block holding the end stays)."""
         first_gone = -(-size // self.block_size)
 
         def cut(b: Batch, now: int) -> None:
-            for key, _ in list(self.meta.scan(schema.block_prefix(ino),
-                                              schema.block_key(ino, first_gone))):
+            for key, _ in list(self._meta.scan(schema.block_prefix(ino),
+                                               schema.block_key(ino, first_gone))):
                 self._map_block(b, ino, schema.parse_block_key(key), None, 0, now)
 
         return cut
 
-    # ------------------------------------------------------------------ data: truncate
+    # ------------------------------------------------------------------ truncate
 
     def truncate(self, ino: int, size: int) -> None:
         if size < 0:
             raise InvalidArgument("negative size")
         with self._lock:
-            node = self._inode(ino)
+            node = self._inodes.get(ino)
             if node.is_dir:
                 raise IsADirectory("cannot truncate a directory")
             if not node.is_reg:
@@ -449,13 +501,13 @@ class FileIO:
                     buf = fb.dirty.pop(index)
                     fb.dirty_bytes -= len(buf)
                     self._dirty_total -= len(buf)
-                buf = fb.dirty.get(tail_index) if tail_len else None
-                if buf is not None and len(buf) > tail_len:
-                    removed = len(buf) - tail_len
-                    del buf[tail_len:]
+                tail = fb.dirty.get(tail_index) if tail_len else None
+                if tail is not None and len(tail) > tail_len:
+                    removed = len(tail) - tail_len
+                    del tail[tail_len:]
                     fb.dirty_bytes -= removed
                     self._dirty_total -= removed
-                pending = [self._detach(fb, tail_index)] if buf is not None else []
+                pending = [self._detach(fb, tail_index)] if tail is not None else []
             cut_blocks = self._cut_beyond(ino, size)
 
             def cut(b: Batch, now: int) -> None:
@@ -465,85 +517,25 @@ class FileIO:
 
             self._store_and_commit(ino, fb, pending, True, extra=cut)
         with self._lock:
-            if fb.is_idle() and not self._open_count.get(ino):
-                self._buffers.pop(ino, None)
+            if fb.is_idle() and not self._inodes.is_open(ino):
+                self._drop_buffers(ino)
 
     def _tail_needs_load(self, ino: int, index: int, tail_len: int) -> bool:
         with self._lock:
             fb = self._buffers.get(ino)
             if fb is not None and index in fb.dirty:
                 return False
-            entry = self.meta.get(schema.block_key(ino, index))
+            entry = self._meta.get(schema.block_key(ino, index))
             return entry is not None and schema.parse_block_value(entry)[0] > tail_len
 
-    # ------------------------------------------------------------------ data: read
+    # ------------------------------------------------------------------ read
 
-    def _load_block(self, ref: ChunkRef, raw_len: int) -> bytes:
-        """A stored block, from the cache or fetched once however many readers want it."""
-        block = self.cache.get(ref.key)
-        if block is not None:
-            return block
+    def read(self, h: OpenFile, offset: int, size: int, may_block: bool = True) -> bytes | None:
+        """Up to ``size`` bytes at ``offset``. Without ``may_block``: None unless every block
+        it needs is in memory (dirty, in flight, cached or a hole)."""
+        ino = h.ino
         with self._lock:
-            future = self._fetching.get(ref.key)
-            owner = future is None
-            if owner:
-                future = self._fetching[ref.key] = Future()
-        if not owner:
-            return future.result()
-        try:
-            block = self._fetch_block(ref, raw_len)
-        except BaseException as e:
-            future.set_exception(e)
-            raise
-        else:
-            future.set_result(block)
-            return block
-        finally:
-            with self._lock:
-                self._fetching.pop(ref.key, None)
-
-    def _fetch_block(self, ref: ChunkRef, raw_len: int) -> bytes:
-        try:
-            payload = self.store.get(ref)
-        except cerr.ChunkStoreError as e:
-            raise DataUnavailable(f"chunk {ref.hex}: {e}") from e
-        block = self.codec.decode(payload, raw_len)
-        self.cache.put(ref.key, block)
-        return block
-
-    def _prefetch_block(self, ino: int, index: int) -> None:
-        with self._lock:
-            entry = self.meta.get(schema.block_key(ino, index))
-            if entry is None:
-                return
-            raw_len, ref_bytes = schema.parse_block_value(entry)
-            ref = ChunkRef.from_bytes(ref_bytes)
-            if ref.key in self._fetching or ref.key in self.cache:
-                return
-
-        def run() -> None:
-            try:
-                self._load_block(ref, raw_len)
-            except FsError:
-                pass  # the reader that needs it will get the error itself
-
-        self._pool.submit(run)
-
-    def read(self, fh: int, offset: int, size: int) -> bytes:
-        result = self._read(fh, offset, size, may_block=True)
-        assert result is not None
-        return result
-
-    def read_nowait(self, fh: int, offset: int, size: int) -> bytes | None:
-        """:meth:`read` when every block it needs is in memory (dirty, in flight, cached or a
-        hole); None otherwise, and the caller uses :meth:`read` from a worker thread."""
-        return self._read(fh, offset, size, may_block=False)
-
-    def _read(self, fh: int, offset: int, size: int, may_block: bool) -> bytes | None:
-        with self._lock:
-            h = self._handle(fh)
-            ino = h.ino
-            node = self._inode(ino)
+            node = self._inodes.get(ino)
             if offset >= node.size or size <= 0:
                 return b""
             end = min(offset + size, node.size)
@@ -561,8 +553,9 @@ class FileIO:
         with self._lock:
             sequential = h.last_end == offset
             h.last_end = end
-            if node.atime_ns <= node.mtime_ns or node.atime_ns + _DAY_NS < _now():
-                node.atime_ns = _now()  # relatime; persisted with the next commit of the inode
+            now = self._now()
+            if node.atime_ns <= node.mtime_ns or node.atime_ns + _DAY_NS < now:
+                node.atime_ns = now  # relatime; persisted with the next commit of the inode
         if sequential:
             for ahead in range(READ_AHEAD_BLOCKS):
                 self._prefetch_block(ino, (end - 1) // bs + 1 + ahead)
@@ -572,74 +565,32 @@ class FileIO:
                        may_block: bool = True) -> bytes | None:
         with self._lock:
             fb = self._buffers.get(ino)
-            src = None
+            src: bytes | None = None
             if fb is not None:
-                src = fb.dirty.get(index)
-                if src is None:
-                    src = fb.frozen(index)
-                if src is not None:
-                    src = bytes(src[boff:boff + n])
+                block: bytes | bytearray | None = fb.dirty.get(index)
+                if block is None:
+                    block = fb.frozen(index)
+                if block is not None:
+                    src = bytes(block[boff:boff + n])
             if src is None:
-                entry = self.meta.get(schema.block_key(ino, index))
+                entry = self._meta.get(schema.block_key(ino, index))
                 if entry is None:
                     return bytes(n)
                 raw_len, ref_bytes = schema.parse_block_value(entry)
         if src is None:
             ref = ChunkRef.from_bytes(ref_bytes)
-            block = self._load_block(ref, raw_len) if may_block else self.cache.get(ref.key)
-            if block is None:
+            loaded = self._chunks.load(ref, raw_len) if may_block else self._chunks.cached(ref)
+            if loaded is None:
                 return None
-            src = block[boff:boff + n]
+            src = loaded[boff:boff + n]
         if len(src) < n:
             src = src + bytes(n - len(src))
         return src
 
-    # ------------------------------------------------------------------ garbage collection
-
-    def collect_garbage(self, now_ns: int | None = None, batch: int = 8) -> int:
-        """Delete chunks whose refcount has been 0 for the grace period; returns how many.
-
-        Each batch runs under the exclusive side of the GC lock, so no flush can put (and then
-        map) a chunk with the same content while it is being deleted; flushes wait for one
-        batch at most, not for the whole pass.
-        """
-        now_ns = _now() if now_ns is None else now_ns
-        with self._gc_pass:
-            return self._collect(now_ns, batch)
-
-    @contextlib.contextmanager
-    def gc_paused(self) -> Iterator[None]:
-        """No chunk is collected inside this block (an online fsck probes a stable store);
-        entering waits for a running pass to end."""
-        with self._gc_pass:
-            yield
-
-    def _collect(self, now_ns: int, batch: int) -> int:
-        deleted = 0
-        while True:
-            with self._gc_lock.exclusive():
-                with self._lock:
-                    due = chunkrefs.due_garbage(self.meta, now_ns, limit=batch)
-                if not due:
-                    return deleted
-                failed = set()
-                for gkey, ref in due:
-                    if ref is None:
-                        continue
-                    try:
-                        self.store.delete(ref)
-                        deleted += 1
-                    except cerr.ChunkStoreError:
-                        failed.add(gkey)  # stays queued; the next pass tries again
-                with self._lock:
-                    b = self.meta.batch()
-                    for gkey, ref in due:
-                        if gkey in failed:
-                            continue
-                        b.delete(gkey)
-                        if ref is not None and chunkrefs.refcount(self.meta, ref.key) == 0:
-                            b.delete(schema.refcount_key(ref.key))
-                    self.meta.commit(b)
-            if len(failed) == len(due):
-                return deleted
-
+    def _prefetch_block(self, ino: int, index: int) -> None:
+        with self._lock:
+            entry = self._meta.get(schema.block_key(ino, index))
+            if entry is None:
+                return
+        raw_len, ref_bytes = schema.parse_block_value(entry)
+        self._chunks.prefetch(ChunkRef.from_bytes(ref_bytes), raw_len)

@@ -7,59 +7,64 @@ namespace operations directly while data operations (``read``, ``write``, ``flus
 ``release``, ``setattr`` with a size) run in worker threads.
 
 This module holds the namespace (lookups, directories, links, renames, attributes, xattrs) and
-the open-file handles; the data path is in its base class :class:`sofs.fileio.FileIO`.
+the open-file handles. The parts it owns: the in-memory inodes (:mod:`sofs.inodes`), the data
+path (:class:`sofs.fileio.DataPath`, to which the data operations delegate), the blocks in the
+RING (:mod:`sofs.chunkio`), the garbage collector (:mod:`sofs.collector`), the superblock
+(:mod:`sofs.superblock`); permission rules are in :mod:`sofs.permissions`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import stat
 import threading
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from chunkstore.api import ChunkStore
+from chunkstore.clock import SYSTEM_CLOCK, Clock
 
-from . import acl, schema
+from . import schema
 from .blocks import BlockCodec
-from .errors import (AccessDenied, AttributeNameInvalid, AttributeTooLarge, BadFileHandle,
-                     DirectoryNotEmpty, EntryExists, FsError, InvalidArgument, IsADirectory,
-                     NameTooLong, NoSuchAttribute, NoSuchEntry, NotADirectory,
-                     NotPermitted, TooManyLinks)
-from .filedata import BlockCache, FileBuffers
-from .fileio import FileIO, _now
-from .inode import ROOT_INO, Inode
+from .chunkio import ChunkIO
+from .collector import Collector
+from .dirents import NAME_MAX, Directories, check_name
+from .errors import (
+    DirectoryNotEmpty,
+    EntryExists,
+    InvalidArgument,
+    IsADirectory,
+    NameTooLong,
+    NoSuchEntry,
+    NotADirectory,
+    NotPermitted,
+    TooManyLinks,
+)
+from .filedata import BlockCache
+from .fileio import DataPath
+from .handles import HandleTable, OpenFile
+from .inode import Inode
+from .inodes import InodeTable
 from .metadata import Batch, MetaStore
-from .rwlock import SharedExclusiveLock
+from .permissions import ROOT_CTX, Ctx, check_access, check_setattr, check_sticky
+from .superblock import mount_superblock
+from .timestamps import wall_ns
 from .volume import VolumeConfig, load_volume, volume_dir
+from .xattrs import XATTR_CREATE, XATTR_NAME_MAX, XATTR_REPLACE, XATTR_SIZE_MAX, Xattrs
 
-NAME_MAX = 255
-XATTR_NAME_MAX = 255
-XATTR_SIZE_MAX = 65536
+__all__ = ["Filesystem", "Ctx", "ROOT_CTX", "StatFs", "Statistics", "RENAME_NOREPLACE",
+           "RENAME_EXCHANGE", "XATTR_CREATE", "XATTR_REPLACE", "XATTR_NAME_MAX", "XATTR_SIZE_MAX",
+           "NAME_MAX", "LINK_MAX"]
+
 LINK_MAX = 65000
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
-XATTR_CREATE = 1
-XATTR_REPLACE = 2
 DOT_COOKIE = 1
 DOTDOT_COOKIE = 2
-_FIRST_COOKIE = 3
-_ID_RESERVE = 4096
-_DAY_NS = 86400 * 10**9
-
-
-@dataclasses.dataclass(frozen=True)
-class Ctx:
-    """Who asks: the caller's uid, gid and umask (from the FUSE request)."""
-
-    uid: int = 0
-    gid: int = 0
-    umask: int = 0
-
-
-ROOT_CTX = Ctx()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,83 +77,67 @@ class StatFs:
     name_max: int = NAME_MAX
 
 
-@dataclasses.dataclass
-class _Handle:
-    ino: int
-    flags: int
-    last_end: int = -1  # end of the previous read, to detect sequential access
+@dataclasses.dataclass(frozen=True)
+class Statistics:
+    """A snapshot of a mounted volume's in-memory state (:meth:`Filesystem.statistics`)."""
+
+    open_files: int       # open file handles
+    dirty_bytes: int      # written, not yet stored
+    cached_inodes: int
+    cache_hits: int       # block cache, since the mount
+    cache_misses: int
+
+    def as_dict(self) -> dict[str, int]:
+        """The fields by name (the control socket's ``stats`` JSON)."""
+        return dataclasses.asdict(self)
 
 
-def _check_name(name: bytes) -> None:
-    if len(name) > NAME_MAX:
-        raise NameTooLong(f"name of {len(name)} bytes (max {NAME_MAX})")
-    if not name or b"/" in name or b"\0" in name:
-        raise InvalidArgument(f"invalid name {name!r}")
-
-
-class _ReservedCounter:
-    """Numbers (inodes, readdir cookies) handed out from reserved ranges: the range's ceiling
-    is persisted (in the batch of the operation that first needs it) before a number of it is
-    used, so a crash skips numbers but never reuses one."""
-
-    def __init__(self, key: bytes, first: int) -> None:
-        self.key = key
-        self.next = self.ceiling = first
-
-    def take(self, b: Batch) -> int:
-        if self.next >= self.ceiling:
-            self.ceiling = self.next + _ID_RESERVE
-            b.put(self.key, schema.le_u64(self.ceiling))
-        n = self.next
-        self.next += 1
-        return n
-
-
-class Filesystem(FileIO):
+class Filesystem:
     """One mounted volume. Open with :meth:`open_volume`; :meth:`close` flushes everything.
 
     ``check_permissions``: enforce the owner rules of chmod/chown and sticky directories here.
     A FUSE mount with ``default_permissions`` turns it off: the kernel checks every request
     first (with the caller's groups, which this layer does not know) and then sends some
     requests of its own in the caller's name, such as dropping set-user-ID after a write.
+
+    ``clock`` dates the collector's grace periods and, when it is not the system clock, the
+    inode timestamps too (a test passes a ``FakeClock`` and advances it instead of waiting).
     """
 
     def __init__(self, meta: MetaStore, store: ChunkStore, config: VolumeConfig, *,
                  cache_bytes: int = 64 << 20, dirty_limit: int = 48 << 20,
                  gc_grace_s: float = 3600.0, workers: int = 6,
-                 check_permissions: bool = True) -> None:
+                 check_permissions: bool = True, clock: Clock = SYSTEM_CLOCK) -> None:
         self.check_permissions = check_permissions
         self.meta = meta
         self.store = store
         self.config = config
         self.block_size = config.block_size
-        self.codec = BlockCodec(config.zstd_level, uuid.UUID(config.uuid).bytes)
         self.protection = config.protection()
-        self.gc_grace_ns = int(gc_grace_s * 1e9)
-        self.dirty_limit = dirty_limit
         self.cache = BlockCache(cache_bytes)
+        self._clock = clock
         self._lock = threading.RLock()
-        self._gc_lock = SharedExclusiveLock()
-        self._gc_pass = threading.Lock()  # one collector pass at a time; held to pause it
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sofs-data")
-        # at most this many flushes encode and store at once: bounds memory (each holds a few
-        # copies of a block) while keeping both cores and the disks busy
-        self._flush_slots = threading.BoundedSemaphore(3)
-        self._inodes: dict[int, Inode] = {}
-        self._open_count: dict[int, int] = {}
-        self._handles: dict[int, _Handle] = {}
-        self._next_fh = 1
-        self._buffers: dict[int, FileBuffers] = {}
-        self._dirty_total = 0
-        self._fetching: dict[bytes, Future] = {}
-        self._init_superblock()
-        self._free_orphans()
-        self._recover_unflushed()
+        self._inodes = InodeTable(meta)
+        self._handles = HandleTable(self._inodes)
+        self._collector = Collector(meta, store, self._lock, int(gc_grace_s * 1e9), clock)
+        chunks = ChunkIO(store, BlockCodec(config.zstd_level, uuid.UUID(config.uuid).bytes),
+                         self.protection, self.cache, self._pool)
+        self._data = DataPath(meta, self._lock, self._inodes, chunks, self._collector,
+                              self._pool, block_size=config.block_size,
+                              dirty_limit=dirty_limit, clock=clock)
+        self._sb = mount_superblock(meta, self._now())
+        self.generation = self._sb.generation
+        self._dirs = Directories(meta, self._sb.cookies)
+        self._xattrs = Xattrs(meta, self._lock, self._inodes, self._data.stage_inode, clock)
+        self._data.free_orphans()
+        self._data.recover_unflushed()
 
     # ------------------------------------------------------------------ lifecycle
 
     @classmethod
-    def open_volume(cls, data_dir: Path, name: str, store: ChunkStore, **kw) -> "Filesystem":
+    def open_volume(cls, data_dir: Path, name: str, store: ChunkStore,
+                    **kw: Any) -> "Filesystem":
         config = load_volume(data_dir, name)
         meta = MetaStore(volume_dir(data_dir, name) / "meta")
         try:
@@ -162,15 +151,7 @@ class Filesystem(FileIO):
 
         One file that cannot be stored does not keep the others from being flushed: the first
         error is raised after everything else was done."""
-        errors = []
-        for ino in list(self._buffers):
-            try:
-                self._flush_inode(ino)
-            except FsError as e:
-                errors.append(e)
-        self.meta.commit(self.meta.batch(), sync=True)
-        if errors:
-            raise errors[0]
+        self._data.flush_all()
 
     def close(self) -> None:
         """Flush every file, sync metadata (:meth:`flush_all`), stop the workers; the store
@@ -181,123 +162,43 @@ class Filesystem(FileIO):
             self._pool.shutdown(wait=True)
             self.meta.close()
 
-    def _init_superblock(self) -> None:
-        m = self.meta
-        b = m.batch()
-        if m.get(schema.SUPER_FORMAT) is None:
-            now = _now()
-            root = Inode(ROOT_INO, stat.S_IFDIR | 0o755, 0, 0, 2, 0, now, now, now)
-            b.put(schema.inode_key(ROOT_INO), root.pack())
-            b.put(schema.SUPER_FORMAT, schema.le_u64(schema.SCHEMA_VERSION))
-            b.put(schema.SUPER_NEXT_INO, schema.le_u64(ROOT_INO + 1))
-            b.put(schema.SUPER_NEXT_COOKIE, schema.le_u64(_FIRST_COOKIE))
-            b.put(schema.SUPER_MOUNTS, schema.le_u64(0))
-        else:
-            version = schema.parse_le_u64(m.get(schema.SUPER_FORMAT))
-            if version != schema.SCHEMA_VERSION:
-                raise FsError(f"metadata schema version {version} is not supported")
-        mounts = schema.parse_le_u64(b.get(schema.SUPER_MOUNTS)) + 1
-        b.put(schema.SUPER_MOUNTS, schema.le_u64(mounts))
-        self.generation = mounts & 0xFFFFFFFF
-        self._inos = _ReservedCounter(schema.SUPER_NEXT_INO,
-                                      schema.parse_le_u64(b.get(schema.SUPER_NEXT_INO)))
-        self._cookies = _ReservedCounter(schema.SUPER_NEXT_COOKIE,
-                                         schema.parse_le_u64(b.get(schema.SUPER_NEXT_COOKIE)))
-        m.commit(b, sync=True)
-
-    def _free_orphans(self) -> None:
-        """Inodes unlinked while open when the last mount died: nobody holds them now."""
-        orphans = [schema.parse_ino_key(k) for k, _ in self.meta.scan(b"O")]
-        for ino in orphans:
-            b = self.meta.batch()
-            self._free_inode(b, ino)
-            self.meta.commit(b)
-
-    def _alloc_ino(self, b: Batch) -> int:
-        return self._inos.take(b)
-
-    def _alloc_cookie(self, b: Batch) -> int:
-        return self._cookies.take(b)
+    def _now(self) -> int:
+        return wall_ns(self._clock)
 
     # ------------------------------------------------------------------ inode helpers
 
-    def _inode(self, ino: int) -> Inode:
-        node = self._inodes.get(ino)
-        if node is None:
-            value = self.meta.get(schema.inode_key(ino))
-            if value is None:
-                raise NoSuchEntry(f"inode {ino}")
-            node = Inode.unpack(ino, value)
-            self._remember(node)
-        return node
-
-    def _remember(self, node: Inode) -> None:
-        """Cache an inode; past 200,000 the older half of the idle ones goes."""
-        if len(self._inodes) >= 200_000:
-            self._evict_inodes()
-        self._inodes[node.ino] = node
-
-    def _evict_inodes(self) -> None:
-        busy = set(self._open_count) | set(self._buffers)
-        for ino in list(self._inodes)[: len(self._inodes) // 2]:
-            if ino not in busy:
-                del self._inodes[ino]
-
     def _save(self, b: Batch, node: Inode) -> None:
-        """Stage the inode; a file being written keeps the size of its last complete flush
-        (see :meth:`_commit_blocks`), whatever the operation that saves it."""
-        fb = self._buffers.get(node.ino)
-        if fb is not None and fb.durable_size != node.size:
-            b.put(schema.inode_key(node.ino), dataclasses.replace(node, size=fb.durable_size).pack())
-        else:
-            b.put(schema.inode_key(node.ino), node.pack())
+        """Stage the inode (with the size of its last complete flush, see
+        :meth:`DataPath.stage_inode`)."""
+        self._data.stage_inode(b, node)
 
     def _dir(self, ino: int) -> Inode:
-        node = self._inode(ino)
+        node = self._inodes.get(ino)
         if not node.is_dir:
             raise NotADirectory(f"inode {ino} is not a directory")
         return node
 
-    def _child(self, parent: int, name: bytes) -> tuple[int, int] | None:
-        value = self.meta.get(schema.dentry_key(parent, name))
-        return schema.parse_dentry_value(value) if value else None
-
-    def _parent_of(self, ino: int) -> int:
-        value = self.meta.get(schema.parent_key(ino))
-        return schema.parse_le_u64(value) if value else ROOT_INO
-
-    def _add_entry(self, b: Batch, parent: int, name: bytes, ino: int) -> None:
-        cookie = self._alloc_cookie(b)
-        b.put(schema.dentry_key(parent, name), schema.dentry_value(ino, cookie))
-        b.put(schema.readdir_key(parent, cookie), schema.readdir_value(ino, name))
-
-    def _remove_entry(self, b: Batch, parent: int, name: bytes, cookie: int) -> None:
-        b.delete(schema.dentry_key(parent, name))
-        b.delete(schema.readdir_key(parent, cookie))
-
-    def _touch(self, node: Inode, now: int, *, mtime: bool = True) -> None:
-        node.ctime_ns = now
-        if mtime:
-            node.mtime_ns = now
+    def _touch(self, node: Inode, now: int) -> None:
+        node.ctime_ns = node.mtime_ns = now
 
     # ------------------------------------------------------------------ namespace reads
 
     def getattr(self, ino: int) -> Inode:
         with self._lock:
-            return self._inode(ino).copy()
+            return self._inodes.get(ino).copy()
 
     def lookup(self, parent: int, name: bytes) -> Inode:
         with self._lock:
             if name == b".":  # any inode: the kernel's export path looks files up by number
-                return self._inode(parent).copy()
+                return self._inodes.get(parent).copy()
             self._dir(parent)
             if name == b"..":
-                return self._inode(self._parent_of(parent)).copy()
-            _check_name(name)
-            child = self._child(parent, name)
+                return self._inodes.get(self._dirs.parent_of(parent)).copy()
+            check_name(name)
+            child = self._dirs.child(parent, name)
             if child is None:
                 raise NoSuchEntry(name.decode(errors="replace"))
-            return self._inode(child[0]).copy()
+            return self._inodes.get(child[0]).copy()
 
     def readdir(self, ino: int, start: int = 0, limit: int = 1024) -> list[tuple[bytes, Inode, int]]:
         """Up to ``limit`` entries after readdir offset ``start``: (name, inode, its offset).
@@ -309,24 +210,22 @@ class Filesystem(FileIO):
         with self._lock:
             self._dir(ino)
             if start < DOT_COOKIE:
-                out.append((b".", self._inode(ino).copy(), DOT_COOKIE))
+                out.append((b".", self._inodes.get(ino).copy(), DOT_COOKIE))
             if start < DOTDOT_COOKIE:
-                out.append((b"..", self._inode(self._parent_of(ino)).copy(), DOTDOT_COOKIE))
-            first = schema.readdir_key(ino, max(start + 1, _FIRST_COOKIE))
-            for key, value in self.meta.scan(schema.readdir_prefix(ino), first):
+                out.append((b"..", self._inodes.get(self._dirs.parent_of(ino)).copy(), DOTDOT_COOKIE))
+            for name, child, cookie in self._dirs.entries(ino, start):
                 if len(out) >= limit:
                     break
-                child, name = schema.parse_readdir_value(value)
                 try:
-                    node = self._inode(child).copy()
+                    node = self._inodes.get(child).copy()
                 except NoSuchEntry:
                     continue
-                out.append((name, node, schema.parse_readdir_key(key)))
+                out.append((name, node, cookie))
         return out
 
     def readlink(self, ino: int) -> bytes:
         with self._lock:
-            node = self._inode(ino)
+            node = self._inodes.get(ino)
             if not node.is_symlink:
                 raise InvalidArgument("not a symbolic link")
             target = self.meta.get(schema.symlink_key(ino))
@@ -335,23 +234,7 @@ class Filesystem(FileIO):
     def access(self, ino: int, mode: int, ctx: Ctx) -> None:
         """Raise AccessDenied unless ``ctx`` may access ``ino`` with ``mode`` (R_OK|W_OK|X_OK)."""
         with self._lock:
-            self._check_access(self._inode(ino), mode, ctx)
-
-    def _check_access(self, node: Inode, mode: int, ctx: Ctx) -> None:
-        if mode == os.F_OK:
-            return
-        if ctx.uid == 0:
-            if mode & os.X_OK and not node.is_dir and not node.mode & 0o111:
-                raise AccessDenied("no execute bit")
-            return
-        if ctx.uid == node.uid:
-            bits = (node.mode >> 6) & 7
-        elif ctx.gid == node.gid:
-            bits = (node.mode >> 3) & 7
-        else:
-            bits = node.mode & 7
-        if mode & ~bits & 7:
-            raise AccessDenied("permission bits deny access")
+            check_access(self._inodes.get(ino), mode, ctx)
 
     def statfs(self) -> StatFs:
         cap = self.store.capacity()
@@ -359,57 +242,48 @@ class Filesystem(FileIO):
         bsize = 4096
         return StatFs(block_size=bsize, blocks=int(cap.total_bytes / overhead) // bsize,
                       blocks_free=int(cap.free_bytes / overhead) // bsize,
-                      files=2**40, files_free=2**40 - self._inos.next)
+                      files=2**40, files_free=2**40 - self._sb.inos.next)
 
     # ------------------------------------------------------------------ namespace changes
 
     def _new_inode(self, b: Batch, parent: Inode, mode: int, ctx: Ctx, rdev: int = 0) -> Inode:
-        now = _now()
+        now = self._now()
         gid = ctx.gid
         if parent.mode & stat.S_ISGID:
             gid = parent.gid
             if stat.S_ISDIR(mode):
                 mode |= stat.S_ISGID
-        node = Inode(self._alloc_ino(b), mode, ctx.uid, gid, 1, 0, now, now, now, rdev,
-                     self.generation)
-        self._remember(node)
+        node = Inode(self._sb.inos.take(b), mode, ctx.uid, gid, 1, 0, now, now, now, rdev,
+                     self._sb.generation)
+        self._inodes.add(node)
         return node
 
     def _create_node(self, parent: int, name: bytes, mode: int, ctx: Ctx, *,
                      rdev: int = 0, target: bytes | None = None) -> Inode:
-        """Create an inode under ``parent``; ``mode`` is the caller's, before the umask.
-
-        The umask applies unless the parent has a default ACL, which is then inherited
-        instead (masked by ``mode``), as on ext4.
-        """
-        _check_name(name)
+        """Create an inode under ``parent``; ``mode`` is the caller's, before the umask (or
+        the default ACL the parent passes on: :meth:`Xattrs.inherit`)."""
+        check_name(name)
         with self._lock:
             pnode = self._dir(parent)
-            if self._child(parent, name) is not None:
+            if self._dirs.child(parent, name) is not None:
                 raise EntryExists(name.decode(errors="replace"))
             if stat.S_ISDIR(mode) and pnode.nlink >= LINK_MAX:
                 raise TooManyLinks("too many subdirectories")
             b = self.meta.batch()
             inherited = None
-            default = None if target is not None else \
-                self.meta.get(schema.xattr_key(parent, acl.DEFAULT))
-            if default is not None:
-                inherited, mode = acl.inherit(acl.decode(default), mode)
-            elif target is None:
-                mode &= ~(ctx.umask & 0o777)
+            if target is None:  # a symlink's mode is always 0777
+                mode, inherited = self._xattrs.inherit(parent, mode, ctx.umask)
             node = self._new_inode(b, pnode, mode, ctx, rdev)
-            if inherited is not None and not acl.is_minimal(inherited):
-                b.put(schema.xattr_key(node.ino, acl.ACCESS), acl.encode(inherited))
+            if inherited is not None:
+                self._xattrs.stage_inherited(b, node, inherited)
             if node.is_dir:
                 node.nlink = 2
                 pnode.nlink += 1
-                b.put(schema.parent_key(node.ino), schema.le_u64(parent))
-                if default is not None:
-                    b.put(schema.xattr_key(node.ino, acl.DEFAULT), default)
+                self._dirs.set_parent(b, node.ino, parent)
             if target is not None:
                 node.size = len(target)
                 b.put(schema.symlink_key(node.ino), target)
-            self._add_entry(b, parent, name, node.ino)
+            self._dirs.add(b, parent, name, node.ino)
             self._touch(pnode, node.ctime_ns)
             self._save(b, node)
             self._save(b, pnode)
@@ -437,9 +311,9 @@ class Filesystem(FileIO):
         return self._new_handle(node.ino, flags), node
 
     def link(self, ino: int, new_parent: int, new_name: bytes, ctx: Ctx = ROOT_CTX) -> Inode:
-        _check_name(new_name)
+        check_name(new_name)
         with self._lock:
-            node = self._inode(ino)
+            node = self._inodes.get(ino)
             if node.is_dir:
                 raise NotPermitted("hard links to directories are not allowed")
             if node.nlink == 0:
@@ -447,45 +321,42 @@ class Filesystem(FileIO):
             if node.nlink >= LINK_MAX:
                 raise TooManyLinks("too many links")
             pnode = self._dir(new_parent)
-            if self._child(new_parent, new_name) is not None:
+            if self._dirs.child(new_parent, new_name) is not None:
                 raise EntryExists(new_name.decode(errors="replace"))
             b = self.meta.batch()
-            now = _now()
+            now = self._now()
             node.nlink += 1
             node.ctime_ns = now
-            self._add_entry(b, new_parent, new_name, ino)
+            self._dirs.add(b, new_parent, new_name, ino)
             self._touch(pnode, now)
             self._save(b, node)
             self._save(b, pnode)
             self.meta.commit(b)
             return node.copy()
 
-    def _is_empty_dir(self, ino: int) -> bool:
-        return not self.meta.has_prefix(schema.dentry_prefix(ino))
-
     def _drop_link(self, b: Batch, parent: Inode, name: bytes, ino: int, cookie: int,
                    now: int) -> None:
         """Remove one name of ``ino`` (file or empty directory), freeing it when unreferenced."""
-        node = self._inode(ino)
-        self._remove_entry(b, parent.ino, name, cookie)
+        node = self._inodes.get(ino)
+        self._dirs.remove(b, parent.ino, name, cookie)
         if node.is_dir:
             parent.nlink -= 1
             node.nlink = 0
-            b.delete(schema.parent_key(ino))
+            self._dirs.drop_parent(b, ino)
         else:
             node.nlink -= 1
         node.ctime_ns = now
         if node.nlink == 0:
-            if self._open_count.get(ino):
+            if self._inodes.is_open(ino):
                 b.put(schema.orphan_key(ino), b"")
                 self._save(b, node)
             else:
-                self._free_inode(b, ino)
+                self._data.free_inode(b, ino)
         else:
             self._save(b, node)
 
     def unlink(self, parent: int, name: bytes, ctx: Ctx = ROOT_CTX) -> None:
-        _check_name(name)
+        check_name(name)
         self._remove(parent, name, ctx, want_dir=False)
 
     def rmdir(self, parent: int, name: bytes, ctx: Ctx = ROOT_CTX) -> None:
@@ -493,7 +364,7 @@ class Filesystem(FileIO):
             raise InvalidArgument("cannot remove '.'")
         if name == b"..":
             raise DirectoryNotEmpty("cannot remove '..'")
-        _check_name(name)
+        check_name(name)
         self._remove(parent, name, ctx, want_dir=True)
 
     def _remove(self, parent: int, name: bytes, ctx: Ctx, want_dir: bool) -> None:
@@ -501,91 +372,82 @@ class Filesystem(FileIO):
         shown = name.decode(errors="replace")
         with self._lock:
             pnode = self._dir(parent)
-            child = self._child(parent, name)
+            child = self._dirs.child(parent, name)
             if child is None:
                 raise NoSuchEntry(shown)
-            node = self._inode(child[0])
+            node = self._inodes.get(child[0])
             if node.is_dir and not want_dir:
                 raise IsADirectory(shown)
             if want_dir and not node.is_dir:
                 raise NotADirectory(shown)
-            if want_dir and not self._is_empty_dir(node.ino):
+            if want_dir and not self._dirs.is_empty(node.ino):
                 raise DirectoryNotEmpty(shown)
             self._check_sticky(pnode, node, ctx)
             b = self.meta.batch()
-            now = _now()
+            now = self._now()
             self._drop_link(b, pnode, name, child[0], child[1], now)
             self._touch(pnode, now)
             self._save(b, pnode)
             self.meta.commit(b)
 
     def _check_sticky(self, parent: Inode, node: Inode, ctx: Ctx) -> None:
-        if (self.check_permissions and parent.mode & stat.S_ISVTX
-                and ctx.uid not in (0, parent.uid, node.uid)):
-            raise NotPermitted("sticky directory: only the owner may remove or rename")
-
-    def _is_ancestor(self, maybe_ancestor: int, ino: int) -> bool:
-        seen = 0
-        while ino != ROOT_INO and seen < 100_000:
-            if ino == maybe_ancestor:
-                return True
-            ino = self._parent_of(ino)
-            seen += 1
-        return maybe_ancestor == ROOT_INO
+        if self.check_permissions:
+            check_sticky(parent, node, ctx)
 
     def rename(self, old_parent: int, old_name: bytes, new_parent: int, new_name: bytes,
                flags: int = 0, ctx: Ctx = ROOT_CTX) -> None:
         for name in (old_name, new_name):
             if name in (b".", b".."):
                 raise InvalidArgument("cannot rename '.' or '..'")
-            _check_name(name)
+            check_name(name)
         if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) or flags == (RENAME_NOREPLACE
                                                                       | RENAME_EXCHANGE):
             raise InvalidArgument("unsupported rename flags")
         with self._lock:
             op = self._dir(old_parent)
             np = self._dir(new_parent)
-            src = self._child(old_parent, old_name)
+            src = self._dirs.child(old_parent, old_name)
             if src is None:
                 raise NoSuchEntry(old_name.decode(errors="replace"))
-            dst = self._child(new_parent, new_name)
-            snode = self._inode(src[0])
+            dst = self._dirs.child(new_parent, new_name)
+            snode = self._inodes.get(src[0])
             if dst is not None and dst[0] == src[0]:
                 return  # same inode under both names: POSIX says do nothing
             if flags & RENAME_NOREPLACE and dst is not None:
                 raise EntryExists(new_name.decode(errors="replace"))
             if flags & RENAME_EXCHANGE and dst is None:
                 raise NoSuchEntry(new_name.decode(errors="replace"))
-            if snode.is_dir and self._is_ancestor(snode.ino, new_parent):
+            if snode.is_dir and self._dirs.is_ancestor(snode.ino, new_parent):
                 raise InvalidArgument("cannot move a directory into its own subtree")
             self._check_sticky(op, snode, ctx)
-            now = _now()
+            now = self._now()
             b = self.meta.batch()
             if flags & RENAME_EXCHANGE:
-                dnode = self._inode(dst[0])
-                if dnode.is_dir and self._is_ancestor(dnode.ino, old_parent):
+                assert dst is not None  # checked above
+                dnode = self._inodes.get(dst[0])
+                if dnode.is_dir and self._dirs.is_ancestor(dnode.ino, old_parent):
                     raise InvalidArgument("cannot move a directory into its own subtree")
-                self._remove_entry(b, old_parent, old_name, src[1])
-                self._remove_entry(b, new_parent, new_name, dst[1])
-                self._add_entry(b, new_parent, new_name, snode.ino)
-                self._add_entry(b, old_parent, old_name, dnode.ino)
+                self._dirs.remove(b, old_parent, old_name, src[1])
+                self._dirs.remove(b, new_parent, new_name, dst[1])
+                self._dirs.add(b, new_parent, new_name, snode.ino)
+                self._dirs.add(b, old_parent, old_name, dnode.ino)
                 self._reparent(b, snode, op, np)
                 self._reparent(b, dnode, np, op)
                 dnode.ctime_ns = now
                 self._save(b, dnode)
             else:
                 if dst is not None:
-                    dnode = self._inode(dst[0])
+                    dnode = self._inodes.get(dst[0])
                     if dnode.is_dir and not snode.is_dir:
                         raise IsADirectory(new_name.decode(errors="replace"))
                     if snode.is_dir and not dnode.is_dir:
                         raise NotADirectory(new_name.decode(errors="replace"))
-                    if dnode.is_dir and not self._is_empty_dir(dnode.ino):
+                    if dnode.is_dir and not self._dirs.is_empty(dnode.ino):
                         raise DirectoryNotEmpty(new_name.decode(errors="replace"))
                     self._check_sticky(np, dnode, ctx)
                     self._drop_link(b, np, new_name, dnode.ino, dst[1], now)
-                self._remove_entry(b, old_parent, old_name, src[1])
-                self._add_entry(b, new_parent, new_name, snode.ino)
+                self._dirs.remove(b, old_parent, old_name, src[1])
+                self._dirs.add(b, new_parent, new_name, snode.ino)
                 self._reparent(b, snode, op, np)
             snode.ctime_ns = now
             self._touch(op, now)
@@ -599,7 +461,7 @@ class Filesystem(FileIO):
         if node.is_dir and old.ino != new.ino:
             old.nlink -= 1
             new.nlink += 1
-            b.put(schema.parent_key(node.ino), schema.le_u64(new.ino))
+            self._dirs.set_parent(b, node.ino, new.ino)
 
     def setattr(self, ino: int, *, mode: int | None = None, uid: int | None = None,
                 gid: int | None = None, size: int | None = None, atime_ns: int | None = None,
@@ -608,19 +470,14 @@ class Filesystem(FileIO):
         if size is not None:
             self.truncate(ino, size)
         with self._lock:
-            node = self._inode(ino)
-            now = _now()
+            node = self._inodes.get(ino)
+            now = self._now()
             if self.check_permissions:
-                if uid is not None and uid != node.uid and ctx.uid != 0:
-                    raise NotPermitted("only root changes the owner")
-                if gid is not None and gid != node.gid and ctx.uid not in (0, node.uid):
-                    raise NotPermitted("only the owner or root changes the group")
-                if mode is not None and ctx.uid not in (0, node.uid):
-                    raise NotPermitted("only the owner or root changes the mode")
+                check_setattr(node, ctx, mode=mode, uid=uid, gid=gid)
             b = self.meta.batch()
             if mode is not None:
                 node.mode = stat.S_IFMT(node.mode) | (mode & 0o7777)
-                self._chmod_acl(b, node)
+                self._xattrs.chmod_acl(b, node)
             if uid is not None:
                 node.uid = uid
             if gid is not None:
@@ -640,107 +497,41 @@ class Filesystem(FileIO):
             self.meta.commit(b)
             return node.copy()
 
-    def _chmod_acl(self, b: Batch, node: Inode) -> None:
-        """A mode change rewrites the owner, mask and other entries of an access ACL."""
-        key = schema.xattr_key(node.ino, acl.ACCESS)
-        value = self.meta.get(key)
-        if value is not None:
-            b.put(key, acl.encode(acl.apply_mode(acl.decode(value), node.mode)))
-
     # ------------------------------------------------------------------ xattrs
 
     def getxattr(self, ino: int, name: bytes) -> bytes:
-        with self._lock:
-            self._inode(ino)
-            value = self.meta.get(schema.xattr_key(ino, name))
-        if value is None:
-            raise NoSuchAttribute(name.decode(errors="replace"))
-        return value
+        return self._xattrs.get(ino, name)
 
     def listxattr(self, ino: int) -> list[bytes]:
-        with self._lock:
-            self._inode(ino)
-            prefix = schema.xattr_prefix(ino)
-            return [k[len(prefix):] for k, _ in self.meta.scan(prefix)]
+        return self._xattrs.names(ino)
 
     def setxattr(self, ino: int, name: bytes, value: bytes, flags: int = 0) -> None:
-        if not name or len(name) > XATTR_NAME_MAX:
-            raise AttributeNameInvalid("xattr name empty or over 255 bytes")
-        if len(value) > XATTR_SIZE_MAX:
-            raise AttributeTooLarge("xattr value over 64 KiB")
-        with self._lock:
-            node = self._inode(ino)
-            key = schema.xattr_key(ino, name)
-            exists = self.meta.get(key) is not None
-            if flags & XATTR_CREATE and exists:
-                raise EntryExists(name.decode(errors="replace"))
-            if flags & XATTR_REPLACE and not exists:
-                raise NoSuchAttribute(name.decode(errors="replace"))
-            b = self.meta.batch()
-            if name in (acl.ACCESS, acl.DEFAULT):
-                self._set_acl(b, node, name, key, bytes(value))
-            else:
-                b.put(key, bytes(value))
-            node.ctime_ns = _now()
-            self._save(b, node)
-            self.meta.commit(b)
-
-    def _set_acl(self, b: Batch, node: Inode, name: bytes, key: bytes, value: bytes) -> None:
-        acl.check_target(name, node.mode)
-        entries = acl.decode(value)
-        if name == acl.DEFAULT:
-            if entries:
-                b.put(key, acl.encode(entries))
-            else:
-                b.delete(key)
-            return
-        if not entries:
-            raise InvalidArgument("an access ACL cannot be empty")
-        node.mode = (node.mode & ~0o777) | acl.mode_bits(entries)
-        if acl.is_minimal(entries):
-            b.delete(key)  # the mode bits say it all, as ext4 stores it
-        else:
-            b.put(key, acl.encode(entries))
+        """``flags``: XATTR_CREATE (fail if it exists) or XATTR_REPLACE (if it does not)."""
+        self._xattrs.set(ino, name, value, flags)
 
     def removexattr(self, ino: int, name: bytes) -> None:
-        with self._lock:
-            node = self._inode(ino)
-            key = schema.xattr_key(ino, name)
-            if self.meta.get(key) is None:
-                raise NoSuchAttribute(name.decode(errors="replace"))
-            b = self.meta.batch()
-            b.delete(key)
-            node.ctime_ns = _now()
-            self._save(b, node)
-            self.meta.commit(b)
+        self._xattrs.remove(ino, name)
 
     # ------------------------------------------------------------------ open files
 
     def _new_handle(self, ino: int, flags: int) -> int:
         with self._lock:
-            fh = self._next_fh
-            self._next_fh += 1
-            self._handles[fh] = _Handle(ino, flags)
-            self._open_count[ino] = self._open_count.get(ino, 0) + 1
-            return fh
+            return self._handles.open(ino, flags)
 
-    def _handle(self, fh: int) -> _Handle:
-        h = self._handles.get(fh)
-        if h is None:
-            raise BadFileHandle(f"file handle {fh} is not open")
-        return h
+    def _handle(self, fh: int) -> OpenFile:
+        with self._lock:
+            return self._handles.get(fh)
 
     def handle_ino(self, fh: int) -> int:
-        with self._lock:
-            return self._handle(fh).ino
+        return self._handle(fh).ino
 
     def open(self, ino: int, flags: int, ctx: Ctx = ROOT_CTX) -> int:
         """Open a file; ``O_TRUNC`` truncates (data work: call from a thread)."""
         with self._lock:
-            node = self._inode(ino)
+            node = self._inodes.get(ino)
             if node.is_dir and flags & os.O_ACCMODE != os.O_RDONLY:
                 raise IsADirectory("cannot open a directory for writing")
-            if node.nlink == 0 and not self._open_count.get(ino):
+            if node.nlink == 0 and not self._inodes.is_open(ino):
                 raise NoSuchEntry(f"inode {ino} was deleted")
             fh = self._new_handle(ino, flags)
         if flags & os.O_TRUNC and flags & os.O_ACCMODE != os.O_RDONLY and node.is_reg:
@@ -749,40 +540,74 @@ class Filesystem(FileIO):
 
     def release(self, fh: int) -> None:
         """Last close of an open: store what is buffered, free an unlinked inode."""
-        with self._lock:
-            h = self._handle(fh)
+        h = self._handle(fh)
         try:
-            self._flush_inode(h.ino)
+            self._data.flush(h.ino)
         finally:
             with self._lock:
-                del self._handles[fh]
-                left = self._open_count[h.ino] - 1
-                if left:
-                    self._open_count[h.ino] = left
-                    return
-                del self._open_count[h.ino]
-                node = self._inodes.get(h.ino)
-                if node is not None and node.nlink == 0:
-                    b = self.meta.batch()
-                    self._free_inode(b, h.ino)
-                    self.meta.commit(b)
-                buf = self._buffers.get(h.ino)
-                if buf is not None and buf.is_idle():
-                    del self._buffers[h.ino]
+                if not self._handles.close(fh):
+                    self._last_close(h.ino)
+
+    def _last_close(self, ino: int) -> None:
+        node = self._inodes.cached(ino)
+        if node is not None and node.nlink == 0:
+            b = self.meta.batch()
+            self._data.free_inode(b, ino)
+            self.meta.commit(b)
+        self._data.drop_idle_buffers(ino)
 
     def flush(self, fh: int) -> None:
         """close(2) of one descriptor: everything written so far is stored and committed."""
-        with self._lock:
-            h = self._handle(fh)
-        self._flush_inode(h.ino)
+        self._data.flush(self._handle(fh).ino)
 
     def fsync(self, fh: int, datasync: bool = False) -> None:
-        with self._lock:
-            h = self._handle(fh)
-        self._flush_inode(h.ino, sync=True)
+        self._data.flush(self._handle(fh).ino, sync=True)
 
-    def statistics(self) -> dict[str, int]:
+    # ------------------------------------------------------------------ file data
+
+    def write(self, fh: int, offset: int, data: bytes) -> int:
+        return self._data.write(self._handle(fh), offset, data)
+
+    def write_nowait(self, fh: int, offset: int, data: bytes) -> int | None:
+        """:meth:`write` when it needs no I/O: only dirty or brand-new blocks are touched, none
+        fills up and the dirty limit holds. Returns None (nothing written) otherwise, and the
+        caller uses :meth:`write` from a worker thread."""
         with self._lock:
-            return {"open_files": len(self._handles), "dirty_bytes": self._dirty_total,
-                    "cached_inodes": len(self._inodes), "cache_hits": self.cache.hits,
-                    "cache_misses": self.cache.misses}
+            return self._data.write_nowait(self._handles.get(fh), offset, data)
+
+    def read(self, fh: int, offset: int, size: int) -> bytes:
+        result = self._data.read(self._handle(fh), offset, size)
+        assert result is not None
+        return result
+
+    def read_nowait(self, fh: int, offset: int, size: int) -> bytes | None:
+        """:meth:`read` when every block it needs is in memory (dirty, in flight, cached or a
+        hole); None otherwise, and the caller uses :meth:`read` from a worker thread."""
+        return self._data.read(self._handle(fh), offset, size, may_block=False)
+
+    def truncate(self, ino: int, size: int) -> None:
+        self._data.truncate(ino, size)
+
+    def needs_flush(self, ino: int) -> bool:
+        """Whether a (non-sync) flush of ``ino`` would have anything to store, commit or wait
+        for (see :meth:`DataPath.needs_flush`)."""
+        return self._data.needs_flush(ino)
+
+    # ------------------------------------------------------------------ garbage collection
+
+    def collect_garbage(self, now_ns: int | None = None, batch: int = 8) -> int:
+        """Delete chunks whose refcount has been 0 for the grace period; returns how many
+        (``now_ns``: the wall time to judge by, default the clock's)."""
+        return self._collector.collect(now_ns, batch)
+
+    def gc_paused(self) -> contextlib.AbstractContextManager[None]:
+        """No chunk is collected inside this block (an online fsck probes a stable store);
+        entering waits for a running pass to end."""
+        return self._collector.paused()
+
+    def statistics(self) -> Statistics:
+        with self._lock:
+            return Statistics(open_files=len(self._handles),
+                              dirty_bytes=self._data.dirty_bytes,
+                              cached_inodes=len(self._inodes), cache_hits=self.cache.hits,
+                              cache_misses=self.cache.misses)

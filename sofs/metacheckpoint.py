@@ -30,6 +30,11 @@ A checkpoint
 5. Pieces of a manifest that falls out of the kept list are deleted unless a kept manifest uses
    them; a crash before that only leaves garbage, never a hole.
 
+The stored forms (payloads, manifest, root body, state file) are the dataclasses of
+:mod:`sofs.checkpoint_records`; the errors (:class:`CheckpointError` and its kinds) are in
+:mod:`sofs.errors` and importable from here. Dates and durations come from the
+:class:`~chunkstore.clock.Clock` a :class:`Checkpointer` is given.
+
 Restoring reads the newest (or an older kept) manifest, fetches and verifies every file
 (blake3 and size, on top of the RING's own checksums) into a new directory, and checks that
 rocksdb opens it. The result is the volume as of that checkpoint: files written after it are
@@ -39,7 +44,6 @@ collected reads with errors (``sofsctl fsck`` lists them).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -47,44 +51,47 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import blake3
-import zstandard
 
-from chunkstore.atomicfile import atomic_write
 from chunkstore import errors as cerr
-from chunkstore.placement.keys import ChunkRef, chunk_key
+from chunkstore.api import ChunkStore
+from chunkstore.atomicfile import atomic_write
+from chunkstore.clock import SYSTEM_CLOCK, Clock
+from chunkstore.placement.keys import chunk_key
 from chunkstore.protection.policy import Protection
+from chunkstore.roots import RootRecord
 
-from .errors import FsError
+from .checkpoint_records import (
+    CODEC_MANIFEST,
+    CODEC_PIECE,
+    FORMAT,
+    MAX_MANIFEST,
+    CopyState,
+    Manifest,
+    ManifestFile,
+    RootBody,
+    parse_ref,
+    payload,
+    unpayload,
+)
+from .errors import CheckpointConflict, CheckpointError, NoCheckpoint
+from .metadata import MetaStore
 from .volume import VolumeConfig
 
-FORMAT = 1
+__all__ = ["Checkpointer", "CheckpointInfo", "CheckpointError", "CheckpointConflict",
+           "NoCheckpoint", "VolumeInRing", "check_current", "list_checkpoints",
+           "checkpoint_keys", "find_volumes", "restore", "read_state", "write_state", "KEEP",
+           "PIECE_SIZE", "STATE_FILE", "FORMAT", "CODEC_PIECE", "CODEC_MANIFEST", "Progress"]
+
 KEEP = 3                    # manifests kept in the root record (the newest first)
 PIECE_SIZE = 4 << 20
-ZSTD_LEVEL = 3
-CODEC_PIECE = 2
-CODEC_MANIFEST = 3
-_HEADER = 17
-STATE_FILE = "checkpoint.json"  # in the volume's directory: {"seq": the last written/restored}
-MAX_MANIFEST = 64 << 20     # a manifest larger than this is refused on read
+STATE_FILE = "checkpoint.json"  # in the volume's directory: this copy's CopyState
 
 Progress = Callable[[int, int], None]   # (bytes done, bytes total)
-
-
-class CheckpointError(FsError):
-    """A checkpoint could not be written or read back."""
-
-
-class CheckpointConflict(CheckpointError):
-    """Another host advanced this volume's root record: it is mounted (or was restored)
-    elsewhere. The checkpoint was not recorded."""
-
-
-class NoCheckpoint(CheckpointError):
-    """The RING holds no checkpoint of this volume."""
 
 
 @dataclass
@@ -106,74 +113,34 @@ class CheckpointInfo:
     kept: list[str] = field(default_factory=list)   # manifests in the root record
 
     def as_dict(self) -> dict:
-        return dict(self.__dict__)
+        return asdict(self)
 
 
-def _payload(codec: int, volume_id: bytes, body: bytes) -> bytes:
-    return bytes((codec,)) + volume_id + zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(body)
+@dataclass
+class _Sent:
+    """What storing a checkpoint's files has done so far."""
 
-
-def _unpayload(codec: int, volume_id: bytes, payload: bytes, limit: int) -> bytes:
-    if len(payload) < _HEADER or payload[0] != codec:
-        raise CheckpointError("not a metadata checkpoint chunk")
-    if payload[1:_HEADER] != volume_id:
-        raise CheckpointError("checkpoint chunk of another volume")
-    try:
-        return zstandard.ZstdDecompressor().decompress(payload[_HEADER:], max_output_size=limit)
-    except zstandard.ZstdError as e:
-        raise CheckpointError(f"checkpoint chunk does not decompress: {e}") from e
-
-
-def _ref(hexref: str) -> ChunkRef:
-    try:
-        return ChunkRef.from_bytes(bytes.fromhex(hexref))
-    except (ValueError, cerr.FormatError) as e:
-        raise CheckpointError(f"bad chunk ref in checkpoint: {e}") from e
+    done: int = 0      # bytes of the files read
+    sent: int = 0      # payload bytes sent to the RING
+    reused: int = 0    # pieces the previous checkpoint had already stored
 
 
 def _volume_id(config: VolumeConfig) -> bytes:
     return uuid.UUID(config.uuid).bytes
 
 
-# --- root record body ---------------------------------------------------------------------------
-
-def _root_body(config: VolumeConfig, manifests: list[str], created: float) -> bytes:
-    """JSON, a newline and the JSON's blake3 (the body crosses the wire without a checksum
-    of its own; the disks checksum what they store)."""
-    doc = json.dumps({"format": FORMAT, "volume": config.name, "uuid": config.uuid,
-                      "manifests": manifests, "created": created}).encode()
-    return doc + b"\n" + blake3.blake3(doc).hexdigest().encode()
+def _root_of(store: ChunkStore, volume_id: bytes) -> tuple[RootRecord | None, list[str]]:
+    """The volume's root record and its kept manifests (newest first; none without one)."""
+    root = store.get_root(volume_id)
+    return root, list(RootBody.decode(root.body).manifests) if root is not None else []
 
 
-def _parse_root(body: bytes) -> dict:
-    try:
-        doc, _, digest = body.rpartition(b"\n")
-        if blake3.blake3(doc).hexdigest().encode() != digest:
-            raise ValueError("checksum mismatch")
-        out = json.loads(doc)
-        if out.get("format") != FORMAT or not isinstance(out.get("manifests"), list):
-            raise ValueError("unknown format")
-        return out
-    except ValueError as e:
-        raise CheckpointError(f"unreadable root record: {e}") from e
+def _load_manifest(store: ChunkStore, volume_id: bytes, hexref: str) -> Manifest:
+    return Manifest.decode(unpayload(CODEC_MANIFEST, volume_id, store.get(parse_ref(hexref)),
+                                     MAX_MANIFEST))
 
 
-def _load_manifest(store, volume_id: bytes, hexref: str) -> dict:
-    data = _unpayload(CODEC_MANIFEST, volume_id, store.get(_ref(hexref)), MAX_MANIFEST)
-    try:
-        doc = json.loads(data)
-        if doc.get("format") != FORMAT:
-            raise ValueError("unknown manifest format")
-        return doc
-    except ValueError as e:
-        raise CheckpointError(f"unreadable manifest: {e}") from e
-
-
-def _pieces_of(manifest: dict) -> set[str]:
-    return {ref for f in manifest["files"] for ref in f["chunks"]}
-
-
-def _pieces(f) -> Iterator[bytes]:
+def _pieces(f: BinaryIO) -> Iterator[bytes]:
     """A file's pieces of PIECE_SIZE (the last shorter); an empty file is one empty piece."""
     piece = f.read(PIECE_SIZE)
     yield piece
@@ -186,53 +153,52 @@ def _pieces(f) -> Iterator[bytes]:
 
 # --- this copy's place in the sequence ---------------------------------------------------------
 
-def _state(volume_dir: Path) -> dict:
+def _state(volume_dir: Path) -> CopyState:
     try:
-        doc = json.loads((Path(volume_dir) / STATE_FILE).read_text())
-        return doc if isinstance(doc, dict) else {}
+        return CopyState.decode((Path(volume_dir) / STATE_FILE).read_text())
     except (OSError, ValueError):
-        return {}
+        return CopyState()
 
 
 def read_state(volume_dir: Path) -> int:
     """The root sequence number this copy of the metadata last wrote or was restored at (0:
     none)."""
-    seq = _state(volume_dir).get("seq")
-    return seq if isinstance(seq, int) and seq >= 0 else 0
+    return _state(volume_dir).seq
 
 
-def write_state(volume_dir: Path, seq: int, pending: tuple[int, str] | None = None) -> None:
+def write_state(volume_dir: Path, seq: int, pending: tuple[int, str] | None = None, *,
+                clock: Clock = SYSTEM_CLOCK) -> None:
     """Record SEQ; PENDING (seq, manifest) is a root update under way: if it reached the disks
     but its answer was lost, the next checkpoint recognises it as this copy's own."""
-    doc: dict = {"seq": seq, "written": time.time()}
-    if pending is not None:
-        doc["pending_seq"], doc["pending_manifest"] = pending
-    path = Path(volume_dir) / STATE_FILE
-    atomic_write(path, json.dumps(doc))
+    pending_seq, pending_manifest = pending if pending is not None else (None, None)
+    state = CopyState(seq, clock.time(), pending_seq, pending_manifest)
+    atomic_write(Path(volume_dir) / STATE_FILE, state.encode())
 
 
-def _this_copys_seq(volume_dir: Path, root, manifests: list[str]) -> int:
+def _this_copys_seq(volume_dir: Path, root: RootRecord | None, manifests: list[str],
+                    clock: Clock = SYSTEM_CLOCK) -> int:
     """This copy's sequence number; a root update of its own whose answer was lost (the
     recorded pending update is what ROOT holds) is adopted and recorded."""
     st = _state(volume_dir)
-    mine = read_state(volume_dir)
-    if (root is not None and root.seq > mine and st.get("pending_seq") == root.seq
-            and manifests and st.get("pending_manifest") == manifests[0]):
+    mine = st.seq
+    if (root is not None and root.seq > mine and st.pending_seq == root.seq
+            and manifests and st.pending_manifest == manifests[0]):
         mine = root.seq
-        write_state(volume_dir, mine)
+        write_state(volume_dir, mine, clock=clock)
     return mine
 
 
-def _refuse_if_overtaken(store, config: VolumeConfig, workdir: Path, root, mine: int,
-                         manifests: list[str], remedy: str) -> None:
+def _refuse_if_overtaken(store: ChunkStore, config: VolumeConfig, workdir: Path,
+                         root: RootRecord | None, mine: int, manifests: list[str],
+                         remedy: str) -> None:
     """CheckpointConflict if ROOT is past this copy's number MINE."""
     if root is None or root.seq <= mine:
         return
     try:
         newest = _load_manifest(store, _volume_id(config), manifests[0])
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(newest["created"]))
-        who = f" (taken {when} on {newest.get('host') or 'an unknown host'})"
-    except (CheckpointError, cerr.ChunkStoreError, IndexError, KeyError):
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(newest.created))
+        who = f" (taken {when} on {newest.host or 'an unknown host'})"
+    except (CheckpointError, cerr.ChunkStoreError, IndexError):
         who = ""
     raise CheckpointConflict(
         f"volume {config.name}: another host wrote checkpoint {root.seq}{who}, newer than this "
@@ -241,13 +207,13 @@ def _refuse_if_overtaken(store, config: VolumeConfig, workdir: Path, root, mine:
         f"{config.name}. If this copy is the one to keep, take over: {remedy}")
 
 
-def check_current(store, config: VolumeConfig, volume_dir: Path, remedy: str) -> None:
+def check_current(store: ChunkStore, config: VolumeConfig, volume_dir: Path, remedy: str, *,
+                  clock: Clock = SYSTEM_CLOCK) -> None:
     """Refuse (CheckpointConflict) a copy of the metadata that another host has overtaken in
     the RING: mounting it would fork the volume. REMEDY is the take-over command to suggest."""
-    root = store.get_root(_volume_id(config))
-    manifests = _parse_root(root.body)["manifests"] if root is not None else []
-    _refuse_if_overtaken(store, config, Path(volume_dir), root,
-                         _this_copys_seq(Path(volume_dir), root, manifests), manifests, remedy)
+    root, manifests = _root_of(store, _volume_id(config))
+    mine = _this_copys_seq(Path(volume_dir), root, manifests, clock)
+    _refuse_if_overtaken(store, config, Path(volume_dir), root, mine, manifests, remedy)
 
 
 # --- writing ------------------------------------------------------------------------------------
@@ -257,10 +223,11 @@ class Checkpointer:
 
     WORKDIR is the volume's directory: the rocksdb checkpoint is made there (the same
     filesystem as the database, so it is hard links) and this copy's sequence state is kept
-    there (:data:`STATE_FILE`)."""
+    there (:data:`STATE_FILE`). CLOCK dates the checkpoints and times them."""
 
-    def __init__(self, meta, store, config: VolumeConfig, workdir: Path, *,
-                 protection: Protection | None = None, keep: int = KEEP) -> None:
+    def __init__(self, meta: MetaStore, store: ChunkStore, config: VolumeConfig, workdir: Path,
+                 *, protection: Protection | None = None, keep: int = KEEP,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
         self.meta = meta
         self.store = store
         self.config = config
@@ -268,6 +235,7 @@ class Checkpointer:
         self.protection = protection or config.protection()
         self.keep = max(1, keep)
         self.volume_id = _volume_id(config)
+        self._clock = clock
         self._lock = threading.Lock()
         # what a checkpoint killed midway left (the volume is held by this process alone)
         for old in self.workdir.glob(".meta-checkpoint.*") if self.workdir.is_dir() else ():
@@ -307,7 +275,8 @@ class Checkpointer:
         False when the RING cannot tell now."""
         with self._lock:
             try:
-                check_current(self.store, self.config, self.workdir, "--take-over")
+                check_current(self.store, self.config, self.workdir, "--take-over",
+                              clock=self._clock)
             except CheckpointConflict as e:
                 self.last_error = f"CheckpointConflict: {e}"
                 self._overtaken(str(e))
@@ -317,11 +286,10 @@ class Checkpointer:
             return self.overtaken
 
     def _write(self, progress: Progress | None, take_over: bool) -> CheckpointInfo:
-        t0 = time.monotonic()
-        created = time.time()
-        root = self.store.get_root(self.volume_id)
-        prev: list[str] = _parse_root(root.body)["manifests"] if root is not None else []
-        mine = _this_copys_seq(self.workdir, root, prev)
+        t0 = self._clock.monotonic()
+        created = self._clock.time()
+        root, prev = _root_of(self.store, self.volume_id)
+        mine = _this_copys_seq(self.workdir, root, prev, self._clock)
         if not take_over:
             _refuse_if_overtaken(self.store, self.config, self.workdir, root, mine, prev,
                                  f"sofsctl volume checkpoint {self.config.name} --take-over")
@@ -337,87 +305,86 @@ class Checkpointer:
         known: dict[bytes, str] = {}
         if prev:
             try:
-                for hexref in _pieces_of(_load_manifest(self.store, self.volume_id, prev[0])):
-                    known[_ref(hexref).key] = hexref
+                for hexref in _load_manifest(self.store, self.volume_id, prev[0]).pieces():
+                    known[parse_ref(hexref).key] = hexref
             except (CheckpointError, cerr.ChunkStoreError):
                 known = {}  # unreadable previous manifest: send everything again
         tmp = self.workdir / f".meta-checkpoint.{os.getpid()}.{threading.get_ident()}"
         shutil.rmtree(tmp, ignore_errors=True)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.meta.checkpoint(tmp)
+        sent = _Sent()
         try:
-            files = sorted(p for p in tmp.iterdir() if p.is_file())
-            total = sum(p.stat().st_size for p in files)
-            counts = {"done": 0, "sent": 0, "reused": 0}
-            entries = [self._store_file(path, known, counts, total, progress) for path in files]
+            paths = sorted(p for p in tmp.iterdir() if p.is_file())
+            total = sum(p.stat().st_size for p in paths)
+            files = tuple(self._store_file(path, known, sent, total, progress) for path in paths)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        sent = counts["sent"]
-        host = socket.gethostname()
-        manifest = {"format": FORMAT, "seq": seq, "created": created, "host": host,
-                    "volume": json.loads(self.config.to_json()), "files": entries}
-        mpayload = _payload(CODEC_MANIFEST, self.volume_id, json.dumps(manifest).encode())
+        manifest = Manifest(seq=seq, created=created, host=socket.gethostname(),
+                            volume=self.config, files=files)
+        mpayload = payload(CODEC_MANIFEST, self.volume_id, manifest.encode())
         mref = self.store.put(mpayload, self.protection).to_bytes().hex()
-        sent += len(mpayload)
+        sent.sent += len(mpayload)
         kept = [mref] + [m for m in prev if m != mref][: self.keep - 1]
-        write_state(self.workdir, mine, pending=(seq, mref))
+        write_state(self.workdir, mine, pending=(seq, mref), clock=self._clock)
+        body = RootBody(self.config.name, self.config.uuid, tuple(kept), created)
         try:
-            self.store.put_root(self.volume_id, seq, _root_body(self.config, kept, created))
+            self.store.put_root(self.volume_id, seq, body.encode())
         except (cerr.StaleRoot, cerr.KeyConflict) as e:  # newer, or the same seq elsewhere
             raise CheckpointConflict(
                 f"volume {self.config.name}: another host recorded checkpoint {seq} at the "
                 f"same time ({e}); is the volume mounted elsewhere?") from e
-        write_state(self.workdir, seq)
+        write_state(self.workdir, seq, clock=self._clock)
         deleted = self._drop(prev[self.keep - 1:], kept, manifest)
         return CheckpointInfo(
             volume=self.config.name, volume_uuid=self.config.uuid, seq=seq, created=created,
-            files=len(entries), bytes=total, manifest=mref, host=host, sent_bytes=sent,
-            reused_pieces=counts["reused"], took=time.monotonic() - t0, deleted_pieces=deleted,
-            kept=kept)
+            files=len(files), bytes=total, manifest=mref, host=manifest.host,
+            sent_bytes=sent.sent, reused_pieces=sent.reused,
+            took=self._clock.monotonic() - t0, deleted_pieces=deleted, kept=kept)
 
-    def _store_file(self, path: Path, known: dict[bytes, str], counts: dict[str, int],
-                    total: int, progress: Progress | None) -> dict:
+    def _store_file(self, path: Path, known: dict[bytes, str], sent: _Sent, total: int,
+                    progress: Progress | None) -> ManifestFile:
         """Store one database file as pieces (those in KNOWN are not sent again); its
-        manifest entry. COUNTS accumulates bytes done, payload bytes sent, pieces reused."""
+        manifest entry. SENT accumulates bytes done, payload bytes sent, pieces reused."""
         h = blake3.blake3()
         refs, size = [], 0
         with open(path, "rb") as f:
             for piece in _pieces(f):
                 h.update(piece)
                 size += len(piece)
-                payload = _payload(CODEC_PIECE, self.volume_id, piece)
-                hexref = known.get(chunk_key(payload))
+                data = payload(CODEC_PIECE, self.volume_id, piece)
+                hexref = known.get(chunk_key(data))
                 if hexref is None:
-                    hexref = self.store.put(payload, self.protection).to_bytes().hex()
-                    counts["sent"] += len(payload)
+                    hexref = self.store.put(data, self.protection).to_bytes().hex()
+                    sent.sent += len(data)
                 else:
-                    counts["reused"] += 1
+                    sent.reused += 1
                 refs.append(hexref)
-                counts["done"] += len(piece)
+                sent.done += len(piece)
                 if progress:
-                    progress(counts["done"], total)
-        return {"name": path.name, "size": size, "blake3": h.hexdigest(), "chunks": refs}
+                    progress(sent.done, total)
+        return ManifestFile(name=path.name, size=size, blake3=h.hexdigest(), chunks=tuple(refs))
 
-    def _drop(self, dropped: list[str], kept: list[str], newest: dict) -> int:
+    def _drop(self, dropped: list[str], kept: list[str], newest: Manifest) -> int:
         """Delete the pieces of DROPPED manifests that no KEPT manifest uses; best effort."""
         dropped = [m for m in dropped if m not in kept]
         if not dropped:
             return 0
-        keep = _pieces_of(newest) | set(kept)
+        keep = newest.pieces() | set(kept)
         try:
             for m in kept[1:]:
-                keep |= _pieces_of(_load_manifest(self.store, self.volume_id, m))
+                keep |= _load_manifest(self.store, self.volume_id, m).pieces()
         except (CheckpointError, cerr.ChunkStoreError):
             return 0  # cannot tell what is still used: delete nothing
         deleted = 0
         for m in dropped:
             try:
-                pieces = _pieces_of(_load_manifest(self.store, self.volume_id, m)) | {m}
+                pieces = _load_manifest(self.store, self.volume_id, m).pieces() | {m}
             except (CheckpointError, cerr.ChunkStoreError):
                 pieces = {m}
             for hexref in pieces - keep:
                 try:
-                    self.store.delete(_ref(hexref))
+                    self.store.delete(parse_ref(hexref))
                     deleted += 1
                 except cerr.ChunkStoreError:
                     pass  # left behind: garbage, never a hole
@@ -426,21 +393,16 @@ class Checkpointer:
 
 # --- reading ------------------------------------------------------------------------------------
 
-def _info(manifest: dict, hexref: str, kept: list[str]) -> CheckpointInfo:
-    vol = manifest["volume"]
-    return CheckpointInfo(volume=vol["name"], volume_uuid=vol["uuid"], seq=manifest["seq"],
-                          created=manifest["created"], files=len(manifest["files"]),
-                          bytes=sum(f["size"] for f in manifest["files"]), manifest=hexref,
-                          host=manifest.get("host", ""), kept=kept)
+def _info(manifest: Manifest, hexref: str, kept: list[str]) -> CheckpointInfo:
+    return CheckpointInfo(volume=manifest.volume.name, volume_uuid=manifest.volume.uuid,
+                          seq=manifest.seq, created=manifest.created, files=len(manifest.files),
+                          bytes=manifest.size, manifest=hexref, host=manifest.host, kept=kept)
 
 
-def list_checkpoints(store, volume_uuid: str) -> list[CheckpointInfo]:
+def list_checkpoints(store: ChunkStore, volume_uuid: str) -> list[CheckpointInfo]:
     """The checkpoints the root record keeps, newest first (unreadable ones left out)."""
     vid = uuid.UUID(volume_uuid).bytes
-    root = store.get_root(vid)
-    if root is None:
-        return []
-    kept = _parse_root(root.body)["manifests"]
+    _, kept = _root_of(store, vid)
     out = []
     for m in kept:
         try:
@@ -450,17 +412,15 @@ def list_checkpoints(store, volume_uuid: str) -> list[CheckpointInfo]:
     return out
 
 
-def checkpoint_keys(store, volume_uuid: str) -> set[bytes]:
+def checkpoint_keys(store: ChunkStore, volume_uuid: str) -> set[bytes]:
     """Chunk keys of the volume's kept checkpoints (pieces and manifests): referenced, though
     no file of the volume names them."""
     vid = uuid.UUID(volume_uuid).bytes
-    root = store.get_root(vid)
-    if root is None:
-        return set()
+    _, kept = _root_of(store, vid)
     keys = set()
-    for m in _parse_root(root.body)["manifests"]:
-        keys.add(_ref(m).key)
-        keys |= {_ref(h).key for h in _pieces_of(_load_manifest(store, vid, m))}
+    for m in kept:
+        keys.add(parse_ref(m).key)
+        keys |= {parse_ref(h).key for h in _load_manifest(store, vid, m).pieces()}
     return keys
 
 
@@ -476,7 +436,7 @@ class VolumeInRing:
     host: str           # that took it ("" if its manifest is unreadable)
 
 
-def find_volumes(store) -> list[VolumeInRing]:
+def find_volumes(store: ChunkStore) -> list[VolumeInRing]:
     """Every volume with a checkpoint in the RING, by name then newest first."""
     out = []
     for vid, _seq in store.list_roots().items():
@@ -484,36 +444,35 @@ def find_volumes(store) -> list[VolumeInRing]:
         if root is None:
             continue
         try:
-            doc = _parse_root(root.body)
+            body = RootBody.decode(root.body)
         except CheckpointError:
             continue
-        name = doc.get("volume")
-        if not isinstance(name, str) or not doc["manifests"]:
+        if not body.manifests:
             continue
         try:
-            host = _load_manifest(store, vid, doc["manifests"][0]).get("host", "")
+            host = _load_manifest(store, vid, body.manifests[0]).host
         except (CheckpointError, cerr.ChunkStoreError):
             host = ""
-        out.append(VolumeInRing(name, str(uuid.UUID(bytes=vid)), root.seq,
-                                float(doc.get("created") or 0), host))
+        out.append(VolumeInRing(body.volume, str(uuid.UUID(bytes=vid)), root.seq,
+                                body.created, host))
     return sorted(out, key=lambda v: (v.name, -v.created))
 
 
-def restore(store, volume_uuid: str, dest: Path, *, which: int = 0,
-            progress: Progress | None = None) -> tuple[VolumeConfig, CheckpointInfo]:
+def restore(store: ChunkStore, volume_uuid: str, dest: Path, *, which: int = 0,
+            progress: Progress | None = None,
+            clock: Clock = SYSTEM_CLOCK) -> tuple[VolumeConfig, CheckpointInfo]:
     """Write the metadata database of checkpoint WHICH (0: the newest kept) of the volume into
     the new directory DEST, and record in DEST's parent (the volume's directory) that this copy
     continues from the root record's current sequence number; (the volume's config, the
     checkpoint)."""
     vid = uuid.UUID(volume_uuid).bytes
-    root = store.get_root(vid)
+    root, kept = _root_of(store, vid)
     if root is None:
         raise NoCheckpoint(f"the RING holds no checkpoint of volume {volume_uuid}")
-    kept = _parse_root(root.body)["manifests"]
     if not 0 <= which < len(kept):
         raise NoCheckpoint(f"volume {volume_uuid} has {len(kept)} checkpoints, not {which + 1}")
     manifest = _load_manifest(store, vid, kept[which])
-    config = VolumeConfig.from_json(json.dumps({"version": 1, **manifest["volume"]}))
+    config = manifest.volume
     if config.uuid != volume_uuid:
         raise CheckpointError("the manifest names another volume")
     dest = Path(dest)
@@ -522,18 +481,17 @@ def restore(store, volume_uuid: str, dest: Path, *, which: int = 0,
     tmp = dest.with_name(f".{dest.name}.restoring")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    total = sum(f["size"] for f in manifest["files"])
+    total = manifest.size
     done = 0
     try:
-        for f in manifest["files"]:
-            name = f["name"]
-            if not isinstance(name, str) or "/" in name or name in ("", ".", ".."):
-                raise CheckpointError(f"bad file name in manifest: {name!r}")
+        for f in manifest.files:
+            if "/" in f.name or f.name in ("", ".", ".."):
+                raise CheckpointError(f"bad file name in manifest: {f.name!r}")
             h = blake3.blake3()
             size = 0
-            with open(tmp / name, "wb") as out:
-                for hexref in f["chunks"]:
-                    data = _unpayload(CODEC_PIECE, vid, store.get(_ref(hexref)), PIECE_SIZE)
+            with open(tmp / f.name, "wb") as out:
+                for hexref in f.chunks:
+                    data = unpayload(CODEC_PIECE, vid, store.get(parse_ref(hexref)), PIECE_SIZE)
                     h.update(data)
                     out.write(data)
                     size += len(data)
@@ -542,8 +500,8 @@ def restore(store, volume_uuid: str, dest: Path, *, which: int = 0,
                         progress(done, total)
                 out.flush()
                 os.fsync(out.fileno())
-            if size != f["size"] or h.hexdigest() != f["blake3"]:
-                raise CheckpointError(f"{name}: restored bytes do not match the manifest")
+            if size != f.size or h.hexdigest() != f.blake3:
+                raise CheckpointError(f"{f.name}: restored bytes do not match the manifest")
         fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
         try:
             os.fsync(fd)
@@ -553,5 +511,5 @@ def restore(store, volume_uuid: str, dest: Path, *, which: int = 0,
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    write_state(dest.parent, root.seq)
+    write_state(dest.parent, root.seq, clock=clock)
     return config, _info(manifest, kept[which], kept)

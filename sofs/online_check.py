@@ -19,8 +19,8 @@ from pathlib import Path
 
 from chunkstore.api import ChunkStore
 
-from .fsck import FsckReport, Progress, check
 from .fs import Filesystem
+from .fsck import FsckReport, Progress, check
 from .metadata import MetaStore
 
 CHECKPOINT_DIR = "fsck-checkpoint"

@@ -14,7 +14,8 @@ import uuid
 from pathlib import Path
 
 from chunkstore.atomicfile import atomic_write
-from chunkstore.protection.policy import Protection, parse_policy
+from chunkstore.errors import PolicyError
+from chunkstore.protection.policy import ECPolicy, Protection, ReplicationPolicy, parse_policy
 
 from .errors import VolumeError
 
@@ -39,8 +40,10 @@ class VolumeConfig:
     block_size: int = DEFAULT_BLOCK_SIZE
 
     def protection(self) -> Protection:
-        return Protection(parse_policy(self.small_policy), parse_policy(self.large_policy),
-                          self.threshold)
+        small = parse_policy(self.small_policy)
+        if not isinstance(small, ReplicationPolicy):
+            raise PolicyError("the small-object policy must be a ReplicationPolicy")
+        return Protection(small, parse_policy(self.large_policy), self.threshold)
 
     @property
     def compression(self) -> str:
@@ -51,10 +54,59 @@ class VolumeConfig:
 
     @classmethod
     def from_json(cls, text: str) -> "VolumeConfig":
-        raw = json.loads(text)
+        """Parse ``volume.json``; VolumeError (saying which field) for a document that is not
+        this version's config: not JSON, an unknown version, a missing or unknown field, a
+        field of the wrong type, or a value no volume can have."""
+        try:
+            raw = json.loads(text)
+        except ValueError as e:
+            raise VolumeError(f"volume.json is not JSON: {e}") from None
+        if not isinstance(raw, dict):
+            raise VolumeError(f"volume.json holds {type(raw).__name__}, not an object")
+        raw = dict(raw)
         if raw.pop("version", None) != _CONFIG_VERSION:
             raise VolumeError("volume.json has an unknown version")
-        return cls(**raw)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - set(fields))
+        if unknown:
+            raise VolumeError(f"volume.json has unknown field(s): {', '.join(unknown)}")
+        missing = [n for n, f in fields.items() if n not in raw
+                   and f.default is dataclasses.MISSING]
+        if missing:
+            raise VolumeError(f"volume.json lacks field(s): {', '.join(missing)}")
+        for name, value in raw.items():
+            want = _FIELD_TYPES[name]
+            if isinstance(value, bool) or not isinstance(value, want):
+                names = " or ".join(t.__name__ for t in want)
+                raise VolumeError(f"volume.json: {name} must be {names}, not "
+                                  f"{type(value).__name__} ({value!r})")
+        config = cls(**raw)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """VolumeError for a value no volume can have (bad name, uuid, sizes or levels)."""
+        if not _NAME.match(self.name):
+            raise VolumeError(f"bad volume name {self.name!r}: use letters, digits, '.', '_', "
+                              "'-' (at most 64, starting with a letter or digit)")
+        try:
+            uuid.UUID(self.uuid)
+        except ValueError:
+            raise VolumeError(f"volume uuid {self.uuid!r} is not a UUID") from None
+        bs = self.block_size
+        if bs < 64 * 1024 or bs > 64 * 1024 * 1024 or bs & (bs - 1):
+            raise VolumeError("block size must be a power of two between 64 KiB and 64 MiB")
+        if not 0 <= self.zstd_level <= 22:
+            raise VolumeError("zstd level must be between 0 (off) and 22")
+        if self.threshold < 0:
+            raise VolumeError("threshold must not be negative")
+
+
+# the JSON types each field accepts (a float field takes an integer too; never a bool)
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "name": (str,), "uuid": (str,), "created": (int, float), "small_policy": (str,),
+    "large_policy": (str,), "threshold": (int,), "zstd_level": (int,), "block_size": (int,),
+}
 
 
 def volumes_dir(data_dir: Path) -> Path:
@@ -79,7 +131,7 @@ def protection_for(ec: str | None, cos: int | None) -> tuple[str, str]:
         return spec, spec
     ec = ec or "4+2"
     large = parse_policy(f"ec{ec}")
-    if not hasattr(large, "m"):
+    if not isinstance(large, ECPolicy):
         raise VolumeError(f"--ec wants K+M, got {ec!r}")
     # small chunks survive as many losses as coded ones (capped at the most copies we keep)
     small = f"cos{min(large.m, 5)}"
@@ -92,16 +144,10 @@ def create_volume(data_dir: Path, name: str, *, small_policy: str = "cos2",
                   large_policy: str = "ec4+2", zstd_level: int = DEFAULT_ZSTD_LEVEL,
                   block_size: int = DEFAULT_BLOCK_SIZE) -> VolumeConfig:
     """Create a volume's directory and config; the metadata DB is made on first open."""
-    if not _NAME.match(name):
-        raise VolumeError(f"bad volume name {name!r}: use letters, digits, '.', '_', '-' "
-                          "(at most 64, starting with a letter or digit)")
-    if block_size < 64 * 1024 or block_size > 64 * 1024 * 1024 or block_size & (block_size - 1):
-        raise VolumeError("block size must be a power of two between 64 KiB and 64 MiB")
-    if not 0 <= zstd_level <= 22:
-        raise VolumeError("zstd level must be between 0 (off) and 22")
     config = VolumeConfig(name=name, uuid=str(uuid.uuid4()), created=time.time(),
                           small_policy=small_policy, large_policy=large_policy,
                           zstd_level=zstd_level, block_size=block_size)
+    config.validate()
     config.protection()  # validates both policies
     vdir = volume_dir(data_dir, name)
     volumes_dir(data_dir).mkdir(parents=True, exist_ok=True)
@@ -119,7 +165,7 @@ def load_volume(data_dir: Path, name: str) -> VolumeConfig:
         return VolumeConfig.from_json(path.read_text())
     except FileNotFoundError:
         raise VolumeError(f"no volume named {name!r} under {data_dir}") from None
-    except (ValueError, TypeError) as e:
+    except (VolumeError, ValueError) as e:
         raise VolumeError(f"{path}: unreadable volume config: {e}") from e
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from sofs import acl
 from sofs.acl import GROUP, GROUP_OBJ, MASK, OTHER, USER, USER_OBJ, Entry
-from sofs.errors import InvalidArgument
+from sofs.errors import InvalidArgument, NoSuchAttribute
 from sofs.fs import Ctx
 from sofs.inode import ROOT_INO
 
@@ -82,7 +82,7 @@ def test_default_acl_is_inherited_and_replaces_the_umask(env):
     assert stat.S_IMODE(f.mode) == 0o664  # umask ignored; mask and other from the ACL
     fa = {(e.tag, e.id): e.perm for e in acl.decode(fs.getxattr(f.ino, acl.ACCESS))}
     assert fa[(USER, 1000)] == 7 and fa[(MASK, acl.UNDEFINED_ID)] == 6
-    with pytest.raises(Exception):
+    with pytest.raises(NoSuchAttribute):
         fs.getxattr(f.ino, acl.DEFAULT)  # files get no default ACL
     sub = fs.mkdir(d.ino, b"sub", 0o750, ctx)
     assert stat.S_IMODE(sub.mode) == 0o750

@@ -7,8 +7,17 @@ import pytest
 
 from chunkstore.ring.memory import MemoryChunkStore
 from sofs import schema
-from sofs.errors import (DataUnavailable, DirectoryNotEmpty, EntryExists, InvalidArgument,
-                         IsADirectory, NameTooLong, NoSuchAttribute, NoSuchEntry, NotADirectory)
+from sofs.errors import (
+    DataUnavailable,
+    DirectoryNotEmpty,
+    EntryExists,
+    InvalidArgument,
+    IsADirectory,
+    NameTooLong,
+    NoSuchAttribute,
+    NoSuchEntry,
+    NotADirectory,
+)
 from sofs.fs import RENAME_EXCHANGE, RENAME_NOREPLACE, Ctx, Filesystem
 from sofs.inode import ROOT_INO
 from sofs.volume import create_volume

@@ -61,7 +61,7 @@ def test_flush_between_copy_and_size_update_keeps_the_block(env):
     fs.write(fh, 0, b"h" * 100)
     fs.flush(fh)
     reached, go = threading.Event(), threading.Event()
-    real = fs._writable_block
+    real = fs._data._writable_block  # the data path's internals, on purpose
     calls = []
 
     def pausing(ino, index, boff, n):
@@ -71,7 +71,7 @@ def test_flush_between_copy_and_size_update_keeps_the_block(env):
             go.wait(5)
         return real(ino, index, boff, n)
 
-    fs._writable_block = pausing
+    fs._data._writable_block = pausing
     data = b"D" * (BS + 200)  # block 1 (new, past EOF) and block 2
     t = threading.Thread(target=fs.write, args=(fh, BS + 50, data), name="writer")
     t.start()
@@ -118,7 +118,7 @@ def test_truncate_of_a_closed_file_leaves_no_buffers_behind(env):
     inos = [write_file(fs, b"f%d" % i, b"x" * 100) for i in range(20)]
     for ino in inos:
         fs.setattr(ino, size=10)
-    assert not fs._buffers
+    assert not fs._data.buffered()
 
 
 def test_close_flushes_every_file_even_if_one_fails(env):
@@ -149,7 +149,7 @@ def test_concurrent_cold_reads_of_one_block_fetch_it_once(env):
     mount, store = env
     fs = mount()
     ino = write_file(fs, b"f", os.urandom(BS))
-    fs.cache = type(fs.cache)(64 << 20)  # cold cache
+    fs.cache.clear()  # cold cache
     store.before_get = lambda ref: time.sleep(0.2)
     gets0 = store.gets
     fh = fs.open(ino, os.O_RDONLY)

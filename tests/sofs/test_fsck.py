@@ -565,8 +565,8 @@ def test_unknown_format_stops_the_check(vol):
 
 
 def test_local_ring_missing_chunk_and_unreferenced_chunks(tmp_path):
-    from chunkstore.ring.localcluster import init_local_cluster
     from chunkstore.ring.local import LocalRing
+    from chunkstore.ring.localcluster import init_local_cluster
 
     init_local_cluster(tmp_path / "cluster", disks=6, vnodes=6)
     create_volume(tmp_path, "v", block_size=BS)
@@ -719,3 +719,33 @@ def test_random_corruption_is_repaired_and_mounts(rnd):
             fs.close()
         after = vol.check()
         assert {p.kind for p in after.problems} <= {"missing-chunk"}, after.problems
+
+
+def test_a_repair_dates_what_it_queues_by_the_given_clock(vol):
+    """The zero-refcount chunk a repair queues is due at the clock's now (so a mount on the
+    same clock collects it at once), and the package keeps the leak finder and the records."""
+    from chunkstore.clock import FakeClock
+
+    assert fsck.unreferenced_chunks and fsck.Problem and fsck.check_volume
+    fs = vol.mount()
+    a = resolve(fs, (b"a",))
+    fh = fs.open(a, os.O_RDWR)
+    fs.write(fh, 0, b"overwritten")
+    fs.release(fh)
+    fs.close()
+    vol.edit(lambda m, b: [b.delete(k) for k, _ in list(m.scan(b"G"))])
+    clock = FakeClock()
+    report = vol.check(repair=True, clock=clock)
+    queued = report.count(fsck.ZERO_REFCOUNT_NOT_QUEUED)
+    assert queued >= 1
+    m = vol.meta()
+    try:
+        dues = {schema.parse_gc_key(k)[0] for k, _ in m.scan(b"G")}
+    finally:
+        m.close()
+    assert dues == {int(clock.time() * 1e9)}
+    fs = vol.mount(clock=clock, gc_grace_s=0)
+    try:
+        assert fs.collect_garbage() == queued
+    finally:
+        fs.close()

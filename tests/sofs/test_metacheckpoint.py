@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 
@@ -10,6 +11,8 @@ import pytest
 
 from chunkstore import errors as cerr
 from sofs import metacheckpoint as mc
+from sofs.checkpoint_records import CopyState, Manifest, RootBody, parse_ref
+from sofs.errors import NoSuchEntry
 from sofs.fs import Filesystem
 from sofs.inode import ROOT_INO
 from sofs.volume import volume_dir
@@ -63,7 +66,7 @@ def test_checkpoint_restore_round_trip_and_incremental(env, tmp_path):
         for name, data in files.items():
             node = restored.lookup(ROOT_INO, name)
             assert node.ino == inos[name] and read_file(restored, node.ino) == data
-        with pytest.raises(Exception):
+        with pytest.raises(NoSuchEntry):
             restored.lookup(ROOT_INO, b"late")
     finally:
         restored.close()
@@ -89,8 +92,8 @@ def test_only_kept_checkpoints_hold_chunks(env, tmp_path):
     vid = uuid.UUID(fs.config.uuid).bytes
     wanted = set()
     for m in infos[-1].kept:
-        wanted.add(mc._ref(m).key)
-        wanted |= {mc._ref(h).key for h in mc._pieces_of(mc._load_manifest(store, vid, m))}
+        wanted.add(parse_ref(m).key)
+        wanted |= {parse_ref(h).key for h in mc._load_manifest(store, vid, m).pieces()}
     assert _checkpoint_chunks(store) == wanted
     # the older kept one restores too
     fs.close()
@@ -98,7 +101,7 @@ def test_only_kept_checkpoints_hold_chunks(env, tmp_path):
     try:
         assert info.seq == 4
         restored.lookup(ROOT_INO, b"r3-0")
-        with pytest.raises(Exception):
+        with pytest.raises(NoSuchEntry):
             restored.lookup(ROOT_INO, b"r4-0")
     finally:
         restored.close()
@@ -165,7 +168,7 @@ def test_find_volumes_and_missing_or_damaged_checkpoints(env, tmp_path):
     assert found.host and found.created == info.created
     # a lost piece: the restore fails clearly and leaves nothing behind
     manifest = mc._load_manifest(store, uuid.UUID(fs.config.uuid).bytes, info.manifest)
-    store.delete(mc._ref(manifest["files"][0]["chunks"][0]))
+    store.delete(parse_ref(manifest.files[0].chunks[0]))
     dest = tmp_path / "r" / "meta"
     dest.parent.mkdir()
     with pytest.raises(cerr.ChunkNotFound):
@@ -195,7 +198,7 @@ def test_a_root_update_whose_answer_was_lost_is_recognised_as_our_own(env, tmp_p
     vid = uuid.UUID(fs.config.uuid).bytes
     body = store.get_root(vid).body
     with pytest.raises(mc.CheckpointError, match="checksum"):
-        mc._parse_root(body.replace(b'"format"', b'"formaT"'))
+        RootBody.decode(body.replace(b'"format"', b'"formaT"'))
 
 
 def test_own_lost_update_then_a_failed_one_is_still_ours(env, tmp_path):
@@ -260,3 +263,61 @@ def test_an_overtaken_copy_is_fenced_until_it_takes_over(env, tmp_path):
     mine.write(take_over=True)
     assert not mine.overtaken
     write_file(fs, ROOT_INO, b"c", b"z")
+
+
+def test_the_records_keep_the_stored_json_of_earlier_checkpoints(env):
+    """Manifests, root bodies and state files are dataclasses now; what they read and write
+    is the JSON the first checkpoints were written with."""
+    mount, _ = env
+    fs = mount()
+    volume = json.loads(fs.config.to_json())
+    old = {"format": 1, "seq": 4, "created": 1700000000.5, "host": "pacs1", "volume": volume,
+           "files": [{"name": "000012.sst", "size": 10, "blake3": "ab" * 32,
+                      "chunks": ["01" * 41]}]}
+    manifest = Manifest.decode(json.dumps(old).encode())
+    assert manifest.volume == fs.config and manifest.size == 10
+    assert manifest.files[0].chunks == ("01" * 41,) and manifest.pieces() == {"01" * 41}
+    assert json.loads(manifest.encode()) == old
+    body = RootBody(fs.config.name, fs.config.uuid, ("aa", "bb"), 5.0).encode()
+    doc = json.loads(body.rpartition(b"\n")[0])
+    assert doc == {"format": 1, "volume": "v", "uuid": fs.config.uuid, "manifests": ["aa", "bb"],
+                   "created": 5.0}
+    assert RootBody.decode(body).manifests == ("aa", "bb")
+    state = CopyState(3, 9.5, 4, "cc")
+    assert json.loads(state.encode()) == {"seq": 3, "written": 9.5, "pending_seq": 4,
+                                          "pending_manifest": "cc"}
+    assert CopyState.decode(state.encode()) == state
+    assert json.loads(CopyState(2, 1.0).encode()) == {"seq": 2, "written": 1.0}
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d.update(format=2), "unknown format"),
+    (lambda d: d.update(seq="4"), "seq"),
+    (lambda d: d["files"][0].update(size=-1), "size"),
+    (lambda d: d["files"][0].update(chunks=[1]), "non-string"),
+    (lambda d: d["volume"].update(block_size="big"), "block_size"),
+    (lambda d: d.pop("files"), "files"),
+])
+def test_a_damaged_manifest_is_refused(env, edit, message):
+    mount, _ = env
+    fs = mount()
+    doc = {"format": 1, "seq": 1, "created": 1.0, "host": "h",
+           "volume": json.loads(fs.config.to_json()),
+           "files": [{"name": "CURRENT", "size": 1, "blake3": "00", "chunks": []}]}
+    edit(doc)
+    with pytest.raises(mc.CheckpointError, match=message):
+        Manifest.decode(json.dumps(doc).encode())
+
+
+def test_an_unreadable_state_file_counts_as_none(tmp_path):
+    for text in ("{", "[]", '{"seq": -3}', '{"seq": "2"}'):
+        assert CopyState.decode(text) == CopyState()
+    (tmp_path / mc.STATE_FILE).write_bytes(b"\xff\xfe")
+    assert mc.read_state(tmp_path) == 0
+
+
+def test_the_checkpoint_errors_live_in_sofs_errors():
+    from sofs import errors
+    assert mc.CheckpointConflict is errors.CheckpointConflict
+    assert issubclass(mc.NoCheckpoint, errors.CheckpointError)
+    assert issubclass(errors.CheckpointError, errors.FsError)

@@ -1,0 +1,82 @@
+"""The checker's entry points: :func:`check` runs the phases in order (scan, refcounts,
+namespace plan, optionally repair) on one volume's metadata and builds the report;
+:func:`check_volume` opens an unmounted volume for it."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+from chunkstore.api import ChunkStore
+from chunkstore.clock import SYSTEM_CLOCK, Clock
+
+from ..metadata import MetaStore
+from ..timestamps import wall_ns
+from ..volume import load_volume, volume_dir
+from . import namespace, scan
+from .chunks import ChunkProbe
+from .refcounts import scan_refcounts
+from .repair import apply_fixes
+from .report import FsckReport, Problem, Progress
+from .state import MARK_NEW, CheckState
+
+
+def check(meta: MetaStore, store: ChunkStore | None = None, *, block_size: int,
+          repair: bool = False, progress: Progress | None = None,
+          clock: Clock = SYSTEM_CLOCK) -> FsckReport:
+    """Check one volume (see :mod:`sofs.fsck`); with ``repair`` fix what can be fixed.
+
+    The volume must not be in use. ``block_size`` is the volume's (``VolumeConfig.block_size``).
+    ``clock`` dates rebuilt inodes and the collector queue entries a repair makes (the system
+    clock by default).
+    """
+    st = CheckState(meta, ChunkProbe(store) if store is not None else None, block_size,
+                    progress, wall_ns(clock))
+    if not scan.scan_superblock(st):
+        return _report(st, repair)
+    scan.scan_inodes(st)
+    scan.scan_keys(st)
+    scan.scan_blocks(st)
+    scan_refcounts(st)
+    scan.scan_entries(st)
+    namespace.plan_namespace(st)
+    namespace.plan_superblock(st)
+    return _report(st, repair)
+
+
+def _report(st: CheckState, repair: bool) -> FsckReport:
+    """Apply the fixes (with ``repair``) and count what was read (inodes rebuilt or created by
+    the plan are not counted)."""
+    done = apply_fixes(st) if repair else set()
+    files = dirs = links = inodes = 0
+    total = 0
+    for s, mode in enumerate(st.modes):
+        if st.marks[s] & MARK_NEW:
+            continue
+        inodes += 1
+        if stat.S_ISREG(mode):
+            files += 1
+            total += st.sizes[s]
+        elif stat.S_ISDIR(mode):
+            dirs += 1
+        elif stat.S_ISLNK(mode):
+            links += 1
+    problems = tuple(Problem(f.kind, f.ino, f.detail, i in done)
+                     for i, f in enumerate(st.found) if f.kind)
+    return FsckReport(inodes=inodes, directories=dirs, files=files, symlinks=links,
+                      blocks=st.nblocks, chunks=st.nchunks, bytes=total, problems=problems,
+                      repaired=sum(p.repaired for p in problems),
+                      open_orphans=tuple(sorted(st.open_orphans)))
+
+
+def check_volume(data_dir: Path, name: str, store: ChunkStore | None = None, *,
+                 repair: bool = False, progress: Progress | None = None) -> FsckReport:
+    """:func:`check` of the volume ``name`` under ``data_dir`` (unmounted: VolumeError if its
+    metadata is in use)."""
+    config = load_volume(data_dir, name)
+    meta = MetaStore(volume_dir(data_dir, name) / "meta")
+    try:
+        return check(meta, store, block_size=config.block_size, repair=repair,
+                     progress=progress)
+    finally:
+        meta.close()
