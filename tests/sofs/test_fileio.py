@@ -1,4 +1,6 @@
-"""Review findings on the sofs data path: each test demonstrates one bug (they fail today)."""
+"""The data path (sofs/fileio.py, DataPath) under races and failures: each test pins a bug a review
+found in it (write vs base-block load, flush vs size update, failed flushes, close, cold reads,
+the dirty limit, GC vs flushes, crash vs size), fixed since."""
 
 import os
 import threading
