@@ -165,7 +165,7 @@ def nfs_probe(host: str, port: int, volume: str, *, expected: bytes | None = Non
 
     EXPECTED (a read-only export): read ``.sofs-probe/ro-probe`` and compare with it; None:
     write, read back, compare and delete ``.sofs-probe/nfs-probe``. Raises ProbeFailure."""
-    try:
+    try:  # imported here, not at the top: ~100 ms that only the supervisor's probe needs
         import nfs_rs
     except ImportError:
         raise ProbeFailure("nfs-rs is not installed (pip install nfs-rs)", counts=False) from None
@@ -285,7 +285,7 @@ def smb_probe(host: str, port: int, share: str, password: str, *, probe_share: s
     Lists the root of SHARE, then in PROBE_SHARE (when given) writes, reads back, compares and
     deletes ``smb-probe``, or with EXPECTED (a read-only export) reads ``ro-probe`` and compares
     it with EXPECTED. Raises ProbeFailure."""
-    try:
+    try:  # imported here, not at the top: ~65 ms that only the supervisor's probe needs
         from smbprotocol import exceptions as smbexc
         from smbprotocol.connection import Connection
         from smbprotocol.file_info import FileInformationClass

@@ -223,6 +223,7 @@ def mount(home: Path, name: str, mountpoint: str, foreground: bool,
     try:
         if foreground:
             control.check_mountpoint(mountpoint)
+            # imported here, not at the top: pyfuse3 costs ~150 ms that no other command needs
             from fuse_mount.daemon import main as daemon_main
             args = ["--data-dir", str(home), name, mountpoint]
             if gc_grace is not None:

@@ -17,14 +17,13 @@ from chunkstore.placement.ring import DEFAULT_VNODES
 from chunkstore.protection.policy import parse_policy
 from chunkstore.ring import mapadmin
 from fuse_mount import control, runstate
+from sofs.volume import list_volume_names, load_volume
 
 from .common import Failure, fail, pass_home, table
 
 
 def _widest_policy(home: Path) -> int:
     """The most pieces any volume of this data directory puts on distinct disks."""
-    from sofs.volume import list_volume_names, load_volume
-
     widths = [1]
     for name in list_volume_names(home):
         try:

@@ -24,6 +24,7 @@ By hand::
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import logging
 import os
@@ -85,8 +86,6 @@ def _fix_mmap_threshold() -> None:
     size would then track the worst moment of its past, not what it holds now. No-op off
     glibc."""
     try:
-        import ctypes
-
         libc = ctypes.CDLL(None)
         libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
     except (OSError, AttributeError):

@@ -30,11 +30,10 @@ import time
 from pathlib import Path
 
 from fuse_mount import control
-
 from tests.netcluster import NetCluster, sofsctl
 from tests.netlab import NetLab
-from .run_bench import (REPO, BenchError, Data, FilesTest, LargeTest, PassthroughMount,
-                        SofsMount, kill, log, mounted, tail)
+
+from .run_bench import REPO, BenchError, Data, FilesTest, LargeTest, PassthroughMount, SofsMount, kill, log, mounted, tail
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -185,7 +184,7 @@ def table(results: dict, args) -> str:
         med = {n: statistics.median(results[n][key]) if results.get(n, {}).get(key) else None
                for n in names}
 
-        def ratio(a, b):
+        def ratio(a, b, med=med):
             return f"{med[a] / med[b]:.2f}" if med[a] and med[b] else "-"
 
         cells = [f"{med[n]:,.1f}" if med[n] else "-" for n in names]

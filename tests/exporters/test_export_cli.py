@@ -17,6 +17,7 @@ import signal
 import time
 from pathlib import Path
 
+import nfs_rs
 import pytest
 from click.testing import CliRunner
 
@@ -189,7 +190,7 @@ def test_mount_death_stops_the_exports_cleanly(env):
     t0 = time.monotonic()
     os.kill(mount_pid, signal.SIGKILL)
     for kind, st in sups.items():
-        wait_for(lambda: not pid_alive(st["pid"]), 30, f"the {kind} supervisor to exit")
+        wait_for(lambda pid=st["pid"]: not pid_alive(pid), 30, f"the {kind} supervisor to exit")
     print(f"\nboth exports stopped {time.monotonic() - t0:.1f} s after the mount died")
     for kind, port in (("nfs", env.nfs_port), ("smb", env.smb_port)):
         st = env.state(kind)
@@ -203,7 +204,7 @@ def test_mount_death_stops_the_exports_cleanly(env):
     assert rows["nfs"][3] == "mount-gone" and rows["smb"][3] == "mount-gone"
 
     # nothing can reach the mount point: clients are refused, nothing lands underneath
-    with pytest.raises(Exception):
+    with pytest.raises(nfs_rs.NfsError):
         with nfs_client(env.nfs_port) as c, c.open("lost", "wb") as f:
             f.write(b"x")
     sofsctl(env.data, "umount", str(env.archive.mnt))

@@ -13,6 +13,8 @@ import time
 import uuid
 
 import pytest
+from smb.smb_structs import OperationFailure
+from smbprotocol.exceptions import SMBException
 
 from exporters.errors import ExportError
 from exporters.ganesha import ClientRule, NfsExport, ganesha_service, write_ganesha_config
@@ -229,7 +231,7 @@ def test_smb_wrong_password_and_other_user_refused(smbd):
     conn, ok = pysmb_connect(port, SMB_OTHER.name, SMB_OTHER.password)
     try:
         assert ok
-        with pytest.raises(Exception):
+        with pytest.raises(OperationFailure):
             conn.storeFile("vol1", "intruder", io.BytesIO(b"x"))
     finally:
         conn.close()
@@ -248,7 +250,7 @@ def test_smb_smbprotocol_smb3(smbd):
             f.write(b"over smb3" * 1000)
         with smbclient.open_file(path, mode="rb", port=port) as f:
             assert f.read() == b"over smb3" * 1000
-        with pytest.raises(Exception):
+        with pytest.raises(SMBException):
             smbclient.register_session(server, username=SMB_USER.name, password="bad",
                                        port=port, connection_cache={})
     finally:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from smb.smb_structs import OperationFailure
 
 from exporters import exportconfig, exportspec, probe, registry, service
 from exporters.errors import ExportError
@@ -184,7 +185,7 @@ def test_probes_pass_and_a_wedged_ganesha_is_restarted(env, monkeypatch):
             assert "vol" in shares and probe.smb_probe_share("vol") not in shares, shares
             names = {f.filename for f in c.listPath("vol", "/")}
             assert not any(n.startswith(".sofs") for n in names), names
-            with pytest.raises(Exception):  # not a valid user of the probe share
+            with pytest.raises(OperationFailure):  # not a valid user of the probe share
                 c.listPath(probe.smb_probe_share("vol"), "/")
         # periodic probes keep running
         after = nfs["probe_at"]

@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from smb.smb_structs import OperationFailure
 
 from tests.fuse_mount.conftest import needs_fuse
 
@@ -528,9 +529,9 @@ def test_smb_wrong_password_and_users_without_rights_refused(env):
     conn, ok = pysmb_connect(env.smb_port, EVE)
     try:
         assert ok  # authenticated...
-        with pytest.raises(Exception):
+        with pytest.raises(OperationFailure):
             conn.listPath("vol", "/")  # ...but not let into the share
-        with pytest.raises(Exception):
+        with pytest.raises(OperationFailure):
             conn.storeFile("vol", "rights/eve", io.BytesIO(b"x"))
     finally:
         conn.close()
@@ -545,9 +546,9 @@ def test_smb_wrong_password_and_users_without_rights_refused(env):
     assert ok
     try:
         assert pysmb_read(conn, "rights/alice-only/report.dcm") == b"r"
-        with pytest.raises(Exception):
+        with pytest.raises(OperationFailure):
             conn.storeFile("vol", "rights/alice-only/bob", io.BytesIO(b"x"))
-        with pytest.raises(Exception):
+        with pytest.raises(OperationFailure):
             conn.deleteFiles("vol", "rights/alice-only/report.dcm")
     finally:
         conn.close()

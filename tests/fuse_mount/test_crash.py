@@ -42,7 +42,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import SOFSCTL, needs_fuse, sofsctl
+from .conftest import needs_fuse, sofsctl
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, needs_fuse]
 
@@ -406,7 +406,7 @@ def explain(mnt: Path, name: str, actual, allowed: list, versions: Versions) -> 
     for v in allowed:
         if isinstance(v, list):
             want = content(v)
-            same = next((i for i, (a, b) in enumerate(zip(data, want)) if a != b),
+            same = next((i for i, (a, b) in enumerate(zip(data, want, strict=False)) if a != b),
                         min(len(data), len(want)))
             lines.append(f"    vs {label(v)} ({len(want)} B): identical for the first {same} B")
     exact = versions.known.get(actual)

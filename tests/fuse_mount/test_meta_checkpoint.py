@@ -16,6 +16,7 @@ import pytest
 
 from tests.netcluster import NetCluster
 from tests.netcluster import sofsctl as net_sofsctl
+
 from .conftest import Archive, needs_fuse, sofsctl
 
 pytestmark = [pytest.mark.integration, needs_fuse]

@@ -28,8 +28,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, rule,
-                                 run_state_machine_as_test)
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
 from .conftest import Archive, needs_fuse
 
@@ -186,7 +185,7 @@ def describe_difference(ref: dict, got: dict) -> str:
             if x == y:
                 continue
             if key == "data" and x is not None and y is not None:
-                first = next((i for i, (p, q) in enumerate(zip(x, y)) if p != q),
+                first = next((i for i, (p, q) in enumerate(zip(x, y, strict=False)) if p != q),
                              min(len(x), len(y)))
                 lines.append(f"{name!r} data: reference {len(x)} bytes, sofs {len(y)} bytes, "
                              f"first difference at {first}: "
@@ -294,10 +293,10 @@ class SofsVsReference(RuleBasedStateMachine):
     def seed_tree(self, payloads):
         """A few entries to start from, so that rules meet existing names from step one."""
         self.apply("mkdir", 0, lambda r: os.mkdir(r / "c"))
-        for path, payload in zip(("a", "c/a", "c/b"), payloads):
+        for path, payload in zip(("a", "c/a", "c/b"), payloads, strict=False):
             buf = make_payload(payload)
-            self.apply("create", 0, lambda r: with_fd(r / path, os.O_WRONLY | os.O_CREAT, 0o644,
-                                                      lambda fd: os.write(fd, buf)))
+            self.apply("create", 0, lambda r, path=path, buf=buf: with_fd(
+                r / path, os.O_WRONLY | os.O_CREAT, 0o644, lambda fd: os.write(fd, buf)))
 
     @rule(data=st.data(), excl=st.booleans(), trunc=st.booleans(), mode=MODES, payload=PAYLOAD,
           who=WHO)

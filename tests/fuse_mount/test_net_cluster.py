@@ -28,12 +28,12 @@ from pathlib import Path
 
 import pytest
 
-from chunkstore.placement.clustermap import ClusterMap
 from chunkstore.net.client import RemoteDisk
 from chunkstore.net.wire import load_secret
+from chunkstore.placement.clustermap import ClusterMap
 from fuse_mount import control
-
 from tests.netcluster import NetCluster, sofsctl
+
 from .conftest import needs_fuse
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, needs_fuse]

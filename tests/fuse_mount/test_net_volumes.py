@@ -12,8 +12,8 @@ import time
 import pytest
 
 from fuse_mount import control
-
 from tests.netcluster import NetCluster, sofsctl
+
 from .conftest import needs_fuse
 
 pytestmark = [pytest.mark.integration, needs_fuse]

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import socket
 
+import trio
+
 from chunkstore.errors import WireError
 from chunkstore.net.wire.decode import decode_body
 from chunkstore.net.wire.frames import HEADER_SIZE, MAX_FRAME, Header, Parts, parse_header
@@ -86,8 +88,6 @@ class TrioConnection:
     """
 
     def __init__(self, stream) -> None:
-        import trio
-
         self.stream = stream
         self._buf = bytearray()
         self._send_lock = trio.Lock()
@@ -151,6 +151,4 @@ class TrioConnection:
                     await self.stream.send_all(p)
 
     async def aclose(self) -> None:
-        import trio
-
         await trio.aclose_forcefully(self.stream)

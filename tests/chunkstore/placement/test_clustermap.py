@@ -3,9 +3,9 @@ import random
 
 import pytest
 
+from chunkstore.errors import FormatError
 from chunkstore.placement import clustermap
 from chunkstore.placement.clustermap import ClusterMap, DiskInfo, MapError, NodeInfo
-from chunkstore.errors import FormatError
 
 KEYS = 20_000
 
@@ -301,7 +301,7 @@ def _movement(before: ClusterMap, after: ClusterMap, keys: list[bytes], n: int) 
     for k in keys:
         a, b = r1.owners(k, n), r2.owners(k, n)
         keys_changed += a != b
-        slots_changed += sum(x != y for x, y in zip(a, b))
+        slots_changed += sum(x != y for x, y in zip(a, b, strict=True))
         pieces_moved += len(set(b) - set(a))
         if not new_disks & set(b):
             untouched += 1
@@ -370,7 +370,7 @@ def test_a_down_node_moves_exactly_its_own_slots_and_they_come_back():
     for k in keys:
         a, b = r1.owners(k, 6), r2.owners(k, 6)
         assert not any(d.startswith("n2.") for d in b)
-        for x, y in zip(a, b):
+        for x, y in zip(a, b, strict=True):
             total += 1
             if x != y:
                 changed += 1

@@ -1,6 +1,7 @@
 import blake3
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from chunkstore.errors import FormatError
 from chunkstore.placement.keys import REF_SIZE, ChunkRef, chunk_key
