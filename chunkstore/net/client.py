@@ -25,9 +25,9 @@ rotted on disk when the node was asked not to verify it (``get(..., verify=False
 from __future__ import annotations
 
 import threading
-import time
 from typing import Iterator, TypeVar
 
+from chunkstore.clock import SYSTEM_CLOCK, Clock
 from chunkstore.disk.index import PieceInfo
 from chunkstore.disk.records import CompactReport, DiskStats
 from chunkstore.errors import AuthError, DiskUnavailable, WireError
@@ -84,6 +84,7 @@ class RemoteDisk:
         max_idle_age: float = 60.0,
         compact_timeout: float = 3600.0,
         epoch: int = 0,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         validate_id(disk_id, "disk")  # WireError for an id the wire cannot carry
         self.host = host
@@ -92,7 +93,8 @@ class RemoteDisk:
         self.address = f"{host}:{port}"
         self.timeout = timeout
         self.compact_timeout = max(compact_timeout, timeout)
-        self.max_idle_age = max_idle_age
+        self.max_idle_age = max_idle_age  # seconds an idle pooled connection is reused (on clock)
+        self._clock = clock
         self.node_id: str | None = None
         self._secret = secret
         self.epoch = epoch  # our cluster-map epoch, announced (PING) on every new connection
@@ -132,7 +134,7 @@ class RemoteDisk:
 
     def _checkout(self) -> tuple[BlockingConnection, bool]:
         """A connection and whether it was reused from the pool."""
-        now = time.monotonic()
+        now = self._clock.monotonic()
         with self._lock:
             if self._closed:
                 raise DiskUnavailable(f"{self._where()}: RemoteDisk is closed")
@@ -146,7 +148,7 @@ class RemoteDisk:
     def _checkin(self, conn: BlockingConnection) -> None:
         with self._lock:
             if not self._closed:
-                self._idle.append((conn, time.monotonic()))
+                self._idle.append((conn, self._clock.monotonic()))
                 return
         conn.close()
 

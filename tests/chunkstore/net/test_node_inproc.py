@@ -14,6 +14,7 @@ import pytest
 import trio
 
 import chunkstore.net.server as node_mod
+from chunkstore.clock import FakeClock
 from chunkstore.disk import container as ctr
 from chunkstore.disk.store import DiskStore
 from chunkstore.errors import ChunkCorrupt, ChunkStoreError, WireError
@@ -299,3 +300,21 @@ def test_internal_error_answered_with_the_unmapped_code(node, monkeypatch):
     conn.send(wire.encode_request(4, wire.Ping(0)))
     assert conn.receive_frame().body == wire.Pong(0, "n1")
     conn.close()
+
+
+def test_a_pooled_connection_is_reused_until_it_is_idle_for_max_idle_age_on_the_clock(node):
+    clock = FakeClock()
+    rd = node.remote(max_idle_age=60.0, clock=clock)
+    dials = []
+    real_dial = rd._dial
+    rd._dial = lambda: dials.append(1) or real_dial()
+    try:
+        rd.stats()
+        clock.advance(59)
+        rd.stats()  # idle 59 s: the pooled connection is reused
+        assert len(dials) == 1
+        clock.advance(61)
+        rd.stats()  # idle 61 s: dropped, dialled afresh
+        assert len(dials) == 2
+    finally:
+        rd.close()
