@@ -1,3 +1,5 @@
+"""``python -m sofsctl``: the same command line as the ``sofsctl`` console script."""
+
 from .main import main
 
 main()
