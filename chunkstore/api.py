@@ -15,16 +15,27 @@ All methods are blocking and thread-safe: callers on a trio event loop run them 
 ``trio.to_thread.run_sync``.
 
 Implementations: :class:`chunkstore.ring.memory.MemoryChunkStore` (tests),
-:class:`chunkstore.ring.local.LocalRing` (disks in this process).
+:class:`chunkstore.ring.local.LocalRing` (disks in this process),
+:class:`chunkstore.ring.net.NetRing` (disks on storage nodes).
+
+Below the ChunkStore, a ring client talks to each of its disks through a
+:class:`DiskBackend`: a local :class:`~chunkstore.disk.store.DiskStore` or a
+:class:`~chunkstore.net.client.RemoteDisk`. A networked ring client also offers its
+:class:`Membership` (the cluster map and which nodes answer), which the healer turns into map
+changes.
 """
 
 from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
+from typing import Iterator, Protocol, runtime_checkable
 
+from chunkstore.disk.index import PieceInfo
+from chunkstore.disk.records import CompactReport, DiskStats
+from chunkstore.placement.clustermap import ClusterMap
 from chunkstore.placement.keys import ChunkRef
-from chunkstore.protection.policy import Protection
+from chunkstore.protection.policy import PolicyCode, Protection
 from chunkstore.roots import RootRecord
 
 
@@ -93,3 +104,65 @@ class ChunkStore(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@runtime_checkable
+class DiskBackend(Protocol):
+    """One disk as a ring client uses it: the methods the data path
+    (:mod:`chunkstore.ring.datapath`), the repair sweep (:mod:`chunkstore.healing.sweep`) and
+    the mount's compaction call. Satisfied by :class:`~chunkstore.disk.store.DiskStore` and
+    :class:`~chunkstore.net.client.RemoteDisk`; blocking and thread-safe. Errors are
+    chunkstore errors (DiskUnavailable when the disk cannot be used at all)."""
+
+    def put(self, key: bytes, frag_idx: int, policy_code: PolicyCode, chunk_size: int,
+            data: bytes | memoryview) -> None:
+        """Store one piece durably (idempotent; KeyConflict for other bytes)."""
+
+    def get(self, key: bytes, frag_idx: int, verify: bool = True) -> bytes:
+        """The piece's data (ChunkNotFound, ChunkCorrupt); ``verify``: against its checksum."""
+
+    def has(self, key: bytes, frag_idx: int) -> bool:
+        """Whether the piece is indexed on this disk."""
+
+    def delete(self, key: bytes, frag_idx: int) -> None:
+        """Tombstone the piece (idempotent)."""
+
+    def pieces(self) -> Iterator[PieceInfo]:
+        """Every piece indexed on the disk."""
+
+    def stats(self) -> DiskStats:
+        """Usage of the disk and of its filesystem."""
+
+    def compact(self, min_dead_ratio: float = 0.3) -> CompactReport:
+        """Rewrite containers that are mostly dead."""
+
+    def check_alive(self) -> None:
+        """DiskUnavailable if the disk cannot be used."""
+
+    def put_root(self, volume_id: bytes, seq: int, body: bytes) -> int:
+        """Store a volume root record (:mod:`chunkstore.roots`); the seq held afterwards."""
+
+    def get_root(self, volume_id: bytes) -> RootRecord | None:
+        """The volume's root record on this disk, or None (ChunkCorrupt if it does not verify)."""
+
+    def list_roots(self) -> list[tuple[bytes, int]]:
+        """(volume_id, seq) of every root record on this disk."""
+
+    def close(self) -> None:
+        """Release the disk (idempotent); later calls raise DiskUnavailable."""
+
+
+class Membership(Protocol):
+    """A networked RING's members as its client sees them (``RingStore.membership``): what the
+    healer needs to turn long silences into map changes, and the status display shows."""
+
+    cmap: ClusterMap  # the newest cluster map this client has adopted
+
+    def unreachable_for(self) -> dict[str, float]:
+        """Node id -> seconds it has not answered (on the monotonic clock)."""
+
+    def suspects(self) -> dict[str, float]:
+        """Node id -> wall-clock time (unix) since which it has not answered (for display)."""
+
+    def publish(self, cmap: ClusterMap) -> dict[str, str]:
+        """Adopt ``cmap`` and offer it to every member node; node id -> why it did not take it."""

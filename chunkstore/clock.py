@@ -60,12 +60,16 @@ class FakeClock:
     event is set), so a worker thread's timer fires exactly when the test advances past it.
     ``time()`` starts at ``wall_start`` and moves with ``monotonic()``; :meth:`step_wall`
     jumps the wall clock alone (an NTP step), which must not change any duration.
+    :meth:`wait_for_sleepers` lets a test wait (in real time) until its worker threads are
+    blocked on the clock, so that an advance is not lost on a thread that has not started
+    its timer yet.
     """
 
     def __init__(self, start: float = 1000.0, wall_start: float = 1_700_000_000.0) -> None:
         self._now = start
         self._wall_offset = wall_start - start
         self._cond = threading.Condition()
+        self._sleepers = 0
 
     def monotonic(self) -> float:
         with self._cond:
@@ -90,14 +94,30 @@ class FakeClock:
             self._cond.notify_all()
 
     def sleep(self, seconds: float) -> None:
-        deadline = self.monotonic() + seconds
         with self._cond:
-            while self._now < deadline:
-                self._cond.wait(0.05)
+            deadline = self._now + seconds
+            self._sleepers += 1
+            self._cond.notify_all()
+            try:
+                while self._now < deadline:
+                    self._cond.wait(0.05)
+            finally:
+                self._sleepers -= 1
 
     def wait(self, event: threading.Event, seconds: float) -> bool:
-        deadline = self.monotonic() + seconds
         with self._cond:
-            while not event.is_set() and self._now < deadline:
-                self._cond.wait(0.05)
+            deadline = self._now + seconds
+            self._sleepers += 1
+            self._cond.notify_all()
+            try:
+                while not event.is_set() and self._now < deadline:
+                    self._cond.wait(0.05)  # Event.set does not notify us: look again soon
+            finally:
+                self._sleepers -= 1
         return event.is_set()
+
+    def wait_for_sleepers(self, count: int = 1, timeout: float = 10.0) -> bool:
+        """Block (real time, at most ``timeout`` s) until ``count`` threads are in
+        :meth:`sleep` or :meth:`wait`; True if they are."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._sleepers >= count, timeout)

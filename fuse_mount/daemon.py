@@ -3,10 +3,11 @@ unmounted or signalled, then flushes and closes everything in order.
 
 Run in the foreground by ``sofsctl mount --foreground`` or detached (``python -m
 fuse_mount.daemon``, started by :func:`fuse_mount.control.start_background`), which reports
-readiness through an inherited pipe. Teardown order is fixed: stop serving FUSE, flush the
-volume's buffered data and metadata, close the RING, remove the run-state file. SIGTERM, SIGINT and
-SIGHUP unmount cleanly; a kill -9 loses nothing that fsync or close acknowledged, and leaves a dead
-mount point that ``sofsctl umount`` clears.
+readiness through an inherited pipe. Teardown order is fixed: stop serving FUSE, stop the
+healer (its sweep is cancelled between chunks and its thread joined before the event loop
+ends), flush the volume's buffered data and metadata, close the RING, remove the run-state
+file. SIGTERM, SIGINT and SIGHUP unmount cleanly; a kill -9 loses nothing that fsync or close
+acknowledged, and leaves a dead mount point that ``sofsctl umount`` clears.
 """
 
 from __future__ import annotations
@@ -19,19 +20,20 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Callable
 
 import pyfuse3
 import trio
 
 from chunkstore import errors as cerr
+from chunkstore.healing.healer import DEFAULT_DOWN_AFTER_S, DEFAULT_SCRUB_INTERVAL_S, Healer
+from chunkstore.healing.sweep import health, repair
 from chunkstore.ring.datapath import RingStore
 from chunkstore.ring.open import is_networked, open_ring
-from chunkstore.healing.healer import DEFAULT_DOWN_AFTER_S, DEFAULT_SCRUB_INTERVAL_S, Healer
-from chunkstore.ring.net import NetRing
-from chunkstore.healing.sweep import health, repair
-from sofs.fs import Filesystem
 from sofs.errors import FsError
-from sofs.metacheckpoint import Checkpointer, CheckpointConflict, check_current, list_checkpoints
+from sofs.fs import Filesystem
+from sofs.fsck import FsckReport
+from sofs.metacheckpoint import CheckpointConflict, Checkpointer, check_current, list_checkpoints
 from sofs.online_check import check_mounted
 from sofs.volume import volume_dir
 
@@ -82,7 +84,7 @@ def _raise_read_ahead(mountpoint: str) -> None:
         log.info("could not raise read-ahead (%s); reads stay at 128 KiB", e)
 
 
-def admin_ops(ring: RingStore, fs: Filesystem, healer=None,
+def admin_ops(ring: RingStore, fs: Filesystem, healer: Healer | None = None,
               checkpointer: Checkpointer | None = None) -> dict[str, ctlserver.Operation]:
     """What ``sofsctl`` may ask this process to do while it holds the RING."""
     extra: dict[str, ctlserver.Operation] = {}
@@ -94,18 +96,24 @@ def admin_ops(ring: RingStore, fs: Filesystem, healer=None,
             c.as_dict() for c in list_checkpoints(ring, fs.config.uuid)]
     if healer is not None:
         extra["sweep"] = lambda progress: healer.status.to_dict()
-    if isinstance(ring, NetRing):
-        extra["cluster"] = lambda progress: cluster_status(healer)
+        if ring.membership is not None:
+            extra["cluster"] = lambda progress: cluster_status(healer)
     return {
         **extra,
         "health": lambda progress: health(ring),
         # through the healer when there is one: one sweep at a time
         "repair": (lambda progress: healer.sweep(progress)) if healer is not None
         else (lambda progress: repair(ring, progress=progress)),
-        "stats": lambda progress: {**fs.statistics(), **_checkpoint_stats(checkpointer)},
-        "fsck": lambda progress: check_mounted(
-            fs, ring, progress=lambda phase, done, total: progress(done, total, phase)),
+        "stats": lambda progress: {**fs.statistics().as_dict(), **_checkpoint_stats(checkpointer)},
+        "fsck": _online_fsck(fs, ring),
     }
+
+
+def _online_fsck(fs: Filesystem, ring: RingStore) -> ctlserver.Operation:
+    """The ``fsck`` admin op: the control server's progress callback also takes a phase."""
+    def run(progress: Callable[..., None]) -> FsckReport:
+        return check_mounted(fs, ring, progress=lambda phase, done, total: progress(done, total, phase))
+    return run
 
 
 def _checkpoint_stats(checkpointer: Checkpointer | None) -> dict:
@@ -152,13 +160,17 @@ def _claim(checkpointer: Checkpointer, ring: RingStore, fs: Filesystem, vdir: Pa
                     "checkpoints (%s); mounting anyway", e)
 
 
-def cluster_status(healer) -> dict:
-    """Map epoch, node states as this client sees them, and the rebuild's progress."""
+def cluster_status(healer: Healer) -> dict:
+    """Map epoch, node states as this client sees them, and the rebuild's progress (a
+    networked RING)."""
     ring = healer.ring
-    suspects = ring.suspects()
+    members = ring.membership
+    assert members is not None, "cluster status of an embedded RING"
+    suspects = members.suspects()
+    cmap = members.cmap
     nodes = [{"id": n.id, "address": n.address, "site": n.site, "state": n.state,
-              "unreachable_since": suspects.get(n.id)} for n in ring.cmap.nodes]
-    return {"epoch": ring.cmap.epoch, "nodes": nodes,
+              "unreachable_since": suspects.get(n.id)} for n in cmap.nodes]
+    return {"epoch": cmap.epoch, "nodes": nodes,
             "disks_unavailable": sorted(ring.unavailable_disks()),
             "rebuild": healer.status.to_dict(), "down_after_s": healer.down_after_s}
 
@@ -167,7 +179,7 @@ def compact_disks(ring: RingStore) -> None:
     """Give back the space of deleted chunks: rewrite containers that are mostly dead."""
     for disk_id in ring.available_disks():
         try:
-            report = ring.disk(disk_id).compact()
+            report = ring.call(disk_id, lambda ds: ds.compact())
         except Exception as e:  # one bad disk must not stop the others
             log.warning("compaction of disk %s failed: %s", disk_id, e)
             continue
@@ -178,7 +190,7 @@ def compact_disks(ring: RingStore) -> None:
 
 async def _serve(fs: Filesystem, ring: RingStore, mountpoint: str, ready_fd: int | None,
                  control: tuple[Path, dict] | None = None,
-                 gc_interval_s: float = GC_INTERVAL_S, healer=None,
+                 gc_interval_s: float = GC_INTERVAL_S, healer: Healer | None = None,
                  checkpointer: Checkpointer | None = None,
                  checkpoint_interval_s: float = META_CHECKPOINT_INTERVAL_S,
               take_over: bool = False) -> None:
@@ -218,15 +230,17 @@ async def _serve(fs: Filesystem, ring: RingStore, mountpoint: str, ready_fd: int
                 except Exception:
                     log.exception("garbage collection pass failed; will retry")
 
-        async def heal() -> None:
+        async def heal(healer: Healer) -> None:
             while True:
                 await trio.sleep(HEAL_INTERVAL_S)
                 try:
-                    await trio.to_thread.run_sync(healer.step, abandon_on_cancel=True)
+                    # not abandoned on cancel: the teardown cancels the healer (its sweep stops
+                    # between chunks) and waits here for the thread to leave the RING
+                    await trio.to_thread.run_sync(healer.step)
                 except Exception:
                     log.exception("healer round failed; will retry")
 
-        async def checkpoints() -> None:
+        async def checkpoints(checkpointer: Checkpointer) -> None:
             await trio.sleep(min(FIRST_CHECKPOINT_AFTER_S, checkpoint_interval_s))
             while True:
                 await trio.to_thread.run_sync(checkpoint_now, checkpointer, "scheduled")
@@ -243,11 +257,15 @@ async def _serve(fs: Filesystem, ring: RingStore, mountpoint: str, ready_fd: int
         nursery.start_soon(collect_garbage)
         nursery.start_soon(announce)
         if healer is not None:
-            nursery.start_soon(heal)
+            nursery.start_soon(heal, healer)
         if checkpointer is not None and checkpoint_interval_s > 0:
-            nursery.start_soon(checkpoints)
-        await pyfuse3.main()
-        nursery.cancel_scope.cancel()
+            nursery.start_soon(checkpoints, checkpointer)
+        try:
+            await pyfuse3.main()
+        finally:
+            if healer is not None:  # its sweep (a round's or an admin repair's) stops soon
+                healer.cancel_nowait()
+            nursery.cancel_scope.cancel()
 
 
 def run_mount(data_dir: Path, volume: str, mountpoint: str, *, ready_fd: int | None = None,

@@ -2,7 +2,8 @@
 keeps the scrub schedule.
 
 Run by one long-lived client of a RING (the mount process does it), it loops over
-:meth:`Healer.step`. On a networked RING (:class:`~chunkstore.ring.net.NetRing`):
+:meth:`Healer.step`. On a networked RING (one whose ``membership`` is not None, a
+:class:`~chunkstore.ring.net.NetRing`):
 
 * a node suspect (unreachable) for ``down_after_s`` seconds is marked ``down`` in a new map
   epoch, published to every node: its arcs move to the other disks;
@@ -21,13 +22,28 @@ verifies every piece an owner should hold and repairs what is missing or corrupt
 Sweeps are paced to ``max_bytes_per_s`` of disk traffic when set.
 
 The sweep is idempotent. The epoch last swept and the time of the last full sweep are kept in
-``healer.json`` in the client's state directory, so after a restart an interrupted rebuild or
-rebalance is swept again (resumable) and the scrub schedule goes on. Progress (chunks done,
-total, bytes rebuilt, rate, ETA) is kept in :attr:`Healer.status` for ``sofsctl status``.
-Mounts sharing a client data directory run one healer between them: each step first takes
-``run/healer.lock`` (flock, without waiting); the others stand by until it is free.
-Two healers on one cluster (from different data directories) are safe but wasteful: a map change two of them make at the same
-epoch is refused by the nodes for the second (ClusterMismatch), which then re-reads the map.
+``healer.json`` (:data:`~chunkstore.placement.layout.HEALER_STATE_FILE`) in the client's state
+directory, so after a restart an interrupted rebuild or rebalance is swept again (resumable)
+and the scrub schedule goes on. Progress (chunks done, total, bytes rebuilt, rate, ETA) is kept
+in :attr:`Healer.status` for ``sofsctl status``. Mounts sharing a client data directory run
+one healer between them: each step first takes ``run/healer.lock`` (flock, without waiting);
+the others stand by until it is free. Two healers on one cluster (from different data
+directories) are safe but wasteful: a map change two of them make at the same epoch is refused
+by the nodes for the second (ClusterMismatch), which then re-reads the map.
+
+Time: every duration (how long a node has been unreachable, when the next scrub is due, the
+pacing, a sweep's rate) is measured on the injected clock's monotonic time, so a step of the
+wall clock changes none of them. The time of the last full sweep must survive a restart, which
+a monotonic clock does not, so it is stored as wall-clock time; it is turned into a monotonic
+deadline once, when the healer starts (or takes over from another mount's healer), and the
+schedule never reads the wall clock after that. A wall-clock step while the healer runs
+therefore moves nothing; one across a restart (or between two hosts' clocks) shifts that one
+scrub, bounded: a last sweep stamped in the future counts as just done, so the next scrub
+comes at most one interval later.
+
+Stopping: :meth:`Healer.cancel` stops a running sweep between chunks (the sweep is then not
+recorded as done: the next one does the rest) and returns once the running round has left the
+ring; :meth:`Healer.close` does the same, then gives the healer lock back.
 """
 
 from __future__ import annotations
@@ -37,40 +53,60 @@ import json
 import logging
 import os
 import threading
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 from chunkstore.atomicfile import atomic_write
+from chunkstore.clock import SYSTEM_CLOCK, Clock
 from chunkstore.errors import ChunkStoreError
-from chunkstore.ring.net import NetRing
 from chunkstore.healing.sweep import RepairReport, repair
+from chunkstore.placement.layout import HEALER_LOCK_FILE, HEALER_STATE_FILE, RUN_DIR
 from chunkstore.ring.datapath import RingStore
 
 log = logging.getLogger("sofs.healer")
 
 DEFAULT_DOWN_AFTER_S = 300.0
 DEFAULT_SCRUB_INTERVAL_S = 7 * 24 * 3600.0
-STATE_FILE = "healer.json"
+
+
+@dataclass(frozen=True)
+class SweepSummary:
+    """The outcome of a sweep as status displays show it (counts only, unlike RepairReport)."""
+
+    pieces_rebuilt: int
+    bytes_rebuilt: int
+    pieces_removed: int
+    unrecoverable: int   # chunks
+    errors: int          # chunks whose repair failed for another reason
+    seconds: float
+    verified: bool       # a scrub (every piece read), not a rebuild trusting the indexes
+    cancelled: bool = False
+
+    @classmethod
+    def of(cls, report: RepairReport, seconds: float, verified: bool) -> "SweepSummary":
+        return cls(pieces_rebuilt=report.pieces_rebuilt, bytes_rebuilt=report.bytes_rebuilt,
+                   pieces_removed=report.pieces_removed, unrecoverable=len(report.unrecoverable),
+                   errors=len(report.errors), seconds=seconds, verified=verified,
+                   cancelled=report.cancelled)
 
 
 @dataclass
 class RebuildStatus:
     """What the healer is doing, for status displays."""
 
-    state: str = "idle"              # idle | rebuilding
+    state: str = "idle"              # idle | rebuilding | standby
     epoch: int = 0                   # map epoch the last sweep worked for
     chunks_done: int = 0
     chunks_total: int = 0
-    started: float = 0.0
-    finished: float = 0.0
-    last_report: dict[str, Any] = field(default_factory=dict)
+    started: float = 0.0             # wall-clock time (unix) the last sweep started
+    finished: float = 0.0            # wall-clock time it finished
+    elapsed_s: float = 0.0           # its duration so far (monotonic; as of its last progress)
+    last_report: SweepSummary | None = None
     sweeps: int = 0
 
     def rate(self) -> float:
         """Chunks per second of the sweep running (or last run)."""
-        end = time.time() if self.state == "rebuilding" else self.finished
-        return self.chunks_done / max(end - self.started, 1e-3) if self.started else 0.0
+        return self.chunks_done / max(self.elapsed_s, 1e-3) if self.started else 0.0
 
     def eta_s(self) -> float | None:
         r = self.rate()
@@ -86,28 +122,36 @@ class RebuildStatus:
 
 
 class Healer:
+    """See the module docstring. ``clock`` times everything (tests pass a FakeClock)."""
+
     def __init__(self, ring: RingStore, *, down_after_s: float = DEFAULT_DOWN_AFTER_S,
                  scrub_interval_s: float = DEFAULT_SCRUB_INTERVAL_S,
-                 max_bytes_per_s: float | None = None, min_placing: int = 1) -> None:
+                 max_bytes_per_s: float | None = None, min_placing: int = 1,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
         self.ring = ring
         self.min_placing = min_placing
         self.down_after_s = down_after_s
         self.scrub_interval_s = scrub_interval_s
         self.max_bytes_per_s = max_bytes_per_s
         self.status = RebuildStatus()
+        self._clock = clock
         self._kept_up: set[str] = set()  # nodes that could not be marked down (logged once)
         self._active_fd: int | None = None  # held flock on run/healer.lock
-        self._lock = threading.Lock()
-        self._state_path = os.path.join(ring.data_dir, STATE_FILE)
+        self._lock = threading.Lock()  # one round or sweep at a time; cancel() waits for it
+        self._cancel = threading.Event()
+        self._state_path = os.path.join(ring.data_dir, HEALER_STATE_FILE)
         state = self._load_state()
         self._swept_epoch = int(state.get("swept_epoch", self._epoch()))
-        self._last_full = float(state.get("last_full_sweep", time.time()))
+        self._adopt_schedule(float(state.get("last_full_sweep", clock.time())))
         self.status.epoch = self._swept_epoch
         if not state:
             self._save_state()
 
     def _epoch(self) -> int:
-        return self.ring.cmap.epoch if isinstance(self.ring, NetRing) else 0
+        m = self.ring.membership
+        return m.cmap.epoch if m is not None else 0
+
+    # -- state (healer.json) and the scrub schedule ---------------------------------------
 
     def _load_state(self) -> dict:
         try:
@@ -124,16 +168,25 @@ class Healer:
         except OSError as e:
             log.warning("cannot save %s: %s", self._state_path, e)
 
+    def _adopt_schedule(self, last_full: float) -> None:
+        """Take the stored wall-clock time of the last full sweep; the next scrub becomes a
+        monotonic deadline, at most one interval away (see the module docstring)."""
+        self._last_full = last_full
+        left = last_full + self.scrub_interval_s - self._clock.time()
+        self._scrub_due = self._clock.monotonic() + min(self.scrub_interval_s, max(0.0, left))
+
+    # -- decisions ------------------------------------------------------------------------
+
     def update_map(self) -> bool:
         """Mark long-unreachable nodes down and answering ones up; True if the map changed."""
-        if not isinstance(self.ring, NetRing):
+        m = self.ring.membership
+        if m is None:
             return False
-        cmap = new = self.ring.cmap
-        suspects = self.ring.suspects()
-        now = time.time()
+        cmap = new = m.cmap
+        unreachable = m.unreachable_for()
         for node in cmap.nodes:
-            since = suspects.get(node.id)
-            if node.state == "up" and since is not None and now - since >= self.down_after_s:
+            silent = unreachable.get(node.id)
+            if node.state == "up" and silent is not None and silent >= self.down_after_s:
                 candidate = new.set_node_state(node.id, "down")
                 if len(candidate.placing_disks()) < self.min_placing:
                     if node.id not in self._kept_up:
@@ -141,18 +194,18 @@ class Healer:
                         log.error("node %s unreachable for %.0f s, but marking it down would "
                                   "leave %d disks for %d pieces per chunk: it stays in the "
                                   "placement (reads and writes go on degraded); add storage",
-                                  node.id, now - since, len(candidate.placing_disks()),
+                                  node.id, silent, len(candidate.placing_disks()),
                                   self.min_placing)
                     continue
                 log.warning("node %s unreachable for %.0f s: marking it down; its data is "
-                            "rebuilt elsewhere", node.id, now - since)
+                            "rebuilt elsewhere", node.id, silent)
                 new = candidate
-            elif node.state == "down" and since is None:
+            elif node.state == "down" and silent is None:
                 log.info("node %s answers again: marking it up", node.id)
                 new = new.set_node_state(node.id, "up")
         if new is cmap:
             return False
-        failed = self.ring.publish(new)
+        failed = m.publish(new)
         if failed:
             log.warning("map epoch %d not taken by %s", new.epoch, failed)
         return True
@@ -162,56 +215,65 @@ class Healer:
         ``map`` (the map changed: rebuild, rebalance, drain) and ``degraded`` (chunks noted
         degraded and every node answers: while a node is unreachable a sweep could not
         complete, so wait for it to return or go down)."""
-        if time.time() - self._last_full >= self.scrub_interval_s:
+        if self._clock.monotonic() >= self._scrub_due:
             return "scrub"
-        if not isinstance(self.ring, NetRing):
+        m = self.ring.membership
+        if m is None:
             return None
-        if self.ring.cmap.epoch != self._swept_epoch:
+        if m.cmap.epoch != self._swept_epoch:
             return "map"
-        if not self.ring.suspects() and any(True for _ in self.ring.repair_log.entries()):
+        if not m.unreachable_for() and any(True for _ in self.ring.repair_log.entries()):
             return "degraded"
         return None
+
+    # -- sweeping -------------------------------------------------------------------------
 
     def sweep(self, progress: Callable[[int, int], None] | None = None,
               verify: bool = True) -> RepairReport:
         """One repair sweep for the current map, tracked in :attr:`status` (one at a time).
-        ``verify=False``: a rebuild trusting the disk indexes (see :func:`repair`)."""
+        ``verify=False``: a rebuild trusting the disk indexes (see :func:`repair`). After
+        :meth:`cancel`, returns at once with a cancelled report."""
         with self._lock:
-            epoch = self._epoch()
-            st = self.status
-            st.state, st.epoch, st.started = "rebuilding", epoch, time.time()
-            st.chunks_done = st.chunks_total = 0
+            return self._sweep(progress, verify)
 
-            def track(done: int, total: int) -> None:
-                st.chunks_done, st.chunks_total = done, total
-                if progress is not None:
-                    progress(done, total)
+    def _sweep(self, progress: Callable[[int, int], None] | None, verify: bool) -> RepairReport:
+        epoch = self._epoch()
+        st = self.status
+        t0 = self._clock.monotonic()
+        st.state, st.epoch, st.started, st.elapsed_s = "rebuilding", epoch, self._clock.time(), 0.0
+        st.chunks_done = st.chunks_total = 0
 
-            try:
-                report = repair(self.ring, progress=track,
-                                max_bytes_per_s=self.max_bytes_per_s, verify=verify)
-            finally:
-                st.state, st.finished = "idle", time.time()
-                st.sweeps += 1
-            st.last_report = {"pieces_rebuilt": report.pieces_rebuilt,
-                              "bytes_rebuilt": report.bytes_rebuilt,
-                              "pieces_removed": report.pieces_removed,
-                              "unrecoverable": len(report.unrecoverable),
-                              "errors": len(report.errors),
-                              "seconds": st.finished - st.started,
-                              "verified": verify}
-            self._swept_epoch = epoch  # degraded leftovers are retried via the repair log
-            if verify:
-                self._last_full = st.finished
-            self._save_state()
-            log.info("repair sweep for map epoch %d: %s", epoch, st.last_report)
+        def track(done: int, total: int) -> None:
+            st.chunks_done, st.chunks_total = done, total
+            st.elapsed_s = self._clock.monotonic() - t0
+            if progress is not None:
+                progress(done, total)
+
+        try:
+            report = repair(self.ring, progress=track, max_bytes_per_s=self.max_bytes_per_s,
+                            verify=verify, cancel=self._cancel, clock=self._clock)
+        finally:
+            st.state, st.finished = "idle", self._clock.time()
+            st.elapsed_s = self._clock.monotonic() - t0
+            st.sweeps += 1
+        st.last_report = SweepSummary.of(report, st.elapsed_s, verify)
+        if report.cancelled:  # not done: the epoch and the schedule stay as they were
+            log.info("repair sweep for map epoch %d cancelled after %d chunks", epoch,
+                     report.chunks_checked)
             return report
+        self._swept_epoch = epoch  # degraded leftovers are retried via the repair log
+        if verify:
+            self._last_full = st.finished
+            self._scrub_due = self._clock.monotonic() + self.scrub_interval_s
+        self._save_state()
+        log.info("repair sweep for map epoch %d: %s", epoch, st.last_report)
+        return report
 
     def active(self) -> bool:
         """Whether this healer is the data directory's active one (takes the lock if free)."""
         if self._active_fd is not None:
             return True
-        path = os.path.join(self.ring.data_dir, "run", "healer.lock")
+        path = os.path.join(self.ring.data_dir, RUN_DIR, HEALER_LOCK_FILE)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
@@ -222,26 +284,45 @@ class Healer:
         self._active_fd = fd
         return True
 
+    def step(self) -> None:
+        """One round: settle the map, then sweep if the map moved, chunks are degraded or a
+        scrub is due (only the data directory's active healer acts; none after cancel)."""
+        with self._lock:
+            if self._cancel.is_set():
+                return
+            if not self.active():
+                self.status.state = "standby"
+                return
+            if self.status.state == "standby":
+                self.status.state = "idle"
+                state = self._load_state()  # the previous active healer's progress
+                self._swept_epoch = int(state.get("swept_epoch", self._swept_epoch))
+                self._adopt_schedule(float(state.get("last_full_sweep", self._last_full)))
+            try:
+                self.update_map()
+            except ChunkStoreError as e:
+                log.warning("cannot update the cluster map: %s", e)
+            why = self.needs_sweep()
+            if why is not None:
+                self._sweep(None, verify=why != "map")
+
+    # -- stopping -------------------------------------------------------------------------
+
+    def cancel_nowait(self) -> None:
+        """Ask a running sweep to stop between chunks, and refuse every later round or sweep.
+        Does not wait (safe on an event loop, whose worker thread is then joined)."""
+        self._cancel.set()
+
+    def cancel(self) -> None:
+        """:meth:`cancel_nowait`, then wait until the running round or sweep (if any) has
+        left the ring: after this returns the healer makes no more ring calls."""
+        self._cancel.set()
+        with self._lock:
+            pass
+
     def close(self) -> None:
+        """Cancel (waiting for a running sweep to stop), then give the healer lock back."""
+        self.cancel()
         if self._active_fd is not None:
             os.close(self._active_fd)
             self._active_fd = None
-
-    def step(self) -> None:
-        """One round: settle the map, then sweep if the map moved or chunks are degraded
-        (only the data directory's active healer acts)."""
-        if not self.active():
-            self.status.state = "standby"
-            return
-        if self.status.state == "standby":
-            self.status.state = "idle"
-            state = self._load_state()  # the previous active healer's progress
-            self._swept_epoch = int(state.get("swept_epoch", self._swept_epoch))
-            self._last_full = float(state.get("last_full_sweep", self._last_full))
-        try:
-            self.update_map()
-        except ChunkStoreError as e:
-            log.warning("cannot update the cluster map: %s", e)
-        why = self.needs_sweep()
-        if why is not None:
-            self.sweep(verify=why != "map")

@@ -17,6 +17,15 @@ available disk plus the chunks named in the repair log. For each chunk, grouped 
 
 Each chunk is handled inside its own try block: one bad chunk never stops the sweep.
 
+Every disk call goes through the ring client's call path (:meth:`RingStore.call`), as the data
+path's do: a StaleMap answer refreshes the map and retries, and a disk that fails is marked
+unavailable for the data path too.
+
+A sweep can be cancelled (``cancel``, a threading.Event): it then starts no further chunk,
+lets the chunks in hand finish, skips the root records and returns a report with
+``cancelled`` set; being idempotent, the next sweep does the rest. Pacing
+(``max_bytes_per_s``) waits on the injected clock and is cut short by a cancel.
+
 :func:`health` counts chunks fully protected / degraded / unrecoverable from the indexes
 alone (no data read) unless ``verify=True``; it is what ``sofsctl status`` shows.
 
@@ -26,17 +35,19 @@ arc will replace it for large disks).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
-import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Callable
 
+from chunkstore.api import DiskBackend
+from chunkstore.clock import SYSTEM_CLOCK, Clock
 from chunkstore.errors import ChunkCorrupt, ChunkNotFound, ChunkStoreError, DiskUnavailable, PolicyError
 from chunkstore.placement.keys import ChunkRef
-from chunkstore.ring.datapath import RingStore
 from chunkstore.protection.policy import REPLICA_INDEX, ECPolicy, Policy, ReplicationPolicy
+from chunkstore.ring.datapath import RingStore
 from chunkstore.ring.repairlog import DELETED, NEEDS_REPAIR
 
 Progress = Callable[[int, int], None]
@@ -55,6 +66,7 @@ class RepairReport:
     disks_revived: tuple[str, ...] = ()
     errors: tuple[str, ...] = ()  # chunks whose repair failed for another reason (left degraded)
     roots_refreshed: int = 0      # volume root records written again to their current owners
+    cancelled: bool = False       # stopped early (chunks_checked of them done): sweep again
 
     @property
     def chunks_unrecoverable(self) -> int:
@@ -80,21 +92,24 @@ class _Chunk:
     where: dict[str, set[int]] = field(default_factory=dict)  # disk id -> fragment indexes
 
 
-def _collect(ring: RingStore) -> tuple[dict[tuple[bytes, bytes], _Chunk], int]:
+def _collect(ring: RingStore, cancel: threading.Event | None = None
+             ) -> tuple[dict[tuple[bytes, bytes], _Chunk], int]:
     chunks: dict[tuple[bytes, bytes], _Chunk] = {}
     pieces = 0
     for disk_id in ring.available_disks():
+        if cancel is not None and cancel.is_set():
+            break
         try:
-            ds = ring.disk(disk_id)
-            for p in ds.pieces():
-                pieces += 1
-                ck = (p.key, p.policy.to_bytes())
-                c = chunks.get(ck)
-                if c is None:
-                    c = chunks[ck] = _Chunk(ChunkRef(p.key, p.chunk_size, p.policy))
-                c.where.setdefault(disk_id, set()).add(p.frag_idx)
-        except (DiskUnavailable, OSError) as e:
-            ring.mark_down(disk_id, str(e))
+            listing = ring.call(disk_id, lambda ds: list(ds.pieces()))
+        except DiskUnavailable:
+            continue  # marked down by the call: its pieces count as missing
+        for p in listing:
+            pieces += 1
+            ck = (p.key, p.policy.to_bytes())
+            c = chunks.get(ck)
+            if c is None:
+                c = chunks[ck] = _Chunk(ChunkRef(p.key, p.chunk_size, p.policy))
+            c.where.setdefault(disk_id, set()).add(p.frag_idx)
     for entry in ring.repair_log.entries():
         ck = (entry.ref.key, entry.ref.policy.to_bytes())
         chunks.setdefault(ck, _Chunk(entry.ref))
@@ -126,7 +141,7 @@ def health(ring: RingStore, verify: bool = False) -> HealthReport:
                     continue
                 if verify:
                     try:
-                        data = ring.disk(disk_id).get(c.ref.key, idx)
+                        data = _get(ring, disk_id, c.ref.key, idx)
                     except ChunkStoreError:
                         continue
                     if idx == REPLICA_INDEX and not c.ref.verify(data):
@@ -155,6 +170,18 @@ def health(ring: RingStore, verify: bool = False) -> HealthReport:
     )
 
 
+def _get(ring: RingStore, disk_id: str, key: bytes, idx: int) -> bytes:
+    return ring.call(disk_id, lambda ds: ds.get(key, idx))
+
+
+def _replace(ds: DiskBackend, ref: ChunkRef, idx: int, piece: bytes) -> None:
+    """Write a rebuilt piece; a bad one there is tombstoned first (stored bytes are never
+    overwritten). Idempotent, as ``RingStore.call`` needs."""
+    if ds.has(ref.key, idx):
+        ds.delete(ref.key, idx)
+    ds.put(ref.key, idx, ref.policy, ref.size, piece)
+
+
 class _Sweep:
     def __init__(self, ring: RingStore, verify: bool = True) -> None:
         self.ring = ring
@@ -169,11 +196,8 @@ class _Sweep:
     def _read(self, disk_id: str, ref: ChunkRef, idx: int) -> bytes | None:
         """A verified piece, or None if missing / bad / unreachable."""
         try:
-            data = self.ring.disk(disk_id).get(ref.key, idx)
-        except (ChunkNotFound, ChunkCorrupt):
-            return None
-        except DiskUnavailable as e:
-            self.ring.mark_down(disk_id, str(e))
+            data = _get(self.ring, disk_id, ref.key, idx)
+        except (ChunkNotFound, ChunkCorrupt, DiskUnavailable):  # a failing disk is marked down
             return None
         with self.counts:
             self.read_bytes += len(data)
@@ -182,7 +206,7 @@ class _Sweep:
         return data
 
     def _remove(self, disk_id: str, key: bytes, idx: int) -> None:
-        self.ring.disk(disk_id).delete(key, idx)
+        self.ring.call(disk_id, lambda ds: ds.delete(key, idx))
         with self.counts:
             self.removed += 1
 
@@ -222,12 +246,9 @@ class _Sweep:
             for disk_id, idx in bad:
                 piece = pieces[0] if idx == REPLICA_INDEX else pieces[idx]
                 try:
-                    ds = self.ring.disk(disk_id)
+                    self.ring.call(disk_id, functools.partial(_replace, ref=ref, idx=idx, piece=piece))
                 except DiskUnavailable:
                     continue  # stays degraded; noted below
-                if ds.has(ref.key, idx):
-                    ds.delete(ref.key, idx)  # a bad piece: tombstone it, then write a good one
-                ds.put(ref.key, idx, ref.policy, ref.size, piece)
                 with self.counts:
                     self.rebuilt += 1
                     self.bytes += len(piece)
@@ -281,38 +302,49 @@ class _Sweep:
 
 
 class _Throttle:
-    """Keeps a sweep's disk traffic (pieces read + written) under ``rate`` bytes/s."""
+    """Keeps a sweep's disk traffic (pieces read + written) under ``rate`` bytes/s, on the
+    clock's monotonic time; a set ``cancel`` ends the wait."""
 
-    def __init__(self, rate: float | None) -> None:
+    def __init__(self, rate: float | None, clock: Clock, cancel: threading.Event) -> None:
         self.rate = rate
-        self.start = time.monotonic()
+        self.clock = clock
+        self.cancel = cancel
+        self.start = clock.monotonic()
 
     def pace(self, done_bytes: int) -> None:
         if not self.rate:
             return
-        ahead = done_bytes / self.rate - (time.monotonic() - self.start)
+        ahead = done_bytes / self.rate - (self.clock.monotonic() - self.start)
         if ahead > 0:
-            time.sleep(min(ahead, 5.0))
+            self.clock.wait(self.cancel, min(ahead, 5.0))
 
 
 def repair(ring: RingStore, progress: Progress | None = None,
-           max_bytes_per_s: float | None = None, verify: bool = True) -> RepairReport:
+           max_bytes_per_s: float | None = None, verify: bool = True, *,
+           cancel: threading.Event | None = None, clock: Clock = SYSTEM_CLOCK) -> RepairReport:
     """Make every chunk fully protected again (see module docstring). With ``verify`` every
     piece an owner should hold is read and verified, so the sweep is also a scrub; without,
     pieces the disk indexes list are trusted and only the chunks missing pieces are read (a
     rebuild after a map change: several times less traffic). ``max_bytes_per_s`` caps the
-    sweep's traffic (pieces read plus written), to spare client I/O."""
+    sweep's traffic (pieces read plus written), to spare client I/O; ``clock`` paces it.
+    ``cancel`` stops the sweep between chunks (the report says ``cancelled``)."""
+    cancel = cancel if cancel is not None else threading.Event()
+    if cancel.is_set():
+        return RepairReport(0, 0, 0, (), 0, cancelled=True)
     revived = []
     for disk_id in sorted(ring.unavailable_disks()):
         if ring.revive_disk(disk_id):
             revived.append(disk_id)
-    chunks, _ = _collect(ring)
+    chunks, _ = _collect(ring, cancel)
     sweep = _Sweep(ring, verify)
     errors: list[str] = []
     total = len(chunks)
-    throttle = _Throttle(max_bytes_per_s)
+    throttle = _Throttle(max_bytes_per_s, clock, cancel)
 
-    def one(c: _Chunk) -> None:
+    def one(c: _Chunk) -> bool:
+        """Sweep one chunk; False if the sweep was cancelled before it started."""
+        if cancel.is_set():
+            return False
         try:
             entry = ring.repair_log.get(c.ref.key)
             if entry is not None and entry.kind == DELETED:
@@ -321,6 +353,7 @@ def repair(ring: RingStore, progress: Progress | None = None,
                 sweep.chunk(c)
         except Exception as e:  # one bad chunk never stops the sweep
             errors.append(f"{c.ref.hex}: {type(e).__name__}: {e}")
+        return True
 
     # a few chunks at a time: their piece reads and writes overlap (disks, network, codec)
     todo = iter(sorted(chunks))
@@ -329,15 +362,17 @@ def repair(ring: RingStore, progress: Progress | None = None,
         running = {pool.submit(one, chunks[ck]) for ck in itertools.islice(todo, SWEEP_THREADS * 2)}
         while running:
             finished, running = wait(running, return_when=FIRST_COMPLETED)
-            done += len(finished)
-            for ck in itertools.islice(todo, len(finished)):
-                running.add(pool.submit(one, chunks[ck]))
+            done += sum(1 for f in finished if f.result())
+            if not cancel.is_set():
+                for ck in itertools.islice(todo, len(finished)):
+                    running.add(pool.submit(one, chunks[ck]))
             if progress is not None:
                 progress(done, total)
             throttle.pace(sweep.read_bytes + sweep.bytes)
-    roots = refresh_roots(ring, errors)
+    cancelled = cancel.is_set()
+    roots = 0 if cancelled else refresh_roots(ring, errors)
     return RepairReport(
-        chunks_checked=total,
+        chunks_checked=done,
         pieces_rebuilt=sweep.rebuilt,
         pieces_removed=sweep.removed,
         unrecoverable=tuple(sweep.unrecoverable),
@@ -345,6 +380,7 @@ def repair(ring: RingStore, progress: Progress | None = None,
         disks_revived=tuple(revived),
         errors=tuple(errors),
         roots_refreshed=roots,
+        cancelled=cancelled,
     )
 
 

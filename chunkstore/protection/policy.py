@@ -3,6 +3,13 @@
 Small validated value classes; :class:`ECPolicy` wraps pyeclib and turns its errors into
 :class:`~chunkstore.errors.PolicyError`. Nothing here does I/O.
 
+Threads: pyeclib drivers are not shared across threads. One ECPolicy object may be used by
+any number of threads at once (the ``large`` policy of a :class:`Protection` is, by every
+writer thread of a ring client): each thread encodes and decodes with its own driver, created
+on its first use and kept by the policy object (a ``threading.local``). Building a driver
+initialises the backend's tables, which costs more than decoding a 4 MiB chunk, so
+:meth:`PolicyCode.policy` returns one policy object per code for the whole process.
+
 Spec strings (``parse_policy`` / ``.spec()``):
 
 * ``"cosN"`` – class of service N: N+1 whole copies on distinct disks (``cos2`` = 3 copies),
@@ -39,7 +46,7 @@ import re
 import struct
 import threading
 from dataclasses import dataclass
-from typing import Union
+from typing import Any, Union
 
 from chunkstore.errors import FormatError, PolicyError
 
@@ -63,7 +70,6 @@ MAX_COPIES = 6
 MAX_EC_WIDTH = 16
 
 _CODE = struct.Struct(">BBBB")
-_thread_policies = threading.local()
 
 
 @dataclass(frozen=True)
@@ -92,20 +98,9 @@ class PolicyCode:
         return cls(kind, a, b, backend)
 
     def policy(self) -> "Policy":
-        """The policy object (PolicyError if its EC backend is unavailable here).
-
-        Memoised per thread: building an EC driver initialises the backend's tables, which
-        costs more than decoding a 4 MiB chunk, and pyeclib drivers are not shared across
-        threads."""
-        cache = _thread_policies.__dict__.setdefault("by_code", {})
-        policy = cache.get(self)
-        if policy is None:
-            if self.kind == KIND_REPLICATION:
-                policy = ReplicationPolicy(self.a)
-            else:
-                policy = ECPolicy(self.a, self.b, backend=BACKEND_NAMES[self.backend])
-            cache[self] = policy
-        return policy
+        """The policy object (PolicyError if its EC backend is unavailable here); the same
+        object for every call with this code (see the module docstring on threads)."""
+        return _policy_of(self)
 
     @property
     def width(self) -> int:
@@ -122,6 +117,14 @@ def _validate_code(kind: int, a: int, b: int, backend: int) -> None:
             raise FormatError(f"invalid EC policy code ({kind}, {a}, {b}, {backend})")
     else:
         raise FormatError(f"unknown policy kind {kind}")
+
+
+@functools.lru_cache(maxsize=None)
+def _policy_of(code: PolicyCode) -> "Policy":
+    """The policy object of a code, built once per process (a failure is not cached)."""
+    if code.kind == KIND_REPLICATION:
+        return ReplicationPolicy(code.a)
+    return ECPolicy(code.a, code.b, backend=BACKEND_NAMES[code.backend])
 
 
 @functools.lru_cache(maxsize=None)
@@ -195,7 +198,9 @@ class ReplicationPolicy:
 
 
 class ECPolicy:
-    """Reed-Solomon k+m through pyeclib; any k of the k+m fragments rebuild the payload."""
+    """Reed-Solomon k+m through pyeclib; any k of the k+m fragments rebuild the payload.
+
+    Thread-safe: each thread uses its own pyeclib driver (:meth:`driver`)."""
 
     kind = KIND_EC
 
@@ -218,7 +223,7 @@ class ECPolicy:
         self.m = m
         self.backend = backend
         self.code = PolicyCode(KIND_EC, k, m, BACKEND_IDS[backend])
-        self._driver = None
+        self._drivers = threading.local()  # .driver: the calling thread's ECDriver
 
     @property
     def width(self) -> int:
@@ -248,21 +253,24 @@ class ECPolicy:
             return base
         return f"{base}:{self.backend}"
 
-    def _drv(self):
-        # Created lazily: building an ECDriver allocates backend state.
-        if self._driver is None:
+    def driver(self) -> Any:
+        """The calling thread's pyeclib ECDriver, created on its first use (building one
+        allocates backend state); PolicyError if pyeclib refuses."""
+        drv = getattr(self._drivers, "driver", None)
+        if drv is None:
             try:
                 from pyeclib.ec_iface import ECDriver
 
-                self._driver = ECDriver(k=self.k, m=self.m, ec_type=self.backend)
+                drv = ECDriver(k=self.k, m=self.m, ec_type=self.backend)
             except Exception as e:  # pyeclib raises its own ECDriverError family
                 raise PolicyError(f"cannot create EC driver {self.spec()}: {e}") from e
-        return self._driver
+            self._drivers.driver = drv
+        return drv
 
     def encode(self, payload: bytes) -> list[bytes]:
         """Encode into k+m fragments (index i = data for i<k, parity otherwise)."""
         try:
-            return self._drv().encode(bytes(payload) if isinstance(payload, memoryview) else payload)
+            return self.driver().encode(bytes(payload) if isinstance(payload, memoryview) else payload)
         except PolicyError:
             raise
         except Exception as e:
@@ -279,7 +287,7 @@ class ECPolicy:
         # Data fragments first: pyeclib takes the fast path when 0..k-1 are all present.
         order = sorted(fragments)
         try:
-            return self._drv().decode([fragments[i] for i in order])
+            return self.driver().decode([fragments[i] for i in order])
         except PolicyError:
             raise
         except Exception as e:

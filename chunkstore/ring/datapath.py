@@ -1,10 +1,15 @@
 """RingStore: the RING's data path over a set of disks, wherever the disks are.
 
 A :class:`RingStore` places chunks with a :class:`~chunkstore.placement.ring.Ring` and talks to each disk
-through one object with the :class:`~chunkstore.disk.store.DiskStore` method signatures: a local
-DiskStore (:class:`chunkstore.ring.local.LocalRing`) or a :class:`~chunkstore.net.client.RemoteDisk`
-on a storage node (:class:`chunkstore.ring.net.NetRing`). Subclasses open the disks and fill
+through a :class:`~chunkstore.api.DiskBackend`: a local DiskStore
+(:class:`chunkstore.ring.local.LocalRing`) or a :class:`~chunkstore.net.client.RemoteDisk` on a
+storage node (:class:`chunkstore.ring.net.NetRing`). Subclasses open the disks and fill
 ``self._disks`` / ``self._down``; everything else is here.
+
+Every disk call goes through :meth:`RingStore.call` (the data path's and the repair sweep's):
+a disk that fails in an unexpected way is marked unavailable (:meth:`RingStore.mark_down`), and
+a StaleMap answer (a node has a newer cluster map) makes the client refresh its map
+(:meth:`RingStore.refresh_map`) and retry the call once.
 
 put: key = blake3-160 of the payload; the policy is chosen by size (``Protection.for_size``);
 replication writes n copies (fragment index 0xFF) on ``owners(key, n)``, EC encodes k+m
@@ -12,9 +17,11 @@ fragments and writes fragment i on ``owners[i]``. All pieces are written in para
 bounded thread pool. The put succeeds once the policy's write quorum of pieces is durable; the
 missing pieces are noted in the repair log. Below the quorum it raises DiskFull (if a full disk
 was among the causes) or NotEnoughDisks; the pieces already written are left in place (they may
-be shared with a concurrent put of the same payload, so deleting them is never safe here): the
-caller never references the chunk, its garbage collector removes them, and repair meanwhile
-rebuilds the chunk if enough pieces exist or reports it unrecoverable.
+be shared with a concurrent put of the same payload, so deleting them is never safe here). The
+caller never references the chunk, so its garbage collector (which deletes only chunks that were
+once referenced) never collects them either: they stay, kept protected by repair like any chunk
+if enough pieces exist (or reported unrecoverable), until an audit lists them
+(``sofs.fsck.unreferenced_chunks``) and they are deleted.
 
 get: replicas are tried owner by owner; for EC the data fragments (0..k-1) are read first in
 parallel, parity only when a data fragment is missing, unreadable or fails its checksum.
@@ -24,7 +31,8 @@ returned. Bad or missing pieces are noted in the repair log.
 
 A disk that fails in an unexpected way is marked unavailable (:meth:`RingStore.mark_down`):
 reads degrade, writes go to the quorum, nothing crashes; subclasses bring disks back
-(``revive_disk``).
+(``revive_disk``). A chunk whose policy cannot be used here (its EC backend is missing) raises
+PolicyError; a closed store raises DiskUnavailable.
 
 delete: tombstones on every owner; if an owner is unavailable the chunk is noted as DELETED in
 the repair log so repair removes the leftovers later instead of rebuilding them.
@@ -51,26 +59,29 @@ from __future__ import annotations
 import itertools
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterable, cast
+from typing import Callable, Iterable, TypeVar
 
-from chunkstore.disk.records import DiskStats
+from chunkstore.api import Capacity, ChunkStore, DiskBackend, Membership
 from chunkstore.errors import (
     ChunkCorrupt,
     ChunkNotFound,
     ChunkStoreError,
     DiskFull,
     DiskUnavailable,
+    FormatError,
     KeyConflict,
     NotEnoughDisks,
     PolicyError,
+    StaleMap,
     StaleRoot,
 )
 from chunkstore.placement.keys import MAX_CHUNK_SIZE, ChunkRef, chunk_key
+from chunkstore.placement.ring import Ring
 from chunkstore.protection.policy import REPLICA_INDEX, ECPolicy, Policy, Protection, ReplicationPolicy
 from chunkstore.ring.repairlog import DELETED, NEEDS_REPAIR, RepairLog
-from chunkstore.placement.ring import Ring
 from chunkstore.roots import ROOT_WIDTH, RootRecord, check_volume_id, merge_seqs, newest, root_key
-from chunkstore.api import Capacity, ChunkStore
+
+T = TypeVar("T")
 
 _MAX_DECODE_TRIES = 64
 _SPARES = 8  # disks of a key's walk beyond its owners that take (and are searched for) handoffs
@@ -78,14 +89,15 @@ _SPARES = 8  # disks of a key's walk beyond its owners that take (and are search
 
 class RingStore(ChunkStore):
     """Chunks placed on disks by a ring (see module docstring). Abstract: subclasses set
-    ``ring``, ``repair_log``, ``_disks``, ``_down`` and call :meth:`_start_pool`."""
+    ``data_dir``, ``ring``, ``repair_log``, ``_disks``, ``_down`` and call :meth:`_start_pool`."""
 
+    data_dir: str  # the client's state directory (repair log, locks, healer state)
     ring: Ring
     repair_log: RepairLog
 
     def _init_disks(self) -> None:
         self._disks_lock = threading.Lock()
-        self._disks: dict[str, Any] = {}
+        self._disks: dict[str, DiskBackend] = {}
         self._down: dict[str, str] = {}
         self._closed = True
 
@@ -101,7 +113,18 @@ class RingStore(ChunkStore):
         """Try to bring an unavailable disk back; True if it is usable now."""
         raise NotImplementedError
 
-    def disk(self, disk_id: str) -> Any:
+    @property
+    def membership(self) -> Membership | None:
+        """The cluster's members as this client sees them, on a networked RING; None on an
+        embedded one (its disks are all in this process: nothing to mark down)."""
+        return None
+
+    def refresh_map(self, from_disk: str | None = None) -> bool:
+        """Fetch a newer cluster map (from the node serving ``from_disk``, else any); True if
+        one was adopted. An embedded RING has no map to refresh."""
+        return False
+
+    def disk(self, disk_id: str) -> DiskBackend:
         """The open disk (DiskStore or RemoteDisk), or DiskUnavailable."""
         with self._disks_lock:
             ds = self._disks.get(disk_id)
@@ -135,17 +158,28 @@ class RingStore(ChunkStore):
         try:
             return ref.policy.policy()
         except PolicyError as e:
-            raise ChunkStoreError(f"chunk {ref.hex}: cannot use its policy here: {e}") from e
+            raise PolicyError(f"chunk {ref.hex}: cannot use its policy here: {e}") from e
 
     def _check_open(self) -> None:
         if self._closed:
-            raise ChunkStoreError("LocalRing is closed")
+            raise DiskUnavailable(f"{type(self).__name__} is closed: its disks are no longer open")
 
-    def _call(self, disk_id: str, method: str, *args: object) -> object:
-        """Call a DiskStore method; a disk that fails in any unexpected way is marked down."""
+    def call(self, disk_id: str, op: Callable[[DiskBackend], T]) -> T:
+        """``op(disk)`` on one disk, the way every disk call of the data path and the repair
+        sweep is made: a StaleMap answer refreshes the map and retries once; a disk that
+        reports DiskUnavailable or fails in any unexpected way is marked down (and the failure
+        raised as DiskUnavailable). Other chunkstore errors are raised as they are. ``op`` may
+        run twice: it must be idempotent (every disk operation is)."""
+        try:
+            return self._call_once(disk_id, op)
+        except StaleMap:
+            self.refresh_map(disk_id)
+            return self._call_once(disk_id, op)
+
+    def _call_once(self, disk_id: str, op: Callable[[DiskBackend], T]) -> T:
         ds = self.disk(disk_id)
         try:
-            return getattr(ds, method)(*args)
+            return op(ds)
         except DiskUnavailable as e:
             self.mark_down(disk_id, str(e))
             raise
@@ -156,20 +190,23 @@ class RingStore(ChunkStore):
             raise DiskUnavailable(f"disk {disk_id}: {type(e).__name__}: {e}") from e
 
     def _put_piece(self, disk_id: str, key: bytes, idx: int, ref: ChunkRef, data: bytes) -> None:
-        self._call(disk_id, "put", key, idx, ref.policy, ref.size, data)
+        self.call(disk_id, lambda ds: ds.put(key, idx, ref.policy, ref.size, data))
 
-    def _get_piece(self, disk_id: str, key: bytes, idx: int) -> bytes:
-        return self._call(disk_id, "get", key, idx)  # type: ignore[return-value]
+    def _get_piece(self, disk_id: str, key: bytes, idx: int, verify: bool = True) -> bytes:
+        return self.call(disk_id, lambda ds: ds.get(key, idx, verify))
+
+    def _has_piece(self, disk_id: str, key: bytes, idx: int) -> bool:
+        return self.call(disk_id, lambda ds: ds.has(key, idx))
 
     def _delete_piece(self, disk_id: str, key: bytes, idx: int) -> None:
-        self._call(disk_id, "delete", key, idx)
+        self.call(disk_id, lambda ds: ds.delete(key, idx))
 
     # -- ChunkStore ---------------------------------------------------------------------
 
     def put(self, payload: bytes, protection: Protection) -> ChunkRef:
         self._check_open()
         if len(payload) > MAX_CHUNK_SIZE:
-            raise ChunkStoreError(f"chunk too large: {len(payload)} bytes")
+            raise FormatError(f"chunk too large: {len(payload)} bytes (a ChunkRef holds at most {MAX_CHUNK_SIZE})")
         key = chunk_key(payload)
         policy = protection.for_size(len(payload))
         ref = ChunkRef(key, len(payload), policy.code)
@@ -246,16 +283,17 @@ class RingStore(ChunkStore):
         return self._get_ec(ref, policy)
 
     def _get_fast(self, ref: ChunkRef, policy: Policy) -> bytes | None:
-        """The healthy case, hashing every byte once: the first copy, or the k data fragments,
-        read without per-piece checksums and verified as a whole against the chunk key. Any
-        trouble (a piece missing, a disk down, a payload that does not verify) returns None and
-        the careful path below reads again, verifying each piece to find the bad one."""
+        """The healthy case: the first copy, or the k data fragments, read without per-piece
+        checksums and verified as a whole against the chunk key (on a LocalRing every byte is
+        hashed once; a RemoteDisk also checks each transfer end to end). Any trouble (a piece
+        missing, a disk down, a payload that does not verify) returns None and the careful path
+        below reads again, verifying each piece to find the bad one."""
         owners = self.ring.owners(ref.key, policy.width)
         try:
             if isinstance(policy, ReplicationPolicy):
-                payload = self._call(owners[0], "get", ref.key, REPLICA_INDEX, False)
+                payload = self._get_piece(owners[0], ref.key, REPLICA_INDEX, False)
             else:
-                futures = [self._pool.submit(self._call, owners[i], "get", ref.key, i, False)
+                futures = [self._pool.submit(self._get_piece, owners[i], ref.key, i, False)
                            for i in range(policy.k)]
                 frags = {i: f.result() for i, f in enumerate(futures)}
                 payload = policy.decode(frags)
@@ -369,7 +407,7 @@ class RingStore(ChunkStore):
                 if disk_id == owners[i]:
                     continue
                 try:
-                    if not self._call(disk_id, "has", ref.key, i):
+                    if not self._has_piece(disk_id, ref.key, i):
                         continue
                     good[i] = self._get_piece(disk_id, ref.key, i)
                     missing.remove(i)
@@ -428,11 +466,12 @@ class RingStore(ChunkStore):
         errors: list[BaseException] = []
         targets, spares = self.ring.owners(key, width), None
         while targets:
-            futures = {d: self._pool.submit(self._call, d, "put_root", rec.volume_id, rec.seq, rec.body) for d in targets}
+            futures = {d: self._pool.submit(self.call, d, lambda ds: ds.put_root(rec.volume_id, rec.seq, rec.body))
+                       for d in targets}
             failed = 0
             for disk_id, f in futures.items():
                 try:
-                    held[disk_id] = cast(int, f.result())
+                    held[disk_id] = f.result()
                 except KeyConflict as e:
                     conflicts.append(e)
                 except ChunkStoreError as e:
@@ -463,7 +502,7 @@ class RingStore(ChunkStore):
         answered."""
         self._check_open()
         volume_id = check_volume_id(volume_id)
-        answers, errors = self._ask_every_disk("get_root", volume_id)
+        answers, errors = self._ask_every_disk(lambda ds: ds.get_root(volume_id))
         best = newest(a for a in answers if a is not None)
         if best is not None:
             return best
@@ -479,16 +518,16 @@ class RingStore(ChunkStore):
         """volume_id -> highest root record seq over every available disk. NotEnoughDisks if
         no disk answered."""
         self._check_open()
-        answers, errors = self._ask_every_disk("list_roots")
-        if not answers:
+        listings, errors = self._ask_every_disk(lambda ds: ds.list_roots())
+        if not listings:
             raise NotEnoughDisks("no disk answered for its root records"
                                  + (f": {errors[0]}" if errors else " (none available)"))
-        return merge_seqs(cast(list, a) for a in answers)
+        return merge_seqs(listings)
 
-    def _ask_every_disk(self, method: str, *args: object) -> tuple[list[Any], list[BaseException]]:
-        """Call ``method`` on every available disk in parallel: (answers, errors)."""
-        futures = [self._pool.submit(self._call, d, method, *args) for d in self.available_disks()]
-        answers: list[Any] = []
+    def _ask_every_disk(self, op: Callable[[DiskBackend], T]) -> tuple[list[T], list[BaseException]]:
+        """``op`` on every available disk in parallel: (answers, errors)."""
+        futures = [self._pool.submit(self.call, d, op) for d in self.available_disks()]
+        answers: list[T] = []
         errors: list[BaseException] = []
         for f in futures:
             try:
@@ -502,7 +541,7 @@ class RingStore(ChunkStore):
         seen: set[int] = set()
         for disk_id in self.available_disks():
             try:
-                st = cast(DiskStats, self._call(disk_id, "stats"))
+                st = self.call(disk_id, lambda ds: ds.stats())
             except ChunkStoreError:
                 continue
             used += st.used_bytes

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import os
 
-from chunkstore.placement.layout import REPAIR_LOG_DIR
-from chunkstore.ring import localcluster as cl
 from chunkstore.disk.store import DEFAULT_CONTAINER_SIZE, DiskStore
 from chunkstore.errors import DiskUnavailable
-from chunkstore.ring.repairlog import RepairLog
+from chunkstore.placement.layout import REPAIR_LOG_DIR
 from chunkstore.placement.ring import Ring
+from chunkstore.ring import localcluster as cl
 from chunkstore.ring.datapath import RingStore
+from chunkstore.ring.repairlog import RepairLog
+
 
 class LocalRing(RingStore):
     """The RING with its disks opened in this process. Use :meth:`open`."""

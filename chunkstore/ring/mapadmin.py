@@ -17,15 +17,14 @@ import uuid
 from typing import Callable
 
 from chunkstore.atomicfile import atomic_write
-from chunkstore.placement.clustermap import ClusterMap
 from chunkstore.disk.store import DiskStore
 from chunkstore.errors import ChunkStoreError, ClusterMismatch, MapError
-from chunkstore.ring.net import offer_map
 from chunkstore.net.client import RemoteDisk
-from chunkstore.placement.ring import DEFAULT_VNODES
-from chunkstore.placement.layout import CLUSTER_FILE, MAP_FILE, SECRET_FILE
 from chunkstore.net.wire import load_secret
-
+from chunkstore.placement.clustermap import ClusterMap
+from chunkstore.placement.layout import CLUSTER_FILE, MAP_FILE, SECRET_FILE
+from chunkstore.placement.ring import DEFAULT_VNODES
+from chunkstore.ring.net import offer_map
 
 
 def create_cluster(data_dir: str | os.PathLike, vnodes: int = DEFAULT_VNODES) -> ClusterMap:

@@ -16,11 +16,11 @@ from __future__ import annotations
 import threading
 from typing import Iterator
 
-from chunkstore.errors import ChunkCorrupt, ChunkNotFound, ChunkStoreError, DiskFull, KeyConflict, StaleRoot
-from chunkstore.placement.keys import ChunkRef, MAX_CHUNK_SIZE, chunk_key
+from chunkstore.api import Capacity, ChunkStore
+from chunkstore.errors import ChunkCorrupt, ChunkNotFound, DiskFull, DiskUnavailable, FormatError, KeyConflict, StaleRoot
+from chunkstore.placement.keys import MAX_CHUNK_SIZE, ChunkRef, chunk_key
 from chunkstore.protection.policy import Protection
 from chunkstore.roots import RootRecord, check_volume_id
-from chunkstore.api import Capacity, ChunkStore
 
 
 class MemoryChunkStore(ChunkStore):
@@ -38,12 +38,12 @@ class MemoryChunkStore(ChunkStore):
 
     def _check_open(self) -> None:
         if self._closed:
-            raise ChunkStoreError("store is closed")
+            raise DiskUnavailable("MemoryChunkStore is closed")
 
     def put(self, payload: bytes, protection: Protection) -> ChunkRef:
         self._check_open()
         if len(payload) > MAX_CHUNK_SIZE:
-            raise ChunkStoreError(f"chunk too large: {len(payload)} bytes")
+            raise FormatError(f"chunk too large: {len(payload)} bytes (a ChunkRef holds at most {MAX_CHUNK_SIZE})")
         data = bytes(payload)
         key = chunk_key(data)
         ref = ChunkRef(key, len(data), protection.for_size(len(data)).code)

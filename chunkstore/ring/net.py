@@ -20,15 +20,18 @@ Failure detection: a heartbeat thread PINGs every member node each ``heartbeat_s
 (answer within ``ping_timeout_s``). A node that does not answer, or a disk that fails a
 request, is *suspect* at once: its disks leave the available set, so reads go to the others
 and writes to the quorum without waiting on timeouts. A suspect node that answers again is
-taken back. :meth:`NetRing.suspects` says since when each node has been unreachable; turning
+taken back. :meth:`NetRing.unreachable_for` says for how long each node has been unreachable,
+measured on the injected clock's monotonic time (a step of the wall clock changes no
+duration); :meth:`NetRing.suspects` gives the same as wall-clock times, for display. Turning
 a long-suspect node into ``down`` in the map (so its arcs are rebuilt elsewhere) is the
-healer's decision (:mod:`chunkstore.healing.healer`), not the data path's.
+healer's decision (:mod:`chunkstore.healing.healer`, through :attr:`NetRing.membership`), not
+the data path's.
 
 Map epochs: every connection announces the client's epoch. A node with a newer map answers
 StaleMap; the client then fetches the node's map, adopts it and retries the request once
-(pieces written under the old placement are found by reads on any member disk and moved by
-repair). Heartbeats also compare epochs: a node behind is sent our map, a node ahead gives
-us its.
+(:meth:`RingStore.call`, for the data path and the repair sweep alike; pieces written under
+the old placement are found by reads on any member disk and moved by repair). Heartbeats also
+compare epochs: a node behind is sent our map, a node ahead gives us its.
 """
 
 from __future__ import annotations
@@ -36,20 +39,20 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from typing import Any, Callable
 
-from chunkstore.ring.localcluster import ClusterLock
-from chunkstore.placement.clustermap import ClusterMap
-from chunkstore.errors import ChunkStoreError, DiskUnavailable, StaleMap
+from chunkstore.api import Membership
+from chunkstore.clock import SYSTEM_CLOCK, Clock
+from chunkstore.errors import ChunkStoreError
 from chunkstore.net.client import RemoteDisk
 from chunkstore.net.wire import load_secret
-from chunkstore.ring.repairlog import RepairLog
+from chunkstore.placement.clustermap import ClusterMap
+from chunkstore.placement.layout import MAP_FILE, REPAIR_LOG_DIR, RUN_DIR, SECRET_FILE
 from chunkstore.ring.datapath import RingStore
-from chunkstore.placement.layout import MAP_FILE, REPAIR_LOG_DIR, SECRET_FILE
+from chunkstore.ring.localcluster import ClusterLock
+from chunkstore.ring.repairlog import RepairLog
 
 log = logging.getLogger("sofs.netring")
-
 
 
 def _split(address: str) -> tuple[str, int]:
@@ -75,26 +78,31 @@ def offer_map(cmap: ClusterMap, put: Callable[[str, bytes], int]) -> dict[str, s
 
 
 class NetRing(RingStore):
-    """A client of the networked RING (see module docstring). Use :meth:`open`."""
+    """A client of the networked RING (see module docstring). Use :meth:`open`.
+
+    ``clock`` times the heartbeats and how long nodes have been unreachable (tests pass a
+    :class:`~chunkstore.clock.FakeClock`)."""
 
     def __init__(self, cmap: ClusterMap, secret: bytes, state_dir: str | os.PathLike, *,
                  workers: int | None = None, timeout: float = 10.0, heartbeat_s: float = 1.0,
-                 ping_timeout_s: float = 2.0, instance: str | None = None) -> None:
-        self.state_dir = os.fspath(state_dir)
+                 ping_timeout_s: float = 2.0, instance: str | None = None,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
+        self.state_dir = self.data_dir = os.fspath(state_dir)
         self.instance = instance
         self._secret = secret
         self.timeout = timeout
         self.heartbeat_s = heartbeat_s
         self.ping_timeout_s = ping_timeout_s
+        self._clock = clock
         self._init_disks()
         # one process at a time serves this state directory (its repair log); sofsctl asks
         # that process (the mount) instead, as with a LocalRing
-        self._lock = ClusterLock(self.state_dir, f"run/net-{instance}.lock") if instance \
-            else ClusterLock(self.state_dir)
+        self._lock = ClusterLock(self.state_dir, os.path.join(RUN_DIR, f"net-{instance}.lock")) \
+            if instance else ClusterLock(self.state_dir)
         self._map_lock = threading.RLock()
         self._remote: dict[str, RemoteDisk] = {}
         self._pingers: dict[str, RemoteDisk] = {}  # node id -> short-timeout handle for PING
-        self._suspect: dict[str, float] = {}  # node id -> unreachable since (time.time())
+        self._suspect: dict[str, float] = {}  # node id -> unreachable since (clock.monotonic())
         self.cmap = cmap
         self.ring = cmap.ring_view()
         try:
@@ -113,8 +121,8 @@ class NetRing(RingStore):
         self._beat.start()
 
     @property
-    def data_dir(self) -> str:
-        return self.state_dir
+    def membership(self) -> Membership:
+        return self
 
     @classmethod
     def open(cls, state_dir: str | os.PathLike, **kw: Any) -> "NetRing":
@@ -132,15 +140,15 @@ class NetRing(RingStore):
             members = set(cmap.member_disks())
             for disk_id in list(self._remote):
                 if disk_id not in members:
-                    rd = self._remote.pop(disk_id)
+                    gone = self._remote.pop(disk_id)
                     with self._disks_lock:
                         self._disks.pop(disk_id, None)
                         self._down.pop(disk_id, None)
-                    rd.close()
+                    gone.close()
             for disk_id in sorted(members):
                 node = cmap.node_of(disk_id)
                 host, port = _split(node.address)
-                rd = self._remote.get(disk_id)
+                rd: RemoteDisk | None = self._remote.get(disk_id)
                 if rd is not None and (rd.host, rd.port) != (host, port):
                     rd.close()
                     rd = None
@@ -208,21 +216,6 @@ class NetRing(RingStore):
     def disk_ids(self) -> list[str]:
         return sorted(self._remote)
 
-    def _call(self, disk_id: str, method: str, *args: object) -> object:
-        try:
-            return self._call_once(disk_id, method, *args)
-        except StaleMap:
-            self.refresh_map(disk_id)
-            return self._call_once(disk_id, method, *args)
-
-    def _call_once(self, disk_id: str, method: str, *args: object) -> object:
-        rd = self.disk(disk_id)
-        try:
-            return getattr(rd, method)(*args)
-        except DiskUnavailable as e:
-            self.mark_down(disk_id, str(e))
-            raise
-
     def mark_down(self, disk_id: str, reason: str) -> None:
         """Stop using a disk until the heartbeat (or repair) finds it answering again."""
         with self._disks_lock:
@@ -243,10 +236,18 @@ class NetRing(RingStore):
             self._down.pop(disk_id, None)
         return True
 
-    def suspects(self) -> dict[str, float]:
-        """Node id -> time (unix) since which it has not answered."""
+    def unreachable_for(self) -> dict[str, float]:
+        """Node id -> seconds since it stopped answering (monotonic: wall-clock steps do not
+        count)."""
+        now = self._clock.monotonic()
         with self._map_lock:
-            return dict(self._suspect)
+            return {node_id: now - since for node_id, since in self._suspect.items()}
+
+    def suspects(self) -> dict[str, float]:
+        """Node id -> wall-clock time (unix) since which it has not answered: now minus
+        :meth:`unreachable_for`, for display."""
+        now = self._clock.time()
+        return {node_id: now - age for node_id, age in self.unreachable_for().items()}
 
     # -- heartbeats -----------------------------------------------------------------------
 
@@ -274,7 +275,7 @@ class NetRing(RingStore):
     def _suspect_node(self, node_id: str, why: str) -> None:
         with self._map_lock:
             if node_id not in self._suspect:
-                self._suspect[node_id] = time.time()
+                self._suspect[node_id] = self._clock.monotonic()
                 log.warning("node %s is unreachable: %s", node_id, why)
             disks = [d for d, rd in self._remote.items()
                      if self.cmap.node_of(d).id == node_id]
@@ -290,10 +291,10 @@ class NetRing(RingStore):
         for d in down:
             self.revive_disk(d)
         if was is not None:
-            log.info("node %s answers again after %.0f s", node_id, time.time() - was)
+            log.info("node %s answers again after %.0f s", node_id, self._clock.monotonic() - was)
 
     def _heartbeats(self) -> None:
-        while not self._stop.wait(self.heartbeat_s):
+        while not self._clock.wait(self._stop, self.heartbeat_s):
             try:
                 self.heartbeat_once()
             except Exception:  # never let the detector die

@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from chunkstore.placement.layout import CLUSTER_FILE, MAP_FILE
 from chunkstore.errors import ClusterNotFound
+from chunkstore.placement.layout import CLUSTER_FILE, MAP_FILE
 from chunkstore.ring.datapath import RingStore
 from chunkstore.ring.local import LocalRing
 from chunkstore.ring.net import NetRing

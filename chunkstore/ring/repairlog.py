@@ -20,7 +20,7 @@ import os
 import struct
 import time
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, cast
 
 from rocksdict import Options, Rdict
 
@@ -70,9 +70,9 @@ class RepairLog:
         self._db.delete(key)
 
     def entries(self) -> Iterator[RepairEntry]:
-        for key, raw in self._db.items():
+        for key, raw in self._db.items():  # raw mode: bytes keys and values
             try:
-                yield _decode(key, raw)
+                yield _decode(cast(bytes, key), cast(bytes, raw))
             except FormatError:
                 continue
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from chunkstore.disk import container as ctr
-from chunkstore.ring.localcluster import init_local_cluster
 from chunkstore.disk.store import DiskStore
 from chunkstore.errors import (
     ChunkCorrupt,
@@ -22,15 +21,15 @@ from chunkstore.errors import (
     StaleMap,
     StaleRoot,
 )
-from chunkstore.placement.keys import chunk_key
-from chunkstore.ring.local import LocalRing
-from chunkstore.ring.memory import MemoryChunkStore
-from chunkstore.protection.policy import REPLICA_INDEX, ReplicationPolicy
-from chunkstore.net.client import RemoteDisk
 from chunkstore.healing.sweep import health, repair
-from chunkstore.roots import MAX_SEQ, ROOT_MAX_BODY, RootRecord, newest, root_key
+from chunkstore.net.client import RemoteDisk
 from chunkstore.net.wire import load_secret
-
+from chunkstore.placement.keys import chunk_key
+from chunkstore.protection.policy import REPLICA_INDEX, ReplicationPolicy
+from chunkstore.ring.local import LocalRing
+from chunkstore.ring.localcluster import init_local_cluster
+from chunkstore.ring.memory import MemoryChunkStore
+from chunkstore.roots import MAX_SEQ, ROOT_MAX_BODY, RootRecord, newest, root_key
 from tests.chunkstore.disk.test_store import small_fs  # noqa: F401  (fixture: a 4 MiB tmpfs)
 from tests.chunkstore.ring.test_net import cluster, open_client  # noqa: F401  (fixture: sofs-node processes)
 
@@ -316,7 +315,7 @@ def test_repair_puts_root_records_back_on_their_owners(cluster_dir):
 
 
 @pytest.mark.integration
-def test_net_roots(cluster):
+def test_net_roots(cluster):  # noqa: F811  (the fixture imported from test_net)
     """Two clients (mounts) of one cluster of 6 nodes x 2 disks."""
     a = open_client(cluster, instance="a")
     b = open_client(cluster, instance="b")

@@ -1,11 +1,14 @@
 import collections
+import errno
 import os
 import shutil
 
 from chunkstore.disk import container as ctr
-from chunkstore.ring.local import LocalRing
-from chunkstore.protection.policy import REPLICA_INDEX
+from chunkstore.errors import DiskUnavailable, StaleMap
 from chunkstore.healing.sweep import health, repair
+from chunkstore.protection.policy import REPLICA_INDEX
+from chunkstore.ring.local import LocalRing
+from tests.chunkstore.ring.fakes import DiskRing
 
 SIZES = [0, 1, 1000, 60 * 1024 - 1, 60 * 1024 + 1, 300_000, 4 * 1024 * 1024]
 
@@ -50,7 +53,7 @@ def test_repair_recreates_missing_disks(cluster_dir, protection):
     shutil.rmtree(cluster_dir / "disks" / "d1")
     shutil.rmtree(cluster_dir / "disks" / "d2")
     with LocalRing.open(cluster_dir) as ring:
-        for ref, p in zip(refs, payloads):
+        for ref, p in zip(refs, payloads, strict=True):
             assert ring.get(ref) == p
 
 
@@ -123,3 +126,41 @@ def test_unrecoverable_reported(cluster_dir, protection):
         rep = repair(ring)
         assert rep.unrecoverable == (ref.key,)
         assert rep.chunks_unrecoverable == 1
+
+
+# -- the sweep's disk calls go through the ring client's call path ---------------------------
+
+
+def test_a_stale_map_during_a_sweep_refreshes_the_map_and_the_call_is_retried(cluster_dir, protection):
+    data = os.urandom(300_000)
+    with DiskRing(cluster_dir) as ring:
+        ref = ring.put(data, protection)
+        owners = ring.ring.owners(ref.key, 6)
+        ring.backends[owners[1]].inner.delete(ref.key, 1)  # a fragment to rebuild
+        ring.backends[owners[0]].fail_next("pieces", StaleMap("node n1 has map epoch 8"))
+        ring.backends[owners[2]].fail_next("get", StaleMap("node n3 has map epoch 8"))
+        ring.backends[owners[1]].fail_next("put", StaleMap("node n2 has map epoch 8"))
+        rep = repair(ring)
+        assert rep.errors == () and rep.pieces_rebuilt == 1
+        assert ring.map_refreshes == 3  # once per stale answer, each call then made again
+        assert ring.unavailable_disks() == {}
+        assert health(ring, verify=True).protected == 1
+        assert ring.get(ref) == data
+
+
+def test_a_disk_failing_during_a_sweep_is_marked_down_for_the_data_path(cluster_dir, protection):
+    data = os.urandom(300_000)
+    with DiskRing(cluster_dir) as ring:
+        ref = ring.put(data, protection)
+        owners = ring.ring.owners(ref.key, 6)
+        unplugged, failing = owners[2], owners[4]
+        ring.backends[unplugged].inner.delete(ref.key, 2)
+        ring.backends[unplugged].fail_next("put", DiskUnavailable("disk unplugged"))  # the rebuild
+        ring.backends[failing].fail_next("get", OSError(errno.EIO, "Input/output error"))
+        rep = repair(ring)
+        assert rep.errors == () and rep.unrecoverable == ()
+        assert set(ring.unavailable_disks()) == {unplugged, failing}
+        assert set(ring.available_disks()) == set(ring.disk_ids()) - {unplugged, failing}
+        assert ring.repair_log.get(ref.key) is not None  # still degraded: the next sweep goes on
+        assert ring.get(ref) == data  # reads go around both disks
+        assert ring.backends[failing].calls["get"] == 1  # not asked again after it failed

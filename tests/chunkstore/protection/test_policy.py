@@ -1,5 +1,6 @@
 import itertools
 import os
+import threading
 
 import pytest
 
@@ -100,3 +101,38 @@ def test_protection_for_size():
     assert prot.for_size(60 * 1024) is prot.large
     with pytest.raises(PolicyError):
         Protection.parse("ec4+2", "ec4+2")
+
+
+def test_each_thread_encodes_with_its_own_driver():
+    """RingStore's writer threads share one Protection (and its ``large`` ECPolicy); pyeclib
+    drivers are not shared across threads."""
+    prot = Protection.parse("cos2", "ec4+2")
+    payload = os.urandom(200_000)
+    both_encoded = threading.Barrier(2)
+    drivers: dict[str, object] = {}
+    fragments: dict[str, list[bytes]] = {}
+
+    def writer(name: str) -> None:
+        policy = prot.for_size(len(payload))
+        fragments[name] = policy.encode(payload)
+        drivers[name] = policy.driver()
+        both_encoded.wait(10)  # both threads alive at once
+        assert policy.driver() is drivers[name]  # one driver per thread, kept
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert drivers["a"] is not drivers["b"]
+    assert drivers["a"] is not prot.large.driver()  # nor the main thread's
+    assert fragments["a"] == fragments["b"] == prot.large.encode(payload)
+
+
+def test_policy_codes_give_one_shared_policy_object():
+    code = parse_policy("ec4+2").code
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(code.policy()))
+    t.start()
+    t.join(10)
+    assert seen == [code.policy()] and seen[0] is code.policy()

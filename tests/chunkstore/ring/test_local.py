@@ -71,7 +71,7 @@ def test_missing_disks_degraded_reads(cluster_dir, protection):
     shutil.rmtree(cluster_dir / "disks" / "d4")
     with LocalRing.open(cluster_dir) as ring:
         assert sorted(ring.unavailable_disks()) == ["d1", "d4"]
-        for ref, p in zip(refs, payloads):
+        for ref, p in zip(refs, payloads, strict=True):
             assert ring.get(ref) == p
         # writes still reach the quorum with 4 of 6 disks for cos2 (2 of 3)... and EC 4+2 needs 5
         small = ring.put(b"new small chunk", protection)
@@ -113,7 +113,7 @@ def test_flipped_bytes_still_read(cluster_dir, protection):
                 path = cluster_dir / "disks" / disk_id / "containers" / ctr.container_name(info.container)
                 ctr.flip_byte(path, ctr.data_offset(info.offset) + info.length // 2 if info.length else
                               ctr.checksum_offset(info.offset))
-        for ref, p in zip(refs, payloads):
+        for ref, p in zip(refs, payloads, strict=True):
             assert ring.get(ref) == p
         assert len(ring.repair_log) > 0
 

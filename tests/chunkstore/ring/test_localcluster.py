@@ -3,9 +3,9 @@ import os
 
 import pytest
 
-from chunkstore.ring.localcluster import ClusterLock, init_local_cluster, load_config
 from chunkstore.disk.store import read_marker
 from chunkstore.errors import ClusterInUse, ClusterMismatch
+from chunkstore.ring.localcluster import ClusterLock, init_local_cluster, load_config
 
 
 def test_init_layout_and_idempotence(tmp_path):
@@ -37,9 +37,9 @@ def test_lock(tmp_path):
 
 
 def test_no_cluster(tmp_path):
-    from chunkstore.ring.localcluster import load_ring
     from chunkstore.errors import ClusterNotFound
     from chunkstore.ring.local import LocalRing
+    from chunkstore.ring.localcluster import load_ring
 
     with pytest.raises(ClusterNotFound):
         load_config(tmp_path)

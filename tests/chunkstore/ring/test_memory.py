@@ -1,10 +1,10 @@
 import pytest
 
+from chunkstore.api import Capacity, ChunkStore
 from chunkstore.errors import ChunkCorrupt, ChunkNotFound, DiskFull
 from chunkstore.placement.keys import ChunkRef, chunk_key
-from chunkstore.ring.memory import MemoryChunkStore
 from chunkstore.protection.policy import Protection
-from chunkstore.api import Capacity, ChunkStore
+from chunkstore.ring.memory import MemoryChunkStore
 
 
 @pytest.fixture

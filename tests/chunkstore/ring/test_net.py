@@ -1,5 +1,6 @@
 """The networked RING on loopback: real sofs-node processes set up with sofsctl, a NetRing
-client, node failures, map epochs, rebuild and rebalance by the healer."""
+client, node failures, map epochs, rebuild and rebalance by the healer. Where a test waits for
+the failure detector, the client and its healer run on a FakeClock that the test advances."""
 
 from __future__ import annotations
 
@@ -9,15 +10,15 @@ from collections import Counter
 
 import pytest
 
-from chunkstore.placement.clustermap import ClusterMap
-from chunkstore.errors import NotEnoughDisks, StaleMap
+from chunkstore.clock import FakeClock
+from chunkstore.errors import FormatError, NotEnoughDisks, StaleMap
 from chunkstore.healing.healer import Healer
-from chunkstore.ring.net import NetRing
-from chunkstore.protection.policy import Protection
-from chunkstore.net.client import RemoteDisk
 from chunkstore.healing.sweep import health
+from chunkstore.net.client import RemoteDisk
 from chunkstore.net.wire import load_secret
-
+from chunkstore.placement.clustermap import ClusterMap
+from chunkstore.protection.policy import Protection
+from chunkstore.ring.net import NetRing
 from tests.netcluster import NetCluster, sofsctl
 
 pytestmark = pytest.mark.integration
@@ -34,18 +35,25 @@ def cluster(tmp_path):
         c.cleanup()
 
 
+HEARTBEAT_S = 0.3
+
+
 def open_client(cluster: NetCluster, **kw) -> NetRing:
-    kw.setdefault("heartbeat_s", 0.3)
+    kw.setdefault("heartbeat_s", HEARTBEAT_S)
     kw.setdefault("ping_timeout_s", 1.0)
     kw.setdefault("timeout", 5.0)
     return NetRing.open(cluster.client_dir(), **kw)
 
 
-def wait_for(cond, timeout=30.0, what="condition"):
+def wait_for(cond, timeout=30.0, what="condition", clock: FakeClock | None = None):
+    """Poll ``cond`` for ``timeout`` real seconds; with a fake ``clock``, move it one
+    heartbeat on between polls (the client's heartbeats run on it)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if cond():
             return
+        if clock is not None:
+            clock.advance(HEARTBEAT_S)
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
 
@@ -74,7 +82,8 @@ def write_set(ring: NetRing, n: int = 40) -> dict:
 
 
 def test_put_get_survive_two_dead_nodes_and_the_healer_rebuilds(cluster):
-    ring = open_client(cluster)
+    clock = FakeClock()
+    ring = open_client(cluster, clock=clock)
     try:
         refs = write_set(ring)
         assert health(ring).protected == len(refs)
@@ -82,16 +91,19 @@ def test_put_get_survive_two_dead_nodes_and_the_healer_rebuilds(cluster):
         cluster.nodes["n5"].kill()
         for ref, data in refs.items():  # degraded reads, before anyone noticed
             assert ring.get(ref) == data
-        wait_for(lambda: set(ring.suspects()) == {"n2", "n5"}, what="heartbeat suspicion")
+        wait_for(lambda: set(ring.suspects()) == {"n2", "n5"}, what="heartbeat suspicion",
+                 clock=clock)
         more = write_set(ring, 8)  # writes go on: EC 4+2 across 8 disks of 4 hosts
         refs.update(more)
-        healer = Healer(ring, down_after_s=0.5)
-        time.sleep(0.6)
+        healer = Healer(ring, down_after_s=300, clock=clock)
+        healer.step()
+        assert all(n.state == "up" for n in ring.cmap.nodes)  # not silent for long enough yet
+        clock.advance(300)
         healer.step()  # marks n2, n5 down (new epoch) and sweeps
         states = {n.id: n.state for n in ring.cmap.nodes}
         assert states["n2"] == states["n5"] == "down"
         report = healer.status.last_report
-        assert report["pieces_rebuilt"] > 0 and report["unrecoverable"] == 0
+        assert report is not None and report.pieces_rebuilt > 0 and report.unrecoverable == 0
         h = health(ring)
         assert h.protected == h.chunks == len(refs), h
         for ref, data in refs.items():
@@ -100,7 +112,7 @@ def test_put_get_survive_two_dead_nodes_and_the_healer_rebuilds(cluster):
         # the dead nodes come back: marked up, their pieces count again, extras removed
         cluster.nodes["n2"].start()
         cluster.nodes["n5"].start()
-        wait_for(lambda: not ring.suspects(), what="nodes answering again")
+        wait_for(lambda: not ring.suspects(), what="nodes answering again", clock=clock)
         healer.step()
         assert all(n.state == "up" for n in ring.cmap.nodes)
         census = piece_census(ring)
@@ -117,12 +129,12 @@ def test_put_get_survive_two_dead_nodes_and_the_healer_rebuilds(cluster):
 
 
 def test_stale_map_refused_then_refreshed_and_a_new_node_takes_its_share(cluster):
-    ring = open_client(cluster)
+    # a clock that never moves: no heartbeats, this client learns of the change from StaleMap only
+    ring = open_client(cluster, clock=FakeClock())
     try:
         refs = write_set(ring, 60)
         before = placements(ring)
         epoch = ring.cmap.epoch
-        ring._stop.set()  # no heartbeats: this client learns of the change from StaleMap only
         cluster.add_node("n7")
         secret = load_secret(cluster.admin / "cluster.secret")
         n1 = cluster.nodes["n1"]
@@ -176,7 +188,7 @@ def test_map_documents_are_validated_by_nodes(cluster):
     cmap = ClusterMap.load(cluster.admin / "clustermap.json")
     with RemoteDisk("127.0.0.1", n1.port, "n1.d0", secret, 5) as rd:
         assert ClusterMap.from_json(rd.get_map()).epoch == cmap.epoch
-        with pytest.raises(Exception):
+        with pytest.raises(FormatError):
             rd.put_map(b"{not json")
         assert rd.put_map(cmap.to_json().encode()) == cmap.epoch
         foreign = ClusterMap.create("another-cluster")
@@ -204,13 +216,14 @@ def test_a_node_is_not_marked_down_when_its_chunks_could_no_longer_be_placed(tmp
     small = NetCluster(tmp_path, nodes=3, disks=2)
     try:
         sofsctl(small.admin, "volume", "create", "v", "--ec", "4+2")
-        ring = open_client(small)
+        clock = FakeClock()
+        ring = open_client(small, clock=clock)
         try:
             refs = write_set(ring, 12)
             small.nodes["n3"].kill()
-            wait_for(lambda: "n3" in ring.suspects(), what="suspicion")
-            healer = Healer(ring, down_after_s=0.1, min_placing=6)
-            time.sleep(0.2)
+            wait_for(lambda: "n3" in ring.suspects(), what="suspicion", clock=clock)
+            healer = Healer(ring, down_after_s=300, min_placing=6, clock=clock)
+            clock.advance(300)
             healer.step()
             assert ring.cmap.node("n3").state == "up"
             for ref, data in refs.items():

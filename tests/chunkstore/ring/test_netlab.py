@@ -185,9 +185,10 @@ def test_lab_of_a_killed_process_is_removed_by_the_next_lab():
 
 def test_sofs_node_in_three_hosts(netlab, tmp_path):
     from chunkstore.disk.store import DiskStore
+    from chunkstore.errors import DiskUnavailable
+    from chunkstore.net.client import RemoteDisk
     from chunkstore.placement.keys import chunk_key
     from chunkstore.protection.policy import REPLICA_INDEX, PolicyCode
-    from chunkstore.net.client import RemoteDisk
 
     secret = b"netlab-cluster-secret-0123456789abcdef"
     secret_file = tmp_path / "cluster.secret"
@@ -215,7 +216,8 @@ def test_sofs_node_in_three_hosts(netlab, tmp_path):
         )
         log = open(d / "node.log", "wb")
         proc = host.popen(
-            [sys.executable, "-m", "chunkstore.net.node", "--config", str(d / "node.json"), "--state-file", str(d / "state.json")],
+            [sys.executable, "-m", "chunkstore.net.node", "--config", str(d / "node.json"),
+             "--state-file", str(d / "state.json")],
             stdout=log,
             stderr=log,
             cwd=ROOT,
@@ -245,7 +247,7 @@ def test_sofs_node_in_three_hosts(netlab, tmp_path):
             assert [rd.has(k, REPLICA_INDEX) for k in keys] == [i == j for j in range(3)]
         # A node cut off the network: its client fails, the others still serve.
         nodes[0][0].link_down()
-        with pytest.raises(Exception):
+        with pytest.raises(DiskUnavailable):
             RemoteDisk(nodes[0][0].ip, PORT, "d0", secret, timeout=2).stats()
         assert remotes[1].get(keys[1], REPLICA_INDEX)
         nodes[0][0].link_up()
