@@ -27,7 +27,7 @@ import os
 import socket
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -36,9 +36,16 @@ log = logging.getLogger("sofs.ctl")
 MAX_REQUEST = 4096
 PROGRESS_INTERVAL_S = 0.5
 
-# An operation runs in a worker thread; it gets a progress callback (done, total, phase="")
-# and returns a JSON-serialisable result (dataclasses are converted).
-Operation = Callable[[Callable[[int, int], None]], Any]
+
+class Progress(Protocol):
+    """The progress callback an operation gets: ``progress(done, total, phase="")``."""
+
+    def __call__(self, done: int, total: int, phase: str = "") -> None: ...
+
+
+# An operation runs in a worker thread; it gets a progress callback and returns a
+# JSON-serialisable result (dataclasses are converted).
+Operation = Callable[[Progress], Any]
 
 
 def socket_path(data_dir: Path, volume: str | None = None) -> Path:

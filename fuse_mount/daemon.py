@@ -20,7 +20,6 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Callable
 
 import pyfuse3
 import trio
@@ -110,8 +109,8 @@ def admin_ops(ring: RingStore, fs: Filesystem, healer: Healer | None = None,
 
 
 def _online_fsck(fs: Filesystem, ring: RingStore) -> ctlserver.Operation:
-    """The ``fsck`` admin op: the control server's progress callback also takes a phase."""
-    def run(progress: Callable[..., None]) -> FsckReport:
+    """The ``fsck`` admin op: fsck's progress (phase, done, total) as the control server's."""
+    def run(progress: ctlserver.Progress) -> FsckReport:
         return check_mounted(fs, ring, progress=lambda phase, done, total: progress(done, total, phase))
     return run
 

@@ -2,9 +2,9 @@
 
 ``RemoteDisk(host, port, disk_id, secret)`` offers put / get(key, frag_idx, verify=True) /
 delete / has / piece / pieces / stats / compact / check_alive / put_root / get_root /
-list_roots / close, blocking and
-thread-safe like :class:`~chunkstore.disk.store.DiskStore`, so code written against DiskStore
-(LocalRing's ``_call(disk_id, method, *args)``) can call either. Protocol:
+list_roots / close, blocking and thread-safe like :class:`~chunkstore.disk.store.DiskStore`:
+both satisfy :class:`chunkstore.api.DiskBackend`, so the ring clients
+(:meth:`chunkstore.ring.datapath.RingStore.call`) use either. Protocol:
 :mod:`chunkstore.net.wire`.
 
 Connections: a small pool of authenticated connections (at most ``max_connections`` at once;

@@ -10,7 +10,8 @@ host's data directory is read in one place::
     cluster.secret    networked cluster: the shared secret of the node handshake
     repairlog/        rocksdict of chunks needing repair (chunkstore.ring.repairlog)
     disks/d0 ..       embedded local cluster: one disk store per disk (chunkstore.disk.store)
-    run/              sockets, locks and state of running processes (healer.lock, healer.json)
+    healer.json       the healer's schedule: the epoch last swept, the last full sweep
+    run/              sockets, locks and pids of running processes (healer.lock, mounts/)
     volumes/          one directory per volume (sofs.volume)
 """
 
