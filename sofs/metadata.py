@@ -17,34 +17,29 @@ import rocksdict
 
 from .errors import VolumeError, VolumeFenced
 
-_DELETED = object()
-
 
 class Batch:
     """The writes of one operation, readable before they are committed."""
 
     def __init__(self, store: "MetaStore") -> None:
         self._store = store
-        self._writes: dict[bytes, object] = {}
+        self._writes: dict[bytes, bytes | None] = {}  # None: deleted in this batch
 
     def get(self, key: bytes) -> bytes | None:
-        value = self._writes.get(key)
-        if value is _DELETED:
-            return None
-        if value is not None:
-            return value  # type: ignore[return-value]
+        if key in self._writes:
+            return self._writes[key]
         return self._store.get(key)
 
     def put(self, key: bytes, value: bytes) -> None:
         self._writes[key] = value
 
     def delete(self, key: bytes) -> None:
-        self._writes[key] = _DELETED
+        self._writes[key] = None
 
     def __len__(self) -> int:
         return len(self._writes)
 
-    def items(self) -> Iterator[tuple[bytes, object]]:
+    def items(self) -> Iterator[tuple[bytes, bytes | None]]:
         return iter(self._writes.items())
 
 
@@ -116,7 +111,7 @@ class MetaStore:
             return
         wb = rocksdict.WriteBatch(raw_mode=True)
         for key, value in batch.items():
-            if value is _DELETED:
+            if value is None:
                 wb.delete(key)
             else:
                 wb.put(key, value)

@@ -154,7 +154,7 @@ class NetRing(RingStore):
                     rd = None
                 if rd is None:
                     rd = RemoteDisk(host, port, disk_id, self._secret, self.timeout,
-                                    epoch=cmap.epoch)
+                                    epoch=cmap.epoch, clock=self._clock)
                     self._remote[disk_id] = rd
                     with self._disks_lock:
                         if node.id in self._suspect:
@@ -207,7 +207,7 @@ class NetRing(RingStore):
                 disks = [d.id for d in self.cmap.disks if d.node == node_id]
                 host, port = _split(node.address)
                 rd = RemoteDisk(host, port, disks[0] if disks else "none", self._secret,
-                                self.ping_timeout_s, max_connections=2)
+                                self.ping_timeout_s, max_connections=2, clock=self._clock)
                 self._pingers[node_id] = rd
             return rd
 
