@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Iterable, Iterator
 
 from chunkstore.errors import FormatError
 from chunkstore.protection.policy import PolicyCode
@@ -84,3 +85,11 @@ def decode_hwm(value: bytes) -> tuple[int, int]:
         raise FormatError("bad high-water mark")
     _, cid, off = _HWM.unpack(value)
     return cid, off
+
+
+def iter_pieces(items: Iterable[tuple[object, object]]) -> Iterator[PieceInfo]:
+    """The piece entries among an index's (key, value) pairs (``db.items()``), decoded;
+    metadata keys are skipped."""
+    for pid, value in items:
+        if isinstance(pid, bytes) and len(pid) == PIECE_ID_SIZE and isinstance(value, bytes):  # raw mode: always bytes
+            yield PieceInfo.decode(pid, value)

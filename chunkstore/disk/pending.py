@@ -1,10 +1,11 @@
 """Index changes waiting for a group commit: a record is in a container, not yet in the index.
 
 Every write of :class:`~chunkstore.disk.store.DiskStore` (a put, a delete's tombstone, a
-compaction move) and every index drop queues one :class:`PendingOp` under the append lock;
-the group commit (``DiskStore._group_commit``) then makes a whole batch durable and indexed at
-once and marks each op done (or failed). Until then the op is also the disk's answer for its
-piece id (``DiskStore._pending``), so a second put or a delete of the same piece sees it.
+compaction move) and every index drop queues one :class:`PendingOp` under the append lock of
+the disk's :class:`~chunkstore.disk.log.ContainerLog` (``Appender.enqueue``); the log's group
+commit then makes a whole batch durable and indexed at once and marks each op done (or
+failed). Until then the op is also the disk's answer for its piece id (``Appender.pending``),
+so a second put or a delete of the same piece sees it.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Recovery of one disk when it is opened: make the index match what the containers hold.
 
-The index commit of a group commit is not synced on its own (chunkstore.disk.store), so after
+The index commit of a group commit is not synced on its own (chunkstore.disk.log), so after
 a crash the index may lack records that are durable in the containers, and the active
 container may end in a torn record that was never acknowledged. On open:
 

@@ -9,22 +9,27 @@ Layout of a disk directory::
     roots/        volume root records, one file per volume (chunkstore.disk.rootfiles)
 
 The API is narrow and byte-oriented (keys, fragment indexes, policy codes, bytes) so it can be
-served over a wire (chunkstore.net.node). All methods are thread-safe.
+served over a wire (chunkstore.net.server). All methods are thread-safe.
+
+The store is the disk's front: it owns the index, the fd cache of the container files, the
+root files and the append log (:class:`~chunkstore.disk.log.ContainerLog`: active container,
+group commit, accounting), and checks every request before handing it on.
 
 Write path of ``put`` (and ``delete``, whose record is a tombstone), step by step:
 
 1. hash the data (blake3-128; skipped when the caller passes the checksum it has verified
    already) and build the 64-byte record header – outside any lock;
-2. under the append lock: refuse if the store is closed (DiskUnavailable; checked there, so a
-   close() racing the put never lets it write through a released file descriptor); refuse a
-   different piece already stored/pending under the same id (KeyConflict) or return early for
-   the same bytes (idempotent); ``pwritev`` header + data at the end of the active container
-   (on ENOSPC the partial record is truncated away and DiskFull raised, so no torn record
-   shadows later appends); queue the pending index entry (chunkstore.disk.pending);
-3. group commit: the first waiter that finds no sync in progress becomes the leader, takes
-   every queued entry, ``fdatasync``s the active container once for all of them, then commits
-   all their index entries plus the new high-water mark in one rocksdict WriteBatch; the other
-   waiters whose records were covered just return;
+2. under the log's append lock (``with self._log.appending()``, which refuses once close()
+   began: checked there, so a close() racing the put never lets it write through a released
+   file descriptor): refuse a different piece already stored/pending under the same id
+   (KeyConflict) or return early for the same bytes (idempotent); append header + data at the
+   end of the active container (on ENOSPC the partial record is truncated away and DiskFull
+   raised, so no torn record shadows later appends); queue the pending index entry
+   (chunkstore.disk.pending);
+3. group commit (``ContainerLog.wait_committed``): the first waiter that finds no sync in
+   progress becomes the leader, takes every queued entry, ``fdatasync``s the active container
+   once for all of them, then commits all their index entries plus the new high-water mark in
+   one rocksdict WriteBatch; the other waiters whose records were covered just return;
 4. ack (return).
 
 The WriteBatch is not fsynced on its own: the container fdatasync already made the records
@@ -39,8 +44,9 @@ verifies it otherwise (``verify=False``).
 Root records (``put_root`` / ``get_root`` / ``list_roots``) live outside the containers and the
 index, in small files of their own: chunkstore.disk.rootfiles.
 
-``close`` waits for a running group commit, then commits what is still queued (those callers
-are answered normally), and only then releases the files and the index.
+``close`` closes the log – it waits for a running group commit, then leads one last commit of
+what is still queued (those callers are answered normally) and releases the active container
+– and only then closes the container files and the index.
 
 Recovery on open (chunkstore.disk.recovery) re-indexes what the containers hold after the
 durable high-water mark and cuts a torn tail off the active container.
@@ -48,30 +54,27 @@ durable high-water mark and cuts a torn tail off the active container.
 
 from __future__ import annotations
 
-import errno
 import os
 import threading
 from typing import Callable, Iterator
 
-from rocksdict import Options, Rdict, WriteBatch, WriteOptions
+from rocksdict import Options, Rdict, WriteOptions
 
 from chunkstore.disk import compact as compaction
 from chunkstore.disk import container as ctr
 from chunkstore.disk import recovery
-from chunkstore.disk.fdcache import FdCache, FileHandle
-from chunkstore.disk.index import HWM_KEY, PIECE_ID_SIZE, PieceInfo, encode_hwm, piece_id
+from chunkstore.disk.fdcache import FdCache
+from chunkstore.disk.index import PieceInfo, iter_pieces, piece_id
+from chunkstore.disk.log import ContainerLog, Data
 from chunkstore.disk.marker import MARKER_NAME, DiskMarker, initialise_disk, read_marker
-from chunkstore.disk.pending import DEL, DROP, PUT, PendingOp
+from chunkstore.disk.pending import DEL, PUT, PendingOp
 from chunkstore.disk.records import CompactReport, DiskStats
 from chunkstore.disk.rootfiles import RootFiles
-from chunkstore.errors import ChunkCorrupt, ChunkNotFound, ChunkStoreError, DiskFull, DiskUnavailable, FormatError, KeyConflict
+from chunkstore.errors import ChunkCorrupt, ChunkNotFound, DiskUnavailable, FormatError, KeyConflict
 from chunkstore.protection.policy import PolicyCode
 from chunkstore.roots import RootRecord, check_volume_id
 
 DEFAULT_CONTAINER_SIZE = 64 * 1024 * 1024
-_NOSPACE = (errno.ENOSPC, errno.EDQUOT)
-
-Data = bytes | bytearray | memoryview
 
 
 class DiskStore:
@@ -94,22 +97,16 @@ class DiskStore:
             raise DiskUnavailable(f"{self.path}: is disk {self.marker.disk_id}, not {disk_id}")
         self._marker_path = os.path.join(self.path, MARKER_NAME)
         self._marker_ino = os.stat(self._marker_path).st_ino
-        self._cdir = os.path.join(self.path, "containers")
-        self._container_size = container_size
-        os.makedirs(self._cdir, exist_ok=True)
+        cdir = os.path.join(self.path, "containers")
+        os.makedirs(cdir, exist_ok=True)
         self._roots = RootFiles(self.path)
 
-        self._lock = threading.Lock()  # append lock: active container, queue, pending, accounting
-        self._cv = threading.Condition(threading.Lock())  # group-commit hand-off
         self._delete_lock = threading.Lock()  # excludes deletes during compaction
-        self._compact_lock = threading.Lock()
-        self._syncing = False
-        self._queue: list[PendingOp] = []
-        self._pending: dict[bytes, PendingOp] = {}
-        self._broken: ChunkStoreError | None = None
-        self._closed = False
+        self._compact_lock = threading.Lock()  # one compaction at a time
+        self._close_lock = threading.Lock()
+        self._released = False  # close() has released the files and the index
 
-        self._cache = FdCache(self._open_container, fd_cache_size)
+        self._cache = FdCache(lambda cid: os.open(ctr.container_path(cdir, cid), os.O_RDWR | os.O_CLOEXEC), fd_cache_size)
         opts = Options(raw_mode=True)
         opts.create_if_missing(True)
         opts.set_max_open_files(32)
@@ -119,11 +116,13 @@ class DiskStore:
             self._db = Rdict(os.path.join(self.path, "index"), opts)
         except Exception as e:
             raise DiskUnavailable(f"{self.path}: cannot open index: {e}") from e
-        self._wopts = WriteOptions()
-        self._sync_wopts = WriteOptions()
-        self._sync_wopts.sync = True
         try:
-            self._recover()
+            sync_wopts = WriteOptions()
+            sync_wopts.sync = True
+            cids, end = recovery.recover(self._db, self._cache, cdir, sync_wopts)
+            self._log = ContainerLog(
+                self.path, cdir, self._db, self._cache, cids, end, container_size=container_size, check_alive=self.check_alive
+            )
         except BaseException:
             self._cache.close()
             self._db.close()
@@ -138,29 +137,6 @@ class DiskStore:
         (chunkstore.disk.marker)."""
         return initialise_disk(path, cluster_id, disk_id)
 
-    def _cpath(self, cid: int) -> str:
-        return ctr.container_path(self._cdir, cid)
-
-    def _open_container(self, cid: int) -> int:
-        return os.open(self._cpath(cid), os.O_RDWR | os.O_CLOEXEC)
-
-    def _recover(self) -> None:
-        """Recovery (chunkstore.disk.recovery), then the in-memory state from the index."""
-        cids, end = recovery.recover(self._db, self._cache, self._cdir, self._sync_wopts)
-        last = cids[-1]
-        self._active_cid = last
-        self._active: FileHandle = self._cache.acquire(last)
-        self._end = end
-        self._hwm_cid = last
-        self._sizes: dict[int, int] = {}
-        for cid in cids:
-            self._sizes[cid] = end if cid == last else os.stat(self._cpath(cid)).st_size
-        self._live: dict[int, int] = {}
-        self._count = 0
-        for info in self.pieces():
-            self._live[info.container] = self._live.get(info.container, 0) + ctr.RECORD_HEADER_SIZE + info.length
-            self._count += 1
-
     # -- checks -----------------------------------------------------------------------
 
     def check_alive(self) -> None:
@@ -173,144 +149,12 @@ class DiskStore:
             raise DiskUnavailable(f"{self.path}: disk marker replaced")
 
     def _check_readable(self) -> None:
-        if self._closed:
-            raise DiskUnavailable(f"{self.path}: disk store is closed")
+        self._log.check_open()
         self.check_alive()
 
     def _check_usable(self) -> None:
-        if self._closed:
-            raise DiskUnavailable(f"{self.path}: disk store is closed")
-        if self._broken is not None:
-            raise self._broken
+        self._log.check_writable()
         self.check_alive()
-
-    def _check_open(self) -> None:
-        """DiskUnavailable once close() began (append lock held: close() sets the flag under
-        it, so nothing is appended or queued after close() released the active container)."""
-        if self._closed:
-            raise DiskUnavailable(f"{self.path}: disk store is closed")
-
-    # -- append + group commit ----------------------------------------------------------
-
-    def _roll(self) -> None:
-        """Seal the active container and start the next one (append lock held)."""
-        os.fdatasync(self._active.fd)  # records of the sealed container are durable now
-        new = self._active_cid + 1
-        ctr.create_container(self._cdir, new)
-        self._cache.release(self._active)
-        self._sizes[self._active_cid] = self._end
-        self._active_cid = new
-        self._active = self._cache.acquire(new)
-        self._end = ctr.FILE_HEADER_SIZE
-        self._sizes[new] = self._end
-
-    def _append(self, bufs: list[Data]) -> int:
-        """Append one record at the end of the active container (append lock held)."""
-        self._check_open()
-        n = sum(len(b) for b in bufs)
-        try:
-            if self._end + n > self._container_size and self._end > ctr.FILE_HEADER_SIZE:
-                self._roll()
-        except OSError as e:
-            if e.errno in _NOSPACE:
-                raise DiskFull(f"{self.path}: no space to start a new container") from e
-            self._broken = DiskUnavailable(f"{self.path}: cannot roll container: {e}")
-            raise self._broken from e
-        off = self._end
-        try:
-            ctr.pwritev_all(self._active.fd, bufs, off)
-        except OSError as e:
-            try:
-                os.ftruncate(self._active.fd, off)  # never leave a torn record behind
-            except OSError as e2:
-                self._broken = DiskUnavailable(f"{self.path}: cannot truncate partial record: {e2}")
-            if e.errno in _NOSPACE:
-                raise DiskFull(f"{self.path}: disk full") from e
-            self._broken = DiskUnavailable(f"{self.path}: write failed: {e}")
-            raise self._broken from e
-        self._end = off + n
-        self._sizes[self._active_cid] = self._end
-        return off
-
-    def _enqueue(self, op: PendingOp) -> PendingOp:
-        """Queue ``op`` for the next group commit; it answers for its piece id until then
-        (append lock held)."""
-        self._check_open()
-        self._queue.append(op)
-        self._pending[op.pid] = op
-        return op
-
-    def _await(self, op: PendingOp) -> None:
-        """Wait until ``op`` is committed, leading a group commit if nobody else is."""
-        with self._cv:
-            while not op.done and self._syncing:
-                self._cv.wait()
-            lead = not op.done
-            if lead:
-                self._syncing = True
-        if lead:
-            try:
-                self._group_commit()
-            finally:
-                with self._cv:
-                    self._syncing = False
-                    self._cv.notify_all()
-        if op.error is not None:
-            raise op.error
-
-    def _group_commit(self) -> None:
-        with self._lock:
-            batch, self._queue = self._queue, []
-            if not batch:
-                return  # always the case once close() has committed the last queue
-            h = self._active  # the append lock keeps it open until we hold our own reference
-            self._cache.ref(h)
-            cid, end = self._active_cid, self._end
-        err: ChunkStoreError | None = None
-        try:
-            self.check_alive()
-            # step 3a: one fdatasync covers every record appended so far
-            os.fdatasync(h.fd)
-            # step 3b: one WriteBatch with all their index entries and the high-water mark
-            wb = WriteBatch(raw_mode=True)
-            for op in batch:
-                if op.info is not None:  # PUT, MOVE
-                    wb.put(op.pid, op.info.encode_value())
-                else:
-                    wb.delete(op.pid)
-            wb.put(HWM_KEY, encode_hwm(cid, end))
-            self._db.write(wb, self._wopts)
-        except DiskUnavailable as e:
-            err = self._broken = e
-        except OSError as e:
-            # after a failed fsync the page cache state is unknown: stop using this disk
-            err = self._broken = (DiskFull if e.errno in _NOSPACE else DiskUnavailable)(f"{self.path}: sync failed: {e}")
-        except Exception as e:  # rocksdict errors
-            err = self._broken = DiskUnavailable(f"{self.path}: index commit failed: {e}")
-        finally:
-            self._cache.release(h)
-        with self._lock:
-            if err is None:
-                self._hwm_cid = cid
-            for op in batch:
-                if self._pending.get(op.pid) is op:
-                    del self._pending[op.pid]
-                if err is None:
-                    self._account(op)
-        with self._cv:
-            for op in batch:
-                op.error = err
-                op.done = True
-
-    def _account(self, op: PendingOp) -> None:
-        if op.old is not None:
-            self._live[op.old.container] = self._live.get(op.old.container, 0) - ctr.RECORD_HEADER_SIZE - op.old.length
-        if op.info is not None:
-            self._live[op.info.container] = self._live.get(op.info.container, 0) + ctr.RECORD_HEADER_SIZE + op.info.length
-        if op.kind == PUT:
-            self._count += 1
-        elif op.kind in (DEL, DROP):
-            self._count -= 1
 
     # -- public API ---------------------------------------------------------------------
 
@@ -327,9 +171,9 @@ class DiskStore:
         self._check_usable()
         header, checksum = ctr.encode_record(key, frag_idx, policy_code, chunk_size, data, checksum)
         length = len(data)
-        with self._lock:
-            self._check_open()  # again under the lock: close() may have run since the check above
-            op = self._pending.get(pid)
+        # step 2, under the append lock; appending() checks closed again: close() may have run since
+        with self._log.appending() as appender:
+            op = appender.pending(pid)
             if op is not None and op.info is not None:  # a pending put (or compaction move)
                 if (op.info.checksum, op.info.length) != (checksum, length):
                     raise KeyConflict(f"piece {pid.hex()} already stored with different bytes")
@@ -340,12 +184,11 @@ class DiskStore:
                     if (info.checksum, info.length) != (checksum, length):
                         raise KeyConflict(f"piece {pid.hex()} already stored with different bytes")
                     return
-                # step 2: append header + data at the end of the active container
-                off = self._append([header, data])
-                info = PieceInfo(key, frag_idx, self._active_cid, off, length, checksum, policy_code, chunk_size)
-                op = self._enqueue(PendingOp(PUT, pid, info, None))
+                cid, off = appender.append([header, data])
+                info = PieceInfo(key, frag_idx, cid, off, length, checksum, policy_code, chunk_size)
+                op = appender.enqueue(PendingOp(PUT, pid, info, None))
         # steps 3-4: group commit (fdatasync, index WriteBatch), then return = ack
-        self._await(op)
+        self._log.wait_committed(op)
 
     def get(self, key: bytes, frag_idx: int, verify: bool = True) -> bytes:
         """The piece's data, verified against its checksum. ChunkNotFound / ChunkCorrupt.
@@ -412,9 +255,9 @@ class DiskStore:
         pid = piece_id(key, frag_idx)
         self._check_usable()
         with self._delete_lock:
-            with self._lock:
-                self._check_open()  # again under the lock: close() may have run since the check above
-                op = self._pending.get(pid)
+            # under the append lock; appending() checks closed again: close() may have run since
+            with self._log.appending() as appender:
+                op = appender.pending(pid)
                 if op is not None:
                     old = None if op.kind == DEL else op.info
                 else:
@@ -424,33 +267,28 @@ class DiskStore:
                     if op is None:
                         return
                 else:
-                    self._append([ctr.encode_tombstone(key, frag_idx, old.policy, old.chunk_size)])
-                    op = self._enqueue(PendingOp(DEL, pid, None, old))
-            self._await(op)
+                    appender.append([ctr.encode_tombstone(key, frag_idx, old.policy, old.chunk_size)])
+                    op = appender.enqueue(PendingOp(DEL, pid, None, old))
+            self._log.wait_committed(op)
 
     def pieces(self) -> Iterator[PieceInfo]:
         """Every indexed piece (a consistent snapshot of the index)."""
-        for pid, value in self._db.items():
-            if isinstance(pid, bytes) and len(pid) == PIECE_ID_SIZE and isinstance(value, bytes):  # raw mode: always bytes
-                yield PieceInfo.decode(pid, value)
+        yield from iter_pieces(self._db.items())
 
     def stats(self) -> DiskStats:
-        with self._lock:
-            used = sum(self._sizes.values())
-            live = sum(self._live.values())
-            count = self._count
-            n = len(self._sizes)
+        """Usage of the disk: its containers (from the log's accounting) and its file system."""
+        u = self._log.usage()
         try:
             vfs = os.statvfs(self.path)
             dev = os.stat(self.path).st_dev
         except OSError as e:
             raise DiskUnavailable(f"{self.path}: statvfs failed: {e}") from e
         return DiskStats(
-            used_bytes=used,
-            live_pieces=count,
-            live_bytes=live,
-            dead_bytes=used - n * ctr.FILE_HEADER_SIZE - live,
-            containers=n,
+            used_bytes=u.used_bytes,
+            live_pieces=u.live_pieces,
+            live_bytes=u.live_bytes,
+            dead_bytes=u.used_bytes - u.containers * ctr.FILE_HEADER_SIZE - u.live_bytes,
+            containers=u.containers,
             fs_total_bytes=vfs.f_blocks * vfs.f_frsize,
             fs_free_bytes=vfs.f_bavail * vfs.f_frsize,
             fs_dev=dev,
@@ -465,7 +303,8 @@ class DiskStore:
         (chunkstore.disk.compact).
         """
         self._check_usable()
-        return compaction.compact(self, min_dead_ratio)
+        with self._compact_lock, self._delete_lock:  # deletes wait: no tombstone for a record being moved
+            return compaction.compact(self._log, self._db, self._cache, min_dead_ratio)
 
     # -- volume root records (format and rules: chunkstore.roots; files: chunkstore.disk.rootfiles)
 
@@ -493,34 +332,24 @@ class DiskStore:
     def close(self) -> None:
         """Finish in-flight commits and release files and the index. Idempotent.
 
-        Waits for a running group commit, then leads one last commit of what is still queued
-        (records appended before the close: their callers are answered normally) while
-        holding off any other, so nothing touches the active container after it is released.
-        Puts and deletes that come later raise DiskUnavailable.
+        Closes the log first (ContainerLog.close): it waits for a running group commit, then
+        leads one last commit of what is still queued (records appended before the close:
+        their callers are answered normally) while holding off any other, so nothing touches
+        the active container after it is released. Puts and deletes that come later raise
+        DiskUnavailable. Only then are the container files and the index closed.
         """
-        with self._cv:
-            while self._syncing:
-                self._cv.wait()
-            if self._closed:
+        with self._close_lock:
+            if self._released:
                 return
-            self._syncing = True  # we lead: no group commit starts until we are done
-        try:
-            with self._lock:
-                self._closed = True  # from here on nothing is appended or queued (_check_open)
+            self._released = True
             try:
-                self._group_commit()
+                self._log.close()
             finally:
-                with self._lock:
-                    self._cache.release(self._active)
-                    self._cache.close()
+                self._cache.close()
                 try:
                     self._db.close()
                 except Exception:
                     pass
-        finally:
-            with self._cv:
-                self._syncing = False
-                self._cv.notify_all()
 
     def __enter__(self) -> "DiskStore":
         return self

@@ -1,3 +1,5 @@
+"""The container format: headers round trip, corruption is detected, scans stop at a torn tail."""
+
 import os
 
 import pytest

@@ -1,3 +1,5 @@
+"""DiskStore end to end: writes, reads, compaction, crash recovery, close() racing writers."""
+
 import os
 import shutil
 import subprocess
@@ -7,6 +9,7 @@ import threading
 import pytest
 
 from chunkstore.disk import container as ctr
+from chunkstore.disk.log import ContainerLog
 from chunkstore.disk.store import DiskStore, read_marker
 from chunkstore.errors import ChunkCorrupt, ChunkNotFound, DiskFull, DiskUnavailable, KeyConflict
 from chunkstore.placement.keys import chunk_key
@@ -422,6 +425,21 @@ def test_damaged_file_header_tolerated(tmp_path):
 # -- close() racing writers ---------------------------------------------------------------
 
 
+def _fd_of(path):
+    """The descriptor number this process has open on ``path`` (the store's active container)."""
+    want = os.path.realpath(path)
+    fds = [int(n) for n in os.listdir("/proc/self/fd") if _readlink(f"/proc/self/fd/{n}") == want]
+    assert len(fds) == 1, fds
+    return fds[0]
+
+
+def _readlink(p):
+    try:
+        return os.readlink(p)
+    except OSError:
+        return None
+
+
 def _victim_fd_at(fd, tmp_path):
     """Make fd number ``fd`` (closed) refer to a fresh, empty file, as a reused descriptor
     would; returns the file's path."""
@@ -457,18 +475,18 @@ def test_write_racing_close_never_uses_the_released_fd(tmp_path, monkeypatch, op
     closing that file either."""
     ds = _init(tmp_path / "d0")
     key = _put(ds, b"already there")
-    old_fd = ds._active.fd
+    old_fd = _fd_of(_active_container(tmp_path / "d0"))
     index = _IndexClosedLater(ds._db)
     monkeypatch.setattr(ds, "_db", index)
-    real_check = ds._check_usable
+    real_check = ds.check_alive
     victim = []
 
     def check_then_close():
-        real_check()  # passes: the store is still open
+        real_check()  # passes: the store is still open (the last step of the first check)
         ds.close()  # ... and here close() wins the race
         victim.append(_victim_fd_at(old_fd, tmp_path))
 
-    monkeypatch.setattr(ds, "_check_usable", check_then_close)
+    monkeypatch.setattr(ds, "check_alive", check_then_close)
     try:
         with pytest.raises(DiskUnavailable, match="closed"):
             if op == "put":
@@ -492,16 +510,16 @@ def test_close_commits_what_was_queued_before_it(tmp_path, monkeypatch):
     """A put whose record was appended but not yet committed when close() runs is committed
     by close() and acknowledged normally; the released descriptor is not touched after."""
     ds = _init(tmp_path / "d0")
-    old_fd = ds._active.fd
-    real_await = ds._await
+    old_fd = _fd_of(_active_container(tmp_path / "d0"))
+    real_wait = ContainerLog.wait_committed
     victim = []
 
-    def close_then_await(op):
+    def close_then_wait(log, op):
         ds.close()  # between the append and the group commit
         victim.append(_victim_fd_at(old_fd, tmp_path))
-        real_await(op)
+        real_wait(log, op)
 
-    monkeypatch.setattr(ds, "_await", close_then_await)
+    monkeypatch.setattr(ContainerLog, "wait_committed", close_then_wait)
     try:
         key = _put(ds, b"appended before the close")
         os.fstat(old_fd)  # not closed again by a group commit after close()
