@@ -16,7 +16,6 @@ RING (:mod:`sofs.chunkio`), the garbage collector (:mod:`sofs.collector`), the s
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import stat
 import threading
@@ -46,6 +45,7 @@ from .errors import (
 )
 from .filedata import BlockCache
 from .fileio import DataPath
+from .fsstats import StatFs, Statistics
 from .handles import HandleTable, OpenFile
 from .inode import Inode
 from .inodes import InodeTable
@@ -65,31 +65,6 @@ RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
 DOT_COOKIE = 1
 DOTDOT_COOKIE = 2
-
-
-@dataclasses.dataclass(frozen=True)
-class StatFs:
-    block_size: int
-    blocks: int
-    blocks_free: int
-    files: int
-    files_free: int
-    name_max: int = NAME_MAX
-
-
-@dataclasses.dataclass(frozen=True)
-class Statistics:
-    """A snapshot of a mounted volume's in-memory state (:meth:`Filesystem.statistics`)."""
-
-    open_files: int       # open file handles
-    dirty_bytes: int      # written, not yet stored
-    cached_inodes: int
-    cache_hits: int       # block cache, since the mount
-    cache_misses: int
-
-    def as_dict(self) -> dict[str, int]:
-        """The fields by name (the control socket's ``stats`` JSON)."""
-        return dataclasses.asdict(self)
 
 
 class Filesystem:
