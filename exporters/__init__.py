@@ -4,7 +4,9 @@
 (:class:`~exporters.ganesha.NfsExport`), :mod:`exporters.samba` a complete ``smb.conf``
 (:class:`~exporters.samba.SmbShare`) and manages the Samba users, and :mod:`exporters.service`
 starts, watches and stops the daemons (:class:`~exporters.service.Service`).
-:mod:`exporters.exportspec` is what an export is (spec, defaults, option parsing),
+:mod:`exporters.exportspec` is what an export is (the spec and its typed options, their
+defaults, option parsing), :mod:`exporters.exportstate` the supervisor's record of it
+(state.json), both read strictly from JSON with :mod:`exporters.jsonfields`;
 :mod:`exporters.exportconfig` turns a spec into a server config and Service,
 :mod:`exporters.exportmount` finds and watches the FUSE mount an export serves,
 :mod:`exporters.registry` keeps the exports of a data directory and starts and stops their

@@ -26,10 +26,10 @@ def run_dir(edir: Path) -> Path:
 
 
 def nfs_export_of(spec: ExportSpec, volume_uuid: str, mountpoint: str) -> NfsExport:
-    o = spec.options
-    grace = int(o["grace"])
-    clients = [ClientRule(cidr, access) for cidr, access in o["clients"]]
-    probe = _probe_client_rule(o["bind"], clients, bool(o["read_only"]))
+    o = spec.nfs
+    grace = o.grace
+    clients = [ClientRule(c.cidr, c.access) for c in o.clients]
+    probe = _probe_client_rule(o.bind, clients, o.read_only)
     if probe is not None:
         clients.append(probe)
     return NfsExport(
@@ -37,16 +37,16 @@ def nfs_export_of(spec: ExportSpec, volume_uuid: str, mountpoint: str) -> NfsExp
         volume_uuid=volume_uuid,
         mountpoint=Path(mountpoint),
         clients=clients,
-        read_only=bool(o["read_only"]),
-        squash=o["squash"],
-        nfs_port=o["port"],
-        bind=o["bind"],
-        v3=bool(o["v3"]),
-        mount_port=o["mount_port"],
+        read_only=o.read_only,
+        squash=o.squash,
+        nfs_port=o.port,
+        bind=o.bind,
+        v3=o.v3,
+        mount_port=o.mount_port,
         graceless=grace == 0,
         grace_s=grace if grace > 0 else 90,
         lease_s=min(60, grace) if grace > 0 else 60,
-        attr_cache_s=int(o.get("attr_cache") or 0),
+        attr_cache_s=o.attr_cache,
     )
 
 
@@ -73,20 +73,20 @@ def _probe_client_rule(bind: str, clients: list[ClientRule],
 
 
 def smb_share_of(spec: ExportSpec, mountpoint: str) -> SmbShare:
-    o = spec.options
-    users = [u[0] for u in o["users"]]
+    o = spec.smb
+    users = [u.name for u in o.users]
     if users and PROBE_USER not in users:
         users.append(PROBE_USER)  # the supervisor's health probe account (exporters.probe)
     return SmbShare(
         volume=spec.volume,
         path=Path(mountpoint),
         valid_users=users,
-        read_only=bool(o["read_only"]),
-        port=o["port"],
-        bind=o["bind"],
-        min_protocol=o["min_protocol"],
-        signing=o["signing"],
-        encrypt=o["encrypt"],
+        read_only=o.read_only,
+        port=o.port,
+        bind=o.bind,
+        min_protocol=o.min_protocol,
+        signing=o.signing,
+        encrypt=o.encrypt,
     )
 
 

@@ -90,10 +90,6 @@ class ProbeResult:
     message: str
     counts: bool = True  # (failures only) does it count towards a restart?
 
-    def as_state(self) -> dict:
-        return {"probe_ok": self.ok, "probe_at": self.at, "probe_took": round(self.took, 3),
-                "probe_message": self.message}
-
 
 def probe_host(bind: str) -> str:
     """The address the probe connects to: the bind address, loopback for a wildcard."""

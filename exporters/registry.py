@@ -3,12 +3,14 @@
 Each export of a volume over one protocol lives in ``DATA_DIR/exports/VOLUME-KIND/``
 (KIND is ``nfs`` or ``smb``)::
 
-    spec.json     what to export: {"kind", "volume", "options", "created"} (written by
-                  :func:`create_export`; never holds a password)
-    state.json    the supervisor's state: pid (and its kernel start time), the service's pid,
-                  bind address and port, when it started, restarts, state, message, the mount,
-                  and the last health probe (probe_ok, probe_at, probe_message, probe_took,
-                  probe_failures: see exporters.probe)
+    spec.json     what to export: {"kind", "volume", "options", "created"}, an
+                  :class:`~exporters.exportspec.ExportSpec` (written by :func:`create_export`;
+                  never holds a password)
+    state.json    the supervisor's state, an :class:`~exporters.exportstate.ExportState`:
+                  pid (and its kernel start time), the service's pid, bind address and port,
+                  when it started, restarts, state, message, the mount, and the last health
+                  probe (probe_ok, probe_at, probe_message, probe_took, probe_failures: see
+                  exporters.probe)
     smb-probe.pw  (SMB) the password of the health probe account sofs-probe (mode 0600)
     run/          the service's run directory (ganesha.conf or smb.conf, pidfiles, the
                   daemon's own log, Ganesha's recovery/, Samba's state and passdb.tdb)
@@ -35,8 +37,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from chunkstore.atomicfile import atomic_write
 from fuse_mount.control import read_ready_line
@@ -44,7 +47,8 @@ from fuse_mount.control import read_ready_line
 from .errors import ExportError
 from .exportconfig import run_dir, service_of, validate_spec, write_config
 from .exportmount import find_mount
-from .exportspec import KINDS, LIVE_STATES, NFS_DEFAULTS, SERVICE_NAMES, SMB_DEFAULTS, ExportSpec, check_kind
+from .exportspec import KINDS, LIVE_STATES, SERVICE_NAMES, ExportSpec, check_kind
+from .exportstate import ExportState
 from .samba import ENCRYPT, PROTOCOLS, SmbUser, add_smb_users
 from .service import _cmdline, process_start_time, tcp_port_answers
 from .validate import check_volume_name
@@ -67,50 +71,61 @@ def log_path(data_dir: Path, volume: str, kind: str) -> Path:
 
 # --- spec and state files ----------------------------------------------------------------------
 
-def _write_json(path: Path, data: dict) -> None:
+def _write_json(path: Path, data: dict[str, Any]) -> None:
     atomic_write(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+
+def _read_json(path: Path) -> object:
+    """The decoded JSON document in PATH (FileNotFoundError passes; garbage is an ExportError)."""
+    try:
+        return json.loads(path.read_text())
+    except UnicodeDecodeError as exc:
+        raise ExportError(f"{path}: not UTF-8 text: {exc}") from None
+    except ValueError as exc:
+        raise ExportError(f"{path}: not JSON: {exc}") from None
 
 
 def save_spec(edir: Path, spec: ExportSpec) -> None:
     edir.mkdir(parents=True, exist_ok=True)
-    _write_json(edir / "spec.json", asdict(spec))
+    _write_json(edir / "spec.json", spec.to_json())
 
 
 def load_spec(edir: Path) -> ExportSpec:
+    """The spec saved in EDIR; ExportError if there is none or it is not a valid spec."""
     path = Path(edir) / "spec.json"
     try:
-        d = json.loads(path.read_text())
-        spec = ExportSpec(kind=d["kind"], volume=d["volume"], options=dict(d["options"]),
-                          created=float(d.get("created", 0)))
+        doc = _read_json(path)
     except FileNotFoundError:
         raise ExportError(f"{edir}: no export here (spec.json missing)") from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ExportError(f"{path}: unreadable export spec: {exc}") from None
-    check_kind(spec.kind)
-    check_volume_name(spec.volume)
-    defaults = NFS_DEFAULTS if spec.kind == "nfs" else SMB_DEFAULTS
-    spec.options = {**defaults, **spec.options}
-    return spec
+    except OSError as exc:
+        raise ExportError(f"{path}: unreadable export spec: {exc.strerror}") from None
+    return ExportSpec.from_json(doc, str(path))
 
 
-def read_state(edir: Path) -> dict:
+def read_state(edir: Path) -> ExportState:
+    """The supervisor's state of the export in EDIR (the default, "stopped", if it never ran);
+    ExportError for a state file that is not valid."""
+    path = Path(edir) / "state.json"
     try:
-        d = json.loads((Path(edir) / "state.json").read_text())
-        return d if isinstance(d, dict) else {}
-    except (OSError, ValueError):
-        return {}
+        doc = _read_json(path)
+    except FileNotFoundError:
+        return ExportState()
+    except OSError as exc:
+        raise ExportError(f"{path}: unreadable export state: {exc.strerror}") from None
+    return ExportState.from_json(doc, str(path))
 
 
-def write_state(edir: Path, state: dict) -> None:
-    _write_json(Path(edir) / "state.json", {**state, "updated": time.time()})
+def write_state(edir: Path, state: ExportState) -> None:
+    """Replace EDIR's state.json with STATE, stamped with the time now."""
+    _write_json(Path(edir) / "state.json", replace(state, updated=time.time()).to_json())
 
 
-def supervisor_pid(edir: Path, state: dict | None = None) -> int | None:
+def supervisor_pid(edir: Path, state: ExportState | None = None) -> int | None:
     """The pid of the export's supervisor while it runs (checked against its recorded start time
     and command line, so a recycled pid is never taken for it), else None."""
     state = read_state(edir) if state is None else state
-    pid, start = state.get("pid"), state.get("pid_start")
-    if not isinstance(pid, int) or pid <= 1 or pid == os.getpid():
+    pid, start = state.pid, state.pid_start
+    if pid is None or pid <= 1 or pid == os.getpid():
         return None
     if process_start_time(pid) != start:
         return None
@@ -144,26 +159,25 @@ class ExportStatus:
 
 def _who(spec: ExportSpec) -> str:
     if spec.kind == "nfs":
-        return ",".join(f"{c}:{a.lower()}" for c, a in spec.options["clients"]) or "-"
-    return ",".join(u[0] for u in spec.options["users"]) or "-"
+        return ",".join(f"{c.cidr}:{c.access.lower()}" for c in spec.nfs.clients) or "-"
+    return ",".join(u.name for u in spec.smb.users) or "-"
 
 
 def status_of(edir: Path) -> ExportStatus:
     spec = load_spec(edir)
     st = read_state(edir)
     pid = supervisor_pid(edir, st)
-    state = st.get("state", "stopped")
+    state = st.state
     if pid is None and state in LIVE_STATES:
         state = "dead"
     svc = service_of(spec, edir)
     svc_pid = svc.pid if svc is not None else None  # shown even if orphaned (state "dead")
     return ExportStatus(
-        volume=spec.volume, kind=spec.kind, bind=spec.options["bind"],
-        port=spec.options["port"], state=state, pid=pid, service_pid=svc_pid,
-        restarts=int(st.get("restarts", 0)), who=_who(spec), mountpoint=st.get("mountpoint"),
-        started=st.get("started"), message=st.get("message", ""), export_dir=str(edir),
-        probe_ok=st.get("probe_ok"), probe_at=st.get("probe_at"),
-        probe_message=st.get("probe_message", ""),
+        volume=spec.volume, kind=spec.kind, bind=spec.options.bind,
+        port=spec.options.port, state=state, pid=pid, service_pid=svc_pid,
+        restarts=st.restarts, who=_who(spec), mountpoint=st.mountpoint,
+        started=st.started, message=st.message, export_dir=str(edir),
+        probe_ok=st.probe_ok, probe_at=st.probe_at, probe_message=st.probe_message,
     )
 
 
@@ -200,23 +214,18 @@ def create_export(data_dir: Path, spec: ExportSpec, users: Sequence[SmbUser] = (
     data_dir = Path(data_dir).absolute()
     edir = export_dir(data_dir, spec.volume, spec.kind)
     _refuse_if_running(edir, spec.kind, spec.volume)
-    defaults = NFS_DEFAULTS if spec.kind == "nfs" else SMB_DEFAULTS
-    unknown = set(spec.options) - set(defaults)
-    if unknown:
-        raise ExportError(f"unknown export options: {', '.join(sorted(unknown))}")
-    spec.options = {**defaults, **spec.options}
     if spec.kind == "nfs":
-        spec.options["clients"] = [list(c) for c in spec.options["clients"]]
-        if not spec.options["clients"]:
+        if not spec.nfs.clients:
             raise ExportError("say which NFS clients may connect (--clients CIDR[:ro|rw]); "
                               "nobody can by default")
     else:
-        _check_choice(spec.options["min_protocol"], PROTOCOLS, "minimum protocol")
-        _check_choice(spec.options["encrypt"], ENCRYPT, "encryption")
-        if not spec.options["users"]:
+        smb = spec.smb
+        _check_choice(smb.min_protocol, PROTOCOLS, "minimum protocol")
+        _check_choice(smb.encrypt, ENCRYPT, "encryption")
+        if not smb.users:
             raise ExportError("say which users may connect (--user NAME[:UID])")
         names = {u.name for u in users}
-        missing = [u[0] for u in spec.options["users"] if u[0] not in names]
+        missing = [u.name for u in smb.users if u.name not in names]
         if missing and not (run_dir(edir) / "private" / "passdb.tdb").exists():
             raise ExportError(f"no password for {', '.join(missing)}")
     validate_spec(data_dir, spec)
@@ -226,16 +235,16 @@ def create_export(data_dir: Path, spec: ExportSpec, users: Sequence[SmbUser] = (
     old = service_of(spec, edir)
     if old is not None and old.alive():  # left behind by a supervisor killed with SIGKILL
         old.stop()
-    bind = spec.options["bind"]
-    if tcp_port_answers(bind, spec.options["port"], timeout=0.5):
-        raise ExportError(f"port {spec.options['port']} on {bind} is already in use")
+    bind, port = spec.options.bind, spec.options.port
+    if tcp_port_answers(bind, port, timeout=0.5):
+        raise ExportError(f"port {port} on {bind} is already in use")
     if spec.kind == "smb" and users:
         add_smb_users(conf, list(users))
     save_spec(edir, spec)
     return start_supervisor(data_dir, edir, timeout=timeout)
 
 
-def _check_choice(value: str, choices, what: str) -> None:
+def _check_choice(value: str, choices: Sequence[str], what: str) -> None:
     if value not in choices:
         raise ExportError(f"invalid {what} {value!r}: use one of {', '.join(choices)}")
 
@@ -323,7 +332,7 @@ def stop_export(data_dir: Path, volume: str, kind: str, timeout: float = 60.0) -
     pid = supervisor_pid(edir, st)
     notes = []
     if pid is not None:
-        start = st.get("pid_start")
+        start = st.pid_start
         os.kill(pid, signal.SIGTERM)
         if not _wait_gone(pid, start, timeout):
             notes.append(f"supervisor {pid} did not stop in {timeout:.0f} s: killed")
@@ -341,10 +350,10 @@ def stop_export(data_dir: Path, volume: str, kind: str, timeout: float = 60.0) -
         raise ExportError(f"{SERVICE_NAMES[kind]} (pid {svc.pid}) of the {kind} export of "
                           f"{volume} is still running")
     st = read_state(edir)
-    if st.get("state") in LIVE_STATES or pid is None:
-        write_state(edir, {**st, "state": "stopped", "pid": None, "service_pid": None,
-                           "message": "stopped by sofsctl export stop"})
-    bind, port = spec.options["bind"], spec.options["port"]
+    if st.state in LIVE_STATES or pid is None:
+        write_state(edir, replace(st, state="stopped", pid=None, service_pid=None,
+                                  message="stopped by sofsctl export stop"))
+    bind, port = spec.options.bind, spec.options.port
     if tcp_port_answers(bind, port, timeout=0.5):
         notes.append(f"warning: port {port} on {bind} still answers (another program?)")
     if pid is not None:

@@ -46,6 +46,7 @@ from pathlib import Path
 
 from . import exportconfig, exportmount, exportspec, probe, registry, service
 from .errors import ExportError
+from .exportstate import ExportState
 from .registry import stop_exports
 from .service import Service, tcp_port_answers
 
@@ -115,25 +116,28 @@ class Supervisor:
         spec = self.spec
         svc_pid = self.cur_service.pid if self.service is not None else None
         self._last_state = (state, message)
-        probe_state = self.last_probe.as_state() if self.last_probe is not None else {}
-        registry.write_state(self.edir, {
-            **probe_state,
-            "probe_failures": self.probe_failures,
-            "pid": os.getpid(),
-            "pid_start": service.process_start_time(os.getpid()),
-            "kind": spec.kind if spec else None,
-            "volume": spec.volume if spec else None,
-            "service": exportspec.SERVICE_NAMES.get(spec.kind) if spec else None,
-            "service_pid": svc_pid,
-            "bind": spec.options["bind"] if spec else None,
-            "port": spec.options["port"] if spec else None,
-            "mountpoint": self.mount.mountpoint if self.mount else None,
-            "mount_pid": self.mount.pid if self.mount else None,
-            "started": self.started,
-            "restarts": self.restarts,
-            "state": state,
-            "message": message,
-        })
+        last = self.last_probe
+        registry.write_state(self.edir, ExportState(
+            state=state,
+            message=message,
+            pid=os.getpid(),
+            pid_start=service.process_start_time(os.getpid()),
+            kind=spec.kind if spec else None,
+            volume=spec.volume if spec else None,
+            service=exportspec.SERVICE_NAMES.get(spec.kind) if spec else None,
+            service_pid=svc_pid,
+            bind=spec.options.bind if spec else None,
+            port=spec.options.port if spec else None,
+            mountpoint=self.mount.mountpoint if self.mount else None,
+            mount_pid=self.mount.pid if self.mount else None,
+            started=self.started,
+            restarts=self.restarts,
+            probe_failures=self.probe_failures,
+            probe_ok=last.ok if last else None,
+            probe_at=last.at if last else None,
+            probe_took=round(last.took, 3) if last else None,
+            probe_message=last.message if last else "",
+        ))
 
     def _sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds
@@ -169,7 +173,7 @@ class Supervisor:
         return exportspec.SERVICE_NAMES[self.cur_spec.kind]
 
     def _port_answers(self) -> bool:
-        return tcp_port_answers(self.cur_spec.options["bind"], self.cur_spec.options["port"], timeout=1.0)
+        return tcp_port_answers(self.cur_spec.options.bind, self.cur_spec.options.port, timeout=1.0)
 
     # --- life ----------------------------------------------------------------------------
 
@@ -225,7 +229,7 @@ class Supervisor:
         self.started = time.time()
         self.service_started = time.monotonic()
         self.log.info("%s started (pid %d), serving %s on %s port %d", self._name, pid,
-                      self.mount.mountpoint, spec.options["bind"], spec.options["port"])
+                      self.mount.mountpoint, spec.options.bind, spec.options.port)
         self._state("running")
         self._probe()  # once after the start: sofsctl returns with its result in the state
         self._say(True)
@@ -240,8 +244,8 @@ class Supervisor:
 
     def _probe_fn(self):
         spec, mnt = self.spec, self.mount.mountpoint
-        host, port = probe.probe_host(spec.options["bind"]), spec.options["port"]
-        read_only = bool(spec.options["read_only"])
+        host, port = probe.probe_host(spec.options.bind), spec.options.port
+        read_only = spec.options.read_only
         if spec.kind == "smb":
             account = self._smb_account
 
@@ -269,7 +273,7 @@ class Supervisor:
     def _in_grace(self) -> bool:
         if self.cur_spec.kind != "nfs":
             return False
-        grace = int(self.cur_spec.options.get("grace") or 0)
+        grace = self.cur_spec.nfs.grace
         return grace > 0 and time.monotonic() - self.service_started < grace + GRACE_MARGIN_S
 
     def _probe(self) -> probe.ProbeResult:
@@ -353,7 +357,7 @@ class Supervisor:
                 continue
             unhealthy += 1
             self.log.warning("%s (pid %s) does not answer on port %d (%d of %d checks)",
-                             self._name, self.cur_service.pid, self.cur_spec.options["port"],
+                             self._name, self.cur_service.pid, self.cur_spec.options.port,
                              unhealthy, UNHEALTHY_LIMIT)
             if unhealthy >= UNHEALTHY_LIMIT:
                 self._stop_wedged()

@@ -93,14 +93,14 @@ def export_nfs(home: Path, volume: str, clients: tuple[str, ...], read_only: boo
     if mount_port is not None and not v3:
         raise click.UsageError("--mount-port is only used with --v3")
     try:
-        rules = [exportspec.parse_client(c, read_only)
-                 for arg in clients for c in arg.split(",") if c.strip()]
-        spec = exportspec.ExportSpec(kind="nfs", volume=volume, options={
-            "clients": rules, "read_only": read_only,
-            "squash": "no_root_squash" if no_root_squash else "root_squash",
-            "port": port, "bind": bind, "v3": v3, "mount_port": mount_port, "grace": grace,
-            "attr_cache": attr_cache,
-        })
+        rules = tuple(exportspec.parse_client(c, read_only)
+                      for arg in clients for c in arg.split(",") if c.strip())
+        spec = exportspec.ExportSpec(kind="nfs", volume=volume, options=exportspec.NfsOptions(
+            clients=rules, read_only=read_only,
+            squash="no_root_squash" if no_root_squash else "root_squash",
+            port=port, bind=bind, v3=v3, mount_port=mount_port, grace=grace,
+            attr_cache=attr_cache,
+        ))
         st = registry.create_export(home, spec, timeout=timeout)
     except ExportError as e:
         raise fail(e) from None
@@ -163,16 +163,16 @@ def export_smb(home: Path, volume: str, users: tuple[str, ...], password_file: s
     choose it).
     """
     try:
-        resolved = [exportspec.resolve_smb_user(u) for u in users]
-        names = [n for n, _, _ in resolved]
+        resolved = tuple(exportspec.resolve_smb_user(u) for u in users)
+        names = [a.name for a in resolved]
         if len(set(names)) != len(names):
             raise Failure("a user is given twice")
         passwords = _read_passwords(names, password_file)
-        smb_users = [SmbUser(n, passwords[n], uid, gid) for n, uid, gid in resolved]
-        spec = exportspec.ExportSpec(kind="smb", volume=volume, options={
-            "users": [[n, uid, gid] for n, uid, gid in resolved], "read_only": read_only,
-            "port": port, "bind": bind, "min_protocol": min_protocol, "encrypt": encrypt,
-        })
+        smb_users = [SmbUser(a.name, passwords[a.name], a.uid, a.gid) for a in resolved]
+        spec = exportspec.ExportSpec(kind="smb", volume=volume, options=exportspec.SmbOptions(
+            users=resolved, read_only=read_only, port=port, bind=bind,
+            min_protocol=min_protocol, encrypt=encrypt,
+        ))
         st = registry.create_export(home, spec, users=smb_users, timeout=timeout)
     except ExportError as e:
         raise fail(e) from None

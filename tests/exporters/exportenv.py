@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from exporters import exportconfig, exportspec, registry
+from exporters.exportstate import ExportState
 from exporters.samba import remove_posix_user
 from tests.fuse_mount.conftest import Archive
 from tests.fuse_mount.conftest import sofsctl as _run_sofsctl
@@ -134,12 +135,12 @@ class ExportEnv:
     def mnt(self) -> Path:
         return self.archive.mnt
 
-    def state(self, kind: str) -> dict:
+    def state(self, kind: str) -> ExportState:
         """The KIND export's state; its supervisor's and server's pids are recorded."""
         st = registry.read_state(registry.export_dir(self.data, self.archive.volume, kind))
-        for key in ("pid", "service_pid"):
-            if st.get(key):
-                self.pids.add(st[key])
+        for pid in (st.pid, st.service_pid):
+            if pid:
+                self.pids.add(pid)
         return st
 
     # --- rpcbind for NFSv3 ------------------------------------------------------------------

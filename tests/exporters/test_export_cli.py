@@ -99,23 +99,24 @@ def test_cross_protocol_list_crash_restart_and_stop(env):
 
     rows = list_rows(env.data)
     nfs_st, smb_st = env.state("nfs"), env.state("smb")
-    assert rows["nfs"][2:8] == [str(env.nfs_port), "running", str(nfs_st["pid"]),
-                                str(nfs_st["service_pid"]), "0", "127.0.0.1/32:rw"]
-    assert rows["smb"][2:8] == [str(env.smb_port), "running", str(smb_st["pid"]),
-                                str(smb_st["service_pid"]), "0", SMB_USER.name]
+    assert rows["nfs"][2:8] == [str(env.nfs_port), "running", str(nfs_st.pid),
+                                str(nfs_st.service_pid), "0", "127.0.0.1/32:rw"]
+    assert rows["smb"][2:8] == [str(env.smb_port), "running", str(smb_st.pid),
+                                str(smb_st.service_pid), "0", SMB_USER.name]
 
     full = {e["kind"]: e for e in json.loads(sofsctl(env.data, "export", "list", "--json").stdout)}
-    assert full["nfs"]["service_pid"] == nfs_st["service_pid"]
+    assert full["nfs"]["service_pid"] == nfs_st.service_pid
     assert full["smb"]["mountpoint"] == os.path.realpath(env.archive.mnt)
 
     # kill -9 ganesha: its supervisor notices and restarts it; the data is still there
     t1 = time.monotonic()
-    old = nfs_st["service_pid"]
+    old = nfs_st.service_pid
+    assert old is not None
     os.kill(old, signal.SIGKILL)
-    st = wait_for(lambda: (lambda s: s if s.get("restarts") == 1 and s.get("state") == "running"
-                          and s.get("service_pid") not in (None, old) else None)(env.state("nfs")),
+    st = wait_for(lambda: (lambda s: s if s.restarts == 1 and s.state == "running"
+                          and s.service_pid not in (None, old) else None)(env.state("nfs")),
                   40, "the supervisor to restart ganesha")
-    assert pid_alive(st["service_pid"]) and st["pid"] == nfs_st["pid"]
+    assert pid_alive(st.service_pid) and st.pid == nfs_st.pid
     wait_for(lambda: tcp_port_answers("127.0.0.1", env.nfs_port), 10, "the NFS port")
     with nfs_client(env.nfs_port) as c:
         with c.open("study/from-nfs.bin", "rb") as f:
@@ -136,7 +137,7 @@ def test_cross_protocol_list_crash_restart_and_stop(env):
     assert "still running" not in out and "warning" not in out
     for kind, port in (("nfs", env.nfs_port), ("smb", env.smb_port)):
         st = env.state(kind)
-        assert st["state"] == "stopped"
+        assert st.state == "stopped"
         assert not tcp_port_answers("127.0.0.1", port, timeout=0.5)
     assert not any(pid_alive(p) for p in env.pids), env.pids
     rows = list_rows(env.data)
@@ -151,15 +152,16 @@ def test_cross_protocol_list_crash_restart_and_stop(env):
         assert pysmb_read(conn, "study/after-restart") == b"after"
     # a supervisor killed with SIGKILL: `export list` says so and stop still stops its smbd
     st = env.state("smb")
-    os.kill(st["pid"], signal.SIGKILL)
-    wait_for(lambda: not pid_alive(st["pid"]), 10, "the supervisor to die")
+    assert st.pid is not None
+    os.kill(st.pid, signal.SIGKILL)
+    wait_for(lambda: not pid_alive(st.pid), 10, "the supervisor to die")
     row = list_rows(env.data)["smb"]
-    assert row[3] == "dead" and row[5] == str(st["service_pid"]), row
+    assert row[3] == "dead" and row[5] == str(st.service_pid), row
     # the integrator's hook for `sofsctl umount`
     assert registry.stop_exports(env.data, "vol") == [
         f"stopped the smb export of vol: its supervisor was gone, smbd (pid "
-        f"{st['service_pid']}) still ran"]
-    assert not pid_alive(st["service_pid"])
+        f"{st.service_pid}) still ran"]
+    assert not pid_alive(st.service_pid)
     assert not tcp_port_answers("127.0.0.1", env.smb_port, timeout=0.5)
     env.archive.umount()  # not busy: nothing exports it any more
 
@@ -190,12 +192,12 @@ def test_mount_death_stops_the_exports_cleanly(env):
     t0 = time.monotonic()
     os.kill(mount_pid, signal.SIGKILL)
     for kind, st in sups.items():
-        wait_for(lambda pid=st["pid"]: not pid_alive(pid), 30, f"the {kind} supervisor to exit")
+        wait_for(lambda pid=st.pid: not pid_alive(pid), 30, f"the {kind} supervisor to exit")
     print(f"\nboth exports stopped {time.monotonic() - t0:.1f} s after the mount died")
     for kind, port in (("nfs", env.nfs_port), ("smb", env.smb_port)):
         st = env.state(kind)
-        assert st["state"] == "mount-gone", st
-        assert not pid_alive(sups[kind]["service_pid"])
+        assert st.state == "mount-gone", st
+        assert not pid_alive(sups[kind].service_pid)
         assert not tcp_port_answers("127.0.0.1", port, timeout=0.5)
         log = (env.data / "log" / f"export-vol-{kind}.log").read_text()
         assert "the FUSE mount of volume vol is gone" in log
@@ -267,12 +269,13 @@ def test_password_file_formats(tmp_path):
 
 
 def test_parse_client():
-    assert exportspec.parse_client("10.0.0.0/8") == ["10.0.0.0/8", "RW"]
-    assert exportspec.parse_client("10.0.0.0/8", read_only=True) == ["10.0.0.0/8", "RO"]
-    assert exportspec.parse_client("10.1.2.3:ro") == ["10.1.2.3", "RO"]
-    assert exportspec.parse_client("2001:db8::/32:RW") == ["2001:db8::/32", "RW"]
-    assert exportspec.parse_client("2001:db8::1") == ["2001:db8::1", "RW"]
-    assert exportspec.parse_client("192.168.0.0/16:none") == ["192.168.0.0/16", "None"]
+    rule = exportspec.NfsClient
+    assert exportspec.parse_client("10.0.0.0/8") == rule("10.0.0.0/8", "RW")
+    assert exportspec.parse_client("10.0.0.0/8", read_only=True) == rule("10.0.0.0/8", "RO")
+    assert exportspec.parse_client("10.1.2.3:ro") == rule("10.1.2.3", "RO")
+    assert exportspec.parse_client("2001:db8::/32:RW") == rule("2001:db8::/32", "RW")
+    assert exportspec.parse_client("2001:db8::1") == rule("2001:db8::1", "RW")
+    assert exportspec.parse_client("192.168.0.0/16:none") == rule("192.168.0.0/16", "None")
 
 
 # --- the supervisor's restart bookkeeping, with a stand-in service ------------------------------
@@ -300,7 +303,7 @@ class FakeService:
 def make_supervisor(tmp_path, monkeypatch, gone=None, **kw):
     from exporters.supervisor import Supervisor
     sup = Supervisor(tmp_path / "data", tmp_path, **kw)
-    sup.spec = exportspec.ExportSpec("nfs", "vol", dict(exportspec.NFS_DEFAULTS))
+    sup.spec = exportspec.ExportSpec("nfs", "vol", exportspec.NfsOptions())
     sup.mount = exportmount.MountRef("vol", 1, 1, "/mnt/x", 7, "fuse.sofs", "sofs:vol")
     sup.service = FakeService(tmp_path)
     monkeypatch.setattr(exportmount, "mount_gone", lambda ref: gone)
@@ -311,11 +314,11 @@ def test_supervisor_gives_up_after_too_many_restarts(tmp_path, monkeypatch):
     sup = make_supervisor(tmp_path, monkeypatch, max_restarts=5, window_s=60)
     for i in range(5):
         assert sup._restart("it died") is None
-        assert registry.read_state(tmp_path)["restarts"] == i + 1
+        assert registry.read_state(tmp_path).restarts == i + 1
     assert sup.service.restarted == 5
     assert sup._restart("it died") == 1  # the 6th within 60 s
     st = registry.read_state(tmp_path)
-    assert st["state"] == "failed" and "giving up" in st["message"]
+    assert st.state == "failed" and "giving up" in st.message
     assert sup.service.stopped == 1 and sup.service.restarted == 5
 
 
@@ -331,7 +334,7 @@ def test_supervisor_never_restarts_onto_a_gone_mount(tmp_path, monkeypatch):
     sup = make_supervisor(tmp_path, monkeypatch, gone="the mount process (pid 1) is gone")
     assert sup._restart("it died") == 3
     assert sup.service.restarted == 0 and sup.service.stopped == 1
-    assert registry.read_state(tmp_path)["state"] == "mount-gone"
+    assert registry.read_state(tmp_path).state == "mount-gone"
 
 
 def test_supervisor_failed_restart_is_retried_later(tmp_path, monkeypatch):
@@ -339,4 +342,4 @@ def test_supervisor_failed_restart_is_retried_later(tmp_path, monkeypatch):
     sup.service.fail_starts = True
     assert sup._restart("it died") is None
     st = registry.read_state(tmp_path)
-    assert st["state"] == "restarting" and "restart failed" in st["message"]
+    assert st.state == "restarting" and "restart failed" in st.message

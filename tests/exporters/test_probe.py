@@ -19,6 +19,7 @@ from smb.smb_structs import OperationFailure
 
 from exporters import exportconfig, exportspec, probe, registry, service
 from exporters.errors import ExportError
+from exporters.exportstate import ExportState
 from exporters.ganesha import ClientRule
 from tests.fuse_mount.conftest import needs_fuse
 
@@ -42,7 +43,6 @@ def test_prober_bounds_a_hanging_probe():
     p._thread.join(2)
     res = p.run(lambda: "fine")
     assert res.ok and res.message == "fine"
-    assert res.as_state()["probe_ok"] is True
 
 
 def test_prober_failure_kinds_and_stop():
@@ -80,8 +80,8 @@ def test_probe_client_rule():
 
 
 def test_smb_share_lets_the_probe_account_in_and_nobody_can_take_its_name(tmp_path):
-    spec = exportspec.ExportSpec("smb", "vol", {**exportspec.SMB_DEFAULTS,
-                                              "users": [["alice", 2001, 2001]]})
+    spec = exportspec.ExportSpec("smb", "vol", exportspec.SmbOptions(
+        users=(exportspec.SmbAccount("alice", 2001, 2001),)))
     assert exportconfig.smb_share_of(spec, "/mnt/x").valid_users == ["alice", probe.PROBE_USER]
     with pytest.raises(ExportError, match="reserved"):
         exportspec.resolve_smb_user(f"{probe.PROBE_USER}:3000")
@@ -89,8 +89,8 @@ def test_smb_share_lets_the_probe_account_in_and_nobody_can_take_its_name(tmp_pa
 
 def test_smb_probe_share_is_hidden_and_only_for_the_probe(tmp_path):
     from exporters.samba import render_samba_config
-    spec = exportspec.ExportSpec("smb", "vol", {**exportspec.SMB_DEFAULTS, "read_only": True,
-                                              "users": [["alice", 2001, 2001]]})
+    spec = exportspec.ExportSpec("smb", "vol", exportspec.SmbOptions(
+        read_only=True, users=(exportspec.SmbAccount("alice", 2001, 2001),)))
     main, hidden = exportconfig.smb_shares_of(spec, "/mnt/x")
     assert main.name in ("", "vol") and main.browseable and main.path == Path("/mnt/x")
     assert hidden.name == "vol-probe$" == probe.smb_probe_share("vol")
@@ -106,7 +106,7 @@ def test_smb_probe_share_is_hidden_and_only_for_the_probe(tmp_path):
     vol_section = next(x for x in sections if x.startswith("vol]"))
     assert "veto files = /lost+found/.sofs*/" in vol_section  # the probe dir is hidden there
     # an everyone-may-connect export still keeps its probe share to the probe account
-    open_spec = exportspec.ExportSpec("smb", "vol", {**exportspec.SMB_DEFAULTS, "users": []})
+    open_spec = exportspec.ExportSpec("smb", "vol", exportspec.SmbOptions())
     assert exportconfig.smb_shares_of(open_spec, "/m")[1].valid_users == [probe.PROBE_USER]
 
 
@@ -119,27 +119,27 @@ def test_probe_password_file_is_private_and_stable(tmp_path):
 
 # --- integration -------------------------------------------------------------------------------
 
-def _probed(env, kind: str, after: float = 0.0) -> dict | None:
+def _probed(env, kind: str, after: float = 0.0) -> ExportState | None:
     st = env.state(kind)
-    return st if st.get("probe_at", 0) > after and st.get("probe_ok") is not None else None
+    return st if (st.probe_at or 0) > after and st.probe_ok is not None else None
 
 
-def _wedge_and_wait(env, kind: str, port: int, stopped: list[int]) -> dict:
+def _wedge_and_wait(env, kind: str, port: int, stopped: list[int]) -> ExportState:
     """SIGSTOP the KIND export's server (its port keeps answering: the kernel accepts), wait
     for the supervisor to replace it after 3 failed probes; the new state."""
-    old = env.state(kind)["service_pid"]
+    old = env.state(kind).service_pid
     t0 = time.monotonic()
     os.kill(old, signal.SIGSTOP)
     stopped.append(old)
     assert service.tcp_port_answers("127.0.0.1", port, timeout=1)
-    st = wait_for(lambda: (lambda s: s if s.get("restarts") == 1
-                           and s.get("state") == "running"
-                           and s.get("service_pid") not in (None, old)
-                           and s.get("probe_ok") is True else None)(env.state(kind)),
+    st = wait_for(lambda: (lambda s: s if s.restarts == 1
+                           and s.state == "running"
+                           and s.service_pid not in (None, old)
+                           and s.probe_ok is True else None)(env.state(kind)),
                   120, f"the supervisor to restart the wedged {kind} server", step=0.5)
     print(f"wedged {kind} server detected and replaced in {time.monotonic() - t0:.1f} s")
     assert not pid_alive(old)
-    assert "health probe failed 3 times" in st["message"]
+    assert "health probe failed 3 times" in st.message
     return st
 
 
@@ -155,12 +155,12 @@ def test_probes_pass_and_a_wedged_ganesha_is_restarted(env, monkeypatch):
         print(f"\nexports up in {time.monotonic() - t0:.1f} s")
         # the probe after the start has already run when sofsctl returns
         nfs, smb = env.state("nfs"), env.state("smb")
-        assert nfs["probe_ok"] is True, nfs
-        assert "wrote, read back and removed .sofs-probe/nfs-probe" in nfs["probe_message"]
-        assert smb["probe_ok"] is True, smb
-        assert "listed share vol" in smb["probe_message"]
+        assert nfs.probe_ok is True, nfs
+        assert "wrote, read back and removed .sofs-probe/nfs-probe" in nfs.probe_message
+        assert smb.probe_ok is True, smb
+        assert "listed share vol" in smb.probe_message
         assert (f"wrote, read back and removed smb-probe over SMB as {probe.PROBE_USER}"
-                in smb["probe_message"]), smb
+                in smb.probe_message), smb
         full = {e["kind"]: e for e in
                 json.loads(sofsctl(env.data, "export", "list", "--json").stdout)}
         assert full["nfs"]["probe_ok"] is True and full["nfs"]["probe_at"] > 0
@@ -188,22 +188,22 @@ def test_probes_pass_and_a_wedged_ganesha_is_restarted(env, monkeypatch):
             with pytest.raises(OperationFailure):  # not a valid user of the probe share
                 c.listPath(probe.smb_probe_share("vol"), "/")
         # periodic probes keep running
-        after = nfs["probe_at"]
+        after = nfs.probe_at
         wait_for(lambda: _probed(env, "nfs", after), 20, "a periodic NFS probe")
 
         # wedge ganesha: SIGSTOP. The kernel still accepts TCP connections on its port, so only
         # the probe can tell; 3 failed probes restart it.
         st = _wedge_and_wait(env, "nfs", env.nfs_port, stopped)
-        assert st["pid"] == nfs["pid"]
+        assert st.pid == nfs.pid
         log = (env.data / "log" / "export-vol-nfs.log").read_text()
         assert "health probe of nfs-ganesha" in log and "(3 of 3)" in log
         assert "restarted" in log
         print("\n".join(ln for ln in log.splitlines() if "probe" in ln or "restart" in ln))
-        assert env.state("smb")["restarts"] == 0
+        assert env.state("smb").restarts == 0
 
         # the same for a wedged smbd: its port answers, the probe's file round trip does not
         st = _wedge_and_wait(env, "smb", env.smb_port, stopped)
-        assert "wrote, read back and removed smb-probe" in st["probe_message"]
+        assert "wrote, read back and removed smb-probe" in st.probe_message
 
         # a read-only SMB export: the probe reads the file the supervisor wrote in its share
         sofsctl(env.data, "export", "stop", "vol", "--kind", "smb")
@@ -211,8 +211,8 @@ def test_probes_pass_and_a_wedged_ganesha_is_restarted(env, monkeypatch):
                 f"{SMB_USER.name}:{SMB_USER.uid}", "--password-file", str(env.pwfile),
                 "--bind", "127.0.0.1", "--port", str(env.smb_port))
         ro = env.state("smb")
-        assert ro["probe_ok"] is True, ro
-        assert "read ro-probe" in ro["probe_message"], ro
+        assert ro.probe_ok is True, ro
+        assert "read ro-probe" in ro.probe_message, ro
         assert (sd / probe.RO_PROBE_FILE).stat().st_uid == probe_uid
 
         # a read-only export: the probe reads the file the supervisor wrote through the mount
@@ -224,8 +224,8 @@ def test_probes_pass_and_a_wedged_ganesha_is_restarted(env, monkeypatch):
         ro = env.state("nfs")
         conf = exportconfig.run_dir(registry.export_dir(env.data, "vol", "nfs")) / "ganesha.conf"
         assert "Attr_Expiration_Time = 2;" in conf.read_text()
-        assert ro["probe_ok"] is True, ro
-        assert "read .sofs-probe/ro-probe over NFSv4.1" in ro["probe_message"]
+        assert ro.probe_ok is True, ro
+        assert "read .sofs-probe/ro-probe over NFSv4.1" in ro.probe_message
         assert (d / probe.RO_PROBE_FILE).stat().st_uid == 65534
 
         # the administrator refuses the probe's own address: shown, but never restarted for
@@ -233,12 +233,12 @@ def test_probes_pass_and_a_wedged_ganesha_is_restarted(env, monkeypatch):
         sofsctl(env.data, "export", "nfs", "vol", "--clients", "127.0.0.1/32:none",
                 "--bind", "127.0.0.1", "--port", str(env.nfs_port), "--grace", "0")
         st = env.state("nfs")
-        assert st["probe_ok"] is False and "refused" in st["probe_message"], st
+        assert st.probe_ok is False and "refused" in st.probe_message, st
         t2 = time.monotonic()
-        wait_for(lambda: _probed(env, "nfs", st["probe_at"] + 7), 40, "three more probes")
+        wait_for(lambda: _probed(env, "nfs", st.probe_at + 7), 40, "three more probes")
         st = env.state("nfs")
-        assert st["restarts"] == 0 and st["state"] == "running" and st["probe_failures"] == 0
-        print(f"refused probe: {st['probe_message']} ({time.monotonic() - t2:.1f} s)")
+        assert st.restarts == 0 and st.state == "running" and st.probe_failures == 0
+        print(f"refused probe: {st.probe_message} ({time.monotonic() - t2:.1f} s)")
         print(f"whole test {time.monotonic() - t0:.1f} s")
     finally:
         for pid in stopped:

@@ -361,14 +361,14 @@ def test_posix_user_uid_mismatch():
 
 def test_export_spec_attr_cache_reaches_ganesha():
     vol_uuid = str(uuid.uuid4())
-    spec = exportspec.ExportSpec("nfs", "vol", {**exportspec.NFS_DEFAULTS,
-                                              "clients": [["10.0.0.0/8", "RW"]]})
+    spec = exportspec.ExportSpec("nfs", "vol", exportspec.NfsOptions(
+        clients=(exportspec.NfsClient("10.0.0.0/8", "RW"),)))
     assert exportconfig.nfs_export_of(spec, vol_uuid, "/mnt/x").attr_cache_s == 0  # coherent
     text = render_ganesha_config(exportconfig.nfs_export_of(spec, vol_uuid, "/mnt/x"), RUN)
     assert "Attr_Expiration_Time = 0;" in text
-    spec.options["attr_cache"] = 5
+    spec = replace(spec, options=replace(spec.nfs, attr_cache=5))
     text = render_ganesha_config(exportconfig.nfs_export_of(spec, vol_uuid, "/mnt/x"), RUN)
     assert "Attr_Expiration_Time = 5;" in text
-    spec.options["attr_cache"] = 7200
+    spec = replace(spec, options=replace(spec.nfs, attr_cache=7200))
     with pytest.raises(ExportError, match="attribute cache"):
         render_ganesha_config(exportconfig.nfs_export_of(spec, vol_uuid, "/mnt/x"), RUN)
