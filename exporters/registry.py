@@ -50,7 +50,7 @@ from .exportmount import find_mount
 from .exportspec import KINDS, LIVE_STATES, SERVICE_NAMES, ExportSpec, check_kind
 from .exportstate import ExportState
 from .samba import ENCRYPT, PROTOCOLS, SmbUser, add_smb_users
-from .service import _cmdline, process_start_time, tcp_port_answers
+from .service import _all_pids, _cmdline, process_start_time, tcp_port_answers
 from .validate import check_volume_name
 
 # --- places ------------------------------------------------------------------------------------
@@ -122,8 +122,13 @@ def write_state(edir: Path, state: ExportState) -> None:
 
 def supervisor_pid(edir: Path, state: ExportState | None = None) -> int | None:
     """The pid of the export's supervisor while it runs (checked against its recorded start time
-    and command line, so a recycled pid is never taken for it), else None."""
-    state = read_state(edir) if state is None else state
+    and command line, so a recycled pid is never taken for it), else None. A state file that
+    cannot be read is not trusted: the supervisor is then looked for by its command line."""
+    if state is None:
+        try:
+            state = read_state(edir)
+        except ExportError:
+            return _supervisor_by_cmdline(edir)
     pid, start = state.pid, state.pid_start
     if pid is None or pid <= 1 or pid == os.getpid():
         return None
@@ -132,6 +137,26 @@ def supervisor_pid(edir: Path, state: ExportState | None = None) -> int | None:
     if "exporters.supervisor" not in _cmdline(pid):
         return None
     return pid
+
+
+def _supervisor_by_cmdline(edir: Path) -> int | None:
+    """The live supervisor process serving EDIR, found by its command line, else None."""
+    want = f" --export-dir {Path(edir).absolute()} "
+    for pid in _all_pids():
+        cmdline = " " + _cmdline(pid)
+        if pid != os.getpid() and "exporters.supervisor" in cmdline and want in cmdline:
+            return pid
+    return None
+
+
+def _state_for_stop(edir: Path, notes: list[str]) -> ExportState:
+    """The export's state, or (a damaged state file) the default state with a note saying so:
+    stopping an export must never depend on its state file being intact."""
+    try:
+        return read_state(edir)
+    except ExportError as exc:
+        notes.append(f"warning: {exc}; rewritten")
+        return ExportState()
 
 
 # --- status ------------------------------------------------------------------------------------
@@ -328,11 +353,12 @@ def stop_export(data_dir: Path, volume: str, kind: str, timeout: float = 60.0) -
     data_dir = Path(data_dir).absolute()
     edir = export_dir(data_dir, volume, kind)
     spec = load_spec(edir)
-    st = read_state(edir)
-    pid = supervisor_pid(edir, st)
-    notes = []
+    notes: list[str] = []
+    st = _state_for_stop(edir, notes)
+    damaged = bool(notes)
+    pid = _supervisor_by_cmdline(edir) if damaged else supervisor_pid(edir, st)
     if pid is not None:
-        start = st.pid_start
+        start = process_start_time(pid) if damaged else st.pid_start
         os.kill(pid, signal.SIGTERM)
         if not _wait_gone(pid, start, timeout):
             notes.append(f"supervisor {pid} did not stop in {timeout:.0f} s: killed")
@@ -349,8 +375,9 @@ def stop_export(data_dir: Path, volume: str, kind: str, timeout: float = 60.0) -
     if svc is not None and svc.alive():
         raise ExportError(f"{SERVICE_NAMES[kind]} (pid {svc.pid}) of the {kind} export of "
                           f"{volume} is still running")
-    st = read_state(edir)
-    if st.state in LIVE_STATES or pid is None:
+    after: list[str] = []
+    st = _state_for_stop(edir, after)  # the supervisor may have written it on its way out
+    if st.state in LIVE_STATES or pid is None or after:
         write_state(edir, replace(st, state="stopped", pid=None, service_pid=None,
                                   message="stopped by sofsctl export stop"))
     bind, port = spec.options.bind, spec.options.port

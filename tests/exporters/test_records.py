@@ -295,3 +295,16 @@ def test_options_must_match_the_kind():
     with pytest.raises(ExportError, match="no NFS options"):
         _ = spec.nfs
     assert asdict(spec)["options"]["port"] == 445
+
+
+def test_a_damaged_state_file_never_blocks_stopping_the_export(tmp_path):
+    """`sofsctl umount` stops a volume's exports first: a damaged state.json must not make it
+    refuse. The supervisor is then found by its command line (none runs here), the service by
+    its pidfiles, and the state file is rewritten."""
+    edir = _edir(tmp_path, OLD_NFS_SPEC, '{"state": "running", "pid": "not a pid"')
+    with pytest.raises(ExportError):
+        registry.read_state(edir)
+    assert registry.stop_exports(tmp_path, "pacs") == []  # nothing runs: nothing to stop
+    out = registry.stop_export(tmp_path, "pacs", "nfs")
+    assert "was not running" in out and "state.json" in out and "rewritten" in out
+    assert registry.read_state(edir).state == "stopped"
