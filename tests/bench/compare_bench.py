@@ -6,7 +6,10 @@ The other revision is checked out into a temporary git worktree; each round runs
 first), each measuring sofs against its own trivial pyfuse3 passthrough mount. Both sides
 print their own table; the summary compares each row's sofs/passthrough ratio, side by side
 (median over the rounds), so machine noise that moves both mounts alike cancels out. A row whose
-ratio changed by less than the spread between rounds of the same side changed by noise.
+ratio changed by less than the spread between rounds of the same side changed by noise. The
+summary also gives sofs's own median rate per side: when the passthrough is the noisy one
+(a 1 GiB write through the page cache varies 2x here), the interleaved absolute rates are the
+better reading.
 
     scripts/bench-compare 1663721                       # 2 rounds of the default rows
     scripts/bench-compare HEAD~3 --rounds 3 -- --size-gib 0.5 --small-count 2000
@@ -21,31 +24,51 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-RATIO_RE = re.compile(r"^(?P<label>\S.*?)\s{2,}.*\s(?P<ratio>\d+\.\d\d)\s*$")
 
 
-def run_side(tree: Path, bench_args: list[str]) -> tuple[str, dict[str, float]]:
-    """One run of the bench from TREE; its output and each row's sofs/pt ratio."""
+@dataclass(frozen=True)
+class Row:
+    """One row of a bench table: sofs's rate and its ratio to the passthrough's."""
+
+    sofs: float
+    ratio: float
+
+
+def _rate(cell: str) -> float:
+    """``245.0 MiB/s`` or ``1,309/s`` -> the number."""
+    return float(cell.split()[0].removesuffix("/s").replace(",", ""))
+
+
+def parse_table(text: str) -> dict[str, Row]:
+    """The rows of the first table run_bench printed (``--mounts sofs passthrough``)."""
+    rows: dict[str, Row] = {}
+    in_table = False
+    for line in text.splitlines():
+        if line.startswith("test "):
+            in_table = True
+            continue
+        if not in_table or line.startswith("---"):
+            continue
+        if not line.strip():
+            break
+        cells = re.split(r"\s{2,}", line.strip())
+        if len(cells) == 4 and cells[1] != "-" and cells[3] != "-":
+            rows[cells[0]] = Row(_rate(cells[1]), float(cells[3]))
+    return rows
+
+
+def run_side(tree: Path, bench_args: list[str]) -> tuple[str, dict[str, Row]]:
+    """One run of the bench from TREE; its output and its rows."""
     env = dict(os.environ, PYTHONPATH=str(tree))
     cmd = [sys.executable, "-m", "tests.bench.run_bench", "--mounts", "sofs", "passthrough", *bench_args]
     res = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
     if res.returncode != 0:
         raise SystemExit(f"bench in {tree} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
-    ratios: dict[str, float] = {}
-    in_table = False
-    for line in res.stdout.splitlines():
-        if line.startswith("test "):
-            in_table = True
-            continue
-        if in_table and not line.strip():
-            break
-        m = RATIO_RE.match(line) if in_table else None
-        if m:
-            ratios[m.group("label")] = float(m.group("ratio"))
-    return res.stdout, ratios
+    return res.stdout, parse_table(res.stdout)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                        check=True, capture_output=True)
         try:
             sides = {args.rev: base, "this checkout": REPO}
-            got: dict[str, list[dict[str, float]]] = {name: [] for name in sides}
+            got: dict[str, list[dict[str, Row]]] = {name: [] for name in sides}
             for r in range(args.rounds):
                 order = list(sides) if r % 2 == 0 else list(reversed(sides))
                 for name in order:
@@ -77,16 +100,22 @@ def main(argv: list[str] | None = None) -> int:
                            capture_output=True)
     labels = list(got["this checkout"][0])
     names = list(sides)
-    rows = [["row"] + [f"sofs/pt {n}" for n in names] + ["change", "single values"]]
+    rows = [["row"] + [f"sofs/pt {n}" for n in names] + ["change"]
+            + [f"sofs {n}" for n in names] + ["change", "sofs/pt single values"]]
     for label in labels:
-        vals = {n: [run[label] for run in got[n] if label in run] for n in names}
-        meds = [statistics.median(vals[n]) if vals[n] else None for n in names]
-        before, after = meds
-        rows.append([label] + [f"{m:.2f}" if m is not None else "-" for m in meds]
-                    + [f"{(after / before - 1) * 100:+.0f}%" if before and after else "-",
-                       "; ".join(" ".join(f"{v:.2f}" for v in vals[n]) for n in names)])
+        runs = {n: [run[label] for run in got[n] if label in run] for n in names}
+        cells = [label]
+        for field in ("ratio", "sofs"):
+            meds = [statistics.median(getattr(r, field) for r in runs[n]) if runs[n] else None for n in names]
+            fmt = "{:.2f}" if field == "ratio" else "{:,.1f}"
+            cells += [fmt.format(m) if m is not None else "-" for m in meds]
+            before, after = meds
+            cells.append(f"{(after / before - 1) * 100:+.0f}%" if before and after else "-")
+        cells.append("; ".join(" ".join(f"{r.ratio:.2f}" for r in runs[n]) for n in names))
+        rows.append(cells)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    print(f"== summary: sofs/passthrough per row, median of {args.rounds} rounds")
+    print(f"== summary: median of {args.rounds} rounds per side; sofs/pt is the ratio to the passthrough "
+          "measured next to it, sofs its rate (MiB/s or files/s)")
     for row in rows:
         print("  ".join(c.ljust(w) if i in (0, len(row) - 1) else c.rjust(w)
                         for i, (c, w) in enumerate(zip(row, widths, strict=True))).rstrip())
