@@ -7,16 +7,13 @@ usage; 3 ``repair`` finished but some chunks could not be recovered.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
 from chunkstore import errors as cerr
-from chunkstore.healing.sweep import health as run_health
 from chunkstore.healing.sweep import repair as run_repair
 from chunkstore.protection.policy import parse_policy
 from chunkstore.ring.localcluster import init_local_cluster, load_config
@@ -25,15 +22,16 @@ from chunkstore.ring.open import is_networked, open_ring
 from exporters.errors import ExportError
 from exporters.registry import stop_exports
 from fuse_mount import control, runstate
-from fuse_mount.ctlserver import to_jsonable
 from sofs import errors as ferr
 from sofs.fsck import FsckReport, Problem, check_volume
-from sofs.volume import create_volume, list_volume_names, load_volume, protection_for
+from sofs.volume import create_volume, protection_for
 
 from .checkpoints import volume_checkpoint, volume_restore
-from .common import Failure, default_data_dir, fail, human, parse_size, pass_home, progress_bar, table
+from .common import Failure, default_data_dir, fail, human, parse_size, pass_home, table
 from .exports import export
-from .nodes import cluster_create, disk, node, show_cluster
+from .jobs import ring_job, volumes
+from .nodes import cluster_create, disk, node
+from .status import status
 
 if TYPE_CHECKING:
     from click._termui_impl import ProgressBar
@@ -134,7 +132,7 @@ def volume_create(home: Path, name: str, ec: str | None, cos: int | None, compre
 @pass_home
 def volume_list(home: Path) -> None:
     """List volumes with their policies and where they are mounted."""
-    vols = _volumes(home)
+    vols = volumes(home)
     if not vols:
         click.echo("no volumes (create one: sofsctl volume create NAME)")
         return
@@ -151,17 +149,6 @@ def _placing_disks(home: Path) -> int:
     if is_networked(home):
         return len(load_map(home).placing_disks())
     return len(load_config(home).disks)
-
-
-def _volumes(home: Path) -> list:
-    """Volume configs; an unreadable one is reported and skipped, not fatal."""
-    out = []
-    for name in list_volume_names(home):
-        try:
-            out.append(load_volume(home, name))
-        except ferr.VolumeError as e:
-            click.echo(f"warning: {e}", err=True)
-    return out
 
 
 # ---------------------------------------------------------------------------------------- mount
@@ -267,29 +254,6 @@ def umount(home: Path, mountpoint: str, timeout: float) -> None:
 
 # ---------------------------------------------------------------------------------------- repair
 
-def _ring_job(home: Path, op: str, run_local, label: str | None = None) -> dict:
-    """Run a job that needs the RING: here, or in the mount process that holds it."""
-    progress, finish = progress_bar(label)
-    try:
-        try:
-            ring = open_ring(home, instance="sofsctl")
-        except cerr.ClusterInUse as e:
-            if is_networked(home):
-                raise fail(f"another sofsctl job holds this data directory: {e}") from None
-            try:  # a mount process serves the RING: it runs the job for us
-                return control.call(home, op, progress)
-            except control.MountError as e:
-                raise fail(e) from None
-        except cerr.ChunkStoreError as e:
-            raise fail(e) from None
-        try:
-            return to_jsonable(run_local(ring, progress))
-        finally:
-            ring.close()
-    finally:
-        finish()
-
-
 @cli.command()
 @pass_home
 def repair(home: Path) -> None:
@@ -297,7 +261,7 @@ def repair(home: Path) -> None:
 
     Works online (a mounted volume's process runs it) or offline.
     """
-    report = _ring_job(home, "repair", lambda ring, p: run_repair(ring, progress=p),
+    report = ring_job(home, "repair", lambda ring, p: run_repair(ring, progress=p),
                        label="repairing")
     click.echo(f"chunks checked: {report['chunks_checked']}")
     click.echo(f"pieces rebuilt: {report['pieces_rebuilt']} ({human(report['bytes_rebuilt'])})")
@@ -427,73 +391,13 @@ def fsck(home: Path, name: str, repair: bool) -> None:
     sys.exit(4)
 
 
-# ---------------------------------------------------------------------------------------- status
-
-@cli.command()
-@pass_home
-def status(home: Path) -> None:
-    """Show the cluster's disks (or nodes), chunk health, rebuilds, volumes and mounts."""
-    if is_networked(home):
-        show_cluster(home)
-    else:
-        _show_local_disks(home)
-    h = _ring_job(home, "health", lambda ring, p: run_health(ring))
-    line = (f"chunks: {h['chunks']} ({h['protected']} fully protected, {h['degraded']} degraded, "
-            f"{h['unrecoverable']} unrecoverable)")
-    click.echo(line)
-    if h["degraded"] or h["unrecoverable"]:
-        click.echo("run: sofsctl repair", err=True)
-    mounts = {s.volume: s for s in runstate.all_states(home) if s.alive}
-    for v in _volumes(home):
-        m = mounts.get(v.name)
-        where = f"mounted at {m.mountpoint} (pid {m.pid})" if m else "not mounted"
-        click.echo(f"volume {v.name}: {v.large_policy}/{v.small_policy}, {where}"
-                   + (_checkpoint_line(home, v.name) if m else ""))
-
-
-def _checkpoint_line(home: Path, name: str) -> str:
-    """', metadata checkpoint N taken M min ago' from the volume's mount process."""
-    try:
-        st = control.call(home, "stats", timeout=10,
-                          volume=name if is_networked(home) else None)
-    except control.MountError:
-        return ""
-    if st.get("checkpoint_error"):
-        click.echo(f"volume {name}: the last metadata checkpoint failed: "
-                   f"{st['checkpoint_error']}", err=True)
-    if st.get("gc_stopped"):
-        click.echo(f"volume {name}: this copy is read-only and its garbage collection is "
-                   "stopped (another host has taken the volume over); unmount it", err=True)
-    if st.get("checkpoint_at"):
-        age = max(0.0, time.time() - st["checkpoint_at"])
-        return f", metadata checkpoint {st['checkpoint_seq']} taken {age / 60:.0f} min ago"
-    return ", no metadata checkpoint yet"
-
-
-def _show_local_disks(home: Path) -> None:
-    try:
-        cfg = load_config(home)
-    except cerr.ChunkStoreError as e:
-        raise fail(e) from None
-    click.echo(f"cluster {cfg.cluster_id} at {home}")
-    rows = [("DISK", "PATH", "STATE", "SIZE", "FREE")]
-    for d in cfg.disks:
-        path = Path(cfg.disk_path(home, d.id))
-        if not path.is_dir():
-            rows.append((d.id, str(path), "MISSING", "-", "-"))
-            continue
-        usage = shutil.disk_usage(path)
-        state = "up" if (path / "DISK").is_file() else "NOT INITIALISED"
-        rows.append((d.id, str(path), state, human(usage.total), human(usage.free)))
-    table(rows)
-
-
 cluster.add_command(cluster_create)
 volume.add_command(volume_checkpoint)
 volume.add_command(volume_restore)
 cli.add_command(node)
 cli.add_command(disk)
 cli.add_command(export)
+cli.add_command(status)
 
 
 def main() -> None:
