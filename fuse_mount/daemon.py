@@ -84,7 +84,8 @@ def _raise_read_ahead(mountpoint: str) -> None:
 
 
 def admin_ops(ring: RingStore, fs: Filesystem, healer: Healer | None = None,
-              checkpointer: Checkpointer | None = None) -> dict[str, ctlserver.Operation]:
+              checkpointer: Checkpointer | None = None,
+              checkpoint_interval_s: float = 0.0) -> dict[str, ctlserver.Operation]:
     """What ``sofsctl`` may ask this process to do while it holds the RING."""
     extra: dict[str, ctlserver.Operation] = {}
     if checkpointer is not None:
@@ -103,7 +104,8 @@ def admin_ops(ring: RingStore, fs: Filesystem, healer: Healer | None = None,
         # through the healer when there is one: one sweep at a time
         "repair": (lambda progress: healer.sweep(progress)) if healer is not None
         else (lambda progress: repair(ring, progress=progress)),
-        "stats": lambda progress: {**fs.statistics().as_dict(), **_checkpoint_stats(checkpointer)},
+        "stats": lambda progress: {**fs.statistics().as_dict(),
+                                   **_checkpoint_stats(checkpointer, checkpoint_interval_s)},
         "fsck": _online_fsck(fs, ring),
     }
 
@@ -115,11 +117,12 @@ def _online_fsck(fs: Filesystem, ring: RingStore) -> ctlserver.Operation:
     return run
 
 
-def _checkpoint_stats(checkpointer: Checkpointer | None) -> dict:
+def _checkpoint_stats(checkpointer: Checkpointer | None, interval_s: float) -> dict:
     if checkpointer is None:
         return {}
     last = checkpointer.last
-    return {"checkpoint_seq": last.seq if last else None,
+    return {"checkpoint_interval_s": interval_s,  # 0: scheduled checkpoints are off
+            "checkpoint_seq": last.seq if last else None,
             "checkpoint_at": last.created if last else None,
             "checkpoint_error": checkpointer.last_error,
             "gc_stopped": checkpointer.overtaken}
@@ -307,7 +310,7 @@ def run_mount(data_dir: Path, volume: str, mountpoint: str, *, ready_fd: int | N
         stack.callback(runstate.remove, data_dir, state)
         log.info("volume %s mounted at %s (pid %d)", volume, mountpoint, os.getpid())
         control = (ctlserver.socket_path(data_dir, volume if networked else None),
-                   admin_ops(ring, fs, healer, checkpointer))
+                   admin_ops(ring, fs, healer, checkpointer, checkpoint_interval_s))
         trio.run(_serve, fs, ring, mountpoint, ready_fd, control, gc_interval_s, healer,
                  checkpointer, checkpoint_interval_s)
         log.info("FUSE session ended; flushing and closing")

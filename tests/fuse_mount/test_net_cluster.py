@@ -190,8 +190,11 @@ def test_node_failures_link_cuts_and_growth_through_the_mount(net):
           f"({report['bytes_rebuilt'] / MiB / max(report['seconds'], 1e-3):.1f} MiB/s); "
           f"{rebuild_s:.0f} s from the kill to full redundancy")
     verify(m, digests)
-    status = sofsctl(mount.data, "status").stdout
+    res = sofsctl(mount.data, "status", check=False)
+    status = res.stdout
     assert "down" in status and "0 degraded" in status
+    # rebuilt, but two nodes are still down: a warning (exit 1), as Ceph keeps HEALTH_WARN
+    assert res.returncode in (0, 1) and status.startswith("HEALTH_"), res
 
     # 2. they come back: no duplicates, no loss
     cluster.nodes["n2"].start()

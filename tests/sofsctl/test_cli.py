@@ -63,7 +63,7 @@ def test_status_reports_disks_and_missing_ones(run, tmp_path):
     run("cluster", "init", "--disks", "3")
     (tmp_path / "data" / "disks" / "d1").rename(tmp_path / "elsewhere")
     res = run("status")
-    assert res.exit_code == 0
+    assert res.exit_code == 1 and res.output.startswith("HEALTH_WARN")  # a disk is missing
     rows = {line.split()[0]: line for line in res.output.splitlines() if line.startswith("d")}
     assert "MISSING" in rows["d1"] and " up " in rows["d0"]
 

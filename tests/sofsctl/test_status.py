@@ -1,0 +1,138 @@
+"""``sofsctl status`` as a monitoring check runs it (``python -m sofsctl``, on an embedded ring
+that is not mounted): the HEALTH_* first line with its reasons, the exit status 0 / 1 / 2, and
+never "fully protected" while a disk is missing. Also the pure reasons built in
+sofsctl.status (dead mounts, checkpoints, exports)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chunkstore.healing.verdict import Level
+from chunkstore.protection.policy import Protection, parse_policy
+from chunkstore.ring.open import open_ring
+from sofsctl.status import checkpoint_reason, dead_mount_reason, export_reason
+
+ROOT = Path(__file__).resolve().parents[2]
+PROTECTION = Protection(parse_policy("cos2"), parse_policy("ec4+2"))
+
+
+def sofsctl(data: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sofsctl", "--data-dir", str(data), *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def data(tmp_path):
+    """An embedded ring of 6 disks, a volume ec4+2/cos2, and 6 chunks of each policy."""
+    d = tmp_path / "data"
+    assert sofsctl(d, "cluster", "init", "--disks", "6").returncode == 0
+    assert sofsctl(d, "volume", "create", "pacs").returncode == 0
+    ring = open_ring(d, instance="test")
+    try:
+        for _ in range(6):
+            ring.put(os.urandom(100_000), PROTECTION)  # ec4+2: a piece on every disk
+            ring.put(os.urandom(1000), PROTECTION)     # cos2: 3 copies
+    finally:
+        ring.close()
+    return d
+
+
+def test_healthy_ring_is_health_ok(data):
+    res = sofsctl(data, "status")
+    assert res.returncode == 0, res.stdout + res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0] == "HEALTH_OK"
+    assert "chunks: 12 (12 fully protected, 0 degraded, 0 unrecoverable)" in lines
+    assert "volume pacs: ec4+2:isa_l_rs_vand/cos2, not mounted" in lines
+
+
+def test_a_missing_disk_is_a_warning_and_never_fully_protected(data, tmp_path):
+    (data / "disks" / "d3").rename(tmp_path / "d3-moved-away")
+    res = sofsctl(data, "status")
+    assert res.returncode == 1, res.stdout + res.stderr
+    first = res.stdout.splitlines()[0]
+    assert first.startswith("HEALTH_WARN: ")
+    assert f"disk d3 missing ({data / 'disks' / 'd3'})" in first
+    assert "fully protected" not in res.stdout
+    rows = {ln.split()[0]: ln for ln in res.stdout.splitlines() if ln.startswith("d")}
+    assert "MISSING" in rows["d3"]
+    assert "run: sofsctl repair" in res.stderr
+
+
+def test_an_uninitialised_disk_is_a_warning(data):
+    (data / "disks" / "d1" / "DISK").unlink()
+    res = sofsctl(data, "status")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "disk d1 not initialised" in res.stdout.splitlines()[0]
+    assert "fully protected" not in res.stdout
+
+
+def test_more_missing_disks_than_the_policies_tolerate_is_an_error(data, tmp_path):
+    for d in ("d0", "d2", "d4"):  # ec4+2 and cos2 both survive 2
+        (data / "disks" / d).rename(tmp_path / d)
+    res = sofsctl(data, "status")
+    assert res.returncode == 2, res.stdout + res.stderr
+    first = res.stdout.splitlines()[0]
+    assert first.startswith("HEALTH_ERR: 3 disks unavailable, more than the volumes' "
+                            "policies tolerate (2)")
+    assert "disk d0 missing" in first and "disk d4 missing" in first
+
+
+def test_unrecoverable_chunks_are_an_error(data):
+    ring = open_ring(data, instance="test")
+    try:  # 3 of the 6 disks lose every piece: the ec4+2 chunks keep 3 of the 4 they need
+        for d in ("d0", "d1", "d2"):
+            ring.call(d, lambda ds: [ds.delete(p.key, p.frag_idx) for p in list(ds.pieces())])
+    finally:
+        ring.close()
+    res = sofsctl(data, "status")
+    assert res.returncode == 2, res.stdout + res.stderr
+    first = res.stdout.splitlines()[0]
+    assert first.startswith("HEALTH_ERR: 6 chunks unrecoverable")
+    assert any(ln.startswith("chunks: ") and "6 unrecoverable)" in ln
+               for ln in res.stdout.splitlines())
+
+
+def test_no_cluster_is_a_clear_failure(tmp_path):
+    res = sofsctl(tmp_path / "nothing", "status")
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert "HEALTH_OK" not in res.stdout
+
+
+# --- the reasons built in sofsctl.status ---------------------------------------------------
+
+def test_dead_mount_reason_names_the_command_that_clears_it():
+    r = dead_mount_reason("pacs", "/mnt/pacs", 7031)
+    assert r.level == Level.WARN
+    assert r.text == "volume pacs: dead mount at /mnt/pacs (pid 7031 gone): run sofsctl umount /mnt/pacs"
+
+
+def test_checkpoint_reason():
+    now = 10_000.0
+    fresh = {"checkpoint_at": now - 1700, "checkpoint_seq": 3, "checkpoint_error": None}
+    assert checkpoint_reason("v", fresh, now, 600.0) is None          # < 3 intervals
+    stale = {**fresh, "checkpoint_at": now - 1900}
+    r = checkpoint_reason("v", stale, now, 600.0)
+    assert r is not None and r.level == Level.WARN and "32 min old" in r.text
+    assert checkpoint_reason("v", stale, now, 0.0) is None            # checkpoints off
+    failing = {**fresh, "checkpoint_error": "NoSpace: disk full"}
+    r = checkpoint_reason("v", failing, now, 600.0)
+    assert r is not None and r.level == Level.WARN and "failed: NoSpace: disk full" in r.text
+    assert checkpoint_reason("v", {"checkpoint_at": None}, now, 600.0) is None
+
+
+@pytest.mark.parametrize("state", ["failed", "dead", "mount-gone"])
+def test_a_failed_export_is_a_warning(state):
+    r = export_reason("pacs", "nfs", state, "ganesha.nfsd exited")
+    assert r is not None and r.level == Level.WARN
+    assert r.text == f"NFS export of volume pacs {state}: ganesha.nfsd exited"
+
+
+@pytest.mark.parametrize("state", ["running", "starting", "stopped"])
+def test_a_live_or_stopped_export_is_no_reason(state):
+    assert export_reason("pacs", "smb", state, "") is None
