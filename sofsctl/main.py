@@ -16,7 +16,7 @@ import click
 from chunkstore import errors as cerr
 from chunkstore.healing.sweep import repair as run_repair
 from chunkstore.protection.policy import parse_policy
-from chunkstore.ring.localcluster import init_local_cluster, load_config
+from chunkstore.ring.localcluster import init_disk_dir, init_local_cluster, load_config
 from chunkstore.ring.mapadmin import load_map
 from chunkstore.ring.open import is_networked, open_ring
 from exporters.errors import ExportError
@@ -255,13 +255,29 @@ def umount(home: Path, mountpoint: str, timeout: float) -> None:
 # ---------------------------------------------------------------------------------------- repair
 
 @cli.command()
+@click.option("--init-disk", "init_disks", multiple=True, metavar="ID",
+              help="Initialise disk ID's missing or empty directory and rebuild onto it "
+                   "(repeatable). Without it such a disk is left out: it may be a drive "
+                   "that failed to mount.")
 @pass_home
-def repair(home: Path) -> None:
+def repair(home: Path, init_disks: tuple[str, ...]) -> None:
     """Check every chunk and rebuild missing or corrupt copies and fragments.
 
     Works online (a mounted volume's process runs it) or offline.
     """
-    report = ring_job(home, "repair", lambda ring, p: run_repair(ring, progress=p),
+    if init_disks and is_networked(home):
+        raise fail("--init-disk is for an embedded ring; on a networked one replace the disk "
+                   "on its storage node (see STORAGE NODES in sofsctl(8))")
+    for disk_id in dict.fromkeys(init_disks):
+        try:
+            path = init_disk_dir(home, disk_id)
+        except KeyError:
+            ids = ", ".join(d.id for d in load_config(home).disks)
+            raise fail(f"--init-disk {disk_id}: no such disk; the disks are {ids}") from None
+        except cerr.ChunkStoreError as e:
+            raise fail(f"--init-disk {disk_id}: {e}") from None
+        click.echo(f"disk {disk_id}: initialised {path}")
+    report = ring_job(home, "repair", lambda ring, p: run_repair(ring, progress=p, init_disks=init_disks),
                        label="repairing")
     click.echo(f"chunks checked: {report['chunks_checked']}")
     click.echo(f"pieces rebuilt: {report['pieces_rebuilt']} ({human(report['bytes_rebuilt'])})")
@@ -270,9 +286,13 @@ def repair(home: Path) -> None:
         click.echo(f"volume checkpoint records rewritten to their disks: "
                    f"{report['roots_refreshed']}")
     if report.get("disks_revived"):
-        click.echo(f"disks re-created: {', '.join(report['disks_revived'])}")
+        click.echo(f"disks back in use: {', '.join(report['disks_revived'])}")
+    if report.get("deleted_meanwhile"):
+        click.echo(f"chunks deleted while the sweep ran (not lost): {report['deleted_meanwhile']}")
     for err in report.get("errors", [])[:20]:
         click.echo(f"error: {err}", err=True)
+    for msg in report.get("disks_refused", []):
+        click.echo(f"left out: {msg}", err=True)
     if report["unrecoverable"]:
         click.echo(f"UNRECOVERABLE chunks: {len(report['unrecoverable'])}", err=True)
         for key in report["unrecoverable"][:20]:
@@ -281,6 +301,9 @@ def repair(home: Path) -> None:
     if report.get("errors"):
         click.echo("some chunks are still degraded; run repair again", err=True)
         sys.exit(3)
+    if report.get("disks_refused"):
+        click.echo("the chunks with pieces on these disks are still degraded", err=True)
+        sys.exit(5)
     click.echo("all chunks fully protected")
 
 

@@ -92,7 +92,10 @@ def status(ctx: click.Context, home: Path) -> None:
         _show_local_disks(home, disks)
     click.echo(hv.chunk_line(h, [d.id for d in disks if d.state != "up"]))
     if h.degraded or h.unrecoverable or problems:
-        click.echo("run: sofsctl repair", err=True)
+        new = [d for d, why in problems.items() if why.startswith(("missing", "not initialised"))]
+        click.echo("run: sofsctl repair" + (
+            f" (a disk replaced by a new, empty drive: sofsctl repair --init-disk {new[0]})"
+            if new and not networked else ""), err=True)
     for v in vols:
         m = mounts.get(v.name)
         if m:

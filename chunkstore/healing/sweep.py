@@ -1,10 +1,14 @@
 """Repair sweep and health scan of a RING (local or networked: any RingStore).
 
-:func:`repair` first revives unavailable disks (a missing disk directory whose parent exists is
-re-created and initialised; a non-empty directory without a valid marker is refused: it may be
-the mount point of an unmounted disk), then walks the union of the pieces indexed on every
-available disk plus the chunks named in the repair log. For each chunk, grouped by
-(key, policy code):
+:func:`repair` first revives unavailable disks. On an embedded RING a missing (or empty,
+unmarked) disk directory is initialised only if the disk is named in ``init_disks``
+(``sofsctl repair --init-disk ID``): otherwise it may be a drive that failed to mount, and the
+rebuild would fill the filesystem under its mount point. Refused disks stay out of the
+read/write set, like a down disk (their chunks stay degraded), and the refusals are reported
+(``disks_refused``). A non-empty directory without a valid marker, and a disk set up as its
+own filesystem whose path is not a mount point now, are always refused. The sweep then walks
+the union of the pieces indexed on every available disk plus the chunks named in the repair
+log. For each chunk, grouped by (key, policy code):
 
 * every owner per the ring must hold its own piece (fragment i on owners[i], or a replica) and
   that piece must verify (record checksum; replicas also against the chunk key);
@@ -13,7 +17,14 @@ available disk plus the chunks named in the repair log. For each chunk, grouped 
   written to the disk that should hold them – a bad piece is tombstoned first;
 * once every owner holds a verified piece, pieces on other disks or under other fragment
   indexes (misplaced / extra) are removed;
-* chunks the repair log marks DELETED have their leftover pieces removed instead.
+* chunks the repair log marks DELETED have their leftover pieces removed instead;
+* a chunk deleted while the sweep runs (checkpoint rotation, the volumes' GC) is never counted
+  or logged as unrecoverable, nor rebuilt: it is known deleted if it was deleted through this
+  ring client since the snapshot (:meth:`RingStore.watching_deletes`), if the repair log marks
+  it DELETED, or if the snapshot listed pieces of it and now no disk that held one, and no
+  owner, has any (every one of those disks answering). Its NEEDS_REPAIR entry is cleared.
+  A chunk whose pieces went missing otherwise (a piece still somewhere, a disk that does not
+  answer, or known only from a repair-log entry) is reported as before.
 
 Each chunk is handled inside its own try block: one bad chunk never stops the sweep.
 
@@ -40,7 +51,7 @@ import itertools
 import threading
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 from chunkstore.api import DiskBackend
 from chunkstore.clock import SYSTEM_CLOCK, Clock
@@ -48,6 +59,7 @@ from chunkstore.errors import ChunkCorrupt, ChunkNotFound, ChunkStoreError, Disk
 from chunkstore.placement.keys import ChunkRef
 from chunkstore.protection.policy import REPLICA_INDEX, ECPolicy, Policy, ReplicationPolicy
 from chunkstore.ring.datapath import RingStore
+from chunkstore.ring.local import LocalRing
 from chunkstore.ring.repairlog import DELETED, NEEDS_REPAIR
 
 Progress = Callable[[int, int], None]
@@ -67,6 +79,8 @@ class RepairReport:
     errors: tuple[str, ...] = ()  # chunks whose repair failed for another reason (left degraded)
     roots_refreshed: int = 0      # volume root records written again to their current owners
     cancelled: bool = False       # stopped early (chunks_checked of them done): sweep again
+    disks_refused: tuple[str, ...] = ()  # why an unavailable disk was not revived (one line each)
+    deleted_meanwhile: int = 0    # chunks deleted while the sweep ran (not unrecoverable)
 
     @property
     def chunks_unrecoverable(self) -> int:
@@ -174,6 +188,10 @@ def _get(ring: RingStore, disk_id: str, key: bytes, idx: int) -> bytes:
     return ring.call(disk_id, lambda ds: ds.get(key, idx))
 
 
+def _has(ds: DiskBackend, key: bytes, idx: int) -> bool:
+    return ds.has(key, idx)
+
+
 def _replace(ds: DiskBackend, ref: ChunkRef, idx: int, piece: bytes) -> None:
     """Write a rebuilt piece; a bad one there is tombstoned first (stored bytes are never
     overwritten). Idempotent, as ``RingStore.call`` needs."""
@@ -183,9 +201,11 @@ def _replace(ds: DiskBackend, ref: ChunkRef, idx: int, piece: bytes) -> None:
 
 
 class _Sweep:
-    def __init__(self, ring: RingStore, verify: bool = True) -> None:
+    def __init__(self, ring: RingStore, verify: bool = True, deleted_keys: set[bytes] | None = None) -> None:
         self.ring = ring
         self.verify = verify
+        self.deleted_keys = deleted_keys if deleted_keys is not None else set()
+        self.deleted_meanwhile = 0
         self.counts = threading.Lock()  # chunks are swept by several threads
         self.read_bytes = 0
         self.rebuilt = 0
@@ -217,6 +237,36 @@ class _Sweep:
         if not self.ring.unavailable_disks():
             self.ring.repair_log.clear(c.ref.key)
 
+    def _known_deleted(self, key: bytes) -> bool:
+        if key in self.deleted_keys:
+            return True
+        entry = self.ring.repair_log.get(key)
+        return entry is not None and entry.kind == DELETED
+
+    def _vanished(self, c: _Chunk, policy: Policy, expected: list[tuple[str, int]]) -> bool:
+        """The snapshot listed pieces of the chunk and none is left now on any disk that held
+        one, nor on any owner, every one of them answering: it was deleted meanwhile."""
+        if not c.where:
+            return False  # known from the repair log only: nothing to compare with
+        key = c.ref.key
+        disks = set(c.where) | {d for d, _ in expected}
+        idxs = {i for _, i in expected} | {i for s in c.where.values() for i in s}
+        for disk_id in sorted(disks):
+            for idx in sorted(idxs):
+                try:
+                    if self.ring.call(disk_id, functools.partial(_has, key=key, idx=idx)):
+                        return False
+                except ChunkStoreError:
+                    return False  # cannot tell: a loss until shown otherwise
+        return True
+
+    def _settle_deleted(self, c: _Chunk) -> None:
+        with self.counts:
+            self.deleted_meanwhile += 1
+        entry = self.ring.repair_log.get(c.ref.key)
+        if entry is not None and entry.kind == NEEDS_REPAIR:
+            self.ring.repair_log.clear(c.ref.key)
+
     def chunk(self, c: _Chunk) -> None:
         ref = c.ref
         policy = ref.policy.policy()
@@ -237,6 +287,9 @@ class _Sweep:
                 held.add((disk_id, idx))
         if bad:
             payload = self._payload(c, policy, good)
+            if self._known_deleted(ref.key) or (payload is None and self._vanished(c, policy, expected)):
+                self._settle_deleted(c)  # deleted during the sweep: neither lost nor to rebuild
+                return
             if payload is None:
                 with self.counts:
                     self.unrecoverable.append(ref.key)
@@ -321,25 +374,46 @@ class _Throttle:
 
 def repair(ring: RingStore, progress: Progress | None = None,
            max_bytes_per_s: float | None = None, verify: bool = True, *,
-           cancel: threading.Event | None = None, clock: Clock = SYSTEM_CLOCK) -> RepairReport:
+           cancel: threading.Event | None = None, clock: Clock = SYSTEM_CLOCK,
+           init_disks: Iterable[str] = ()) -> RepairReport:
     """Make every chunk fully protected again (see module docstring). With ``verify`` every
     piece an owner should hold is read and verified, so the sweep is also a scrub; without,
     pieces the disk indexes list are trusted and only the chunks missing pieces are read (a
     rebuild after a map change: several times less traffic). ``max_bytes_per_s`` caps the
     sweep's traffic (pieces read plus written), to spare client I/O; ``clock`` paces it.
-    ``cancel`` stops the sweep between chunks (the report says ``cancelled``)."""
+    ``cancel`` stops the sweep between chunks (the report says ``cancelled``).
+    ``init_disks``: disks of an embedded RING whose missing or empty directory may be
+    initialised (anywhere else such a disk is refused and left down; ValueError for an
+    unknown id)."""
+    init = set(init_disks)
+    unknown = init - set(ring.disk_ids())
+    if unknown:
+        raise ValueError(f"unknown disk {', '.join(sorted(unknown))}; the disks are "
+                         f"{', '.join(ring.disk_ids())}")
     cancel = cancel if cancel is not None else threading.Event()
     if cancel.is_set():
         return RepairReport(0, 0, 0, (), 0, cancelled=True)
     revived = []
+    refused: list[str] = []
     for disk_id in sorted(ring.unavailable_disks()):
-        if ring.revive_disk(disk_id):
+        if isinstance(ring, LocalRing):
+            if ring.revive_disk(disk_id, init=disk_id in init):
+                revived.append(disk_id)
+            elif disk_id in ring.refused:
+                refused.append(ring.refused[disk_id])
+        elif ring.revive_disk(disk_id):
             revived.append(disk_id)
+    with ring.watching_deletes() as deleted_keys:
+        return _sweep_all(ring, progress, throttle=_Throttle(max_bytes_per_s, clock, cancel),
+                          sweep=_Sweep(ring, verify, deleted_keys), cancel=cancel,
+                          revived=revived, refused=refused)
+
+
+def _sweep_all(ring: RingStore, progress: Progress | None, *, throttle: _Throttle, sweep: _Sweep,
+               cancel: threading.Event, revived: list[str], refused: list[str]) -> RepairReport:
     chunks, _ = _collect(ring, cancel)
-    sweep = _Sweep(ring, verify)
     errors: list[str] = []
     total = len(chunks)
-    throttle = _Throttle(max_bytes_per_s, clock, cancel)
 
     def one(c: _Chunk) -> bool:
         """Sweep one chunk; False if the sweep was cancelled before it started."""
@@ -381,6 +455,8 @@ def repair(ring: RingStore, progress: Progress | None = None,
         errors=tuple(errors),
         roots_refreshed=roots,
         cancelled=cancelled,
+        disks_refused=tuple(refused),
+        deleted_meanwhile=sweep.deleted_meanwhile,
     )
 
 

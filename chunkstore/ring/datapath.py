@@ -35,7 +35,9 @@ reads degrade, writes go to the quorum, nothing crashes; subclasses bring disks 
 PolicyError; a closed store raises DiskUnavailable.
 
 delete: tombstones on every owner; if an owner is unavailable the chunk is noted as DELETED in
-the repair log so repair removes the leftovers later instead of rebuilding them.
+the repair log so repair removes the leftovers later instead of rebuilding them. A repair sweep
+watches deletes (:meth:`RingStore.watching_deletes`): a key is added to every watch before its
+first tombstone, so a sweep that finds pieces gone can tell a delete from a loss.
 
 Volume root records (:mod:`chunkstore.roots`), the one small mutable record per volume:
 ``put_root`` writes it in parallel to the owners of ``root_key(volume_id)``, ``min(ROOT_WIDTH,
@@ -56,10 +58,11 @@ left to the caller.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterable, TypeVar
+from typing import Callable, Iterable, Iterator, TypeVar
 
 from chunkstore.api import Capacity, ChunkStore, DiskBackend, Membership
 from chunkstore.errors import (
@@ -100,6 +103,7 @@ class RingStore(ChunkStore):
         self._disks: dict[str, DiskBackend] = {}
         self._down: dict[str, str] = {}
         self._closed = True
+        self._delete_watches: list[set[bytes]] = []  # see watching_deletes
 
     def _start_pool(self, workers: int) -> None:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ring")
@@ -431,9 +435,25 @@ class RingStore(ChunkStore):
                 return payload
         return None
 
+    @contextlib.contextmanager
+    def watching_deletes(self) -> Iterator[set[bytes]]:
+        """A set that receives the key of every chunk deleted through this client while the
+        context lasts (added before its pieces are tombstoned)."""
+        keys: set[bytes] = set()
+        with self._disks_lock:
+            self._delete_watches.append(keys)
+        try:
+            yield keys
+        finally:
+            with self._disks_lock:
+                self._delete_watches.remove(keys)
+
     def delete(self, ref: ChunkRef) -> None:
         self._check_open()
         policy = self._policy(ref)
+        with self._disks_lock:
+            for keys in self._delete_watches:
+                keys.add(ref.key)
         owners = self.ring.owners(ref.key, policy.width)
         futures = [
             self._pool.submit(self._delete_piece, owners[i], ref.key, policy.piece_index(i)) for i in range(policy.width)

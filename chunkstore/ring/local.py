@@ -6,13 +6,19 @@ RingStore`'s; this class opens the cluster's DiskStores under an exclusive clust
 
 A disk whose directory is missing at open, or vanishes later, is marked unavailable: reads
 degrade, writes go to the quorum, nothing crashes. :meth:`LocalRing.revive_disk` (used by
-repair) re-creates a missing disk directory.
+repair) reopens a disk that is back; it initialises a missing (or empty, unmarked) disk
+directory only when told (``init=True``: ``sofsctl repair --init-disk ID``), since a missing
+directory is as likely a drive that failed to mount as a lost one, and rebuilding into it would
+fill the parent filesystem. A disk that ``cluster init`` found to be its own mounted filesystem
+(``DiskConfig.own_fs``) is never opened nor initialised while its path is on its parent's
+filesystem. Refusals are kept in :attr:`LocalRing.refused` (disk id -> message).
 """
 
 from __future__ import annotations
 
 import os
 
+from chunkstore.disk.marker import MARKER_NAME
 from chunkstore.disk.store import DEFAULT_CONTAINER_SIZE, DiskStore
 from chunkstore.errors import DiskUnavailable
 from chunkstore.placement.layout import REPAIR_LOG_DIR
@@ -20,6 +26,19 @@ from chunkstore.placement.ring import Ring
 from chunkstore.ring import localcluster as cl
 from chunkstore.ring.datapath import RingStore
 from chunkstore.ring.repairlog import RepairLog
+
+
+def has_marker(path: str) -> bool:
+    return os.path.exists(os.path.join(path, MARKER_NAME))
+
+
+def _missing_or_empty(path: str) -> bool:
+    try:
+        return not os.listdir(path)
+    except FileNotFoundError:
+        return True
+    except NotADirectoryError:
+        return False
 
 
 class LocalRing(RingStore):
@@ -34,6 +53,7 @@ class LocalRing(RingStore):
     ) -> None:
         self.data_dir = os.fspath(data_dir)
         self._container_size = container_size
+        self.refused: dict[str, str] = {}  # disk id -> why it is not used (see revive_disk)
         cl.load_config(self.data_dir)  # ClusterNotFound before creating a lock file anywhere
         self._lock = cl.ClusterLock(self.data_dir)
         try:
@@ -67,6 +87,12 @@ class LocalRing(RingStore):
 
     def _open_disk(self, disk_id: str) -> bool:
         path = self.config.disk_path(self.data_dir, disk_id)
+        unmounted = cl.unmounted_reason(self.data_dir, self.config, disk_id)
+        if unmounted is not None:
+            with self._disks_lock:
+                self._down[disk_id] = unmounted
+            self.refused[disk_id] = unmounted
+            return False
         try:
             ds = DiskStore(
                 path,
@@ -89,10 +115,13 @@ class LocalRing(RingStore):
     def disk_ids(self) -> list[str]:
         return [d.id for d in self.config.disks]
 
-    def revive_disk(self, disk_id: str) -> bool:
-        """Bring an unavailable disk back: open it, or, if its directory is missing and the
-        parent exists, re-create and initialise it empty. Refuses (False) a non-empty
-        directory without a valid marker (it may be an unmounted disk's mount point)."""
+    def revive_disk(self, disk_id: str, *, init: bool = False) -> bool:
+        """Bring an unavailable disk back: open it if its directory holds its marker. A missing
+        directory (whose parent exists), or an empty one without a marker, is initialised
+        empty only with ``init``; without, the disk stays down and the refusal (naming the
+        disk, its path and ``--init-disk``) is kept in :attr:`refused`. A non-empty directory
+        without a valid marker is always refused (it may be an unmounted disk's mount point),
+        and so is a disk set up as its own filesystem whose path is not a mount point now."""
         with self._disks_lock:
             if disk_id in self._disks:
                 ds = self._disks[disk_id]
@@ -104,16 +133,34 @@ class LocalRing(RingStore):
                 return True
             except DiskUnavailable as e:
                 self.mark_down(disk_id, str(e))
+        self.refused.pop(disk_id, None)
         path = self.config.disk_path(self.data_dir, disk_id)
-        parent = os.path.dirname(os.path.abspath(path))
-        if not os.path.exists(path):
+        unmounted = cl.unmounted_reason(self.data_dir, self.config, disk_id)
+        if unmounted is not None:
+            return self._refuse(disk_id, unmounted)
+        if not has_marker(path) and _missing_or_empty(path):
+            if not init:
+                return self._refuse(disk_id, (
+                    f"disk {disk_id}: its directory {path} is missing or empty; not re-creating it "
+                    f"(if the drive failed to mount, mount it there; if it is a new empty drive or "
+                    f"the disk is to be rebuilt here, run: sofsctl repair --init-disk {disk_id})"))
+            parent = os.path.dirname(os.path.abspath(path))
             if not os.path.isdir(parent):
-                return False
+                return self._refuse(disk_id, f"disk {disk_id}: cannot initialise {path}: no directory {parent}")
             try:
                 DiskStore.initialise(path, self.config.cluster_id, disk_id)
-            except (DiskUnavailable, OSError):
-                return False
-        return self._open_disk(disk_id)
+            except (DiskUnavailable, OSError) as e:
+                return self._refuse(disk_id, f"disk {disk_id}: cannot initialise {path}: {e}")
+        if self._open_disk(disk_id):
+            return True
+        return self._refuse(disk_id, f"disk {disk_id}: cannot open {path}: "
+                                     f"{self.unavailable_disks().get(disk_id, 'unknown error')}")
+
+    def _refuse(self, disk_id: str, reason: str) -> bool:
+        self.refused[disk_id] = reason
+        with self._disks_lock:
+            self._down[disk_id] = reason
+        return False
 
     def close(self) -> None:
         if getattr(self, "_closed", True):

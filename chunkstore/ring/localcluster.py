@@ -3,7 +3,10 @@
 Layout of ``DATA_DIR``::
 
     cluster.json   ClusterConfig (JSON, format_version 1): cluster id, vnodes per disk and the
-                   disks with their paths (relative to DATA_DIR unless absolute) and tiers
+                   disks with their paths (relative to DATA_DIR unless absolute), failure
+                   domains and ``own_fs``: whether the disk directory was its own mounted
+                   filesystem at init (absent in older files: false). Such a disk is never
+                   used while its path is on its parent's filesystem (the drive is not mounted)
     ring.json      RingData (chunkstore.placement.ring), built from cluster.json
     cluster.lock   exclusive flock held while a LocalRing is open; contains the holder's pid
     disks/d0 ..    one DiskStore directory per disk (chunkstore.disk.store)
@@ -24,7 +27,7 @@ from dataclasses import dataclass
 
 from chunkstore.atomicfile import atomic_write
 from chunkstore.disk.store import DiskStore
-from chunkstore.errors import ClusterInUse, ClusterMismatch, ClusterNotFound, FormatError
+from chunkstore.errors import ClusterInUse, ClusterMismatch, ClusterNotFound, DiskUnavailable, FormatError
 from chunkstore.placement.layout import CLUSTER_FILE, LOCK_FILE, RING_FILE
 from chunkstore.placement.ring import DEFAULT_VNODES, RingBuilder, RingData
 
@@ -40,6 +43,30 @@ class DiskConfig:
     host: str = "local"
     site: str = "site0"
     weight: float = 1.0
+    own_fs: bool = False  # its directory was its own mounted filesystem at ``cluster init``
+
+
+def on_own_fs(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a mount point: its st_dev differs from its parent directory's."""
+    path = os.path.abspath(os.fspath(path))
+    return os.stat(path).st_dev != os.stat(os.path.dirname(path)).st_dev
+
+
+def unmounted_reason(data_dir: str | os.PathLike, config: "ClusterConfig", disk_id: str) -> str | None:
+    """Why a disk configured as its own filesystem must not be used now (its directory is
+    missing, or is on its parent's filesystem: the drive is not mounted), else None."""
+    d = config.disk(disk_id)
+    if not d.own_fs:
+        return None
+    path = config.disk_path(data_dir, disk_id)
+    try:
+        if on_own_fs(path):
+            return None
+    except FileNotFoundError:
+        pass
+    return (f"disk {disk_id} was set up as its own filesystem but {path} is not a mount point "
+            f"(on its parent's filesystem or missing): the drive is not mounted; mount it there "
+            f"and run repair again")
 
 
 @dataclass(frozen=True)
@@ -50,6 +77,12 @@ class ClusterConfig:
     vnodes: int
     disks: tuple[DiskConfig, ...]
     format_version: int = CLUSTER_FORMAT_VERSION
+
+    def disk(self, disk_id: str) -> DiskConfig:
+        for d in self.disks:
+            if d.id == disk_id:
+                return d
+        raise KeyError(disk_id)
 
     def disk_path(self, data_dir: str | os.PathLike, disk_id: str) -> str:
         for d in self.disks:
@@ -76,7 +109,8 @@ class ClusterConfig:
             if int(doc["format_version"]) != CLUSTER_FORMAT_VERSION:
                 raise FormatError(f"unknown cluster format version {doc['format_version']}")
             disks = tuple(
-                DiskConfig(str(d["id"]), str(d["path"]), str(d["host"]), str(d["site"]), float(d["weight"]))
+                DiskConfig(str(d["id"]), str(d["path"]), str(d["host"]), str(d["site"]), float(d["weight"]),
+                           own_fs=_bool(d.get("own_fs", False)))
                 for d in doc["disks"]
             )
             return cls(str(doc["cluster_id"]), int(doc["vnodes"]), disks)
@@ -92,8 +126,16 @@ class ClusterConfig:
         return b
 
     def same_shape(self, other: "ClusterConfig") -> bool:
-        """Equal apart from the cluster id."""
-        return (self.vnodes, self.disks, self.format_version) == (other.vnodes, other.disks, other.format_version)
+        """Equal apart from the cluster id (and what init observed: ``own_fs``)."""
+        def shape(c: "ClusterConfig") -> tuple:
+            return (c.vnodes, tuple(dataclasses.replace(d, own_fs=False) for d in c.disks), c.format_version)
+        return shape(self) == shape(other)
+
+
+def _bool(v: object) -> bool:
+    if not isinstance(v, bool):
+        raise TypeError(f"own_fs must be true or false, not {v!r}")
+    return v
 
 
 def load_config(data_dir: str | os.PathLike) -> ClusterConfig:
@@ -188,8 +230,13 @@ def init_local_cluster(
         os.makedirs(os.path.join(data_dir, "disks"), exist_ok=True)
         for d in config.disks:
             path = config.disk_path(data_dir, d.id)
+            if not fresh and unmounted_reason(data_dir, config, d.id) is not None:
+                continue  # never initialise the mount point of a drive that is not mounted
             if fresh or not os.path.exists(path):
                 DiskStore.initialise(path, config.cluster_id, d.id)
+        if fresh:  # record which disk directories are mounted filesystems of their own
+            config = dataclasses.replace(config, disks=tuple(
+                dataclasses.replace(d, own_fs=on_own_fs(config.disk_path(data_dir, d.id))) for d in config.disks))
         ring_path = os.path.join(data_dir, RING_FILE)
         if fresh or not os.path.exists(ring_path):
             config.ring_builder().build().save(ring_path)
@@ -198,3 +245,19 @@ def init_local_cluster(
         return config
     finally:
         lock.release()
+
+
+def init_disk_dir(data_dir: str | os.PathLike, disk_id: str) -> str:
+    """Initialise one disk's missing or empty directory (``sofsctl repair --init-disk ID``),
+    so that the next repair sweep rebuilds its pieces there; returns its path. Idempotent on a
+    disk that holds its marker. KeyError for an unknown disk; DiskUnavailable if the disk was
+    set up as its own filesystem and the drive is not mounted, or the directory is not empty
+    and unmarked (possibly an unmounted drive's mount point), or its parent is missing."""
+    config = load_config(data_dir)
+    config.disk(disk_id)  # KeyError
+    reason = unmounted_reason(data_dir, config, disk_id)
+    if reason is not None:
+        raise DiskUnavailable(reason)
+    path = config.disk_path(data_dir, disk_id)
+    DiskStore.initialise(path, config.cluster_id, disk_id)
+    return path

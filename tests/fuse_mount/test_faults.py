@@ -75,7 +75,12 @@ def test_two_lost_disks_still_read_and_repair_restores_redundancy(archive):
     assert e.value.errno == errno.EIO
     assert "written-degraded" in os.listdir(archive.mnt)
     archive.umount()
-    res = sofsctl(archive.data, "repair")
+    # a vanished disk directory is not re-created behind the admin's back (F31)...
+    refused = sofsctl(archive.data, "repair", check=False)
+    assert refused.returncode == 5 and "--init-disk" in refused.stderr, refused
+    assert not lost[0].exists() and not lost[1].exists()
+    # ...only when the admin says these are new, empty disks
+    res = sofsctl(archive.data, "repair", *(a for p in lost for a in ("--init-disk", p.name)))
     assert "pieces rebuilt" in res.stdout and "all chunks fully protected" in res.stdout
     assert assert_fully_protected(archive) >= chunks
     archive.mount()

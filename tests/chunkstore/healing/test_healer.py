@@ -116,7 +116,7 @@ def test_a_rebuild_sweep_trusting_the_indexes_restores_the_same(cluster_dir, pro
         refs = [ring.put(p, protection) for p in payloads]
     shutil.rmtree(cluster_dir / "disks" / "d1")
     with LocalRing.open(cluster_dir) as ring:
-        quick = repair(ring, verify=False)
+        quick = repair(ring, verify=False, init_disks={"d1"})
         assert quick.pieces_rebuilt > 0 and quick.unrecoverable == () and not quick.errors
         h = health(ring, verify=True)
         assert (h.protected, h.degraded) == (len(refs), 0)

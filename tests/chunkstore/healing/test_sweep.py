@@ -3,6 +3,8 @@ import errno
 import os
 import shutil
 
+import pytest
+
 from chunkstore.disk import container as ctr
 from chunkstore.errors import DiskUnavailable, StaleMap
 from chunkstore.healing.sweep import health, repair
@@ -26,7 +28,39 @@ def _actual_counts(ring):
     return collections.Counter({d: ring.disk(d).stats().live_pieces for d in ring.available_disks()})
 
 
-def test_repair_recreates_missing_disks(cluster_dir, protection):
+def test_repair_refuses_to_recreate_a_missing_disk_unless_told(cluster_dir, protection):
+    """F31: a vanished disk directory may be a drive that failed to mount; rebuilding into a
+    re-created directory would fill the parent filesystem."""
+    payloads = [os.urandom(n) for n in SIZES]
+    with LocalRing.open(cluster_dir) as ring:
+        refs = [ring.put(p, protection) for p in payloads]
+    shutil.rmtree(cluster_dir / "disks" / "d5")
+    shutil.rmtree(cluster_dir / "disks" / "d0")
+    (cluster_dir / "disks" / "d0").mkdir()  # an empty mount point: the drive did not mount
+    with LocalRing.open(cluster_dir) as ring:
+        rep = repair(ring)
+        assert rep.disks_revived == ()
+        assert len(rep.disks_refused) == 2
+        for disk_id, msg in zip(("d0", "d5"), rep.disks_refused, strict=True):
+            assert f"disk {disk_id}" in msg and str(cluster_dir / "disks" / disk_id) in msg
+            assert f"--init-disk {disk_id}" in msg
+        assert sorted(ring.unavailable_disks()) == ["d0", "d5"]  # out of the read/write set
+        assert rep.unrecoverable == ()
+        assert not (cluster_dir / "disks" / "d5").exists()
+        assert os.listdir(cluster_dir / "disks" / "d0") == []
+        for ref, p in zip(refs, payloads, strict=True):  # reads degrade
+            assert ring.get(ref) == p
+        h = health(ring)
+        assert h.degraded > 0 and h.disks_unavailable == ("d0", "d5")
+
+
+def test_repair_refuses_an_unknown_init_disk(cluster_dir):
+    with LocalRing.open(cluster_dir) as ring:
+        with pytest.raises(ValueError, match="unknown disk d9"):
+            repair(ring, init_disks={"d9"})
+
+
+def test_repair_recreates_missing_disks_when_told(cluster_dir, protection):
     payloads = [os.urandom(n) for n in SIZES]
     with LocalRing.open(cluster_dir) as ring:
         refs = [ring.put(p, protection) for p in payloads]
@@ -37,7 +71,7 @@ def test_repair_recreates_missing_disks(cluster_dir, protection):
         h = health(ring)
         assert h.degraded > 0 and h.unrecoverable == 0 and h.disks_unavailable == ("d0", "d5")
         seen = []
-        rep = repair(ring, progress=lambda done, total: seen.append((done, total)))
+        rep = repair(ring, progress=lambda done, total: seen.append((done, total)), init_disks={"d0", "d5"})
         assert rep.disks_revived == ("d0", "d5")
         assert rep.unrecoverable == () and rep.errors == ()
         assert rep.pieces_rebuilt == want["d0"] + want["d5"]
