@@ -73,7 +73,8 @@ def status(ctx: click.Context, home: Path) -> None:
             policies += [parse_policy(v.large_policy), parse_policy(v.small_policy)]
         except cerr.ChunkStoreError:
             continue
-    reasons: list[hv.Reason | None] = [*hv.disk_reasons(problems, hv.tolerance(policies))]
+    counted = set(problems) <= set(h.disks_unavailable)
+    reasons: list[hv.Reason | None] = [*hv.disk_reasons(problems, hv.tolerance(policies), counted)]
     reasons += hv.chunk_reasons(h)
     reasons += _fill_reasons(disks)
     reasons += [dead_mount_reason(s.volume, s.mountpoint, s.pid) for s in dead.values()]
@@ -82,6 +83,7 @@ def status(ctx: click.Context, home: Path) -> None:
         if st is not None:
             reasons.append(checkpoint_reason(
                 name, st, now, _checkpoint_interval(st)))
+            reasons.append(overtaken_reason(name, st))
     reasons += [export_reason(e.volume, e.kind, e.state, e.message) for e in list_exports(home)]
     verdict = hv.combine(reasons)
 
@@ -115,6 +117,14 @@ def status(ctx: click.Context, home: Path) -> None:
 def dead_mount_reason(volume: str, mountpoint: str, pid: int) -> hv.Reason:
     return hv.Reason(hv.Level.WARN, f"volume {volume}: dead mount at {mountpoint} "
                                     f"(pid {pid} gone): run sofsctl umount {mountpoint}")
+
+
+def overtaken_reason(volume: str, st: dict) -> hv.Reason | None:
+    """A warning when another host took the volume over from this mount (read-only, GC off)."""
+    if not st.get("gc_stopped"):
+        return None
+    return hv.Reason(hv.Level.WARN, f"volume {volume}: this copy was taken over by another "
+                                    "host (read-only, garbage collection stopped): unmount it")
 
 
 def checkpoint_reason(volume: str, st: dict, now: float, interval_s: float) -> hv.Reason | None:

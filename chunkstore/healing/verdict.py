@@ -68,12 +68,16 @@ def tolerance(policies: Iterable[Policy]) -> int | None:
     return min((p.width - p.min_pieces for p in policies), default=None)
 
 
-def disk_reasons(problems: Mapping[str, str], tolerated: int | None) -> list[Reason]:
+def disk_reasons(problems: Mapping[str, str], tolerated: int | None,
+                 counted_without: bool = False) -> list[Reason]:
     """PROBLEMS maps each disk that is missing, not initialised or unreadable to a description
     (``"missing (/srv/sofs/disks/d3)"``); each is a warning, and more of them than TOLERATED
-    (see :func:`tolerance`) is an error."""
+    (see :func:`tolerance`) is an error, unless COUNTED_WITHOUT: the chunk count already saw
+    every one of these disks as unavailable, so its degraded and unrecoverable figures (see
+    :func:`chunk_reasons`) say what the data has lost (a networked ring whose down nodes'
+    data was rebuilt elsewhere is a warning, not an error)."""
     out = [Reason(Level.WARN, f"disk {d} {what}") for d, what in sorted(problems.items())]
-    if tolerated is not None and len(problems) > tolerated:
+    if tolerated is not None and len(problems) > tolerated and not counted_without:
         out.insert(0, Reason(Level.ERR, f"{len(problems)} disks unavailable, more than the "
                                         f"volumes' policies tolerate ({tolerated}): data "
                                         "may be unreadable"))

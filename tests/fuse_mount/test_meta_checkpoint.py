@@ -168,9 +168,12 @@ def test_networked_client_lost_entirely_and_a_stale_writer_refused(tmp_path):
         pids.append(json.loads((stale / "run" / "mounts" / "pacs.json").read_text())["pid"])
         # the overtaken copy notices within a GC interval: read-only, GC stopped
         deadline = time.monotonic() + 15
-        while "garbage collection is stopped" not in net_sofsctl(fresh, "status").stderr:
+        while "garbage collection is stopped" not in (
+                seen := net_sofsctl(fresh, "status", check=False)).stderr:
             assert time.monotonic() < deadline, "the overtaken mount did not notice"
             time.sleep(0.5)
+        assert seen.returncode == 1 and seen.stdout.startswith("HEALTH_WARN"), seen
+        assert "taken over by another host" in seen.stdout.splitlines()[0], seen
         with pytest.raises(OSError) as ei:
             (mnt / "after-takeover.dcm").write_bytes(b"refused")
         assert ei.value.errno == errno.EROFS

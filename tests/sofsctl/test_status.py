@@ -15,7 +15,7 @@ import pytest
 from chunkstore.healing.verdict import Level
 from chunkstore.protection.policy import Protection, parse_policy
 from chunkstore.ring.open import open_ring
-from sofsctl.status import checkpoint_reason, dead_mount_reason, export_reason
+from sofsctl.status import checkpoint_reason, dead_mount_reason, export_reason, overtaken_reason
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTECTION = Protection(parse_policy("cos2"), parse_policy("ec4+2"))
@@ -78,8 +78,8 @@ def test_more_missing_disks_than_the_policies_tolerate_is_an_error(data, tmp_pat
     res = sofsctl(data, "status")
     assert res.returncode == 2, res.stdout + res.stderr
     first = res.stdout.splitlines()[0]
-    assert first.startswith("HEALTH_ERR: 3 disks unavailable, more than the volumes' "
-                            "policies tolerate (2)")
+    # the chunk count saw the three disks gone, so it says what the data lost
+    assert first.startswith("HEALTH_ERR: ") and "chunks unrecoverable" in first
     assert "disk d0 missing" in first and "disk d4 missing" in first
 
 
@@ -136,3 +136,11 @@ def test_a_failed_export_is_a_warning(state):
 @pytest.mark.parametrize("state", ["running", "starting", "stopped"])
 def test_a_live_or_stopped_export_is_no_reason(state):
     assert export_reason("pacs", "smb", state, "") is None
+
+
+def test_a_copy_taken_over_by_another_host_is_a_warning():
+    from_mount = {"gc_stopped": True, "checkpoint_error": None}
+    reason = overtaken_reason("pacs", from_mount)
+    assert reason is not None and reason.level == Level.WARN and "unmount it" in reason.text
+    assert overtaken_reason("pacs", {"gc_stopped": False}) is None
+

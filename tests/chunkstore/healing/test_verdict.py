@@ -100,3 +100,11 @@ def test_chunk_line_never_says_fully_protected_while_a_disk_is_missing():
     assert "fully protected" not in chunk_line(_h(protected=4, unavailable=["d2"]))
     two = chunk_line(_h(protected=4), missing=["d3", "d1"])
     assert "while disks d1, d3 are missing" in two
+
+
+def test_disks_the_chunk_count_saw_as_unavailable_leave_the_verdict_to_the_chunk_counts():
+    """A networked ring with two nodes down and their data rebuilt elsewhere: a warning."""
+    four = {"n2.d0": "unavailable", "n2.d1": "unavailable", "n5.d0": "unavailable", "n5.d1": "unavailable"}
+    assert combine(disk_reasons(four, 2, counted_without=True)).level == Level.WARN
+    assert combine(disk_reasons(four, 2)).level == Level.ERR
+
