@@ -142,10 +142,21 @@ def _distinct_pieces(policy: Policy, c: _Chunk) -> int:
 
 
 def health(ring: RingStore, verify: bool = False) -> HealthReport:
-    """Classify every known chunk; ``verify=True`` also reads and checks each owner's piece."""
+    """Classify every known chunk; ``verify=True`` also reads and checks each owner's piece.
+
+    Disks are listed one after the other while the GC and checkpoint rotation may delete: a
+    chunk deleted meanwhile (through this client, or gone from every disk that listed it) is
+    not counted, as in the repair sweep."""
+    with ring.watching_deletes() as deleted:
+        return _health(ring, verify, deleted)
+
+
+def _health(ring: RingStore, verify: bool, deleted: set[bytes]) -> HealthReport:
     chunks, pieces = _collect(ring)
     protected = degraded = unrecoverable = 0
     for c in chunks.values():
+        if c.ref.key in deleted:
+            continue
         try:
             policy = c.ref.policy.policy()
             expected = _expected(ring, policy, c.ref.key)
@@ -168,7 +179,7 @@ def health(ring: RingStore, verify: bool = False) -> HealthReport:
                 protected += 1
             elif max(ok, _distinct_pieces(policy, c)) >= policy.min_pieces:
                 degraded += 1
-            else:
+            elif c.ref.key not in deleted and not _vanished(ring, c, expected):
                 unrecoverable += 1
         except ChunkStoreError:
             unrecoverable += 1
@@ -182,6 +193,25 @@ def health(ring: RingStore, verify: bool = False) -> HealthReport:
         disks_total=len(ring.disk_ids()),
         disks_unavailable=tuple(sorted(down)),
     )
+
+
+def _vanished(ring: RingStore, c: _Chunk, expected: list[tuple[str, int]]) -> bool:
+    """The snapshot listed pieces of the chunk and none is left now on any disk that held one,
+    nor on any owner, every one of them answering: it was deleted meanwhile (by another client
+    of the RING; deletes through this one are watched, see :meth:`RingStore.watching_deletes`)."""
+    if not c.where:
+        return False  # known from the repair log only: nothing to compare with
+    key = c.ref.key
+    disks = set(c.where) | {d for d, _ in expected}
+    idxs = {i for _, i in expected} | {i for s in c.where.values() for i in s}
+    for disk_id in sorted(disks):
+        for idx in sorted(idxs):
+            try:
+                if ring.call(disk_id, functools.partial(_has, key=key, idx=idx)):
+                    return False
+            except ChunkStoreError:
+                return False  # cannot tell: a loss until shown otherwise
+    return True
 
 
 def _get(ring: RingStore, disk_id: str, key: bytes, idx: int) -> bytes:
@@ -243,23 +273,6 @@ class _Sweep:
         entry = self.ring.repair_log.get(key)
         return entry is not None and entry.kind == DELETED
 
-    def _vanished(self, c: _Chunk, policy: Policy, expected: list[tuple[str, int]]) -> bool:
-        """The snapshot listed pieces of the chunk and none is left now on any disk that held
-        one, nor on any owner, every one of them answering: it was deleted meanwhile."""
-        if not c.where:
-            return False  # known from the repair log only: nothing to compare with
-        key = c.ref.key
-        disks = set(c.where) | {d for d, _ in expected}
-        idxs = {i for _, i in expected} | {i for s in c.where.values() for i in s}
-        for disk_id in sorted(disks):
-            for idx in sorted(idxs):
-                try:
-                    if self.ring.call(disk_id, functools.partial(_has, key=key, idx=idx)):
-                        return False
-                except ChunkStoreError:
-                    return False  # cannot tell: a loss until shown otherwise
-        return True
-
     def _settle_deleted(self, c: _Chunk) -> None:
         with self.counts:
             self.deleted_meanwhile += 1
@@ -287,7 +300,7 @@ class _Sweep:
                 held.add((disk_id, idx))
         if bad:
             payload = self._payload(c, policy, good)
-            if self._known_deleted(ref.key) or (payload is None and self._vanished(c, policy, expected)):
+            if self._known_deleted(ref.key) or (payload is None and _vanished(self.ring, c, expected)):
                 self._settle_deleted(c)  # deleted during the sweep: neither lost nor to rebuild
                 return
             if payload is None:

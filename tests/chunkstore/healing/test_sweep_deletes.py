@@ -89,3 +89,25 @@ def test_a_chunk_known_only_from_the_repair_log_with_no_piece_left_is_still_unre
         rep = repair(ring)
         assert rep.unrecoverable == (ref.key,)
         assert _needs_repair(ring) == [ref.key]
+
+
+def test_health_does_not_count_a_chunk_the_gc_deletes_while_the_disks_are_listed(cluster_dir, protection,
+                                                                                monkeypatch):
+    """`sofsctl status` while the GC runs: the disks listed after the delete no longer show the
+    chunk, those listed before still do; it is neither unrecoverable nor counted."""
+    with LocalRing.open(cluster_dir) as ring:
+        ring.put(os.urandom(300_000), protection)
+        doomed = ring.put(os.urandom(200_000), protection)
+        real = sweep_mod._collect
+
+        def collect(r, cancel=None):
+            chunks, pieces = real(r, cancel)
+            r.delete(doomed)
+            c = next(c for c in chunks.values() if c.ref.key == doomed.key)
+            for d in sorted(c.where)[2:]:  # listed after the delete: gone there
+                del c.where[d]
+            return chunks, pieces
+
+        monkeypatch.setattr(sweep_mod, "_collect", collect)
+        h = health(ring)
+        assert (h.chunks, h.protected, h.unrecoverable) == (1, 1, 0)
