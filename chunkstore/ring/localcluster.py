@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from chunkstore.atomicfile import atomic_write
 from chunkstore.disk.store import DiskStore
 from chunkstore.errors import ClusterInUse, ClusterMismatch, ClusterNotFound, DiskUnavailable, FormatError
-from chunkstore.placement.layout import CLUSTER_FILE, LOCK_FILE, RING_FILE
+from chunkstore.placement.layout import CLUSTER_FILE, DISKS_DIR, LOCK_FILE, RING_FILE
 from chunkstore.placement.ring import DEFAULT_VNODES, RingBuilder, RingData
 
 CLUSTER_FORMAT_VERSION = 1
@@ -198,7 +198,7 @@ def init_local_cluster(
         raise ValueError("need at least one disk and one vnode")
     data_dir = os.fspath(data_dir)
     os.makedirs(data_dir, exist_ok=True)
-    wanted_disks = tuple(DiskConfig(f"d{i}", os.path.join("disks", f"d{i}")) for i in range(disks))
+    wanted_disks = tuple(DiskConfig(f"d{i}", os.path.join(DISKS_DIR, f"d{i}")) for i in range(disks))
     try:
         lock = ClusterLock(data_dir)
     except ClusterInUse:
@@ -227,7 +227,7 @@ def init_local_cluster(
                 raise ClusterMismatch(
                     f"{data_dir}: holds a different cluster ({len(config.disks)} disks, {config.vnodes} vnodes)"
                 )
-        os.makedirs(os.path.join(data_dir, "disks"), exist_ok=True)
+        os.makedirs(os.path.join(data_dir, DISKS_DIR), exist_ok=True)
         for d in config.disks:
             path = config.disk_path(data_dir, d.id)
             if not fresh and unmounted_reason(data_dir, config, d.id) is not None:

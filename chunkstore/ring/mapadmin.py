@@ -22,7 +22,7 @@ from chunkstore.errors import ChunkStoreError, ClusterMismatch, MapError
 from chunkstore.net.client import RemoteDisk
 from chunkstore.net.wire import load_secret
 from chunkstore.placement.clustermap import ClusterMap
-from chunkstore.placement.layout import CLUSTER_FILE, MAP_FILE, SECRET_FILE
+from chunkstore.placement.layout import CLUSTER_FILE, DISKS_DIR, MAP_FILE, SECRET_FILE
 from chunkstore.placement.ring import DEFAULT_VNODES
 from chunkstore.ring.net import offer_map
 
@@ -68,7 +68,7 @@ def init_node(node_dir: str | os.PathLike, data_dir: str | os.PathLike, node_id:
     if os.path.exists(config_path):
         raise ClusterMismatch(f"{config_path} exists: this node is already set up")
     entries = []
-    root = disk_root or os.path.join(node_dir, "disks")
+    root = disk_root or os.path.join(node_dir, DISKS_DIR)
     os.makedirs(root, exist_ok=True)
     for disk_id in node_disk_ids(node_id, disks):
         path = os.path.join(root, disk_id)
