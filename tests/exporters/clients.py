@@ -14,15 +14,10 @@ import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-import pytest
+from smb.SMBConnection import SMBConnection
 
 from .exportenv import ALICE, ExportEnv, User
-
-if TYPE_CHECKING:
-    from smb.SMBConnection import SMBConnection
-
 
 # --- payloads -------------------------------------------------------------------------------
 
@@ -60,7 +55,6 @@ def nfs_cli_url(env: ExportEnv, path: str = "") -> str:
 
 def pysmb_connect(port: int, user: User, password: str | None = None, timeout: float = 30
                   ) -> tuple[SMBConnection, bool]:
-    from smb.SMBConnection import SMBConnection
     conn = SMBConnection(user.name, user.password if password is None else password,
                          "sofs-test", "SOFS", is_direct_tcp=True)
     ok = conn.connect("127.0.0.1", port, timeout=timeout)
@@ -69,8 +63,7 @@ def pysmb_connect(port: int, user: User, password: str | None = None, timeout: f
 
 @contextlib.contextmanager
 def pysmb_conn(port: int, user: User) -> Iterator[SMBConnection]:
-    """A pysmb connection of USER that must succeed (skips without pysmb), closed afterwards."""
-    pytest.importorskip("smb.SMBConnection", reason="pip install pysmb")
+    """A pysmb connection of USER that must succeed (pysmb is a test dependency), closed afterwards."""
     conn, ok = pysmb_connect(port, user, timeout=10)
     assert ok
     try:

@@ -32,7 +32,6 @@ from .helpers import free_port
 
 
 def nfs_client(port: int):
-    nfs_rs = pytest.importorskip("nfs_rs", reason="pip install nfs-rs")
     return nfs_rs.Client.connect(f"nfs://127.0.0.1:{port}/vol?version=4.1", uid=1000, gid=1000,
                                  connect_timeout=10, operation_timeout=30)
 

@@ -12,8 +12,11 @@ import signal
 import time
 import uuid
 
+import nfs_rs
 import pytest
+import smbclient
 from smb.smb_structs import OperationFailure
+from smb.SMBConnection import SMBConnection
 from smbprotocol.exceptions import SMBException
 
 from exporters.errors import ExportError
@@ -31,7 +34,6 @@ from .helpers import free_port, need_root_and, running, scratch_dir
 
 pytestmark = pytest.mark.integration
 
-nfs_rs = pytest.importorskip("nfs_rs", reason="pip install nfs-rs (the userspace NFS client)")
 
 
 # --- NFS-Ganesha ---------------------------------------------------------------------------
@@ -197,8 +199,7 @@ def smbd():
 
 
 def pysmb_connect(port: int, user: str, password: str):
-    smb_conn = pytest.importorskip("smb.SMBConnection", reason="pip install pysmb")
-    conn = smb_conn.SMBConnection(user, password, "sofs-test", "SOFS", is_direct_tcp=True)
+    conn = SMBConnection(user, password, "sofs-test", "SOFS", is_direct_tcp=True)
     ok = conn.connect("127.0.0.1", port, timeout=10)
     return conn, ok
 
@@ -239,7 +240,6 @@ def test_smb_wrong_password_and_other_user_refused(smbd):
 
 
 def test_smb_smbprotocol_smb3(smbd):
-    smbclient = pytest.importorskip("smbclient", reason="pip install smbprotocol")
     svc, data, port = smbd
     server = "127.0.0.1"
     try:

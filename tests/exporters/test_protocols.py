@@ -22,7 +22,9 @@ import subprocess
 import time
 from collections.abc import Iterator
 
+import nfs_rs
 import pytest
+import smbclient
 from smb.smb_structs import OperationFailure
 
 from tests.fuse_mount.conftest import needs_fuse
@@ -49,9 +51,6 @@ from .exportenv import ALICE, BOB, EVE, ExportEnv, mounted_env
 
 pytestmark = [pytest.mark.integration, needs_fuse]
 
-nfs_rs = pytest.importorskip("nfs_rs", reason="pip install nfs-rs")
-smbclient = pytest.importorskip("smbclient", reason="pip install smbprotocol")
-pytest.importorskip("smb.SMBConnection", reason="pip install pysmb")
 
 MANY = 1000
 # FILE_ATTRIBUTE_*
