@@ -54,6 +54,7 @@ durable high-water mark and cuts a torn tail off the active container.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from typing import Callable, Iterator
@@ -73,6 +74,8 @@ from chunkstore.disk.rootfiles import RootFiles
 from chunkstore.errors import ChunkCorrupt, ChunkNotFound, DiskUnavailable, FormatError, KeyConflict
 from chunkstore.protection.policy import PolicyCode
 from chunkstore.roots import RootRecord, check_volume_id
+
+log = logging.getLogger("sofs.disk")
 
 DEFAULT_CONTAINER_SIZE = 64 * 1024 * 1024
 
@@ -348,8 +351,8 @@ class DiskStore:
                 self._cache.close()
                 try:
                     self._db.close()
-                except Exception:
-                    pass
+                except Exception as e:  # rocksdict: nothing left to do at close but say so
+                    log.warning("%s: closing the index failed: %s: %s", self.path, type(e).__name__, e)
 
     def __enter__(self) -> "DiskStore":
         return self
