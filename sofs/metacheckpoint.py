@@ -59,7 +59,7 @@ import blake3
 
 from chunkstore import errors as cerr
 from chunkstore.api import ChunkStore
-from chunkstore.atomicfile import atomic_write
+from chunkstore.atomicfile import atomic_write, fsync_dir
 from chunkstore.clock import SYSTEM_CLOCK, Clock
 from chunkstore.placement.keys import chunk_key
 from chunkstore.protection.policy import Protection
@@ -502,11 +502,7 @@ def restore(store: ChunkStore, volume_uuid: str, dest: Path, *, which: int = 0,
                 os.fsync(out.fileno())
             if size != f.size or h.hexdigest() != f.blake3:
                 raise CheckpointError(f"{f.name}: restored bytes do not match the manifest")
-        fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(tmp)
         os.rename(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

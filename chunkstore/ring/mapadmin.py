@@ -21,7 +21,7 @@ from chunkstore.disk.store import DiskStore
 from chunkstore.errors import ChunkStoreError, ClusterMismatch, MapError
 from chunkstore.net.client import RemoteDisk
 from chunkstore.net.wire import load_secret
-from chunkstore.placement.clustermap import ClusterMap
+from chunkstore.placement.clustermap import ClusterMap, split_address
 from chunkstore.placement.layout import CLUSTER_FILE, DISKS_DIR, MAP_FILE, SECRET_FILE
 from chunkstore.placement.ring import DEFAULT_VNODES
 from chunkstore.ring.net import offer_map
@@ -89,9 +89,9 @@ def load_map(data_dir: str | os.PathLike) -> ClusterMap:
 
 def _node_handle(cmap: ClusterMap, node_id: str, secret: bytes, timeout: float) -> RemoteDisk:
     node = cmap.node(node_id)
-    host, _, port = node.address.rpartition(":")
+    host, port = split_address(node.address)
     disks = [d.id for d in cmap.disks if d.node == node_id] or ["none"]
-    return RemoteDisk(host.strip("[]"), int(port), disks[0], secret, timeout, max_connections=1)
+    return RemoteDisk(host, port, disks[0], secret, timeout, max_connections=1)
 
 
 def newest_map(data_dir: str | os.PathLike, timeout: float = 3.0) -> ClusterMap:
@@ -169,11 +169,11 @@ def node_piece_counts(data_dir: str | os.PathLike, node_id: str, timeout: float 
     cmap = load_map(data_dir)
     secret = load_secret(os.path.join(data_dir, SECRET_FILE))
     node = cmap.node(node_id)
-    host, _, port = node.address.rpartition(":")
+    host, port = split_address(node.address)
     counts = {}
     for d in cmap.disks:
         if d.node == node_id:
-            with RemoteDisk(host.strip("[]"), int(port), d.id, secret, timeout,
+            with RemoteDisk(host, port, d.id, secret, timeout,
                             max_connections=1, epoch=cmap.epoch) as rd:
                 counts[d.id] = rd.stats().live_pieces
     return counts

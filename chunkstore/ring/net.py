@@ -46,18 +46,13 @@ from chunkstore.clock import SYSTEM_CLOCK, Clock
 from chunkstore.errors import ChunkStoreError
 from chunkstore.net.client import RemoteDisk
 from chunkstore.net.wire import load_secret
-from chunkstore.placement.clustermap import ClusterMap
+from chunkstore.placement.clustermap import ClusterMap, split_address
 from chunkstore.placement.layout import MAP_FILE, REPAIR_LOG_DIR, RUN_DIR, SECRET_FILE
 from chunkstore.ring.datapath import RingStore
 from chunkstore.ring.localcluster import ClusterLock
 from chunkstore.ring.repairlog import RepairLog
 
 log = logging.getLogger("sofs.netring")
-
-
-def _split(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    return host.strip("[]"), int(port)
 
 
 def offer_map(cmap: ClusterMap, put: Callable[[str, bytes], int]) -> dict[str, str]:
@@ -147,7 +142,7 @@ class NetRing(RingStore):
                     gone.close()
             for disk_id in sorted(members):
                 node = cmap.node_of(disk_id)
-                host, port = _split(node.address)
+                host, port = split_address(node.address)
                 rd: RemoteDisk | None = self._remote.get(disk_id)
                 if rd is not None and (rd.host, rd.port) != (host, port):
                     rd.close()
@@ -205,7 +200,7 @@ class NetRing(RingStore):
             if rd is None:
                 node = self.cmap.node(node_id)
                 disks = [d.id for d in self.cmap.disks if d.node == node_id]
-                host, port = _split(node.address)
+                host, port = split_address(node.address)
                 rd = RemoteDisk(host, port, disks[0] if disks else "none", self._secret,
                                 self.ping_timeout_s, max_connections=2, clock=self._clock)
                 self._pingers[node_id] = rd
