@@ -93,6 +93,10 @@ class SofsOperations(pyfuse3.Operations):
             kw["atime_ns"] = attr.st_atime_ns
         if fields.update_mtime:
             kw["mtime_ns"] = attr.st_mtime_ns
+        if not kw and not fields.update_size:
+            # nothing but ctime: chown(f, -1, -1); nothing at all: the kernel asks to drop
+            # set-ID bits before a write (see Filesystem.setattr)
+            kw["kill_setid"] = "chown" if fields.update_ctime else "write"
         if fields.update_size:
             kw["size"] = attr.st_size
             node = await self._run(lambda: self.fs.setattr(inode, ctx=_ctx(ctx), **kw))

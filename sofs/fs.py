@@ -22,7 +22,7 @@ import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from chunkstore.api import ChunkStore
 from chunkstore.clock import SYSTEM_CLOCK, Clock
@@ -50,7 +50,7 @@ from .handles import HandleTable, OpenFile
 from .inode import Inode
 from .inodes import InodeTable
 from .metadata import Batch, MetaStore
-from .permissions import ROOT_CTX, Ctx, check_access, check_setattr, check_sticky
+from .permissions import ROOT_CTX, Ctx, check_access, check_setattr, check_sticky, drops_setgid
 from .superblock import mount_superblock
 from .timestamps import wall_ns
 from .volume import VolumeConfig, load_volume, volume_dir
@@ -440,12 +440,19 @@ class Filesystem:
 
     def setattr(self, ino: int, *, mode: int | None = None, uid: int | None = None,
                 gid: int | None = None, size: int | None = None, atime_ns: int | None = None,
-                mtime_ns: int | None = None, ctx: Ctx = ROOT_CTX) -> Inode:
-        """Change attributes; ``size`` truncates or extends (data work: call from a thread)."""
+                mtime_ns: int | None = None, ctx: Ctx = ROOT_CTX,
+                kill_setid: Literal["chown", "write"] | None = None) -> Inode:
+        """Change attributes; ``size`` truncates or extends (data work: call from a thread).
+
+        ``kill_setid`` is a request that changes nothing else but the set-ID bits the kernel
+        left to the file layer (:func:`drops_setgid`): ``"write"`` before a write (no
+        permission check, as the kernel forces it), ``"chown"`` for ``chown(f, -1, -1)``
+        (only the owner or root may then change the mode)."""
         if size is not None:
             self.truncate(ino, size)
         with self._lock:
             node = self._inodes.get(ino)
+            old = node.copy()
             now = self._now()
             if self.check_permissions:
                 check_setattr(node, ctx, mode=mode, uid=uid, gid=gid)
@@ -458,11 +465,15 @@ class Filesystem:
             if gid is not None:
                 node.gid = gid
             if (uid is not None or gid is not None) and not node.is_dir:
-                # Linux drops set-user-ID on chown, root included, and set-group-ID when the
-                # group may execute (without group-execute it marks mandatory locking)
+                # Linux drops set-user-ID on chown, root included, and set-group-ID as
+                # drops_setgid decides (judged against the group before the change)
                 node.mode &= ~stat.S_ISUID
-                if node.mode & stat.S_IXGRP:
+                if drops_setgid(old, ctx):
                     node.mode &= ~stat.S_ISGID
+            if (size is not None or kill_setid) and drops_setgid(node, ctx):
+                if kill_setid == "chown" and ctx.uid not in (0, node.uid):
+                    raise NotPermitted("only the owner or root changes the mode")
+                node.mode &= ~stat.S_ISGID
             if atime_ns is not None:
                 node.atime_ns = atime_ns
             if mtime_ns is not None:

@@ -60,3 +60,17 @@ def check_setattr(node: Inode, ctx: Ctx, *, mode: int | None, uid: int | None,
         raise NotPermitted("only the owner or root changes the group")
     if mode is not None and ctx.uid not in (0, node.uid):
         raise NotPermitted("only the owner or root changes the mode")
+
+
+def drops_setgid(node: Inode, ctx: Ctx) -> bool:
+    """Whether a write, truncate or change of owner by ``ctx`` drops ``node``'s set-group-ID
+    bit, as Linux decides it (``setattr_should_drop_sgid``, kernel 6.x): always when the group
+    may execute; without group-execute, when the caller is neither root nor in the file's
+    group. The kernel's FUSE client applies only the first half itself, so the file layer
+    applies the second (``ctx`` carries the primary group only: supplementary groups are not
+    in the FUSE request)."""
+    if node.is_dir or not node.mode & stat.S_ISGID:
+        return False
+    if node.mode & stat.S_IXGRP:
+        return True
+    return ctx.uid != 0 and ctx.gid != node.gid

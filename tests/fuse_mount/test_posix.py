@@ -111,6 +111,51 @@ def test_setgid_directory_and_suid_cleared_on_write_by_others(archive):
     assert not os.stat(m / "suid").st_mode & stat.S_ISUID
 
 
+SETGID_CASES = (  # (who, what): each on a fresh file owned by alice, group root, mode 02745
+    (ALICE, "fd = os.open(P, os.O_WRONLY); os.write(fd, b'x'); os.close(fd)"),
+    (ALICE, "os.truncate(P, 0)"),
+    (ALICE, "os.chown(P, -1, -1)"),
+    (BOB, "os.chown(P, -1, -1)"),
+    (0, "fd = os.open(P, os.O_WRONLY); os.write(fd, b'x'); os.close(fd)"),
+)
+
+
+def setgid_outcomes(directory: Path) -> list[tuple[str, int]]:
+    """What each of SETGID_CASES returns and leaves of the mode, in ``directory``."""
+    found = []
+    for n, (who, op) in enumerate(SETGID_CASES):
+        p = directory / f"sgid{n}"
+        p.write_bytes(b"data")
+        os.chown(p, ALICE, 0)
+        os.chmod(p, 0o2745)
+        result = attempt(who, f"P = '{p}'; " + op) if who else _run_as_root(p, op)
+        found.append((result, stat.S_IMODE(os.stat(p).st_mode)))
+    return found
+
+
+def _run_as_root(p: Path, op: str) -> str:
+    exec(op, {"os": os, "P": str(p)})
+    return "ok"
+
+
+@needs_user_python
+def test_setgid_without_group_execute_follows_the_local_filesystem(archive):
+    """Linux 6.x drops set-group-ID on a write, truncate or chown by a caller outside the
+    file's group even without group-execute, and refuses chown(f, -1, -1) to a non-owner then;
+    the FUSE client leaves that to the filesystem. Compared with ext4, case by case."""
+    ref = Path(tempfile.mkdtemp(prefix="sofs-ref-", dir="/tmp"))
+    try:
+        os.chmod(ref, 0o755)
+        expected = setgid_outcomes(ref)
+    finally:
+        shutil.rmtree(ref, ignore_errors=True)
+    assert expected[0] == ("ok", 0o745) and expected[3] == ("EPERM", 0o2745)  # the rule holds
+    assert setgid_outcomes(archive.mnt) == expected
+    archive.remount()
+    assert [stat.S_IMODE(os.stat(archive.mnt / f"sgid{n}").st_mode)
+            for n in range(len(SETGID_CASES))] == [mode for _, mode in expected]
+
+
 def test_names_links_and_xattr_limits(archive):
     m = archive.mnt
     odd = "ünïcødé \t\n\x01!*?"
