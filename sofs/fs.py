@@ -468,9 +468,10 @@ class Filesystem:
                 # Linux drops set-user-ID on chown, root included, and set-group-ID as
                 # drops_setgid decides (judged against the group before the change)
                 node.mode &= ~stat.S_ISUID
-                if drops_setgid(old, ctx):
+                if drops_setgid(old, ctx, chown=True):
                     node.mode &= ~stat.S_ISGID
-            if (size is not None or kill_setid) and drops_setgid(node, ctx):
+            if (size is not None or kill_setid) and drops_setgid(
+                    node, ctx, chown=kill_setid == "chown"):
                 if kill_setid == "chown" and ctx.uid not in (0, node.uid):
                     raise NotPermitted("only the owner or root changes the mode")
                 node.mode &= ~stat.S_ISGID

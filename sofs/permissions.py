@@ -62,14 +62,17 @@ def check_setattr(node: Inode, ctx: Ctx, *, mode: int | None, uid: int | None,
         raise NotPermitted("only the owner or root changes the mode")
 
 
-def drops_setgid(node: Inode, ctx: Ctx) -> bool:
-    """Whether a write, truncate or change of owner by ``ctx`` drops ``node``'s set-group-ID
-    bit, as Linux decides it (``setattr_should_drop_sgid``, kernel 6.x): always when the group
-    may execute; without group-execute, when the caller is neither root nor in the file's
-    group. The kernel's FUSE client applies only the first half itself, so the file layer
-    applies the second (``ctx`` carries the primary group only: supplementary groups are not
-    in the FUSE request)."""
+def drops_setgid(node: Inode, ctx: Ctx, *, chown: bool) -> bool:
+    """Whether a write or truncate (or, with ``chown``, a change of owner) by ``ctx`` drops
+    ``node``'s set-group-ID bit, as Linux 6.x decides it: a write or truncate by root keeps
+    every set-ID bit; otherwise the bit goes when the group may execute, and without
+    group-execute when the caller is neither root nor in the file's group
+    (``setattr_should_drop_sgid``). The kernel's FUSE client applies only the group-execute
+    rule itself, so the file layer applies the rest (``ctx`` carries the primary group only:
+    supplementary groups are not in the FUSE request)."""
     if node.is_dir or not node.mode & stat.S_ISGID:
+        return False
+    if ctx.uid == 0 and not chown:
         return False
     if node.mode & stat.S_IXGRP:
         return True

@@ -111,23 +111,29 @@ def test_setgid_directory_and_suid_cleared_on_write_by_others(archive):
     assert not os.stat(m / "suid").st_mode & stat.S_ISUID
 
 
-SETGID_CASES = (  # (who, what): each on a fresh file owned by alice, group root, mode 02745
-    (ALICE, "fd = os.open(P, os.O_WRONLY); os.write(fd, b'x'); os.close(fd)"),
-    (ALICE, "os.truncate(P, 0)"),
-    (ALICE, "os.chown(P, -1, -1)"),
-    (BOB, "os.chown(P, -1, -1)"),
-    (0, "fd = os.open(P, os.O_WRONLY); os.write(fd, b'x'); os.close(fd)"),
+WRITE = "fd = os.open(P, os.O_WRONLY); os.write(fd, b'x'); os.close(fd)"
+SETGID_CASES = (  # (who, what, mode): each on a fresh file owned by alice, group root
+    (ALICE, WRITE, 0o2745),
+    (ALICE, "os.truncate(P, 0)", 0o2745),
+    (ALICE, "os.chown(P, -1, -1)", 0o2745),
+    (BOB, "os.chown(P, -1, -1)", 0o2745),
+    (ALICE, f"os.chown(P, -1, {ALICE})", 0o2745),
+    (0, WRITE, 0o2745),
+    (0, WRITE, 0o6777),
+    (0, "os.truncate(P, 1)", 0o6777),
+    (0, "os.chown(P, -1, -1)", 0o2775),
+    (ALICE, WRITE, 0o6777),
 )
 
 
 def setgid_outcomes(directory: Path) -> list[tuple[str, int]]:
     """What each of SETGID_CASES returns and leaves of the mode, in ``directory``."""
     found = []
-    for n, (who, op) in enumerate(SETGID_CASES):
+    for n, (who, op, mode) in enumerate(SETGID_CASES):
         p = directory / f"sgid{n}"
         p.write_bytes(b"data")
         os.chown(p, ALICE, 0)
-        os.chmod(p, 0o2745)
+        os.chmod(p, mode)
         result = attempt(who, f"P = '{p}'; " + op) if who else _run_as_root(p, op)
         found.append((result, stat.S_IMODE(os.stat(p).st_mode)))
     return found
