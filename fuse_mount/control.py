@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from . import runstate
 from .ctlserver import socket_path
@@ -163,8 +164,9 @@ def unmount(data_dir: Path, mountpoint: str, *, timeout: float = 120.0) -> str:
 
 
 def call(data_dir: Path, op: str, progress=None, timeout: float | None = None,
-         volume: str | None = None) -> dict:
-    """Run admin ``op`` in the mount process that serves the RING; returns its result.
+         volume: str | None = None, args: dict | None = None) -> Any:
+    """Run admin ``op`` (with keyword ``args``) in the mount process that serves the RING;
+    returns its result.
 
     ``progress(done, total)`` is called as the job reports (with ``phase=name`` too when
     the job names its phases). Raises MountError when no mount
@@ -178,7 +180,7 @@ def call(data_dir: Path, op: str, progress=None, timeout: float | None = None,
             s.connect(str(path))
         except OSError as e:
             raise MountError(f"no mount process answers on {path}: {e.strerror}") from None
-        s.sendall(json.dumps({"op": op}).encode() + b"\n")
+        s.sendall(json.dumps({"op": op, **({"args": args} if args else {})}).encode() + b"\n")
         for line in s.makefile("rb"):
             msg = json.loads(line)
             if "progress" in msg:

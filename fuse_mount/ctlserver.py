@@ -5,8 +5,9 @@ commands that need the RING ask that process over a Unix socket, ``DATA_DIR/run/
 (mode 0600: root only), instead of opening the disks themselves; on a networked data
 directory each volume's mount has its own, ``DATA_DIR/run/mount-VOLUME.sock``.
 
-Protocol: one request per connection, a JSON object on one line (at most 4 KiB), e.g.
-``{"op": "repair"}``. The answer is a sequence of JSON lines: zero or more
+Protocol: one request per connection, a JSON object on one line (at most 64 KiB), e.g.
+``{"op": "repair"}``, with ``"args": {...}`` for an operation that takes arguments. The answer
+is a sequence of JSON lines: zero or more
 ``{"progress": [done, total]}`` (with ``"phase": name`` for jobs of several phases) while the
 job runs, then exactly one ``{"result": {...}}`` or
 ``{"error": "message"}``. Unknown ops and malformed requests get an error line; the server lives
@@ -15,7 +16,8 @@ on. The operations are the mount's to choose (:func:`fuse_mount.daemon.admin_ops
 one), ``stats`` (mount statistics and the last checkpoint), ``fsck`` (a check of the mounted
 volume, no repair), and when they apply ``checkpoint``, ``checkpoint-take-over`` and
 ``checkpoints`` (metadata checkpoints in the RING), ``sweep`` (the healer's progress) and
-``cluster`` (node states of a networked RING).
+``cluster`` (node states of a networked RING), ``chunks`` (where the pieces of the chunks
+named in its args are, for ``sofsctl chunk which`` and ``file info``).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import trio
 
 log = logging.getLogger("sofs.ctl")
 
-MAX_REQUEST = 4096
+MAX_REQUEST = 64 << 10
 PROGRESS_INTERVAL_S = 0.5
 
 
@@ -43,9 +45,9 @@ class Progress(Protocol):
     def __call__(self, done: int, total: int, phase: str = "") -> None: ...
 
 
-# An operation runs in a worker thread; it gets a progress callback and returns a
-# JSON-serialisable result (dataclasses are converted).
-Operation = Callable[[Progress], Any]
+# An operation runs in a worker thread; it gets a progress callback (and the request's "args"
+# as keyword arguments) and returns a JSON-serialisable result (dataclasses are converted).
+Operation = Callable[..., Any]
 
 
 def socket_path(data_dir: Path, volume: str | None = None) -> Path:
@@ -86,6 +88,8 @@ async def _read_request(stream: trio.SocketStream) -> dict:
     req = json.loads(line)
     if not isinstance(req, dict) or not isinstance(req.get("op"), str):
         raise ValueError('a request is a JSON object with a string "op"')
+    if not isinstance(req.get("args", {}), dict):
+        raise ValueError('"args" must be a JSON object')
     return req
 
 
@@ -115,8 +119,10 @@ async def _handle(stream: trio.SocketStream, ops: dict[str, Operation],
 
             async def run() -> None:
                 try:
-                    result["result"] = to_jsonable(await trio.to_thread.run_sync(op, report))
-                except Exception as e:  # the job failed: tell the admin, keep serving
+                    args = req.get("args", {})
+                    result["result"] = to_jsonable(await trio.to_thread.run_sync(
+                        lambda: op(report, **args)))
+                except Exception as e:  # the job failed (or bad args): tell the admin, keep serving
                     log.exception("admin op %s failed", req["op"])
                     result["error"] = f"{type(e).__name__}: {e}"
                 finally:

@@ -27,6 +27,7 @@ import trio
 from chunkstore import errors as cerr
 from chunkstore.healing.healer import DEFAULT_DOWN_AFTER_S, DEFAULT_SCRUB_INTERVAL_S, Healer
 from chunkstore.healing.sweep import health, repair
+from chunkstore.placement.keys import ChunkRef
 from chunkstore.ring.datapath import RingStore
 from chunkstore.ring.open import is_networked, open_ring
 from sofs.errors import FsError
@@ -34,6 +35,7 @@ from sofs.fs import Filesystem
 from sofs.fsck import FsckReport
 from sofs.metacheckpoint import CheckpointConflict, Checkpointer, check_current, list_checkpoints
 from sofs.online_check import check_mounted
+from sofs.ringview import ring_view
 from sofs.volume import volume_dir
 
 from . import ctlserver, runstate
@@ -107,7 +109,18 @@ def admin_ops(ring: RingStore, fs: Filesystem, healer: Healer | None = None,
         "stats": lambda progress: {**fs.statistics().as_dict(),
                                    **_checkpoint_stats(checkpointer, checkpoint_interval_s)},
         "fsck": _online_fsck(fs, ring),
+        "chunks": _chunks_op(ring),
     }
+
+
+def _chunks_op(ring: RingStore) -> ctlserver.Operation:
+    """The ``chunks`` admin op: :func:`sofs.ringview.ring_view` of hex keys and refs."""
+    def run(progress: ctlserver.Progress, keys: list[str], refs: dict[str, str],
+            volumes: list[str]) -> list[dict]:
+        known = {bytes.fromhex(k): ChunkRef.from_bytes(bytes.fromhex(r)) for k, r in refs.items()}
+        return [c.as_dict() for c in ring_view(ring, [bytes.fromhex(k) for k in keys], known,
+                                               volumes)]
+    return run
 
 
 def _online_fsck(fs: Filesystem, ring: RingStore) -> ctlserver.Operation:

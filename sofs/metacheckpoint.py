@@ -61,7 +61,7 @@ from chunkstore import errors as cerr
 from chunkstore.api import ChunkStore
 from chunkstore.atomicfile import atomic_write, fsync_dir
 from chunkstore.clock import SYSTEM_CLOCK, Clock
-from chunkstore.placement.keys import chunk_key
+from chunkstore.placement.keys import ChunkRef, chunk_key
 from chunkstore.protection.policy import Protection
 from chunkstore.roots import RootRecord
 
@@ -412,16 +412,21 @@ def list_checkpoints(store: ChunkStore, volume_uuid: str) -> list[CheckpointInfo
     return out
 
 
-def checkpoint_keys(store: ChunkStore, volume_uuid: str) -> set[bytes]:
-    """Chunk keys of the volume's kept checkpoints (pieces and manifests): referenced, though
-    no file of the volume names them."""
+def checkpoint_refs(store: ChunkStore, volume_uuid: str) -> dict[bytes, ChunkRef]:
+    """Chunks of the volume's kept checkpoints (pieces and manifests), by key: referenced,
+    though no file of the volume names them."""
     vid = uuid.UUID(volume_uuid).bytes
     _, kept = _root_of(store, vid)
-    keys = set()
+    refs: dict[bytes, ChunkRef] = {}
     for m in kept:
-        keys.add(parse_ref(m).key)
-        keys |= {parse_ref(h).key for h in _load_manifest(store, vid, m).pieces()}
-    return keys
+        for ref in [parse_ref(m), *(parse_ref(h) for h in _load_manifest(store, vid, m).pieces())]:
+            refs[ref.key] = ref
+    return refs
+
+
+def checkpoint_keys(store: ChunkStore, volume_uuid: str) -> set[bytes]:
+    """The keys of :func:`checkpoint_refs`."""
+    return set(checkpoint_refs(store, volume_uuid))
 
 
 @dataclass(frozen=True)

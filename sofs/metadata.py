@@ -46,9 +46,13 @@ class Batch:
 class MetaStore:
     """One volume's rocksdict; a second process opening it gets :class:`VolumeError`."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, view_dir: Path | None = None) -> None:
+        """Open the volume's database at ``path``. With ``view_dir`` (a scratch directory of
+        the caller's), open a read-only view instead, beside the process that has it open (a
+        RocksDB secondary instance, caught up with that process's log once): see
+        :meth:`open_view`."""
         opts = rocksdict.Options(raw_mode=True)
-        opts.create_if_missing(True)
+        opts.create_if_missing(view_dir is None)
         opts.set_max_background_jobs(2)
         # Point lookups (names, inodes, block maps) dominate: bloom filters skip SST files
         # that cannot hold a key, and a 64 MiB block cache keeps hot directories in memory,
@@ -60,8 +64,16 @@ class MetaStore:
         table.set_pin_l0_filter_and_index_blocks_in_cache(True)
         opts.set_block_based_table_factory(table)
         self.path = Path(path)
+        self.read_only = view_dir is not None
         try:
-            self._db = rocksdict.Rdict(str(path), options=opts)
+            if view_dir is None:
+                self._db = rocksdict.Rdict(str(path), options=opts)
+            else:
+                opts.set_max_open_files(-1)  # a secondary instance needs every file open
+                self._db = rocksdict.Rdict(
+                    str(path), options=opts,
+                    access_type=rocksdict.AccessType.secondary(str(view_dir)))
+                self._db.try_catch_up_with_primary()
         except Exception as e:  # rocksdict raises plain Exception for a held LOCK
             if "lock" in str(e).lower():
                 raise VolumeError(f"{path}: the volume is in use by another process "
@@ -101,6 +113,15 @@ class MetaStore:
 
     def batch(self) -> Batch:
         return Batch(self)
+
+    @classmethod
+    def open_view(cls, path: Path, view_dir: Path) -> "MetaStore":
+        """A read-only view of metadata a mount process has open: what it had written when
+        the view was opened (not what it still buffers in memory). Every commit is refused."""
+        view_dir.mkdir(parents=True, exist_ok=True)
+        view = cls(path, view_dir=view_dir)
+        view.fence("a read-only view of metadata another process has open")
+        return view
 
     def commit(self, batch: Batch, sync: bool = False) -> None:
         if self.fenced is not None and len(batch):

@@ -17,8 +17,10 @@ from sofs.volume import VolumeConfig, list_volume_names, load_volume
 from .common import fail, progress_bar
 
 
-def ring_job(home: Path, op: str, run_local, label: str | None = None) -> dict:
-    """Run a job that needs the RING: here, or in the mount process that holds it."""
+def ring_job(home: Path, op: str, run_local, label: str | None = None,
+             args: dict | None = None):
+    """Run a job that needs the RING: here (``run_local(ring, progress)``), or as admin op
+    ``op`` (with ``args``) in the mount process that holds it."""
     progress, finish = progress_bar(label)
     try:
         try:
@@ -27,7 +29,7 @@ def ring_job(home: Path, op: str, run_local, label: str | None = None) -> dict:
             if is_networked(home):
                 raise fail(f"another sofsctl job holds this data directory: {e}") from None
             try:  # a mount process serves the RING: it runs the job for us
-                return control.call(home, op, progress)
+                return control.call(home, op, progress, args=args)
             except control.MountError as e:
                 raise fail(e) from None
         except cerr.ChunkStoreError as e:

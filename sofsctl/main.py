@@ -29,6 +29,7 @@ from sofs.volume import create_volume, protection_for
 from .checkpoints import volume_checkpoint, volume_restore
 from .common import Failure, default_data_dir, fail, human, parse_size, pass_home, table
 from .exports import export
+from .inspect import chunk, file_group
 from .jobs import ring_job, volumes
 from .nodes import cluster_create, disk, node
 from .status import status
@@ -297,6 +298,7 @@ def repair(home: Path, init_disks: tuple[str, ...]) -> None:
         click.echo(f"UNRECOVERABLE chunks: {len(report['unrecoverable'])}", err=True)
         for key in report["unrecoverable"][:20]:
             click.echo(f"  {key}", err=True)
+        click.echo("the files that use them: sofsctl chunk which KEY...", err=True)
         sys.exit(3)
     if report.get("errors"):
         click.echo("some chunks are still degraded; run repair again", err=True)
@@ -421,6 +423,8 @@ cli.add_command(node)
 cli.add_command(disk)
 cli.add_command(export)
 cli.add_command(status)
+cli.add_command(chunk)
+cli.add_command(file_group)
 
 
 def main() -> None:

@@ -93,6 +93,12 @@ def status(ctx: click.Context, home: Path) -> None:
     else:
         _show_local_disks(home, disks)
     click.echo(hv.chunk_line(h, [d.id for d in disks if d.state != "up"]))
+    if h.unrecoverable_keys:
+        shown = " ".join(h.unrecoverable_keys)
+        more = f" (and {h.unrecoverable - len(h.unrecoverable_keys)} more)" \
+            if h.unrecoverable > len(h.unrecoverable_keys) else ""
+        click.echo(f"unrecoverable: {shown}{more}", err=True)
+        click.echo("which files lose data: sofsctl chunk which KEY...", err=True)
     if h.degraded or h.unrecoverable or problems:
         new = [d for d, why in problems.items() if why.startswith(("missing", "not initialised"))]
         click.echo("run: sofsctl repair" + (
@@ -158,7 +164,8 @@ def _health(home: Path) -> HealthReport:
     return HealthReport(chunks=h["chunks"], protected=h["protected"], degraded=h["degraded"],
                         unrecoverable=h["unrecoverable"], pieces=h["pieces"],
                         disks_total=h["disks_total"],
-                        disks_unavailable=tuple(h["disks_unavailable"]))
+                        disks_unavailable=tuple(h["disks_unavailable"]),
+                        unrecoverable_keys=tuple(h.get("unrecoverable_keys", ())))
 
 
 def _local_disks(home: Path) -> list[_Disk]:

@@ -98,6 +98,7 @@ class HealthReport:
     pieces: int
     disks_total: int
     disks_unavailable: tuple[str, ...]
+    unrecoverable_keys: tuple[str, ...] = ()  # hex, the first UNRECOVERABLE_SHOWN of them
 
 
 @dataclass
@@ -151,9 +152,13 @@ def health(ring: RingStore, verify: bool = False) -> HealthReport:
         return _health(ring, verify, deleted)
 
 
+UNRECOVERABLE_SHOWN = 20
+
+
 def _health(ring: RingStore, verify: bool, deleted: set[bytes]) -> HealthReport:
     chunks, pieces = _collect(ring)
     protected = degraded = unrecoverable = 0
+    lost: list[str] = []
     for c in chunks.values():
         if c.ref.key in deleted:
             continue
@@ -181,8 +186,10 @@ def _health(ring: RingStore, verify: bool, deleted: set[bytes]) -> HealthReport:
                 degraded += 1
             elif c.ref.key not in deleted and not _vanished(ring, c, expected):
                 unrecoverable += 1
+                lost.append(c.ref.hex)
         except ChunkStoreError:
             unrecoverable += 1
+            lost.append(c.ref.hex)
     down = ring.unavailable_disks()
     return HealthReport(
         chunks=protected + degraded + unrecoverable,
@@ -192,6 +199,7 @@ def _health(ring: RingStore, verify: bool, deleted: set[bytes]) -> HealthReport:
         pieces=pieces,
         disks_total=len(ring.disk_ids()),
         disks_unavailable=tuple(sorted(down)),
+        unrecoverable_keys=tuple(sorted(lost)[:UNRECOVERABLE_SHOWN]),
     )
 
 

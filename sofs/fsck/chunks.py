@@ -10,8 +10,8 @@ from collections.abc import Iterable
 from chunkstore.api import ChunkStore
 from chunkstore.errors import ChunkCorrupt, ChunkNotFound, ChunkStoreError
 from chunkstore.placement.keys import KEY_SIZE, ChunkRef
-from chunkstore.protection.policy import REPLICA_INDEX, ReplicationPolicy
 from chunkstore.ring.datapath import RingStore
+from chunkstore.ring.locate import UNRECOVERABLE, locate
 from chunkstore.ring.repairlog import DELETED
 
 from ..metadata import MetaStore
@@ -41,36 +41,17 @@ class ChunkProbe:
             return f"unreadable: {e}"
         return None
 
-    def _ring_missing(self, ring: RingStore, ref: ChunkRef) -> str | None:
+    @staticmethod
+    def _ring_missing(ring: RingStore, ref: ChunkRef) -> str | None:
         """On a ring, pieces are counted on the disks (no chunk is read and decoded): fewer
         than the policy's minimum is missing."""
         try:
-            policy = ref.policy.policy()
-            owners = ring.ring.owners(ref.key, policy.width)
+            places = locate(ring, ref)
         except ChunkStoreError as e:
             return f"cannot place: {e}"
-        replicated = isinstance(policy, ReplicationPolicy)
-        found: set[object] = set()
-        for i, disk_id in enumerate(owners):
-            idx = policy.piece_index(i)
-            if self._has(ring, disk_id, ref.key, idx):
-                found.add(disk_id if replicated else idx)
-        if len(found) < policy.min_pieces:  # misplaced pieces (not yet moved) count too
-            indexes = [REPLICA_INDEX] if replicated else list(range(policy.width))
-            for disk_id in ring.available_disks():
-                for idx in indexes:
-                    if self._has(ring, disk_id, ref.key, idx):
-                        found.add(disk_id if replicated else idx)
-        if len(found) < policy.min_pieces:
-            return f"{len(found)} of the {policy.min_pieces} pieces needed are on the disks"
+        if places.state == UNRECOVERABLE:
+            return f"{places.found} of the {places.needed} pieces needed are on the disks"
         return None
-
-    @staticmethod
-    def _has(ring: RingStore, disk_id: str, key: bytes, idx: int) -> bool:
-        try:
-            return ring.disk(disk_id).has(key, idx)
-        except (ChunkStoreError, OSError):
-            return False
 
 
 def unreferenced_chunks(store: RingStore, volumes: list[MetaStore],

@@ -44,7 +44,8 @@ def _raw(path, payload: bytes) -> list[dict]:
 
 
 @pytest.mark.parametrize("payload", [b"not json\n", b"[1,2]\n", b'{"op": 5}\n', b"\n",
-                                     b'{"op": "nope"}\n', b"x" * 10000 + b"\n"])
+                                     b'{"op": "nope"}\n', b"x" * 100_000 + b"\n",
+                                     b'{"op": "slow", "args": [1]}\n'])
 def test_bad_requests_get_an_error_and_the_server_lives_on(tmp_path, payload):
     path = socket_path(tmp_path)
     answers = {}
@@ -93,3 +94,26 @@ def test_jobs_can_name_their_phases(tmp_path):
 
     trio.run(main)
     assert {p for p, _ in seen} == {"inodes", "entries"}
+
+
+def test_operations_get_the_requests_args(tmp_path):
+    path = socket_path(tmp_path)
+    got = {}
+
+    def keys(progress, keys: list[str], volumes: list[str]):
+        return {"keys": keys, "volumes": volumes}
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve, path, {"keys": keys})
+            got["ok"] = await trio.to_thread.run_sync(lambda: control.call(
+                tmp_path, "keys", args={"keys": ["ab" * 20], "volumes": ["pacs"]}))
+            with pytest.raises(control.MountError, match="unexpected keyword"):
+                await trio.to_thread.run_sync(lambda: control.call(
+                    tmp_path, "keys", args={"keys": [], "volumes": [], "evil": 1}))
+            with pytest.raises(control.MountError, match="missing"):
+                await trio.to_thread.run_sync(lambda: control.call(tmp_path, "keys"))
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    assert got["ok"] == {"keys": ["ab" * 20], "volumes": ["pacs"]}

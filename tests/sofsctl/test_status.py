@@ -96,6 +96,11 @@ def test_unrecoverable_chunks_are_an_error(data):
     assert first.startswith("HEALTH_ERR: 6 chunks unrecoverable")
     assert any(ln.startswith("chunks: ") and "6 unrecoverable)" in ln
                for ln in res.stdout.splitlines())
+    keys = next(ln for ln in res.stderr.splitlines() if ln.startswith("unrecoverable: "))
+    assert len(keys.split()[1:]) == 6 and "sofsctl chunk which KEY" in res.stderr
+    which = sofsctl(data, "chunk", "which", *keys.split()[1:])
+    assert which.stdout.count("UNRECOVERABLE (ec4+2") == 6
+    assert which.returncode == 0, which.stdout  # written straight to the ring: no file lost
 
 
 def test_no_cluster_is_a_clear_failure(tmp_path):
