@@ -5,14 +5,17 @@ A background mount is a detached ``python -m fuse_mount.daemon`` that writes its
 command returns only when the mount really serves or has really failed. Unmounting asks the
 kernel (``fusermount3 -u``, which refuses while files are open) and then waits for the process
 to flush and exit, so the volume can be mounted again at once. A mount point left dead by a
-killed process ("Transport endpoint is not connected") is cleared the same way.
+killed process ("Transport endpoint is not connected") is cleared the same way. A mount that
+other mount namespaces still hold is named and ended (see :func:`unmount`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -21,9 +24,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import runstate
+from . import holders, runstate
 from .ctlserver import socket_path
 from .errors import MountError
+
+# after the detach, how long the mount process may take before sofsctl looks for other mount
+# namespaces holding the mount (flushing goes on as long as the umount --timeout allows)
+UNMOUNT_GRACE_S = 5.0
 
 
 def log_path(data_dir: Path, volume: str) -> Path:
@@ -136,9 +143,15 @@ def _find_mount_process(data_dir: Path, real: str) -> runstate.MountState | None
 
 
 def unmount(data_dir: Path, mountpoint: str, *, timeout: float = 120.0) -> str:
-    """Unmount and wait for the mount process to finish; returns what was done."""
+    """Unmount and wait for the mount process to finish; returns what was done.
+
+    When the process has not ended ``UNMOUNT_GRACE_S`` after the detach and other mount
+    namespaces still hold a copy of the mount (:mod:`.holders`), it never would: they are
+    named, and the process is told to end (SIGTERM: it flushes and exits as on any unmount),
+    which leaves their copies disconnected."""
     real = os.path.realpath(mountpoint)
     state = _find_mount_process(data_dir, real)
+    device = holders.device_of(real)
     if runstate.is_mounted(real):
         res = subprocess.run(["fusermount3", "-u", real], capture_output=True, text=True)
         if res.returncode != 0:
@@ -147,20 +160,54 @@ def unmount(data_dir: Path, mountpoint: str, *, timeout: float = 120.0) -> str:
                 subprocess.run(["umount", "-l", real], capture_output=True)
             elif "busy" in err.lower():
                 raise MountError(f"{real} is busy: files are open there (or it is exported); "
-                                 "close them or stop the exports first")
+                                 "close them or stop the exports first" + _users_of(real))
             else:
                 raise MountError(f"fusermount3 -u {real}: {err}")
     elif state is None:
         raise MountError(f"{real}: not mounted")
+    notes: list[str] = []
     if state is not None and state.alive:
-        if not _wait_gone(state.pid, timeout):
-            raise MountError(f"mount process {state.pid} did not finish flushing in "
-                             f"{timeout:.0f} s; see {log_path(data_dir, state.volume)}")
+        grace = min(UNMOUNT_GRACE_S, timeout)
+        if not _wait_gone(state.pid, grace):
+            held = holders.holders(device, real)
+            if held:
+                notes.append(f"{real} was still mounted in {len(held)} other mount "
+                             f"namespace(s), which kept the mount process {state.pid} serving:")
+                notes += [f"  {h.describe()}" for h in held]
+                notes.append(f"ended mount process {state.pid}; their copies are now "
+                             "disconnected; clear them with:")
+                notes += [f"  {h.clear_command()}" for h in held]
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(state.pid, signal.SIGTERM)
+            if not _wait_gone(state.pid, max(timeout - grace, 0.0)):
+                raise MountError(f"mount process {state.pid} did not finish flushing in "
+                                 f"{timeout:.0f} s; see {log_path(data_dir, state.volume)}")
     if state is not None:
         runstate.remove(data_dir, state)
         if not state.alive:
-            return f"unmounted {real} (volume {state.volume})"
-    return f"unmounted {real}"
+            return "\n".join([*notes, f"unmounted {real} (volume {state.volume})"])
+    return "\n".join([*notes, f"unmounted {real}"])
+
+
+def _users_of(real: str) -> str:
+    """``; used by: pid comm (cwd), ...`` for processes of this namespace with a file, cwd or
+    root under ``real`` (what fuser -vm shows), or nothing."""
+    users = []
+    prefix = real.rstrip("/") + "/"
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        base = f"/proc/{entry}"
+        try:
+            links = [os.readlink(f"{base}/cwd"), os.readlink(f"{base}/root")]
+            links += [os.readlink(f"{base}/fd/{fd}") for fd in os.listdir(f"{base}/fd")]
+            with open(f"{base}/comm") as f:
+                comm = f.read().strip()
+        except OSError:
+            continue
+        if any(link == real or link.startswith(prefix) for link in links):
+            users.append(f"{entry} {comm}")
+    return f"; used by: {', '.join(users[:10])}" if users else ""
 
 
 def call(data_dir: Path, op: str, progress=None, timeout: float | None = None,

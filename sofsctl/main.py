@@ -239,8 +239,17 @@ def mount(home: Path, name: str, mountpoint: str, foreground: bool,
 def umount(home: Path, mountpoint: str, timeout: float) -> None:
     """Unmount MOUNTPOINT cleanly (flushing everything), or clear a dead mount.
 
-    NFS and SMB exports of the volume are stopped first."""
+    MOUNTPOINT may also be the name of a mounted volume. NFS and SMB exports of the volume
+    are stopped first. When other mount namespaces (containers, `ip netns exec` or `unshare`
+    shells) still hold a copy of the mount, they are named with the command that clears them,
+    and the mount process is ended."""
     st = runstate.find(home, mountpoint)
+    if st is None and not os.path.exists(mountpoint):
+        named = [s for s in runstate.all_states(home) if s.volume == mountpoint]
+        if named:
+            st, mountpoint = named[0], named[0].mountpoint
+        elif mountpoint in {v.name for v in volumes(home)}:
+            raise Failure(f"volume {mountpoint} is not mounted")
     if st is not None:
         try:
             for line in stop_exports(home, st.volume):

@@ -78,6 +78,8 @@ def status(ctx: click.Context, home: Path) -> None:
     reasons += hv.chunk_reasons(h)
     reasons += _fill_reasons(disks)
     reasons += [dead_mount_reason(s.volume, s.mountpoint, s.pid) for s in dead.values()]
+    detached = {name: m for name, m in mounts.items() if m.mountpoint not in fuse_points}
+    reasons += [detached_mount_reason(m.volume, m.mountpoint, m.pid) for m in detached.values()]
     now = time.time()
     for name, st in stats.items():
         if st is not None:
@@ -106,7 +108,10 @@ def status(ctx: click.Context, home: Path) -> None:
             if new and not networked else ""), err=True)
     for v in vols:
         m = mounts.get(v.name)
-        if m:
+        if m and v.name in detached:
+            where = (f"DETACHED from {m.mountpoint} (pid {m.pid} still serving): "
+                     f"run sofsctl umount {v.name}")
+        elif m:
             where = f"mounted at {m.mountpoint} (pid {m.pid})" + _checkpoint_text(v.name, stats[v.name])
         elif v.name in dead:
             gone = dead[v.name]
@@ -123,6 +128,14 @@ def status(ctx: click.Context, home: Path) -> None:
 def dead_mount_reason(volume: str, mountpoint: str, pid: int) -> hv.Reason:
     return hv.Reason(hv.Level.WARN, f"volume {volume}: dead mount at {mountpoint} "
                                     f"(pid {pid} gone): run sofsctl umount {mountpoint}")
+
+
+def detached_mount_reason(volume: str, mountpoint: str, pid: int) -> hv.Reason:
+    """A mount process alive while its mount point is not mounted here: another mount
+    namespace holds the mount (or it was detached by hand)."""
+    return hv.Reason(hv.Level.WARN, f"volume {volume}: mount process {pid} still serves but "
+                                    f"{mountpoint} is not mounted here (held by another mount "
+                                    f"namespace?): run sofsctl umount {volume}")
 
 
 def overtaken_reason(volume: str, st: dict) -> hv.Reason | None:
