@@ -189,6 +189,7 @@ def validate_export(export: NfsExport) -> _Checked:
         if not isinstance(rule, ClientRule):
             raise ExportError(f"client rules must be ClientRule objects, got {rule!r}")
         cidr = check_cidr(rule.cidr)
+        _check_ganesha_reads(cidr)
         if rule.access not in ACCESS_TYPES:
             raise ExportError(f"invalid access {rule.access!r} for {cidr}: use RW, RO or None")
         access = "RO" if export.read_only and rule.access == "RW" else rule.access
@@ -315,7 +316,7 @@ def render_ganesha_config(export: NfsExport | Sequence[NfsExport], run_dir: Path
         for cidr, access, rule_squash in c.clients:
             lines += [
                 "    CLIENT {",
-                f"        Clients = {cidr};",  # validated by ipaddress; Ganesha wants it bare
+                f"        Clients = {_ganesha_client(cidr)};",
                 f"        Access_Type = {access};",
             ]
             if rule_squash is not None:
@@ -400,3 +401,22 @@ def _read_from(path: Path, offset: int) -> str:
             return f.read().decode("utf-8", "replace")
     except OSError:
         return ""
+
+
+def _check_ganesha_reads(cidr: str) -> None:
+    """ExportError for a network NFS-Ganesha's config parser cannot read (an IPv6 prefix of
+    three digits other than a single address), before anything is saved or started."""
+    prefix = int(cidr.rpartition("/")[2])
+    if ":" in cidr and 100 <= prefix < 128:
+        raise ExportError(f"client network {cidr}: NFS-Ganesha cannot read an IPv6 prefix of "
+                          "100 to 127 bits; give a shorter prefix (such as /96) or single "
+                          "addresses")
+
+
+def _ganesha_client(cidr: str) -> str:
+    """A client network as Ganesha's CLIENT block takes it: bare (validated by ipaddress); a
+    /0 network, which Ganesha reads as no client at all, is its wildcard ``*`` (every client,
+    IPv4 and IPv6); a single IPv6 address without its /128, which Ganesha cannot parse."""
+    if cidr.endswith("/0"):
+        return "*"
+    return cidr.removesuffix("/128") if ":" in cidr else cidr

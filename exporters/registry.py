@@ -50,7 +50,7 @@ from .exportmount import find_mount
 from .exportspec import KINDS, LIVE_STATES, SERVICE_NAMES, ExportSpec, check_kind
 from .exportstate import ExportState
 from .samba import ENCRYPT, PROTOCOLS, SmbUser, add_smb_users
-from .service import _all_pids, _cmdline, process_start_time, tcp_port_answers
+from .service import _all_pids, _cmdline, listen_problem, process_start_time, tcp_port_answers
 from .validate import check_volume_name
 
 # --- places ------------------------------------------------------------------------------------
@@ -260,13 +260,20 @@ def create_export(data_dir: Path, spec: ExportSpec, users: Sequence[SmbUser] = (
     old = service_of(spec, edir)
     if old is not None and old.alive():  # left behind by a supervisor killed with SIGKILL
         old.stop()
-    bind, port = spec.options.bind, spec.options.port
-    if tcp_port_answers(bind, port, timeout=0.5):
-        raise ExportError(f"port {port} on {bind} is already in use")
+    problem = listen_problem(spec.options.bind, spec.options.port)
+    if problem is not None:
+        raise ExportError(problem)
     if spec.kind == "smb" and users:
         add_smb_users(conf, list(users))
+    first = not (edir / "spec.json").exists()
     save_spec(edir, spec)
-    return start_supervisor(data_dir, edir, timeout=timeout)
+    try:
+        return start_supervisor(data_dir, edir, timeout=timeout)
+    except ExportError:
+        if first:  # never ran: nothing of it is kept (its logs stay, the error names them)
+            (edir / "spec.json").unlink(missing_ok=True)
+            (edir / "state.json").unlink(missing_ok=True)
+        raise
 
 
 def _check_choice(value: str, choices: Sequence[str], what: str) -> None:
@@ -284,6 +291,9 @@ def start_export(data_dir: Path, volume: str, kind: str, timeout: float = 90.0) 
     old = service_of(spec, edir)
     if old is not None and old.alive():
         old.stop()
+    problem = listen_problem(spec.options.bind, spec.options.port)
+    if problem is not None:
+        raise ExportError(problem)
     return start_supervisor(data_dir, edir, timeout=timeout)
 
 

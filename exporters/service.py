@@ -17,6 +17,7 @@ and :func:`exporters.samba.samba_service`.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
@@ -30,6 +31,24 @@ from typing import TypeGuard
 from chunkstore.atomicfile import atomic_write
 
 from .errors import ExportError
+
+
+def listen_problem(host: str, port: int) -> str | None:
+    """Why a server could not listen on HOST:PORT here (an address this host does not have,
+    a port in use), or None. Found by binding a socket there, not by connecting: a connection
+    to an address of another host may be answered by something else on the way."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRNOTAVAIL:
+                return f"{host} is not an address of this host (see: ip -brief address)"
+            if exc.errno == errno.EADDRINUSE:
+                return f"port {port} on {host} is already in use"
+            return f"cannot listen on {host} port {port}: {exc.strerror}"
+    return None
 
 
 def tcp_port_answers(host: str, port: int, timeout: float = 1.0) -> bool:

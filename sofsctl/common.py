@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -37,6 +38,17 @@ def parse_size(text: str) -> int:
         return int(t[: len(t) - len(suffix)]) * units[suffix]
     except ValueError:
         raise click.BadParameter(f"not a size: {text!r} (try 4M, 1024K)") from None
+
+
+class FiniteFloat(click.FloatRange):
+    """A number in a range that is also finite: click's FloatRange lets ``nan`` through every
+    bound (each comparison with it is false) and ``inf`` through an open one."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 
 class Failure(click.ClickException):

@@ -19,7 +19,7 @@ from exporters import exportspec, registry
 from exporters.errors import ExportError
 from exporters.samba import ENCRYPT, PROTOCOLS, SmbUser
 
-from .common import Failure, fail, pass_home, table
+from .common import Failure, FiniteFloat, fail, pass_home, table
 
 
 @click.group()
@@ -77,7 +77,7 @@ def _started(st: registry.ExportStatus, log: Path) -> None:
                    "mount are seen at once (close-to-open across protocols). A few seconds "
                    "make small-file writes about a third faster; use it only when NFS clients "
                    "are the volume's only writers.")
-@click.option("--timeout", type=float, default=90.0, show_default=True, hidden=True)
+@click.option("--timeout", type=FiniteFloat(min=0), default=90.0, show_default=True, hidden=True)
 @pass_home
 def export_nfs(home: Path, volume: str, clients: tuple[str, ...], read_only: bool, port: int,
                bind: str, no_root_squash: bool, v3: bool, mount_port: int | None, grace: int,
@@ -151,7 +151,7 @@ def _read_passwords(names: list[str], password_file: str | None) -> dict[str, st
 @click.option("--encrypt", type=click.Choice(ENCRYPT), default="desired", show_default=True,
               help="SMB3 encryption: used when the client can (desired), demanded (required: "
                    "SMB2 clients are refused) or off.")
-@click.option("--timeout", type=float, default=90.0, show_default=True, hidden=True)
+@click.option("--timeout", type=FiniteFloat(min=0), default=90.0, show_default=True, hidden=True)
 @pass_home
 def export_smb(home: Path, volume: str, users: tuple[str, ...], password_file: str | None,
                read_only: bool, port: int, bind: str, min_protocol: str, encrypt: str,
@@ -219,7 +219,7 @@ def _kinds(kind: str | None) -> tuple[str, ...]:
 @click.argument("volume")
 @click.option("--kind", type=click.Choice(exportspec.KINDS), default=None,
               help="Stop only this export [default: every export of VOLUME].")
-@click.option("--timeout", type=float, default=60.0, show_default=True,
+@click.option("--timeout", type=FiniteFloat(min=0), default=60.0, show_default=True,
               help="Seconds to wait for the supervisor to stop its server.")
 @pass_home
 def export_stop(home: Path, volume: str, kind: str | None, timeout: float) -> None:

@@ -27,7 +27,7 @@ from sofs.fsck import FsckReport, Problem, check_volume
 from sofs.volume import create_volume, protection_for
 
 from .checkpoints import volume_checkpoint, volume_restore
-from .common import Failure, default_data_dir, fail, human, parse_size, pass_home, table
+from .common import Failure, FiniteFloat, default_data_dir, fail, human, parse_size, pass_home, table
 from .exports import export
 from .inspect import chunk, file_group
 from .jobs import ring_job, volumes
@@ -158,19 +158,19 @@ def _placing_disks(home: Path) -> int:
 @click.argument("name")
 @click.argument("mountpoint", type=click.Path(file_okay=False))
 @click.option("--foreground", "-f", is_flag=True, help="Serve in this process until unmounted.")
-@click.option("--gc-grace", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+@click.option("--gc-grace", type=FiniteFloat(min=0), default=None, metavar="SECONDS",
               help="Keep unreferenced chunks this long before deleting them [default: 3600].")
-@click.option("--gc-interval", type=click.FloatRange(min=0.1), default=None, metavar="SECONDS",
+@click.option("--gc-interval", type=FiniteFloat(min=0.1), default=None, metavar="SECONDS",
               help="Time between garbage-collection (and disk compaction) passes [default: 60].")
-@click.option("--down-after", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+@click.option("--down-after", type=FiniteFloat(min=0), default=None, metavar="SECONDS",
               help="Networked RING: how long a node may be unreachable before it is marked "
                    "down and its data rebuilt on the others [default: 300].")
-@click.option("--scrub-interval", type=click.FloatRange(min=60), default=None, metavar="SECONDS",
+@click.option("--scrub-interval", type=FiniteFloat(min=60), default=None, metavar="SECONDS",
               help="Time between full sweeps that re-read, verify and repair every piece "
                    "[default: 604800, a week].")
-@click.option("--rebuild-rate", type=click.FloatRange(min=0.1), default=None, metavar="MIB/S",
+@click.option("--rebuild-rate", type=FiniteFloat(min=0.1), default=None, metavar="MIB/S",
               help="Cap on rebuild, rebalance and scrub disk traffic [default: no cap].")
-@click.option("--checkpoint-interval", type=click.FloatRange(min=0), default=None,
+@click.option("--checkpoint-interval", type=FiniteFloat(min=0), default=None,
               metavar="SECONDS",
               help="Time between checkpoints of the volume's metadata into the RING, which "
                    "`sofsctl volume restore` brings back on a host that lost it; one is also "
@@ -233,7 +233,7 @@ def mount(home: Path, name: str, mountpoint: str, foreground: bool,
 
 @cli.command()
 @click.argument("mountpoint", type=click.Path())
-@click.option("--timeout", type=float, default=120.0, show_default=True,
+@click.option("--timeout", type=FiniteFloat(min=0), default=120.0, show_default=True,
               help="Seconds to wait for the mount process to flush and exit.")
 @pass_home
 def umount(home: Path, mountpoint: str, timeout: float) -> None:

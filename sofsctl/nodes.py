@@ -19,7 +19,7 @@ from chunkstore.ring import mapadmin
 from fuse_mount import control, runstate
 from sofs.volume import list_volume_names, load_volume
 
-from .common import Failure, fail, pass_home, table
+from .common import Failure, FiniteFloat, fail, pass_home, table
 
 
 def _widest_policy(home: Path) -> int:
@@ -101,7 +101,7 @@ def node_init(home: Path, node_dir: Path, node_id: str, listen: str, disks: int,
 @click.option("--site", default="site0", show_default=True, help="Failure domain above hosts.")
 @click.option("--disks", type=click.IntRange(1, 64), default=1, show_default=True,
               help="How many disks the node serves (<node>.d0 ...).")
-@click.option("--weight", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--weight", type=FiniteFloat(min=0), default=1.0, show_default=True,
               help="Relative capacity of each disk.")
 @pass_home
 def node_add(home: Path, node_id: str, address: str, site: str, disks: int,
@@ -195,7 +195,7 @@ def disk() -> None:
 @disk.command("add")
 @click.argument("disk_id")
 @click.option("--node", "node_id", required=True, help="The node serving the disk.")
-@click.option("--weight", type=click.FloatRange(min=0), default=1.0, show_default=True)
+@click.option("--weight", type=FiniteFloat(min=0), default=1.0, show_default=True)
 @pass_home
 def disk_add(home: Path, disk_id: str, node_id: str, weight: float) -> None:
     """Add a disk (already in the node's config and started) to the map."""

@@ -20,8 +20,8 @@ from chunkstore.atomicfile import atomic_write
 from chunkstore.disk.store import DiskStore
 from chunkstore.errors import ChunkStoreError, ClusterMismatch, MapError
 from chunkstore.net.client import RemoteDisk
-from chunkstore.net.wire import load_secret
-from chunkstore.placement.clustermap import ClusterMap, split_address
+from chunkstore.net.wire import load_secret, validate_id
+from chunkstore.placement.clustermap import ClusterMap, NodeInfo, split_address
 from chunkstore.placement.layout import CLUSTER_FILE, DISKS_DIR, MAP_FILE, SECRET_FILE
 from chunkstore.placement.ring import DEFAULT_VNODES
 from chunkstore.ring.net import offer_map
@@ -58,11 +58,12 @@ def init_node(node_dir: str | os.PathLike, data_dir: str | os.PathLike, node_id:
     """Prepare a storage server: initialise ``disks`` disk directories, copy the secret and
     write ``node.json`` (returned: its path) for ``sofs-node --config``."""
     node_dir = os.fspath(node_dir)
+    NodeInfo(node_id, listen)  # FormatError for an id or address sofs-node would refuse
+    for disk_id in node_disk_ids(node_id, disks):
+        validate_id(disk_id, "disk")
+    host, port = split_address(listen)
     cmap = load_map(data_dir)
     secret = load_secret(os.path.join(os.fspath(data_dir), SECRET_FILE))
-    host, _, port = listen.rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(f"--listen wants HOST:PORT, got {listen!r}")
     os.makedirs(node_dir, exist_ok=True)
     config_path = os.path.join(node_dir, "node.json")
     if os.path.exists(config_path):
@@ -77,7 +78,7 @@ def init_node(node_dir: str | os.PathLike, data_dir: str | os.PathLike, node_id:
     secret_path = os.path.join(node_dir, SECRET_FILE)
     if not os.path.exists(secret_path):
         write_secret(secret_path, secret)
-    config = {"node_id": node_id, "host": host.strip("[]"), "port": int(port),
+    config = {"node_id": node_id, "host": host, "port": port,
               "secret_file": SECRET_FILE, "cluster_id": cmap.cluster_id, "disks": entries}
     atomic_write(config_path, json.dumps(config, indent=1))
     return config_path

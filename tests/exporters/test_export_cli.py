@@ -221,6 +221,27 @@ def test_mount_death_stops_the_exports_cleanly(env):
     assert (env.archive.mnt / "kept").read_bytes() == b"closed before the crash"
 
 
+def test_an_export_that_cannot_start_leaves_nothing_saved(env, monkeypatch):
+    edir = registry.export_dir(env.data, "vol", "nfs")
+    # an address of another host: refused before anything is written (a connect-based check
+    # could be answered by something on the way and call the port "in use")
+    res = sofsctl(env.data, "export", "nfs", "vol", "--clients", "127.0.0.1",
+                  "--bind", "192.0.2.1", "--port", str(env.nfs_port), check=False)
+    assert res.returncode == 1 and "192.0.2.1 is not an address of this host" in res.stderr
+    assert not (edir / "spec.json").exists()
+    # a server that fails after the checks: a first export is not kept half-made
+    def refuse(*args, **kw):
+        raise registry.ExportError("NFS-Ganesha rejected its configuration: (test)")
+    monkeypatch.setattr(registry, "start_supervisor", refuse)
+    spec = exportspec.ExportSpec(kind="nfs", volume="vol", options=exportspec.NfsOptions(
+        clients=(exportspec.NfsClient("127.0.0.1/32", "RW"),), port=env.nfs_port,
+        bind="127.0.0.1", grace=0))
+    with pytest.raises(registry.ExportError, match="rejected"):
+        registry.create_export(env.data, spec)
+    assert not (edir / "spec.json").exists() and not (edir / "state.json").exists()
+    assert registry.list_exports(env.data) == []
+
+
 # --- bad input, no servers (CliRunner, in-process) ---------------------------------------------
 
 @pytest.fixture(scope="module")

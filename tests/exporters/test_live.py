@@ -148,6 +148,21 @@ def test_ganesha_sigkill_noticed_and_restarted(ganesha):
     assert (data / "after").read_bytes() == b"2"
 
 
+@pytest.mark.parametrize("cidr", ["0.0.0.0/0", "::/0", "::1", "2001:db8::/64", "127.0.0.1"])
+def test_ganesha_starts_with_every_client_form_sofs_accepts(cidr):
+    """Each form passes validation and Ganesha reads it (it used to refuse 0.0.0.0/0, which
+    sofs's own error text suggests, and single IPv6 addresses, after they were saved)."""
+    need_root_and("ganesha.nfsd")
+    with scratch_dir("sofs-nfs-") as root:
+        (root / "data").mkdir()
+        export = NfsExport(volume="vol1", volume_uuid=str(uuid.uuid4()), mountpoint=root / "data",
+                           clients=[ClientRule(cidr)], nfs_port=free_port(), bind="127.0.0.1",
+                           graceless=True)
+        svc = ganesha_service(write_ganesha_config(export, root / "run"), root / "run")
+        with running(svc):
+            assert svc.alive() and svc.healthy()
+
+
 def test_ganesha_bad_config_fails_start(tmp_path):
     need_root_and("ganesha.nfsd")
     conf = tmp_path / "ganesha.conf"

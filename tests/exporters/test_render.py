@@ -167,6 +167,7 @@ def test_ganesha_v3():
         ({"clients": [ClientRule("10.0.0.0/8; }")]}, "client network"),
         ({"clients": [ClientRule("*")]}, "client network"),
         ({"clients": [ClientRule("10.0.0.0/8", access="MDONLY")]}, "access"),
+        ({"clients": [ClientRule("2001:db8:1:2::/120")]}, "IPv6 prefix of 100 to 127"),
         ({"clients": [ClientRule("10.0.0.0/8", squash="nope")]}, "squash"),
         ({"clients": ["10.0.0.0/8"]}, "ClientRule"),
         ({"squash": "Root_Squash; Access_Type = RW"}, "squash"),
@@ -192,6 +193,17 @@ def test_ganesha_ipv6_and_run_dir_checked():
     assert "Clients = 2001:db8::/32;" in text
     with pytest.raises(ExportError, match="run directory"):
         render_ganesha_config(nfs(), Path('/run/x"y'))
+
+
+def test_ganesha_client_forms_it_can_parse():
+    """What Ganesha's parser cannot read is written the way it can: a /0 network (Ganesha
+    reads 0.0.0.0/0 as no client) as its wildcard, a single IPv6 address without /128."""
+    text = render_ganesha_config(nfs(clients=[
+        ClientRule("0.0.0.0/0", access="RO"), ClientRule("::/0"), ClientRule("2001:db8::1"),
+        ClientRule("2001:db8::/64"), ClientRule("10.1.2.3")]), RUN)
+    rules = re.findall(r"Clients = (\S+);\n\s+Access_Type = (\w+);", text)
+    assert rules == [("*", "RO"), ("*", "RW"), ("2001:db8::1", "RW"), ("2001:db8::/64", "RW"),
+                     ("10.1.2.3/32", "RW")]
 
 
 def test_ganesha_several_exports():

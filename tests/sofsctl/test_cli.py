@@ -73,3 +73,43 @@ def test_repair_on_an_empty_cluster(run):
     res = run("repair")
     assert res.exit_code == 0, res.output
     assert "chunks checked: 0" in res.output
+
+
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "infinity"])
+@pytest.mark.parametrize("option", ["--checkpoint-interval", "--down-after", "--rebuild-rate",
+                                    "--gc-grace", "--gc-interval", "--scrub-interval"])
+def test_mount_refuses_numbers_that_are_not_finite(run, tmp_path, option, value):
+    """NaN passes every range check (each comparison with it is false): it used to be taken,
+    and scheduled checkpoints never happened. Refused before anything starts."""
+    (tmp_path / "mnt").mkdir()
+    res = run("mount", "vol", str(tmp_path / "mnt"), option, value)
+    assert res.exit_code == 2, res.output
+    assert "is not a finite number" in res.output or "not in the range" in res.output
+    assert not (tmp_path / "data" / "run").exists()
+
+
+def test_umount_timeout_must_be_finite(run, tmp_path):
+    res = run("umount", str(tmp_path), "--timeout", "nan")
+    assert res.exit_code == 2 and "is not a finite number" in res.output
+
+
+@pytest.mark.parametrize("node_id, message", [
+    ("a/b", "node id must match"), ("", "node id must match"), ("x" * 65, "node id must match"),
+    ("x" * 62, "invalid disk id"),  # its disks would be named x...x.d0: over 64 characters
+])
+def test_node_init_refuses_ids_sofs_node_would_refuse_before_writing(run, tmp_path, node_id,
+                                                                     message):
+    assert run("cluster", "create").exit_code == 0
+    res = run("node", "init", str(tmp_path / "node"), "--node-id", node_id,
+              "--listen", "127.0.0.1:7700")
+    assert res.exit_code == 1, res.output
+    assert message in res.output
+    assert not (tmp_path / "node").exists()
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1", "127.0.0.1:0", "127.0.0.1:99999", "[::1]:x"])
+def test_node_init_refuses_a_bad_listen_address(run, tmp_path, listen):
+    assert run("cluster", "create").exit_code == 0
+    res = run("node", "init", str(tmp_path / "node"), "--node-id", "n1", "--listen", listen)
+    assert res.exit_code == 1 and "host:port" in res.output, res.output
+    assert not (tmp_path / "node").exists()
