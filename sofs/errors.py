@@ -63,7 +63,12 @@ class TooManyLinks(FsError):
 
 
 class BadFileHandle(FsError):
-    """A file handle that is not open (EBADF)."""
+    """A file handle that is not open, or not open for what is asked of it (EBADF)."""
+
+
+class NotSupported(FsError):
+    """The file layer does not implement this variant of an operation (EOPNOTSUPP), e.g. a
+    fallocate(2) mode other than those :mod:`sofs.fallocate` lists."""
 
 
 class NoSpace(FsError):
@@ -77,6 +82,11 @@ class DataUnavailable(FsError):
 
 class VolumeError(FsError):
     """A volume cannot be created, found or opened (bad name, exists, missing, in use)."""
+
+
+class MetadataDamaged(VolumeError):
+    """The volume's metadata database reports corruption or an I/O error on read or write:
+    the volume cannot be trusted until it is restored from a checkpoint."""
 
 
 class VolumeFenced(FsError):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import rocksdict
 
-from .errors import VolumeError, VolumeFenced
+from .errors import MetadataDamaged, VolumeError, VolumeFenced
 
 
 class Batch:
@@ -92,19 +92,31 @@ class MetaStore:
     def unfence(self) -> None:
         self.fenced = None
 
+    def _damaged(self, e: Exception) -> MetadataDamaged:
+        return MetadataDamaged(f"{self.path}: the metadata database failed ({e}); the volume "
+                               "needs a restore from its checkpoint (sofsctl volume restore)")
+
     def get(self, key: bytes) -> bytes | None:
-        return self._db.get(key)
+        try:
+            return self._db.get(key)
+        except Exception as e:  # rocksdict raises plain Exception for Corruption / IO error
+            raise self._damaged(e) from e
 
     def scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         """Items whose key starts with ``prefix``, in key order, from ``start`` (inclusive)."""
-        it = self._db.iter()
-        it.seek(start if start is not None else prefix)
-        while it.valid():
-            key = it.key()
-            if not key.startswith(prefix):
-                break
-            yield key, it.value()
-            it.next()
+        try:
+            it = self._db.iter()
+            it.seek(start if start is not None else prefix)
+            while it.valid():
+                key = it.key()
+                if not key.startswith(prefix):
+                    break
+                value = it.value()
+                yield key, value
+                it.next()
+            it.status()
+        except Exception as e:
+            raise self._damaged(e) from e
 
     def has_prefix(self, prefix: bytes) -> bool:
         for _ in self.scan(prefix):
@@ -136,7 +148,10 @@ class MetaStore:
                 wb.delete(key)
             else:
                 wb.put(key, value)
-        self._db.write(wb, self._sync if sync else self._nosync)
+        try:
+            self._db.write(wb, self._sync if sync else self._nosync)
+        except Exception as e:
+            raise self._damaged(e) from e
 
     def checkpoint(self, path: Path) -> None:
         """Write a consistent copy of the database to the new directory ``path`` (hard links

@@ -18,7 +18,7 @@ from chunkstore.healing.sweep import repair as run_repair
 from chunkstore.protection.policy import parse_policy
 from chunkstore.ring.localcluster import init_disk_dir, init_local_cluster, load_config
 from chunkstore.ring.mapadmin import load_map
-from chunkstore.ring.open import is_networked, open_ring
+from chunkstore.ring.open import has_cluster, is_networked, open_ring
 from exporters.errors import ExportError
 from exporters.registry import stop_exports
 from fuse_mount import control, runstate
@@ -52,7 +52,10 @@ def cli(ctx: click.Context, data_dir: Path | None) -> None:
       sofsctl --data-dir /srv/sofs volume create pacs --ec 4+2
       sofsctl --data-dir /srv/sofs mount pacs /mnt/pacs
     """
-    ctx.obj = data_dir or default_data_dir()
+    home = data_dir or default_data_dir()
+    if home.exists() and not home.is_dir():
+        raise Failure(f"the data directory {home} is not a directory (--data-dir or SOFS_HOME)")
+    ctx.obj = home
 
 
 # ---------------------------------------------------------------------------------------- cluster
@@ -134,6 +137,9 @@ def volume_create(home: Path, name: str, ec: str | None, cos: int | None, compre
 def volume_list(home: Path) -> None:
     """List volumes with their policies and where they are mounted."""
     vols = volumes(home)
+    if not vols and not has_cluster(home):
+        raise Failure(f"no cluster at {home}: give its data directory (--data-dir before the "
+                      "command, or SOFS_HOME), or create one: sofsctl cluster init")
     if not vols:
         click.echo("no volumes (create one: sofsctl volume create NAME)")
         return

@@ -22,6 +22,12 @@ def is_networked(data_dir: str | os.PathLike) -> bool:
     return os.path.exists(os.path.join(os.fspath(data_dir), MAP_FILE))
 
 
+def has_cluster(data_dir: str | os.PathLike) -> bool:
+    """Whether ``data_dir`` holds a cluster: an embedded ring's config or a networked map."""
+    return is_networked(data_dir) or os.path.exists(os.path.join(os.fspath(data_dir),
+                                                                 CLUSTER_FILE))
+
+
 def open_ring(data_dir: str | os.PathLike, instance: str | None = None, **kw: Any) -> RingStore:
     """The RING of ``data_dir`` (ClusterInUse if another process serves it, ClusterNotFound
     if there is none). ``instance`` names this client among several sharing a networked data
