@@ -274,7 +274,8 @@ def umount(home: Path, mountpoint: str, timeout: float) -> None:
 @click.option("--init-disk", "init_disks", multiple=True, metavar="ID",
               help="Initialise disk ID's missing or empty directory and rebuild onto it "
                    "(repeatable). Without it such a disk is left out: it may be a drive "
-                   "that failed to mount.")
+                   "that failed to mount. A disk that does not open (a damaged index) has its "
+                   "contents moved to DISK/damaged-TIME and is rebuilt from the other disks.")
 @pass_home
 def repair(home: Path, init_disks: tuple[str, ...]) -> None:
     """Check every chunk and rebuild missing or corrupt copies and fragments.
@@ -301,6 +302,8 @@ def repair(home: Path, init_disks: tuple[str, ...]) -> None:
     if report.get("roots_refreshed"):
         click.echo(f"volume checkpoint records rewritten to their disks: "
                    f"{report['roots_refreshed']}")
+    for msg in report.get("disks_set_aside", []):
+        click.echo(msg)
     if report.get("disks_revived"):
         click.echo(f"disks back in use: {', '.join(report['disks_revived'])}")
     if report.get("deleted_meanwhile"):

@@ -11,6 +11,7 @@ checkpoints and exports are built here (:func:`dead_mount_reason` and the like, 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import time
@@ -41,7 +42,7 @@ EXPORT_BAD_STATES = ("failed", "dead", "mount-gone")
 class _Disk:
     id: str
     path: str
-    state: str                 # up, MISSING, NOT INITIALISED, UNREADABLE
+    state: str                 # up, MISSING, NOT INITIALISED, UNREADABLE, UNAVAILABLE
     total: int | None = None
     free: int | None = None
     device: int | None = None  # st_dev: disks sharing a file system share its fill
@@ -56,6 +57,9 @@ def status(ctx: click.Context, home: Path) -> None:
     networked = is_networked(home)
     disks = [] if networked else _local_disks(home)
     h = _health(home)
+    # a directory that looks right but does not open (a damaged index) is not "up"
+    disks = [dataclasses.replace(d, state="UNAVAILABLE") if d.state == "up" and
+             d.id in h.disks_unavailable else d for d in disks]
     vols = volumes(home)
     states = runstate.all_states(home)
     mounts = {s.volume: s for s in states if s.alive}
@@ -102,7 +106,8 @@ def status(ctx: click.Context, home: Path) -> None:
         click.echo(f"unrecoverable: {shown}{more}", err=True)
         click.echo("which files lose data: sofsctl chunk which KEY...", err=True)
     if h.degraded or h.unrecoverable or problems:
-        new = [d for d, why in problems.items() if why.startswith(("missing", "not initialised"))]
+        new = [d for d, why in problems.items()
+               if why.startswith(("missing", "not initialised", "unavailable: it does not open"))]
         click.echo("run: sofsctl repair" + (
             f" (a disk replaced by a new, empty drive: sofsctl repair --init-disk {new[0]})"
             if new and not networked else ""), err=True)
@@ -206,7 +211,7 @@ def _local_disks(home: Path) -> list[_Disk]:
 
 def _problem(d: _Disk) -> str:
     what = {"MISSING": "missing", "NOT INITIALISED": "not initialised",
-            "UNREADABLE": "unreadable"}[d.state]
+            "UNREADABLE": "unreadable", "UNAVAILABLE": "unavailable: it does not open"}[d.state]
     return f"{what} ({d.path})"
 
 

@@ -69,3 +69,24 @@ def initialise_disk(path: str | os.PathLike, cluster_id: str, disk_id: str) -> D
     os.makedirs(os.path.join(path, "containers"), exist_ok=True)
     fsync_dir(path)
     return marker
+
+
+DAMAGED_PREFIX = "damaged-"
+
+
+def set_aside(path: str | os.PathLike, stamp: str) -> str:
+    """Move everything of a marked disk directory but its marker (index, containers) into
+    ``damaged-STAMP/`` inside it, so the disk opens empty and is rebuilt, and nothing it held
+    is deleted; returns that directory. Earlier ``damaged-*`` directories stay where they are.
+    The renames stay on the disk's own filesystem, and the directory is synced."""
+    path = os.fspath(path)
+    read_marker(path)  # DiskUnavailable unless this is a disk directory
+    target = os.path.join(path, DAMAGED_PREFIX + stamp)
+    os.mkdir(target)
+    for name in sorted(os.listdir(path)):
+        if name == MARKER_NAME or name.startswith(DAMAGED_PREFIX):
+            continue
+        os.rename(os.path.join(path, name), os.path.join(target, name))
+    fsync_dir(target)
+    fsync_dir(path)
+    return target

@@ -6,7 +6,11 @@ unmarked) disk directory is initialised only if the disk is named in ``init_disk
 rebuild would fill the filesystem under its mount point. Refused disks stay out of the
 read/write set, like a down disk (their chunks stay degraded), and the refusals are reported
 (``disks_refused``). A non-empty directory without a valid marker, and a disk set up as its
-own filesystem whose path is not a mount point now, are always refused. The sweep then walks
+own filesystem whose path is not a mount point now, are always refused. A marked disk that
+does not open (a damaged index) is refused too unless named in ``init_disks``: then its
+contents are set aside and it is rebuilt empty from the other disks (``disks_set_aside``); its
+index is not rebuilt from its containers, because compaction drops tombstones and a replay
+would bring deleted pieces back. The sweep then walks
 the union of the pieces indexed on every available disk plus the chunks named in the repair
 log. For each chunk, grouped by (key, policy code):
 
@@ -80,6 +84,7 @@ class RepairReport:
     roots_refreshed: int = 0      # volume root records written again to their current owners
     cancelled: bool = False       # stopped early (chunks_checked of them done): sweep again
     disks_refused: tuple[str, ...] = ()  # why an unavailable disk was not revived (one line each)
+    disks_set_aside: tuple[str, ...] = ()  # damaged disks opened empty to be rebuilt (one line each)
     deleted_meanwhile: int = 0    # chunks deleted while the sweep ran (not unrecoverable)
 
     @property
@@ -416,10 +421,13 @@ def repair(ring: RingStore, progress: Progress | None = None,
         return RepairReport(0, 0, 0, (), 0, cancelled=True)
     revived = []
     refused: list[str] = []
+    set_aside: list[str] = []
     for disk_id in sorted(ring.unavailable_disks()):
         if isinstance(ring, LocalRing):
             if ring.revive_disk(disk_id, init=disk_id in init):
                 revived.append(disk_id)
+                if disk_id in ring.set_aside:
+                    set_aside.append(ring.set_aside.pop(disk_id))
             elif disk_id in ring.refused:
                 refused.append(ring.refused[disk_id])
         elif ring.revive_disk(disk_id):
@@ -427,11 +435,12 @@ def repair(ring: RingStore, progress: Progress | None = None,
     with ring.watching_deletes() as deleted_keys:
         return _sweep_all(ring, progress, throttle=_Throttle(max_bytes_per_s, clock, cancel),
                           sweep=_Sweep(ring, verify, deleted_keys), cancel=cancel,
-                          revived=revived, refused=refused)
+                          revived=revived, refused=refused, set_aside=set_aside)
 
 
 def _sweep_all(ring: RingStore, progress: Progress | None, *, throttle: _Throttle, sweep: _Sweep,
-               cancel: threading.Event, revived: list[str], refused: list[str]) -> RepairReport:
+               cancel: threading.Event, revived: list[str], refused: list[str],
+               set_aside: list[str]) -> RepairReport:
     chunks, _ = _collect(ring, cancel)
     errors: list[str] = []
     total = len(chunks)
@@ -478,6 +487,7 @@ def _sweep_all(ring: RingStore, progress: Progress | None, *, throttle: _Throttl
         cancelled=cancelled,
         disks_refused=tuple(refused),
         deleted_meanwhile=sweep.deleted_meanwhile,
+        disks_set_aside=tuple(set_aside),
     )
 
 

@@ -17,8 +17,9 @@ filesystem. Refusals are kept in :attr:`LocalRing.refused` (disk id -> message).
 from __future__ import annotations
 
 import os
+import time
 
-from chunkstore.disk.marker import MARKER_NAME
+from chunkstore.disk.marker import DAMAGED_PREFIX, MARKER_NAME, set_aside
 from chunkstore.disk.store import DEFAULT_CONTAINER_SIZE, DiskStore
 from chunkstore.errors import DiskUnavailable
 from chunkstore.placement.layout import REPAIR_LOG_DIR
@@ -54,6 +55,7 @@ class LocalRing(RingStore):
         self.data_dir = os.fspath(data_dir)
         self._container_size = container_size
         self.refused: dict[str, str] = {}  # disk id -> why it is not used (see revive_disk)
+        self.set_aside: dict[str, str] = {}  # disk id -> what revive_disk moved away, and why
         cl.load_config(self.data_dir)  # ClusterNotFound before creating a lock file anywhere
         self._lock = cl.ClusterLock(self.data_dir)
         try:
@@ -121,7 +123,10 @@ class LocalRing(RingStore):
         empty only with ``init``; without, the disk stays down and the refusal (naming the
         disk, its path and ``--init-disk``) is kept in :attr:`refused`. A non-empty directory
         without a valid marker is always refused (it may be an unmounted disk's mount point),
-        and so is a disk set up as its own filesystem whose path is not a mount point now."""
+        and so is a disk set up as its own filesystem whose path is not a mount point now. A
+        marked disk that does not open (a damaged index) is, with ``init``, set aside
+        (:func:`~chunkstore.disk.marker.set_aside`: nothing deleted) and opened empty, to be
+        rebuilt from the other disks (noted in :attr:`set_aside`); without, refused."""
         with self._disks_lock:
             if disk_id in self._disks:
                 ds = self._disks[disk_id]
@@ -153,7 +158,25 @@ class LocalRing(RingStore):
                 return self._refuse(disk_id, f"disk {disk_id}: cannot initialise {path}: {e}")
         if self._open_disk(disk_id):
             return True
-        return self._refuse(disk_id, f"disk {disk_id}: cannot open {path}: "
+        why = self.unavailable_disks().get(disk_id, "unknown error")
+        if not has_marker(path):
+            return self._refuse(disk_id, f"disk {disk_id}: cannot open {path}: {why}")
+        if not init:
+            return self._refuse(disk_id, (
+                f"disk {disk_id}: cannot open {path}: {why}; to rebuild its pieces from the "
+                f"other disks, run: sofsctl repair --init-disk {disk_id} (what it holds now is "
+                f"moved to {path}/{DAMAGED_PREFIX}TIME, not deleted)"))
+        try:  # a marked disk that does not open (a damaged index): rebuilt empty
+            moved = set_aside(path, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
+        except (DiskUnavailable, OSError) as e:
+            return self._refuse(disk_id, f"disk {disk_id}: cannot open {path} ({why}) nor set "
+                                         f"its contents aside: {e}")
+        self.set_aside[disk_id] = (f"disk {disk_id} could not be opened ({why}): its contents "
+                                   f"were moved to {moved} and its pieces are rebuilt from the "
+                                   "other disks")
+        if self._open_disk(disk_id):
+            return True
+        return self._refuse(disk_id, f"disk {disk_id}: cannot open {path} even empty: "
                                      f"{self.unavailable_disks().get(disk_id, 'unknown error')}")
 
     def _refuse(self, disk_id: str, reason: str) -> bool:

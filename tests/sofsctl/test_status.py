@@ -149,3 +149,28 @@ def test_a_copy_taken_over_by_another_host_is_a_warning():
     assert reason is not None and reason.level == Level.WARN and "unmount it" in reason.text
     assert overtaken_reason("pacs", {"gc_stopped": False}) is None
 
+
+
+def test_a_disk_whose_index_is_damaged_is_reported_and_rebuilt_from_the_others(data):
+    """It used to show "up", and repair said "all chunks fully protected" rebuilding nothing."""
+    for table in (data / "disks" / "d2" / "index").glob("*.sst"):
+        with open(table, "r+b") as f:
+            f.seek(50)
+            f.write(os.urandom(300))
+    res = sofsctl(data, "status")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "disk d2 unavailable: it does not open" in res.stdout.splitlines()[0]
+    row = next(ln for ln in res.stdout.splitlines() if ln.startswith("d2 "))
+    assert "UNAVAILABLE" in row and "fully protected" not in res.stdout
+    assert "sofsctl repair --init-disk d2" in res.stderr
+    res = sofsctl(data, "repair")
+    assert res.returncode == 5, res.stdout + res.stderr
+    assert "cannot open" in res.stderr and "--init-disk d2" in res.stderr, res.stderr[-600:]
+    res = sofsctl(data, "repair", "--init-disk", "d2")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "disk d2 could not be opened" in res.stdout and "damaged-" in res.stdout
+    assert "pieces rebuilt: 0 " not in res.stdout and "all chunks fully protected" in res.stdout
+    kept = list((data / "disks" / "d2").glob("damaged-*"))
+    assert len(kept) == 1 and (kept[0] / "index").is_dir() and (kept[0] / "containers").is_dir()
+    res = sofsctl(data, "status")
+    assert res.returncode == 0 and res.stdout.startswith("HEALTH_OK"), res.stdout
