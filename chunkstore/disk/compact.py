@@ -1,5 +1,9 @@
 """Compaction of one disk: rewrite sealed containers that are mostly dead, then delete them.
 
+The active container is sealed first when that is worth it (:func:`worth_sealing`: enough
+dead bytes, or a disk too small for it to ever fill and roll), so compaction reaches every
+container.
+
 A sealed container (chunkstore.disk.log.SealedContainer: below the committed high-water mark,
 not the active one) whose dead share is at least ``min_dead_ratio`` is compacted in three
 steps:
@@ -38,11 +42,21 @@ from chunkstore.disk.pending import DROP, MOVE, PendingOp
 from chunkstore.disk.records import CompactReport
 
 
-def compact(log: ContainerLog, db: Rdict, cache: FdCache, min_dead_ratio: float) -> CompactReport:
+def compact(log: ContainerLog, db: Rdict, cache: FdCache, min_dead_ratio: float,
+            free_bytes: int | None = None, container_size: int | None = None) -> CompactReport:
     """Compact every sealed container of ``log`` whose dead share is >= ``min_dead_ratio``;
-    ``db`` is the disk's index, ``cache`` opens its container files."""
+    ``db`` is the disk's index, ``cache`` opens its container files. The active container is
+    sealed first when :func:`worth_sealing` says so (``free_bytes``: what the disk's
+    filesystem has left; ``container_size``: where the active container would roll)."""
     removed = moved = reclaimed = dropped = 0
+    if worth_sealing(log.active(), min_dead_ratio, free_bytes, container_size):
+        log.seal_active()
+    budget = free_bytes  # a container is compacted only if its live records fit in free space
     for c in _candidates(log, min_dead_ratio):
+        if budget is not None:
+            if c.live_bytes and c.live_bytes + COPY_MARGIN > budget:
+                continue  # copying would fill the disk and free nothing
+            budget += c.size - c.live_bytes
         moved += _move_live_records(log, db, cache, c.cid)
         if log.live_bytes(c.cid):
             dropped += _drop_pieces_in(log, db, c.cid)
@@ -51,6 +65,31 @@ def compact(log: ContainerLog, db: Rdict, cache: FdCache, min_dead_ratio: float)
         removed += 1
         reclaimed += c.size
     return CompactReport(removed, moved, reclaimed, dropped)
+
+
+SEAL_MIN_DEAD = 4 << 20  # dead bytes in the active container that make sealing it worth it
+COPY_MARGIN = 1 << 20    # free space kept beyond the live bytes a compaction copies
+
+
+def worth_sealing(active: SealedContainer, min_dead_ratio: float, free_bytes: int | None,
+                  container_size: int | None) -> bool:
+    """Whether to seal the active container so compaction reaches it: its dead share is at
+    least ``min_dead_ratio`` and either its dead bytes are SEAL_MIN_DEAD or more, or the disk
+    has no room left for the active container to grow to ``container_size`` (a disk smaller
+    than one container: sealing is the only way it ever gets space back); and its live
+    records fit in the free space (compaction copies them out). Each seal starts a new
+    container, so the dead-bytes rule keeps them from multiplying."""
+    body = active.size - ctr.FILE_HEADER_SIZE
+    if body <= 0:
+        return False
+    dead = body - active.live_bytes
+    if dead / body < min_dead_ratio:
+        return False
+    if free_bytes is not None and active.live_bytes and active.live_bytes + COPY_MARGIN > free_bytes:
+        return False  # its live records could not be copied out: sealing would free nothing
+    cramped = (free_bytes is not None and container_size is not None
+               and free_bytes < container_size - active.size)
+    return dead >= SEAL_MIN_DEAD or (cramped and dead > 0)
 
 
 def _candidates(log: ContainerLog, min_dead_ratio: float) -> list[SealedContainer]:

@@ -170,6 +170,7 @@ class ContainerLog:
         self._pending: dict[bytes, PendingOp] = {}
         self._broken: ChunkStoreError | None = None
         self._closed = False
+        self._hwm_due = False  # seal_active: commit the high-water mark even with no op queued
 
         last = containers[-1]
         self._sizes = {cid: end if cid == last else os.stat(self._path(cid)).st_size for cid in containers}
@@ -247,6 +248,45 @@ class ContainerLog:
                     self._cv.notify_all()
         if op.error is not None:
             raise op.error
+
+    def active(self) -> SealedContainer:
+        """The active container (id, size, live bytes as of the last commit): what
+        :meth:`seal_active` would hand to compaction."""
+        with self._lock:
+            cid = self._active_cid
+            return SealedContainer(cid, self._end, self._live.get(cid, 0))
+
+    def seal_active(self) -> int | None:
+        """Seal the active container now and commit a high-water mark past it, so compaction
+        can reach it (a disk smaller than one container would otherwise never reclaim the
+        space of deleted pieces). Returns the id sealed, or None when it holds no record.
+        DiskFull when there is no space for the next container's file header."""
+        with self._lock:
+            self.check_writable()
+            if self._end <= ctr.FILE_HEADER_SIZE:
+                return None
+            sealed = self._active_cid
+            try:
+                self._roll()
+            except OSError as e:
+                if e.errno in _NOSPACE:
+                    raise DiskFull(f"{self._name}: no space to start a new container") from e
+                self._broken = DiskUnavailable(f"{self._name}: cannot roll container: {e}")
+                raise self._broken from e
+            self._hwm_due = True
+        with self._cv:  # lead one commit, as close() does: it writes the new high-water mark
+            while self._syncing:
+                self._cv.wait()
+            self._syncing = True
+        try:
+            self._group_commit()
+        finally:
+            with self._cv:
+                self._syncing = False
+                self._cv.notify_all()
+        if self._broken is not None:
+            raise self._broken
+        return sealed
 
     def remove_sealed(self, cid: int) -> None:
         """Delete sealed container ``cid``: its cached descriptor, its file (``containers/``
@@ -345,8 +385,9 @@ class ContainerLog:
         """Step 4 as the leader (append lock not held; ``_syncing`` is ours)."""
         with self._lock:
             batch, self._queue = self._queue, []
-            if not batch:
+            if not batch and not self._hwm_due:
                 return  # always the case once close() has committed the last queue
+            self._hwm_due = False
             h = self._active  # the append lock keeps it open until we hold our own reference
             self._cache.ref(h)
             cid, end = self._active_cid, self._end

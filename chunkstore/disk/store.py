@@ -93,6 +93,7 @@ class DiskStore:
         fd_cache_size: int = 4,
     ) -> None:
         self.path = os.fspath(path)
+        self.container_size = container_size
         self.marker = read_marker(self.path)
         if cluster_id is not None and self.marker.cluster_id != cluster_id:
             raise DiskUnavailable(f"{self.path}: belongs to cluster {self.marker.cluster_id}, not {cluster_id}")
@@ -298,7 +299,8 @@ class DiskStore:
         )
 
     def compact(self, min_dead_ratio: float = 0.3) -> CompactReport:
-        """Rewrite sealed containers whose dead share is >= ``min_dead_ratio``.
+        """Rewrite sealed containers whose dead share is >= ``min_dead_ratio`` (the active
+        one sealed first when it is worth it: chunkstore.disk.compact.worth_sealing).
 
         Live records are copied verbatim into the active container through the normal group
         commit (so the index points to the copies), the index is synced, and only then is the
@@ -306,8 +308,14 @@ class DiskStore:
         (chunkstore.disk.compact).
         """
         self._check_usable()
+        try:
+            st = os.statvfs(self.path)
+            free: int | None = st.f_bavail * st.f_frsize
+        except OSError:
+            free = None
         with self._compact_lock, self._delete_lock:  # deletes wait: no tombstone for a record being moved
-            return compaction.compact(self._log, self._db, self._cache, min_dead_ratio)
+            return compaction.compact(self._log, self._db, self._cache, min_dead_ratio,
+                                      free_bytes=free, container_size=self.container_size)
 
     # -- volume root records (format and rules: chunkstore.roots; files: chunkstore.disk.rootfiles)
 

@@ -131,6 +131,70 @@ def test_compact(tmp_path):
     ds.close()
 
 
+def test_compaction_reaches_the_active_container(tmp_path):
+    """Space of pieces deleted from the active container comes back (it never did: only
+    sealed containers were compacted), and everything reads back after a reopen."""
+    from chunkstore.disk import compact as compaction
+    ds = _init(tmp_path / "d0")  # the default 64 MiB container: all of it in the active one
+    keys = [_put(ds, os.urandom(600_000)) for _ in range(12)]
+    cdir = tmp_path / "d0" / "containers"
+    assert len(os.listdir(cdir)) == 1
+    for k in keys[:9]:
+        ds.delete(k, REPLICA_INDEX)
+    before = ds.stats().used_bytes
+    rep = ds.compact(0.3)
+    assert rep.containers_removed == 1 and rep.records_moved == 3, rep
+    assert ds.stats().used_bytes < before / 3
+    for k in keys[9:]:
+        assert ds.get(k, REPLICA_INDEX)
+    k_new = _put(ds, b"after the seal")
+    assert ds.compact(0.3).containers_removed == 0  # nothing dead: nothing sealed again
+    ds.close()
+    ds = DiskStore(tmp_path / "d0")
+    try:
+        for k in keys[9:] + [k_new]:
+            assert ds.get(k, REPLICA_INDEX)
+        for k in keys[:9]:
+            assert not ds.has(k, REPLICA_INDEX)
+    finally:
+        ds.close()
+    # a few dead bytes are not worth a new container, unless the disk is too full to roll
+    active = compaction.SealedContainer(1, ctr.FILE_HEADER_SIZE + 100_000, 50_000)
+    assert not compaction.worth_sealing(active, 0.3, free_bytes=10 << 30, container_size=64 << 20)
+    assert compaction.worth_sealing(active, 0.3, free_bytes=2 << 20, container_size=64 << 20)
+    assert not compaction.worth_sealing(active, 0.6, free_bytes=2 << 20, container_size=64 << 20)
+    # nor when its live records could not be copied out
+    assert not compaction.worth_sealing(active, 0.3, free_bytes=1 << 20, container_size=64 << 20)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_a_disk_smaller_than_one_container_gets_space_back_after_deletes(tmp_path):
+    """On a 12 MiB filesystem (64 MiB containers) writes reach ENOSPC; after deletes and a
+    compaction they succeed again."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(mnt)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
+    try:
+        ds = _init(mnt / "d0")
+        keys = []
+        with pytest.raises(DiskFull):
+            for _ in range(40):
+                keys.append(_put(ds, os.urandom(1 << 20)))
+        for k in keys:
+            ds.delete(k, REPLICA_INDEX)
+        rep = ds.compact(0.3)
+        assert rep.containers_removed == 1, rep
+        again = [_put(ds, os.urandom(1 << 20)) for _ in range(5)]  # ENOSPC before the fix
+        for k in again:
+            assert len(ds.get(k, REPLICA_INDEX)) == 1 << 20
+        ds.close()
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
 def _active_container(path):
     cdir = os.path.join(path, "containers")
     return os.path.join(cdir, sorted(os.listdir(cdir))[-1])
