@@ -16,7 +16,6 @@ from chunkstore.placement.clustermap import ClusterMap
 from chunkstore.placement.ring import DEFAULT_VNODES
 from chunkstore.protection.policy import parse_policy
 from chunkstore.ring import mapadmin
-from fuse_mount import control, runstate
 from sofs.volume import list_volume_names, load_volume
 
 from .common import Failure, FiniteFloat, fail, pass_home, table
@@ -211,24 +210,9 @@ def disk_out(home: Path, disk_id: str) -> None:
     _change(home, f"disk {disk_id} out", lambda cmap: cmap.set_disk_state(disk_id, "out"))
 
 
-def show_cluster(home: Path) -> None:
+def print_cluster_view(info: dict) -> None:
     """The networked part of ``sofsctl status``: nodes, and the rebuild as the active healer
-    (one of the mounts of this data directory) sees them."""
-    info = None
-    for st in runstate.all_states(home):
-        if not st.alive:
-            continue
-        try:
-            candidate = control.call(home, "cluster", volume=st.volume, timeout=30)
-        except control.MountError:
-            continue
-        info = candidate
-        if candidate["rebuild"]["state"] != "standby":
-            break
-    if info is None:
-        click.echo("no mount process serves this data directory: node states from here")
-        print_nodes(home)
-        return
+    (one of the mounts of this data directory) sees them (``info``: its ``cluster`` op)."""
     click.echo(f"map epoch {info['epoch']} (as the mount process sees it)")
     rows = [("NODE", "ADDRESS", "SITE", "STATE", "REACHABLE")]
     now = time.time()

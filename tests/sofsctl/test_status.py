@@ -15,7 +15,7 @@ import pytest
 from chunkstore.healing.verdict import Level
 from chunkstore.protection.policy import Protection, parse_policy
 from chunkstore.ring.open import open_ring
-from sofsctl.status import checkpoint_reason, dead_mount_reason, export_reason, overtaken_reason
+from sofsctl.statusfacts import checkpoint_reason, dead_mount_reason, export_reason, overtaken_reason
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTECTION = Protection(parse_policy("cos2"), parse_policy("ec4+2"))
@@ -174,3 +174,27 @@ def test_a_disk_whose_index_is_damaged_is_reported_and_rebuilt_from_the_others(d
     assert len(kept) == 1 and (kept[0] / "index").is_dir() and (kept[0] / "containers").is_dir()
     res = sofsctl(data, "status")
     assert res.returncode == 0 and res.stdout.startswith("HEALTH_OK"), res.stdout
+
+
+def test_status_json_carries_the_same_verdict_and_facts(data, tmp_path):
+    import json
+    res = sofsctl(data, "status", "--json")
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["format"] == 1 and doc["networked"] is False and doc["data_dir"] == str(data)
+    assert doc["health"] == {"status": "HEALTH_OK", "exit": 0, "reasons": []}
+    assert doc["chunks"]["total"] == 12 and doc["chunks"]["protected"] == 12
+    assert [d["id"] for d in doc["disks"]] == [f"d{i}" for i in range(6)]
+    assert all(d["state"] == "up" and d["total_bytes"] > 0 for d in doc["disks"])
+    assert doc["volumes"][0]["name"] == "pacs" and doc["volumes"][0]["state"] == "not mounted"
+    (data / "disks" / "d3").rename(tmp_path / "d3-away")
+    res = sofsctl(data, "status", "--json")
+    assert res.returncode == 1
+    doc = json.loads(res.stdout)
+    assert doc["health"]["status"] == "HEALTH_WARN" and doc["health"]["exit"] == 1
+    assert doc["health"]["reasons"][0]["text"].startswith("disk d3 missing")
+    d3 = next(d for d in doc["disks"] if d["id"] == "d3")
+    assert d3["state"] == "MISSING" and d3["problem"].startswith("missing")
+    text = sofsctl(data, "status")
+    assert text.stdout.splitlines()[0] == "HEALTH_WARN: " + "; ".join(
+        r["text"] for r in doc["health"]["reasons"])
