@@ -25,6 +25,7 @@ import pyfuse3
 import trio
 
 from chunkstore import errors as cerr
+from chunkstore import sdnotify
 from chunkstore.healing.healer import DEFAULT_DOWN_AFTER_S, DEFAULT_SCRUB_INTERVAL_S, Healer
 from chunkstore.healing.sweep import health, repair
 from chunkstore.placement.keys import ChunkRef
@@ -266,6 +267,7 @@ async def _serve(fs: Filesystem, ring: RingStore, mountpoint: str, ready_fd: int
             if ready_fd is not None:
                 os.write(ready_fd, b"ready\n")
                 os.close(ready_fd)
+            sdnotify.notify(f"READY=1\nSTATUS=serving volume {fs.config.name} at {mountpoint}")
             log.info("serving %s", mountpoint)
 
         nursery.start_soon(watch_signals)
@@ -327,6 +329,7 @@ def run_mount(data_dir: Path, volume: str, mountpoint: str, *, ready_fd: int | N
         trio.run(_serve, fs, ring, mountpoint, ready_fd, control, gc_interval_s, healer,
                  checkpointer, checkpoint_interval_s)
         log.info("FUSE session ended; flushing and closing")
+        sdnotify.notify("STOPPING=1\nSTATUS=flushing and closing")
         if checkpoint_interval_s > 0:
             with contextlib.suppress(Exception):  # a file that cannot be stored: fs.close says
                 fs.flush_all()

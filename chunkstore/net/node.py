@@ -33,6 +33,7 @@ import sys
 
 import trio
 
+from chunkstore import sdnotify
 from chunkstore.atomicfile import atomic_write
 from chunkstore.disk.store import DiskStore
 from chunkstore.errors import AuthError, ConfigError
@@ -72,8 +73,11 @@ async def _amain(
             await nursery.start(node.serve, listeners)
             if state_file:
                 _write_state(state_file, port, config.host, config.node_id)
+            sdnotify.notify(f"READY=1\nSTATUS=node {config.node_id} serving {len(stores)} disks "
+                            f"on {config.host}:{port}")
             async for signum in signals:
                 log.info("received %s: shutting down", signal.Signals(signum).name)
+                sdnotify.notify("STOPPING=1")
                 node.request_stop()
                 break
 
