@@ -30,6 +30,7 @@ from chunkstore.healing.healer import DEFAULT_DOWN_AFTER_S, DEFAULT_SCRUB_INTERV
 from chunkstore.healing.sweep import health, repair
 from chunkstore.placement.keys import ChunkRef
 from chunkstore.ring.datapath import RingStore
+from chunkstore.ring.diskusage import disk_usage
 from chunkstore.ring.open import is_networked, open_ring
 from sofs.errors import FsError
 from sofs.fs import Filesystem
@@ -111,6 +112,10 @@ def admin_ops(ring: RingStore, fs: Filesystem, healer: Healer | None = None,
                                    **_checkpoint_stats(checkpointer, checkpoint_interval_s)},
         "fsck": _online_fsck(fs, ring),
         "chunks": _chunks_op(ring),
+        "disks": lambda progress: [u.as_dict() for u in disk_usage(ring)],
+        # any volume of the data directory (an embedded ring's one mount serves them all)
+        "volume-checkpoints": lambda progress, uuid: [
+            c.as_dict() for c in list_checkpoints(ring, uuid)],
     }
 
 

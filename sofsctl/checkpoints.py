@@ -19,6 +19,7 @@ from sofs.metadata import MetaStore
 from sofs.volume import list_volume_names, load_volume, volume_dir
 
 from .common import Failure, fail, human, pass_home, progress_bar, table
+from .jobs import require_volume
 
 
 def _when(ts: float) -> str:
@@ -73,6 +74,7 @@ def volume_checkpoint(home: Path, name: str, list_only: bool, take_over: bool) -
     --checkpoint-interval); its mount process runs this one. The RING keeps the last 3; on a
     host that lost the metadata, `sofsctl volume restore NAME` brings the volume back.
     """
+    require_volume(home, name)
     try:
         config = load_volume(home, name)
     except ferr.VolumeError as e:

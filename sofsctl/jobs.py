@@ -3,6 +3,7 @@ mount process that holds it) and reading the volumes of a data directory."""
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 import click
@@ -51,3 +52,16 @@ def volumes(home: Path) -> list[VolumeConfig]:
         except ferr.VolumeError as e:
             click.echo(f"warning: {e}", err=True)
     return out
+
+
+def require_volume(home: Path, name: str) -> VolumeConfig:
+    """Volume ``name``'s config, or the command fails naming the volumes there are and the
+    closest to what was typed."""
+    vols = {v.name: v for v in volumes(home)}
+    if name in vols:
+        return vols[name]
+    names = sorted(vols)
+    close = difflib.get_close_matches(name, names, n=1) or [
+        n for n in names if n.lower() == name.lower()]
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise fail(f"no volume {name!r}; volumes: {', '.join(names) or 'none'}{hint}")

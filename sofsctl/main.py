@@ -30,9 +30,10 @@ from .checkpoints import volume_checkpoint, volume_restore
 from .common import Failure, FiniteFloat, default_data_dir, fail, human, parse_size, pass_home, table
 from .exports import export
 from .inspect import chunk, file_group
-from .jobs import ring_job, volumes
+from .jobs import require_volume, ring_job, volumes
 from .nodes import cluster_create, disk, node
 from .status import status
+from .usage import df, volume_show
 
 if TYPE_CHECKING:
     from click._termui_impl import ProgressBar
@@ -191,6 +192,7 @@ def mount(home: Path, name: str, mountpoint: str, foreground: bool,
           scrub_interval: float | None, rebuild_rate: float | None,
           checkpoint_interval: float | None, take_over: bool) -> None:
     """Mount volume NAME at MOUNTPOINT (in the background unless --foreground)."""
+    require_volume(home, name)
     busy = [st for st in runstate.all_states(home) if st.alive]
     if not is_networked(home):
         busy = busy[:1]
@@ -391,6 +393,7 @@ def fsck(home: Path, name: str, repair: bool) -> None:
     need the volume unmounted. Exit status: 0 the volume is clean (after --repair, if given),
     4 problems remain, 1 the check could not run.
     """
+    require_volume(home, name)
     mounted = next((st for st in runstate.all_states(home) if st.alive and st.volume == name),
                    None)
     bars = _PhaseBars()
@@ -437,10 +440,12 @@ def fsck(home: Path, name: str, repair: bool) -> None:
 cluster.add_command(cluster_create)
 volume.add_command(volume_checkpoint)
 volume.add_command(volume_restore)
+volume.add_command(volume_show)
 cli.add_command(node)
 cli.add_command(disk)
 cli.add_command(export)
 cli.add_command(status)
+cli.add_command(df)
 cli.add_command(chunk)
 cli.add_command(file_group)
 

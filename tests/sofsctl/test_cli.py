@@ -113,3 +113,15 @@ def test_node_init_refuses_a_bad_listen_address(run, tmp_path, listen):
     res = run("node", "init", str(tmp_path / "node"), "--node-id", "n1", "--listen", listen)
     assert res.exit_code == 1 and "host:port" in res.output, res.output
     assert not (tmp_path / "node").exists()
+
+
+@pytest.mark.parametrize("cmd", [["mount", "Pacs", "/tmp"], ["fsck", "pacz"],
+                                 ["volume", "checkpoint", "pac"], ["volume", "show", "PACS"]])
+def test_a_wrong_volume_name_lists_the_volumes_and_the_closest(run, cmd):
+    assert run("cluster", "init", "--disks", "3").exit_code == 0
+    assert run("volume", "create", "pacs", "--cos", "1").exit_code == 0
+    assert run("volume", "create", "reports", "--cos", "1").exit_code == 0
+    res = run(*cmd)
+    assert res.exit_code == 1, res.output
+    assert f"no volume {cmd[-2] if cmd[0] == 'mount' else cmd[-1]!r}; volumes: pacs, reports " \
+           "(did you mean 'pacs'?)" in res.output
