@@ -155,8 +155,13 @@ def create_volume(data_dir: Path, name: str, *, small_policy: str = "cos2",
         vdir.mkdir()
     except FileExistsError:
         raise VolumeError(f"volume {name!r} already exists") from None
-    atomic_write(vdir / "volume.json", config.to_json())
+    save_volume(data_dir, config)
     return config
+
+
+def save_volume(data_dir: Path, config: VolumeConfig) -> None:
+    """Write (or replace) the volume's ``volume.json``, atomically and durably."""
+    atomic_write(volume_dir(data_dir, config.name) / "volume.json", config.to_json())
 
 
 def load_volume(data_dir: Path, name: str) -> VolumeConfig:

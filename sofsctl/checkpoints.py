@@ -4,6 +4,7 @@ RING (sofs.metacheckpoint), written now, listed, and restored onto a host that l
 from __future__ import annotations
 
 import datetime
+import json
 import shutil
 import time
 from pathlib import Path
@@ -16,10 +17,10 @@ from fuse_mount import control, runstate
 from sofs import errors as ferr
 from sofs import metacheckpoint as mc
 from sofs.metadata import MetaStore
-from sofs.volume import list_volume_names, load_volume, volume_dir
+from sofs.volume import list_volume_names, load_volume, save_volume, volume_dir
 
 from .common import Failure, fail, human, pass_home, progress_bar, table
-from .jobs import require_volume
+from .jobs import require_volume, ring_job
 
 
 def _when(ts: float) -> str:
@@ -66,8 +67,11 @@ def _print_list(rows: list[dict]) -> None:
 @click.option("--take-over", is_flag=True,
               help="Write it even though another host wrote newer checkpoints of this volume "
                    "(this copy of the metadata becomes the one a restore brings back).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the checkpoint written (or the --list) as JSON (schema in sofsctl(8)).")
 @pass_home
-def volume_checkpoint(home: Path, name: str, list_only: bool, take_over: bool) -> None:
+def volume_checkpoint(home: Path, name: str, list_only: bool, take_over: bool,
+                      as_json: bool) -> None:
     """Checkpoint volume NAME's metadata into the RING now (or --list the kept ones).
 
     A mounted volume checkpoints itself every 10 minutes and when unmounted (sofsctl mount
@@ -81,17 +85,14 @@ def volume_checkpoint(home: Path, name: str, list_only: bool, take_over: bool) -
         raise fail(e) from None
     mounted = _mounted(home, name)
     if list_only:
-        if mounted is not None:
-            rows = _call_mount(home, "checkpoints", name)
+        # here, or in the mount process that holds the ring (whichever volume it mounts)
+        rows = ring_job(home, "volume-checkpoints",
+                        lambda ring, p: [c.as_dict() for c in mc.list_checkpoints(ring, config.uuid)],
+                        args={"uuid": config.uuid})
+        if as_json:
+            click.echo(json.dumps(rows, indent=1))
         else:
-            ring = _open_ring(home)
-            try:
-                rows = [c.as_dict() for c in mc.list_checkpoints(ring, config.uuid)]
-            except (cerr.ChunkStoreError, ferr.FsError) as e:
-                raise fail(e) from None
-            finally:
-                ring.close()
-        _print_list(rows)
+            _print_list(rows)
         return
     progress, finish = progress_bar("checkpoint", show_pos=False, tty_only=True)
     try:
@@ -115,6 +116,9 @@ def volume_checkpoint(home: Path, name: str, list_only: bool, take_over: bool) -
                 ring.close()
     finally:
         finish()
+    if as_json:
+        click.echo(json.dumps(info, indent=1))
+        return
     click.echo(f"volume {name}: checkpoint {info['seq']} in the RING: {info['files']} files, "
                f"{human(info['bytes'])} of metadata, {human(info['sent_bytes'])} sent "
                f"({info['reused_pieces']} pieces already stored), {info['took']:.1f} s")
@@ -130,9 +134,10 @@ def volume_checkpoint(home: Path, name: str, list_only: bool, take_over: bool) -
                    "(see --list).")
 @click.option("--list", "list_only", is_flag=True,
               help="List the volumes that have checkpoints in the RING, and stop.")
+@click.option("--json", "as_json", is_flag=True, help="With --list: print JSON (schema in sofsctl(8)).")
 @pass_home
 def volume_restore(home: Path, name: str | None, which: int, volume_uuid: str | None,
-                   list_only: bool) -> None:
+                   list_only: bool, as_json: bool) -> None:
     """Restore volume NAME's metadata from its checkpoint in the RING.
 
     For a host that lost the volume's metadata (a failed disk, a rebuilt server): the data
@@ -158,6 +163,12 @@ def volume_restore(home: Path, name: str | None, which: int, volume_uuid: str | 
                     local[vname] = load_volume(home, vname).uuid
                 except ferr.VolumeError:
                     continue
+            if as_json:
+                click.echo(json.dumps([{"name": v.name, "uuid": v.uuid, "seq": v.seq,
+                                        "created": v.created, "host": v.host,
+                                        "here": local.get(v.name) == v.uuid} for v in found],
+                                      indent=1))
+                return
             for v in found:
                 rows.append((v.name, v.uuid, v.seq, _when(v.created), v.host or "?",
                              "yes" if local.get(v.name) == v.uuid else "-"))
@@ -199,9 +210,7 @@ def volume_restore(home: Path, name: str | None, which: int, volume_uuid: str | 
         except Exception as e:
             shutil.rmtree(vdir, ignore_errors=True)
             raise Failure(f"the restored metadata does not open: {e}") from None
-        tmp = vdir / "volume.json.tmp"
-        tmp.write_text(config.to_json())
-        tmp.rename(vdir / "volume.json")
+        save_volume(home, config)
     finally:
         ring.close()
     click.echo(f"volume {name} restored from checkpoint {info.seq} taken {_when(info.created)} "

@@ -6,6 +6,8 @@ usage; 3 ``repair`` finished but some chunks could not be recovered.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import sys
 from pathlib import Path
@@ -134,17 +136,26 @@ def volume_create(home: Path, name: str, ec: str | None, cos: int | None, compre
 
 
 @volume.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (schema in sofsctl(8)).")
 @pass_home
-def volume_list(home: Path) -> None:
+def volume_list(home: Path, as_json: bool) -> None:
     """List volumes with their policies and where they are mounted."""
     vols = volumes(home)
     if not vols and not has_cluster(home):
         raise Failure(f"no cluster at {home}: give its data directory (--data-dir before the "
                       "command, or SOFS_HOME), or create one: sofsctl cluster init")
+    mounts = {s.volume: s for s in runstate.all_states(home) if s.alive}
+    if as_json:
+        click.echo(json.dumps([{
+            "name": v.name, "uuid": v.uuid, "created": v.created, "large_policy": v.large_policy,
+            "small_policy": v.small_policy, "compression": v.compression,
+            "block_size": v.block_size,
+            "mountpoint": mounts[v.name].mountpoint if v.name in mounts else None,
+            "pid": mounts[v.name].pid if v.name in mounts else None} for v in vols], indent=1))
+        return
     if not vols:
         click.echo("no volumes (create one: sofsctl volume create NAME)")
         return
-    mounts = {s.volume: s for s in runstate.all_states(home) if s.alive}
     rows = [("NAME", "LARGE", "SMALL", "COMPRESSION", "BLOCK", "MOUNTED AT")]
     for v in vols:
         m = mounts.get(v.name)
@@ -278,8 +289,10 @@ def umount(home: Path, mountpoint: str, timeout: float) -> None:
                    "(repeatable). Without it such a disk is left out: it may be a drive "
                    "that failed to mount. A disk that does not open (a damaged index) has its "
                    "contents moved to DISK/damaged-TIME and is rebuilt from the other disks.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the report as JSON (schema in sofsctl(8)); same exit status.")
 @pass_home
-def repair(home: Path, init_disks: tuple[str, ...]) -> None:
+def repair(home: Path, init_disks: tuple[str, ...], as_json: bool) -> None:
     """Check every chunk and rebuild missing or corrupt copies and fragments.
 
     Works online (a mounted volume's process runs it) or offline.
@@ -297,7 +310,11 @@ def repair(home: Path, init_disks: tuple[str, ...]) -> None:
             raise fail(f"--init-disk {disk_id}: {e}") from None
         click.echo(f"disk {disk_id}: initialised {path}")
     report = ring_job(home, "repair", lambda ring, p: run_repair(ring, progress=p, init_disks=init_disks),
-                       label="repairing")
+                       label=None if as_json else "repairing")
+    if as_json:
+        click.echo(json.dumps({"format": 1, **report}, indent=1))
+        sys.exit(3 if report["unrecoverable"] or report.get("errors") else
+                 5 if report.get("disks_refused") else 0)
     click.echo(f"chunks checked: {report['chunks_checked']}")
     click.echo(f"pieces rebuilt: {report['pieces_rebuilt']} ({human(report['bytes_rebuilt'])})")
     click.echo(f"pieces removed: {report['pieces_removed']}")
@@ -384,8 +401,10 @@ def _check_offline(home: Path, name: str, repair: bool, bars: _PhaseBars) -> Fsc
 @click.option("--repair", is_flag=True,
               help="Fix what can be fixed (orphans to /lost+found, link counts, refcounts, "
                    "stale keys); referenced data is never deleted. Needs the volume unmounted.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the report as JSON (schema in sofsctl(8)); same exit status.")
 @pass_home
-def fsck(home: Path, name: str, repair: bool) -> None:
+def fsck(home: Path, name: str, repair: bool, as_json: bool) -> None:
     """Check volume NAME's metadata against itself and the chunk store.
 
     A mounted volume is checked in place: its mount process checks a consistent checkpoint
@@ -414,11 +433,15 @@ def fsck(home: Path, name: str, repair: bool) -> None:
                 raise fail(e) from None
     finally:
         bars.finish()
+    shown = [p for p in report.problems if not (p.kind == "orphan-inode"
+                                                 and p.ino in report.open_orphans)]
+    if as_json:
+        click.echo(json.dumps({"format": 1, "volume": name, **dataclasses.asdict(report)},
+                              indent=1))
+        sys.exit(0 if all(p.repaired for p in shown) else 4)
     click.echo(f"volume {name}: {report.inodes} inodes ({report.files} files, "
                f"{report.directories} directories, {report.symlinks} symlinks), "
                f"{report.blocks} blocks in {report.chunks} chunks, {human(report.bytes)}")
-    shown = [p for p in report.problems if not (p.kind == "orphan-inode"
-                                                 and p.ino in report.open_orphans)]
     for p in shown[:50]:
         where = f"inode {p.ino}: " if p.ino is not None else ""
         fixed = " [repaired]" if p.repaired else ""

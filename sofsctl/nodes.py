@@ -6,6 +6,7 @@ map among the local copy and the reachable nodes, add one epoch, save and publis
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -16,9 +17,11 @@ from chunkstore.placement.clustermap import ClusterMap
 from chunkstore.placement.ring import DEFAULT_VNODES
 from chunkstore.protection.policy import parse_policy
 from chunkstore.ring import mapadmin
+from chunkstore.ring.open import is_networked
 from sofs.volume import list_volume_names, load_volume
 
 from .common import Failure, FiniteFloat, fail, pass_home, table
+from .statusfacts import node_facts
 
 
 def _widest_policy(home: Path) -> int:
@@ -157,9 +160,16 @@ def node_remove(home: Path, node_id: str, force: bool) -> None:
 
 
 @node.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (schema in sofsctl(8)).")
 @pass_home
-def node_list(home: Path) -> None:
+def node_list(home: Path, as_json: bool) -> None:
     """Nodes and disks of the map, whether they answer, their map epochs and pieces held."""
+    if not is_networked(home):
+        raise Failure(f"{home} holds an embedded ring (disk directories on this machine, no "
+                      "storage nodes): see its disks with sofsctl status or sofsctl df")
+    if as_json:
+        click.echo(json.dumps(node_facts(home), indent=1))
+        return
     print_nodes(home)
 
 

@@ -174,7 +174,7 @@ def gather(home: Path) -> StatusFacts:
         home=home, networked=networked,
         cluster_id=mapadmin.load_map(home).cluster_id if networked else load_config(home).cluster_id,
         verdict=hv.combine(reasons), health=h, disks=disks, problems=problems,
-        volumes=facts, exports=exports, nodes=_nodes(home) if networked else [],
+        volumes=facts, exports=exports, nodes=node_facts(home) if networked else [],
         cluster=cluster)
 
 
@@ -316,7 +316,7 @@ def _cluster_view(home: Path, states: list[runstate.MountState]) -> dict | None:
     return info
 
 
-def _nodes(home: Path) -> list[dict[str, Any]]:
+def node_facts(home: Path) -> list[dict[str, Any]]:
     """The map's nodes, whether each answers and its map epoch."""
     try:
         cmap = mapadmin.load_map(home)

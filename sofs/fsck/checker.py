@@ -72,9 +72,13 @@ def _report(st: CheckState, repair: bool) -> FsckReport:
 def check_volume(data_dir: Path, name: str, store: ChunkStore | None = None, *,
                  repair: bool = False, progress: Progress | None = None) -> FsckReport:
     """:func:`check` of the volume ``name`` under ``data_dir`` (unmounted: VolumeError if its
-    metadata is in use)."""
+    metadata is in use). A volume never mounted has no metadata yet: it is clean, and
+    nothing is created."""
     config = load_volume(data_dir, name)
-    meta = MetaStore(volume_dir(data_dir, name) / "meta")
+    path = volume_dir(data_dir, name) / "meta"
+    if not path.is_dir():
+        return FsckReport(0, 0, 0, 0, 0, 0, 0, (), 0)
+    meta = MetaStore(path)
     try:
         return check(meta, store, block_size=config.block_size, repair=repair,
                      progress=progress)
