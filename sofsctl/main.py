@@ -109,22 +109,37 @@ def volume() -> None:
               help="zstd level: 1 is fastest, 3 saves ~12% more on CT data at 2.3x the CPU.")
 @click.option("--block-size", default="4M", show_default=True,
               help="File data block (chunk) size, a power of two from 64K to 64M.")
+@click.option("--yes-i-really-mean-it", "single_copy_ok", is_flag=True,
+              help="Accept a policy that keeps a single copy of some data (--cos 0, --ec K+0): "
+                   "losing one disk then loses data.")
 @pass_home
 def volume_create(home: Path, name: str, ec: str | None, cos: int | None, compress: str,
-                  zstd_level: int, block_size: str) -> None:
+                  zstd_level: int, block_size: str, single_copy_ok: bool) -> None:
     """Create volume NAME in the cluster."""
     if ec and cos is not None:
-        raise click.UsageError("choose either --ec or --cos, not both")
+        raise Failure("choose either --ec or --cos, not both")
     if compress == "none" and zstd_level != 1:
         click.echo("note: --zstd-level has no effect with --compress none", err=True)
     try:
         ndisks = _placing_disks(home)
-        small, large = protection_for(ec, cos)
+        try:
+            small, large = protection_for(ec.strip() if ec else ec, cos)
+        except (ferr.FsError, cerr.ChunkStoreError) as e:
+            if ec is None:
+                raise
+            raise Failure(f"--ec takes K+M, K data and M parity fragments on K+M distinct "
+                          f"disks, such as 4+2; this cluster fits {ndisks} pieces "
+                          f"({_fitting(ndisks)}) ({e})") from None
         for spec in (small, large):
-            width = parse_policy(spec).width
-            if width > ndisks:
-                raise Failure(f"{spec} puts {width} pieces on distinct disks, but the cluster "
-                              f"has {ndisks} disks")
+            policy = parse_policy(spec)
+            if policy.width > ndisks:
+                raise Failure(f"{spec} puts {policy.width} pieces on distinct disks, but the "
+                              f"cluster has {ndisks} disks: choose at most {ndisks} pieces "
+                              f"({_fitting(ndisks)}, or --cos {min(ndisks, 6) - 1})")
+            if policy.width == policy.min_pieces and not single_copy_ok:
+                raise Failure(f"{spec} survives no disk loss: losing one disk loses data. "
+                              "Give --yes-i-really-mean-it if that is really meant (scratch "
+                              "data only)")
         cfg = create_volume(home, name, small_policy=small, large_policy=large,
                             zstd_level=zstd_level if compress == "zstd" else 0,
                             block_size=parse_size(block_size))
@@ -162,6 +177,12 @@ def volume_list(home: Path, as_json: bool) -> None:
         rows.append((v.name, v.large_policy, v.small_policy, v.compression, human(v.block_size),
                      f"{m.mountpoint} (pid {m.pid})" if m else "-"))
     table(rows)
+
+
+def _fitting(ndisks: int) -> str:
+    """EC layouts of ``ndisks`` pieces with at least 2 parity, e.g. ``4+2, 3+3``."""
+    shapes = [f"{k}+{ndisks - k}" for k in range(ndisks - 2, 0, -1) if ndisks - k >= 2][:3]
+    return ", ".join(shapes) or "none: use --cos"
 
 
 def _placing_disks(home: Path) -> int:
@@ -474,7 +495,20 @@ cli.add_command(file_group)
 
 
 def main() -> None:
-    cli(prog_name="sofsctl")
+    cli(args=data_dir_first(sys.argv[1:]), prog_name="sofsctl")
+
+
+def data_dir_first(argv: list[str]) -> list[str]:
+    """``--data-dir DIR`` is an option of sofsctl itself; given after the command
+    (``sofsctl status --data-dir DIR``), it is moved before it, where click reads it."""
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            break
+        if i > 0 and arg == "--data-dir" and i + 1 < len(argv):
+            return [arg, argv[i + 1], *argv[:i], *argv[i + 2:]]
+        if i > 0 and arg.startswith("--data-dir="):
+            return [arg, *argv[:i], *argv[i + 1:]]
+    return argv
 
 
 if __name__ == "__main__":

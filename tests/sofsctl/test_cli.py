@@ -47,7 +47,7 @@ def test_volume_rules(run):
     assert run("volume", "create", "pacs").exit_code == 1  # exists
     assert run("volume", "create", "bad/name").exit_code == 1
     assert run("volume", "create", "wide", "--ec", "10+6").exit_code == 1  # 16 > 6 disks
-    assert run("volume", "create", "both", "--ec", "4+2", "--cos", "1").exit_code == 2
+    assert run("volume", "create", "both", "--ec", "4+2", "--cos", "1").exit_code == 1  # F5
     assert run("volume", "create", "junk", "--ec", "4+2:nope").exit_code == 1
     rep = run("volume", "create", "rep", "--cos", "2", "--compress", "none")
     assert rep.exit_code == 0 and "compression none" in rep.output
@@ -125,3 +125,37 @@ def test_a_wrong_volume_name_lists_the_volumes_and_the_closest(run, cmd):
     assert res.exit_code == 1, res.output
     assert f"no volume {cmd[-2] if cmd[0] == 'mount' else cmd[-1]!r}; volumes: pacs, reports " \
            "(did you mean 'pacs'?)" in res.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--cos", "0"], "survives no disk loss"),
+    (["--ec", "4-2"], "--ec takes K+M"),
+    (["--ec", "8+3"], "choose at most 6 pieces (4+2, 3+3, 2+4, or --cos 5)"),
+    (["--ec", "4+2", "--cos", "2"], "choose either --ec or --cos"),  # exit 1, as documented
+])
+def test_volume_create_guard_rails(run, tmp_path, args, message):
+    assert run("cluster", "init", "--disks", "6").exit_code == 0
+    res = run("volume", "create", "v", *args)
+    assert res.exit_code == 1, res.output
+    assert message in res.output
+    assert not (tmp_path / "data" / "volumes" / "v").exists()
+
+
+def test_a_single_copy_volume_needs_the_flag(run):
+    assert run("cluster", "init", "--disks", "3").exit_code == 0
+    res = run("volume", "create", "scratch", "--cos", "0", "--yes-i-really-mean-it")
+    assert res.exit_code == 0 and "cos0" in res.output, res.output
+
+
+def test_data_dir_after_the_command_is_taken(tmp_path):
+    import subprocess
+    import sys
+    from sofsctl.main import data_dir_first
+    assert data_dir_first(["status", "--data-dir", "/x"]) == ["--data-dir", "/x", "status"]
+    assert data_dir_first(["volume", "list", "--data-dir=/x"]) == ["--data-dir=/x", "volume",
+                                                                    "list"]
+    assert data_dir_first(["--data-dir", "/x", "status"]) == ["--data-dir", "/x", "status"]
+    res = subprocess.run([sys.executable, "-m", "sofsctl", "cluster", "init", "--disks", "3",
+                          "--data-dir", str(tmp_path / "d")], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "d" / "cluster.json").is_file()
