@@ -106,8 +106,10 @@ def admin_ops(ring: RingStore, fs: Filesystem, healer: Healer | None = None,
         **extra,
         "health": lambda progress: health(ring),
         # through the healer when there is one: one sweep at a time
-        "repair": (lambda progress: healer.sweep(progress)) if healer is not None
-        else (lambda progress: repair(ring, progress=progress)),
+        "repair": (lambda progress, init_disks=(): healer.sweep(progress, init_disks=init_disks))
+        if healer is not None
+        else (lambda progress, init_disks=(): repair(ring, progress=progress,
+                                                     init_disks=init_disks)),
         "stats": lambda progress: {**fs.statistics().as_dict(),
                                    **_checkpoint_stats(checkpointer, checkpoint_interval_s)},
         "fsck": _online_fsck(fs, ring),

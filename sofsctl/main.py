@@ -331,7 +331,8 @@ def repair(home: Path, init_disks: tuple[str, ...], as_json: bool) -> None:
             raise fail(f"--init-disk {disk_id}: {e}") from None
         click.echo(f"disk {disk_id}: initialised {path}")
     report = ring_job(home, "repair", lambda ring, p: run_repair(ring, progress=p, init_disks=init_disks),
-                       label=None if as_json else "repairing")
+                      label=None if as_json else "repairing",
+                      args={"init_disks": list(init_disks)} if init_disks else None)
     if as_json:
         click.echo(json.dumps({"format": 1, **report}, indent=1))
         sys.exit(3 if report["unrecoverable"] or report.get("errors") else

@@ -54,7 +54,7 @@ import logging
 import os
 import threading
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from chunkstore.atomicfile import atomic_write
 from chunkstore.clock import SYSTEM_CLOCK, Clock
@@ -229,14 +229,16 @@ class Healer:
     # -- sweeping -------------------------------------------------------------------------
 
     def sweep(self, progress: Callable[[int, int], None] | None = None,
-              verify: bool = True) -> RepairReport:
+              verify: bool = True, init_disks: Iterable[str] = ()) -> RepairReport:
         """One repair sweep for the current map, tracked in :attr:`status` (one at a time).
-        ``verify=False``: a rebuild trusting the disk indexes (see :func:`repair`). After
-        :meth:`cancel`, returns at once with a cancelled report."""
+        ``verify=False``: a rebuild trusting the disk indexes (see :func:`repair`, which also
+        says what ``init_disks`` are). After :meth:`cancel`, returns at once with a cancelled
+        report."""
         with self._lock:
-            return self._sweep(progress, verify)
+            return self._sweep(progress, verify, tuple(init_disks))
 
-    def _sweep(self, progress: Callable[[int, int], None] | None, verify: bool) -> RepairReport:
+    def _sweep(self, progress: Callable[[int, int], None] | None, verify: bool,
+               init_disks: tuple[str, ...] = ()) -> RepairReport:
         epoch = self._epoch()
         st = self.status
         t0 = self._clock.monotonic()
@@ -251,7 +253,8 @@ class Healer:
 
         try:
             report = repair(self.ring, progress=track, max_bytes_per_s=self.max_bytes_per_s,
-                            verify=verify, cancel=self._cancel, clock=self._clock)
+                            verify=verify, cancel=self._cancel, clock=self._clock,
+                            init_disks=init_disks)
         finally:
             st.state, st.finished = "idle", self._clock.time()
             st.elapsed_s = self._clock.monotonic() - t0

@@ -153,8 +153,21 @@ def health(ring: RingStore, verify: bool = False) -> HealthReport:
     Disks are listed one after the other while the GC and checkpoint rotation may delete: a
     chunk deleted meanwhile (through this client, or gone from every disk that listed it) is
     not counted, as in the repair sweep."""
+    check_disks(ring)
     with ring.watching_deletes() as deleted:
         return _health(ring, verify, deleted)
+
+
+def check_disks(ring: RingStore) -> None:
+    """Ask every disk the ring still uses whether it is alive (its marker still the same
+    file): a disk directory that vanished or was replaced under an open store goes on
+    answering from its open files and index, so without this a sweep or a health count would
+    call its pieces protected. One that fails is marked unavailable (through the call path)."""
+    for disk_id in ring.available_disks():
+        try:
+            ring.call(disk_id, lambda d: d.check_alive())
+        except ChunkStoreError:
+            continue  # marked down by the call path; repair's revival step takes it from here
 
 
 UNRECOVERABLE_SHOWN = 20
@@ -422,6 +435,7 @@ def repair(ring: RingStore, progress: Progress | None = None,
     revived = []
     refused: list[str] = []
     set_aside: list[str] = []
+    check_disks(ring)
     for disk_id in sorted(ring.unavailable_disks()):
         if isinstance(ring, LocalRing):
             if ring.revive_disk(disk_id, init=disk_id in init):
