@@ -22,6 +22,7 @@ named in its args are, for ``sofsctl chunk which`` and ``file info``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -93,6 +94,11 @@ async def _read_request(stream: trio.SocketStream) -> dict:
     return req
 
 
+# Jobs that change things or take long: one at a time. Every other op (health, stats, the
+# healer's sweep status, ...) answers while one runs, so status works during a repair.
+EXCLUSIVE_OPS = frozenset({"repair", "checkpoint", "checkpoint-take-over", "fsck"})
+
+
 async def _handle(stream: trio.SocketStream, ops: dict[str, Operation],
                   busy: trio.Lock) -> None:
     async with stream:
@@ -105,10 +111,11 @@ async def _handle(stream: trio.SocketStream, ops: dict[str, Operation],
         if op is None:
             await _send(stream, {"error": f"unknown op {req['op']!r}; known: {sorted(ops)}"})
             return
-        if busy.locked():
+        exclusive = req["op"] in EXCLUSIVE_OPS
+        if exclusive and busy.locked():
             await _send(stream, {"error": "another admin job is running on this mount"})
             return
-        async with busy:
+        async with busy if exclusive else contextlib.nullcontext():
             progress = [0, 0, ""]
 
             def report(done: int, total: int, phase: str = "") -> None:

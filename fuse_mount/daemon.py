@@ -100,6 +100,8 @@ def admin_ops(ring: RingStore, fs: Filesystem, healer: Healer | None = None,
             c.as_dict() for c in list_checkpoints(ring, fs.config.uuid)]
     if healer is not None:
         extra["sweep"] = lambda progress: healer.status.to_dict()
+        extra["repair-cancel"] = lambda progress: {"cancelled": healer.cancel_sweep()}
+        extra["repair-rate"] = _rate_op(healer)
         if ring.membership is not None:
             extra["cluster"] = lambda progress: cluster_status(healer)
     return {
@@ -119,6 +121,14 @@ def admin_ops(ring: RingStore, fs: Filesystem, healer: Healer | None = None,
         "volume-checkpoints": lambda progress, uuid: [
             c.as_dict() for c in list_checkpoints(ring, uuid)],
     }
+
+
+def _rate_op(healer: Healer) -> ctlserver.Operation:
+    """The ``repair-rate`` admin op: cap the healer's sweeps (the running one too)."""
+    def run(progress: ctlserver.Progress, bytes_per_s: float | None) -> dict:
+        healer.set_rate(float(bytes_per_s) if bytes_per_s else None)
+        return {"rate_cap": healer.max_bytes_per_s}
+    return run
 
 
 def _chunks_op(ring: RingStore) -> ctlserver.Operation:

@@ -3,12 +3,18 @@ mount process that holds it) and reading the volumes of a data directory."""
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import json
+import os
+import time
 from pathlib import Path
 
 import click
 
 from chunkstore import errors as cerr
+from chunkstore.atomicfile import atomic_write
+from chunkstore.placement.layout import RUN_DIR
 from chunkstore.ring.open import is_networked, open_ring
 from fuse_mount import control
 from fuse_mount.ctlserver import to_jsonable
@@ -17,27 +23,87 @@ from sofs.volume import VolumeConfig, list_volume_names, load_volume
 
 from .common import fail, progress_bar
 
+JOB_FILE = "sofsctl-job.json"  # under DATA_DIR/run: the job a sofsctl process runs on the ring
+
+
+def job_path(home: Path) -> Path:
+    return Path(home) / RUN_DIR / JOB_FILE
+
+
+def running_job(home: Path) -> dict | None:
+    """The job a sofsctl process runs on the ring here (op, pid, started, done, total,
+    updated), if its process is alive."""
+    try:
+        job = json.loads(job_path(home).read_text())
+        os.kill(int(job["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return job if isinstance(job, dict) else None
+
+
+def _busy_message(home: Path, e: Exception) -> str:
+    job = running_job(home)
+    if job is None:
+        return str(e)
+    since = time.strftime("%H:%M:%S", time.localtime(job.get("started", 0)))
+    return (f"the ring is held by sofsctl {job.get('op')} (pid {job.get('pid')}, since {since}, "
+            f"{job.get('done', 0)}/{job.get('total', 0)} done): wait for it, or stop it with "
+            f"kill -INT {job.get('pid')}")
+
+
+class _JobRecord:
+    """Progress of a job this process runs on the ring, written to :func:`job_path` (at most
+    once a second) so ``status`` in another shell can show it."""
+
+    def __init__(self, home: Path, op: str, progress) -> None:
+        self.path = job_path(home)
+        self.doc = {"op": op, "pid": os.getpid(), "started": time.time(), "done": 0, "total": 0}
+        self.progress = progress
+        self.written = 0.0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._write()
+
+    def _write(self) -> None:
+        self.doc["updated"] = time.time()
+        atomic_write(self.path, json.dumps(self.doc))
+        self.written = time.monotonic()
+
+    def __call__(self, done: int, total: int, *rest) -> None:
+        self.doc["done"], self.doc["total"] = done, total
+        if time.monotonic() - self.written >= 1.0:
+            self._write()
+        self.progress(done, total, *rest)
+
+    def close(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
 
 def ring_job(home: Path, op: str, run_local, label: str | None = None,
-             args: dict | None = None):
-    """Run a job that needs the RING: here (``run_local(ring, progress)``), or as admin op
-    ``op`` (with ``args``) in the mount process that holds it."""
+             args: dict | None = None, record: bool = False):
+    """Run a job that needs the RING: here (``run_local(ring, progress)``; with ``record``,
+    recorded for ``status`` while it runs), or as admin op ``op`` (with ``args``) in the mount
+    process that holds it."""
     progress, finish = progress_bar(label)
     try:
         try:
             ring = open_ring(home, instance="sofsctl")
         except cerr.ClusterInUse as e:
             if is_networked(home):
-                raise fail(f"another sofsctl job holds this data directory: {e}") from None
+                raise fail(f"another sofsctl job holds this data directory: "
+                           f"{_busy_message(home, e)}") from None
             try:  # a mount process serves the RING: it runs the job for us
                 return control.call(home, op, progress, args=args)
             except control.MountError as e:
-                raise fail(e) from None
+                raise fail(_busy_message(home, e)) from None
         except cerr.ChunkStoreError as e:
             raise fail(e) from None
+        job = _JobRecord(home, op, progress) if record else None
         try:
-            return to_jsonable(run_local(ring, progress))
+            return to_jsonable(run_local(ring, job or progress))
         finally:
+            if job is not None:
+                job.close()
             ring.close()
     finally:
         finish()

@@ -16,9 +16,8 @@ from typing import TYPE_CHECKING
 import click
 
 from chunkstore import errors as cerr
-from chunkstore.healing.sweep import repair as run_repair
 from chunkstore.protection.policy import parse_policy
-from chunkstore.ring.localcluster import init_disk_dir, init_local_cluster, load_config
+from chunkstore.ring.localcluster import init_local_cluster, load_config
 from chunkstore.ring.mapadmin import load_map
 from chunkstore.ring.open import has_cluster, is_networked, open_ring
 from exporters.errors import ExportError
@@ -32,8 +31,9 @@ from .checkpoints import volume_checkpoint, volume_restore
 from .common import Failure, FiniteFloat, default_data_dir, fail, human, parse_size, pass_home, table
 from .exports import export
 from .inspect import chunk, file_group
-from .jobs import require_volume, ring_job, volumes
+from .jobs import require_volume, volumes
 from .nodes import cluster_create, disk, node
+from .repaircmd import repair
 from .status import status
 from .usage import df, volume_show
 
@@ -302,72 +302,6 @@ def umount(home: Path, mountpoint: str, timeout: float) -> None:
         raise fail(e) from None
 
 
-# ---------------------------------------------------------------------------------------- repair
-
-@cli.command()
-@click.option("--init-disk", "init_disks", multiple=True, metavar="ID",
-              help="Initialise disk ID's missing or empty directory and rebuild onto it "
-                   "(repeatable). Without it such a disk is left out: it may be a drive "
-                   "that failed to mount. A disk that does not open (a damaged index) has its "
-                   "contents moved to DISK/damaged-TIME and is rebuilt from the other disks.")
-@click.option("--json", "as_json", is_flag=True,
-              help="Print the report as JSON (schema in sofsctl(8)); same exit status.")
-@pass_home
-def repair(home: Path, init_disks: tuple[str, ...], as_json: bool) -> None:
-    """Check every chunk and rebuild missing or corrupt copies and fragments.
-
-    Works online (a mounted volume's process runs it) or offline.
-    """
-    if init_disks and is_networked(home):
-        raise fail("--init-disk is for an embedded ring; on a networked one replace the disk "
-                   "on its storage node (see STORAGE NODES in sofsctl(8))")
-    for disk_id in dict.fromkeys(init_disks):
-        try:
-            path = init_disk_dir(home, disk_id)
-        except KeyError:
-            ids = ", ".join(d.id for d in load_config(home).disks)
-            raise fail(f"--init-disk {disk_id}: no such disk; the disks are {ids}") from None
-        except cerr.ChunkStoreError as e:
-            raise fail(f"--init-disk {disk_id}: {e}") from None
-        click.echo(f"disk {disk_id}: initialised {path}")
-    report = ring_job(home, "repair", lambda ring, p: run_repair(ring, progress=p, init_disks=init_disks),
-                      label=None if as_json else "repairing",
-                      args={"init_disks": list(init_disks)} if init_disks else None)
-    if as_json:
-        click.echo(json.dumps({"format": 1, **report}, indent=1))
-        sys.exit(3 if report["unrecoverable"] or report.get("errors") else
-                 5 if report.get("disks_refused") else 0)
-    click.echo(f"chunks checked: {report['chunks_checked']}")
-    click.echo(f"pieces rebuilt: {report['pieces_rebuilt']} ({human(report['bytes_rebuilt'])})")
-    click.echo(f"pieces removed: {report['pieces_removed']}")
-    if report.get("roots_refreshed"):
-        click.echo(f"volume checkpoint records rewritten to their disks: "
-                   f"{report['roots_refreshed']}")
-    for msg in report.get("disks_set_aside", []):
-        click.echo(msg)
-    if report.get("disks_revived"):
-        click.echo(f"disks back in use: {', '.join(report['disks_revived'])}")
-    if report.get("deleted_meanwhile"):
-        click.echo(f"chunks deleted while the sweep ran (not lost): {report['deleted_meanwhile']}")
-    for err in report.get("errors", [])[:20]:
-        click.echo(f"error: {err}", err=True)
-    for msg in report.get("disks_refused", []):
-        click.echo(f"left out: {msg}", err=True)
-    if report["unrecoverable"]:
-        click.echo(f"UNRECOVERABLE chunks: {len(report['unrecoverable'])}", err=True)
-        for key in report["unrecoverable"][:20]:
-            click.echo(f"  {key}", err=True)
-        click.echo("the files that use them: sofsctl chunk which KEY...", err=True)
-        sys.exit(3)
-    if report.get("errors"):
-        click.echo("some chunks are still degraded; run repair again", err=True)
-        sys.exit(3)
-    if report.get("disks_refused"):
-        click.echo("the chunks with pieces on these disks are still degraded", err=True)
-        sys.exit(5)
-    click.echo("all chunks fully protected")
-
-
 # ---------------------------------------------------------------------------------------- fsck
 
 class _PhaseBars:
@@ -490,6 +424,7 @@ cli.add_command(node)
 cli.add_command(disk)
 cli.add_command(export)
 cli.add_command(status)
+cli.add_command(repair)
 cli.add_command(df)
 cli.add_command(chunk)
 cli.add_command(file_group)

@@ -50,7 +50,15 @@ def _print(facts: StatusFacts) -> None:
             print_cluster_view(facts.cluster)
     else:
         _show_local_disks(facts)
-    click.echo(hv.chunk_line(h, [d.id for d in disks if d.state != "up"]))
+    if facts.job is not None:
+        j = facts.job
+        click.echo(f"chunks: not counted while sofsctl {j['op']} (pid {j['pid']}) holds the "
+                   f"ring: {j.get('done', 0)}/{j.get('total', 0)} chunks done since "
+                   f"{time.strftime('%H:%M:%S', time.localtime(j.get('started', 0)))}")
+    else:
+        click.echo(hv.chunk_line(h, [d.id for d in disks if d.state != "up"]))
+    if not facts.networked and facts.rebuild and facts.rebuild.get("state") == "rebuilding":
+        click.echo(_sweep_line(facts.rebuild))
     if h.unrecoverable_keys:
         shown = " ".join(h.unrecoverable_keys)
         more = f" (and {h.unrecoverable - len(h.unrecoverable_keys)} more)" \
@@ -66,6 +74,20 @@ def _print(facts: StatusFacts) -> None:
     for v in facts.volumes:
         click.echo(f"volume {v.config.name}: {v.config.large_policy}/{v.config.small_policy}, "
                    f"{_where(v)}")
+
+
+def _sweep_line(rb: dict) -> str:
+    """``repair: 1200/5000 chunks, 34.0 MiB read and written at 12.0 MiB/s (cap ...), since
+    10:02:11, ETA 80 s`` for the sweep a mount process runs."""
+    cap = rb.get("rate_cap")
+    eta = rb.get("eta_s")
+    since = time.strftime("%H:%M:%S", time.localtime(rb.get("started", 0)))
+    return (f"repair: {rb['chunks_done']}/{rb['chunks_total']} chunks, "
+            f"{human(rb.get('bytes_done', 0))} read and written at "
+            f"{human(rb.get('rate_bytes_s', 0))}/s"
+            + (f" (cap {human(cap)}/s)" if cap else " (no cap)")
+            + f", since {since}" + (f", ETA {eta:.0f} s" if eta is not None else "")
+            + " (stop it: sofsctl repair --cancel)")
 
 
 def _where(v: VolumeFacts) -> str:

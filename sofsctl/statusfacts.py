@@ -33,7 +33,7 @@ from fuse_mount import control, runstate
 from sofs.volume import VolumeConfig
 
 from .common import fail
-from .jobs import ring_job, volumes
+from .jobs import ring_job, running_job, volumes
 
 JSON_FORMAT = 1
 CHECKPOINT_STALE_AFTER = 3     # intervals without a checkpoint before it is a warning
@@ -79,6 +79,9 @@ class StatusFacts:
     exports: list[ExportStatus]
     nodes: list[dict[str, Any]]          # networked: the map's nodes and whether they answer
     cluster: dict[str, Any] | None       # networked: a mount process's view (healer, rebuild)
+    rebuild: dict[str, Any] | None = None  # the sweep a mount process's healer runs (or ran)
+    job: dict[str, Any] | None = None      # a sofsctl job holding the embedded ring
+    counted: bool = True                   # False: the ring was busy, chunks not counted
 
     def to_json(self) -> dict[str, Any]:
         h = self.health
@@ -90,15 +93,17 @@ class StatusFacts:
             "health": {"status": self.verdict.level.label, "exit": int(self.verdict.level),
                        "reasons": [{"level": r.level.label, "text": r.text}
                                    for r in self.verdict.reasons]},
-            "chunks": {"total": h.chunks, "protected": h.protected, "degraded": h.degraded,
-                       "unrecoverable": h.unrecoverable, "pieces": h.pieces,
-                       "unrecoverable_keys": list(h.unrecoverable_keys)},
+            "chunks": None if not self.counted else {
+                "total": h.chunks, "protected": h.protected, "degraded": h.degraded,
+                "unrecoverable": h.unrecoverable, "pieces": h.pieces,
+                "unrecoverable_keys": list(h.unrecoverable_keys)},
+            "job": self.job,
             "disks": [{"id": d.id, "path": d.path, "state": d.state, "total_bytes": d.total,
                        "free_bytes": d.free, "problem": self.problems.get(d.id)}
                       for d in self.disks],
             "disks_unavailable": list(h.disks_unavailable),
             "nodes": self.nodes,
-            "rebuild": (self.cluster or {}).get("rebuild"),
+            "rebuild": self.rebuild,
             "volumes": [_volume_json(v) for v in self.volumes],
             "exports": [{"volume": e.volume, "kind": e.kind, "state": e.state, "bind": e.bind,
                          "port": e.port, "clients": e.who, "restarts": e.restarts,
@@ -122,7 +127,8 @@ def gather(home: Path) -> StatusFacts:
     """Everything ``status`` shows, and the verdict."""
     networked = is_networked(home)
     disks = [] if networked else local_disks(home)
-    h = _health(home)
+    job = None if networked else running_job(home)
+    h = _health(home) if job is None else _uncounted(home, disks)
     # a directory that looks right but does not open (a damaged index) is not "up"
     disks = [dataclasses.replace(d, state="UNAVAILABLE") if d.state == "up" and
              d.id in h.disks_unavailable else d for d in disks]
@@ -158,6 +164,11 @@ def gather(home: Path) -> StatusFacts:
             reasons.append(overtaken_reason(name, st))
     exports = list_exports(home)
     reasons += [export_reason(e.volume, e.kind, e.state, e.message) for e in exports]
+    if job is not None:
+        reasons.append(hv.Reason(hv.Level.WARN, f"chunks not counted: sofsctl {job['op']} "
+                                                f"(pid {job['pid']}) holds the ring"))
+    cluster = _cluster_view(home, states) if networked else None
+    rebuild = (cluster or {}).get("rebuild") if networked else _sweep_view(home, mounts)
 
     facts = []
     for v in vols:
@@ -169,13 +180,12 @@ def gather(home: Path) -> StatusFacts:
             facts.append(VolumeFacts(v, "dead", dead[v.name].mountpoint, dead[v.name].pid))
         else:
             facts.append(VolumeFacts(v, "not mounted"))
-    cluster = _cluster_view(home, states) if networked else None
     return StatusFacts(
         home=home, networked=networked,
         cluster_id=mapadmin.load_map(home).cluster_id if networked else load_config(home).cluster_id,
         verdict=hv.combine(reasons), health=h, disks=disks, problems=problems,
         volumes=facts, exports=exports, nodes=node_facts(home) if networked else [],
-        cluster=cluster)
+        cluster=cluster, rebuild=rebuild, job=job, counted=job is None)
 
 
 # --- reasons of the layers above the RING (pure) -------------------------------------------
@@ -240,6 +250,22 @@ def _health(home: Path) -> HealthReport:
                         disks_total=h["disks_total"],
                         disks_unavailable=tuple(h["disks_unavailable"]),
                         unrecoverable_keys=tuple(h.get("unrecoverable_keys", ())))
+
+
+def _uncounted(home: Path, disks: list[DiskFacts]) -> HealthReport:
+    """Zero counts, for when a sofsctl job holds the ring (see ``counted``)."""
+    return HealthReport(chunks=0, protected=0, degraded=0, unrecoverable=0, pieces=0,
+                        disks_total=len(disks), disks_unavailable=())
+
+
+def _sweep_view(home: Path, mounts: dict[str, runstate.MountState]) -> dict | None:
+    """The sweep of the mount process that holds an embedded ring (or None)."""
+    if not mounts:
+        return None
+    try:
+        return control.call(home, "sweep", timeout=10)
+    except control.MountError:
+        return None
 
 
 def local_disks(home: Path) -> list[DiskFacts]:

@@ -98,6 +98,8 @@ class RebuildStatus:
     epoch: int = 0                   # map epoch the last sweep worked for
     chunks_done: int = 0
     chunks_total: int = 0
+    bytes_done: int = 0              # disk traffic of the sweep (pieces read + written)
+    rate_cap: float | None = None    # bytes/s it is held to (None: no cap)
     started: float = 0.0             # wall-clock time (unix) the last sweep started
     finished: float = 0.0            # wall-clock time it finished
     elapsed_s: float = 0.0           # its duration so far (monotonic; as of its last progress)
@@ -117,6 +119,7 @@ class RebuildStatus:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["rate_chunks_s"] = self.rate()
+        d["rate_bytes_s"] = self.bytes_done / max(self.elapsed_s, 1e-3) if self.started else 0.0
         d["eta_s"] = self.eta_s()
         return d
 
@@ -139,6 +142,7 @@ class Healer:
         self._active_fd: int | None = None  # held flock on run/healer.lock
         self._lock = threading.Lock()  # one round or sweep at a time; cancel() waits for it
         self._cancel = threading.Event()
+        self._sweep_cancel: threading.Event | None = None  # the running sweep's own
         self._state_path = os.path.join(ring.data_dir, HEALER_STATE_FILE)
         state = self._load_state()
         self._swept_epoch = int(state.get("swept_epoch", self._epoch()))
@@ -243,19 +247,28 @@ class Healer:
         st = self.status
         t0 = self._clock.monotonic()
         st.state, st.epoch, st.started, st.elapsed_s = "rebuilding", epoch, self._clock.time(), 0.0
-        st.chunks_done = st.chunks_total = 0
+        st.chunks_done = st.chunks_total = st.bytes_done = 0
+        st.rate_cap = self.max_bytes_per_s
 
         def track(done: int, total: int) -> None:
             st.chunks_done, st.chunks_total = done, total
             st.elapsed_s = self._clock.monotonic() - t0
+            st.rate_cap = self.max_bytes_per_s
             if progress is not None:
                 progress(done, total)
 
+        def traffic(n: int) -> None:
+            st.bytes_done = n
+
+        cancel = self._sweep_cancel = threading.Event()
+        if self._cancel.is_set():
+            cancel.set()
         try:
-            report = repair(self.ring, progress=track, max_bytes_per_s=self.max_bytes_per_s,
-                            verify=verify, cancel=self._cancel, clock=self._clock,
-                            init_disks=init_disks)
+            report = repair(self.ring, progress=track, max_bytes_per_s=lambda: self.max_bytes_per_s,
+                            verify=verify, cancel=cancel, clock=self._clock,
+                            init_disks=init_disks, traffic=traffic)
         finally:
+            self._sweep_cancel = None
             st.state, st.finished = "idle", self._clock.time()
             st.elapsed_s = self._clock.monotonic() - t0
             st.sweeps += 1
@@ -311,15 +324,29 @@ class Healer:
 
     # -- stopping -------------------------------------------------------------------------
 
+    def cancel_sweep(self) -> bool:
+        """Stop the running sweep between chunks (``sofsctl repair --cancel``); later rounds
+        and sweeps go on as usual (the next one does what this one left). False if none ran."""
+        ev = self._sweep_cancel
+        if ev is None:
+            return False
+        ev.set()
+        return True
+
+    def set_rate(self, max_bytes_per_s: float | None) -> None:
+        """Cap sweeps' disk traffic (None: no cap), the running one included."""
+        self.max_bytes_per_s = max_bytes_per_s
+
     def cancel_nowait(self) -> None:
         """Ask a running sweep to stop between chunks, and refuse every later round or sweep.
         Does not wait (safe on an event loop, whose worker thread is then joined)."""
         self._cancel.set()
+        self.cancel_sweep()
 
     def cancel(self) -> None:
         """:meth:`cancel_nowait`, then wait until the running round or sweep (if any) has
         left the ring: after this returns the healer makes no more ring calls."""
-        self._cancel.set()
+        self.cancel_nowait()
         with self._lock:
             pass
 

@@ -397,29 +397,35 @@ class _Throttle:
     """Keeps a sweep's disk traffic (pieces read + written) under ``rate`` bytes/s, on the
     clock's monotonic time; a set ``cancel`` ends the wait."""
 
-    def __init__(self, rate: float | None, clock: Clock, cancel: threading.Event) -> None:
-        self.rate = rate
+    def __init__(self, rate: float | Callable[[], float | None] | None, clock: Clock,
+                 cancel: threading.Event) -> None:
+        self.rate_of = rate if callable(rate) else (lambda: rate)
         self.clock = clock
         self.cancel = cancel
         self.start = clock.monotonic()
 
     def pace(self, done_bytes: int) -> None:
-        if not self.rate:
+        rate = self.rate_of()  # read each time: the cap may change while the sweep runs
+        if not rate:
             return
-        ahead = done_bytes / self.rate - (self.clock.monotonic() - self.start)
+        ahead = done_bytes / rate - (self.clock.monotonic() - self.start)
         if ahead > 0:
             self.clock.wait(self.cancel, min(ahead, 5.0))
 
 
 def repair(ring: RingStore, progress: Progress | None = None,
-           max_bytes_per_s: float | None = None, verify: bool = True, *,
+           max_bytes_per_s: float | Callable[[], float | None] | None = None,
+           verify: bool = True, *,
            cancel: threading.Event | None = None, clock: Clock = SYSTEM_CLOCK,
-           init_disks: Iterable[str] = ()) -> RepairReport:
+           init_disks: Iterable[str] = (),
+           traffic: Callable[[int], None] | None = None) -> RepairReport:
     """Make every chunk fully protected again (see module docstring). With ``verify`` every
     piece an owner should hold is read and verified, so the sweep is also a scrub; without,
     pieces the disk indexes list are trusted and only the chunks missing pieces are read (a
     rebuild after a map change: several times less traffic). ``max_bytes_per_s`` caps the
-    sweep's traffic (pieces read plus written), to spare client I/O; ``clock`` paces it.
+    sweep's traffic (pieces read plus written), to spare client I/O (a callable is asked
+    again at every step, so the cap can change while the sweep runs); ``clock`` paces it;
+    ``traffic(bytes)`` is told the traffic so far with each progress step.
     ``cancel`` stops the sweep between chunks (the report says ``cancelled``).
     ``init_disks``: disks of an embedded RING whose missing or empty directory may be
     initialised (anywhere else such a disk is refused and left down; ValueError for an
@@ -449,12 +455,14 @@ def repair(ring: RingStore, progress: Progress | None = None,
     with ring.watching_deletes() as deleted_keys:
         return _sweep_all(ring, progress, throttle=_Throttle(max_bytes_per_s, clock, cancel),
                           sweep=_Sweep(ring, verify, deleted_keys), cancel=cancel,
-                          revived=revived, refused=refused, set_aside=set_aside)
+                          revived=revived, refused=refused, set_aside=set_aside,
+                          traffic=traffic)
 
 
 def _sweep_all(ring: RingStore, progress: Progress | None, *, throttle: _Throttle, sweep: _Sweep,
                cancel: threading.Event, revived: list[str], refused: list[str],
-               set_aside: list[str]) -> RepairReport:
+               set_aside: list[str], traffic: Callable[[int], None] | None = None
+               ) -> RepairReport:
     chunks, _ = _collect(ring, cancel)
     errors: list[str] = []
     total = len(chunks)
@@ -484,6 +492,8 @@ def _sweep_all(ring: RingStore, progress: Progress | None, *, throttle: _Throttl
             if not cancel.is_set():
                 for ck in itertools.islice(todo, len(finished)):
                     running.add(pool.submit(one, chunks[ck]))
+            if traffic is not None:
+                traffic(sweep.read_bytes + sweep.bytes)
             if progress is not None:
                 progress(done, total)
             throttle.pace(sweep.read_bytes + sweep.bytes)

@@ -40,3 +40,48 @@ def test_init_disk_is_honoured_by_the_mount_process(archive, tmp_path):
     st = sofsctl(a.data, "status", check=False)
     assert st.stdout.startswith("HEALTH_OK"), st.stdout
     assert (a.mnt / "study.dcm").read_bytes() == payload
+
+
+def test_status_shows_a_running_repair_which_ctrl_c_leaves_running_and_cancel_stops(archive):
+    import signal
+    import subprocess
+    import sys
+    import time
+    a = archive
+    (a.mnt / "big.dcm").write_bytes(os.urandom(24 << 20))
+    os.sync()
+    cmd = [sys.executable, "-m", "sofsctl", "--data-dir", str(a.data), "repair", "--rate", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = ""
+        for _ in range(300):  # the sweep shows in status while it runs (polled, not timed)
+            st = sofsctl(a.data, "status", check=False)
+            line = next((ln for ln in st.stdout.splitlines() if ln.startswith("repair: ")), "")
+            if line and not line.startswith("repair: 0/"):
+                break
+            time.sleep(0.1)
+        assert "chunks" in line and "(cap 1.0 MiB/s)" in line, st.stdout
+        assert "sofsctl repair --cancel" in line
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: the job goes on in the mount process
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, out + err
+        assert "the repair goes on in the mount process" in err
+        assert "sofsctl repair --attach" in err
+        st = sofsctl(a.data, "status", check=False)
+        assert any(ln.startswith("repair: ") for ln in st.stdout.splitlines()), st.stdout
+        res = sofsctl(a.data, "repair", "--cancel")
+        assert "the running sweep stops" in res.stdout
+        for _ in range(300):
+            st = sofsctl(a.data, "status", check=False)
+            if not any(ln.startswith("repair: ") for ln in st.stdout.splitlines()):
+                break
+            time.sleep(0.1)
+        assert not any(ln.startswith("repair: ") for ln in st.stdout.splitlines()), st.stdout
+        res = sofsctl(a.data, "repair", "--attach")
+        assert "no sweep is running; the last:" in res.stdout and "(cancelled)" in res.stdout
+        res = sofsctl(a.data, "repair", "--rate", "0")  # uncapped: a full sweep to the end
+        assert "repair rate: no cap" in res.stdout and "all chunks fully protected" in res.stdout
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

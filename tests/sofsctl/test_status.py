@@ -198,3 +198,27 @@ def test_status_json_carries_the_same_verdict_and_facts(data, tmp_path):
     text = sofsctl(data, "status")
     assert text.stdout.splitlines()[0] == "HEALTH_WARN: " + "; ".join(
         r["text"] for r in doc["health"]["reasons"])
+
+
+def test_status_while_an_offline_repair_holds_the_ring(data):
+    """It used to fail (the ring is held, no mount process answers); it now names the job."""
+    import time
+    proc = subprocess.Popen([sys.executable, "-m", "sofsctl", "--data-dir", str(data), "repair",
+                             "--rate", "0.05"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(300):
+            if (data / "run" / "sofsctl-job.json").exists():
+                break
+            time.sleep(0.05)
+        res = sofsctl(data, "status")
+        assert res.returncode == 1, res.stdout + res.stderr
+        assert f"sofsctl repair (pid {proc.pid}) holds the ring" in res.stdout.splitlines()[0]
+        assert any(ln.startswith("chunks: not counted while sofsctl repair") for ln in
+                   res.stdout.splitlines())
+        other = sofsctl(data, "fsck", "pacs")  # a second job is told who holds the ring
+        assert "Traceback" not in other.stderr
+    finally:
+        proc.kill()
+        proc.wait()
+    assert sofsctl(data, "status").returncode == 0
