@@ -102,6 +102,9 @@ def admin_ops(ring: RingStore, fs: Filesystem, healer: Healer | None = None,
         extra["sweep"] = lambda progress: healer.status.to_dict()
         extra["repair-cancel"] = lambda progress: {"cancelled": healer.cancel_sweep()}
         extra["repair-rate"] = _rate_op(healer)
+        extra["scrub-status"] = lambda progress: healer.scrub_status()
+        extra["scrub-pause"] = lambda progress: {"stopped": healer.pause_scrubs()}
+        extra["scrub-resume"] = lambda progress: healer.resume_scrubs()
         if ring.membership is not None:
             extra["cluster"] = lambda progress: cluster_status(healer)
     return {

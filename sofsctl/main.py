@@ -32,6 +32,7 @@ from .common import Failure, FiniteFloat, default_data_dir, fail, human, parse_s
 from .exports import export
 from .inspect import chunk, file_group
 from .jobs import require_volume, volumes
+from .maintenancecmd import maintenance, scrub
 from .nodes import cluster_create, disk, node
 from .repaircmd import repair
 from .status import status
@@ -425,6 +426,8 @@ cli.add_command(disk)
 cli.add_command(export)
 cli.add_command(status)
 cli.add_command(repair)
+cli.add_command(maintenance)
+cli.add_command(scrub)
 cli.add_command(df)
 cli.add_command(chunk)
 cli.add_command(file_group)

@@ -22,6 +22,7 @@ from typing import Any
 
 from chunkstore import errors as cerr
 from chunkstore.healing import verdict as hv
+from chunkstore.healing.maintenance import read_maintenance
 from chunkstore.healing.sweep import HealthReport
 from chunkstore.healing.sweep import health as run_health
 from chunkstore.protection.policy import parse_policy
@@ -167,6 +168,12 @@ def gather(home: Path) -> StatusFacts:
     if job is not None:
         reasons.append(hv.Reason(hv.Level.WARN, f"chunks not counted: sofsctl {job['op']} "
                                                 f"(pid {job['pid']}) holds the ring"))
+    mnt = read_maintenance(home)
+    if mnt is not None:
+        since = time.strftime("%Y-%m-%d %H:%M", time.localtime(mnt.since))
+        reasons.append(hv.Reason(hv.Level.WARN, f"maintenance mode since {since} ({mnt.reason}): "
+                                                "no down-marking, no rebuild; sofsctl "
+                                                "maintenance off"))
     cluster = _cluster_view(home, states) if networked else None
     rebuild = (cluster or {}).get("rebuild") if networked else _sweep_view(home, mounts)
 

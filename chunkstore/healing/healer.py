@@ -59,6 +59,7 @@ from typing import Any, Callable, Iterable
 from chunkstore.atomicfile import atomic_write
 from chunkstore.clock import SYSTEM_CLOCK, Clock
 from chunkstore.errors import ChunkStoreError
+from chunkstore.healing.maintenance import read_maintenance
 from chunkstore.healing.sweep import RepairReport, repair
 from chunkstore.placement.layout import HEALER_LOCK_FILE, HEALER_STATE_FILE, RUN_DIR
 from chunkstore.ring.datapath import RingStore
@@ -94,7 +95,7 @@ class SweepSummary:
 class RebuildStatus:
     """What the healer is doing, for status displays."""
 
-    state: str = "idle"              # idle | rebuilding | standby
+    state: str = "idle"              # idle | rebuilding | standby | maintenance
     epoch: int = 0                   # map epoch the last sweep worked for
     chunks_done: int = 0
     chunks_total: int = 0
@@ -143,6 +144,7 @@ class Healer:
         self._lock = threading.Lock()  # one round or sweep at a time; cancel() waits for it
         self._cancel = threading.Event()
         self._sweep_cancel: threading.Event | None = None  # the running sweep's own
+        self._scrubs_paused = False  # sofsctl scrub pause: scheduled scrubs wait for resume
         self._state_path = os.path.join(ring.data_dir, HEALER_STATE_FILE)
         state = self._load_state()
         self._swept_epoch = int(state.get("swept_epoch", self._epoch()))
@@ -314,6 +316,14 @@ class Healer:
                 state = self._load_state()  # the previous active healer's progress
                 self._swept_epoch = int(state.get("swept_epoch", self._swept_epoch))
                 self._adopt_schedule(float(state.get("last_full_sweep", self._last_full)))
+            if read_maintenance(self.ring.data_dir) is not None:
+                self.status.state = "maintenance"  # no down-marking, no sweep
+                return
+            if self.status.state == "maintenance":
+                self.status.state = "idle"
+                log.info("maintenance mode is off: the healer acts again")
+            if self._scrubs_paused:
+                self._scrub_due = max(self._scrub_due, self._clock.monotonic() + 3600.0)
             try:
                 self.update_map()
             except ChunkStoreError as e:
@@ -332,6 +342,33 @@ class Healer:
             return False
         ev.set()
         return True
+
+    def pause_scrubs(self) -> bool:
+        """Stop a running scrub (a verifying sweep) and start no scheduled one until
+        :meth:`resume_scrubs`; rebuilds after map changes go on. True if one was stopped."""
+        self._scrubs_paused = True
+        running = self.status.state == "rebuilding" and self._sweep_cancel is not None
+        return self.cancel_sweep() if running else False
+
+    def resume_scrubs(self) -> dict[str, Any]:
+        """Scheduled scrubs again (one now if it was due while paused); the new
+        :meth:`scrub_status`."""
+        self._scrubs_paused = False
+        self._scrub_due = min(self._scrub_due, self._last_scheduled_due())
+        return self.scrub_status()
+
+    def _last_scheduled_due(self) -> float:
+        left = self._last_full + self.scrub_interval_s - self._clock.time()
+        return self._clock.monotonic() + max(0.0, left)
+
+    def scrub_status(self) -> dict[str, Any]:
+        """Scrub schedule and state, for ``sofsctl scrub status``."""
+        due_in = max(0.0, self._scrub_due - self._clock.monotonic())
+        return {"paused": self._scrubs_paused, "last_full_sweep": self._last_full,
+                "interval_s": self.scrub_interval_s,
+                "next_in_s": None if self._scrubs_paused else due_in,
+                "running": self.status.state == "rebuilding",
+                "maintenance": self.status.state == "maintenance"}
 
     def set_rate(self, max_bytes_per_s: float | None) -> None:
         """Cap sweeps' disk traffic (None: no cap), the running one included."""

@@ -85,3 +85,24 @@ def test_status_shows_a_running_repair_which_ctrl_c_leaves_running_and_cancel_st
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_maintenance_and_scrub_switches(archive):
+    a = archive
+    res = sofsctl(a.data, "maintenance", "on", "--reason", "swapping d3")
+    assert "maintenance mode on since" in res.stdout
+    st = sofsctl(a.data, "status", check=False)
+    assert st.returncode == 1
+    first = st.stdout.splitlines()[0]
+    assert "maintenance mode since" in first and "(swapping d3)" in first
+    assert "swapping d3" in sofsctl(a.data, "maintenance", "status").stdout
+    res = sofsctl(a.data, "scrub", "status")
+    assert res.stdout.startswith("scrub: ") and "every 7.0 days" in res.stdout
+    assert "paused" in sofsctl(a.data, "scrub", "pause").stdout
+    import json
+    assert json.loads(sofsctl(a.data, "scrub", "status", "--json").stdout)["paused"] is True
+    assert "resumed" in sofsctl(a.data, "scrub", "resume").stdout
+    assert "maintenance mode off" in sofsctl(a.data, "maintenance", "off").stdout
+    assert sofsctl(a.data, "status", check=False).stdout.startswith("HEALTH_OK")
+    res = sofsctl(a.data, "scrub", "start")  # a full verifying sweep now
+    assert "all chunks fully protected" in res.stdout

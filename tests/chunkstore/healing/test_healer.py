@@ -180,3 +180,40 @@ def test_close_waits_for_an_admin_sweep(cluster_dir, protection):
     assert ring.calls_inside() == 0
     ring.close()
     assert ring.calls_after_close() == {}
+
+
+def test_maintenance_mode_suspends_sweeps_until_it_is_turned_off(cluster_dir, protection):
+    from chunkstore.healing.maintenance import clear_maintenance, read_maintenance, set_maintenance
+    clock = FakeClock()
+    with LocalRing.open(cluster_dir) as ring:
+        ring.put(os.urandom(300_000), protection)
+        healer = Healer(ring, scrub_interval_s=HOUR, clock=clock)
+        healer.step()
+        m = set_maintenance(cluster_dir, "disk swap in rack 3", "admin@host", clock)
+        assert read_maintenance(cluster_dir) == m and m.reason == "disk swap in rack 3"
+        clock.advance(HOUR + 1)  # a scrub is due, but not during maintenance
+        healer.step()
+        assert healer.status.state == "maintenance" and healer.status.sweeps == 0
+        assert clear_maintenance(cluster_dir) and not clear_maintenance(cluster_dir)
+        healer.step()
+        assert healer.status.sweeps == 1 and healer.status.state == "idle"
+        healer.close()
+
+
+def test_scrubs_pause_and_resume(cluster_dir, protection):
+    clock = FakeClock()
+    with LocalRing.open(cluster_dir) as ring:
+        ring.put(os.urandom(300_000), protection)
+        healer = Healer(ring, scrub_interval_s=HOUR, clock=clock)
+        healer.step()
+        assert healer.pause_scrubs() is False  # none running
+        clock.advance(HOUR + 1)
+        healer.step()
+        assert healer.status.sweeps == 0 and healer.scrub_status()["paused"]
+        assert healer.scrub_status()["next_in_s"] is None
+        st = healer.resume_scrubs()
+        assert not st["paused"] and st["next_in_s"] == 0.0  # it came due while paused
+        healer.step()
+        assert healer.status.sweeps == 1
+        assert healer.scrub_status()["next_in_s"] == HOUR
+        healer.close()
