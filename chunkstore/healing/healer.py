@@ -213,7 +213,8 @@ class Healer:
             return False
         failed = m.publish(new)
         if failed:
-            log.warning("map epoch %d not taken by %s", new.epoch, failed)
+            log.warning("map epoch %d not taken by %s", new.epoch,
+                        ", ".join(f"{n} ({why})" for n, why in sorted(failed.items())))
         return True
 
     def needs_sweep(self) -> str | None:
@@ -262,6 +263,7 @@ class Healer:
         def traffic(n: int) -> None:
             st.bytes_done = n
 
+        log.info("%s for map epoch %d started", "scrub" if verify else "rebuild sweep", epoch)
         cancel = self._sweep_cancel = threading.Event()
         if self._cancel.is_set():
             cancel.set()
@@ -284,7 +286,11 @@ class Healer:
             self._last_full = st.finished
             self._scrub_due = self._clock.monotonic() + self.scrub_interval_s
         self._save_state()
-        log.info("repair sweep for map epoch %d: %s", epoch, st.last_report)
+        r = st.last_report
+        log.info("%s for map epoch %d finished in %.1f s: %d chunks checked, %d pieces rebuilt "
+                 "(%d bytes), %d removed, %d unrecoverable, %d failed",
+                 "scrub" if verify else "rebuild sweep", epoch, r.seconds, report.chunks_checked,
+                 r.pieces_rebuilt, r.bytes_rebuilt, r.pieces_removed, r.unrecoverable, r.errors)
         return report
 
     def active(self) -> bool:

@@ -60,7 +60,9 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator, TypeVar
 
@@ -90,6 +92,10 @@ _MAX_DECODE_TRIES = 64
 _SPARES = 8  # disks of a key's walk beyond its owners that take (and are searched for) handoffs
 
 
+log = logging.getLogger("sofs.ring")
+_DEGRADED_LOG_EVERY_S = 60.0
+
+
 class RingStore(ChunkStore):
     """Chunks placed on disks by a ring (see module docstring). Abstract: subclasses set
     ``data_dir``, ``ring``, ``repair_log``, ``_disks``, ``_down`` and call :meth:`_start_pool`."""
@@ -97,6 +103,7 @@ class RingStore(ChunkStore):
     data_dir: str  # the client's state directory (repair log, locks, healer state)
     ring: Ring
     repair_log: RepairLog
+    _degraded_logged = -_DEGRADED_LOG_EVERY_S  # monotonic time of the last degraded-write line
 
     def _init_disks(self) -> None:
         self._disks_lock = threading.Lock()
@@ -140,7 +147,11 @@ class RingStore(ChunkStore):
         """Stop using a disk until it is revived (called when it reports DiskUnavailable)."""
         with self._disks_lock:
             ds = self._disks.pop(disk_id, None)
+            fresh = disk_id not in self._down
             self._down[disk_id] = reason
+        if fresh:
+            log.warning("disk %s is unavailable (%s): reads and writes go around it; "
+                        "sofsctl status and sofsctl repair", disk_id, reason)
         if ds is not None:
             try:
                 ds.close()
@@ -239,6 +250,12 @@ class RingStore(ChunkStore):
             raise NotEnoughDisks(msg)
         if errors:
             self.repair_log.note(ref, NEEDS_REPAIR)
+            now = time.monotonic()
+            if now - self._degraded_logged >= _DEGRADED_LOG_EVERY_S:
+                self._degraded_logged = now
+                log.warning("chunk %s written degraded: %d of %d pieces on their disks (%s); "
+                            "the repair log keeps it for the next repair (said at most once "
+                            "a minute)", ref.hex, ok, policy.width, errors[0])
         return ref
 
     @staticmethod

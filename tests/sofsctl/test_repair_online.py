@@ -40,6 +40,11 @@ def test_init_disk_is_honoured_by_the_mount_process(archive, tmp_path):
     st = sofsctl(a.data, "status", check=False)
     assert st.stdout.startswith("HEALTH_OK"), st.stdout
     assert (a.mnt / "study.dcm").read_bytes() == payload
+    # the events, in plain words in the mount's log (no tracebacks, no Python reprs)
+    log = a.log()
+    assert "disk d1 is unavailable" in log
+    assert "scrub for map epoch 0 started" in log and "scrub for map epoch 0 finished in" in log
+    assert "pieces rebuilt" in log and "Traceback" not in log and "SweepSummary(" not in log
 
 
 def test_status_shows_a_running_repair_which_ctrl_c_leaves_running_and_cancel_stops(archive):
