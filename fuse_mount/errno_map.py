@@ -33,6 +33,7 @@ ERRNO: dict[type[BaseException], int] = {
     ferr.AttributeNameInvalid: errno.ERANGE,
     ferr.TooManyLinks: errno.EMLINK,
     ferr.BadFileHandle: errno.EBADF,
+    ferr.NotSupported: errno.EOPNOTSUPP,
     ferr.NoSpace: errno.ENOSPC,
     ferr.DataUnavailable: errno.EIO,
     ferr.VolumeFenced: errno.EROFS,

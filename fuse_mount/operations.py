@@ -5,7 +5,8 @@ in-memory inode cache and unsynced rocksdict batches, which cost microseconds: t
 trio event loop. Everything that compresses, erasure-codes, touches chunk disks or fsyncs (read,
 write, flush, fsync, release, truncate, O_TRUNC opens, and unlink/rename, which may free a
 whole file) runs in worker threads through
-``trio.to_thread.run_sync`` behind a capacity limiter, so one slow disk never stalls the loop.
+``trio.to_thread.run_sync`` behind a capacity limiter, so one slow disk never stalls the loop;
+so does fallocate, which pyfuse3 cannot route here by itself (:mod:`fuse_mount.fallocate_hook`).
 
 Caching: this connector is the only writer of its volume, so the kernel gets long entry/attribute
 timeouts and keeps page-cache contents across opens; writeback caching lets it hand over 1 MiB
@@ -27,6 +28,8 @@ from sofs.fs import Ctx, Filesystem
 from sofs.inode import ROOT_INO, Inode
 
 from .errno_map import fuse_errors
+from .fallocate_hook import FallocateHook
+from .fallocate_hook import install as install_fallocate
 
 T = TypeVar("T")
 
@@ -47,6 +50,7 @@ class SofsOperations(pyfuse3.Operations):
         super().__init__()
         self.fs = fs
         self._limiter = trio.CapacityLimiter(workers)
+        self._fallocate_hook: FallocateHook | None = None
 
     async def _run(self, fn: Callable[..., T], *args) -> T:
         return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
@@ -248,6 +252,15 @@ class SofsOperations(pyfuse3.Operations):
     @fuse_errors
     async def fsync(self, fh, datasync):
         await self._run(self.fs.fsync, fh, bool(datasync))
+
+    def init(self) -> None:
+        # pyfuse3 has no fallocate handler: give libfuse one (see fuse_mount.fallocate_hook)
+        self._fallocate_hook = install_fallocate(self.fallocate)
+
+    @fuse_errors
+    async def fallocate(self, fh: int, mode: int, offset: int, length: int) -> None:
+        """fallocate(2): the kernel checked the mode's basics and write access on the fd."""
+        await self._run(self.fs.fallocate, fh, mode, offset, length)
 
     @fuse_errors
     async def release(self, fh):

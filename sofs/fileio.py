@@ -1,4 +1,4 @@
-"""The data path of a volume: writing, flushing, truncating and reading file contents.
+"""The data path of a volume: writing, flushing, truncating, fallocate and reading file contents.
 
 :class:`DataPath` is owned by :class:`sofs.fs.Filesystem` (which keeps the namespace and the
 open-file handles) and is built from what it works on: the metadata store, the filesystem's
@@ -31,6 +31,7 @@ from . import chunkrefs, schema
 from .chunkio import ChunkIO
 from .collector import Collector
 from .errors import FsError, InvalidArgument, IsADirectory, NoSuchEntry
+from .fallocate import HolePlan
 from .filedata import FileBuffers
 from .handles import OpenFile
 from .inode import Inode
@@ -468,13 +469,16 @@ class DataPath:
     def _cut_beyond(self, ino: int, size: int) -> Extra:
         """Stage: unmap every block past ``size`` (the block holding the end stays)."""
         first_gone = -(-size // self.block_size)
+        return lambda b, now: self._unmap(b, ino, first_gone, None, now)
 
-        def cut(b: Batch, now: int) -> None:
-            for key, _ in list(self._meta.scan(schema.block_prefix(ino),
-                                               schema.block_key(ino, first_gone))):
-                self._map_block(b, ino, schema.parse_block_key(key), None, 0, now)
-
-        return cut
+    def _unmap(self, b: Batch, ino: int, first: int, stop: int | None, now: int) -> None:
+        """Stage: unmap the stored blocks from ``first`` to ``stop`` (excluded; None: all)."""
+        for key, _ in list(self._meta.scan(schema.block_prefix(ino),
+                                           schema.block_key(ino, first))):
+            index = schema.parse_block_key(key)
+            if stop is not None and index >= stop:
+                break
+            self._map_block(b, ino, index, None, 0, now)
 
     # ------------------------------------------------------------------ truncate
 
@@ -516,6 +520,37 @@ class DataPath:
                 node.mtime_ns = node.ctime_ns = now
 
             self._store_and_commit(ino, fb, pending, True, extra=cut)
+        with self._lock:
+            if fb.is_idle() and not self._inodes.is_open(ino):
+                self._drop_buffers(ino)
+
+    # ------------------------------------------------------------------ fallocate
+
+    def fallocate(self, ino: int, offset: int, end: int, *, punch: bool, grow: bool) -> None:
+        """fallocate(2) once :mod:`sofs.fallocate` checked it: punch [offset, end) or grow the
+        size to ``end``, in one complete flush of the file committed with sync."""
+        with self._lock:
+            node = self._inodes.get(ino)
+            fb = self._buffers_of(ino)
+        with fb.gate.exclusive():  # every earlier flush of the file is committed
+            with self._lock:
+                plan = HolePlan.of(offset, end if punch else offset, node.size, self.block_size)
+            for index in plan.edges:  # stored content into dirty buffers (as a write at 1)
+                self._writable_block(ino, index, 1, 0)
+            with self._lock:
+                self._dirty_total -= plan.zero(fb)
+                pending = [self._detach(fb, index) for index in sorted(fb.dirty)]
+
+            def finish(b: Batch, now: int) -> None:
+                self._dirty_total -= plan.zero(fb)  # blocks a writer loaded meanwhile
+                self._unmap(b, ino, plan.first_whole, plan.end_whole, now)
+                if grow:
+                    node.size = max(node.size, end)
+                if not punch or plan.offset < plan.end:  # ext4 leaves a punch past EOF alone
+                    node.mtime_ns = node.ctime_ns = now
+
+            self._store_and_commit(ino, fb, pending, True, extra=finish)
+        self._meta.commit(self._meta.batch(), sync=True)
         with self._lock:
             if fb.is_idle() and not self._inodes.is_open(ino):
                 self._drop_buffers(ino)

@@ -4,7 +4,7 @@
 directly. It is thread-safe: one lock guards the in-memory state and metadata commits and is never
 held during chunk I/O, compression or erasure coding, so the FUSE event loop may call the cheap
 namespace operations directly while data operations (``read``, ``write``, ``flush``, ``fsync``,
-``release``, ``setattr`` with a size) run in worker threads.
+``release``, ``setattr`` with a size, ``fallocate``) run in worker threads.
 
 This module holds the namespace (lookups, directories, links, renames, attributes, xattrs) and
 the open-file handles. The parts it owns: the in-memory inodes (:mod:`sofs.inodes`), the data
@@ -43,6 +43,7 @@ from .errors import (
     NotPermitted,
     TooManyLinks,
 )
+from .fallocate import check_space, parse_request
 from .filedata import BlockCache
 from .fileio import DataPath
 from .fsstats import StatFs, Statistics
@@ -574,6 +575,15 @@ class Filesystem:
 
     def truncate(self, ino: int, size: int) -> None:
         self._data.truncate(ino, size)
+
+    def fallocate(self, fh: int, mode: int, offset: int, length: int) -> None:
+        """fallocate(2) of an open file, as :mod:`sofs.fallocate` says (data work: call from a
+        thread)."""
+        h = self._handle(fh)
+        punch, grow = parse_request(mode, offset, length, self.getattr(h.ino), h.flags)
+        if not punch:
+            check_space(self.store.capacity(), self.protection, self.block_size, offset, length)
+        self._data.fallocate(h.ino, offset, offset + length, punch=punch, grow=grow)
 
     def needs_flush(self, ino: int) -> bool:
         """Whether a (non-sync) flush of ``ino`` would have anything to store, commit or wait

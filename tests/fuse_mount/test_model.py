@@ -40,6 +40,7 @@ BLOCK = 4 * MIB  # the default sofs block size
 ALICE, BOB = 1000, 1001
 RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
 XATTR_CREATE, XATTR_REPLACE = 1, 2
+FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE = 1, 2
 AT_FDCWD = -100
 
 MAX_EXAMPLES = 45
@@ -88,6 +89,15 @@ def make_payload(spec: tuple[int, int, bool]) -> bytes:
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
                             ctypes.c_uint]
+
+
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+
+
+def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
+    if _libc.fallocate(fd, mode, offset, length) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
 
 
 def renameat2(src: Path, dst: Path, flags: int) -> None:
@@ -332,6 +342,21 @@ class SofsVsReference(RuleBasedStateMachine):
     def truncate(self, data, size, who):
         path = self.draw_path(data, FILE_FIRST)
         self.apply("truncate", who, lambda r: os.truncate(r / path, size))
+
+    @rule(data=st.data(), offset=OFFSETS, length=SIZES, keep_size=st.booleans(), who=WHO)
+    def allocate(self, data, offset, length, keep_size, who):
+        """fallocate mode 0 (extends) or KEEP_SIZE; length 0 is EINVAL on both sides."""
+        path = self.draw_path(data, FILE_FIRST)
+        mode = FALLOC_FL_KEEP_SIZE if keep_size else 0
+        self.apply("fallocate", who, lambda r: with_fd(
+            r / path, os.O_WRONLY, 0, lambda fd: fallocate(fd, mode, offset, length)))
+
+    @rule(data=st.data(), offset=OFFSETS, length=SIZES, who=WHO)
+    def punch_hole(self, data, offset, length, who):
+        path = self.draw_path(data, FILE_FIRST)
+        mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
+        self.apply("punch_hole", who, lambda r: with_fd(
+            r / path, os.O_RDWR, 0, lambda fd: fallocate(fd, mode, offset, length)))
 
     @rule(data=st.data(), offset=OFFSETS, length=st.integers(0, 10 * KIB), who=WHO)
     def read(self, data, offset, length, who):

@@ -150,6 +150,7 @@ def test_a_single_copy_volume_needs_the_flag(run):
 def test_data_dir_after_the_command_is_taken(tmp_path):
     import subprocess
     import sys
+
     from sofsctl.main import data_dir_first
     assert data_dir_first(["status", "--data-dir", "/x"]) == ["--data-dir", "/x", "status"]
     assert data_dir_first(["volume", "list", "--data-dir=/x"]) == ["--data-dir=/x", "volume",
