@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -422,3 +423,17 @@ def stop_exports(data_dir: Path, volume: str, timeout: float = 60.0) -> list[str
     if errors:
         raise ExportError("; ".join(out + errors))
     return out
+
+
+def remove_export(data_dir: Path, volume: str, kind: str) -> str:
+    """Forget a stopped export of VOLUME: its saved spec, state, config and run directory.
+    Refused while it runs (stop it first)."""
+    edir = export_dir(Path(data_dir).absolute(), volume, kind)
+    if not (edir / "spec.json").is_file():
+        raise ExportError(f"volume {volume} has no {kind} export")
+    pid = supervisor_pid(edir)
+    if pid is not None:
+        raise ExportError(f"the {kind} export of {volume} runs (supervisor pid {pid}): stop it "
+                          f"first: sofsctl export stop --kind {kind} {volume}")
+    shutil.rmtree(edir)
+    return f"removed the {kind} export of {volume}"

@@ -32,6 +32,7 @@ from chunkstore.placement.keys import ChunkRef
 from chunkstore.ring.datapath import RingStore
 from chunkstore.ring.diskusage import disk_usage
 from chunkstore.ring.open import is_networked, open_ring
+from sofs import volumedelete
 from sofs.errors import FsError
 from sofs.fs import Filesystem
 from sofs.fsck import FsckReport
@@ -120,6 +121,9 @@ def admin_ops(ring: RingStore, fs: Filesystem, healer: Healer | None = None,
         "fsck": _online_fsck(fs, ring),
         "chunks": _chunks_op(ring),
         "disks": lambda progress: [u.as_dict() for u in disk_usage(ring)],
+        # another volume of the data directory (the ring's one mount serves them all)
+        "volume-delete": lambda progress, uuid: volumedelete.finish(
+            volumedelete.tomb_of(Path(ring.data_dir), uuid), ring, progress),
         # any volume of the data directory (an embedded ring's one mount serves them all)
         "volume-checkpoints": lambda progress, uuid: [
             c.as_dict() for c in list_checkpoints(ring, uuid)],

@@ -184,5 +184,7 @@ def list_volumes(data_dir: Path) -> list[VolumeConfig]:
 
 def list_volume_names(data_dir: Path) -> list[str]:
     vdir = volumes_dir(data_dir)
-    return sorted(p.name for p in vdir.iterdir() if (p / "volume.json").is_file()) \
+    # ".deleting-UUID" directories are volumes being deleted (sofs.volumedelete): not listed
+    return sorted(p.name for p in vdir.iterdir()
+                  if not p.name.startswith(".") and (p / "volume.json").is_file()) \
         if vdir.is_dir() else []

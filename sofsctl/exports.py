@@ -237,6 +237,27 @@ def export_stop(home: Path, volume: str, kind: str | None, timeout: float) -> No
         raise Failure(f"volume {volume} has no {kind + ' ' if kind else ''}export")
 
 
+@export.command("remove")
+@click.argument("volume")
+@click.option("--kind", type=click.Choice(exportspec.KINDS), default=None,
+              help="Remove only this export [default: every export of VOLUME].")
+@pass_home
+def export_remove(home: Path, volume: str, kind: str | None) -> None:
+    """Forget the stopped exports of VOLUME (saved settings, config, run directory); refused
+    while one runs. The SMB users they created stay (userdel removes them)."""
+    done = 0
+    try:
+        for k in _kinds(kind):
+            if not (registry.export_dir(home, volume, k) / "spec.json").is_file():
+                continue
+            click.echo(registry.remove_export(home, volume, k))
+            done += 1
+    except ExportError as e:
+        raise fail(e) from None
+    if not done:
+        raise Failure(f"volume {volume} has no {kind + ' ' if kind else ''}export")
+
+
 @export.command("start")
 @click.argument("volume")
 @click.option("--kind", type=click.Choice(exportspec.KINDS), default=None,

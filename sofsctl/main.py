@@ -37,6 +37,7 @@ from .nodes import cluster_create, disk, node
 from .repaircmd import repair
 from .status import status
 from .usage import df, volume_show
+from .volumecmds import volume_delete, volume_set
 
 if TYPE_CHECKING:
     from click._termui_impl import ProgressBar
@@ -421,6 +422,8 @@ cluster.add_command(cluster_create)
 volume.add_command(volume_checkpoint)
 volume.add_command(volume_restore)
 volume.add_command(volume_show)
+volume.add_command(volume_delete)
+volume.add_command(volume_set)
 cli.add_command(node)
 cli.add_command(disk)
 cli.add_command(export)
