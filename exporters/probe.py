@@ -14,8 +14,9 @@ FUSE mount (owner 65534:65534, mode 0700): the client's root is squashed to 6553
 use it. A read-write export writes ``.sofs-probe/nfs-probe`` with random content, reads it
 back, compares and deletes it. A read-only export reads ``.sofs-probe/ro-probe``, which the
 supervisor wrote through the FUSE mount (random content, rewritten after a failed probe), and
-compares. Samba's ``veto files`` hides ``.sofs*`` from SMB clients; NFS clients can see the
-(empty) directory.
+compares. The mount leaves the probe directories out of directory listings
+(``fuse_mount.names.HIDDEN_ROOT_NAMES``), so neither NFS nor local users see them;
+Samba's ``veto files`` also hides ``.sofs*`` from SMB clients.
 
 SMB (smbprotocol, the ``sofs-probe`` account)
 ---------------------------------------------
@@ -62,12 +63,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chunkstore.atomicfile import atomic_write
+from fuse_mount.names import NFS_PROBE_DIR
+from fuse_mount.names import SMB_PROBE_DIR as SMB_PROBE_DIR  # re-exported: the exporters use it
 
 from .errors import ExportError, ProbeFailure
 from .samba import NAME_RE, SmbUser, add_smb_users
 
-PROBE_DIR = ".sofs-probe"
-SMB_PROBE_DIR = ".sofs-probe-smb"
+PROBE_DIR = NFS_PROBE_DIR  # both left out of directory listings by the mount
 SMB_PROBE_FILE = "smb-probe"
 NFS_PROBE_FILE = "nfs-probe"
 RO_PROBE_FILE = "ro-probe"

@@ -30,6 +30,7 @@ from sofs.inode import ROOT_INO, Inode
 from .errno_map import fuse_errors
 from .fallocate_hook import FallocateHook
 from .fallocate_hook import install as install_fallocate
+from .names import HIDDEN_ROOT_NAMES
 
 T = TypeVar("T")
 
@@ -160,6 +161,9 @@ class SofsOperations(pyfuse3.Operations):
             if not entries:
                 return
             for name, node, offset in entries:
+                if fh == ROOT_INO and name in HIDDEN_ROOT_NAMES:
+                    start_id = offset
+                    continue
                 if not pyfuse3.readdir_reply(token, name, self._entry(node), offset):
                     return
                 start_id = offset

@@ -170,6 +170,10 @@ def test_probes_pass_and_a_wedged_ganesha_is_restarted(env, monkeypatch):
         st = d.lstat()
         assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (65534, 65534, 0o700)
         assert os.listdir(d) == []
+        # nobody lists it (F38): the mount leaves it out of its listing, which is what Ganesha
+        # serves to NFS clients (nfs-rs cannot list an export's root here: NFS4ERR_BADNAME),
+        # yet the probes reach it by name
+        assert not any(n.startswith(".sofs") for n in os.listdir(env.archive.mnt))
         # SMB users do not see it (veto files); the probe password file is private
         edir = registry.export_dir(env.data, "vol", "smb")
         assert (edir / probe.PROBE_PASSWORD_FILE).stat().st_mode & 0o777 == 0o600
