@@ -291,7 +291,7 @@ async def _serve(fs: Filesystem, ring: RingStore, mountpoint: str, ready_fd: int
             if ready_fd is not None:
                 os.write(ready_fd, b"ready\n")
                 os.close(ready_fd)
-            sdnotify.notify(f"READY=1\nSTATUS=serving volume {fs.config.name} at {mountpoint}")
+            sdnotify.notify(f"READY=1\nSTATUS=serving {mountpoint}")
             log.info("serving %s", mountpoint)
 
         nursery.start_soon(watch_signals)
