@@ -266,24 +266,11 @@ class ContainerLog:
             if self._end <= ctr.FILE_HEADER_SIZE:
                 return None
             sealed = self._active_cid
-            try:
-                self._roll()
-            except OSError as e:
-                if e.errno in _NOSPACE:
-                    raise DiskFull(f"{self._name}: no space to start a new container") from e
-                self._broken = DiskUnavailable(f"{self._name}: cannot roll container: {e}")
-                raise self._broken from e
+            self._roll_checked()
             self._hwm_due = True
-        with self._cv:  # lead one commit, as close() does: it writes the new high-water mark
-            while self._syncing:
-                self._cv.wait()
-            self._syncing = True
-        try:
-            self._group_commit()
-        finally:
-            with self._cv:
-                self._syncing = False
-                self._cv.notify_all()
+        with self._leading() as lead:  # one commit, as close() leads: the new high-water mark
+            if lead:
+                self._group_commit()
         if self._broken is not None:
             raise self._broken
         return sealed
@@ -312,13 +299,9 @@ class ContainerLog:
         holding off any other, so nothing touches the active container after it is released.
         Appends that come later raise DiskUnavailable.
         """
-        with self._cv:
-            while self._syncing:
-                self._cv.wait()
-            if self._closed:
-                return
-            self._syncing = True  # we lead: no group commit starts until we are done
-        try:
+        with self._leading() as lead:
+            if not lead:
+                return  # closed before
             with self._lock:
                 self._closed = True  # from here on nothing is appended or queued (appending())
             try:
@@ -326,6 +309,20 @@ class ContainerLog:
             finally:
                 with self._lock:
                     self._cache.release(self._active)
+
+    @contextmanager
+    def _leading(self) -> Iterator[bool]:
+        """Wait for a running group commit, then hold off any other until the block ends (the
+        block leads). Yields False, leading nothing, once the log is closed."""
+        with self._cv:
+            while self._syncing:
+                self._cv.wait()
+            if self._closed:
+                yield False
+                return
+            self._syncing = True
+        try:
+            yield True
         finally:
             with self._cv:
                 self._syncing = False
@@ -348,17 +345,22 @@ class ContainerLog:
         self._end = ctr.FILE_HEADER_SIZE
         self._sizes[new] = self._end
 
-    def _append(self, bufs: list[Data]) -> tuple[int, int]:
-        self.check_open()
-        n = sum(len(b) for b in bufs)
+    def _roll_checked(self) -> None:
+        """:meth:`_roll`: DiskFull without room for the next container's header; any other
+        failure breaks the log."""
         try:
-            if self._end + n > self._container_size and self._end > ctr.FILE_HEADER_SIZE:
-                self._roll()
+            self._roll()
         except OSError as e:
             if e.errno in _NOSPACE:
                 raise DiskFull(f"{self._name}: no space to start a new container") from e
             self._broken = DiskUnavailable(f"{self._name}: cannot roll container: {e}")
             raise self._broken from e
+
+    def _append(self, bufs: list[Data]) -> tuple[int, int]:
+        self.check_open()
+        n = sum(len(b) for b in bufs)
+        if self._end + n > self._container_size and self._end > ctr.FILE_HEADER_SIZE:
+            self._roll_checked()
         off = self._end
         try:
             ctr.pwritev_all(self._active.fd, bufs, off)
