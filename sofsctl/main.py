@@ -36,6 +36,7 @@ from .maintenancecmd import maintenance, scrub
 from .nodes import cluster_create, disk, node
 from .repaircmd import repair
 from .status import status
+from .supervise import supervise
 from .usage import df, volume_show
 from .volumecmds import volume_delete, volume_set
 
@@ -428,6 +429,7 @@ cli.add_command(node)
 cli.add_command(disk)
 cli.add_command(export)
 cli.add_command(status)
+cli.add_command(supervise)
 cli.add_command(repair)
 cli.add_command(maintenance)
 cli.add_command(scrub)

@@ -239,12 +239,8 @@ def _sofsctl_calls() -> list[tuple[str, str, list[str]]]:
 CALLS = _sofsctl_calls()
 
 
-@pytest.mark.parametrize(
-    "unit_name,key,argv",
-    [pytest.param(*c, marks=pytest.mark.xfail(
-        strict=True, reason="sofsctl supervise comes with the supervisor page (issue 11)"))
-     if c[2][:1] == ["supervise"] else c for c in CALLS],
-    ids=[f"{c[0]} {c[1]} {' '.join(c[2][:2])}" for c in CALLS])
+@pytest.mark.parametrize("unit_name,key,argv", CALLS,
+                         ids=[f"{c[0]} {c[1]} {' '.join(c[2][:2])}" for c in CALLS])
 def test_the_sofsctl_commands_units_run_exist(unit_name, key, argv):
     cmd: click.Command = cli
     words_ = list(argv)

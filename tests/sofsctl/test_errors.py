@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,12 +13,11 @@ import pytest
 from sofs.fs import Filesystem
 from sofs.volume import volume_dir
 
+from .cli import sofsctl
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def sofsctl(data: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sofsctl", "--data-dir", str(data), *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
 def no_traceback(res: subprocess.CompletedProcess) -> None:

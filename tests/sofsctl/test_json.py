@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,12 +14,11 @@ import pytest
 from chunkstore.ring.open import open_ring
 from sofs.fs import Filesystem
 
+from .cli import sofsctl
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def sofsctl(data: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sofsctl", "--data-dir", str(data), *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture

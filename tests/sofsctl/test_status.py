@@ -8,38 +8,20 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from chunkstore.healing.verdict import Level
-from chunkstore.protection.policy import Protection, parse_policy
 from chunkstore.ring.open import open_ring
 from sofsctl.statusfacts import checkpoint_reason, dead_mount_reason, export_reason, overtaken_reason
 
-ROOT = Path(__file__).resolve().parents[2]
-PROTECTION = Protection(parse_policy("cos2"), parse_policy("ec4+2"))
-
-
-def sofsctl(data: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sofsctl", "--data-dir", str(data), *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+from .cli import ROOT, make_embedded_ring, sofsctl
 
 
 @pytest.fixture
 def data(tmp_path):
     """An embedded ring of 6 disks, a volume ec4+2/cos2, and 6 chunks of each policy."""
-    d = tmp_path / "data"
-    assert sofsctl(d, "cluster", "init", "--disks", "6").returncode == 0
-    assert sofsctl(d, "volume", "create", "pacs").returncode == 0
-    ring = open_ring(d, instance="test")
-    try:
-        for _ in range(6):
-            ring.put(os.urandom(100_000), PROTECTION)  # ec4+2: a piece on every disk
-            ring.put(os.urandom(1000), PROTECTION)     # cos2: 3 copies
-    finally:
-        ring.close()
-    return d
+    return make_embedded_ring(tmp_path / "data")
 
 
 def test_healthy_ring_is_health_ok(data):
