@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from .runstate import parse_mountinfo
+
 
 @dataclasses.dataclass(frozen=True)
 class Holder:
@@ -32,23 +34,9 @@ class Holder:
         return f"nsenter -t {self.processes[0][0]} -m umount -l {self.mountpoint}"
 
 
-def _unescape(field: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as octal (``\\040``)."""
-    return field.encode().decode("unicode_escape")
-
-
 def _fuse_mounts(mountinfo: str) -> dict[str, str]:
     """Device (``major:minor``) -> mount point, for the FUSE mounts of one mountinfo file."""
-    out = {}
-    for line in mountinfo.splitlines():
-        fields = line.split()
-        try:
-            sep = fields.index("-")
-        except ValueError:
-            continue
-        if len(fields) > sep + 1 and fields[sep + 1].startswith("fuse"):
-            out[fields[2]] = _unescape(fields[4])
-    return out
+    return {m.device: m.point for m in parse_mountinfo(mountinfo) if m.fstype.startswith("fuse")}
 
 
 def device_of(mountpoint: str, proc: str = "/proc") -> str | None:

@@ -76,16 +76,34 @@ def find(data_dir: Path, mountpoint: str) -> MountState | None:
     return None
 
 
+@dataclasses.dataclass(frozen=True)
+class KernelMount:
+    """One line of a mountinfo file: the device (``major:minor``), mount point, fs type."""
+
+    device: str
+    point: str
+    fstype: str
+
+
+def parse_mountinfo(text: str) -> list[KernelMount]:
+    """The mounts of a ``/proc/PID/mountinfo`` text (mount points unescaped: mountinfo writes
+    space, tab, newline and backslash in octal); malformed lines are left out."""
+    out = []
+    for line in text.splitlines():
+        fields = line.split()
+        try:
+            sep = fields.index("-")
+            out.append(KernelMount(fields[2], fields[4].encode().decode("unicode_escape"),
+                                   fields[sep + 1]))
+        except (ValueError, IndexError):
+            continue
+    return out
+
+
 def kernel_mounts() -> dict[str, str]:
     """Mount point -> filesystem type for every mount this process can see."""
-    out = {}
     with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            sep = fields.index("-")
-            point = fields[4].encode().decode("unicode_escape")
-            out[point] = fields[sep + 1]
-    return out
+        return {m.point: m.fstype for m in parse_mountinfo(f.read())}
 
 
 def is_mounted(mountpoint: str) -> bool:
