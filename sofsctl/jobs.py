@@ -131,3 +131,12 @@ def require_volume(home: Path, name: str) -> VolumeConfig:
         n for n in names if n.lower() == name.lower()]
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     raise fail(f"no volume {name!r}; volumes: {', '.join(names) or 'none'}{hint}")
+
+
+def ask_mount(home: Path, op: str, volume: str | None = None, **args: object):
+    """Admin op ``op`` (with keyword ``args``) of the mount process that serves the ring here
+    (on a networked data directory: ``volume``'s mount); the command fails with the reason."""
+    try:
+        return control.call(home, op, timeout=30, volume=volume, args=args or None)
+    except control.MountError as e:
+        raise fail(e) from None

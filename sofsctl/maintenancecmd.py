@@ -14,9 +14,10 @@ import click
 
 from chunkstore.healing.maintenance import clear_maintenance, read_maintenance, set_maintenance
 from chunkstore.ring.open import is_networked
-from fuse_mount import control, runstate
+from fuse_mount import runstate
 
 from .common import fail, pass_home
+from .jobs import ask_mount
 from .repaircmd import repair
 
 
@@ -82,11 +83,7 @@ def _mount(home: Path) -> runstate.MountState:
 
 def _ask(home: Path, op: str) -> dict:
     st = _mount(home)
-    try:
-        return control.call(home, op, timeout=30,
-                            volume=st.volume if is_networked(home) else None)
-    except control.MountError as e:
-        raise fail(e) from None
+    return ask_mount(home, op, volume=st.volume if is_networked(home) else None)
 
 
 @scrub.command("status")

@@ -16,10 +16,10 @@ from chunkstore import errors as cerr
 from chunkstore.healing.sweep import repair as run_repair
 from chunkstore.ring.localcluster import init_disk_dir, load_config
 from chunkstore.ring.open import is_networked
-from fuse_mount import control, runstate
+from fuse_mount import runstate
 
 from .common import FiniteFloat, fail, human, pass_home, progress_bar
-from .jobs import ring_job
+from .jobs import ask_mount, ring_job
 
 MIB = 1 << 20
 
@@ -29,13 +29,6 @@ def _mount_process(home: Path) -> runstate.MountState | None:
     if is_networked(home):
         return None  # each networked client sweeps through its own ring handle
     return next((s for s in runstate.all_states(home) if s.alive), None)
-
-
-def _ask(home: Path, op: str, **args: object) -> dict:
-    try:
-        return control.call(home, op, timeout=30, args=args or None)
-    except control.MountError as e:
-        raise fail(e) from None
 
 
 @click.command()
@@ -69,16 +62,16 @@ def repair(home: Path, init_disks: tuple[str, ...], rate: float | None, attach: 
             raise fail("no mount process runs a repair here (an offline repair runs in its own "
                        "sofsctl process: Ctrl-C stops it)")
         if cancel:
-            done = _ask(home, "repair-cancel")["cancelled"]
+            done = ask_mount(home, "repair-cancel")["cancelled"]
             click.echo("the running sweep stops after the chunks in hand" if done
                        else "no sweep is running")
             return
         _follow(home)
         return
     if rate is not None and mount is not None:
-        cap = _ask(home, "repair-rate", bytes_per_s=rate * MIB or None)["rate_cap"]
+        cap = ask_mount(home, "repair-rate", bytes_per_s=rate * MIB or None)["rate_cap"]
         click.echo(f"repair rate capped at {cap / MIB:.0f} MiB/s" if cap else "repair rate: no cap")
-        if _ask(home, "sweep")["state"] == "rebuilding":
+        if ask_mount(home, "sweep")["state"] == "rebuilding":
             return  # the running sweep takes the new cap; nothing more to start
     if init_disks and is_networked(home):
         raise fail("--init-disk is for an embedded ring; on a networked one replace the disk "
@@ -112,7 +105,7 @@ def repair(home: Path, init_disks: tuple[str, ...], rate: float | None, attach: 
 
 def _follow(home: Path) -> None:
     """Draw the mount's running sweep until it ends, then its summary."""
-    st = _ask(home, "sweep")
+    st = ask_mount(home, "sweep")
     if st["state"] != "rebuilding":
         click.echo("no sweep is running" + (f"; the last: {_summary(st)}" if st.get("last_report")
                                              else ""))
@@ -123,7 +116,7 @@ def _follow(home: Path) -> None:
         while st["state"] == "rebuilding" and st["started"] == started:
             progress(st["chunks_done"], st["chunks_total"])
             time.sleep(1.0)
-            st = _ask(home, "sweep")
+            st = ask_mount(home, "sweep")
         progress(st["chunks_total"], st["chunks_total"])
     except KeyboardInterrupt:
         click.echo("\nstopped following; the repair goes on (sofsctl repair --cancel stops it)",
