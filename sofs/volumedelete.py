@@ -79,11 +79,17 @@ def finish(tomb: Path, store: ChunkStore,
     """Steps 2 to 4 for the directory :func:`begin` made (again, after a crash)."""
     config = VolumeConfig.from_json((tomb / "volume.json").read_text())
     vid = uuidlib.UUID(config.uuid).bytes
+    unread = 0  # the checkpoints could not be listed now: the directory stays, to finish later
     try:
         refs = checkpoint_refs(store, config.uuid)
-    except (cerr.ChunkStoreError, FsError):
-        refs = {}  # no readable checkpoint: its pieces, if any, are the repair sweep's
-    _forget_checkpoints(store, vid, config, clock)
+    except FsError:
+        refs = {}  # a root record or manifest that does not decode names no piece we can find
+    except cerr.ChunkStoreError:
+        refs, unread = {}, 1
+    try:
+        _forget_checkpoints(store, vid, config, clock)
+    except cerr.ChunkStoreError:
+        unread = 1  # the root record could not be replaced now: finish later
     meta_dir = tomb / "meta"
     if meta_dir.is_dir():
         meta = MetaStore(meta_dir)
@@ -96,7 +102,7 @@ def finish(tomb: Path, store: ChunkStore,
                 refs[ref.key] = ref
         finally:
             meta.close()
-    deleted = failed = 0
+    deleted, failed = 0, unread
     for n, ref in enumerate(refs.values()):
         try:
             store.delete(ref)
