@@ -26,6 +26,8 @@ import pytest
 from exporters.ganesha import ClientRule, NfsExport, ganesha_service, write_ganesha_config
 from sofs.volume import load_volume
 from tests.fuse_mount.conftest import Archive, needs_fuse
+from tests.fuse_mount.filebytes import pattern
+from tests.fuse_mount.filebytes import read_uncached as read_mount
 
 from .helpers import free_port, need_root_and, running
 from .nfs42 import Nfs42Client, NfsStatus
@@ -79,21 +81,8 @@ def export() -> Iterator[Nfs42Export]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def pattern(n: int, seed: int = 1) -> bytes:
-    unit = bytes((i * 7 + seed * 13) % 251 + 1 for i in range(4093))
-    return (unit * (n // len(unit) + 1))[:n]
 
 
-def read_mount(path: Path) -> bytes:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        chunks = []
-        while chunk := os.read(fd, 4 * MIB):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
 
 
 def write_nfs41(export: Nfs42Export, name: str, data: bytes) -> None:

@@ -32,6 +32,20 @@ def sofsctl(data_dir: Path, *args: str, check: bool = True, timeout: float = 600
     return res
 
 
+def wait_dead(pid: int, timeout: float = 30) -> bool:
+    """True once ``pid`` is gone or a zombie (dead, only its parent has not reaped it yet)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return True
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        time.sleep(0.02)
+    return False
+
+
 def _mounted(mnt: Path) -> bool:
     real = os.path.realpath(mnt)
     with open("/proc/self/mountinfo") as f:

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import needs_fuse, sofsctl
+from .conftest import needs_fuse, sofsctl, wait_dead
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, needs_fuse]
 
@@ -275,18 +275,6 @@ def scan_with_timeout(mnt: Path) -> dict[str, object]:
         pool.shutdown(wait=False)
 
 
-def wait_dead(pid: int, timeout: float = 30) -> bool:
-    """True once ``pid`` is gone or a zombie (dead, only its parent has not reaped it yet)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    return True
-        except (FileNotFoundError, ProcessLookupError):
-            return True
-        time.sleep(0.02)
-    return False
 
 
 PR_SET_CHILD_SUBREAPER = 36

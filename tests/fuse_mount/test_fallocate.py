@@ -25,7 +25,9 @@ import pytest
 
 from fuse_mount import fallocate_hook
 
-from .conftest import Archive, needs_fuse, sofsctl
+from .conftest import Archive, needs_fuse, sofsctl, wait_dead
+from .filebytes import pattern, zeroed
+from .filebytes import read_uncached as read_back
 
 
 def mount_test(fn):
@@ -57,30 +59,10 @@ def errno_of(fn, *args) -> int:
     return 0
 
 
-def pattern(n: int, seed: int = 1) -> bytes:
-    """n bytes without a zero block (os.urandom would do, but this is reproducible)."""
-    unit = bytes((i * 7 + seed * 13) % 251 + 1 for i in range(4093))
-    return (unit * (n // len(unit) + 1))[:n]
 
 
-def read_back(path: Path) -> bytes:
-    """The file's bytes from the filesystem, not from the page cache."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        chunks = []
-        while chunk := os.read(fd, 4 * MIB):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
 
 
-def zeroed(data: bytes, offset: int, length: int) -> bytes:
-    out = bytearray(data)
-    end = min(offset + length, len(out))
-    out[offset:end] = bytes(max(end - offset, 0))
-    return bytes(out)
 
 
 @pytest.fixture
@@ -251,17 +233,6 @@ def test_refused_calls_get_the_errno_ext4_gives(archive):
     assert read_back(archive.mnt / "f") == bytes(10) + b"x" * 90 + bytes(50)
 
 
-def wait_dead(pid: int, timeout: float = 30) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    return True
-        except (FileNotFoundError, ProcessLookupError):
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @mount_test

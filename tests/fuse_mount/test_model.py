@@ -31,6 +31,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
 from .conftest import Archive, needs_fuse
+from .filebytes import read_uncached
 
 pytestmark = [pytest.mark.integration, needs_fuse]
 
@@ -139,17 +140,6 @@ def with_fd(path: Path, flags: int, mode: int, use) -> object:
         os.close(fd)
 
 
-def read_file(path: Path) -> bytes:
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    try:
-        # drop cached pages so that the bytes come from the filesystem, not the page cache
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        chunks = []
-        while chunk := os.read(fd, 4 * MIB):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
 
 
 def user_xattrs(path: Path) -> dict[str, bytes]:
@@ -174,7 +164,7 @@ def snapshot(root: Path) -> tuple[dict[str, dict], list[list[str]]]:
         if kind == stat.S_IFLNK:
             e["target"] = os.readlink(path)
         elif kind == stat.S_IFREG:
-            e["data"] = read_file(path)
+            e["data"] = read_uncached(path, os.O_NOFOLLOW)
             by_ino.setdefault(st_.st_ino, []).append(rel)
         entries[rel] = e
         if kind == stat.S_IFDIR:
