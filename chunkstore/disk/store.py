@@ -71,13 +71,24 @@ from chunkstore.disk.marker import MARKER_NAME, DiskMarker, initialise_disk, rea
 from chunkstore.disk.pending import DEL, PUT, PendingOp
 from chunkstore.disk.records import CompactReport, DiskStats
 from chunkstore.disk.rootfiles import RootFiles
-from chunkstore.errors import ChunkCorrupt, ChunkNotFound, DiskUnavailable, FormatError, KeyConflict
+from chunkstore.errors import ChunkCorrupt, ChunkNotFound, DiskFull, DiskUnavailable, FormatError, KeyConflict
 from chunkstore.protection.policy import PolicyCode
 from chunkstore.roots import RootRecord, check_volume_id
 
 log = logging.getLogger("sofs.disk")
 
 DEFAULT_CONTAINER_SIZE = 64 * 1024 * 1024
+# A put leaves this much of the filesystem free: the index must always be able to flush its
+# memtable and to reopen (RocksDB writes while it recovers: a disk filled to the last byte
+# cannot be opened again, and its pieces are unreadable), and deletes, whose tombstones free
+# space, must still be appended. 1% of the filesystem, between 1 MiB and 256 MiB.
+RESERVE_FRACTION = 0.01
+RESERVE_MIN, RESERVE_MAX = 1 << 20, 256 << 20
+
+
+def default_reserve(fs_bytes: int) -> int:
+    """The free space :meth:`DiskStore.put` keeps on a filesystem of ``fs_bytes``."""
+    return min(max(int(fs_bytes * RESERVE_FRACTION), RESERVE_MIN), RESERVE_MAX)
 
 
 class DiskStore:
@@ -91,9 +102,11 @@ class DiskStore:
         disk_id: str | None = None,
         container_size: int = DEFAULT_CONTAINER_SIZE,
         fd_cache_size: int = 4,
+        reserve_bytes: int | None = None,
     ) -> None:
         self.path = os.fspath(path)
         self.container_size = container_size
+        self._reserve = reserve_bytes  # None: default_reserve() of the filesystem
         self.marker = read_marker(self.path)
         if cluster_id is not None and self.marker.cluster_id != cluster_id:
             raise DiskUnavailable(f"{self.path}: belongs to cluster {self.marker.cluster_id}, not {cluster_id}")
@@ -160,6 +173,20 @@ class DiskStore:
         self._log.check_writable()
         self.check_alive()
 
+    def _check_room(self, length: int) -> None:
+        """DiskFull if appending ``length`` bytes would eat into the reserve (see
+        :data:`RESERVE_FRACTION`); a failing statvfs leaves it to the append to tell."""
+        try:
+            vfs = os.statvfs(self.path)
+        except OSError:
+            return
+        reserve = self._reserve
+        if reserve is None:
+            reserve = default_reserve(vfs.f_blocks * vfs.f_frsize)
+        if vfs.f_bavail * vfs.f_frsize - length < reserve:
+            raise DiskFull(f"{self.path}: disk full (the last {reserve >> 10} KiB are kept for "
+                           "the index and for deletes)")
+
     # -- public API ---------------------------------------------------------------------
 
     def put(
@@ -175,6 +202,7 @@ class DiskStore:
         self._check_usable()
         header, checksum = ctr.encode_record(key, frag_idx, policy_code, chunk_size, data, checksum)
         length = len(data)
+        self._check_room(len(header) + length)
         # step 2, under the append lock; appending() checks closed again: close() may have run since
         with self._log.appending() as appender:
             op = appender.pending(pid)

@@ -10,7 +10,7 @@ import pytest
 
 from chunkstore.disk import container as ctr
 from chunkstore.disk.log import ContainerLog
-from chunkstore.disk.store import DiskStore, read_marker
+from chunkstore.disk.store import DiskStore, default_reserve, read_marker
 from chunkstore.errors import ChunkCorrupt, ChunkNotFound, DiskFull, DiskUnavailable, KeyConflict
 from chunkstore.placement.keys import chunk_key
 from chunkstore.protection.policy import REPLICA_INDEX, ReplicationPolicy
@@ -320,7 +320,8 @@ def small_fs(tmp_path):
 
 
 def test_enospc(small_fs):
-    ds = _init(small_fs / "d0")
+    """Without a reserve the disk fills to ENOSPC: the torn record is cut off."""
+    ds = _init(small_fs / "d0", reserve_bytes=0)
     stored = []
     with pytest.raises(DiskFull):
         for _ in range(100):
@@ -665,3 +666,24 @@ def test_get_piece_one_lookup_reserve_before_read(disk, monkeypatch):
 
     with pytest.raises(MemoryError):
         disk.get_piece(key, REPLICA_INDEX, reserve=refuse)
+
+
+def test_a_full_disk_keeps_a_reserve_for_its_index_and_for_deletes(small_fs):
+    """A disk filled to the last byte cannot reopen its index (RocksDB writes while it
+    recovers): puts stop short of that, deletes still fit, and the disk opens again."""
+    ds = _init(small_fs / "d0")
+    stored = []
+    with pytest.raises(DiskFull, match="kept for the index"):
+        for _ in range(100):
+            stored.append(_put(ds, os.urandom(256 * 1024)))
+    assert stored
+    vfs = os.statvfs(small_fs)
+    assert vfs.f_bavail * vfs.f_frsize >= default_reserve(vfs.f_blocks * vfs.f_frsize)
+    for k in stored:
+        ds.delete(k, REPLICA_INDEX)
+    ds.close()
+    ds = DiskStore(small_fs / "d0")
+    for k in stored:
+        with pytest.raises(ChunkNotFound):
+            ds.get(k, REPLICA_INDEX)
+    ds.close()
