@@ -24,9 +24,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import holders, runstate
+from . import holders, runstate, unmountreport
 from .ctlserver import socket_path
-from .errors import MountError
+from .errors import MountError, UnmountIncomplete
 
 # after the detach, how long the mount process may take before sofsctl looks for other mount
 # namespaces holding the mount (flushing goes on as long as the umount --timeout allows)
@@ -184,6 +184,13 @@ def unmount(data_dir: Path, mountpoint: str, *, timeout: float = 120.0) -> str:
                                  f"{timeout:.0f} s; see {log_path(data_dir, state.volume)}")
     if state is not None:
         runstate.remove(data_dir, state)
+        report = unmountreport.take(data_dir, state.volume, state.pid)
+        if report is not None:
+            notes += report.lines()
+            if report.final_error is not None:
+                raise UnmountIncomplete("\n".join(
+                    [*notes, f"unmounted {real}, but data buffered at the unmount is not stored "
+                     f"(see {log_path(data_dir, state.volume)})"]))
         if not state.alive:
             return "\n".join([*notes, f"unmounted {real} (volume {state.volume})"])
     return "\n".join([*notes, f"unmounted {real}"])

@@ -7,3 +7,8 @@ boundary (fuse_mount.errno_map); these are for the mount's own callers (sofsctl,
 
 class MountError(Exception):
     """A mount or unmount did not happen; the message says why and what to do."""
+
+
+class UnmountIncomplete(MountError):
+    """The mount is gone, but data buffered at the unmount could not be stored; the files
+    concerned are as their last close or fsync left them (the message names them)."""

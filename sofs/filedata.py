@@ -23,7 +23,7 @@ class FileBuffers:
     """Dirty and in-flight blocks of one inode."""
 
     __slots__ = ("dirty", "inflight", "committed_seq", "next_seq", "gate", "dirty_bytes",
-                 "durable_size")
+                 "durable_size", "tail_fix")
 
     def __init__(self, durable_size: int) -> None:
         self.dirty: dict[int, bytearray] = {}
@@ -34,6 +34,9 @@ class FileBuffers:
         self.dirty_bytes = 0
         # the file size as of the last complete flush: what the metadata says
         self.durable_size = durable_size
+        # the one dirty block that holds no written data, only stored data cut at the end of
+        # file after lost writes (sofs.fileio DataPath._abandon); None once anything is written
+        self.tail_fix: int | None = None
 
     def frozen(self, index: int) -> bytes | bytearray | None:
         entry = self.inflight.get(index)

@@ -1,4 +1,4 @@
-"""The data path of a volume: writing, flushing, truncating, fallocate and reading file contents.
+"""The data path of a volume: writing, flushing, truncating and fallocate (reads: :mod:`.fileread`).
 
 :class:`DataPath` is owned by :class:`sofs.fs.Filesystem` (which keeps the namespace and the
 open-file handles) and is built from what it works on: the metadata store, the filesystem's
@@ -14,11 +14,18 @@ truncates never modify a chunk: they map new chunks and drop references to old o
 collector deletes after a grace period. Blocks of zeros are not stored: they become holes.
 Several blocks of one file are stored at once; each detached version has a sequence number and
 the map only moves forward.
+
+A store that fails (the RING is full, or cannot take the data) is never retried behind the
+writer's back, and what it did not store is never shown: the file goes back to what its last
+complete flush left (as after a crash, :meth:`DataPath.recover_unflushed`), the error goes to
+the operation that failed, and ``on_lost`` is told so that every open of the file reports it at
+its next close or fsync and the mount can drop the kernel's copy of the lost data.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import threading
 from collections.abc import Callable
@@ -27,23 +34,27 @@ from concurrent.futures import ThreadPoolExecutor
 from chunkstore.clock import Clock
 from chunkstore.placement.keys import ChunkRef
 
-from . import chunkrefs, schema
+from . import schema
+from .blockmap import BlockMap
 from .chunkio import ChunkIO
 from .collector import Collector
 from .errors import FsError, InvalidArgument, IsADirectory, NoSuchEntry
 from .fallocate import HolePlan
 from .filedata import FileBuffers
+from .fileread import BlockReader
 from .handles import OpenFile
 from .inode import Inode
 from .inodes import InodeTable
 from .metadata import Batch, MetaStore
 from .timestamps import wall_ns
 
-READ_AHEAD_BLOCKS = 4  # blocks fetched ahead of a sequential reader
 FLUSH_SLOTS = 3        # flushes that encode and store at once
-_DAY_NS = 86400 * 10**9
+
+log = logging.getLogger(__name__)
 
 Extra = Callable[[Batch, int], None]  # more to stage in a flush's commit, given its time
+# told when written data of a file could not be stored: (inode, size kept, size written, error)
+LostHook = Callable[[int, int, int, FsError], None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,8 +70,10 @@ class DataPath:
 
     def __init__(self, meta: MetaStore, lock: threading.RLock, inodes: InodeTable,
                  chunks: ChunkIO, collector: Collector, pool: ThreadPoolExecutor, *,
-                 block_size: int, dirty_limit: int, clock: Clock) -> None:
+                 block_size: int, dirty_limit: int, clock: Clock,
+                 on_lost: LostHook | None = None) -> None:
         self._meta = meta
+        self._on_lost = on_lost
         self._lock = lock
         self._inodes = inodes
         self._chunks = chunks
@@ -74,6 +87,9 @@ class DataPath:
         self._flush_slots = threading.BoundedSemaphore(FLUSH_SLOTS)
         self._buffers: dict[int, FileBuffers] = {}
         self._dirty_total = 0
+        self._map = BlockMap(meta, collector, block_size)
+        self._reader = BlockReader(meta, lock, inodes, chunks, self._buffers,
+                                   block_size=block_size, clock=clock)
 
     def _now(self) -> int:
         return wall_ns(self._clock)
@@ -132,6 +148,7 @@ class DataPath:
         if boff > have:
             buf.extend(bytes(boff - have))
         buf[boff:boff + len(data)] = data
+        fb.tail_fix = None
         grown = len(buf) - have
         fb.dirty_bytes += grown
         self._dirty_total += grown
@@ -215,7 +232,11 @@ class DataPath:
                     for i, fb in self._buffers.items()]
         for other, indexes in full:
             if indexes:
-                self._flush_inode(other, indexes, wait_all=False)
+                try:
+                    self._flush_inode(other, indexes, wait_all=False)
+                except FsError:
+                    if other == ino:
+                        raise  # another file's failure is its writers' (see _abandon)
         with self._lock:
             if self._dirty_total <= 3 * self.dirty_limit:
                 return
@@ -302,18 +323,23 @@ class DataPath:
             if sync:
                 self._meta.commit(self._meta.batch(), sync=True)
             return
-        with (fb.gate.exclusive() if wait_all else fb.gate.shared()):
-            with self._lock:
-                chosen = sorted(fb.dirty) if indexes is None else [i for i in indexes
-                                                                   if i in fb.dirty]
-                pending = [self._detach(fb, index) for index in chosen]
-                complete = wait_all and indexes is None
-                if complete and not pending and not sync:
-                    node = self._inodes.cached(ino)
-                    if node is None or fb.durable_size == node.size:
-                        return  # nothing written since the last complete flush
-            with self._flush_slots:
-                self._store_and_commit(ino, fb, pending, complete)
+        try:
+            with (fb.gate.exclusive() if wait_all else fb.gate.shared()):
+                with self._lock:
+                    chosen = sorted(fb.dirty) if indexes is None else [i for i in indexes
+                                                                       if i in fb.dirty]
+                    pending = [self._detach(fb, index) for index in chosen]
+                    complete = wait_all and indexes is None
+                    if complete and not pending and not sync:
+                        node = self._inodes.cached(ino)
+                        if node is None or fb.durable_size == node.size:
+                            return  # nothing written since the last complete flush
+                with self._flush_slots:
+                    self._store_and_commit(ino, fb, pending, complete)
+        except FsError as e:
+            with fb.gate.exclusive():
+                self._abandon(ino, fb, e)
+            raise
         if sync:
             self._meta.commit(self._meta.batch(), sync=True)  # outside the lock: an fsync
 
@@ -381,12 +407,14 @@ class DataPath:
         for p, ref in stored:
             if alive and p.seq > fb.committed_seq.get(p.index, -1):
                 # not cached: the kernel's page cache keeps what was just written
-                self._map_block(b, ino, p.index, ref, len(p.data), now)
+                self._map.map(b, ino, p.index, ref, len(p.data), now)
                 fb.committed_seq[p.index] = p.seq
             elif ref is not None:
                 self._collector.release_unmapped(b, ref, now)
             if fb.inflight.get(p.index, (None,))[0] == p.seq:
                 del fb.inflight[p.index]
+            if fb.tail_fix == p.index:
+                fb.tail_fix = None  # stored
         if extra is not None:
             extra(b, now)
         if node is not None and alive:
@@ -398,26 +426,10 @@ class DataPath:
             self.stage_inode(b, node)
         self._meta.commit(b)
 
-    def _map_block(self, b: Batch, ino: int, index: int, ref: ChunkRef | None, raw_len: int,
-                   now: int) -> None:
-        key = schema.block_key(ino, index)
-        old = b.get(key)
-        if ref is not None:
-            chunkrefs.incref(b, ref)
-            b.put(key, schema.block_value(raw_len, ref.to_bytes()))
-        else:
-            b.delete(key)
-        if old is not None:
-            self._collector.release(b, ChunkRef.from_bytes(schema.parse_block_value(old)[1]), now)
-
     def free_inode(self, b: Batch, ino: int) -> None:
         """Stage deleting an inode with no names and no opens: its map (the chunks go to the
         collector), xattrs, target, orphan mark; its buffers are dropped."""
-        now = self._now()
-        for key, value in self._meta.scan(schema.block_prefix(ino)):
-            self._collector.release(b, ChunkRef.from_bytes(schema.parse_block_value(value)[1]),
-                                    now)
-            b.delete(key)
+        self._map.free(b, ino, self._now())
         for key, _ in self._meta.scan(schema.xattr_prefix(ino)):
             b.delete(key)
         b.delete(schema.symlink_key(ino))
@@ -454,10 +466,9 @@ class DataPath:
             tail_index, tail_len = divmod(size, self.block_size)
             pending = []
             if tail_len and self._tail_needs_load(ino, tail_index, tail_len):
-                entry = self._meta.get(schema.block_key(ino, tail_index))
-                assert entry is not None
-                raw_len, ref_bytes = schema.parse_block_value(entry)
-                block = self._chunks.load(ChunkRef.from_bytes(ref_bytes), raw_len)
+                found = self._map.entry(ino, tail_index)
+                assert found is not None
+                block = self._chunks.load(found[1], found[0])
                 with self._lock:
                     fb.dirty[tail_index] = bytearray(block[:tail_len])
                     pending = [self._detach(fb, tail_index)]
@@ -468,17 +479,60 @@ class DataPath:
 
     def _cut_beyond(self, ino: int, size: int) -> Extra:
         """Stage: unmap every block past ``size`` (the block holding the end stays)."""
-        first_gone = -(-size // self.block_size)
-        return lambda b, now: self._unmap(b, ino, first_gone, None, now)
+        return lambda b, now: self._map.cut_beyond(b, ino, size, now)
 
-    def _unmap(self, b: Batch, ino: int, first: int, stop: int | None, now: int) -> None:
-        """Stage: unmap the stored blocks from ``first`` to ``stop`` (excluded; None: all)."""
-        for key, _ in list(self._meta.scan(schema.block_prefix(ino),
-                                           schema.block_key(ino, first))):
-            index = schema.parse_block_key(key)
-            if stop is not None and index >= stop:
-                break
-            self._map_block(b, ino, index, None, 0, now)
+    def _abandon(self, ino: int, fb: FileBuffers, error: FsError) -> None:
+        """A store of ``ino`` failed: drop what is not stored and put the file back to its last
+        complete flush (caller holds ``fb.gate`` exclusively: no other flush of it is under
+        way). Blocks that partial flushes stored past that size are unmapped; the block holding
+        the end, if one stored it longer, is reloaded and kept cut (dirty, stored by the next
+        flush) so its stale tail never reappears. Nothing is stored here: the RING may be full."""
+        with self._lock:
+            node = self._inodes.cached(ino)
+            if self._buffers.get(ino) is not fb or node is None:
+                return  # freed meanwhile
+            # nothing written is lost when only the cut end block could not be stored
+            lost = node.size != fb.durable_size or set(fb.dirty) - {fb.tail_fix}
+            self._dirty_total -= fb.dirty_bytes
+            fb.dirty.clear()
+            fb.dirty_bytes = 0
+            written, size = node.size, fb.durable_size
+            node.size = size
+            tail_index, tail_len = divmod(size, self.block_size)
+            stale_tail = bool(tail_len) and self._tail_needs_load(ino, tail_index, tail_len)
+            b = self._meta.batch()
+            self._map.cut_beyond(b, ino, size, self._now())
+            if not stale_tail:
+                b.delete(schema.unflushed_key(ino))  # the map is the last complete flush's
+            self.stage_inode(b, node)
+            self._meta.commit(b)
+        if stale_tail:
+            try:
+                self._writable_block(ino, tail_index, 0, 0)
+            except FsError as e:  # the unflushed mark stays: the next mount cuts it
+                log.warning("inode %d: could not reload its last block to cut it: %s", ino, e)
+            with self._lock:
+                if self._cut_dirty_tail(fb, tail_index, tail_len) is not None:
+                    fb.tail_fix = tail_index
+        if not lost:
+            return
+        log.warning("inode %d: written data could not be stored (%s); the file is back to its "
+                    "last complete close or fsync: %d bytes (%d were written)", ino, error,
+                    size, written)
+        if self._on_lost is not None:
+            self._on_lost(ino, size, written, error)
+
+    def _cut_dirty_tail(self, fb: FileBuffers, tail_index: int,
+                        tail_len: int) -> bytearray | None:
+        """The dirty block holding a new end keeps only its first ``tail_len`` bytes (caller
+        holds the lock); returns it (None: not dirty, or the end is a block boundary)."""
+        tail = fb.dirty.get(tail_index) if tail_len else None
+        if tail is not None and len(tail) > tail_len:
+            removed = len(tail) - tail_len
+            del tail[tail_len:]
+            fb.dirty_bytes -= removed
+            self._dirty_total -= removed
+        return tail
 
     # ------------------------------------------------------------------ truncate
 
@@ -495,6 +549,18 @@ class DataPath:
         bs = self.block_size
         tail_index, tail_len = divmod(size, bs)
         first_gone = tail_index + (1 if tail_len else 0)
+        with self._lock:
+            if size == node.size and not (tail_len and self._tail_needs_load(
+                    ino, tail_index, tail_len)):
+                # nothing to cut or store (the mount sets the kernel's size this way after
+                # lost writes, when the RING is full): only the times change
+                node.mtime_ns = node.ctime_ns = self._now()
+                b = self._meta.batch()
+                self.stage_inode(b, node)
+                self._meta.commit(b)
+                if fb.is_idle() and not self._inodes.is_open(ino):
+                    self._drop_buffers(ino)
+                return
         with fb.gate.exclusive():
             # The block holding the new end keeps only its first tail_len bytes; it is stored
             # in the same commit as the new size, so stale bytes never reappear on a later extend.
@@ -505,12 +571,7 @@ class DataPath:
                     buf = fb.dirty.pop(index)
                     fb.dirty_bytes -= len(buf)
                     self._dirty_total -= len(buf)
-                tail = fb.dirty.get(tail_index) if tail_len else None
-                if tail is not None and len(tail) > tail_len:
-                    removed = len(tail) - tail_len
-                    del tail[tail_len:]
-                    fb.dirty_bytes -= removed
-                    self._dirty_total -= removed
+                tail = self._cut_dirty_tail(fb, tail_index, tail_len)
                 pending = [self._detach(fb, tail_index)] if tail is not None else []
             cut_blocks = self._cut_beyond(ino, size)
 
@@ -519,7 +580,11 @@ class DataPath:
                 node.size = size
                 node.mtime_ns = node.ctime_ns = now
 
-            self._store_and_commit(ino, fb, pending, True, extra=cut)
+            try:
+                self._store_and_commit(ino, fb, pending, True, extra=cut)
+            except FsError as e:
+                self._abandon(ino, fb, e)
+                raise
         with self._lock:
             if fb.is_idle() and not self._inodes.is_open(ino):
                 self._drop_buffers(ino)
@@ -543,13 +608,17 @@ class DataPath:
 
             def finish(b: Batch, now: int) -> None:
                 self._dirty_total -= plan.zero(fb)  # blocks a writer loaded meanwhile
-                self._unmap(b, ino, plan.first_whole, plan.end_whole, now)
+                self._map.unmap(b, ino, plan.first_whole, plan.end_whole, now)
                 if grow:
                     node.size = max(node.size, end)
                 if not punch or plan.offset < plan.end:  # ext4 leaves a punch past EOF alone
                     node.mtime_ns = node.ctime_ns = now
 
-            self._store_and_commit(ino, fb, pending, True, extra=finish)
+            try:
+                self._store_and_commit(ino, fb, pending, True, extra=finish)
+            except FsError as e:
+                self._abandon(ino, fb, e)
+                raise
         self._meta.commit(self._meta.batch(), sync=True)
         with self._lock:
             if fb.is_idle() and not self._inodes.is_open(ino):
@@ -560,72 +629,10 @@ class DataPath:
             fb = self._buffers.get(ino)
             if fb is not None and index in fb.dirty:
                 return False
-            entry = self._meta.get(schema.block_key(ino, index))
-            return entry is not None and schema.parse_block_value(entry)[0] > tail_len
+            return (self._map.stored_len(ino, index) or 0) > tail_len
 
     # ------------------------------------------------------------------ read
 
     def read(self, h: OpenFile, offset: int, size: int, may_block: bool = True) -> bytes | None:
-        """Up to ``size`` bytes at ``offset``. Without ``may_block``: None unless every block
-        it needs is in memory (dirty, in flight, cached or a hole)."""
-        ino = h.ino
-        with self._lock:
-            node = self._inodes.get(ino)
-            if offset >= node.size or size <= 0:
-                return b""
-            end = min(offset + size, node.size)
-        bs = self.block_size
-        parts = []
-        pos = offset
-        while pos < end:
-            index, boff = divmod(pos, bs)
-            n = min(bs - boff, end - pos)
-            part = self._read_in_block(ino, index, boff, n, may_block)
-            if part is None:
-                return None
-            parts.append(part)
-            pos += n
-        with self._lock:
-            sequential = h.last_end == offset
-            h.last_end = end
-            now = self._now()
-            if node.atime_ns <= node.mtime_ns or node.atime_ns + _DAY_NS < now:
-                node.atime_ns = now  # relatime; persisted with the next commit of the inode
-        if sequential:
-            for ahead in range(READ_AHEAD_BLOCKS):
-                self._prefetch_block(ino, (end - 1) // bs + 1 + ahead)
-        return parts[0] if len(parts) == 1 else b"".join(parts)
-
-    def _read_in_block(self, ino: int, index: int, boff: int, n: int,
-                       may_block: bool = True) -> bytes | None:
-        with self._lock:
-            fb = self._buffers.get(ino)
-            src: bytes | None = None
-            if fb is not None:
-                block: bytes | bytearray | None = fb.dirty.get(index)
-                if block is None:
-                    block = fb.frozen(index)
-                if block is not None:
-                    src = bytes(block[boff:boff + n])
-            if src is None:
-                entry = self._meta.get(schema.block_key(ino, index))
-                if entry is None:
-                    return bytes(n)
-                raw_len, ref_bytes = schema.parse_block_value(entry)
-        if src is None:
-            ref = ChunkRef.from_bytes(ref_bytes)
-            loaded = self._chunks.load(ref, raw_len) if may_block else self._chunks.cached(ref)
-            if loaded is None:
-                return None
-            src = loaded[boff:boff + n]
-        if len(src) < n:
-            src = src + bytes(n - len(src))
-        return src
-
-    def _prefetch_block(self, ino: int, index: int) -> None:
-        with self._lock:
-            entry = self._meta.get(schema.block_key(ino, index))
-            if entry is None:
-                return
-        raw_len, ref_bytes = schema.parse_block_value(entry)
-        self._chunks.prefetch(ChunkRef.from_bytes(ref_bytes), raw_len)
+        """Up to ``size`` bytes at ``offset`` (:meth:`sofs.fileread.BlockReader.read`)."""
+        return self._reader.read(h, offset, size, may_block)

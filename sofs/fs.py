@@ -35,6 +35,7 @@ from .dirents import NAME_MAX, Directories, check_name
 from .errors import (
     DirectoryNotEmpty,
     EntryExists,
+    FsError,
     InvalidArgument,
     IsADirectory,
     NameTooLong,
@@ -50,6 +51,7 @@ from .fsstats import StatFs, Statistics
 from .handles import HandleTable, OpenFile
 from .inode import Inode
 from .inodes import InodeTable
+from .lostwrites import LostWrites
 from .metadata import Batch, MetaStore
 from .permissions import ROOT_CTX, Ctx, check_access, check_setattr, check_sticky, drops_setgid
 from .superblock import mount_superblock
@@ -96,12 +98,14 @@ class Filesystem:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sofs-data")
         self._inodes = InodeTable(meta)
         self._handles = HandleTable(self._inodes)
+        self.lost_writes = LostWrites(self._handles, self._lock, clock)
         self._collector = Collector(meta, store, self._lock, int(gc_grace_s * 1e9), clock)
         chunks = ChunkIO(store, BlockCodec(config.zstd_level, uuid.UUID(config.uuid).bytes),
                          self.protection, self.cache, self._pool)
         self._data = DataPath(meta, self._lock, self._inodes, chunks, self._collector,
                               self._pool, block_size=config.block_size,
-                              dirty_limit=dirty_limit, clock=clock)
+                              dirty_limit=dirty_limit, clock=clock,
+                              on_lost=self.lost_writes.record)
         self._sb = mount_superblock(meta, self._now())
         self.generation = self._sb.generation
         self._dirs = Directories(meta, self._sb.cookies)
@@ -526,11 +530,25 @@ class Filesystem:
             self.truncate(ino, 0)
         return fh
 
+    def _flush_open(self, h: OpenFile, sync: bool = False) -> None:
+        """Store what was written to the file of ``h``; raise its own failure or, once, that
+        of writes to the file lost since ``h`` last heard of one (:mod:`sofs.lostwrites`)."""
+        try:
+            self._data.flush(h.ino, sync=sync)
+        except FsError:
+            self.lost_writes.reported(h)
+            raise
+        self.lost_writes.raise_unreported(h)
+
+    def raise_lost_writes(self, fh: int) -> None:
+        """A close that needs no flush still reports writes lost since the open last did."""
+        self.lost_writes.raise_unreported(self._handle(fh))
+
     def release(self, fh: int) -> None:
         """Last close of an open: store what is buffered, free an unlinked inode."""
         h = self._handle(fh)
         try:
-            self._data.flush(h.ino)
+            self._flush_open(h)
         finally:
             with self._lock:
                 if not self._handles.close(fh):
@@ -546,10 +564,10 @@ class Filesystem:
 
     def flush(self, fh: int) -> None:
         """close(2) of one descriptor: everything written so far is stored and committed."""
-        self._data.flush(self._handle(fh).ino)
+        self._flush_open(self._handle(fh))
 
     def fsync(self, fh: int, datasync: bool = False) -> None:
-        self._data.flush(self._handle(fh).ino, sync=True)
+        self._flush_open(self._handle(fh), sync=True)
 
     # ------------------------------------------------------------------ file data
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from .errors import BadFileHandle
+from .errors import BadFileHandle, FsError
 from .inodes import InodeTable
 
 
@@ -21,6 +21,8 @@ class OpenFile:
     ino: int
     flags: int
     last_end: int = -1
+    # writes lost since this open last reported it (sofs.lostwrites): its next close or fsync
+    write_error: FsError | None = None
 
 
 class HandleTable:
@@ -44,6 +46,10 @@ class HandleTable:
         if h is None:
             raise BadFileHandle(f"file handle {fh} is not open")
         return h
+
+    def opens_of(self, ino: int) -> list[OpenFile]:
+        """Every open of ``ino`` (a scan: for rare events)."""
+        return [h for h in self._open.values() if h.ino == ino]
 
     def close(self, fh: int) -> int:
         """End the open ``fh``; how many opens of its inode are left."""
