@@ -40,16 +40,24 @@ class BlockMap:
 
     def map(self, b: Batch, ino: int, index: int, ref: ChunkRef | None, raw_len: int,
             now: int) -> None:
-        """Stage: the block is now ``ref`` (None: a hole); the chunk it had is released."""
+        """Stage: the block is now ``ref`` (None: a hole); the chunk it had is released.
+        The volume's block bytes follow (callers hold the filesystem's lock from staging to
+        commit, so the read-modify-write of the counter never races)."""
         key = schema.block_key(ino, index)
         old = b.get(key)
+        delta = 0
         if ref is not None:
             chunkrefs.incref(b, ref)
             b.put(key, schema.block_value(raw_len, ref.to_bytes()))
+            delta += raw_len
         else:
             b.delete(key)
         if old is not None:
-            self._collector.release(b, ChunkRef.from_bytes(schema.parse_block_value(old)[1]), now)
+            old_len, old_ref = schema.parse_block_value(old)
+            delta -= old_len
+            self._collector.release(b, ChunkRef.from_bytes(old_ref), now)
+        if delta:
+            self._add_bytes(b, delta)
 
     def unmap(self, b: Batch, ino: int, first: int, stop: int | None, now: int) -> None:
         """Stage: unmap the stored blocks from ``first`` to ``stop`` (excluded; None: all)."""
@@ -64,10 +72,38 @@ class BlockMap:
 
     def free(self, b: Batch, ino: int, now: int) -> None:
         """Stage: forget the whole map of a deleted inode; its chunks go to the collector."""
+        freed = 0
         for key, value in self._meta.scan(schema.block_prefix(ino)):
-            self._collector.release(b, ChunkRef.from_bytes(schema.parse_block_value(value)[1]),
-                                    now)
+            raw_len, ref = schema.parse_block_value(value)
+            self._collector.release(b, ChunkRef.from_bytes(ref), now)
             b.delete(key)
+            freed += raw_len
+        if freed:
+            self._add_bytes(b, -freed)
+
+    # ------------------------------------------------------------------ the volume's bytes
+
+    def block_bytes(self) -> int:
+        """The raw lengths of every mapped block of the volume, summed (committed)."""
+        value = self._meta.get(schema.SUPER_BLOCK_BYTES)
+        return schema.parse_le_u64(value) if value is not None else 0
+
+    def count_block_bytes(self) -> int:
+        """:meth:`block_bytes` by a scan of the whole map (fsck; volumes made before the
+        counter existed)."""
+        return sum(schema.parse_block_value(v)[0] for _, v in self._meta.scan(b"B"))
+
+    def ensure_counter(self) -> None:
+        """At mount: a volume made before the counter existed gets it, counted once."""
+        if self._meta.get(schema.SUPER_BLOCK_BYTES) is None:
+            b = self._meta.batch()
+            b.put(schema.SUPER_BLOCK_BYTES, schema.le_u64(self.count_block_bytes()))
+            self._meta.commit(b)
+
+    def _add_bytes(self, b: Batch, delta: int) -> None:
+        value = b.get(schema.SUPER_BLOCK_BYTES)
+        now = schema.parse_le_u64(value) if value is not None else 0
+        b.put(schema.SUPER_BLOCK_BYTES, schema.le_u64(max(now + delta, 0)))
 
     def _indexes(self, ino: int, first: int) -> Iterator[int]:
         for key, _ in self._meta.scan(schema.block_prefix(ino), schema.block_key(ino, first)):

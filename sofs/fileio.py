@@ -88,6 +88,7 @@ class DataPath:
         self._buffers: dict[int, FileBuffers] = {}
         self._dirty_total = 0
         self._map = BlockMap(meta, collector, block_size)
+        self._map.ensure_counter()  # a volume from before the block-bytes counter
         self._reader = BlockReader(meta, lock, inodes, chunks, self._buffers,
                                    block_size=block_size, clock=clock)
 
@@ -100,6 +101,10 @@ class DataPath:
     def dirty_bytes(self) -> int:
         """Bytes written and not yet stored, over all files."""
         return self._dirty_total
+
+    def block_bytes(self) -> int:
+        """What the volume's files hold in stored blocks, before compression (committed)."""
+        return self._map.block_bytes()
 
     def buffered(self) -> list[int]:
         """The inodes that have buffers (written data not yet stored, or a flush under way)."""

@@ -217,11 +217,15 @@ class Filesystem:
             check_access(self._inodes.get(ino), mode, ctx)
 
     def statfs(self) -> StatFs:
+        """The volume's own figures, not the host's: used is what its files hold in stored
+        blocks (before compression, as ``du`` counts), free is what the RING can still take
+        at this volume's protection; the size is the two added up."""
         cap = self.store.capacity()
         overhead = self.protection.large.overhead
         bsize = 4096
-        return StatFs(block_size=bsize, blocks=int(cap.total_bytes / overhead) // bsize,
-                      blocks_free=int(cap.free_bytes / overhead) // bsize,
+        used = -(-self._data.block_bytes() // bsize)
+        free = int(cap.free_bytes / overhead) // bsize
+        return StatFs(block_size=bsize, blocks=used + free, blocks_free=free,
                       files=2**40, files_free=2**40 - self._sb.inos.next)
 
     # ------------------------------------------------------------------ namespace changes

@@ -38,6 +38,8 @@ SUPER_FORMAT = b"Sformat"
 SUPER_NEXT_INO = b"Snext_ino"          # u64: every inode number below it has been handed out
 SUPER_NEXT_COOKIE = b"Snext_cookie"    # u64: every readdir cookie below it has been handed out
 SUPER_MOUNTS = b"Smounts"              # u64: mount count, used as the generation of new inodes
+SUPER_BLOCK_BYTES = b"Sblock_bytes"    # u64: the raw lengths of every mapped block, summed (what
+                                       # the volume holds before compression: statfs "used")
 
 _U64 = struct.Struct(">Q")
 _U64x2 = struct.Struct(">QQ")

@@ -153,3 +153,17 @@ def test_second_mount_of_the_data_dir_is_refused_clearly(archive, tmp_path):
     assert res.returncode == 1
     assert f"volume {archive.volume} is mounted at" in res.stderr and "umount" in res.stderr
     assert not os.path.ismount(other)
+
+
+def test_df_on_the_mount_shows_the_volumes_own_usage(archive):
+    """statfs on the mount: used is what the volume's files hold (the host's own usage used
+    to show up there), free what the RING can still take."""
+    def used() -> int:
+        st = os.statvfs(archive.mnt)
+        return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+    assert used() == 0
+    (archive.mnt / "f").write_bytes(pattern(5 * MIB + 3, 7))
+    assert 5 * MIB < used() <= 5 * MIB + 4096
+    os.unlink(archive.mnt / "f")
+    assert used() == 0

@@ -283,6 +283,43 @@ def test_statfs_reports_usable_capacity(env):
     assert st.blocks > 0 and st.name_max == 255
 
 
+def test_statfs_used_is_the_volumes_own_blocks_not_the_hosts(env):
+    """df on a mount showed the host filesystem's usage (116G used for a volume holding 322
+    MiB): used is now what the volume's stored blocks hold, kept by a counter that follows
+    every change of the block map (writes, overwrites, truncates, holes, deletes)."""
+    mount, store = env
+    fs = mount()
+    free = fs.statfs().blocks_free
+    assert fs.statfs().blocks == free  # nothing stored: nothing used
+    a = write_file(fs, ROOT_INO, b"a", os.urandom(3 * BS + 100))
+    b = write_file(fs, ROOT_INO, b"b", os.urandom(BS))
+    fh = fs.open(a, os.O_RDWR)
+    fs.write(fh, 10 * BS, b"x" * 10)      # a hole, then a short block
+    fs.write(fh, 0, bytes(BS))            # block 0 becomes zeros: not stored
+    fs.release(fh)
+    fs.setattr(b, size=BS // 2)
+    st = fs.statfs()
+    expected = 2 * BS + 100 + 10 + BS // 2
+    assert (st.blocks - st.blocks_free) * st.block_size == -(-expected // 4096) * 4096
+    assert fs._data._map.count_block_bytes() == expected  # the counter agrees with a scan
+    fs.unlink(ROOT_INO, b"a")
+    fs.unlink(ROOT_INO, b"b")
+    st = fs.statfs()
+    assert st.blocks == st.blocks_free
+
+
+def test_a_volume_from_before_the_block_counter_gets_it_at_mount(env):
+    mount, _ = env
+    fs = mount()
+    write_file(fs, ROOT_INO, b"a", os.urandom(BS + 7))
+    b = fs.meta.batch()
+    b.delete(schema.SUPER_BLOCK_BYTES)
+    fs.meta.commit(b)
+    fs.close()
+    fs = mount()
+    assert fs._data.block_bytes() == BS + 7
+
+
 def test_volumes_never_share_chunks(tmp_path):
     """Identical blocks in two volumes are two chunks: one volume's GC cannot hurt the other."""
     store = MemoryChunkStore()
