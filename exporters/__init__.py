@@ -2,7 +2,9 @@
 
 :mod:`exporters.ganesha` renders a complete NFS-Ganesha 4.3 configuration for a volume
 (:class:`~exporters.ganesha.NfsExport`), :mod:`exporters.samba` a complete ``smb.conf``
-(:class:`~exporters.samba.SmbShare`) and manages the Samba users, and :mod:`exporters.service`
+(:class:`~exporters.samba.SmbShare`) and manages the Samba users
+(:mod:`exporters.shareaccess` says which POSIX users an SMB export created and whether they can
+write to the share root), and :mod:`exporters.service`
 starts, watches and stops the daemons (:class:`~exporters.service.Service`).
 :mod:`exporters.exportspec` is what an export is (the spec and its typed options, their
 defaults, option parsing), :mod:`exporters.exportstate` the supervisor's record of it

@@ -52,6 +52,15 @@ from .exportspec import KINDS, LIVE_STATES, SERVICE_NAMES, ExportSpec, check_kin
 from .exportstate import ExportState
 from .samba import ENCRYPT, PROTOCOLS, SmbUser, add_smb_users
 from .service import _all_pids, _cmdline, listen_problem, process_start_time, tcp_port_answers
+from .shareaccess import (
+    OwnerChange,
+    UserReport,
+    WriteAccess,
+    parse_owner,
+    set_root_owner,
+    set_up_users,
+    write_access,
+)
 from .validate import check_volume_name
 
 # --- places ------------------------------------------------------------------------------------
@@ -232,11 +241,20 @@ def _refuse_if_running(edir: Path, spec_kind: str, volume: str) -> None:
         )
 
 
-def create_export(data_dir: Path, spec: ExportSpec, users: Sequence[SmbUser] = (),
-                  timeout: float = 90.0) -> ExportStatus:
-    """Validate SPEC, write its config (and the SMB users), save it and start its supervisor.
+@dataclass
+class _Prepared:
+    """An export checked and rendered, not started yet (see :func:`create_export`)."""
 
-    Returns once the service answers (or raises ExportError with the reason and the log)."""
+    data_dir: Path
+    edir: Path
+    spec: ExportSpec
+    mountpoint: str
+    conf: Path
+
+
+def _prepare(data_dir: Path, spec: ExportSpec, users: Sequence[SmbUser]) -> _Prepared:
+    """Every check of a new export (options, mount, config, listening address) and its
+    rendered config; nothing started, no user created."""
     data_dir = Path(data_dir).absolute()
     edir = export_dir(data_dir, spec.volume, spec.kind)
     _refuse_if_running(edir, spec.kind, spec.volume)
@@ -264,17 +282,70 @@ def create_export(data_dir: Path, spec: ExportSpec, users: Sequence[SmbUser] = (
     problem = listen_problem(spec.options.bind, spec.options.port)
     if problem is not None:
         raise ExportError(problem)
-    if spec.kind == "smb" and users:
-        add_smb_users(conf, list(users))
-    first = not (edir / "spec.json").exists()
-    save_spec(edir, spec)
+    return _Prepared(data_dir, edir, spec, mount.mountpoint, conf)
+
+
+def _launch(p: _Prepared, timeout: float) -> ExportStatus:
+    """Save the prepared export's spec and start its supervisor; a first export that fails
+    to start is not kept."""
+    first = not (p.edir / "spec.json").exists()
+    save_spec(p.edir, p.spec)
     try:
-        return start_supervisor(data_dir, edir, timeout=timeout)
+        return start_supervisor(p.data_dir, p.edir, timeout=timeout)
     except ExportError:
         if first:  # never ran: nothing of it is kept (its logs stay, the error names them)
-            (edir / "spec.json").unlink(missing_ok=True)
-            (edir / "state.json").unlink(missing_ok=True)
+            (p.edir / "spec.json").unlink(missing_ok=True)
+            (p.edir / "state.json").unlink(missing_ok=True)
         raise
+
+
+def create_export(data_dir: Path, spec: ExportSpec, users: Sequence[SmbUser] = (),
+                  timeout: float = 90.0) -> ExportStatus:
+    """Validate SPEC, write its config (and the SMB users), save it and start its supervisor.
+
+    Returns once the service answers (or raises ExportError with the reason and the log).
+    :func:`create_smb_export` does the same for SMB and also says what it did to the users
+    and whether they can write."""
+    p = _prepare(data_dir, spec, users)
+    if spec.kind == "smb" and users:
+        add_smb_users(p.conf, list(users))
+    return _launch(p, timeout)
+
+
+@dataclass
+class SmbExportCreated:
+    """What :func:`create_smb_export` did and found: the started export's status, the POSIX
+    users (the share's, then the probe's: created or already there), the volume root's new
+    owner (``owner``), each share user's write access to the root (empty for a read-only
+    share)."""
+
+    status: ExportStatus
+    users: list[UserReport]
+    owner: OwnerChange | None
+    access: list[WriteAccess]
+
+    @property
+    def warnings(self) -> list[str]:
+        return [a.warning() for a in self.access if not a.can_write]
+
+
+def create_smb_export(data_dir: Path, spec: ExportSpec, users: Sequence[SmbUser] = (), *,
+                      owner: str | None = None, timeout: float = 90.0) -> SmbExportCreated:
+    """:func:`create_export` of an SMB SPEC, saying which POSIX users it created
+    (:mod:`exporters.shareaccess`); with OWNER (``USER[:GROUP]``) the volume root is chowned
+    to it first. Users are created only once every check passed."""
+    if spec.kind != "smb":
+        raise ExportError(f"not an SMB export: {spec.kind}")
+    owner_spec = None if owner is None else parse_owner(owner, [u.name for u in users])
+    p = _prepare(data_dir, spec, users)
+    reports = set_up_users(users)
+    if users:
+        add_smb_users(p.conf, list(users), create_posix=False)
+    change = None if owner_spec is None else set_root_owner(p.mountpoint, owner_spec)
+    status = _launch(p, timeout)
+    access = [] if spec.smb.read_only else write_access(
+        p.mountpoint, [(u.name, u.uid, u.gid) for u in spec.smb.users])
+    return SmbExportCreated(status, reports, change, access)
 
 
 def _check_choice(value: str, choices: Sequence[str], what: str) -> None:

@@ -151,16 +151,23 @@ def _read_passwords(names: list[str], password_file: str | None) -> dict[str, st
 @click.option("--encrypt", type=click.Choice(ENCRYPT), default="desired", show_default=True,
               help="SMB3 encryption: used when the client can (desired), demanded (required: "
                    "SMB2 clients are refused) or off.")
+@click.option("--owner", default=None, metavar="USER[:GROUP]",
+              help="Make USER (and GROUP, else USER's group) the owner of the volume's root "
+                   "before sharing it, so that USER can write there (a new volume's root is "
+                   "root:root 0755: nobody else can). USER may be one of the --user users.")
 @click.option("--timeout", type=FiniteFloat(min=0), default=90.0, show_default=True, hidden=True)
 @pass_home
 def export_smb(home: Path, volume: str, users: tuple[str, ...], password_file: str | None,
                read_only: bool, port: int, bind: str, min_protocol: str, encrypt: str,
-               timeout: float) -> None:
+               owner: str | None, timeout: float) -> None:
     """Share mounted volume VOLUME over SMB (share name VOLUME).
 
     DOS attributes and Windows ACLs are kept in the volume's xattrs; internal names are
     hidden. Windows: \\\\SERVER\\VOLUME (a port other than 445 needs a client that can
     choose it).
+
+    Says which POSIX users it created (and which existed), and warns about each user that
+    cannot write to the share root (judged from its mode, owner, group and ACL).
     """
     try:
         resolved = tuple(exportspec.resolve_smb_user(u) for u in users)
@@ -173,10 +180,17 @@ def export_smb(home: Path, volume: str, users: tuple[str, ...], password_file: s
             users=resolved, read_only=read_only, port=port, bind=bind,
             min_protocol=min_protocol, encrypt=encrypt,
         ))
-        st = registry.create_export(home, spec, users=smb_users, timeout=timeout)
+        done = registry.create_smb_export(home, spec, users=smb_users, owner=owner,
+                                          timeout=timeout)
     except ExportError as e:
         raise fail(e) from None
-    _started(st, registry.log_path(home, volume, "smb"))
+    for user in done.users:
+        click.echo(user.line())
+    if done.owner is not None:
+        click.echo(done.owner.line())
+    _started(done.status, registry.log_path(home, volume, "smb"))
+    for warning in done.warnings:
+        click.echo(f"warning: {warning}", err=True)
 
 
 @export.command("list")

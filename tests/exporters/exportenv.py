@@ -214,11 +214,12 @@ class ExportEnv:
         self.state("nfs")
         return res
 
-    def export_smb(self) -> subprocess.CompletedProcess:
-        """``sofsctl export smb`` for the environment's users."""
+    def export_smb(self, *extra: str) -> subprocess.CompletedProcess:
+        """``sofsctl export smb`` for the environment's users (EXTRA: more options)."""
         users = [a for u in self.users for a in ("--user", f"{u.name}:{u.uid}")]
         res = sofsctl(self.data, "export", "smb", "vol", *users, "--password-file",
-                      str(self.pwfile), "--bind", "127.0.0.1", "--port", str(self.smb_port))
+                      str(self.pwfile), "--bind", "127.0.0.1", "--port", str(self.smb_port),
+                      *extra)
         self.state("smb")
         return res
 

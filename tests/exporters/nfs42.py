@@ -1,4 +1,5 @@
-"""A minimal NFSv4.2 client: just enough COMPOUNDs to send ALLOCATE and DEALLOCATE.
+"""A minimal NFSv4.2 (or 4.1) client: just enough COMPOUNDs to send ALLOCATE and DEALLOCATE, and
+to read the change attribute around WRITEs and SETATTRs.
 
 No client on these machines sends them: there is no kernel NFS client (no modules), nfs-rs
 speaks NFSv3, 4.0 and 4.1 only, and libnfs 4.0 (libnfs-utils) has NFSv4.0 without sessions
@@ -7,6 +8,8 @@ marking, AUTH_SYS): EXCHANGE_ID, CREATE_SESSION, RECLAIM_COMPLETE, then each req
 SEQUENCE + PUTROOTFH + LOOKUP of every path component + the operation (RFC 8881, RFC 7862).
 I/O uses the anonymous stateid (all zeros): no OPEN state to keep. Only what a test needs is
 decoded; an operation that fails raises :class:`NfsStatus` with its NFS4ERR code.
+``minor=1`` speaks NFSv4.1 instead (what ``sofsctl export nfs`` serves): the same session
+operations, without ALLOCATE and DEALLOCATE.
 """
 
 from __future__ import annotations
@@ -18,12 +21,13 @@ import struct
 
 PROGRAM, VERSION, PROC_COMPOUND = 100003, 4, 1
 AUTH_NONE, AUTH_SYS = 0, 1
-OP_GETATTR, OP_LOOKUP, OP_PUTROOTFH, OP_READ, OP_WRITE = 9, 15, 24, 25, 38
+OP_GETATTR, OP_LOOKUP, OP_PUTROOTFH, OP_READ, OP_SETATTR, OP_WRITE = 9, 15, 24, 25, 34, 38
 OP_EXCHANGE_ID, OP_CREATE_SESSION, OP_SEQUENCE, OP_RECLAIM_COMPLETE = 42, 43, 53, 58
 OP_ALLOCATE, OP_DEALLOCATE = 59, 62
 EXCHGID4_FLAG_USE_NON_PNFS = 0x00010000
-FILE_SYNC4 = 2
-FATTR4_SIZE = 4
+UNSTABLE4, FILE_SYNC4 = 0, 2
+# attribute numbers (RFC 8881 5.8): bit N of word N // 32 of a bitmap4
+FATTR4_CHANGE, FATTR4_SIZE, FATTR4_MODE = 3, 4, 33
 ANONYMOUS_STATEID = bytes(16)
 NFS4ERR_NAMES = {10001: "BADHANDLE", 10021: "MINOR_VERS_MISMATCH", 10004: "NOTSUPP",
                  28: "NOSPC", 13: "ACCESS", 21: "ISDIR", 10008: "DELAY", 22: "INVAL",
@@ -99,8 +103,9 @@ class Nfs42Client:
     """One NFSv4.2 session with a server on 127.0.0.1 (``uid``/``gid`` as AUTH_SYS)."""
 
     def __init__(self, port: int, *, uid: int = 1000, gid: int = 1000,
-                 timeout: float = 60) -> None:
+                 timeout: float = 60, minor: int = 2) -> None:
         self.uid, self.gid = uid, gid
+        self.minor = minor
         self._xid = itertools.count(int.from_bytes(os.urandom(3), "big"))
         self._sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         self._seq = 0
@@ -123,14 +128,14 @@ class Nfs42Client:
     # ------------------------------------------------------------------ RPC
 
     def _call(self, ops: list[tuple[int, bytes]]) -> list[tuple[int, Reader]]:
-        """Send one COMPOUND (minor version 2); (op, reader at its result) for each result.
-        The first failed operation raises NfsStatus."""
+        """Send one COMPOUND (of the client's minor version); (op, reader at its result) for
+        each result. The first failed operation raises NfsStatus."""
         xid = next(self._xid) & 0xFFFFFFFF
         cred = (Xdr().u32(0).opaque(b"sofs-test").u32(self.uid).u32(self.gid).u32(1)
                 .u32(self.gid).buf)
         x = Xdr().u32(xid).u32(0).u32(2).u32(PROGRAM).u32(VERSION).u32(PROC_COMPOUND)
         x.u32(AUTH_SYS).opaque(bytes(cred)).u32(AUTH_NONE).u32(0)
-        x.opaque(b"").u32(2).u32(len(ops))  # tag, minorversion, argarray
+        x.opaque(b"").u32(self.minor).u32(len(ops))  # tag, minorversion, argarray
         for op, args in ops:
             x.u32(op).buf += args
         self._sock.sendall(struct.pack(">I", 0x80000000 | len(x.buf)) + x.buf)
@@ -214,22 +219,39 @@ class Nfs42Client:
         args = Xdr().fixed(ANONYMOUS_STATEID).u64(offset).u64(length)
         self._compound([*self._at(path), (OP_DEALLOCATE, bytes(args.buf))])
 
-    def size(self, path: str) -> int:
-        """The file's size attribute (GETATTR)."""
-        bitmap = Xdr().u32(1).u32(1 << FATTR4_SIZE)
+    def _getattr_u64(self, path: str, attr: int, what: str) -> int:
+        """One 64-bit attribute of word 0 (GETATTR asking for it alone)."""
+        bitmap = Xdr().u32(1).u32(1 << attr)
         r = self._compound([*self._at(path), (OP_GETATTR, bytes(bitmap.buf))])
         words = [r.u32() for _ in range(r.u32())]
-        if not words or not words[0] & (1 << FATTR4_SIZE):
-            raise ConnectionError("the server returned no size attribute")
+        if not words or not words[0] & (1 << attr):
+            raise ConnectionError(f"the server returned no {what} attribute")
         r.u32()  # attrlist length
         return r.u64()
 
-    def write(self, path: str, offset: int, data: bytes) -> None:
-        """WRITE (FILE_SYNC) all of ``data`` at ``offset``."""
+    def size(self, path: str) -> int:
+        """The file's size attribute (GETATTR)."""
+        return self._getattr_u64(path, FATTR4_SIZE, "size")
+
+    def change(self, path: str) -> int:
+        """The file's change attribute (GETATTR FATTR4_CHANGE): what clients compare to decide
+        whether their cached data and attributes are still valid."""
+        return self._getattr_u64(path, FATTR4_CHANGE, "change")
+
+    def chmod(self, path: str, mode: int) -> None:
+        """SETATTR of the mode alone (anonymous stateid)."""
+        attrs = Xdr().u32(mode).buf
+        args = (Xdr().fixed(ANONYMOUS_STATEID).u32(2).u32(0).u32(1 << (FATTR4_MODE - 32))
+                .opaque(bytes(attrs)))
+        self._compound([*self._at(path), (OP_SETATTR, bytes(args.buf))])
+
+    def write(self, path: str, offset: int, data: bytes, stable: int = FILE_SYNC4) -> None:
+        """WRITE all of ``data`` at ``offset`` (FILE_SYNC by default; UNSTABLE4 as clients
+        write before a COMMIT)."""
         pos = 0
         while pos < len(data) or not data:
             part = data[pos:pos + (512 << 10)]
-            args = Xdr().fixed(ANONYMOUS_STATEID).u64(offset + pos).u32(FILE_SYNC4).opaque(part)
+            args = Xdr().fixed(ANONYMOUS_STATEID).u64(offset + pos).u32(stable).opaque(part)
             r = self._compound([*self._at(path), (OP_WRITE, bytes(args.buf))])
             pos += r.u32()
             if not data:

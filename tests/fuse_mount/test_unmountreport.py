@@ -1,10 +1,9 @@
 """The unmount report (fuse_mount/unmountreport.py): what a mount process could not store, as
 ``sofsctl umount`` reads it back once the process is gone."""
 
+from fuse_mount import unmountreport
 from sofs.lostwrites import LostWrite
 from sofs.metadata import MetaStore
-
-from fuse_mount import unmountreport
 
 
 def test_a_report_is_read_once_by_the_pid_it_belongs_to(tmp_path):
