@@ -71,16 +71,21 @@ def df(home: Path, as_json: bool) -> None:
     table(rows)
     click.echo()
     drows: list[tuple[object, ...]] = [("DISK", "USED BY SOFS", "PIECES", "LIVE", "DEAD",
-                                        "FS USE")]
+                                        "FS USE", "CHECKSUM ERRORS")]
     for d in disks:
         if d["error"]:
-            drows.append((d["id"], "-", "-", "-", "-", d["error"][:60]))
+            drows.append((d["id"], "-", "-", "-", "-", "-", d["error"][:60]))
             continue
         total = d["fs_total_bytes"]
         use = f"{100 * (total - d['fs_free_bytes']) / total:.0f}%" if total else "-"
         drows.append((d["id"], human(d["used_bytes"]), d["live_pieces"], human(d["live_bytes"]),
-                      human(d["dead_bytes"]), use))
+                      human(d["dead_bytes"]), use, d["checksum_errors"]))
     table(drows)
+    bad = [d["id"] for d in disks if d.get("checksum_errors")]
+    if bad:
+        click.echo(f"\nchecksum errors were seen on {', '.join(bad)} (pieces that did not verify; "
+                   "repair rebuilt or rebuilds them): a disk whose count keeps growing is "
+                   "failing; see DISK/errors.json for the last one")
 
 
 @click.command("show")

@@ -21,6 +21,7 @@ class DiskStats:
     fs_total_bytes: int
     fs_free_bytes: int
     fs_dev: int
+    checksum_errors: int = 0  # pieces that failed verification on this disk, ever
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,7 @@ from rocksdict import Options, Rdict, WriteOptions
 from chunkstore.disk import compact as compaction
 from chunkstore.disk import container as ctr
 from chunkstore.disk import recovery
+from chunkstore.disk.errorcount import ChecksumErrors
 from chunkstore.disk.fdcache import FdCache
 from chunkstore.disk.index import PieceInfo, iter_pieces, piece_id
 from chunkstore.disk.log import ContainerLog, Data
@@ -117,6 +118,7 @@ class DiskStore:
         cdir = os.path.join(self.path, "containers")
         os.makedirs(cdir, exist_ok=True)
         self._roots = RootFiles(self.path)
+        self._errors = ChecksumErrors(self.path)
 
         self._delete_lock = threading.Lock()  # excludes deletes during compaction
         self._compact_lock = threading.Lock()  # one compaction at a time
@@ -241,7 +243,18 @@ class DiskStore:
         is read into memory, with no lock of the store held: it may block (the node waits
         there for room in its memory budget) or raise (nothing is read then). It is called
         again only in the rare case that compaction moved the piece meanwhile.
+
+        A ChunkCorrupt is counted in the disk's checksum errors (:mod:`.errorcount`).
         """
+        try:
+            return self._get_piece(key, frag_idx, verify, reserve)
+        except ChunkCorrupt:
+            self._errors.add(piece_id(key, frag_idx).hex())
+            raise
+
+    def _get_piece(
+        self, key: bytes, frag_idx: int, verify: bool, reserve: Callable[[PieceInfo], None] | None
+    ) -> tuple[PieceInfo, bytes]:
         pid = piece_id(key, frag_idx)
         self._check_readable()
         for attempt in range(2):
@@ -324,6 +337,7 @@ class DiskStore:
             fs_total_bytes=vfs.f_blocks * vfs.f_frsize,
             fs_free_bytes=vfs.f_bavail * vfs.f_frsize,
             fs_dev=dev,
+            checksum_errors=self._errors.count,
         )
 
     def compact(self, min_dead_ratio: float = 0.3) -> CompactReport:
@@ -342,8 +356,12 @@ class DiskStore:
         except OSError:
             free = None
         with self._compact_lock, self._delete_lock:  # deletes wait: no tombstone for a record being moved
-            return compaction.compact(self._log, self._db, self._cache, min_dead_ratio,
-                                      free_bytes=free, container_size=self.container_size)
+            report = compaction.compact(self._log, self._db, self._cache, min_dead_ratio,
+                                        free_bytes=free, container_size=self.container_size)
+        if report.pieces_dropped:
+            self._errors.add(f"{report.pieces_dropped} piece(s) dropped by compaction",
+                             report.pieces_dropped)
+        return report
 
     # -- volume root records (format and rules: chunkstore.roots; files: chunkstore.disk.rootfiles)
 

@@ -67,3 +67,20 @@ def test_df_and_volume_show_mounted_and_not(archive):
     res = sofsctl(a.data, "volume", "show", "Pacs", check=False)
     assert res.returncode == 1
     assert "no volume 'Pacs'; volumes: pacs, reports (did you mean 'pacs'?)" in res.stderr
+
+
+def test_df_counts_the_checksum_errors_each_disk_has_seen(archive):
+    """A piece that does not verify is counted by its disk, across restarts (df's column)."""
+    from chunkstore.disk import container
+    from tests.fuse_mount.test_faults import first_records
+
+    a = archive
+    a.umount()
+    path, rec = first_records(a.disk_dirs[0])[0]
+    container.flip_byte(path, container.data_offset(rec) + 11)
+    sofsctl(a.data, "repair")  # verifies every piece: finds it, rebuilds it
+    doc = json.loads(sofsctl(a.data, "df", "--json").stdout)
+    errors = {d["id"]: d["checksum_errors"] for d in doc["disks"]}
+    assert errors == {"d0": 1, **{f"d{i}": 0 for i in range(1, 6)}}
+    text = sofsctl(a.data, "df").stdout
+    assert "CHECKSUM ERRORS" in text and "checksum errors were seen on d0" in text

@@ -34,6 +34,7 @@ from chunkstore.net.wire.frames import (
     PROOF_SIZE,
     ROOT_ENTRY_STRUCT,
     STATS_STRUCT,
+    STATS_V1_SIZE,
     U64,
     Header,
     Kind,
@@ -226,6 +227,8 @@ def _decode_response(op: int, r: _Reader, verify: bool) -> Response:
             raise WireError(f"PIECE answer flag must be 0 or 1, got {b}")
         return _piece(r) if b else None
     if op == Op.STATS:
+        if len(r.buf) - r.pos == STATS_V1_SIZE:
+            return DiskStats(*struct.unpack(">8q", r.take(STATS_V1_SIZE)))
         return DiskStats(*STATS_STRUCT.unpack(r.take(STATS_STRUCT.size)))
     if op == Op.COMPACT:
         return CompactReport(*COMPACT_STRUCT.unpack(r.take(COMPACT_STRUCT.size)))

@@ -215,7 +215,7 @@ def encode_response(req_id: int, op: int, value: Response | RootRecord) -> Parts
     if op == Op.STATS and isinstance(value, DiskStats):
         s = value
         fields = (s.used_bytes, s.live_pieces, s.live_bytes, s.dead_bytes, s.containers,
-                  s.fs_total_bytes, s.fs_free_bytes, s.fs_dev)
+                  s.fs_total_bytes, s.fs_free_bytes, s.fs_dev, s.checksum_errors)
         try:
             return _frame(Kind.RESPONSE, op, req_id, STATS_STRUCT.pack(*fields))
         except struct.error as e:

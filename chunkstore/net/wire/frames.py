@@ -157,7 +157,8 @@ MIN_SECRET_LEN = 16
 HEADER_STRUCT = struct.Struct(">BBBBII")
 PIECE_STRUCT = struct.Struct(">20sBIQI16s4sI")
 PIECE_SIZE = PIECE_STRUCT.size  # 61
-STATS_STRUCT = struct.Struct(">8q")
+STATS_STRUCT = struct.Struct(">9q")
+STATS_V1_SIZE = 8 * 8  # a node of the release before checksum_errors: the other fields only
 COMPACT_STRUCT = struct.Struct(">4Q")
 U64 = struct.Struct(">Q")
 F64 = struct.Struct(">d")
@@ -235,7 +236,7 @@ BODY_BOUNDS: dict[tuple[int, int], tuple[int, int]] = {
     (Kind.RESPONSE, Op.DELETE): (0, 0),
     (Kind.RESPONSE, Op.HAS): (1, 1),
     (Kind.RESPONSE, Op.PIECE): (1, 1 + PIECE_SIZE),
-    (Kind.RESPONSE, Op.STATS): (STATS_STRUCT.size, STATS_STRUCT.size),
+    (Kind.RESPONSE, Op.STATS): (STATS_V1_SIZE, STATS_STRUCT.size),
     (Kind.RESPONSE, Op.COMPACT): (COMPACT_STRUCT.size, COMPACT_STRUCT.size),
     (Kind.RESPONSE, Op.CHECK): (0, 0),
     (Kind.RESPONSE, Op.ROOT_PUT): (8, 8),

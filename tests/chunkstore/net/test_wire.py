@@ -33,7 +33,7 @@ KEY = bytes(range(20))
 REP = PolicyCode(1, 3, 0, 0)
 EC = PolicyCode(2, 4, 2, 1)
 INFO = PieceInfo(KEY, 3, 7, 123456789, 4096, b"c" * 16, EC, 16384)
-STATS = DiskStats(1, 2, 3, -4, 5, 6, 7, 8)
+STATS = DiskStats(1, 2, 3, -4, 5, 6, 7, 8, 9)
 REPORT = CompactReport(1, 2, 3, 4)
 VOL = bytes(range(100, 116))
 
@@ -120,6 +120,14 @@ def test_response_round_trip(op, value):
     f = wire.decode_frame(wire.join(wire.encode_response(7, op, value)))
     assert (f.kind, f.op, f.req_id) == (Kind.RESPONSE, op, 7)
     assert _plain(f.body) == _plain(value)
+
+
+def test_stats_from_a_node_before_checksum_errors_decode_with_none_counted():
+    frame = bytearray(wire.join(wire.encode_response(7, Op.STATS, STATS)))
+    old = frame[:-8]  # the same answer without its last field, as the previous release sends
+    struct.pack_into(">I", old, 8, len(old) - struct.calcsize(">BBBBII"))
+    f = wire.decode_frame(bytes(old))
+    assert f.body == DiskStats(1, 2, 3, -4, 5, 6, 7, 8, 0)
 
 
 def test_stream_and_error_round_trip():

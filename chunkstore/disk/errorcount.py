@@ -1,0 +1,53 @@
+"""Checksum errors a disk has seen: a count that survives restarts, for ``sofsctl df``.
+
+A piece whose record or data does not verify on read (bit rot, a torn or overwritten
+container, a missing container file) is counted here by its disk, as are the live records that
+compaction drops for failing verification. The count is kept in ``DISK/errors.json`` (replaced
+atomically; errors are rare, so one small write each is nothing) with the last error's time and
+piece, so an admin sees a disk going bad (like SMART's counters) even after it was repaired.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+
+from chunkstore.atomicfile import atomic_write
+
+log = logging.getLogger("sofs.disk")
+
+FILE_NAME = "errors.json"
+
+
+class ChecksumErrors:
+    """The checksum-error count of one disk directory. Thread-safe."""
+
+    def __init__(self, disk_dir: str) -> None:
+        self._path = os.path.join(disk_dir, FILE_NAME)
+        self._lock = threading.Lock()
+        self.count = 0
+        self.last: str | None = None
+        try:
+            with open(self._path) as f:
+                raw = json.load(f)
+            self.count = int(raw.get("checksum_errors", 0))
+            self.last = raw.get("last")
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, TypeError, AttributeError) as e:
+            log.warning("%s: unreadable (%s); the checksum error count starts again at 0",
+                        self._path, e)
+
+    def add(self, what: str, n: int = 1) -> None:
+        """Count ``n`` errors (``what``: the piece or the container, for the record)."""
+        with self._lock:
+            self.count += n
+            self.last = f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} {what}"
+            body = json.dumps({"checksum_errors": self.count, "last": self.last})
+            try:
+                atomic_write(self._path, body)
+            except OSError as e:  # a full or failing disk: the count stays in memory
+                log.warning("%s: cannot record checksum error count: %s", self._path, e)
