@@ -41,7 +41,8 @@ from sofs.online_check import check_mounted
 from sofs.ringview import ring_view
 from sofs.volume import volume_dir
 
-from . import ctlserver, runstate
+from . import ctlserver, runstate, unmountreport
+from .kernelcache import KernelCacheFixer, inode_now
 from .operations import SofsOperations
 
 log = logging.getLogger("sofs.mount")
@@ -309,6 +310,34 @@ async def _serve(fs: Filesystem, ring: RingStore, mountpoint: str, ready_fd: int
             nursery.cancel_scope.cancel()
 
 
+def _fix_kernel_cache_on_lost_writes(stack: contextlib.ExitStack, fs: Filesystem,
+                                     mountpoint: str) -> None:
+    """Once mounted: lost writes also leave the kernel's cache (:mod:`.kernelcache`).
+    ``mountpoint`` is a real path already: resolving it again would ask this very mount,
+    which serves nothing yet."""
+    with open("/proc/self/mountinfo") as f:
+        device = next((m.device for m in runstate.parse_mountinfo(f.read())
+                       if m.point == mountpoint and m.fstype.startswith("fuse")), None)
+    if device is None:
+        log.warning("%s: FUSE device not found in mountinfo; lost writes will stay in the "
+                    "kernel's cache until the file leaves it", mountpoint)
+        return
+    major, minor = (int(x) for x in device.split(":"))
+    fixer = KernelCacheFixer(mountpoint, os.makedev(major, minor), inode_now(fs.getattr))
+    fs.lost_writes.listeners.append(fixer.lost)
+    fixer.start()
+    stack.callback(fixer.stop)
+
+
+def _close_volume(fs: Filesystem) -> None:
+    """Close the volume at the end of the mount process; data it cannot store is said, not
+    raised (the files are as their last close left them, and the unmount report names them)."""
+    try:
+        fs.close()
+    except FsError as e:
+        log.error("closing the volume: data could not be stored: %s", e)
+
+
 def run_mount(data_dir: Path, volume: str, mountpoint: str, *, ready_fd: int | None = None,
               gc_grace_s: float = 3600.0, gc_interval_s: float = GC_INTERVAL_S,
               down_after_s: float = DEFAULT_DOWN_AFTER_S,
@@ -331,7 +360,7 @@ def run_mount(data_dir: Path, volume: str, mountpoint: str, *, ready_fd: int | N
         # default_permissions: the kernel checks permissions before every request
         fs = Filesystem.open_volume(data_dir, volume, ring, gc_grace_s=gc_grace_s,
                                     check_permissions=False)
-        stack.callback(fs.close)
+        stack.callback(_close_volume, fs)
         healer = Healer(ring, down_after_s=down_after_s, scrub_interval_s=scrub_interval_s,
                         max_bytes_per_s=rebuild_rate * 2**20 if rebuild_rate else None,
                         min_placing=fs.protection.max_width())
@@ -341,6 +370,7 @@ def run_mount(data_dir: Path, volume: str, mountpoint: str, *, ready_fd: int | N
         _claim(checkpointer, ring, fs, volume_dir(data_dir, volume), take_over)
         ops = SofsOperations(fs)
         pyfuse3.init(ops, mountpoint, mount_options(volume))
+        _fix_kernel_cache_on_lost_writes(stack, fs, mountpoint)
         unmount = [True]
         stack.callback(lambda: pyfuse3.close(unmount=unmount[0]))
         state = runstate.MountState(pid=os.getpid(), volume=volume, mountpoint=mountpoint,
@@ -354,10 +384,17 @@ def run_mount(data_dir: Path, volume: str, mountpoint: str, *, ready_fd: int | N
                  checkpointer, checkpoint_interval_s)
         log.info("FUSE session ended; flushing and closing")
         sdnotify.notify("STOPPING=1\nSTATUS=flushing and closing")
+        final_error = None
+        try:
+            fs.flush_all()
+        except FsError as e:  # those files are as their last close left them (sofs.fileio)
+            final_error = str(e)
+            log.error("data buffered at the unmount could not be stored: %s", e)
         if checkpoint_interval_s > 0:
-            with contextlib.suppress(Exception):  # a file that cannot be stored: fs.close says
-                fs.flush_all()
             checkpoint_now(checkpointer, "unmount")
+        unmountreport.write(data_dir, unmountreport.build(
+            os.getpid(), volume, fs.meta, fs.lost_writes.records(), fs.lost_writes.total,
+            final_error))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -252,7 +252,10 @@ class SofsOperations(pyfuse3.Operations):
         # mostly without writing; a clean file needs no thread hop
         if self.fs.needs_flush(self.fs.handle_ino(fh)):
             await self._run(self.fs.flush, fh)
+        else:  # still says, once, that writes to the file were lost (sofs.lostwrites)
+            self.fs.raise_lost_writes(fh)
 
+    @measured
     @fuse_errors
     async def fsync(self, fh, datasync):
         await self._run(self.fs.fsync, fh, bool(datasync))
