@@ -28,6 +28,7 @@ from chunkstore import errors as cerr
 from chunkstore import sdnotify
 from chunkstore.healing.healer import DEFAULT_DOWN_AFTER_S, DEFAULT_SCRUB_INTERVAL_S, Healer
 from chunkstore.healing.sweep import health, repair
+from chunkstore.metricsendpoint import MetricsEndpointError, parse_address
 from chunkstore.placement.keys import ChunkRef
 from chunkstore.ring.datapath import RingStore
 from chunkstore.ring.diskusage import disk_usage
@@ -41,9 +42,10 @@ from sofs.online_check import check_mounted
 from sofs.ringview import ring_view
 from sofs.volume import volume_dir
 
-from . import ctlserver, runstate, unmountreport
+from . import ctlserver, mountmetrics, runstate, unmountreport
 from .kernelcache import KernelCacheFixer, inode_now
 from .operations import SofsOperations
+from .opmetrics import FuseMetrics
 
 log = logging.getLogger("sofs.mount")
 
@@ -234,8 +236,14 @@ async def _serve(fs: Filesystem, ring: RingStore, mountpoint: str, ready_fd: int
                  gc_interval_s: float = GC_INTERVAL_S, healer: Healer | None = None,
                  checkpointer: Checkpointer | None = None,
                  checkpoint_interval_s: float = META_CHECKPOINT_INTERVAL_S,
-              take_over: bool = False) -> None:
+              take_over: bool = False, metrics: tuple[str, int] | None = None,
+                 fuse_metrics: FuseMetrics | None = None) -> None:
+    # bound before anything serves: a port in use fails the mount (RuntimeError)
+    endpoint = None if metrics is None else mountmetrics.serve(
+        metrics, fs, ring, healer, checkpointer, fuse_metrics)
     async with trio.open_nursery() as nursery:
+        if endpoint is not None:
+            nursery.start_soon(mountmetrics.close_at_exit, endpoint)
         if control is not None:
             await nursery.start(ctlserver.serve, *control)
 
@@ -344,13 +352,14 @@ def run_mount(data_dir: Path, volume: str, mountpoint: str, *, ready_fd: int | N
               scrub_interval_s: float = DEFAULT_SCRUB_INTERVAL_S,
               rebuild_rate: float | None = None,
               checkpoint_interval_s: float = META_CHECKPOINT_INTERVAL_S,
-              take_over: bool = False) -> None:
+              take_over: bool = False, metrics: tuple[str, int] | None = None) -> None:
     """Mount ``volume`` at ``mountpoint`` and serve until unmounted; blocks.
 
     Every CHECKPOINT_INTERVAL_S (0: never; the first one 30 s after mounting) and at a clean
     unmount, the volume's metadata is checkpointed into the RING (sofs.metacheckpoint).
     A copy of the metadata that another host has overtaken there is not mounted (it would
-    fork the volume) unless TAKE_OVER, which first writes a checkpoint of this copy."""
+    fork the volume) unless TAKE_OVER, which first writes a checkpoint of this copy.
+    METRICS (host, port): serve Prometheus metrics there (fuse_mount.mountmetrics)."""
     mountpoint = os.path.realpath(mountpoint)
     tune_malloc()
     with contextlib.ExitStack() as stack:
@@ -368,7 +377,7 @@ def run_mount(data_dir: Path, volume: str, mountpoint: str, *, ready_fd: int | N
         checkpointer = Checkpointer(fs.meta, ring, fs.config, volume_dir(data_dir, volume),
                                     protection=fs.protection)
         _claim(checkpointer, ring, fs, volume_dir(data_dir, volume), take_over)
-        ops = SofsOperations(fs)
+        ops = SofsOperations(fs, metrics=FuseMetrics() if metrics is not None else None)
         pyfuse3.init(ops, mountpoint, mount_options(volume))
         _fix_kernel_cache_on_lost_writes(stack, fs, mountpoint)
         unmount = [True]
@@ -381,7 +390,7 @@ def run_mount(data_dir: Path, volume: str, mountpoint: str, *, ready_fd: int | N
         control = (ctlserver.socket_path(data_dir, volume if networked else None),
                    admin_ops(ring, fs, healer, checkpointer, checkpoint_interval_s))
         trio.run(_serve, fs, ring, mountpoint, ready_fd, control, gc_interval_s, healer,
-                 checkpointer, checkpoint_interval_s)
+                 checkpointer, checkpoint_interval_s, take_over, metrics, ops.metrics)
         log.info("FUSE session ended; flushing and closing")
         sdnotify.notify("STOPPING=1\nSTATUS=flushing and closing")
         final_error = None
@@ -395,6 +404,13 @@ def run_mount(data_dir: Path, volume: str, mountpoint: str, *, ready_fd: int | N
         unmountreport.write(data_dir, unmountreport.build(
             os.getpid(), volume, fs.meta, fs.lost_writes.records(), fs.lost_writes.total,
             final_error))
+
+
+def _metrics_address(text: str) -> tuple[str, int]:
+    try:
+        return parse_address(text)
+    except MetricsEndpointError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -419,6 +435,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--take-over", action="store_true",
                    help="mount this copy of the metadata even though another host wrote newer "
                         "checkpoints of the volume, and make it the volume's reference")
+    p.add_argument("--metrics", metavar="HOST:PORT", type=_metrics_address,
+                   help="serve Prometheus metrics on HOST:PORT (/metrics); default: off")
     p.add_argument("volume")
     p.add_argument("mountpoint")
     args = p.parse_args(argv)
@@ -430,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
                   down_after_s=args.down_after, scrub_interval_s=args.scrub_interval,
                   rebuild_rate=args.rebuild_rate,
                   checkpoint_interval_s=args.checkpoint_interval,
-                  take_over=args.take_over)
+                  take_over=args.take_over, metrics=args.metrics)
     except Exception as e:
         log.error("mount failed: %s", e, exc_info=not isinstance(e, (OSError, RuntimeError)))
         if args.ready_fd is not None:

@@ -10,7 +10,8 @@ so does fallocate, which pyfuse3 cannot route here by itself (:mod:`fuse_mount.f
 
 Caching: this connector is the only writer of its volume, so the kernel gets long entry/attribute
 timeouts and keeps page-cache contents across opens; writeback caching lets it hand over 1 MiB
-writes. Errors leave through :func:`fuse_mount.errno_map.fuse_errors` only.
+writes. Errors leave through :func:`fuse_mount.errno_map.fuse_errors` only; with ``metrics``,
+:func:`fuse_mount.opmetrics.measured` counts and times every answered request around it.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from .errno_map import fuse_errors
 from .fallocate_hook import FallocateHook
 from .fallocate_hook import install as install_fallocate
 from .names import HIDDEN_ROOT_NAMES
+from .opmetrics import FuseMetrics, measured
 
 T = TypeVar("T")
 
@@ -47,9 +49,11 @@ class SofsOperations(pyfuse3.Operations):
     enable_writeback_cache = True
     enable_acl = True           # the kernel enforces POSIX ACLs; sofs keeps mode and inheritance
 
-    def __init__(self, fs: Filesystem, *, workers: int = 8) -> None:
+    def __init__(self, fs: Filesystem, *, workers: int = 8,
+                 metrics: FuseMetrics | None = None) -> None:
         super().__init__()
         self.fs = fs
+        self.metrics = metrics  # counted by @measured (fuse_mount.opmetrics); None: off
         self._limiter = trio.CapacityLimiter(workers)
         self._fallocate_hook: FallocateHook | None = None
 
@@ -77,14 +81,17 @@ class SofsOperations(pyfuse3.Operations):
 
     # -------------------------------------------------------------- namespace
 
+    @measured
     @fuse_errors
     async def lookup(self, parent_inode, name, ctx):
         return self._entry(self.fs.lookup(parent_inode, name))
 
+    @measured
     @fuse_errors
     async def getattr(self, inode, ctx):
         return self._entry(self.fs.getattr(inode))
 
+    @measured
     @fuse_errors
     async def setattr(self, inode, attr, fields, fh, ctx):
         kw = {}
@@ -109,36 +116,44 @@ class SofsOperations(pyfuse3.Operations):
             node = self.fs.setattr(inode, ctx=_ctx(ctx), **kw)
         return self._entry(node)
 
+    @measured
     @fuse_errors
     async def readlink(self, inode, ctx):
         return self.fs.readlink(inode)
 
+    @measured
     @fuse_errors
     async def mknod(self, parent_inode, name, mode, rdev, ctx):
         return self._entry(self.fs.mknod(parent_inode, name, mode, rdev, _ctx(ctx)))
 
+    @measured
     @fuse_errors
     async def mkdir(self, parent_inode, name, mode, ctx):
         return self._entry(self.fs.mkdir(parent_inode, name, mode, _ctx(ctx)))
 
+    @measured
     @fuse_errors
     async def unlink(self, parent_inode, name, ctx):
         # freeing a large file walks its whole block map: not on the event loop
         await self._run(self.fs.unlink, parent_inode, name, _ctx(ctx))
 
+    @measured
     @fuse_errors
     async def rmdir(self, parent_inode, name, ctx):
         self.fs.rmdir(parent_inode, name, _ctx(ctx))
 
+    @measured
     @fuse_errors
     async def symlink(self, parent_inode, name, target, ctx):
         return self._entry(self.fs.symlink(parent_inode, name, target, _ctx(ctx)))
 
+    @measured
     @fuse_errors
     async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
         await self._run(self.fs.rename, parent_inode_old, name_old, parent_inode_new, name_new,
                         flags, _ctx(ctx))
 
+    @measured
     @fuse_errors
     async def link(self, inode, new_parent_inode, new_name, ctx):
         return self._entry(self.fs.link(inode, new_parent_inode, new_name, _ctx(ctx)))
@@ -147,6 +162,7 @@ class SofsOperations(pyfuse3.Operations):
         # Inodes are persistent and freed by link count and open count alone.
         return None
 
+    @measured
     @fuse_errors
     async def opendir(self, inode, ctx):
         node = self.fs.getattr(inode)
@@ -154,6 +170,7 @@ class SofsOperations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         return inode
 
+    @measured
     @fuse_errors
     async def readdir(self, fh, start_id, token):
         while True:
@@ -171,10 +188,12 @@ class SofsOperations(pyfuse3.Operations):
     async def releasedir(self, fh):
         return None
 
+    @measured
     @fuse_errors
     async def fsyncdir(self, fh, datasync):
         await self._run(self.fs.meta.commit, self.fs.meta.batch(), True)
 
+    @measured
     @fuse_errors
     async def statfs(self, ctx):
         st = await self._run(self.fs.statfs)
@@ -187,24 +206,29 @@ class SofsOperations(pyfuse3.Operations):
         s.f_namemax = st.name_max
         return s
 
+    @measured
     @fuse_errors
     async def access(self, inode, mode, ctx):
         self.fs.access(inode, mode, _ctx(ctx))
 
     # -------------------------------------------------------------- xattrs
 
+    @measured
     @fuse_errors
     async def getxattr(self, inode, name, ctx):
         return self.fs.getxattr(inode, name)
 
+    @measured
     @fuse_errors
     async def setxattr(self, inode, name, value, ctx):
         self.fs.setxattr(inode, name, value)
 
+    @measured
     @fuse_errors
     async def listxattr(self, inode, ctx):
         return self.fs.listxattr(inode)
 
+    @measured
     @fuse_errors
     async def removexattr(self, inode, name, ctx):
         self.fs.removexattr(inode, name)
@@ -217,6 +241,7 @@ class SofsOperations(pyfuse3.Operations):
         # any handle: the filesystem must not move writes to the end on its own.
         return flags & ~os.O_APPEND
 
+    @measured
     @fuse_errors
     async def open(self, inode, flags, ctx):
         if flags & os.O_TRUNC:
@@ -225,11 +250,13 @@ class SofsOperations(pyfuse3.Operations):
             fh = self.fs.open(inode, self._flags(flags), _ctx(ctx))
         return pyfuse3.FileInfo(fh=fh, keep_cache=True)
 
+    @measured
     @fuse_errors
     async def create(self, parent_inode, name, mode, flags, ctx):
         fh, node = self.fs.create(parent_inode, name, mode, self._flags(flags), _ctx(ctx))
         return pyfuse3.FileInfo(fh=fh, keep_cache=True), self._entry(node)
 
+    @measured
     @fuse_errors
     async def read(self, fh, off, size):
         # blocks already in memory (read ahead, dirty, holes) are served without a thread hop
@@ -238,6 +265,7 @@ class SofsOperations(pyfuse3.Operations):
             data = await self._run(self.fs.read, fh, off, size)
         return data
 
+    @measured
     @fuse_errors
     async def write(self, fh, off, buf):
         # copying into a dirty buffer is cheap: only block loads and flushes need a thread
@@ -246,6 +274,7 @@ class SofsOperations(pyfuse3.Operations):
             written = await self._run(self.fs.write, fh, off, buf)
         return written
 
+    @measured
     @fuse_errors
     async def flush(self, fh):
         # close(2): NFS-Ganesha and Samba open and close files many times per client request,
@@ -264,11 +293,13 @@ class SofsOperations(pyfuse3.Operations):
         # pyfuse3 has no fallocate handler: give libfuse one (see fuse_mount.fallocate_hook)
         self._fallocate_hook = install_fallocate(self.fallocate)
 
+    @measured
     @fuse_errors
     async def fallocate(self, fh: int, mode: int, offset: int, length: int) -> None:
         """fallocate(2): the kernel checked the mode's basics and write access on the fd."""
         await self._run(self.fs.fallocate, fh, mode, offset, length)
 
+    @measured
     @fuse_errors
     async def release(self, fh):
         if self.fs.needs_flush(self.fs.handle_ino(fh)):

@@ -16,12 +16,14 @@ from typing import TYPE_CHECKING
 import click
 
 from chunkstore import errors as cerr
+from chunkstore.metricsendpoint import MetricsEndpointError, format_address, parse_address
 from chunkstore.protection.policy import parse_policy
 from chunkstore.ring.localcluster import init_local_cluster, load_config
 from chunkstore.ring.mapadmin import load_map
 from chunkstore.ring.open import has_cluster, is_networked, open_ring
 from exporters.errors import ExportError
 from exporters.registry import stop_exports
+from exporters.service import listen_problem
 from fuse_mount import control, runstate
 from sofs import errors as ferr
 from sofs.fsck import FsckReport, Problem, check_volume
@@ -221,12 +223,16 @@ def _placing_disks(home: Path) -> int:
               help="Mount this copy of the volume's metadata even though another host wrote "
                    "newer checkpoints of it (refused otherwise: it would fork the volume), and "
                    "make it the one a restore brings back.")
+@click.option("--metrics", metavar="HOST:PORT", default=None,
+              help="Serve Prometheus metrics of the mount (FUSE requests, cache, GC, healer, "
+                   "disks) on http://HOST:PORT/metrics [default: off].")
 @pass_home
 def mount(home: Path, name: str, mountpoint: str, foreground: bool,
           gc_grace: float | None, gc_interval: float | None, down_after: float | None,
           scrub_interval: float | None, rebuild_rate: float | None,
-          checkpoint_interval: float | None, take_over: bool) -> None:
+          checkpoint_interval: float | None, take_over: bool, metrics: str | None) -> None:
     """Mount volume NAME at MOUNTPOINT (in the background unless --foreground)."""
+    metrics_at = _metrics_address(metrics) if metrics is not None else None
     require_volume(home, name)
     busy = [st for st in runstate.all_states(home) if st.alive]
     if not is_networked(home):
@@ -251,6 +257,8 @@ def mount(home: Path, name: str, mountpoint: str, foreground: bool,
         maintenance += ["--checkpoint-interval", str(checkpoint_interval)]
     if take_over:
         maintenance.append("--take-over")
+    if metrics_at is not None:
+        maintenance += ["--metrics", format_address(*metrics_at)]
     try:
         if foreground:
             control.check_mountpoint(mountpoint)
@@ -272,6 +280,19 @@ def mount(home: Path, name: str, mountpoint: str, foreground: bool,
     click.echo(f"volume {name} mounted at {os.path.realpath(mountpoint)} (pid {pid}); "
                f"log: {control.log_path(home, name)}")
     click.echo(f"stop it with: sofsctl --data-dir {home} umount {mountpoint}")
+
+
+def _metrics_address(text: str) -> tuple[str, int]:
+    """``mount --metrics``: HOST:PORT that this host can listen on, or a usage error."""
+    try:
+        host, port = parse_address(text)
+    except MetricsEndpointError as e:
+        raise click.BadParameter(str(e), param_hint="--metrics") from None
+    problem = listen_problem(host, port) if port else None
+    if problem is not None:
+        raise click.BadParameter(f"cannot serve metrics there: {problem}",
+                                 param_hint="--metrics")
+    return host, port
 
 
 @cli.command()

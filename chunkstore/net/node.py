@@ -1,10 +1,13 @@
 """``sofs-node``: the storage node daemon, serving the DiskStores of one server over TCP.
 
-Run: ``python -m chunkstore.net.node --config node.json [--state-file state.json]`` (or the
-``sofs-node`` console script, which calls :func:`main`). Protocol: :mod:`chunkstore.net.wire`;
+Run: ``python -m chunkstore.net.node --config node.json [--state-file state.json]
+[--metrics HOST:PORT]`` (or the ``sofs-node`` console script, which calls :func:`main`). Protocol: :mod:`chunkstore.net.wire`;
 the server itself (connections, requests, budget): :mod:`chunkstore.net.server`.
 
 Config file: JSON, described (and parsed) in :mod:`chunkstore.net.nodeconfig`.
+
+``--metrics HOST:PORT`` serves Prometheus metrics there (:mod:`chunkstore.net.nodemetrics`,
+from a thread: :mod:`chunkstore.metricsendpoint`); off by default.
 
 Shutdown on SIGTERM or SIGINT: stop accepting, stop reading new requests, let in-flight ones
 finish (at most ``shutdown_grace`` seconds), close the connections and the DiskStores, remove
@@ -37,7 +40,9 @@ from chunkstore import sdnotify
 from chunkstore.atomicfile import atomic_write
 from chunkstore.disk.store import DiskStore
 from chunkstore.errors import AuthError, ConfigError
+from chunkstore.metricsendpoint import MetricsEndpoint, MetricsEndpointError, new_registry, parse_address, serve_metrics
 from chunkstore.net.nodeconfig import NodeConfig
+from chunkstore.net.nodemetrics import NodeMetrics
 from chunkstore.net.server import Node, open_disks
 from chunkstore.net.wire.auth import load_secret
 
@@ -47,8 +52,11 @@ log = logging.getLogger("sofs.node")
 # -- process ------------------------------------------------------------------------------
 
 
-def _write_state(path: str, port: int, host: str, node_id: str) -> None:
-    atomic_write(path, json.dumps({"pid": os.getpid(), "host": host, "port": port, "node_id": node_id}))
+def _write_state(path: str, port: int, host: str, node_id: str, metrics_port: int | None = None) -> None:
+    state: dict[str, object] = {"pid": os.getpid(), "host": host, "port": port, "node_id": node_id}
+    if metrics_port is not None:  # only with --metrics
+        state["metrics_port"] = metrics_port
+    atomic_write(path, json.dumps(state))
 
 
 def _remove_state(path: str) -> None:
@@ -62,9 +70,10 @@ def _remove_state(path: str) -> None:
 
 
 async def _amain(
-    config: NodeConfig, secret: bytes, stores: dict[str, DiskStore], down: dict[str, str], state_file: str | None
+    config: NodeConfig, secret: bytes, stores: dict[str, DiskStore], down: dict[str, str], state_file: str | None,
+    metrics: NodeMetrics | None = None, metrics_port: int | None = None,
 ) -> None:
-    node = Node(config, secret, stores, down)
+    node = Node(config, secret, stores, down, metrics)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         listeners = await trio.open_tcp_listeners(config.port, host=config.host)  # OSError: cannot bind
         port = listeners[0].socket.getsockname()[1]
@@ -72,7 +81,7 @@ async def _amain(
         async with trio.open_nursery() as nursery:
             await nursery.start(node.serve, listeners)
             if state_file:
-                _write_state(state_file, port, config.host, config.node_id)
+                _write_state(state_file, port, config.host, config.node_id, metrics_port)
             sdnotify.notify(f"READY=1\nSTATUS=node {config.node_id} serving {len(stores)} disks "
                             f"on {config.host}:{port}")
             async for signum in signals:
@@ -96,11 +105,26 @@ def _fix_mmap_threshold() -> None:
         pass
 
 
+def _metrics_address(text: str) -> tuple[str, int]:
+    try:
+        return parse_address(text)
+    except MetricsEndpointError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _serve_metrics(metrics: NodeMetrics, host: str, port: int) -> MetricsEndpoint:
+    registry = new_registry()
+    registry.register(metrics)
+    return serve_metrics(registry, host, port)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sofs-node", description="Serve disk stores to the sofs RING over TCP.")
     parser.add_argument("--config", required=True, help="node config file (JSON, see chunkstore.net.node)")
     parser.add_argument("--state-file", help="write {pid, host, port, node_id} here once listening")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--metrics", metavar="HOST:PORT", type=_metrics_address,
+                        help="serve Prometheus metrics on HOST:PORT (/metrics); default: off")
     args = parser.parse_args(argv)
     logging.basicConfig(
         stream=sys.stderr,
@@ -114,14 +138,25 @@ def main(argv: list[str] | None = None) -> int:
         log.error("cannot start: %s", e)
         return 2
     log.info("node %s starting with %d disks", config.node_id, len(config.disks))
+    metrics, endpoint = None, None
+    if args.metrics is not None:
+        metrics = NodeMetrics(config.node_id)
+        try:
+            endpoint = _serve_metrics(metrics, *args.metrics)
+        except MetricsEndpointError as e:
+            log.error("cannot start: %s", e)
+            return 2
     _fix_mmap_threshold()
     stores, down = open_disks(config)
     try:
-        trio.run(_amain, config, secret, stores, down, args.state_file)
+        trio.run(_amain, config, secret, stores, down, args.state_file, metrics,
+                 endpoint.port if endpoint is not None else None)
     except OSError as e:
         log.error("cannot listen on %s:%d: %s", config.host, config.port, e)
         return 2
     finally:
+        if endpoint is not None:  # before the disks close: a scrape reads their usage
+            endpoint.close()
         for disk_id, ds in stores.items():
             try:
                 ds.close()

@@ -21,17 +21,24 @@ are not reserved: they are small and bounded by ``max_requests`` at once.
 
 Stopping (:meth:`Node.request_stop`): stop accepting, stop reading new requests, let in-flight
 ones finish (at most ``shutdown_grace`` seconds), close the connections.
+
+Metrics (``sofs-node --metrics``): given a :class:`~chunkstore.net.nodemetrics.NodeMetrics`,
+the node counts each answered request (op, duration, frame bytes, error class), handshake
+failures, malformed frames and checksum failures into it from the trio thread, and
+:meth:`Node.gauges` gives a scrape its connections, budget, map epoch and disks' usage.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import time
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
 import trio
 
+from chunkstore.disk.diskmetrics import DiskReport
 from chunkstore.disk.index import PieceInfo
 from chunkstore.disk.store import DiskStore
 from chunkstore.errors import (
@@ -46,10 +53,11 @@ from chunkstore.errors import (
 )
 from chunkstore.net.budget import ByteBudget, Reservation
 from chunkstore.net.nodeconfig import NodeConfig
+from chunkstore.net.nodemetrics import NodeGauges, NodeMetrics, op_name
 from chunkstore.net.wire.auth import ROLE_CLIENT, ROLE_NODE, check_proof, new_nonce, proof
 from chunkstore.net.wire.decode import decode_body
 from chunkstore.net.wire.encode import encode_end, encode_error, encode_exception, encode_items, encode_response
-from chunkstore.net.wire.frames import MAX_ITEMS, MAX_MAP, Header, Kind, Op, Parts, error_code
+from chunkstore.net.wire.frames import HEADER_SIZE, MAX_ITEMS, MAX_MAP, Header, Kind, Op, Parts, error_code
 from chunkstore.net.wire.messages import (
     DISK_REQUESTS,
     Auth,
@@ -143,7 +151,8 @@ class _Conn:
 class Node:
     """Serves a set of open DiskStores. Construct and run inside ``trio.run``."""
 
-    def __init__(self, config: NodeConfig, secret: bytes, stores: dict[str, DiskStore], down: dict[str, str] | None = None):
+    def __init__(self, config: NodeConfig, secret: bytes, stores: dict[str, DiskStore], down: dict[str, str] | None = None,
+                 metrics: NodeMetrics | None = None):
         self.config = config
         self.limits = config.limits
         self._secret = secret
@@ -161,6 +170,9 @@ class Node:
         self._active = 0
         self.max_seen_epoch = config.map_epoch
         self.map_doc, self.map_epoch = _load_map(config)
+        self._metrics = metrics  # counted into from the trio thread only (nodemetrics)
+        if metrics is not None:
+            metrics.watch(self.gauges)
 
     def request_stop(self) -> None:
         """Begin the shutdown described in the module docstring (serve() then returns)."""
@@ -174,6 +186,24 @@ class Node:
             failing_disks=dict(self._failing),
             max_seen_epoch=self.max_seen_epoch,
         )
+
+    def gauges(self) -> NodeGauges:
+        """The node's state for a metrics scrape (from the metrics server's thread): the
+        statistics, and each configured disk's usage or why it has none."""
+        failing = dict(self._failing)
+        disks = []
+        for d in self.config.disks:
+            ds = self._stores.get(d.id)
+            if ds is None:
+                disks.append(DiskReport(d.id, None, self._down.get(d.id, "not served")))
+                continue
+            try:
+                disks.append(DiskReport(d.id, ds.stats(), failing.get(d.id)))
+            except Exception as e:  # closed at shutdown, statvfs failed, ...
+                disks.append(DiskReport(d.id, None, f"{type(e).__name__}: {e}"))
+        return NodeGauges(connections=self._nconns, active_requests=self._active,
+                          inflight_bytes=self._budget.used, map_epoch=self.map_epoch,
+                          max_seen_epoch=self.max_seen_epoch, disks=disks)
 
     # -- accept / connections -----------------------------------------------------------
 
@@ -226,6 +256,8 @@ class Node:
                     ok = await self._handshake(c)
                 if hs.cancelled_caught:
                     log.warning("%s: authentication failed: handshake timed out", peer)
+                    if self._metrics is not None:
+                        self._metrics.auth_failures += 1
                     return
                 if not ok:
                     return
@@ -248,6 +280,8 @@ class Node:
                 if op == Op.AUTH:
                     log.warning("%s: authentication failed: the client hung up after checking our proof "
                                 "(another cluster secret?)", c.peer)
+                    if self._metrics is not None:
+                        self._metrics.auth_failures += 1
                 else:
                     log.info("%s: closed before authenticating", c.peer)
                 return None
@@ -260,6 +294,8 @@ class Node:
 
     async def _auth_failed(self, c: _Conn, why: str) -> None:
         log.warning("%s: authentication failed: %s", c.peer, why)
+        if self._metrics is not None:
+            self._metrics.auth_failures += 1
         with trio.move_on_after(1):
             try:
                 await c.io.send(encode_error(0, Op.NONE, 2, "authentication failed"))
@@ -289,6 +325,8 @@ class Node:
     async def _refuse_frame(self, c: _Conn, req_id: int, why: str) -> None:
         """Answer a frame whose header is unusable and drop the connection."""
         log.warning("%s: malformed frame, closing: %s", c.peer, why)
+        if self._metrics is not None:
+            self._metrics.malformed_frames += 1
         with trio.move_on_after(1):
             try:
                 await c.io.send(encode_error(req_id, Op.NONE, 1, why))
@@ -350,9 +388,11 @@ class Node:
         finally:
             self._reader_scopes.discard(scope)
 
-    async def _send(self, c: _Conn, parts: Parts) -> None:
-        """Send one frame; a peer that does not take it in time, or a broken connection,
-        closes the connection (never raises)."""
+    async def _send(self, c: _Conn, parts: Parts, op: int = Op.NONE) -> None:
+        """Send one frame (the answer to an OP request, for the metrics); a peer that does not
+        take it in time, or a broken connection, closes the connection (never raises)."""
+        if self._metrics is not None:
+            self._metrics.sent(op_name(op), sum(len(p) for p in parts))
         try:
             with trio.move_on_after(self.limits.frame_timeout) as cs:
                 await c.io.send(parts)
@@ -364,6 +404,8 @@ class Node:
             c.scope.cancel()
 
     async def _handle(self, c: _Conn, header: Header, body: bytearray, held: Reservation, depth: trio.Semaphore) -> None:
+        started = time.perf_counter()
+        error: str | None = None  # the error class answered, for the metrics
         try:
             try:
                 req = decode_body(header, body, verify=False).body
@@ -384,7 +426,7 @@ class Node:
                     raise StaleMap(f"node {self.config.node_id} has cluster map epoch {self.map_epoch}, "
                                    f"the request was made with epoch {c.epoch}: fetch the new map")
                 elif isinstance(req, Pieces):
-                    await self._stream_pieces(c, header.req_id, req.disk)
+                    error = await self._stream_pieces(c, header.req_id, req.disk)
                     return
                 elif isinstance(req, DISK_REQUESTS):
                     value = await self._execute(req, held)
@@ -393,21 +435,27 @@ class Node:
                     raise WireError(f"not a request: {type(req).__name__}")
             except WireError as e:
                 log.warning("%s: malformed request: %s", c.peer, e)
+                error = "WireError"
                 parts = encode_exception(header.req_id, header.op, e)
             except ChunkStoreError as e:
+                error = type(e).__name__
                 parts = encode_exception(header.req_id, header.op, e)
             except Exception as e:  # a bug: answer, log, and keep serving
                 log.exception("%s: internal error in %s", c.peer, Op(header.op).name)
+                error = "internal"
                 # no ChunkStoreError class fits a bug: answer the wire's code for "anything
                 # else" (255) from the exception itself, with its class in the message
                 parts = encode_error(header.req_id, header.op, error_code(e), f"internal error: {type(e).__name__}: {e}")
-            await self._send(c, parts)
+            await self._send(c, parts, header.op)
         finally:
             held.release()
             self._slots.release()
             depth.release()
             c.inflight -= 1
             self._active -= 1
+            if self._metrics is not None:
+                self._metrics.request(op_name(header.op), time.perf_counter() - started,
+                                      HEADER_SIZE + header.body_len, error)
 
     async def _take_map(self, c: _Conn, doc: bytes) -> int:
         """MAP_PUT: keep a valid, newer map of our cluster; answer our epoch either way."""
@@ -445,6 +493,8 @@ class Node:
             raise
         except ChunkCorrupt as e:
             log.warning("disk %s: %s", disk_id, e)
+            if self._metrics is not None:
+                self._metrics.checksum_error(disk_id)
             raise
         except ChunkStoreError:
             raise
@@ -521,7 +571,10 @@ class Node:
         info, data = await self._run(req.disk, lambda: ds.get_piece(req.key, req.frag_idx, req.verify, reserve=reserve))
         return Blob(info.checksum, data)
 
-    async def _stream_pieces(self, c: _Conn, req_id: int, disk: str) -> None:
+    async def _stream_pieces(self, c: _Conn, req_id: int, disk: str) -> str | None:
+        """Answer PIECES with batches of the disk's pieces, then their count; returns the
+        error class answered instead, if any."""
+        error = None
         try:
             ds = self._store(disk)
             it = iter(ds.pieces())
@@ -530,9 +583,11 @@ class Node:
                 batch = await self._run(disk, lambda: list(itertools.islice(it, MAX_ITEMS)))
                 if not batch:
                     break
-                await self._send(c, encode_items(req_id, batch))
+                await self._send(c, encode_items(req_id, batch), Op.PIECES)
                 total += len(batch)
             parts = encode_end(req_id, total)
         except ChunkStoreError as e:
+            error = type(e).__name__
             parts = encode_exception(req_id, Op.PIECES, e)
-        await self._send(c, parts)
+        await self._send(c, parts, Op.PIECES)
+        return error
