@@ -1,8 +1,10 @@
 """Making the kernel forget written data that sofs could not store.
 
-With writeback caching the kernel owns a file's size and keeps written pages in its page cache;
-when sofs drops writes it could not store (:mod:`sofs.lostwrites`), readers would go on seeing
-that data, and the size it gave the file, until the inode left the kernel's cache. For each
+The kernel keeps written pages in its page cache (kept across opens) and the file's size in its
+attribute cache (long timeouts: this connector is the only writer); with writeback caching it
+even owns the size. When sofs drops writes it could not store (:mod:`sofs.lostwrites`), readers
+would go on seeing that data, and the size it gave the file, until the inode left the kernel's
+cache. For each
 lost write, :class:`KernelCacheFixer` (a thread of the mount process: these calls wait on
 requests that the event loop serves, so they must not run on it) sets the kernel's size of the
 inode to the one sofs has, by a truncate through an ``O_PATH`` descriptor that

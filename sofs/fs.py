@@ -27,12 +27,13 @@ from typing import Any, Literal
 from chunkstore.api import ChunkStore
 from chunkstore.clock import SYSTEM_CLOCK, Clock
 
-from . import schema
+from . import acl, schema
 from .blocks import BlockCodec
 from .chunkio import ChunkIO
 from .collector import Collector
 from .dirents import NAME_MAX, Directories, check_name
 from .errors import (
+    AccessDenied,
     DirectoryNotEmpty,
     EntryExists,
     FsError,
@@ -492,6 +493,21 @@ class Filesystem:
             self._save(b, node)
             self.meta.commit(b)
             return node.copy()
+
+    def bare_setattr_kind(self, ino: int, ctx: Ctx) -> Literal["chown", "write"]:
+        """What a SETATTR that changes nothing is, without writeback caching (the kernel then
+        sends the same request for both): the set-ID kill before a write, or chown(f, -1, -1).
+        The kernel kills set-ID bits only for a write it allowed, so a caller who may not
+        write the file (by its mode; a file with an ACL is given the benefit) is chowning."""
+        with self._lock:
+            node = self._inodes.get(ino)
+            if ctx.uid in (0, node.uid) or self._xattrs.has(ino, acl.ACCESS):
+                return "write"
+            try:
+                check_access(node, os.W_OK, ctx)
+            except AccessDenied:
+                return "chown"
+            return "write"
 
     # ------------------------------------------------------------------ xattrs
 

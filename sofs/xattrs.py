@@ -57,6 +57,10 @@ class Xattrs:
             raise NoSuchAttribute(name.decode(errors="replace"))
         return value
 
+    def has(self, ino: int, name: bytes) -> bool:
+        with self._lock:
+            return self._meta.get(schema.xattr_key(ino, name)) is not None
+
     def names(self, ino: int) -> list[bytes]:
         with self._lock:
             self._inodes.get(ino)

@@ -35,12 +35,7 @@ from tests.fuse_mount.conftest import needs_fuse
 
 from .nfs42 import UNSTABLE4, Nfs42Client
 
-pytestmark = [
-    pytest.mark.integration, needs_fuse,
-    pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-        "FUSE writeback caching: the kernel stamps regular files' ctime with its 4 ms coarse "
-        "clock and ignores sofs's; fixed by enable_writeback_cache = False")),
-]
+pytestmark = [pytest.mark.integration, needs_fuse]
 
 ROUNDS = 25
 UID = GID = 1000  # the NFS client's AUTH_SYS identity (root would be squashed)
