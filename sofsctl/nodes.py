@@ -1,4 +1,5 @@
-"""sofsctl commands of the networked RING: ``cluster create``, ``node ...`` and ``disk ...``.
+"""sofsctl commands of the networked RING: ``cluster create``, ``node ...`` and ``disk ...``
+(``disk add`` of an embedded RING: :mod:`sofsctl.diskadd`).
 
 Thin: each command calls :mod:`chunkstore.ring.mapadmin` and prints. Map changes take the newest
 map among the local copy and the reachable nodes, add one epoch, save and publish it.
@@ -21,6 +22,7 @@ from chunkstore.ring.open import is_networked
 from sofs.volume import list_volume_names, load_volume
 
 from .common import Failure, FiniteFloat, fail, pass_home, table
+from .diskadd import EMBEDDED_FORM, add_embedded
 from .statusfacts import node_facts
 
 
@@ -198,18 +200,45 @@ def print_nodes(home: Path) -> None:
 
 @click.group()
 def disk() -> None:
-    """Single disks of a networked RING."""
+    """Single disks: add one (embedded or networked RING), take a failed one out (networked)."""
+
+
+NETWORKED_FORM = "sofsctl disk add ID --node NODE [--weight W]"
 
 
 @disk.command("add")
-@click.argument("disk_id")
-@click.option("--node", "node_id", required=True, help="The node serving the disk.")
-@click.option("--weight", type=FiniteFloat(min=0), default=1.0, show_default=True)
+@click.argument("disk_id", required=False)
+@click.option("--node", "node_id", default=None,
+              help="Networked ring (required there): the node serving the disk.")
+@click.option("--path", type=click.Path(path_type=Path), default=None,
+              help="Embedded ring: the disk's directory, empty or missing (its parent must "
+                   "exist), such as a drive's mount point [default: DATA_DIR/disks/ID].")
+@click.option("--weight", type=FiniteFloat(min=0), default=1.0, show_default=True,
+              help="Relative capacity (an embedded ring's disk: > 0).")
+@click.option("--no-rebalance", is_flag=True,
+              help="Embedded ring: only add the disk; sofsctl repair moves the data later.")
 @pass_home
-def disk_add(home: Path, disk_id: str, node_id: str, weight: float) -> None:
-    """Add a disk (already in the node's config and started) to the map."""
-    _change(home, f"disk {disk_id} on node {node_id} added",
-            lambda cmap: cmap.add_disk(disk_id, node_id, weight))
+def disk_add(home: Path, disk_id: str | None, node_id: str | None, path: Path | None,
+             weight: float, no_rebalance: bool) -> None:
+    """Add a disk. Embedded ring: a new disk directory [default: the next id, dN], then the
+    data whose owners changed moves to it. Networked ring: a disk a node already serves,
+    added to the map (data moves in the background)."""
+    if is_networked(home):
+        extra = [o for o, given in (("--path", path is not None),
+                                    ("--no-rebalance", no_rebalance)) if given]
+        if extra:
+            raise Failure(f"{' and '.join(extra)}: for an embedded ring; this data directory "
+                          f"holds a networked one: {NETWORKED_FORM}")
+        if disk_id is None or node_id is None:
+            raise Failure(f"on a networked ring name the disk and its node: {NETWORKED_FORM} "
+                          "(the node must serve the disk already)")
+        _change(home, f"disk {disk_id} on node {node_id} added",
+                lambda cmap: cmap.add_disk(disk_id, node_id, weight))
+        return
+    if node_id is not None:
+        raise Failure("--node: for a networked ring; this data directory holds an embedded "
+                      f"ring (its disks are directories here): {EMBEDDED_FORM}")
+    add_embedded(home, disk_id, path, weight, rebalance_now=not no_rebalance)
 
 
 @disk.command("out")

@@ -12,6 +12,11 @@ directory is as likely a drive that failed to mount as a lost one, and rebuildin
 fill the parent filesystem. A disk that ``cluster init`` found to be its own mounted filesystem
 (``DiskConfig.own_fs``) is never opened nor initialised while its path is on its parent's
 filesystem. Refusals are kept in :attr:`LocalRing.refused` (disk id -> message).
+
+:meth:`LocalRing.add_disk` grows the ring by one disk while it is open (offline by ``sofsctl
+disk add``, or at runtime in the mount process): see :mod:`chunkstore.ring.growth`. A ring
+file that lacks a disk of the config (a disk add that stopped at its commit point) is
+completed at open (:attr:`LocalRing.completed`).
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ import time
 from chunkstore.disk.marker import DAMAGED_PREFIX, MARKER_NAME, set_aside
 from chunkstore.disk.store import DEFAULT_CONTAINER_SIZE, DiskStore
 from chunkstore.errors import DiskUnavailable
-from chunkstore.placement.layout import REPAIR_LOG_DIR
-from chunkstore.placement.ring import Ring
+from chunkstore.placement.layout import REPAIR_LOG_DIR, RING_FILE
+from chunkstore.placement.ring import Ring, RingData
+from chunkstore.ring import growth
 from chunkstore.ring import localcluster as cl
 from chunkstore.ring.datapath import RingStore
 from chunkstore.ring.repairlog import RepairLog
@@ -56,11 +62,12 @@ class LocalRing(RingStore):
         self._container_size = container_size
         self.refused: dict[str, str] = {}  # disk id -> why it is not used (see revive_disk)
         self.set_aside: dict[str, str] = {}  # disk id -> what revive_disk moved away, and why
+        self.completed: list[str] = []  # disks added to ring.json at open (see module docstring)
         cl.load_config(self.data_dir)  # ClusterNotFound before creating a lock file anywhere
         self._lock = cl.ClusterLock(self.data_dir)
         try:
             self.config = cl.load_config(self.data_dir)
-            self.ring = Ring(cl.load_ring(self.data_dir))
+            self.ring = Ring(self._complete_ring(cl.load_ring(self.data_dir)))
             self._init_disks()
             for d in self.config.disks:
                 self._open_disk(d.id)
@@ -85,7 +92,31 @@ class LocalRing(RingStore):
         disk that is there; ``workers`` bounds the piece I/O thread pool."""
         return cls(data_dir, workers=workers, container_size=container_size)
 
+    def _complete_ring(self, data: RingData) -> RingData:
+        done = growth.complete_ring(self.config, data)
+        if done is None:
+            return data
+        data, self.completed = done
+        data.save(os.path.join(self.data_dir, RING_FILE))
+        return data
+
     # -- disks --------------------------------------------------------------------------
+
+    def add_disk(self, disk_id: str | None = None, path: str | os.PathLike | None = None,
+                 weight: float = 1.0) -> growth.DiskAddition:
+        """Add a disk to the cluster and the ring (:mod:`chunkstore.ring.growth`: its
+        directory initialised, cluster.json then ring.json written) and start using it: new
+        pieces are placed by the grown ring at once; the pieces whose owners changed stay
+        readable where they are until the repair sweep moves them. MapError or
+        DiskUnavailable when refused (nothing committed then)."""
+        self._check_open()
+        plan = growth.plan_disk(self.data_dir, self.config, self.ring.data, disk_id, path, weight)
+        added = growth.apply_disk(self.data_dir, plan)
+        self.config = added.config  # first: the disk is known before the ring places on it
+        self._open_disk(added.disk.id)  # one that does not open is down, as at open
+        self.ring = Ring(added.ring)
+        return added
+
 
     def _open_disk(self, disk_id: str) -> bool:
         path = self.config.disk_path(self.data_dir, disk_id)

@@ -184,6 +184,11 @@ class ClusterLock:
             os.close(fd)  # closing drops the flock
 
 
+def _different(data_dir: str, config: ClusterConfig) -> str:
+    return (f"{data_dir}: holds a different cluster ({len(config.disks)} disks, {config.vnodes} "
+            "vnodes); to grow it, add disks one at a time with: sofsctl disk add")
+
+
 def init_local_cluster(
     data_dir: str | os.PathLike, disks: int = 6, vnodes: int = DEFAULT_VNODES
 ) -> ClusterConfig:
@@ -209,9 +214,7 @@ def init_local_cluster(
         except ClusterNotFound:
             raise ClusterInUse(f"{data_dir}: another process is creating this cluster") from None
         if not config.same_shape(ClusterConfig(config.cluster_id, vnodes, wanted_disks)):
-            raise ClusterMismatch(
-                f"{data_dir}: holds a different cluster ({len(config.disks)} disks, {config.vnodes} vnodes)"
-            ) from None
+            raise ClusterMismatch(_different(data_dir, config)) from None
         return config
     try:
         try:
@@ -224,9 +227,7 @@ def init_local_cluster(
         else:
             fresh = False
             if not config.same_shape(ClusterConfig(config.cluster_id, vnodes, wanted_disks)):
-                raise ClusterMismatch(
-                    f"{data_dir}: holds a different cluster ({len(config.disks)} disks, {config.vnodes} vnodes)"
-                )
+                raise ClusterMismatch(_different(data_dir, config))
         os.makedirs(os.path.join(data_dir, DISKS_DIR), exist_ok=True)
         for d in config.disks:
             path = config.disk_path(data_dir, d.id)
