@@ -42,6 +42,7 @@ def nfs_export_of(spec: ExportSpec, volume_uuid: str, mountpoint: str) -> NfsExp
         nfs_port=o.port,
         bind=o.bind,
         v3=o.v3,
+        v42=o.v42,
         mount_port=o.mount_port,
         graceless=grace == 0,
         grace_s=grace if grace > 0 else 90,

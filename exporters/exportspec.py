@@ -77,6 +77,7 @@ class NfsOptions:
     port: int = 2049
     bind: str = "0.0.0.0"
     v3: bool = False
+    v42: bool = False     # also NFSv4.2 (ALLOCATE, DEALLOCATE, SEEK...): opt-in, see ganesha.py
     mount_port: int | None = None
     grace: int = 90       # seconds; 0 = Graceless (tests only: NFSv4 clients lose reclaim)
     attr_cache: int = 0   # seconds Ganesha trusts cached attributes (0: always ask the mount)
@@ -84,7 +85,9 @@ class NfsOptions:
     def to_json(self) -> dict[str, Any]:
         return {"clients": [c.to_json() for c in self.clients], "read_only": self.read_only,
                 "squash": self.squash, "port": self.port, "bind": self.bind, "v3": self.v3,
-                "mount_port": self.mount_port, "grace": self.grace, "attr_cache": self.attr_cache}
+                "mount_port": self.mount_port, "grace": self.grace, "attr_cache": self.attr_cache,
+                # written only when on: a spec from before the key is written back as it was
+                **({"v42": True} if self.v42 else {})}
 
     @classmethod
     def from_json(cls, doc: object, where: str = "spec.json") -> NfsOptions:
@@ -98,7 +101,7 @@ class NfsOptions:
         opts = cls(clients=clients, read_only=f.flag("read_only", d.read_only),
                    squash=f.text("squash", d.squash), port=f.integer("port", d.port),
                    bind=f.text("bind", d.bind), v3=f.flag("v3", d.v3),
-                   mount_port=f.opt_integer("mount_port"), grace=f.integer("grace", d.grace),
+                   v42=f.flag("v42", d.v42), mount_port=f.opt_integer("mount_port"), grace=f.integer("grace", d.grace),
                    attr_cache=f.integer("attr_cache", d.attr_cache))
         f.done()
         return opts

@@ -29,6 +29,13 @@ at every mount, so every export pins both, derived only from the volume's UUID:
 
 The same UUID always gives the same ids, on any host, whatever else is in the config.
 
+NFSv4.2
+-------
+Served only with ``v42=True``. It brings ALLOCATE and DEALLOCATE (fallocate on the mount, which
+sofs supports), SEEK and READ_PLUS; a Linux client offered 4.2 uses it by default, and 4.2 is
+the newest and least exercised part of Ganesha 4.3's protocol code, so an archive opts in per
+export after testing its clients, instead of every PACS moving to it on the next remount.
+
 NFSv3
 -----
 NFSv4 (4.0 and 4.1) needs nothing but the NFS port. With ``v3=True`` the server also serves
@@ -95,6 +102,7 @@ class NfsExport:
     nfs_port: int = 2049
     bind: str = "0.0.0.0"
     v3: bool = False
+    v42: bool = False
     graceless: bool = False
     grace_s: int = 90
     export_id: int | None = None
@@ -228,7 +236,8 @@ def render_ganesha_config(export: NfsExport | Sequence[NfsExport], run_dir: Path
     run_dir = check_path(Path(run_dir).absolute(), "run directory")
     checked = [validate_export(e) for e in exports]
     first = checked[0]
-    server_keys = ("nfs_port", "bind", "v3", "graceless", "grace_s", "lease_s", "mount_port")
+    server_keys = ("nfs_port", "bind", "v3", "v42", "graceless", "grace_s", "lease_s",
+                   "mount_port")
     for c in checked[1:]:
         for key in server_keys:
             if getattr(c.export, key) != getattr(first.export, key):
@@ -277,7 +286,7 @@ def render_ganesha_config(export: NfsExport | Sequence[NfsExport], run_dir: Path
         f"    Graceless = {_bool(e.graceless)};",
         f"    Grace_Period = {e.grace_s};",
         f"    Lease_Lifetime = {e.lease_s};",
-        "    Minor_Versions = 0, 1;",
+        f"    Minor_Versions = {'0, 1, 2' if e.v42 else '0, 1'};",
         "    RecoveryBackend = fs;",
         f"    RecoveryRoot = {_q(str(run_dir / 'recovery'))};",
         "    Allow_Numeric_Owners = true;",

@@ -64,6 +64,9 @@ def _started(st: registry.ExportStatus, log: Path) -> None:
 @click.option("--v3", is_flag=True,
               help="Also serve NFSv3 (needs rpcbind running; NLM is off: clients mount with "
                    "nolock) [default: NFSv4.0 and v4.1 only].")
+@click.option("--v42", is_flag=True,
+              help="Also serve NFSv4.2 (ALLOCATE/DEALLOCATE for fallocate, SEEK, READ_PLUS); "
+                   "Linux clients then use 4.2 by default [default: v4.0 and v4.1].")
 @click.option("--mount-port", type=click.IntRange(1, 65535), default=None,
               help="NFSv3 MOUNT port [default: --port + 1].")
 @click.option("--grace", type=click.IntRange(0, 180), default=90, show_default=True,
@@ -80,7 +83,8 @@ def _started(st: registry.ExportStatus, log: Path) -> None:
 @click.option("--timeout", type=FiniteFloat(min=0), default=90.0, show_default=True, hidden=True)
 @pass_home
 def export_nfs(home: Path, volume: str, clients: tuple[str, ...], read_only: bool, port: int,
-               bind: str, no_root_squash: bool, v3: bool, mount_port: int | None, grace: int,
+               bind: str, no_root_squash: bool, v3: bool, v42: bool, mount_port: int | None,
+               grace: int,
                attr_cache: int, timeout: float) -> None:
     """Export mounted volume VOLUME over NFS (pseudo path /VOLUME).
 
@@ -98,7 +102,7 @@ def export_nfs(home: Path, volume: str, clients: tuple[str, ...], read_only: boo
         spec = exportspec.ExportSpec(kind="nfs", volume=volume, options=exportspec.NfsOptions(
             clients=rules, read_only=read_only,
             squash="no_root_squash" if no_root_squash else "root_squash",
-            port=port, bind=bind, v3=v3, mount_port=mount_port, grace=grace,
+            port=port, bind=bind, v3=v3, v42=v42, mount_port=mount_port, grace=grace,
             attr_cache=attr_cache,
         ))
         st = registry.create_export(home, spec, timeout=timeout)

@@ -6,9 +6,9 @@ fuse_mount/fallocate_hook.py). The client is tests/exporters/nfs42.py (no other 
 sends these operations); files are written and read back with nfs-rs (NFSv4.1) and through the
 FUSE mount.
 
-``sofsctl export nfs`` serves NFSv4.0 and 4.1 only (exporters/ganesha.py, ``Minor_Versions``):
-this module renders the same configuration with exporters.ganesha, adds minor version 2 and
-runs its own ganesha.nfsd on 127.0.0.1 and a free port, stopped by pid whatever happens.
+``sofsctl export nfs`` serves NFSv4.2 only with ``--v42`` (exporters/ganesha.py, ``v42``):
+this module renders that configuration with exporters.ganesha and runs its own ganesha.nfsd on
+127.0.0.1 and a free port, stopped by pid whatever happens.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ pytestmark = [pytest.mark.integration, needs_fuse]
 MIB = 1 << 20
 BLOCK = 4 * MIB  # the volume's block size
 NFS4ERR_NOSPC, NFS4ERR_ISDIR = 28, 21
-V41_ONLY, WITH_V42 = "Minor_Versions = 0, 1;", "Minor_Versions = 0, 1, 2;"
+WITH_V42 = "Minor_Versions = 0, 1, 2;"
 
 
 @dataclass
@@ -67,13 +67,10 @@ def export() -> Iterator[Nfs42Export]:
         port = free_port()
         spec = NfsExport(volume="vol", volume_uuid=load_volume(archive.data, "vol").uuid,
                          mountpoint=archive.mnt, clients=[ClientRule("127.0.0.1/32")],
-                         nfs_port=port, bind="127.0.0.1", graceless=True)
+                         nfs_port=port, bind="127.0.0.1", graceless=True, v42=True)
         run = root / "run"
         conf = write_ganesha_config(spec, run)
-        text = conf.read_text()
-        if WITH_V42 not in text:
-            assert V41_ONLY in text, "exporters/ganesha.py no longer says which minor versions"
-            conf.write_text(text.replace(V41_ONLY, WITH_V42))
+        assert WITH_V42 in conf.read_text()
         with running(ganesha_service(conf, run)):
             yield Nfs42Export(archive, port)
     finally:

@@ -384,3 +384,17 @@ def test_export_spec_attr_cache_reaches_ganesha():
     spec = replace(spec, options=replace(spec.nfs, attr_cache=7200))
     with pytest.raises(ExportError, match="attribute cache"):
         render_ganesha_config(exportconfig.nfs_export_of(spec, vol_uuid, "/mnt/x"), RUN)
+
+
+def test_nfs_v42_is_opt_in_and_survives_the_spec_file():
+    vol_uuid = str(uuid.uuid4())
+    spec = exportspec.ExportSpec("nfs", "vol", exportspec.NfsOptions(
+        clients=(exportspec.NfsClient("10.0.0.0/8", "RW"),)))
+    text = render_ganesha_config(exportconfig.nfs_export_of(spec, vol_uuid, "/mnt/x"), RUN)
+    assert "Minor_Versions = 0, 1;" in text
+    spec = replace(spec, options=replace(spec.nfs, v42=True))
+    again = exportspec.NfsOptions.from_json(spec.nfs.to_json())
+    assert again.v42 and exportspec.NfsOptions.from_json(
+        {k: v for k, v in spec.nfs.to_json().items() if k != "v42"}).v42 is False  # older file
+    text = render_ganesha_config(exportconfig.nfs_export_of(spec, vol_uuid, "/mnt/x"), RUN)
+    assert "Minor_Versions = 0, 1, 2;" in text
