@@ -5,20 +5,22 @@ namespace plan, optionally repair) on one volume's metadata and builds the repor
 from __future__ import annotations
 
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from chunkstore.api import ChunkStore
 from chunkstore.clock import SYSTEM_CLOCK, Clock
 
-from ..metadata import MetaStore
+from .. import schema
+from ..metadata import Batch, MetaStore
 from ..timestamps import wall_ns
 from ..volume import load_volume, volume_dir
 from . import namespace, scan
 from .chunks import ChunkProbe
 from .refcounts import scan_refcounts
 from .repair import apply_fixes
-from .report import FsckReport, Problem, Progress
-from .state import MARK_NEW, CheckState
+from .report import SUPERBLOCK, FsckReport, Problem, Progress
+from .state import MARK_NEW, STAGE_STALE, CheckState, le
 
 
 def check(meta: MetaStore, store: ChunkStore | None = None, *, block_size: int,
@@ -41,13 +43,41 @@ def check(meta: MetaStore, store: ChunkStore | None = None, *, block_size: int,
     scan.scan_entries(st)
     namespace.plan_namespace(st)
     namespace.plan_superblock(st)
+    _check_block_bytes(st)
     return _report(st, repair)
+
+
+def _check_block_bytes(st: CheckState) -> None:
+    """The superblock's block-bytes counter (what statfs calls used) against the block map;
+    absent is fine (the next mount counts it). Its fix recounts once the fixes before it are
+    staged (they may drop block map entries), so it runs last."""
+    value = st.meta.get(schema.SUPER_BLOCK_BYTES)
+    if value is None or le(value) == st.block_bytes:
+        return
+    st.problem(SUPERBLOCK, None, f"block bytes counter says {le(value)}, the block map holds "
+               f"{st.block_bytes}: recounted", STAGE_STALE, _recount(st.meta))
+
+
+def _recount(meta: MetaStore) -> Callable[[Batch], None]:
+    """A fix that sets the counter from the block map as this batch leaves it."""
+    def fix(b: Batch) -> None:
+        total = 0
+        for key, _ in meta.scan(b"B"):
+            staged = b.get(key)
+            if staged is not None:
+                total += schema.parse_block_value(staged)[0]
+        b.put(schema.SUPER_BLOCK_BYTES, schema.le_u64(total))
+    return fix
 
 
 def _report(st: CheckState, repair: bool) -> FsckReport:
     """Apply the fixes (with ``repair``) and count what was read (inodes rebuilt or created by
     the plan are not counted)."""
     done = apply_fixes(st) if repair else set()
+    if done and st.meta.get(schema.SUPER_BLOCK_BYTES) is not None:
+        b = st.meta.batch()  # repairs may have dropped block map entries: count them again
+        _recount(st.meta)(b)
+        st.meta.commit(b, sync=True)
     files = dirs = links = inodes = 0
     total = 0
     for s, mode in enumerate(st.modes):

@@ -168,6 +168,7 @@ def scan_blocks(st: CheckState) -> None:
             continue
         ck = value[5:5 + KEY_SIZE]
         counts[ck] = counts.get(ck, 0) + 1
+        st.block_bytes += int.from_bytes(value[:4], "little")
         ino = int.from_bytes(key[1:9], "big")
         if ino != last_ino:
             last_ino = ino

@@ -170,6 +170,7 @@ class CheckState:
         self.meta = meta
         self.probe = probe
         self.bs = block_size
+        self.block_bytes = 0  # raw lengths of the well-formed block map entries, summed
         self.progress = progress
         self.found: list[Found] = []
         self.now = now_ns          # timestamps of rebuilt inodes and collector queue entries
