@@ -116,10 +116,11 @@ async def _handle(stream: trio.SocketStream, ops: dict[str, Operation],
             await _send(stream, {"error": "another admin job is running on this mount"})
             return
         async with busy if exclusive else contextlib.nullcontext():
-            progress = [0, 0, ""]
+            progress: list[Any] = [[0, 0], ""]
 
-            def report(done: int, total: int, phase: str = "") -> None:
-                progress[0], progress[1], progress[2] = done, total, phase
+            def report(done: int, total: int, *sized: int, phase: str = "") -> None:
+                # (done, total), or (done, total, bytes_done, bytes_total): forwarded as given
+                progress[0], progress[1] = [done, total, *sized], phase
 
             result: dict[str, Any] = {}
             done = trio.Event()
@@ -140,11 +141,11 @@ async def _handle(stream: trio.SocketStream, ops: dict[str, Operation],
                 while not done.is_set():
                     with trio.move_on_after(PROGRESS_INTERVAL_S):
                         await done.wait()
-                    if not done.is_set() and progress[1]:
+                    if not done.is_set() and progress[0][1]:
                         try:
-                            msg: dict[str, Any] = {"progress": progress[:2]}
-                            if progress[2]:
-                                msg["phase"] = progress[2]
+                            msg: dict[str, Any] = {"progress": progress[0]}
+                            if progress[1]:
+                                msg["phase"] = progress[1]
                             await _send(stream, msg)
                         except trio.BrokenResourceError:
                             pass  # the client went away; the job still finishes

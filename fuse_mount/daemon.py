@@ -126,7 +126,7 @@ def admin_ops(ring: RingStore, fs: Filesystem, healer: Healer | None = None,
         "disks": lambda progress: [u.as_dict() for u in disk_usage(ring)],
         # another volume of the data directory (the ring's one mount serves them all)
         "volume-delete": lambda progress, uuid: volumedelete.finish(
-            volumedelete.tomb_of(Path(ring.data_dir), uuid), ring, progress),
+            volumedelete.tomb_of(Path(ring.data_dir), uuid), ring, progress_sized=progress),
         # any volume of the data directory (an embedded ring's one mount serves them all)
         "volume-checkpoints": lambda progress, uuid: [
             c.as_dict() for c in list_checkpoints(ring, uuid)],

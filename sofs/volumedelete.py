@@ -75,8 +75,11 @@ def tomb_of(data_dir: Path, volume_uuid: str) -> Path:
 
 def finish(tomb: Path, store: ChunkStore,
            progress: Callable[[int, int], None] | None = None,
-           clock: Clock = SYSTEM_CLOCK) -> DeleteReport:
-    """Steps 2 to 4 for the directory :func:`begin` made (again, after a crash)."""
+           clock: Clock = SYSTEM_CLOCK, *,
+           progress_sized: Callable[[int, int, int, int], None] | None = None) -> DeleteReport:
+    """Steps 2 to 4 for the directory :func:`begin` made (again, after a crash).
+    ``progress(done, total)`` is told the chunks deleted so far (or failed) of all;
+    ``progress_sized(done, total, bytes_done, bytes_total)`` the same with their bytes."""
     config = VolumeConfig.from_json((tomb / "volume.json").read_text())
     vid = uuidlib.UUID(config.uuid).bytes
     unread = 0  # the checkpoints could not be listed now: the directory stays, to finish later
@@ -103,14 +106,18 @@ def finish(tomb: Path, store: ChunkStore,
         finally:
             meta.close()
     deleted, failed = 0, unread
+    done_bytes, total_bytes = 0, sum(ref.size for ref in refs.values())
     for n, ref in enumerate(refs.values()):
         try:
             store.delete(ref)
             deleted += 1
         except cerr.ChunkStoreError:
             failed += 1
+        done_bytes += ref.size
         if progress is not None:
             progress(n + 1, len(refs))
+        if progress_sized is not None:
+            progress_sized(n + 1, len(refs), done_bytes, total_bytes)
     if failed == 0:
         shutil.rmtree(tomb)
         fsync_dir(tomb.parent)

@@ -19,8 +19,9 @@ from sofs import metacheckpoint as mc
 from sofs.metadata import MetaStore
 from sofs.volume import list_volume_names, load_volume, save_volume, volume_dir
 
-from .common import Failure, fail, human, pass_home, progress_bar, table
+from .common import Failure, fail, human, pass_home, table
 from .jobs import require_volume, ring_job
+from .progress import BYTES, ProgressLine
 
 
 def _when(ts: float) -> str:
@@ -94,11 +95,10 @@ def volume_checkpoint(home: Path, name: str, list_only: bool, take_over: bool,
         else:
             _print_list(rows)
         return
-    progress, finish = progress_bar("checkpoint", show_pos=False, tty_only=True)
-    try:
+    with ProgressLine("checkpoint", BYTES) as line:  # progress(bytes done, bytes total)
         if mounted is not None:
             info = _call_mount(home, "checkpoint-take-over" if take_over else "checkpoint",
-                               name, progress)
+                               name, lambda done, total, *rest, phase="": line.update(done, total))
         else:
             ring = _open_ring(home)
             try:
@@ -108,14 +108,12 @@ def volume_checkpoint(home: Path, name: str, list_only: bool, take_over: bool,
                 raise Failure(f"cannot open the metadata of volume {name}: {e}") from None
             try:
                 info = mc.Checkpointer(meta, ring, config, volume_dir(home, name)).write(
-                    progress, take_over=take_over).as_dict()
+                    line.update, take_over=take_over).as_dict()
             except (cerr.ChunkStoreError, ferr.FsError) as e:
                 raise fail(e) from None
             finally:
                 meta.close()
                 ring.close()
-    finally:
-        finish()
     if as_json:
         click.echo(json.dumps(info, indent=1))
         return
@@ -195,16 +193,14 @@ def volume_restore(home: Path, name: str | None, which: int, volume_uuid: str | 
             raise Failure(f"volume {name} exists in {home}: restoring would replace its "
                           f"metadata. Move {vdir} away first if it is really lost or damaged")
         vdir.mkdir(parents=True, exist_ok=True)
-        progress, finish = progress_bar("restore", show_pos=False, tty_only=True)
         t0 = time.monotonic()
         try:
-            config, info = mc.restore(ring, chosen.uuid, vdir / "meta", which=which - 1,
-                                      progress=progress)
+            with ProgressLine("restore", BYTES) as line:  # progress(bytes read, bytes total)
+                config, info = mc.restore(ring, chosen.uuid, vdir / "meta", which=which - 1,
+                                          progress=line.update)
         except (cerr.ChunkStoreError, ferr.FsError) as e:
             shutil.rmtree(vdir, ignore_errors=True)
             raise fail(e) from None
-        finally:
-            finish()
         try:
             MetaStore(vdir / "meta").close()  # rocksdb opens what was restored
         except Exception as e:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -68,17 +66,3 @@ def table(rows: list[tuple]) -> None:
     for r in rows:
         click.echo("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
-
-def progress_bar(label: str | None, *, show_pos: bool = True, tty_only: bool = False
-                 ) -> tuple[Callable[[int, int], None], Callable[[], None]]:
-    """A progress callback (done, total) drawing a bar on stderr, and its finisher; both do
-    nothing without a LABEL (or, with TTY_ONLY, when stderr is not a terminal)."""
-    if label is None or (tty_only and not sys.stderr.isatty()):
-        return (lambda done, total: None), (lambda: None)
-    bar = click.progressbar(length=1, label=label, file=sys.stderr, show_pos=show_pos,
-                            show_eta=True)
-
-    def progress(done: int, total: int) -> None:
-        bar.length = max(total, 1, done)
-        bar.update(done - bar.pos)
-    return progress, bar.render_finish

@@ -9,8 +9,6 @@ on a terminal only) and prints the summary. The networked form is in :mod:`sofsc
 from __future__ import annotations
 
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ from fuse_mount import runstate
 
 from .common import fail, human
 from .jobs import ring_job
+from .progress import BYTES, ProgressLine
 
 EMBEDDED_FORM = "sofsctl disk add [ID] [--path PATH] [--weight W] [--no-rebalance]"
 
@@ -37,22 +36,6 @@ def _refuse_if_mounted(home: Path) -> None:
     raise fail(f"mounted: {names}. The embedded ring lives in the mount process, and a disk "
                f"is added to it offline: unmount first ({cmds}), run disk add again, then "
                "mount again")
-
-
-def bytes_bar(label: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
-    """A (done, total) bytes progress bar on stderr with the rate and the ETA, and its
-    finisher; both do nothing when stderr is not a terminal."""
-    if not sys.stderr.isatty():
-        return (lambda done, total: None), (lambda: None)
-    bar = click.progressbar(length=1, label=label, file=sys.stderr, show_pos=False,
-                            show_percent=True, show_eta=True, item_show_func=lambda s: s)
-    started = time.monotonic()
-
-    def progress(done: int, total: int) -> None:
-        bar.length = max(total, 1, done)
-        rate = done / max(time.monotonic() - started, 1e-3)
-        bar.update(done - bar.pos, f"{human(done)}/{human(bar.length)}, {human(rate)}/s")
-    return progress, bar.render_finish
 
 
 def _added_line(added: dict) -> str:
@@ -78,7 +61,8 @@ def add_embedded(home: Path, disk_id: str | None, path: Path | None, weight: flo
     except cerr.ChunkStoreError as e:  # no cluster here, or an unreadable one
         raise fail(e) from None
     shown: dict[str, Any] = {}
-    progress, finish = bytes_bar("rebalancing")
+    line = ProgressLine("rebalancing", BYTES)
+    progress = line.update
 
     def job(ring: LocalRing, chunks) -> DiskAddReport:
         for done in ring.completed:  # committed by a disk add that stopped before ring.json
@@ -100,12 +84,10 @@ def add_embedded(home: Path, disk_id: str | None, path: Path | None, weight: flo
                                               planned=lambda p: click.echo(_plan_line(p))))
 
     try:
-        try:
+        with line:
             report = ring_job(home, "disk-add", job, record=True, args={
                 "disk_id": disk_id, "path": None if path is None else str(path.resolve()),
                 "weight": weight, "rebalance_now": rebalance_now})
-        finally:
-            finish()
     except KeyboardInterrupt:
         _interrupted(home, before, shown)
     except (cerr.ChunkStoreError, KeyError, OSError) as e:

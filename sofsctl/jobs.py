@@ -8,7 +8,9 @@ import difflib
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -21,7 +23,8 @@ from fuse_mount.ctlserver import to_jsonable
 from sofs import errors as ferr
 from sofs.volume import VolumeConfig, list_volume_names, load_volume
 
-from .common import fail, progress_bar
+from .common import fail
+from .progress import ProgressLine, job_callback
 
 JOB_FILE = "sofsctl-job.json"  # under DATA_DIR/run: the job a sofsctl process runs on the ring
 
@@ -80,33 +83,43 @@ class _JobRecord:
 
 
 def ring_job(home: Path, op: str, run_local, label: str | None = None,
-             args: dict | None = None, record: bool = False):
+             args: dict | None = None, record: bool = False, unit: str = "chunks",
+             succeeded: Callable[[Any], bool] | None = None):
     """Run a job that needs the RING: here (``run_local(ring, progress)``; with ``record``,
     recorded for ``status`` while it runs), or as admin op ``op`` (with ``args``) in the mount
-    process that holds it."""
-    progress, finish = progress_bar(label)
+    process that holds it. With a ``label``, its progress line is drawn on a terminal:
+    ``progress(done, total)`` counts in ``unit``, ``progress(done, total, bytes_done,
+    bytes_total)`` bytes; it ends at 100% unless the job fails or ``succeeded(result)`` says
+    it did not finish (a cancelled sweep)."""
+    if label is None:
+        return _run_ring_job(home, op, run_local, lambda *a, **k: None, args, record)
+    with ProgressLine(label, unit) as line:
+        result = _run_ring_job(home, op, run_local, job_callback(line, unit), args, record)
+        if succeeded is not None and not succeeded(result):
+            line.finish(ok=False, note="cancelled")
+    return result
+
+
+def _run_ring_job(home: Path, op: str, run_local, progress, args: dict | None, record: bool):
     try:
-        try:
-            ring = open_ring(home, instance="sofsctl")
-        except cerr.ClusterInUse as e:
-            if is_networked(home):
-                raise fail(f"another sofsctl job holds this data directory: "
-                           f"{_busy_message(home, e)}") from None
-            try:  # a mount process serves the RING: it runs the job for us
-                return control.call(home, op, progress, args=args)
-            except control.MountError as e:
-                raise fail(_busy_message(home, e)) from None
-        except cerr.ChunkStoreError as e:
-            raise fail(e) from None
-        job = _JobRecord(home, op, progress) if record else None
-        try:
-            return to_jsonable(run_local(ring, job or progress))
-        finally:
-            if job is not None:
-                job.close()
-            ring.close()
+        ring = open_ring(home, instance="sofsctl")
+    except cerr.ClusterInUse as e:
+        if is_networked(home):
+            raise fail(f"another sofsctl job holds this data directory: "
+                       f"{_busy_message(home, e)}") from None
+        try:  # a mount process serves the RING: it runs the job for us
+            return control.call(home, op, progress, args=args)
+        except control.MountError as e:
+            raise fail(_busy_message(home, e)) from None
+    except cerr.ChunkStoreError as e:
+        raise fail(e) from None
+    job = _JobRecord(home, op, progress) if record else None
+    try:
+        return to_jsonable(run_local(ring, job or progress))
     finally:
-        finish()
+        if job is not None:
+            job.close()
+        ring.close()
 
 
 def volumes(home: Path) -> list[VolumeConfig]:

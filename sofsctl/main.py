@@ -11,7 +11,6 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
@@ -36,14 +35,13 @@ from .inspect import chunk, file_group
 from .jobs import require_volume, volumes
 from .maintenancecmd import maintenance, scrub
 from .nodes import cluster_create, disk, node
+from .progress import PhaseLines
 from .repaircmd import repair
 from .status import status
 from .supervise import supervise
 from .usage import df, volume_show
 from .volumecmds import volume_delete, volume_set
 
-if TYPE_CHECKING:
-    from click._termui_impl import ProgressBar
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None,
@@ -328,29 +326,9 @@ def umount(home: Path, mountpoint: str, timeout: float) -> None:
 
 # ---------------------------------------------------------------------------------------- fsck
 
-class _PhaseBars:
-    """One progress bar per phase of a long job, on a terminal only."""
-
-    def __init__(self) -> None:
-        self.bar: "ProgressBar[int] | None" = None
-        self.phase: str | None = None
-
-    def __call__(self, phase: str, done: int, total: int) -> None:
-        if not sys.stderr.isatty():
-            return
-        if phase != self.phase:
-            self.finish()
-            self.phase = phase
-            self.bar = click.progressbar(length=max(total, 1), label=f"{phase:10s}",
-                                         file=sys.stderr, show_pos=True)
-        assert self.bar is not None  # made for this phase just above
-        self.bar.length = max(total, 1, done)
-        self.bar.update(done - self.bar.pos)
-
-    def finish(self) -> None:
-        if self.bar is not None:
-            self.bar.render_finish()
-            self.bar = None
+# what fsck's phases count (sofs.fsck: progress(phase, done, total_or_0))
+FSCK_UNITS = {"inodes": "inodes", "keys": "keys", "blocks": "blocks", "refcounts": "chunks",
+              "entries": "entries", "repair": "fixes"}
 
 
 def _report_from_json(d: dict) -> FsckReport:
@@ -358,7 +336,7 @@ def _report_from_json(d: dict) -> FsckReport:
                          "open_orphans": tuple(d["open_orphans"])})
 
 
-def _check_offline(home: Path, name: str, repair: bool, bars: _PhaseBars) -> FsckReport:
+def _check_offline(home: Path, name: str, repair: bool, bars: PhaseLines) -> FsckReport:
     ring = None
     try:
         ring = open_ring(home)
@@ -395,7 +373,7 @@ def fsck(home: Path, name: str, repair: bool, as_json: bool) -> None:
     require_volume(home, name)
     mounted = next((st for st in runstate.all_states(home) if st.alive and st.volume == name),
                    None)
-    bars = _PhaseBars()
+    bars = PhaseLines(FSCK_UNITS)
     try:
         if mounted is None:
             report = _check_offline(home, name, repair, bars)
@@ -407,12 +385,14 @@ def fsck(home: Path, name: str, repair: bool, as_json: bool) -> None:
                        "checkpoint of its metadata", err=True)
             try:
                 report = _report_from_json(control.call(
-                    home, "fsck", lambda done, total, phase="": bars(phase, done, total),
+                    home, "fsck", lambda done, total, *rest, phase="": bars(phase, done, total),
                     volume=name if is_networked(home) else None))
             except control.MountError as e:
                 raise fail(e) from None
-    finally:
-        bars.finish()
+    except BaseException as e:
+        bars.finish(ok=False, note="interrupted" if isinstance(e, KeyboardInterrupt) else "failed")
+        raise
+    bars.finish()
     shown = [p for p in report.problems if not (p.kind == "orphan-inode"
                                                  and p.ino in report.open_orphans)]
     if as_json:

@@ -18,8 +18,9 @@ from chunkstore.ring.localcluster import init_disk_dir, load_config
 from chunkstore.ring.open import is_networked
 from fuse_mount import runstate
 
-from .common import FiniteFloat, fail, human, pass_home, progress_bar
+from .common import FiniteFloat, fail, human, pass_home
 from .jobs import ask_mount, ring_job
+from .progress import ProgressLine, is_terminal
 
 MIB = 1 << 20
 
@@ -88,15 +89,18 @@ def repair(home: Path, init_disks: tuple[str, ...], rate: float | None, attach: 
     try:
         report = ring_job(
             home, "repair",
-            lambda ring, p: run_repair(ring, progress=p, init_disks=init_disks,
+            lambda ring, p: run_repair(ring, progress_sized=p, init_disks=init_disks,
                                        max_bytes_per_s=rate * MIB if rate else None),
-            label=None if as_json else "repairing", record=True,
-            args={"init_disks": list(init_disks)} if init_disks else None)
+            label=None if as_json else "repair", record=True,
+            args={"init_disks": list(init_disks)} if init_disks else None,
+            succeeded=lambda r: not r.get("cancelled"))
     except KeyboardInterrupt:
+        # the progress line ended its line; without one, get off the ^C the terminal echoed
+        nl = "\n" if as_json and is_terminal(sys.stderr) else ""
         if mount is None:
-            click.echo("\nrepair interrupted: the next repair does what this one left", err=True)
+            click.echo(f"{nl}repair interrupted: the next repair does what this one left", err=True)
             sys.exit(130)
-        click.echo(f"\nthe repair goes on in the mount process (pid {mount.pid}): follow it "
+        click.echo(f"{nl}the repair goes on in the mount process (pid {mount.pid}): follow it "
                    "with sofsctl repair --attach, stop it with sofsctl repair --cancel; "
                    "sofsctl status shows it", err=True)
         sys.exit(130)
@@ -111,19 +115,22 @@ def _follow(home: Path) -> None:
                                              else ""))
         return
     started = st["started"]
-    progress, finish = progress_bar("repairing")
+    line = ProgressLine("repair", "chunks", initial_done=st["chunks_done"])
     try:
         while st["state"] == "rebuilding" and st["started"] == started:
-            progress(st["chunks_done"], st["chunks_total"])
+            line.update(st["chunks_done"], st["chunks_total"])
             time.sleep(1.0)
             st = ask_mount(home, "sweep")
-        progress(st["chunks_total"], st["chunks_total"])
     except KeyboardInterrupt:
-        click.echo("\nstopped following; the repair goes on (sofsctl repair --cancel stops it)",
+        line.finish(ok=False, note="stopped following")
+        click.echo("stopped following; the repair goes on (sofsctl repair --cancel stops it)",
                    err=True)
         sys.exit(130)
-    finally:
-        finish()
+    except BaseException:
+        line.finish(ok=False, note="failed")
+        raise
+    last = st.get("last_report") or {}
+    line.finish(ok=not last.get("cancelled"), note="cancelled")
     click.echo(f"sweep finished: {_summary(st)}")
 
 

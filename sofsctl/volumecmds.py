@@ -68,8 +68,8 @@ def _finish(home: Path, tomb: Path) -> None:
     uuid = tomb.name.removeprefix(volumedelete.DELETING_PREFIX)
     try:
         report = ring_job(home, "volume-delete",
-                          lambda ring, p: volumedelete.finish(tomb, ring, progress=p),
-                          label="deleting", record=True, args={"uuid": uuid})
+                          lambda ring, p: volumedelete.finish(tomb, ring, progress_sized=p),
+                          label="delete", record=True, args={"uuid": uuid})
     except click.ClickException as e:
         raise Failure(f"{e.message}; the deletion is unfinished: sofsctl volume delete --finish "
                       "once the ring can be reached") from None

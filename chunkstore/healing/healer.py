@@ -235,16 +235,16 @@ class Healer:
 
     # -- sweeping -------------------------------------------------------------------------
 
-    def sweep(self, progress: Callable[[int, int], None] | None = None,
+    def sweep(self, progress: Callable[[int, int, int, int], None] | None = None,
               verify: bool = True, init_disks: Iterable[str] = ()) -> RepairReport:
         """One repair sweep for the current map, tracked in :attr:`status` (one at a time).
         ``verify=False``: a rebuild trusting the disk indexes (see :func:`repair`, which also
-        says what ``init_disks`` are). After :meth:`cancel`, returns at once with a cancelled
-        report."""
+        says what ``init_disks`` are). ``progress(chunks done, total, bytes done, total)``.
+        After :meth:`cancel`, returns at once with a cancelled report."""
         with self._lock:
             return self._sweep(progress, verify, tuple(init_disks))
 
-    def _sweep(self, progress: Callable[[int, int], None] | None, verify: bool,
+    def _sweep(self, progress: Callable[[int, int, int, int], None] | None, verify: bool,
                init_disks: tuple[str, ...] = ()) -> RepairReport:
         epoch = self._epoch()
         st = self.status
@@ -253,12 +253,12 @@ class Healer:
         st.chunks_done = st.chunks_total = st.bytes_done = 0
         st.rate_cap = self.max_bytes_per_s
 
-        def track(done: int, total: int) -> None:
+        def track(done: int, total: int, bytes_done: int, bytes_total: int) -> None:
             st.chunks_done, st.chunks_total = done, total
             st.elapsed_s = self._clock.monotonic() - t0
             st.rate_cap = self.max_bytes_per_s
             if progress is not None:
-                progress(done, total)
+                progress(done, total, bytes_done, bytes_total)
 
         def traffic(n: int) -> None:
             st.bytes_done = n
@@ -268,7 +268,8 @@ class Healer:
         if self._cancel.is_set():
             cancel.set()
         try:
-            report = repair(self.ring, progress=track, max_bytes_per_s=lambda: self.max_bytes_per_s,
+            report = repair(self.ring, progress_sized=track,
+                            max_bytes_per_s=lambda: self.max_bytes_per_s,
                             verify=verify, cancel=cancel, clock=self._clock,
                             init_disks=init_disks, traffic=traffic)
         finally:

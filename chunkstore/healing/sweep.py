@@ -67,6 +67,7 @@ from chunkstore.ring.local import LocalRing
 from chunkstore.ring.repairlog import DELETED, NEEDS_REPAIR
 
 Progress = Callable[[int, int], None]
+SizedProgress = Callable[[int, int, int, int], None]  # chunks done, total; their bytes too
 SWEEP_THREADS = 4  # chunks repaired at once
 
 
@@ -418,14 +419,17 @@ def repair(ring: RingStore, progress: Progress | None = None,
            verify: bool = True, *,
            cancel: threading.Event | None = None, clock: Clock = SYSTEM_CLOCK,
            init_disks: Iterable[str] = (),
-           traffic: Callable[[int], None] | None = None) -> RepairReport:
+           traffic: Callable[[int], None] | None = None,
+           progress_sized: SizedProgress | None = None) -> RepairReport:
     """Make every chunk fully protected again (see module docstring). With ``verify`` every
     piece an owner should hold is read and verified, so the sweep is also a scrub; without,
     pieces the disk indexes list are trusted and only the chunks missing pieces are read (a
     rebuild after a map change: several times less traffic). ``max_bytes_per_s`` caps the
     sweep's traffic (pieces read plus written), to spare client I/O (a callable is asked
     again at every step, so the cap can change while the sweep runs); ``clock`` paces it;
-    ``traffic(bytes)`` is told the traffic so far with each progress step.
+    ``traffic(bytes)`` is told the traffic so far with each progress step, and
+    ``progress_sized(done, total, bytes_done, bytes_total)`` the chunks swept with their
+    payload bytes (of the chunks swept, of all the chunks to sweep).
     ``cancel`` stops the sweep between chunks (the report says ``cancelled``).
     ``init_disks``: disks of an embedded RING whose missing or empty directory may be
     initialised (anywhere else such a disk is refused and left down; ValueError for an
@@ -456,21 +460,22 @@ def repair(ring: RingStore, progress: Progress | None = None,
         return _sweep_all(ring, progress, throttle=_Throttle(max_bytes_per_s, clock, cancel),
                           sweep=_Sweep(ring, verify, deleted_keys), cancel=cancel,
                           revived=revived, refused=refused, set_aside=set_aside,
-                          traffic=traffic)
+                          traffic=traffic, progress_sized=progress_sized)
 
 
 def _sweep_all(ring: RingStore, progress: Progress | None, *, throttle: _Throttle, sweep: _Sweep,
                cancel: threading.Event, revived: list[str], refused: list[str],
-               set_aside: list[str], traffic: Callable[[int], None] | None = None
-               ) -> RepairReport:
+               set_aside: list[str], traffic: Callable[[int], None] | None = None,
+               progress_sized: SizedProgress | None = None) -> RepairReport:
     chunks, _ = _collect(ring, cancel)
     errors: list[str] = []
     total = len(chunks)
+    total_bytes = sum(c.ref.size for c in chunks.values())
 
-    def one(c: _Chunk) -> bool:
-        """Sweep one chunk; False if the sweep was cancelled before it started."""
+    def one(c: _Chunk) -> int | None:
+        """Sweep one chunk; its size, None if the sweep was cancelled before it started."""
         if cancel.is_set():
-            return False
+            return None
         try:
             entry = ring.repair_log.get(c.ref.key)
             if entry is not None and entry.kind == DELETED:
@@ -479,16 +484,17 @@ def _sweep_all(ring: RingStore, progress: Progress | None, *, throttle: _Throttl
                 sweep.chunk(c)
         except Exception as e:  # one bad chunk never stops the sweep
             errors.append(f"{c.ref.hex}: {type(e).__name__}: {e}")
-        return True
+        return c.ref.size
 
     # a few chunks at a time: their piece reads and writes overlap (disks, network, codec)
     todo = iter(sorted(chunks))
-    done = 0
+    done = done_bytes = 0
     with ThreadPoolExecutor(SWEEP_THREADS, thread_name_prefix="repair") as pool:
         running = {pool.submit(one, chunks[ck]) for ck in itertools.islice(todo, SWEEP_THREADS * 2)}
         while running:
             finished, running = wait(running, return_when=FIRST_COMPLETED)
-            done += sum(1 for f in finished if f.result())
+            sizes = [n for n in (f.result() for f in finished) if n is not None]
+            done, done_bytes = done + len(sizes), done_bytes + sum(sizes)
             if not cancel.is_set():
                 for ck in itertools.islice(todo, len(finished)):
                     running.add(pool.submit(one, chunks[ck]))
@@ -496,6 +502,8 @@ def _sweep_all(ring: RingStore, progress: Progress | None, *, throttle: _Throttl
                 traffic(sweep.read_bytes + sweep.bytes)
             if progress is not None:
                 progress(done, total)
+            if progress_sized is not None:
+                progress_sized(done, total, done_bytes, total_bytes)
             throttle.pace(sweep.read_bytes + sweep.bytes)
     cancelled = cancel.is_set()
     roots = 0 if cancelled else refresh_roots(ring, errors)
