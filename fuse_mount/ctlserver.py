@@ -96,7 +96,7 @@ async def _read_request(stream: trio.SocketStream) -> dict:
 
 # Jobs that change things or take long: one at a time. Every other op (health, stats, the
 # healer's sweep status, ...) answers while one runs, so status works during a repair.
-EXCLUSIVE_OPS = frozenset({"repair", "checkpoint", "checkpoint-take-over", "fsck"})
+EXCLUSIVE_OPS = frozenset({"repair", "checkpoint", "checkpoint-take-over", "fsck", "disk-add"})
 
 
 async def _handle(stream: trio.SocketStream, ops: dict[str, Operation],

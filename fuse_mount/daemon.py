@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pyfuse3
@@ -27,11 +28,13 @@ import trio
 from chunkstore import errors as cerr
 from chunkstore import sdnotify
 from chunkstore.healing.healer import DEFAULT_DOWN_AFTER_S, DEFAULT_SCRUB_INTERVAL_S, Healer
+from chunkstore.healing.rebalance import DiskAddReport, add_disk_and_rebalance
 from chunkstore.healing.sweep import health, repair
 from chunkstore.metricsendpoint import MetricsEndpointError, parse_address
 from chunkstore.placement.keys import ChunkRef
 from chunkstore.ring.datapath import RingStore
 from chunkstore.ring.diskusage import disk_usage
+from chunkstore.ring.local import LocalRing
 from chunkstore.ring.open import is_networked, open_ring
 from sofs import volumedelete
 from sofs.errors import FsError
@@ -111,6 +114,8 @@ def admin_ops(ring: RingStore, fs: Filesystem, healer: Healer | None = None,
         extra["scrub-resume"] = lambda progress: healer.resume_scrubs()
         if ring.membership is not None:
             extra["cluster"] = lambda progress: cluster_status(healer)
+        if isinstance(ring, LocalRing):
+            extra["disk-add"] = _disk_add_op(ring, healer)
     return {
         **extra,
         "health": lambda progress: health(ring),
@@ -131,6 +136,17 @@ def admin_ops(ring: RingStore, fs: Filesystem, healer: Healer | None = None,
         "volume-checkpoints": lambda progress, uuid: [
             c.as_dict() for c in list_checkpoints(ring, uuid)],
     }
+
+
+def _disk_add_op(ring: LocalRing, healer: Healer) -> ctlserver.Operation:
+    """``sofsctl disk add`` while mounted: the disk joins the ring the mount serves, then the
+    pieces whose owners changed move, the healer's own sweeps held off meanwhile."""
+    def op(progress: Callable[..., None], disk_id: str | None = None, path: str | None = None,
+           weight: float = 1.0, rebalance_now: bool = True) -> DiskAddReport:
+        with healer.exclusive():
+            return add_disk_and_rebalance(ring, progress, disk_id=disk_id, path=path,
+                                          weight=weight, rebalance_now=rebalance_now)
+    return op
 
 
 def _rate_op(healer: Healer) -> ctlserver.Operation:

@@ -2,8 +2,9 @@
 
 Thin: the disk is added by :meth:`chunkstore.ring.local.LocalRing.add_disk` and the pieces
 whose owners changed are moved by :func:`chunkstore.healing.rebalance.rebalance` (the repair
-sweep); this module refuses while a volume is mounted, draws the progress (bytes, rate, ETA;
-on a terminal only) and prints the summary. The networked form is in :mod:`sofsctl.nodes`.
+sweep), here or, when a volume is mounted, in its mount process (which holds the ring); this
+module draws the progress (bytes, rate, ETA; on a terminal only) and prints the summary.
+The networked form is in :mod:`sofsctl.nodes`.
 """
 
 from __future__ import annotations
@@ -18,24 +19,35 @@ from chunkstore import errors as cerr
 from chunkstore.healing.rebalance import DiskAddReport, RebalancePlan, plan, rebalance
 from chunkstore.ring.local import LocalRing
 from chunkstore.ring.localcluster import load_config
-from fuse_mount import runstate
+from fuse_mount import control, runstate
 
 from .common import fail, human
 from .jobs import ring_job
-from .progress import BYTES, ProgressLine
+from .progress import BYTES, ProgressLine, job_callback
 
 EMBEDDED_FORM = "sofsctl disk add [ID] [--path PATH] [--weight W] [--no-rebalance]"
 
 
-def _refuse_if_mounted(home: Path) -> None:
-    mounts = sorted((s for s in runstate.all_states(home) if s.alive), key=lambda s: s.mountpoint)
-    if not mounts:
-        return
-    names = ", ".join(f"volume {s.volume} at {s.mountpoint} (pid {s.pid})" for s in mounts)
-    cmds = "; ".join(f"sofsctl umount {s.mountpoint}" for s in mounts)
-    raise fail(f"mounted: {names}. The embedded ring lives in the mount process, and a disk "
-               f"is added to it offline: unmount first ({cmds}), run disk add again, then "
-               "mount again")
+def _mounted(home: Path) -> list[runstate.MountState]:
+    return [s for s in runstate.all_states(home) if s.alive]
+
+
+def _add_online(home: Path, args: dict[str, Any]) -> None:
+    """The mount process holds the embedded ring: it adds the disk and rebalances (admin op
+    ``disk-add``, its own sweeps held off meanwhile); the progress comes from there."""
+    line = ProgressLine("rebalancing", BYTES)
+    try:
+        with line:
+            report = control.call(home, "disk-add", job_callback(line, BYTES), args=args)
+    except KeyboardInterrupt:
+        click.echo("interrupted: the disk add goes on in the mount process (sofsctl status "
+                   "shows it; sofsctl repair --cancel stops the rebalance, which sofsctl "
+                   "repair finishes later)", err=True)
+        sys.exit(130)
+    except control.MountError as e:
+        raise fail(e) from None
+    click.echo(_added_line(report["added"]))
+    _summary(report, {})
 
 
 def _added_line(added: dict) -> str:
@@ -54,8 +66,13 @@ def _plan_line(p: RebalancePlan) -> str:
 
 def add_embedded(home: Path, disk_id: str | None, path: Path | None, weight: float,
                  rebalance_now: bool) -> None:
-    """The whole embedded ``disk add``: refuse while mounted, add, rebalance, summarise."""
-    _refuse_if_mounted(home)
+    """The whole embedded ``disk add``: add, rebalance, summarise (in the mount process when
+    a volume is mounted: it holds the ring)."""
+    args = {"disk_id": disk_id, "path": None if path is None else str(path.resolve()),
+            "weight": weight, "rebalance_now": rebalance_now}
+    if _mounted(home):
+        _add_online(home, args)
+        return
     try:
         before = {d.id for d in load_config(home).disks}
     except cerr.ChunkStoreError as e:  # no cluster here, or an unreadable one
@@ -85,9 +102,7 @@ def add_embedded(home: Path, disk_id: str | None, path: Path | None, weight: flo
 
     try:
         with line:
-            report = ring_job(home, "disk-add", job, record=True, args={
-                "disk_id": disk_id, "path": None if path is None else str(path.resolve()),
-                "weight": weight, "rebalance_now": rebalance_now})
+            report = ring_job(home, "disk-add", job, record=True, args=args)
     except KeyboardInterrupt:
         _interrupted(home, before, shown)
     except (cerr.ChunkStoreError, KeyError, OSError) as e:

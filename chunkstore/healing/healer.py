@@ -48,13 +48,14 @@ ring; :meth:`Healer.close` does the same, then gives the healer lock back.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
 import os
 import threading
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from chunkstore.atomicfile import atomic_write
 from chunkstore.clock import SYSTEM_CLOCK, Clock
@@ -338,6 +339,13 @@ class Healer:
             why = self.needs_sweep()
             if why is not None:
                 self._sweep(None, verify=why != "map")
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold off the healer's own sweeps (one sweep at a time) while another job changes
+        and rebalances the ring (an online ``disk add``)."""
+        with self._lock:
+            yield
 
     # -- stopping -------------------------------------------------------------------------
 

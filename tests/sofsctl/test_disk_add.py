@@ -1,7 +1,7 @@
 """``sofsctl disk add`` on an embedded ring (admin-review F41): the disk directory is
 initialised, cluster.json and ring.json grow by the disk, the pieces whose owners changed move
-to them at once; refused while a volume is mounted, and for a directory, id or weight that
-cannot be a new disk; a re-run after a crash finishes what was started. The networked form
+to them at once (through the mount process when a volume is mounted); refused for a
+directory, id or weight that cannot be a new disk; a re-run after a crash finishes what was started. The networked form
 (``ID --node NODE``) is unchanged, and mixing the two forms says which one applies."""
 
 from __future__ import annotations
@@ -61,35 +61,39 @@ def _files(a: Archive) -> dict[str, bytes]:
 
 @pytest.mark.integration
 @needs_fuse
-def test_disk_add_moves_a_volumes_data_onto_the_new_disk(tmp_path):
+def test_disk_add_moves_a_volumes_data_onto_the_new_disk_online_and_offline(tmp_path):
     a = Archive(tmp_path)
     try:
         a.mount()
         files = _files(a)
-        before = (a.data / CLUSTER_FILE).read_bytes()
-        res = sofsctl(a.data, "disk", "add")
-        assert res.returncode == 1, res.stdout + res.stderr
-        assert f"volume vol at {os.path.realpath(a.mnt)}" in res.stderr
-        assert f"sofsctl umount {os.path.realpath(a.mnt)}" in res.stderr
-        assert (a.data / CLUSTER_FILE).read_bytes() == before
-        assert not (a.data / "disks" / "d6").exists()
-        a.umount()
-
+        # online: the mount process holds the ring; it adds the disk and rebalances while the
+        # volume stays mounted and readable
         res = sofsctl(a.data, "disk", "add")
         assert res.returncode == 0, res.stdout + res.stderr
         assert f"disk d6 added: {a.data / 'disks' / 'd6'}" in res.stdout
         assert "rebalanced: " in res.stdout and "all chunks on their owners" in res.stdout
         assert "rebalancing" not in res.stderr  # no progress bar without a terminal
-        assert [d.id for d in load_config(a.data).disks] == [f"d{i}" for i in range(7)]
+        for name, body in files.items():
+            assert (a.mnt / name).read_bytes() == body, name
+        (a.mnt / "after-d6.dcm").write_bytes(later := os.urandom(5 << 20))
+        a.umount()
         per_disk, problems = misplaced(a.data)
         assert not problems, problems
         assert per_disk.get("d6", 0) > 0
+
+        res = sofsctl(a.data, "disk", "add")  # offline
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert f"disk d7 added: {a.data / 'disks' / 'd7'}" in res.stdout
+        assert [d.id for d in load_config(a.data).disks] == [f"d{i}" for i in range(8)]
+        per_disk, problems = misplaced(a.data)
+        assert not problems, problems
+        assert per_disk.get("d7", 0) > 0
         rep = sofsctl(a.data, "repair")
         assert rep.returncode == 0, rep.stdout + rep.stderr
         assert "pieces rebuilt: 0 (0 B)" in rep.stdout and "pieces removed: 0" in rep.stdout
 
         a.mount()
-        for name, body in files.items():
+        for name, body in {**files, "after-d6.dcm": later}.items():
             assert (a.mnt / name).read_bytes() == body, name
         a.umount()
     finally:
