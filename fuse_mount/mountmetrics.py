@@ -50,6 +50,7 @@ from chunkstore.disk.diskmetrics import DiskReport, disk_families
 from chunkstore.healing.healer import Healer
 from chunkstore.metricsendpoint import MetricsEndpoint, MetricsEndpointError, new_registry, serve_metrics
 from chunkstore.placement.clustermap import NODE_STATES
+from chunkstore.protection.codectimes import EC_TIMES
 from chunkstore.ring.datapath import RingStore
 from chunkstore.ring.diskusage import disk_usage
 from chunkstore.ring.repairlog import DELETED, NEEDS_REPAIR
@@ -87,7 +88,8 @@ class MountCollector(Collector):
         self.collect_errors = 0
 
     def collect(self) -> Iterable[Metric]:
-        sections: list[Callable[[], Iterable[Metric]]] = [self._volume, self._gc, self._ring]
+        sections: list[Callable[[], Iterable[Metric]]] = [self._volume, self._gc, self._ring,
+                                                          self._codec]
         if self.checkpointer is not None:
             sections.append(self._checkpoint)
         if self.healer is not None:
@@ -106,6 +108,16 @@ class MountCollector(Collector):
                                   value=self.collect_errors)
 
     # -- sections --------------------------------------------------------------------------
+
+    def _codec(self) -> Iterable[Metric]:
+        for kind, t in EC_TIMES.totals().items():
+            what = "payload bytes encoded" if kind == "encode" else "fragment bytes decoded"
+            yield CounterMetricFamily(f"sofs_ec_{kind}_seconds", f"Seconds spent in EC {kind}s "
+                                      "(ISA-L through pyeclib) by this process.", value=t.seconds)
+            yield CounterMetricFamily(f"sofs_ec_{kind}_calls", f"EC {kind} calls.",
+                                      value=t.calls)
+            yield CounterMetricFamily(f"sofs_ec_{kind}_bytes", f"EC {what}.",
+                                      value=t.payload_bytes)
 
     def _volume(self) -> Iterable[Metric]:
         info = GaugeMetricFamily("sofs_mount_info", "The mounted volume.",

@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from chunkstore.errors import FormatError, PolicyError
+from chunkstore.protection.codectimes import EC_TIMES
 
 KIND_REPLICATION = 1
 KIND_EC = 2
@@ -270,7 +271,8 @@ class ECPolicy:
     def encode(self, payload: bytes) -> list[bytes]:
         """Encode into k+m fragments (index i = data for i<k, parity otherwise)."""
         try:
-            return self.driver().encode(bytes(payload) if isinstance(payload, memoryview) else payload)
+            with EC_TIMES.timed("encode", len(payload)):
+                return self.driver().encode(bytes(payload) if isinstance(payload, memoryview) else payload)
         except PolicyError:
             raise
         except Exception as e:
@@ -287,7 +289,8 @@ class ECPolicy:
         # Data fragments first: pyeclib takes the fast path when 0..k-1 are all present.
         order = sorted(fragments)
         try:
-            return self.driver().decode([fragments[i] for i in order])
+            with EC_TIMES.timed("decode", sum(len(f) for f in fragments.values())):
+                return self.driver().decode([fragments[i] for i in order])
         except PolicyError:
             raise
         except Exception as e:
