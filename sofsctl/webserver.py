@@ -5,6 +5,8 @@ Routes (every other request, and any method but GET and HEAD, is a 404)::
 
     /             the page (sofsctl.webpage), refreshing itself every --refresh seconds
     /status.json  StatusFacts.to_json(): the document of ``sofsctl status --json``
+    /metrics      the verdict, chunk counts, mounts and exports in Prometheus's text format
+                  (:mod:`sofsctl.webmetrics`), from the same document
     /healthz      "ok": the server runs (no authentication; says nothing of the archive)
 
 Everything but ``/healthz`` needs HTTP Basic authentication (:mod:`sofsctl.webauth`); a
@@ -44,6 +46,7 @@ from hypercorn.typing import ASGIFramework
 from chunkstore import errors as cerr
 from chunkstore import sdnotify
 
+from . import webmetrics
 from .ringarcs import load_ring_arcs
 from .statusfacts import gather
 from .webauth import CHALLENGE, Credentials
@@ -55,6 +58,7 @@ CACHE_S = 5.0        # facts this young are served as they are
 STALE_WAIT_S = 3.0   # how long a request with older facts at hand waits for fresh ones
 FIRST_WAIT_S = 60.0  # how long a request with no facts at all waits for the first ones
 GRACE_S = 5.0        # requests in flight at SIGTERM get this long to finish
+METRICS_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 SECURITY_HEADERS = (
     (b"cache-control", b"no-store"),
     (b"x-content-type-options", b"nosniff"),
@@ -210,13 +214,19 @@ class SupervisorApp:
                            b"text/plain; charset=utf-8",
                            [(b"www-authenticate", CHALLENGE.encode())], head=head)
             return
-        if method not in ("GET", "HEAD") or path not in ("/", "/status.json"):
+        if method not in ("GET", "HEAD") or path not in ("/", "/status.json", "/metrics"):
             await _respond(send, 404, b"not found\n", b"text/plain; charset=utf-8", head=head)
             return
         snap = await self.cache.get()
         if snap is None:
             snap = Snapshot(None, None, "still gathering the first facts: try again shortly",
                             time.time(), trio.current_time(), 0.0)
+        if path == "/metrics":  # the verdict and the exports, for Prometheus (webmetrics)
+            if snap.doc is None:
+                await _respond(send, 503, f"# {snap.error}\n".encode(), METRICS_TYPE, head=head)
+            else:
+                await _respond(send, 200, webmetrics.render(snap.doc), METRICS_TYPE, head=head)
+            return
         if path == "/status.json":  # as sofsctl status --json: no document when it fails
             if snap.error is not None or snap.doc is None:
                 body = json.dumps({"error": snap.error}, indent=1).encode() + b"\n"

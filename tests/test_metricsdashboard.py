@@ -1,7 +1,7 @@
 """The metrics' documents against the code, so they cannot rot: every metric the Grafana
 dashboard (scripts/grafana/sofs-dashboard.json) queries is one the code exposes, every
 sofs metric the code exposes is listed in sofs(7), METRICS, and the sample Prometheus config
-scrapes both kinds of process.
+scrapes nodes, mounts and the supervisor page.
 
 The exposed names are found by collecting every collector with all its optional parts
 filled (a node with gauges and errors, a mount with a healer mid-sweep, a checkpoint and a
@@ -26,6 +26,7 @@ from fuse_mount.mountmetrics import MountCollector
 from fuse_mount.opmetrics import FuseMetrics
 from sofs.fs import Filesystem
 from sofs.volume import create_volume
+from sofsctl.webmetrics import StatusCollector
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "scripts" / "grafana" / "sofs-dashboard.json"
@@ -72,9 +73,15 @@ def _mount_families(tmp_path):
         ring.close()
 
 
+def _supervisor_families():
+    from tests.sofsctl.test_supervise import embedded_doc
+    return list(StatusCollector(embedded_doc()).collect())
+
+
 @pytest.fixture(scope="module")
 def families(tmp_path_factory):
-    fams = _node_families() + _fuse_families() + _mount_families(tmp_path_factory.mktemp("m"))
+    fams = (_node_families() + _fuse_families() + _mount_families(tmp_path_factory.mktemp("m"))
+            + _supervisor_families())
     return {f.name: f.type for f in fams if f.name.startswith("sofs_")}
 
 
@@ -133,5 +140,5 @@ def test_every_exposed_metric_is_in_the_man_page(families):
 def test_the_sample_scrape_config_scrapes_nodes_and_mounts():
     text = SCRAPE_CONFIG.read_text()
     jobs = re.findall(r"^\s*- job_name:\s*(\S+)", text, re.M)
-    assert jobs == ["sofs-node", "sofs-mount"]
+    assert jobs == ["sofs-node", "sofs-mount", "sofs-supervise"]
     assert "scrape_configs:" in text and re.search(r"^\s+- \d+\.\d+\.\d+\.\d+:\d+", text, re.M)

@@ -639,3 +639,25 @@ def test_says_ready_and_stopping_to_systemd(data, tmp_path):
             assert proc.proc.wait(60) == 0
         finally:
             assert proc.stop() == 0
+
+
+def test_metrics_carry_the_verdict_and_the_exports_of_status_json():
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async def test(app, g):
+        assert (await request(app, "/metrics", auth=None))[0] == 401
+        status, headers, body = await request(app, "/metrics")
+        assert status == 200 and headers[b"content-type"].startswith(b"text/plain")
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                   for f in text_string_to_metric_families(body.decode()) for s in f.samples}
+        assert samples[("sofs_health_status", ())] == 1  # HEALTH_WARN
+        assert samples[("sofs_health_reasons", (("level", "HEALTH_WARN"),))] == 2
+        assert samples[("sofs_health_chunks", (("state", "unrecoverable"),))] == 2
+        assert samples[("sofs_health_chunks", (("state", "degraded"),))] == 10
+        assert samples[("sofs_volume_mounted", (("volume", "pacs"),))] == 1
+        assert samples[("sofs_volume_mounted", (("volume", EVIL),))] == 0
+        export = (("kind", "nfs"), ("volume", EVIL))
+        assert samples[("sofs_export_up", export)] == 0
+        assert samples[("sofs_export_probe_ok", export)] == 0
+        assert samples[("sofs_export_restarts_total", export)] == 3
+    run_app(test)
