@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -353,6 +354,31 @@ def _fix_kernel_cache_on_lost_writes(stack: contextlib.ExitStack, fs: Filesystem
     stack.callback(fixer.stop)
 
 
+RING_WAIT_S = 20.0  # how long a mount waits for a sofsctl job (status, df...) holding the ring
+
+
+def _open_ring_waiting(data_dir: Path, instance: str | None,
+                       wait_s: float = RING_WAIT_S) -> RingStore:
+    """Open the RING; while another process holds the embedded one, wait up to ``wait_s``
+    for it: a ``sofsctl status`` or ``df`` holds it for a moment, and a mount started then
+    must not fail. A mount process holding it does not let go: refused at once."""
+    deadline = time.monotonic() + wait_s
+    said = False
+    while True:
+        try:
+            return open_ring(data_dir, instance=instance)
+        except cerr.ClusterInUse as e:
+            holder = e.pid
+            mounts = {st.pid for st in runstate.all_states(data_dir) if st.alive}
+            if holder in mounts or time.monotonic() >= deadline:
+                raise
+            if not said:
+                log.info("the RING is held by pid %s (a sofsctl job?): waiting up to %.0f s",
+                         holder, wait_s)
+                said = True
+            time.sleep(0.2)
+
+
 def _close_volume(fs: Filesystem) -> None:
     """Close the volume at the end of the mount process; data it cannot store is said, not
     raised (the files are as their last close left them, and the unmount report names them)."""
@@ -380,7 +406,7 @@ def run_mount(data_dir: Path, volume: str, mountpoint: str, *, ready_fd: int | N
     tune_malloc()
     with contextlib.ExitStack() as stack:
         networked = is_networked(data_dir)
-        ring = open_ring(data_dir, instance=volume if networked else None)
+        ring = _open_ring_waiting(data_dir, volume if networked else None)
         stack.callback(ring.close)
         # default_permissions: the kernel checks permissions before every request
         fs = Filesystem.open_volume(data_dir, volume, ring, gc_grace_s=gc_grace_s,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import random
 import signal
@@ -167,3 +168,30 @@ def test_df_on_the_mount_shows_the_volumes_own_usage(archive):
     assert 5 * MIB < used() <= 5 * MIB + 4096
     os.unlink(archive.mnt / "f")
     assert used() == 0
+
+
+def test_a_mount_waits_for_a_sofsctl_job_holding_the_ring_instead_of_failing(make_archive):
+    """A ``sofsctl status`` or ``df`` holds the embedded ring for a moment; a mount started
+    then used to fail with 'cluster in use'. It waits for it now (not for a mount)."""
+    from chunkstore.ring.open import open_ring
+
+    from .conftest import SOFSCTL
+
+    a = make_archive()
+    held = open_ring(a.data)  # as a sofsctl job does
+    try:
+        proc = subprocess.Popen([*SOFSCTL, "--data-dir", str(a.data), "mount", a.volume,
+                                 str(a.mnt)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        deadline = time.monotonic() + 60
+        while "waiting up to" not in a.log():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, a.log()
+            time.sleep(0.05)
+    finally:
+        held.close()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out + err
+    a.pids.add(json.loads((a.data / "run" / "mounts" / f"{a.volume}.json").read_text())["pid"])
+    (a.mnt / "f").write_bytes(b"mounted after the job let go")
+    a.umount()
