@@ -132,3 +132,28 @@ def make_archive(tmp_path):
     yield make
     for a in made:
         a.cleanup()
+
+
+@pytest.fixture
+def full_archive(make_archive):
+    """An archive whose disks share one 48 MiB tmpfs (about 60 MiB of file data with the
+    default policy: a RING that fills up), mounted; the tmpfs goes at the end."""
+    mounted = []
+
+    def tmpfs_disks(a):
+        disks = a.data / "disks"
+        disks.mkdir(parents=True)
+        res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(disks)],
+                             capture_output=True, text=True)
+        if res.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs for a full-disk test: {res.stderr.strip()}")
+        mounted.append(disks)
+
+    a = make_archive(before_init=tmpfs_disks)
+    try:
+        a.mount()
+        yield a
+    finally:
+        a.cleanup()
+        for m in mounted:
+            subprocess.run(["umount", "-l", str(m)], capture_output=True)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import subprocess
 import time
 
 import pytest
@@ -16,31 +15,6 @@ from .conftest import needs_fuse, sofsctl
 from .test_mount import MIB, pattern
 
 pytestmark = [pytest.mark.integration, needs_fuse]
-
-
-@pytest.fixture
-def full_archive(make_archive):
-    """An archive whose disks share one 48 MiB tmpfs (about 60 MiB of file data with the
-    default policy), mounted."""
-    mounted = []
-
-    def tmpfs_disks(a):
-        disks = a.data / "disks"
-        disks.mkdir(parents=True)
-        res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(disks)],
-                             capture_output=True, text=True)
-        if res.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs for a full-disk test: {res.stderr.strip()}")
-        mounted.append(disks)
-
-    a = make_archive(before_init=tmpfs_disks)
-    try:
-        a.mount()
-        yield a
-    finally:
-        a.cleanup()
-        for m in mounted:
-            subprocess.run(["umount", "-l", str(m)], capture_output=True)
 
 
 def settled(cond, timeout: float = 20.0) -> None:

@@ -68,13 +68,16 @@ class NodeProcess:
             )
         )
 
+    extra_args: tuple[str, ...] = ()  # more sofs-node options (a subclass's)
+
     def start(self):
         if self.state.exists():
             self.state.unlink()
         env = dict(os.environ, PYTHONPATH=ROOT)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "chunkstore.net.node", "--config", str(self.config), "--state-file", str(self.state)],
+                [sys.executable, "-m", "chunkstore.net.node", "--config", str(self.config), "--state-file", str(self.state),
+                 *self.extra_args],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -89,11 +92,15 @@ class NodeProcess:
                 st = json.loads(self.state.read_text())
                 if st["pid"] == self.proc.pid:
                     self.port = st["port"]
+                    self.started(st)
                     return self
-            except (OSError, ValueError):
+            except (OSError, ValueError, KeyError):
                 pass
             time.sleep(0.02)
         pytest.fail(f"node did not start:\n{self.log()}")
+
+    def started(self, state: dict) -> None:
+        """The node's state file once it serves (a subclass reads more of it)."""
 
     def remote(self, disk="d0", secret=SECRET, **kw):
         kw.setdefault("timeout", 10)

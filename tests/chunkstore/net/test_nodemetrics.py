@@ -8,12 +8,10 @@ fixture always stops the node (SIGTERM, then SIGKILL by pid).
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 
 import pytest
@@ -38,28 +36,10 @@ KiB = 1024
 class MetricsNode(NodeProcess):
     """A NodeProcess started with ``--metrics 127.0.0.1:0``."""
 
-    def start(self):
-        if self.state.exists():
-            self.state.unlink()
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "chunkstore.net.node", "--config", str(self.config),
-                 "--state-file", str(self.state), "--metrics", "127.0.0.1:0"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=ROOT,
-                env=dict(os.environ, PYTHONPATH=ROOT))
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"node exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                st = json.loads(self.state.read_text())
-                if st["pid"] == self.proc.pid:
-                    self.port, self.metrics_port = st["port"], st["metrics_port"]
-                    return self
-            except (OSError, ValueError, KeyError):
-                pass
-            time.sleep(0.02)
-        pytest.fail(f"node did not start:\n{self.log()}")
+    extra_args = ("--metrics", "127.0.0.1:0")
+
+    def started(self, state: dict) -> None:
+        self.metrics_port = state["metrics_port"]
 
     def scrape(self) -> dict[tuple[str, tuple], float]:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as r:
