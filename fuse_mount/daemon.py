@@ -116,7 +116,7 @@ def admin_ops(ring: RingStore, fs: Filesystem, healer: Healer | None = None,
         if ring.membership is not None:
             extra["cluster"] = lambda progress: cluster_status(healer)
         if isinstance(ring, LocalRing):
-            extra["disk-add"] = _disk_add_op(ring, healer)
+            extra["disk-add"] = _disk_add_op(ring, fs, healer)
     return {
         **extra,
         "health": lambda progress: health(ring),
@@ -139,14 +139,17 @@ def admin_ops(ring: RingStore, fs: Filesystem, healer: Healer | None = None,
     }
 
 
-def _disk_add_op(ring: LocalRing, healer: Healer) -> ctlserver.Operation:
+def _disk_add_op(ring: LocalRing, fs: Filesystem, healer: Healer) -> ctlserver.Operation:
     """``sofsctl disk add`` while mounted: the disk joins the ring the mount serves, then the
-    pieces whose owners changed move, the healer's own sweeps held off meanwhile."""
+    pieces whose owners changed move at the healer's rate cap, its own sweeps and the garbage
+    collector held off meanwhile (a chunk deleted while its pieces sit on old owners would
+    keep them: deletes go to the new owners)."""
     def op(progress: Callable[..., None], disk_id: str | None = None, path: str | None = None,
            weight: float = 1.0, rebalance_now: bool = True) -> DiskAddReport:
-        with healer.exclusive():
+        with healer.exclusive(), fs.gc_paused():
             return add_disk_and_rebalance(ring, progress, disk_id=disk_id, path=path,
-                                          weight=weight, rebalance_now=rebalance_now)
+                                          weight=weight, rebalance_now=rebalance_now,
+                                          max_bytes_per_s=healer.max_bytes_per_s)
     return op
 
 
@@ -335,20 +338,9 @@ async def _serve(fs: Filesystem, ring: RingStore, mountpoint: str, ready_fd: int
             nursery.cancel_scope.cancel()
 
 
-def _fix_kernel_cache_on_lost_writes(stack: contextlib.ExitStack, fs: Filesystem,
-                                     mountpoint: str) -> None:
-    """Once mounted: lost writes also leave the kernel's cache (:mod:`.kernelcache`).
-    ``mountpoint`` is a real path already: resolving it again would ask this very mount,
-    which serves nothing yet."""
-    with open("/proc/self/mountinfo") as f:
-        device = next((m.device for m in runstate.parse_mountinfo(f.read())
-                       if m.point == mountpoint and m.fstype.startswith("fuse")), None)
-    if device is None:
-        log.warning("%s: FUSE device not found in mountinfo; lost writes will stay in the "
-                    "kernel's cache until the file leaves it", mountpoint)
-        return
-    major, minor = (int(x) for x in device.split(":"))
-    fixer = KernelCacheFixer(mountpoint, os.makedev(major, minor), inode_now(fs.getattr))
+def _fix_kernel_cache_on_lost_writes(stack: contextlib.ExitStack, fs: Filesystem) -> None:
+    """Once mounted: lost writes also leave the kernel's cache (:mod:`.kernelcache`)."""
+    fixer = KernelCacheFixer(inode_now(fs.getattr))
     fs.lost_writes.listeners.append(fixer.lost)
     fixer.start()
     stack.callback(fixer.stop)
@@ -421,7 +413,7 @@ def run_mount(data_dir: Path, volume: str, mountpoint: str, *, ready_fd: int | N
         _claim(checkpointer, ring, fs, volume_dir(data_dir, volume), take_over)
         ops = SofsOperations(fs, metrics=FuseMetrics() if metrics is not None else None)
         pyfuse3.init(ops, mountpoint, mount_options(volume))
-        _fix_kernel_cache_on_lost_writes(stack, fs, mountpoint)
+        _fix_kernel_cache_on_lost_writes(stack, fs)
         unmount = [True]
         stack.callback(lambda: pyfuse3.close(unmount=unmount[0]))
         state = runstate.MountState(pid=os.getpid(), volume=volume, mountpoint=mountpoint,

@@ -244,9 +244,9 @@ class SofsOperations(pyfuse3.Operations):
 
     @staticmethod
     def _flags(flags: int) -> int:
-        # The kernel implements O_APPEND itself (it sends each write at the size it refreshed
-        # from us; with writeback caching, through any handle): the filesystem must not move
-        # writes to the end on its own.
+        # The kernel implements O_APPEND itself (it sends each write at the end of file it
+        # knows, its cached size; mmap writeback may go through any handle): the filesystem
+        # must not move writes to the end on its own.
         return flags & ~os.O_APPEND
 
     @measured

@@ -23,7 +23,7 @@ class FileBuffers:
     """Dirty and in-flight blocks of one inode."""
 
     __slots__ = ("dirty", "inflight", "committed_seq", "next_seq", "gate", "dirty_bytes",
-                 "durable_size", "tail_fix")
+                 "durable_size", "written", "cut", "abandons", "abandon_error")
 
     def __init__(self, durable_size: int) -> None:
         self.dirty: dict[int, bytearray] = {}
@@ -34,16 +34,22 @@ class FileBuffers:
         self.dirty_bytes = 0
         # the file size as of the last complete flush: what the metadata says
         self.durable_size = durable_size
-        # the one dirty block that holds no written data, only stored data cut at the end of
-        # file after lost writes (sofs.fileio DataPath._abandon); None once anything is written
-        self.tail_fix: int | None = None
+        # data was written since the last complete flush (a dirty block that only holds
+        # stored content, loaded by truncate or after lost writes, is not written data)
+        self.written = False
+        # block index -> valid length: the stored version of that block is longer than the
+        # file's end left by lost writes (sofs.fileio DataPath._abandon); loads and reads of
+        # it keep only that much, until a flush stores the block again
+        self.cut: dict[int, int] = {}
+        self.abandons = 0  # times written data was dropped (a writer in progress must stop)
+        self.abandon_error: Exception | None = None
 
     def frozen(self, index: int) -> bytes | bytearray | None:
         entry = self.inflight.get(index)
         return entry[1] if entry is not None else None
 
     def is_idle(self) -> bool:
-        return not self.dirty and not self.inflight and self.gate.idle()
+        return not self.dirty and not self.inflight and not self.cut and self.gate.idle()
 
 
 class BlockCache:

@@ -34,11 +34,11 @@ from concurrent.futures import ThreadPoolExecutor
 from chunkstore.clock import Clock
 from chunkstore.placement.keys import ChunkRef
 
-from . import schema
+from . import filerecovery, schema
 from .blockmap import BlockMap
 from .chunkio import ChunkIO
 from .collector import Collector
-from .errors import FsError, InvalidArgument, IsADirectory, NoSuchEntry
+from .errors import FsError, InvalidArgument, IsADirectory, NoSpace
 from .fallocate import HolePlan
 from .filedata import FileBuffers
 from .fileread import BlockReader
@@ -153,7 +153,7 @@ class DataPath:
         if boff > have:
             buf.extend(bytes(boff - have))
         buf[boff:boff + len(data)] = data
-        fb.tail_fix = None
+        fb.written = True
         grown = len(buf) - have
         fb.dirty_bytes += grown
         self._dirty_total += grown
@@ -204,6 +204,7 @@ class DataPath:
         with self._lock:
             offset = self._write_target(h, offset)
             self._grow(ino, offset + len(data))
+            started = self._buffers[ino].abandons
         bs = self.block_size
         mv = memoryview(data)
         pos = 0
@@ -214,6 +215,9 @@ class DataPath:
             buf = self._writable_block(ino, index, boff, n)
             with self._lock:
                 fb = self._buffers[ino]
+                if fb.abandons != started:  # this file's writes were dropped meanwhile
+                    err = fb.abandon_error
+                    raise type(err)(str(err)) if err is not None else NoSpace("writes dropped")
                 if fb.dirty.get(index) is not buf:
                     continue  # a flush took the buffer meanwhile: start from the new state
                 self._copy_in(fb, buf, boff, mv[pos:pos + n])
@@ -273,6 +277,8 @@ class DataPath:
                 if (index in fb.dirty or index in fb.inflight or self._buffers.get(ino) is not fb
                         or self._meta.get(schema.block_key(ino, index)) != entry):
                     continue
+                if index in fb.cut:  # lost writes left the file's end inside this block
+                    base = base[:fb.cut[index]]
                 buf = fb.dirty[index] = bytearray(base)
                 fb.dirty_bytes += len(buf)
                 self._dirty_total += len(buf)
@@ -343,8 +349,13 @@ class DataPath:
                     self._store_and_commit(ino, fb, pending, complete)
         except FsError as e:
             with fb.gate.exclusive():
-                self._abandon(ino, fb, e)
-            raise
+                lost = self._abandon(ino, fb, e)
+            if lost:
+                raise
+            # only sofs's own cut copy of the end block failed to be stored: nothing written
+            # is lost and the file is consistent (its unflushed mark stays): no error
+            log.info("inode %d: its cut end block is not stored yet (%s)", ino, e)
+            return
         if sync:
             self._meta.commit(self._meta.batch(), sync=True)  # outside the lock: an fsync
 
@@ -418,13 +429,15 @@ class DataPath:
                 self._collector.release_unmapped(b, ref, now)
             if fb.inflight.get(p.index, (None,))[0] == p.seq:
                 del fb.inflight[p.index]
-            if fb.tail_fix == p.index:
-                fb.tail_fix = None  # stored
+            fb.cut.pop(p.index, None)  # stored again: the map's version is the right one
         if extra is not None:
             extra(b, now)
+        for index in [i for i in fb.cut if b.get(schema.block_key(ino, i)) is None]:
+            del fb.cut[index]  # truncated or punched away: nothing stored is left to cut
         if node is not None and alive:
             if complete:
                 fb.durable_size = node.size
+                fb.written = False
                 b.delete(schema.unflushed_key(ino))
             elif stored:
                 b.put(schema.unflushed_key(ino), b"")
@@ -456,76 +469,17 @@ class DataPath:
             self._meta.commit(b)
 
     def recover_unflushed(self) -> None:
-        """After a crash: cut the blocks that partial flushes stored beyond a file's persisted
-        size, so the file is exactly what its last complete flush left."""
-        inos = [schema.parse_ino_key(k) for k, _ in self._meta.scan(b"W")]
-        for ino in inos:
-            try:
-                size = self._inodes.get(ino).size
-            except NoSuchEntry:
-                b = self._meta.batch()
-                b.delete(schema.unflushed_key(ino))
-                self._meta.commit(b)
-                continue
-            fb = self._buffers_of(ino)
-            tail_index, tail_len = divmod(size, self.block_size)
-            pending = []
-            if tail_len and self._tail_needs_load(ino, tail_index, tail_len):
-                found = self._map.entry(ino, tail_index)
-                assert found is not None
-                block = self._chunks.load(found[1], found[0])
-                with self._lock:
-                    fb.dirty[tail_index] = bytearray(block[:tail_len])
-                    pending = [self._detach(fb, tail_index)]
-            self._store_and_commit(ino, fb, pending, True, extra=self._cut_beyond(ino, size))
-            with self._lock:
-                if fb.is_idle():
-                    self._drop_buffers(ino)
+        """After a crash: cut what partial flushes stored past each file's persisted size
+        (:func:`sofs.filerecovery.recover_unflushed`)."""
+        filerecovery.recover_unflushed(self)
 
     def _cut_beyond(self, ino: int, size: int) -> Extra:
         """Stage: unmap every block past ``size`` (the block holding the end stays)."""
         return lambda b, now: self._map.cut_beyond(b, ino, size, now)
 
-    def _abandon(self, ino: int, fb: FileBuffers, error: FsError) -> None:
-        """A store of ``ino`` failed: drop what is not stored and put the file back to its last
-        complete flush (caller holds ``fb.gate`` exclusively: no other flush of it is under
-        way). Blocks that partial flushes stored past that size are unmapped; the block holding
-        the end, if one stored it longer, is reloaded and kept cut (dirty, stored by the next
-        flush) so its stale tail never reappears. Nothing is stored here: the RING may be full."""
-        with self._lock:
-            node = self._inodes.cached(ino)
-            if self._buffers.get(ino) is not fb or node is None:
-                return  # freed meanwhile
-            # nothing written is lost when only the cut end block could not be stored
-            lost = node.size != fb.durable_size or set(fb.dirty) - {fb.tail_fix}
-            self._dirty_total -= fb.dirty_bytes
-            fb.dirty.clear()
-            fb.dirty_bytes = 0
-            written, size = node.size, fb.durable_size
-            node.size = size
-            tail_index, tail_len = divmod(size, self.block_size)
-            stale_tail = bool(tail_len) and self._tail_needs_load(ino, tail_index, tail_len)
-            b = self._meta.batch()
-            self._map.cut_beyond(b, ino, size, self._now())
-            if not stale_tail:
-                b.delete(schema.unflushed_key(ino))  # the map is the last complete flush's
-            self.stage_inode(b, node)
-            self._meta.commit(b)
-        if stale_tail:
-            try:
-                self._writable_block(ino, tail_index, 0, 0)
-            except FsError as e:  # the unflushed mark stays: the next mount cuts it
-                log.warning("inode %d: could not reload its last block to cut it: %s", ino, e)
-            with self._lock:
-                if self._cut_dirty_tail(fb, tail_index, tail_len) is not None:
-                    fb.tail_fix = tail_index
-        if not lost:
-            return
-        log.warning("inode %d: written data could not be stored (%s); the file is back to its "
-                    "last complete close or fsync: %d bytes (%d were written)", ino, error,
-                    size, written)
-        if self._on_lost is not None:
-            self._on_lost(ino, size, written, error)
+    def _abandon(self, ino: int, fb: FileBuffers, error: FsError) -> bool:
+        """A store failed: :func:`sofs.filerecovery.abandon` (whether written data was lost)."""
+        return filerecovery.abandon(self, ino, fb, error)
 
     def _cut_dirty_tail(self, fb: FileBuffers, tail_index: int,
                         tail_len: int) -> bytearray | None:

@@ -76,6 +76,7 @@ class BlockReader:
         with self._lock:
             fb = self._buffers.get(ino)
             src: bytes | None = None
+            cut = fb.cut.get(index) if fb is not None else None
             if fb is not None:
                 block: bytes | bytearray | None = fb.dirty.get(index)
                 if block is None:
@@ -93,6 +94,8 @@ class BlockReader:
             if loaded is None:
                 return None
             src = loaded[boff:boff + n]
+            if cut is not None:  # the stored version is longer than what the file keeps
+                src = src[:max(cut - boff, 0)]
         if len(src) < n:
             src = src + bytes(n - len(src))
         return src

@@ -14,12 +14,14 @@ import logging
 import os
 import threading
 import time
+from collections import OrderedDict
 
 from chunkstore.atomicfile import atomic_write
 
 log = logging.getLogger("sofs.disk")
 
 FILE_NAME = "errors.json"
+SEEN_MAX = 10_000  # pieces remembered as counted already (a bad piece read again is not new)
 
 
 class ChecksumErrors:
@@ -30,6 +32,7 @@ class ChecksumErrors:
         self._lock = threading.Lock()
         self.count = 0
         self.last: str | None = None
+        self._seen: OrderedDict[str, None] = OrderedDict()
         try:
             with open(self._path) as f:
                 raw = json.load(f)
@@ -41,9 +44,22 @@ class ChecksumErrors:
             log.warning("%s: unreadable (%s); the checksum error count starts again at 0",
                         self._path, e)
 
-    def add(self, what: str, n: int = 1) -> None:
-        """Count ``n`` errors (``what``: the piece or the container, for the record)."""
+    def forget(self, piece: str) -> None:
+        """The piece was written again: a later failure of it is a new error."""
         with self._lock:
+            self._seen.pop(piece, None)
+
+    def add(self, what: str, n: int = 1, piece: str | None = None) -> None:
+        """Count ``n`` errors (``what``: the piece or the container, for the record); a
+        ``piece`` already counted by this process is not counted again (every read of a bad
+        piece until repair rewrites it would be)."""
+        with self._lock:
+            if piece is not None:
+                if piece in self._seen:
+                    return
+                self._seen[piece] = None
+                while len(self._seen) > SEEN_MAX:
+                    self._seen.popitem(last=False)
             self.count += n
             self.last = f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} {what}"
             body = json.dumps({"checksum_errors": self.count, "last": self.last})

@@ -223,6 +223,7 @@ class DiskStore:
                 op = appender.enqueue(PendingOp(PUT, pid, info, None))
         # steps 3-4: group commit (fdatasync, index WriteBatch), then return = ack
         self._log.wait_committed(op)
+        self._errors.forget(pid.hex())
 
     def get(self, key: bytes, frag_idx: int, verify: bool = True) -> bytes:
         """The piece's data, verified against its checksum. ChunkNotFound / ChunkCorrupt.
@@ -249,7 +250,8 @@ class DiskStore:
         try:
             return self._get_piece(key, frag_idx, verify, reserve)
         except ChunkCorrupt:
-            self._errors.add(piece_id(key, frag_idx).hex())
+            pid = piece_id(key, frag_idx).hex()
+            self._errors.add(pid, piece=pid)
             raise
 
     def _get_piece(

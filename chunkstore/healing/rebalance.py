@@ -146,8 +146,11 @@ class DiskAddReport:
 def add_disk_and_rebalance(ring: LocalRing, progress: Progress | None = None, *,
                            disk_id: str | None = None, path: str | None = None,
                            weight: float = 1.0, rebalance_now: bool = True,
-                           cancel: threading.Event | None = None) -> DiskAddReport:
-    """``ring.add_disk`` then, unless told not to, :func:`rebalance`."""
+                           cancel: threading.Event | None = None,
+                           max_bytes_per_s: float | None = None) -> DiskAddReport:
+    """``ring.add_disk`` then, unless told not to, :func:`rebalance` (capped at
+    ``max_bytes_per_s``)."""
     added = ring.add_disk(disk_id, path, weight)
-    report = rebalance(ring, progress, cancel=cancel) if rebalance_now else None
+    report = (rebalance(ring, progress, cancel=cancel, max_bytes_per_s=max_bytes_per_s)
+              if rebalance_now else None)
     return DiskAddReport(added.as_dict(), report)
