@@ -13,14 +13,15 @@ lock, buffers, block map and metadata), as its methods would.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import Any
 
 from . import schema
 from .errors import FsError, NoSuchEntry
 from .filedata import FileBuffers
 
-if TYPE_CHECKING:
-    from .fileio import DataPath
+# a sofs.fileio.DataPath, whose state these functions work on; not imported (it imports this
+# module, and the layers keep no import cycles, not even for type checking)
+DataPath = Any
 
 log = logging.getLogger("sofs.fileio")
 

@@ -136,23 +136,26 @@ def test_a_writer_racing_the_reload_of_the_cut_end_block_keeps_its_data(full):
     set_full(True)
     fs.write(fh, BS, b"M" * 10)
     raced = []
+    real_load = fs._data._chunks.load  # the data path's internals, on purpose
 
-    def racing_get(ref, real=store.before_get):
+    def racing_load(ref, raw_len):
+        # the writer goes first, just as _abandon is about to reload the end block
         if threading.current_thread().name == "abandon" and not raced:
             raced.append(True)
             set_full(False)
             w = threading.Thread(target=fs.write, args=(writer, 100, b"Z" * 50))
             w.start()
-            w.join(10)
+            w.join(30)
+            assert not w.is_alive()
+        return real_load(ref, raw_len)
 
     writer = fs.open(node.ino, os.O_RDWR)
-    store.before_get = racing_get
-    fs.cache.capacity = 0  # every load goes to the store
+    fs._data._chunks.load = racing_load
     result = []
     t = threading.Thread(target=lambda: result.append(_fsync_error(fs, fh)), name="abandon")
     t.start()
     t.join(30)
-    store.before_get = None
+    fs._data._chunks.load = real_load
     assert raced and isinstance(result[0], NoSpace)
     with pytest.raises(NoSpace):  # it was open when the "L"s were lost: it hears of it once
         fs.flush(writer)
