@@ -35,10 +35,10 @@ _STOP = None
 
 class KernelCacheFixer:
     """Applies lost writes to the kernel's view of the mount, one at a time, in its own
-    thread. ``current(ino)`` gives (size, generation) of an inode as sofs has it now, or None
-    when it is gone."""
+    thread. ``current(ino)`` gives an inode's size as sofs has it now, or None when it is
+    gone."""
 
-    def __init__(self, current: Callable[[int], tuple[int, int] | None]) -> None:
+    def __init__(self, current: Callable[[int], int | None]) -> None:
         self._current = current
         self._queue: queue.SimpleQueue[LostWrite | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="sofs-kernelcache", daemon=True)
@@ -79,15 +79,14 @@ class KernelCacheFixer:
                 raise
             return  # the kernel does not hold the inode: nothing cached
         self.fixed += 1
-        log.info("inode %d: the kernel's cached copy dropped (sofs keeps %d bytes)", ino, now[0])
+        log.info("inode %d: the kernel's cached copy dropped (sofs keeps %d bytes)", ino, now)
 
 
-def inode_now(getattr: Callable[[int], Inode]) -> Callable[[int], tuple[int, int] | None]:
+def inode_now(getattr: Callable[[int], Inode]) -> Callable[[int], int | None]:
     """``current`` for :class:`KernelCacheFixer` from ``Filesystem.getattr``."""
-    def current(ino: int) -> tuple[int, int] | None:
+    def current(ino: int) -> int | None:
         try:
-            node = getattr(ino)
+            return getattr(ino).size
         except FsError:
             return None
-        return node.size, node.generation
     return current

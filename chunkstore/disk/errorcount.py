@@ -44,8 +44,16 @@ class ChecksumErrors:
             log.warning("%s: unreadable (%s); the checksum error count starts again at 0",
                         self._path, e)
 
+    def forget_piece(self, pid: bytes) -> None:
+        """:meth:`forget` by piece id (the hex string is made only when something was seen)."""
+        if self._seen:
+            self.forget(pid.hex())
+
     def forget(self, piece: str) -> None:
-        """The piece was written again: a later failure of it is a new error."""
+        """The piece was written again: a later failure of it is a new error. (Called on
+        every put: nothing to do, and no lock taken, while no bad piece was seen.)"""
+        if not self._seen:
+            return
         with self._lock:
             self._seen.pop(piece, None)
 

@@ -223,7 +223,7 @@ class DiskStore:
                 op = appender.enqueue(PendingOp(PUT, pid, info, None))
         # steps 3-4: group commit (fdatasync, index WriteBatch), then return = ack
         self._log.wait_committed(op)
-        self._errors.forget(pid.hex())
+        self._errors.forget_piece(pid)
 
     def get(self, key: bytes, frag_idx: int, verify: bool = True) -> bytes:
         """The piece's data, verified against its checksum. ChunkNotFound / ChunkCorrupt.
