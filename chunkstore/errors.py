@@ -61,6 +61,11 @@ class DiskUnavailable(ChunkStoreError):
     """
 
 
+class RingHostDown(ChunkStoreError):
+    """The embedded ring's host process (which serves its disks to several mounts) is not
+    running or does not answer; the message says what to do."""
+
+
 class ClusterInUse(ChunkStoreError):
     """Another process holds the cluster lock (``cluster.lock``); the message names its pid.
 

@@ -20,7 +20,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
 
 import pyfuse3
@@ -29,27 +29,23 @@ import trio
 from chunkstore import errors as cerr
 from chunkstore import sdnotify
 from chunkstore.healing.healer import DEFAULT_DOWN_AFTER_S, DEFAULT_SCRUB_INTERVAL_S, Healer
-from chunkstore.healing.rebalance import DiskAddReport, add_disk_and_rebalance
-from chunkstore.healing.sweep import health, repair
 from chunkstore.metricsendpoint import MetricsEndpointError, parse_address
-from chunkstore.placement.keys import ChunkRef
 from chunkstore.ring.datapath import RingStore
-from chunkstore.ring.diskusage import disk_usage
-from chunkstore.ring.local import LocalRing
+from chunkstore.ring.hosted import Forward, HostedRing, running_host
 from chunkstore.ring.open import is_networked, open_ring
-from sofs import volumedelete
 from sofs.errors import FsError
 from sofs.fs import Filesystem
 from sofs.fsck import FsckReport
 from sofs.metacheckpoint import CheckpointConflict, Checkpointer, check_current, list_checkpoints
 from sofs.online_check import check_mounted
-from sofs.ringview import ring_view
 from sofs.volume import volume_dir
 
-from . import ctlserver, mountmetrics, runstate, unmountreport
+from . import control, ctlserver, gcgate, mountmetrics, ringhost, runstate, unmountreport
+from .errors import MountError
 from .kernelcache import KernelCacheFixer, inode_now
 from .operations import SofsOperations
 from .opmetrics import FuseMetrics
+from .ringops import ring_ops
 
 log = logging.getLogger("sofs.mount")
 
@@ -57,6 +53,7 @@ GC_INTERVAL_S = 60.0
 META_CHECKPOINT_INTERVAL_S = 600.0  # metadata checkpoints into the RING (sofs.metacheckpoint)
 FIRST_CHECKPOINT_AFTER_S = 30.0
 HEAL_INTERVAL_S = 2.0  # how often the healer looks at node states and its schedule
+HOST_CHECK_S = 2.0  # how often a mount of an embedded ring checks that its host runs
 READ_AHEAD_KB = 1024
 
 
@@ -97,78 +94,24 @@ def _raise_read_ahead(mountpoint: str) -> None:
 
 def admin_ops(ring: RingStore, fs: Filesystem, healer: Healer | None = None,
               checkpointer: Checkpointer | None = None,
-              checkpoint_interval_s: float = 0.0) -> dict[str, ctlserver.Operation]:
-    """What ``sofsctl`` may ask this process to do while it holds the RING."""
-    extra: dict[str, ctlserver.Operation] = {}
+              checkpoint_interval_s: float = 0.0,
+              ring_level: bool = True) -> dict[str, ctlserver.Operation]:
+    """What ``sofsctl`` may ask this process to do: its volume's operations, and with
+    ``ring_level`` those of the RING it serves (:mod:`.ringops`; not for a client of the
+    embedded ring's host, which serves them itself)."""
+    ops: dict[str, ctlserver.Operation] = {}
+    if ring_level:
+        ops.update(ring_ops(ring, healer, gc_hold=fs.gc_paused))
     if checkpointer is not None:
-        extra["checkpoint"] = lambda progress: checkpointer.write(progress).as_dict()
-        extra["checkpoint-take-over"] = lambda progress: checkpointer.write(
+        ops["checkpoint"] = lambda progress: checkpointer.write(progress).as_dict()
+        ops["checkpoint-take-over"] = lambda progress: checkpointer.write(
             progress, take_over=True).as_dict()
-        extra["checkpoints"] = lambda progress: [
+        ops["checkpoints"] = lambda progress: [
             c.as_dict() for c in list_checkpoints(ring, fs.config.uuid)]
-    if healer is not None:
-        extra["sweep"] = lambda progress: healer.status.to_dict()
-        extra["repair-cancel"] = lambda progress: {"cancelled": healer.cancel_sweep()}
-        extra["repair-rate"] = _rate_op(healer)
-        extra["scrub-status"] = lambda progress: healer.scrub_status()
-        extra["scrub-pause"] = lambda progress: {"stopped": healer.pause_scrubs()}
-        extra["scrub-resume"] = lambda progress: healer.resume_scrubs()
-        if ring.membership is not None:
-            extra["cluster"] = lambda progress: cluster_status(healer)
-        if isinstance(ring, LocalRing):
-            extra["disk-add"] = _disk_add_op(ring, fs, healer)
-    return {
-        **extra,
-        "health": lambda progress: health(ring),
-        # through the healer when there is one: one sweep at a time
-        "repair": (lambda progress, init_disks=(): healer.sweep(progress, init_disks=init_disks))
-        if healer is not None
-        else (lambda progress, init_disks=(): repair(ring, progress=progress,
-                                                     init_disks=init_disks)),
-        "stats": lambda progress: {**fs.statistics().as_dict(),
-                                   **_checkpoint_stats(checkpointer, checkpoint_interval_s)},
-        "fsck": _online_fsck(fs, ring),
-        "chunks": _chunks_op(ring),
-        "disks": lambda progress: [u.as_dict() for u in disk_usage(ring)],
-        # another volume of the data directory (the ring's one mount serves them all)
-        "volume-delete": lambda progress, uuid: volumedelete.finish(
-            volumedelete.tomb_of(Path(ring.data_dir), uuid), ring, progress_sized=progress),
-        # any volume of the data directory (an embedded ring's one mount serves them all)
-        "volume-checkpoints": lambda progress, uuid: [
-            c.as_dict() for c in list_checkpoints(ring, uuid)],
-    }
-
-
-def _disk_add_op(ring: LocalRing, fs: Filesystem, healer: Healer) -> ctlserver.Operation:
-    """``sofsctl disk add`` while mounted: the disk joins the ring the mount serves, then the
-    pieces whose owners changed move at the healer's rate cap, its own sweeps and the garbage
-    collector held off meanwhile (a chunk deleted while its pieces sit on old owners would
-    keep them: deletes go to the new owners)."""
-    def op(progress: Callable[..., None], disk_id: str | None = None, path: str | None = None,
-           weight: float = 1.0, rebalance_now: bool = True) -> DiskAddReport:
-        with healer.exclusive(), fs.gc_paused():
-            return add_disk_and_rebalance(ring, progress, disk_id=disk_id, path=path,
-                                          weight=weight, rebalance_now=rebalance_now,
-                                          max_bytes_per_s=healer.max_bytes_per_s)
-    return op
-
-
-def _rate_op(healer: Healer) -> ctlserver.Operation:
-    """The ``repair-rate`` admin op: cap the healer's sweeps (the running one too)."""
-    def run(progress: ctlserver.Progress, bytes_per_s: float | None) -> dict:
-        healer.set_rate(float(bytes_per_s) if bytes_per_s else None)
-        return {"rate_cap": healer.max_bytes_per_s}
-    return run
-
-
-def _chunks_op(ring: RingStore) -> ctlserver.Operation:
-    """The ``chunks`` admin op: :func:`sofs.ringview.ring_view` of hex keys and refs."""
-    def run(progress: ctlserver.Progress, keys: list[str], refs: dict[str, str],
-            volumes: list[str]) -> list[dict]:
-        known = {bytes.fromhex(k): ChunkRef.from_bytes(bytes.fromhex(r)) for k, r in refs.items()}
-        return [c.as_dict() for c in ring_view(ring, [bytes.fromhex(k) for k in keys], known,
-                                               volumes)]
-    return run
+    ops["stats"] = lambda progress: {**fs.statistics().as_dict(),
+                                     **_checkpoint_stats(checkpointer, checkpoint_interval_s)}
+    ops["fsck"] = _online_fsck(fs, ring)
+    return ops
 
 
 def _online_fsck(fs: Filesystem, ring: RingStore) -> ctlserver.Operation:
@@ -223,19 +166,45 @@ def _claim(checkpointer: Checkpointer, ring: RingStore, fs: Filesystem, vdir: Pa
                     "checkpoints (%s); mounting anyway", e)
 
 
-def cluster_status(healer: Healer) -> dict:
-    """Map epoch, node states as this client sees them, and the rebuild's progress (a
-    networked RING)."""
-    ring = healer.ring
-    members = ring.membership
-    assert members is not None, "cluster status of an embedded RING"
-    suspects = members.suspects()
-    cmap = members.cmap
-    nodes = [{"id": n.id, "address": n.address, "site": n.site, "state": n.state,
-              "unreachable_since": suspects.get(n.id)} for n in cmap.nodes]
-    return {"epoch": cmap.epoch, "nodes": nodes,
-            "disks_unavailable": sorted(ring.unavailable_disks()),
-            "rebuild": healer.status.to_dict(), "down_after_s": healer.down_after_s}
+def _collect_pass(fs: Filesystem, hosted_by: Path | None) -> int:
+    """One garbage-collection pass; skipped while a disk add of the ring host holds the
+    data directory's GC gate (:mod:`.gcgate`)."""
+    if hosted_by is None:
+        return fs.collect_garbage()
+    with gcgate.pass_allowed(hosted_by) as allowed:
+        return fs.collect_garbage() if allowed else 0
+
+
+async def _keep_host(data_dir: Path, host_args: Sequence[str]) -> None:
+    """A ring host that ended under a running mount (killed, crashed) is started again; the
+    mount's ring client finds it at its next revive round."""
+    while True:
+        await trio.sleep(HOST_CHECK_S)
+        if running_host(data_dir) is None:
+            log.warning("the ring host of %s is gone: starting it again", data_dir)
+            try:
+                await trio.to_thread.run_sync(
+                    lambda: ringhost.ensure_host(data_dir, daemon_args=host_args))
+            except MountError as e:
+                log.error("%s; will retry", e)
+
+
+def host_forward(data_dir: Path) -> Forward:
+    """The repair-log forwarding of a hosted ring client: the host's admin socket."""
+    def forward(op: str, args: dict) -> object:
+        try:
+            return control.call(data_dir, op, timeout=10, args=args)
+        except MountError as e:
+            raise cerr.RingHostDown(str(e)) from None
+    return forward
+
+
+def _host_args(scrub_interval_s: float, rebuild_rate: float | None) -> list[str]:
+    """The healer settings of this mount, for the ring host it starts."""
+    out = ["--scrub-interval", str(scrub_interval_s)]
+    if rebuild_rate:
+        out += ["--rebuild-rate", str(rebuild_rate)]
+    return out
 
 
 def compact_disks(ring: RingStore) -> None:
@@ -252,20 +221,23 @@ def compact_disks(ring: RingStore) -> None:
 
 
 async def _serve(fs: Filesystem, ring: RingStore, mountpoint: str, ready_fd: int | None,
-                 control: tuple[Path, dict] | None = None,
+                 controls: list[tuple[Path, dict]] | None = None,
                  gc_interval_s: float = GC_INTERVAL_S, healer: Healer | None = None,
                  checkpointer: Checkpointer | None = None,
                  checkpoint_interval_s: float = META_CHECKPOINT_INTERVAL_S,
-              take_over: bool = False, metrics: tuple[str, int] | None = None,
-                 fuse_metrics: FuseMetrics | None = None) -> None:
+                 take_over: bool = False, metrics: tuple[str, int] | None = None,
+                 fuse_metrics: FuseMetrics | None = None, hosted_by: Path | None = None,
+                 host_args: Sequence[str] = ()) -> None:
     # bound before anything serves: a port in use fails the mount (RuntimeError)
     endpoint = None if metrics is None else mountmetrics.serve(
         metrics, fs, ring, healer, checkpointer, fuse_metrics)
     async with trio.open_nursery() as nursery:
         if endpoint is not None:
             nursery.start_soon(mountmetrics.close_at_exit, endpoint)
-        if control is not None:
+        for control in controls or ():
             await nursery.start(ctlserver.serve, *control)
+        if hosted_by is not None:
+            nursery.start_soon(_keep_host, hosted_by, host_args)
 
         async def watch_signals() -> None:
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
@@ -292,7 +264,7 @@ async def _serve(fs: Filesystem, ring: RingStore, mountpoint: str, ready_fd: int
                     continue
                 fenced = False
                 try:
-                    n = await trio.to_thread.run_sync(fs.collect_garbage)
+                    n = await trio.to_thread.run_sync(_collect_pass, fs, hosted_by)
                     if n:
                         log.info("garbage collector deleted %d unreferenced chunks", n)
                         await trio.to_thread.run_sync(compact_disks, ring)
@@ -386,8 +358,14 @@ def run_mount(data_dir: Path, volume: str, mountpoint: str, *, ready_fd: int | N
               scrub_interval_s: float = DEFAULT_SCRUB_INTERVAL_S,
               rebuild_rate: float | None = None,
               checkpoint_interval_s: float = META_CHECKPOINT_INTERVAL_S,
-              take_over: bool = False, metrics: tuple[str, int] | None = None) -> None:
+              take_over: bool = False, metrics: tuple[str, int] | None = None,
+              exclusive_ring: bool = False) -> None:
     """Mount ``volume`` at ``mountpoint`` and serve until unmounted; blocks.
+
+    On an embedded data directory the disks are served by its ring host
+    (:mod:`.ringhost`, started if it does not run), so other volumes can be mounted at the
+    same time; with EXCLUSIVE_RING this process holds the embedded ring itself (and runs its
+    healer) instead, and no other volume of the data directory can be mounted meanwhile.
 
     Every CHECKPOINT_INTERVAL_S (0: never; the first one 30 s after mounting) and at a clean
     unmount, the volume's metadata is checkpointed into the RING (sofs.metacheckpoint).
@@ -396,18 +374,26 @@ def run_mount(data_dir: Path, volume: str, mountpoint: str, *, ready_fd: int | N
     METRICS (host, port): serve Prometheus metrics there (fuse_mount.mountmetrics)."""
     mountpoint = os.path.realpath(mountpoint)
     tune_malloc()
+    host_args = _host_args(scrub_interval_s, rebuild_rate)
     with contextlib.ExitStack() as stack:
         networked = is_networked(data_dir)
-        ring = _open_ring_waiting(data_dir, volume if networked else None)
+        hosted = not networked and not exclusive_ring
+        if hosted:  # the data directory's ring host serves the disks (fuse_mount.ringhost)
+            ringhost.ensure_host(data_dir, daemon_args=host_args)
+            ring: RingStore = HostedRing.open(data_dir, volume, forward=host_forward(data_dir))
+        else:
+            ring = _open_ring_waiting(data_dir, volume if networked else None)
         stack.callback(ring.close)
         # default_permissions: the kernel checks permissions before every request
         fs = Filesystem.open_volume(data_dir, volume, ring, gc_grace_s=gc_grace_s,
                                     check_permissions=False)
         stack.callback(_close_volume, fs)
-        healer = Healer(ring, down_after_s=down_after_s, scrub_interval_s=scrub_interval_s,
-                        max_bytes_per_s=rebuild_rate * 2**20 if rebuild_rate else None,
-                        min_placing=fs.protection.max_width())
-        stack.callback(healer.close)
+        healer = None
+        if not hosted:  # the host heals and scrubs an embedded ring it serves
+            healer = Healer(ring, down_after_s=down_after_s, scrub_interval_s=scrub_interval_s,
+                            max_bytes_per_s=rebuild_rate * 2**20 if rebuild_rate else None,
+                            min_placing=fs.protection.max_width())
+            stack.callback(healer.close)
         checkpointer = Checkpointer(fs.meta, ring, fs.config, volume_dir(data_dir, volume),
                                     protection=fs.protection)
         _claim(checkpointer, ring, fs, volume_dir(data_dir, volume), take_over)
@@ -421,10 +407,14 @@ def run_mount(data_dir: Path, volume: str, mountpoint: str, *, ready_fd: int | N
         runstate.write(data_dir, state)
         stack.callback(runstate.remove, data_dir, state)
         log.info("volume %s mounted at %s (pid %d)", volume, mountpoint, os.getpid())
-        control = (ctlserver.socket_path(data_dir, volume if networked else None),
-                   admin_ops(ring, fs, healer, checkpointer, checkpoint_interval_s))
-        trio.run(_serve, fs, ring, mountpoint, ready_fd, control, gc_interval_s, healer,
-                 checkpointer, checkpoint_interval_s, take_over, metrics, ops.metrics)
+        admin = admin_ops(ring, fs, healer, checkpointer, checkpoint_interval_s,
+                          ring_level=not hosted)
+        controls = [(ctlserver.socket_path(data_dir, volume), admin)]
+        if not networked and not hosted:  # it holds the embedded ring: sofsctl asks it
+            controls.append((ctlserver.socket_path(data_dir, None), admin))
+        trio.run(_serve, fs, ring, mountpoint, ready_fd, controls, gc_interval_s, healer,
+                 checkpointer, checkpoint_interval_s, take_over, metrics, ops.metrics,
+                 Path(data_dir) if hosted else None, host_args)
         log.info("FUSE session ended; flushing and closing")
         sdnotify.notify("STOPPING=1\nSTATUS=flushing and closing")
         final_error = None
@@ -471,6 +461,9 @@ def main(argv: list[str] | None = None) -> int:
                         "checkpoints of the volume, and make it the volume's reference")
     p.add_argument("--metrics", metavar="HOST:PORT", type=_metrics_address,
                    help="serve Prometheus metrics on HOST:PORT (/metrics); default: off")
+    p.add_argument("--exclusive-ring", action="store_true",
+                   help="embedded ring: hold it in this process instead of using the data "
+                        "directory's ring host (no other volume can be mounted meanwhile)")
     p.add_argument("volume")
     p.add_argument("mountpoint")
     args = p.parse_args(argv)
@@ -482,7 +475,8 @@ def main(argv: list[str] | None = None) -> int:
                   down_after_s=args.down_after, scrub_interval_s=args.scrub_interval,
                   rebuild_rate=args.rebuild_rate,
                   checkpoint_interval_s=args.checkpoint_interval,
-                  take_over=args.take_over, metrics=args.metrics)
+                  take_over=args.take_over, metrics=args.metrics,
+                  exclusive_ring=args.exclusive_ring)
     except Exception as e:
         log.error("mount failed: %s", e, exc_info=not isinstance(e, (OSError, RuntimeError)))
         if args.ready_fd is not None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from chunkstore import errors as cerr
-from chunkstore.ring.open import is_networked, open_ring
+from chunkstore.ring.open import open_ring
 from fuse_mount import control, runstate
 from sofs import errors as ferr
 from sofs import metacheckpoint as mc
@@ -44,8 +44,7 @@ def _mounted(home: Path, name: str):
 
 def _call_mount(home: Path, op: str, name: str, progress=None):
     try:
-        return control.call(home, op, progress or (lambda *a: None),
-                            volume=name if is_networked(home) else None)
+        return control.call(home, op, progress or (lambda *a: None), volume=name)
     except control.MountError as e:
         raise fail(e) from None
 

@@ -17,13 +17,14 @@ import click
 from chunkstore import errors as cerr
 from chunkstore.metricsendpoint import MetricsEndpointError, format_address, parse_address
 from chunkstore.protection.policy import parse_policy
+from chunkstore.ring.hosted import running_host
 from chunkstore.ring.localcluster import init_local_cluster, load_config
 from chunkstore.ring.mapadmin import load_map
 from chunkstore.ring.open import has_cluster, is_networked, open_ring
 from exporters.errors import ExportError
 from exporters.registry import stop_exports
 from exporters.service import listen_problem
-from fuse_mount import control, runstate
+from fuse_mount import control, ringhost, runstate
 from sofs import errors as ferr
 from sofs.fsck import FsckReport, Problem, check_volume
 from sofs.volume import create_volume, protection_for
@@ -224,28 +225,35 @@ def _placing_disks(home: Path) -> int:
 @click.option("--metrics", metavar="HOST:PORT", default=None,
               help="Serve Prometheus metrics of the mount (FUSE requests, cache, GC, healer, "
                    "disks) on http://HOST:PORT/metrics [default: off].")
+@click.option("--exclusive-ring", is_flag=True,
+              help="Embedded ring: hold it in the mount process itself instead of sharing the "
+                   "data directory's ring host; no other volume can be mounted meanwhile "
+                   "(what that saves: sofs(7) PERFORMANCE).")
 @pass_home
 def mount(home: Path, name: str, mountpoint: str, foreground: bool,
           gc_grace: float | None, gc_interval: float | None, down_after: float | None,
           scrub_interval: float | None, rebuild_rate: float | None,
-          checkpoint_interval: float | None, take_over: bool, metrics: str | None) -> None:
-    """Mount volume NAME at MOUNTPOINT (in the background unless --foreground)."""
+          checkpoint_interval: float | None, take_over: bool, metrics: str | None,
+          exclusive_ring: bool) -> None:
+    """Mount volume NAME at MOUNTPOINT (in the background unless --foreground).
+
+    Several volumes of one data directory may be mounted at once: on an embedded ring the
+    first mount starts the data directory's ring host, which serves the disks to every mount
+    and runs the repairs and scrubs; it ends after the last unmount."""
     metrics_at = _metrics_address(metrics) if metrics is not None else None
     require_volume(home, name)
-    busy = [st for st in runstate.all_states(home) if st.alive]
-    if not is_networked(home):
-        busy = busy[:1]
-    else:  # each mount of a networked data directory has its own client state
-        busy = [st for st in busy if st.volume == name]
-    if busy:
-        st = busy[0]
+    alive = [st for st in runstate.all_states(home) if st.alive]
+    for st in alive:
         if st.volume == name:
             raise Failure(f"volume {name} is already mounted at {st.mountpoint} (pid {st.pid}); "
                           f"to mount it elsewhere: sofsctl umount {st.mountpoint}")
-        raise Failure(f"volume {st.volume} is mounted at {st.mountpoint} (pid {st.pid}); the "
-                      "embedded ring is served by one process, so one volume of this data "
-                      f"directory is mounted at a time: sofsctl umount {st.mountpoint} (a "
-                      "networked cluster has no such limit)")
+    if not is_networked(home) and alive and (exclusive_ring or running_host(home) is None):
+        st = alive[0]
+        raise Failure(f"volume {st.volume} is mounted at {st.mountpoint} (pid {st.pid}) "
+                      + ("holding the embedded ring itself (--exclusive-ring)"
+                         if running_host(home) is None else "")
+                      + "; --exclusive-ring needs every other volume unmounted first: "
+                      f"sofsctl umount {st.mountpoint}")
     maintenance = []
     if scrub_interval is not None:
         maintenance += ["--scrub-interval", str(scrub_interval)]
@@ -257,6 +265,8 @@ def mount(home: Path, name: str, mountpoint: str, foreground: bool,
         maintenance.append("--take-over")
     if metrics_at is not None:
         maintenance += ["--metrics", format_address(*metrics_at)]
+    if exclusive_ring:
+        maintenance.append("--exclusive-ring")
     try:
         if foreground:
             control.check_mountpoint(mountpoint)
@@ -322,6 +332,12 @@ def umount(home: Path, mountpoint: str, timeout: float) -> None:
         click.echo(control.unmount(home, mountpoint, timeout=timeout))
     except control.MountError as e:
         raise fail(e) from None
+    if not is_networked(home):
+        try:
+            if ringhost.stop_if_unused(home):
+                click.echo("no volume is mounted any more: the ring host stopped")
+        except control.MountError as e:
+            click.echo(f"warning: {e}", err=True)
 
 
 # ---------------------------------------------------------------------------------------- fsck
@@ -386,7 +402,7 @@ def fsck(home: Path, name: str, repair: bool, as_json: bool) -> None:
             try:
                 report = _report_from_json(control.call(
                     home, "fsck", lambda done, total, *rest, phase="": bars(phase, done, total),
-                    volume=name if is_networked(home) else None))
+                    volume=name))
             except control.MountError as e:
                 raise fail(e) from None
     except BaseException as e:

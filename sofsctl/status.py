@@ -59,6 +59,11 @@ def _print(facts: StatusFacts) -> None:
         click.echo(hv.chunk_line(h, [d.id for d in disks if d.state != "up"]))
     if not facts.networked and facts.rebuild and facts.rebuild.get("state") == "rebuilding":
         click.echo(_sweep_line(facts.rebuild))
+    if facts.ring_host is not None:
+        rh = facts.ring_host
+        click.echo(f"ring host: pid {rh['pid']} serves the disks on 127.0.0.1:{rh['port']} "
+                   f"(ring epoch {rh['epoch']}, {rh['connections']} connections); it ends "
+                   "after the last unmount")
     if h.unrecoverable_keys:
         shown = " ".join(h.unrecoverable_keys)
         more = f" (and {h.unrecoverable - len(h.unrecoverable_keys)} more)" \

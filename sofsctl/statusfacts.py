@@ -28,6 +28,7 @@ from chunkstore.healing.sweep import health as run_health
 from chunkstore.protection.policy import parse_policy
 from chunkstore.ring import mapadmin
 from chunkstore.ring.localcluster import load_config
+from chunkstore.ring.hosted import running_host
 from chunkstore.ring.open import is_networked
 from exporters.registry import ExportStatus, list_exports
 from fuse_mount import control, runstate
@@ -83,6 +84,7 @@ class StatusFacts:
     rebuild: dict[str, Any] | None = None  # the sweep a mount process's healer runs (or ran)
     job: dict[str, Any] | None = None      # a sofsctl job holding the embedded ring
     counted: bool = True                   # False: the ring was busy, chunks not counted
+    ring_host: dict[str, Any] | None = None  # embedded: the host serving the disks, if one runs
 
     def to_json(self) -> dict[str, Any]:
         h = self.health
@@ -105,6 +107,7 @@ class StatusFacts:
             "disks_unavailable": list(h.disks_unavailable),
             "nodes": self.nodes,
             "rebuild": self.rebuild,
+            "ring_host": self.ring_host,
             "volumes": [_volume_json(v) for v in self.volumes],
             "exports": [{"volume": e.volume, "kind": e.kind, "state": e.state, "bind": e.bind,
                          "port": e.port, "clients": e.who, "restarts": e.restarts,
@@ -140,7 +143,7 @@ def gather(home: Path) -> StatusFacts:
     dead = {s.volume: s for s in states
             if not s.alive and s.mountpoint in fuse_points and s.volume not in mounts}
     detached = {name for name, m in mounts.items() if m.mountpoint not in fuse_points}
-    stats = {name: _mount_stats(home, name, networked) for name in mounts}
+    stats = {name: _mount_stats(home, name) for name in mounts}
 
     problems = {d.id: _problem(d) for d in disks if d.state != "up"}
     for disk_id in h.disks_unavailable:
@@ -192,7 +195,8 @@ def gather(home: Path) -> StatusFacts:
         cluster_id=mapadmin.load_map(home).cluster_id if networked else load_config(home).cluster_id,
         verdict=hv.combine(reasons), health=h, disks=disks, problems=problems,
         volumes=facts, exports=exports, nodes=node_facts(home) if networked else [],
-        cluster=cluster, rebuild=rebuild, job=job, counted=job is None)
+        cluster=cluster, rebuild=rebuild, job=job, counted=job is None,
+        ring_host=None if networked else _host_view(home))
 
 
 # --- reasons of the layers above the RING (pure) -------------------------------------------
@@ -265,9 +269,20 @@ def _uncounted(home: Path, disks: list[DiskFacts]) -> HealthReport:
                         disks_total=len(disks), disks_unavailable=())
 
 
+def _host_view(home: Path) -> dict | None:
+    """The ring host serving an embedded ring (pid, port, epoch, connections), if it runs."""
+    if running_host(home) is None:
+        return None
+    try:
+        return control.call(home, "host", timeout=10)
+    except control.MountError:
+        return None
+
+
 def _sweep_view(home: Path, mounts: dict[str, runstate.MountState]) -> dict | None:
-    """The sweep of the mount process that holds an embedded ring (or None)."""
-    if not mounts:
+    """The sweep of the process that holds an embedded ring: its ring host, or a mount
+    with --exclusive-ring (or None)."""
+    if not mounts and running_host(home) is None:
         return None
     try:
         return control.call(home, "sweep", timeout=10)
@@ -325,9 +340,9 @@ def _kernel_mounts() -> dict[str, str]:
         return {}
 
 
-def _mount_stats(home: Path, name: str, networked: bool) -> dict | None:
+def _mount_stats(home: Path, name: str) -> dict | None:
     try:
-        return control.call(home, "stats", timeout=10, volume=name if networked else None)
+        return control.call(home, "stats", timeout=10, volume=name)
     except control.MountError:
         return None
 

@@ -34,7 +34,7 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import Callable, Mapping, TypeVar
 
 import trio
 
@@ -151,13 +151,14 @@ class _Conn:
 class Node:
     """Serves a set of open DiskStores. Construct and run inside ``trio.run``."""
 
-    def __init__(self, config: NodeConfig, secret: bytes, stores: dict[str, DiskStore], down: dict[str, str] | None = None,
-                 metrics: NodeMetrics | None = None):
+    def __init__(self, config: NodeConfig, secret: bytes, stores: Mapping[str, DiskStore],
+                 down: Mapping[str, str] | None = None, metrics: NodeMetrics | None = None):
         self.config = config
         self.limits = config.limits
         self._secret = secret
         self._stores = stores
-        self._down = dict(down or {})
+        # read, never changed here: the embedded ring's host passes live views of its disks
+        self._down: Mapping[str, str] = down if down is not None else {}
         self._failing: dict[str, str] = {}
         # as many worker threads as requests in flight: a request never waits for a thread
         # another one holds (a GET's thread may wait for the byte budget, see _get)

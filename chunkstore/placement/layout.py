@@ -11,7 +11,9 @@ host's data directory is read in one place::
     repairlog/        rocksdict of chunks needing repair (chunkstore.ring.repairlog)
     disks/d0 ..       embedded local cluster: one disk store per disk (chunkstore.disk.store)
     healer.json       the healer's schedule: the epoch last swept, the last full sweep
-    run/              sockets, locks and pids of running processes (healer.lock, mounts/)
+    run/              sockets, locks and pids of running processes (healer.lock, mounts/,
+                      ringhost.json and ringhost.secret: the embedded ring's host process,
+                      chunkstore.ring.hosted)
     volumes/          one directory per volume (sofs.volume)
 """
 
@@ -26,3 +28,5 @@ RUN_DIR = "run"
 HEALER_LOCK_FILE = "healer.lock"
 HEALER_STATE_FILE = "healer.json"
 MAINTENANCE_FILE = "maintenance.json"
+HOST_STATE_FILE = "run/ringhost.json"
+HOST_SECRET_FILE = "run/ringhost.secret"

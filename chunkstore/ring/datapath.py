@@ -228,10 +228,21 @@ class RingStore(ChunkStore):
         return self.put_ref(ref, payload, policy)
 
     def put_ref(self, ref: ChunkRef, payload: bytes, policy: Policy | None = None) -> ChunkRef:
-        """Write the pieces of a chunk whose ref is already known (used by put and repair)."""
+        """Write the pieces of a chunk whose ref is already known (used by put and repair).
+        If the map changes while they are written (a StaleMap answer), they are written
+        again where the new map places them (the first copies become extras for repair)."""
         policy = policy or self._policy(ref)
         pieces = policy.encode(payload)
-        owners = self.ring.owners(ref.key, policy.width)
+        ring = self.ring
+        self._put_pieces(ref, policy, pieces, ring)
+        if self.ring is not ring:
+            log.info("chunk %s: the map changed while it was written; written again where "
+                     "the new map places it", ref.hex)
+            self._put_pieces(ref, policy, pieces, self.ring)
+        return ref
+
+    def _put_pieces(self, ref: ChunkRef, policy: Policy, pieces: list, ring: Ring) -> None:
+        owners = ring.owners(ref.key, policy.width)
         futures = {
             i: self._pool.submit(self._put_piece, owners[i], ref.key, policy.piece_index(i), ref, pieces[i])
             for i in range(policy.width)
@@ -256,7 +267,6 @@ class RingStore(ChunkStore):
                 log.warning("chunk %s written degraded: %d of %d pieces on their disks (%s); "
                             "the repair log keeps it for the next repair (said at most once "
                             "a minute)", ref.hex, ok, policy.width, errors[0])
-        return ref
 
     @staticmethod
     def _collect_puts(futures: dict) -> tuple[list[int], list[BaseException]]:

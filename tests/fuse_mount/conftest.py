@@ -46,6 +46,31 @@ def wait_dead(pid: int, timeout: float = 30) -> bool:
     return False
 
 
+def stop_pid(pid: int, sig: int | None = signal.SIGTERM, timeout: float = 30) -> None:
+    """Send ``sig`` (None: none) to ``pid``, wait up to ``timeout`` for it to end, then
+    kill it."""
+    try:
+        if sig is not None:
+            os.kill(pid, sig)
+    except ProcessLookupError:
+        return
+    if not wait_dead(pid, timeout):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def stop_ring_host(data_dir: Path) -> None:
+    """Stop the embedded ring's host process of ``data_dir`` if one runs (by its pid)."""
+    try:
+        pid = json.loads((Path(data_dir) / "run" / "ringhost.json").read_text())["pid"]
+    except (OSError, ValueError, KeyError):
+        return
+    if pid > 0:
+        stop_pid(pid)
+
+
 def _mounted(mnt: Path) -> bool:
     real = os.path.realpath(mnt)
     with open("/proc/self/mountinfo") as f:
@@ -90,18 +115,8 @@ class Archive:
         if _mounted(self.mnt):
             subprocess.run(["umount", "-l", str(self.mnt)], capture_output=True)
         for pid in self.pids:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    break
-                time.sleep(0.1)
-            else:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            stop_pid(pid, sig=None)
+        stop_ring_host(self.data)
 
     def log(self) -> str:
         path = self.data / "log" / f"mount-{self.volume}.log"
