@@ -327,8 +327,8 @@ def ensure_host(data_dir: Path, *, daemon_args: Sequence[str] = (),
         holder = re.search(r"in use by pid (\d+)", err)
         mounts = {st.pid: st for st in runstate.all_states(data_dir) if st.alive}
         if holder is not None and int(holder.group(1)) in mounts:
-            st = mounts[int(holder.group(1))]
-            raise MountError(f"volume {st.volume} is mounted at {st.mountpoint} holding the "
+            m = mounts[int(holder.group(1))]
+            raise MountError(f"volume {m.volume} is mounted at {m.mountpoint} holding the "
                              f"embedded ring itself (--exclusive-ring): unmount it first")
         if holder is None or time.monotonic() >= deadline:
             raise MountError(f"the ring host of {data_dir} did not start: {err} "

@@ -27,8 +27,8 @@ from chunkstore.healing.sweep import HealthReport
 from chunkstore.healing.sweep import health as run_health
 from chunkstore.protection.policy import parse_policy
 from chunkstore.ring import mapadmin
-from chunkstore.ring.localcluster import load_config
 from chunkstore.ring.hosted import running_host
+from chunkstore.ring.localcluster import load_config
 from chunkstore.ring.open import is_networked
 from exporters.registry import ExportStatus, list_exports
 from fuse_mount import control, runstate
