@@ -31,7 +31,7 @@ from chunkstore import sdnotify
 from chunkstore.healing.healer import DEFAULT_DOWN_AFTER_S, DEFAULT_SCRUB_INTERVAL_S, Healer
 from chunkstore.metricsendpoint import MetricsEndpointError, parse_address
 from chunkstore.ring.datapath import RingStore
-from chunkstore.ring.hosted import Forward, HostedRing, running_host
+from chunkstore.ring.hosted import HostedRing, running_host
 from chunkstore.ring.open import is_networked, open_ring
 from sofs.errors import FsError
 from sofs.fs import Filesystem
@@ -40,7 +40,7 @@ from sofs.metacheckpoint import CheckpointConflict, Checkpointer, check_current,
 from sofs.online_check import check_mounted
 from sofs.volume import volume_dir
 
-from . import control, ctlserver, gcgate, mountmetrics, ringhost, runstate, unmountreport
+from . import ctlserver, gcgate, mountmetrics, ringhost, runstate, unmountreport
 from .errors import MountError
 from .kernelcache import KernelCacheFixer, inode_now
 from .operations import SofsOperations
@@ -187,16 +187,6 @@ async def _keep_host(data_dir: Path, host_args: Sequence[str]) -> None:
                     lambda: ringhost.ensure_host(data_dir, daemon_args=host_args))
             except MountError as e:
                 log.error("%s; will retry", e)
-
-
-def host_forward(data_dir: Path) -> Forward:
-    """The repair-log forwarding of a hosted ring client: the host's admin socket."""
-    def forward(op: str, args: dict) -> object:
-        try:
-            return control.call(data_dir, op, timeout=10, args=args)
-        except MountError as e:
-            raise cerr.RingHostDown(str(e)) from None
-    return forward
 
 
 def _host_args(scrub_interval_s: float, rebuild_rate: float | None) -> list[str]:
@@ -380,7 +370,8 @@ def run_mount(data_dir: Path, volume: str, mountpoint: str, *, ready_fd: int | N
         hosted = not networked and not exclusive_ring
         if hosted:  # the data directory's ring host serves the disks (fuse_mount.ringhost)
             ringhost.ensure_host(data_dir, daemon_args=host_args)
-            ring: RingStore = HostedRing.open(data_dir, volume, forward=host_forward(data_dir))
+            ring: RingStore = HostedRing.open(data_dir, volume,
+                                             forward=ringhost.host_forward(data_dir))
         else:
             ring = _open_ring_waiting(data_dir, volume if networked else None)
         stack.callback(ring.close)

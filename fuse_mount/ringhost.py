@@ -53,11 +53,19 @@ from chunkstore.net.server import Node
 from chunkstore.placement.keys import ChunkRef
 from chunkstore.placement.layout import HOST_STATE_FILE
 from chunkstore.protection.policy import PolicyCode
-from chunkstore.ring.hosted import HostState, host_state, make_secret, running_host, secret_path
+from chunkstore.ring.hosted import (
+    Forward,
+    HostedRing,
+    HostState,
+    host_state,
+    make_secret,
+    running_host,
+    secret_path,
+)
 from chunkstore.ring.local import LocalRing
 from chunkstore.ring.repairlog import DELETED
 
-from . import ctlserver, gcgate, runstate
+from . import control, ctlserver, gcgate, runstate
 from .control import read_ready_line
 from .errors import MountError
 from .ringops import ring_ops
@@ -360,6 +368,21 @@ def _start(data_dir: Path, daemon_args: Sequence[str], deadline: float) -> str |
     if text == "ready":
         return None
     return text.removeprefix("error: ") or "the process exited"
+
+
+def host_forward(data_dir: Path) -> Forward:
+    """The repair-log forwarding of a hosted ring client: the host's admin socket."""
+    def forward(op: str, args: dict) -> object:
+        try:
+            return control.call(data_dir, op, timeout=10, args=args)
+        except MountError as e:
+            raise cerr.RingHostDown(str(e)) from None
+    return forward
+
+
+def open_client(data_dir: Path, instance: str) -> HostedRing:
+    """A client of the running ring host, forwarding its repair-log notes to it."""
+    return HostedRing.open(data_dir, instance, forward=host_forward(data_dir))
 
 
 def stop_host(data_dir: Path, timeout: float = 60.0) -> bool:

@@ -12,7 +12,6 @@ from pathlib import Path
 import click
 
 from chunkstore import errors as cerr
-from chunkstore.ring.open import open_ring
 from fuse_mount import control, runstate
 from sofs import errors as ferr
 from sofs import metacheckpoint as mc
@@ -20,7 +19,7 @@ from sofs.metadata import MetaStore
 from sofs.volume import list_volume_names, load_volume, save_volume, volume_dir
 
 from .common import Failure, fail, human, pass_home, table
-from .jobs import require_volume, ring_job
+from .jobs import open_ring_or_host, require_volume, ring_job
 from .progress import BYTES, ProgressLine
 
 
@@ -30,9 +29,9 @@ def _when(ts: float) -> str:
 
 def _open_ring(home: Path):
     try:
-        return open_ring(home, instance="sofsctl")
+        return open_ring_or_host(home)
     except cerr.ClusterInUse:
-        raise Failure("the embedded ring is served by a mounted volume of this data directory; "
+        raise Failure("the embedded ring is held by a volume mounted with --exclusive-ring; "
                       "unmount it first (sofsctl umount MOUNTPOINT)") from None
     except cerr.ChunkStoreError as e:
         raise fail(e) from None

@@ -17,8 +17,9 @@ import click
 from chunkstore import errors as cerr
 from chunkstore.atomicfile import atomic_write
 from chunkstore.placement.layout import RUN_DIR
+from chunkstore.ring.hosted import running_host
 from chunkstore.ring.open import is_networked, open_ring
-from fuse_mount import control
+from fuse_mount import control, ringhost
 from fuse_mount.ctlserver import to_jsonable
 from sofs import errors as ferr
 from sofs.volume import VolumeConfig, list_volume_names, load_volume
@@ -120,6 +121,17 @@ def _run_ring_job(home: Path, op: str, run_local, progress, args: dict | None, r
         if job is not None:
             job.close()
         ring.close()
+
+
+def open_ring_or_host(home: Path, instance: str = "sofsctl"):
+    """The RING of ``home`` opened here, or, while the embedded ring's host serves it (other
+    volumes are mounted), a client of that host. Other errors as open_ring's."""
+    try:
+        return open_ring(home, instance=instance)
+    except cerr.ClusterInUse:
+        if is_networked(home) or running_host(home) is None:
+            raise
+        return ringhost.open_client(home, instance)
 
 
 def volumes(home: Path) -> list[VolumeConfig]:

@@ -20,7 +20,7 @@ from chunkstore.protection.policy import parse_policy
 from chunkstore.ring.hosted import running_host
 from chunkstore.ring.localcluster import init_local_cluster, load_config
 from chunkstore.ring.mapadmin import load_map
-from chunkstore.ring.open import has_cluster, is_networked, open_ring
+from chunkstore.ring.open import has_cluster, is_networked
 from exporters.errors import ExportError
 from exporters.registry import stop_exports
 from exporters.service import listen_problem
@@ -33,7 +33,7 @@ from .checkpoints import volume_checkpoint, volume_restore
 from .common import Failure, FiniteFloat, default_data_dir, fail, human, parse_size, pass_home, table
 from .exports import export
 from .inspect import chunk, file_group
-from .jobs import require_volume, volumes
+from .jobs import open_ring_or_host, require_volume, volumes
 from .maintenancecmd import maintenance, scrub
 from .nodes import cluster_create, disk, node
 from .progress import PhaseLines
@@ -355,10 +355,10 @@ def _report_from_json(d: dict) -> FsckReport:
 def _check_offline(home: Path, name: str, repair: bool, bars: PhaseLines) -> FsckReport:
     ring = None
     try:
-        ring = open_ring(home)
+        ring = open_ring_or_host(home)
     except cerr.ClusterInUse:
-        click.echo("note: the ring is served by a mounted volume; chunks are not checked",
-                   err=True)
+        click.echo("note: the ring is held by a volume mounted with --exclusive-ring; chunks "
+                   "are not checked", err=True)
     except cerr.ChunkStoreError as e:
         raise fail(e) from None
     try:

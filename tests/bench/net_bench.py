@@ -97,7 +97,9 @@ class NetSofsMount:
 
 
 class LocalSofsMount(SofsMount):
-    name = "sofs-local"
+    def __init__(self, work: Path) -> None:
+        super().__init__(work)
+        self.name = "sofs-local"
 
 
 ROWS = [("write", "seq write {size} (1 MiB writes + fsync)", "MiB/s"),

@@ -75,6 +75,8 @@ import time
 import traceback
 from pathlib import Path
 
+from chunkstore.ring.hosted import running_host
+
 REPO = Path(__file__).resolve().parents[2]
 MiB = 1 << 20
 GiB = 1 << 30
@@ -83,7 +85,10 @@ STAMP_EVERY = 64 * 1024
 VOLUME = "bench"
 CACHE_TIMEOUT = 300.0  # entry/attribute timeouts of both sofs's and the passthrough's mounts
 
-KINDS = ["sofs", "passthrough", "passthrough+fsync"]  # mounts, in the order they are measured
+# mounts, in the order they are measured; sofs-exclusive (the embedded ring held by the mount
+# process itself, ``mount --exclusive-ring``) only when asked for, to price the ring host
+KINDS = ["sofs", "sofs-exclusive", "passthrough", "passthrough+fsync"]
+DEFAULT_KINDS = ["sofs", "passthrough", "passthrough+fsync"]
 
 ROWS = [  # key, label, unit
     ("write", "seq write {size} (1 MiB writes + fsync)", "MiB/s"),
@@ -409,11 +414,14 @@ def measure(mounts: list, data: Data, args, groups: list[str],
 # ------------------------------------------------------------------------------- mounts
 
 class SofsMount:
-    name = "sofs"
+    """sofs on a fresh embedded ring: served by its ring host (the default), or with
+    ``exclusive`` held by the mount process itself (``mount --exclusive-ring``)."""
 
-    def __init__(self, work: Path) -> None:
-        self.data_dir = work / "sofs-data"
-        self.mnt = work / "mnt-sofs"
+    def __init__(self, work: Path, exclusive: bool = False) -> None:
+        self.name = "sofs-exclusive" if exclusive else "sofs"
+        self.exclusive = exclusive
+        self.data_dir = work / f"{self.name}-data"
+        self.mnt = work / f"mnt-{self.name}"
         self.pid: int | None = None
         sofsctl = REPO / ".venv" / "bin" / "sofsctl"
         self.cmd = [str(sofsctl)] if sofsctl.exists() else [sys.executable, "-m", "sofsctl"]
@@ -425,7 +433,8 @@ class SofsMount:
         run(self.cmd + ["cluster", "init", "--disks", "6"])
         run(self.cmd + ["volume", "create", VOLUME, "--ec", "4+2"])
         try:
-            out = run(self.cmd + ["mount", VOLUME, str(self.mnt)], timeout=120)
+            out = run(self.cmd + ["mount", VOLUME, str(self.mnt)]
+                      + (["--exclusive-ring"] if self.exclusive else []), timeout=120)
         except BenchError as e:
             raise BenchError(f"{e}\n--- {self.log} (tail) ---\n{tail(self.log)}") from None
         m = re.search(r"\(pid (\d+)\)", out)
@@ -526,7 +535,8 @@ def fmt(value: float | None, unit: str) -> str:
 
 
 RATIOS = [("sofs/pt", "sofs", "passthrough"),
-          ("sofs/(pt+fsync)", "sofs", "passthrough+fsync")]
+          ("sofs/(pt+fsync)", "sofs", "passthrough+fsync"),
+          ("sofs/excl", "sofs", "sofs-exclusive")]
 
 
 def medians(results: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, float]]:
@@ -588,8 +598,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="number of 512 KiB (CT slice) files (default 2000)")
     p.add_argument("--only", nargs="+", choices=ROW_KEYS, metavar="ROW",
                    help=f"rows to show: {' '.join(ROW_KEYS)} (a row's prerequisites run too)")
-    p.add_argument("--mounts", nargs="+", choices=KINDS, default=list(KINDS), metavar="KIND",
-                   help=f"mounts to measure: {' '.join(KINDS)} (default all three)")
+    p.add_argument("--mounts", nargs="+", choices=KINDS, default=list(DEFAULT_KINDS),
+                   metavar="KIND",
+                   help=f"mounts to measure: {' '.join(KINDS)} (default: "
+                        f"{' '.join(DEFAULT_KINDS)}; sofs-exclusive prices the ring host)")
     p.add_argument("--repeat", type=int, default=1, metavar="N",
                    help="measure each row N times per mount, alternating the mount order; "
                         "report medians and the ratios of medians (default 1)")
@@ -626,7 +638,8 @@ def main(argv: list[str] | None = None) -> int:
     log(f"work directory: {work}")
     mounts: list[SofsMount | PassthroughMount] = []
     for kind in kinds:
-        mounts.append(SofsMount(work) if kind == "sofs"
+        mounts.append(SofsMount(work, exclusive=kind == "sofs-exclusive")
+                      if kind.startswith("sofs")
                       else PassthroughMount(work, fsync_on_close=kind == "passthrough+fsync"))
     sofs = next((m for m in mounts if m.name == "sofs"), None)
     results: dict[str, dict[str, list[float]]] = {}
@@ -655,6 +668,11 @@ def main(argv: list[str] | None = None) -> int:
                              f"{hwm / MiB:,.0f} MiB")
             if args.rss_gib > 0:
                 notes.append(rss_test(sofs, data, args.rss_gib, errors))
+        host = running_host(sofs.data_dir) if sofs is not None else None
+        if host is not None:
+            hwm = proc_status(host.pid, "VmHWM")
+            if hwm:
+                notes.append(f"sofs ring host (pid {host.pid}) peak RSS: {hwm / MiB:,.0f} MiB")
         for m in live:
             if m is sofs:
                 continue
