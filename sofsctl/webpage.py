@@ -273,9 +273,9 @@ def _chunks(doc: Doc) -> str:
 
 def _rebuild(doc: Doc) -> str:
     rb = doc.get("rebuild")
-    if not doc.get("networked"):
-        body = ("An embedded ring is repaired by <code>sofsctl repair</code>, which shows its "
-                "own progress; no sweep runs in the background to report here.")
+    if not doc.get("networked") and rb is None:
+        body = ("No volume is mounted, so no ring host heals this embedded ring now; "
+                "<code>sofsctl repair</code> runs a sweep and shows its own progress.")
     elif rb is None:
         body = ("No mount process serves this data directory, so no healer reports a rebuild "
                 "(mount a volume to have one).")
@@ -295,7 +295,8 @@ def _rebuild(doc: Doc) -> str:
                 f"unrecoverable, in {float(r.get('seconds') or 0):.1f} s"
                 + (f", finished at {_clock(rb['finished'])}." if rb.get("finished") else "."))
     else:
-        body = "No sweep has run since the mount process started."
+        body = ("No sweep has run since the "
+                + ("mount process" if doc.get("networked") else "ring host") + " started.")
     return f'<section id="rebuild"><h2>Rebuild</h2><p>{body}</p></section>'
 
 
