@@ -1,8 +1,9 @@
 """The ring host: the one process that holds an embedded RING, so several volumes of one data
 directory can be mounted at once.
 
-``python -m fuse_mount.ringhost --data-dir DIR`` (started by the first mount of an embedded
-data directory, see :func:`ensure_host`; or by systemd, ``sofs-ringhost.service``):
+``sofs-ringhost --data-dir DIR`` (``python -m fuse_mount.ringhost``), started by the first
+mount of an embedded data directory (:func:`ensure_host`) or by systemd
+(``sofs-ringhost@.service``, with ``--idle-exit 0``):
 
 * opens the :class:`~chunkstore.ring.local.LocalRing` (the cluster lock, every disk store,
   the repair log) and serves its disks to the mounts over the storage nodes' wire protocol
@@ -185,9 +186,11 @@ async def _bind(port: int) -> list[trio.SocketListener]:
         return await trio.open_tcp_listeners(0, host="127.0.0.1")
 
 
-def _write_state(data_dir: Path, port: int, epoch: int, started: float) -> None:
+def _write_state(data_dir: Path, port: int, epoch: int, started: float,
+                 idle_exit_s: float) -> None:
     atomic_write(Path(data_dir) / HOST_STATE_FILE,
-                 HostState(os.getpid(), "127.0.0.1", port, epoch, started).to_json())
+                 HostState(os.getpid(), "127.0.0.1", port, epoch, started,
+                           idle_exit_s).to_json())
 
 
 def _idle(data_dir: Path, node: Node, activity: _Activity) -> bool:
@@ -216,18 +219,19 @@ async def _serve(data_dir: Path, ring: ServedRing, healer: Healer, ready: "Ready
 
     def new_epoch(epoch: int) -> None:
         node.map_epoch = epoch
-        _write_state(data_dir, port, epoch, started)
+        _write_state(data_dir, port, epoch, started, idle_exit_s)
         log.info("ring epoch %d served (a disk was added)", epoch)
     ring.on_new_epoch = new_epoch
     ops["host"] = lambda progress: {"pid": os.getpid(), "port": port,
                                     "epoch": node.map_epoch, "started": started,
+                                    "idle_exit_s": idle_exit_s,
                                     "connections": node.statistics().connections,
                                     "disks": len(ring.config.disks)}
     async with trio.open_nursery() as serving:  # the node: drained last
         await serving.start(node.serve, listeners)
         async with trio.open_nursery() as nursery:
             await nursery.start(ctlserver.serve, ctlserver.socket_path(data_dir, None), ops)
-            _write_state(data_dir, port, node.map_epoch, started)
+            _write_state(data_dir, port, node.map_epoch, started, idle_exit_s)
             log.info("ring host serving %d disks of %s on 127.0.0.1:%d (pid %d)",
                      len(ring.config.disks), data_dir, port, os.getpid())
             ready.say("ready")
@@ -311,7 +315,8 @@ def run_host(data_dir: Path, *, ready: Ready | None = None,
             with contextlib.suppress(OSError):
                 # the port stays recorded for the next start; the pid says nobody serves
                 atomic_write(Path(data_dir) / HOST_STATE_FILE,
-                             HostState(0, st.host, st.port, st.epoch, st.started).to_json())
+                             HostState(0, st.host, st.port, st.epoch, st.started,
+                                       st.idle_exit_s).to_json())
     log.info("ring host of %s stopped", data_dir)
 
 
@@ -353,9 +358,11 @@ def _start(data_dir: Path, daemon_args: Sequence[str], deadline: float) -> str |
     # outlives the mount that started it)
     cmd = ["setsid", "--fork", sys.executable, "-m", "fuse_mount.ringhost",
            "--data-dir", str(data_dir), "--ready-fd", str(w), *daemon_args]
+    # not the mount's systemd notification socket: the host's READY=1 is not the mount's
+    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_PID")}
     with open(logf_path, "ab") as logf:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-                                pass_fds=(w,), close_fds=True)
+                                pass_fds=(w,), close_fds=True, env=env)
     os.close(w)
     try:
         answer = read_ready_line(r, deadline)
@@ -403,14 +410,18 @@ def stop_host(data_dir: Path, timeout: float = 60.0) -> bool:
 
 def stop_if_unused(data_dir: Path) -> bool:
     """After an unmount: stop the host when no mount of the data directory is left, so the
-    ring is free at once for offline commands (it would end by itself a little later)."""
+    ring is free at once for offline commands (it would end by itself a little later). A
+    host that never ends by itself (``--idle-exit 0``: systemd's) is left running."""
     if any(st.alive for st in runstate.all_states(data_dir)):
+        return False
+    st = running_host(data_dir)
+    if st is None or st.idle_exit_s <= 0:
         return False
     return stop_host(data_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m fuse_mount.ringhost",
+    p = argparse.ArgumentParser(prog="sofs-ringhost",
                                 description="Serve an embedded sofs RING to the mounts of its "
                                             "data directory.")
     p.add_argument("--data-dir", required=True, type=Path)

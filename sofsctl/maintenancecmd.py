@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from chunkstore.healing.maintenance import clear_maintenance, read_maintenance, set_maintenance
+from chunkstore.ring.hosted import running_host
 from chunkstore.ring.open import is_networked
 from fuse_mount import runstate
 
@@ -73,16 +74,16 @@ def scrub() -> None:
     """The healer's scrubs: full sweeps that read and verify every piece (weekly by default)."""
 
 
-def _mount(home: Path) -> runstate.MountState:
-    st = next((s for s in runstate.all_states(home) if s.alive), None)
-    if st is None:
-        raise fail("no mount process runs the healer here: scrubs run in mount processes "
-                   "(scrub start runs one now all the same: sofsctl repair)")
-    return st
-
-
 def _ask(home: Path, op: str) -> dict:
-    st = _mount(home)
+    """Ask the healer: an embedded ring's host (or --exclusive-ring mount), or on a networked
+    data directory the first live mount."""
+    st = next((s for s in runstate.all_states(home) if s.alive), None)
+    if not is_networked(home) and running_host(home) is not None:
+        return ask_mount(home, op)
+    if st is None:
+        raise fail("no process runs the healer here: scrubs run in the ring host of an "
+                   "embedded ring (started by the first mount) or in the mounts of a "
+                   "networked one (scrub start runs one now all the same: sofsctl repair)")
     return ask_mount(home, op, volume=st.volume if is_networked(home) else None)
 
 

@@ -14,6 +14,7 @@ import click
 
 from chunkstore import errors as cerr
 from chunkstore.healing.sweep import repair as run_repair
+from chunkstore.ring.hosted import running_host
 from chunkstore.ring.localcluster import init_disk_dir, load_config
 from chunkstore.ring.open import is_networked
 from fuse_mount import runstate
@@ -25,11 +26,15 @@ from .progress import ProgressLine, is_terminal
 MIB = 1 << 20
 
 
-def _mount_process(home: Path) -> runstate.MountState | None:
-    """The mount process that runs repairs here (it holds the embedded ring), if any."""
+def _mount_process(home: Path) -> int | None:
+    """The pid of the process that runs repairs here (it holds the embedded ring: its ring
+    host, or a mount with --exclusive-ring), if any."""
     if is_networked(home):
         return None  # each networked client sweeps through its own ring handle
-    return next((s for s in runstate.all_states(home) if s.alive), None)
+    host = running_host(home)
+    if host is not None:
+        return host.pid
+    return next((s.pid for s in runstate.all_states(home) if s.alive), None)
 
 
 @click.command()
@@ -60,7 +65,7 @@ def repair(home: Path, init_disks: tuple[str, ...], rate: float | None, attach: 
     mount = _mount_process(home)
     if attach or cancel:
         if mount is None:
-            raise fail("no mount process runs a repair here (an offline repair runs in its own "
+            raise fail("no process serves this ring and runs a repair here (an offline repair runs in its own "
                        "sofsctl process: Ctrl-C stops it)")
         if cancel:
             done = ask_mount(home, "repair-cancel")["cancelled"]
@@ -100,7 +105,7 @@ def repair(home: Path, init_disks: tuple[str, ...], rate: float | None, attach: 
         if mount is None:
             click.echo(f"{nl}repair interrupted: the next repair does what this one left", err=True)
             sys.exit(130)
-        click.echo(f"{nl}the repair goes on in the mount process (pid {mount.pid}): follow it "
+        click.echo(f"{nl}the repair goes on in the process that holds the ring (pid {mount}): follow it "
                    "with sofsctl repair --attach, stop it with sofsctl repair --cancel; "
                    "sofsctl status shows it", err=True)
         sys.exit(130)

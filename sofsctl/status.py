@@ -61,9 +61,10 @@ def _print(facts: StatusFacts) -> None:
         click.echo(_sweep_line(facts.rebuild))
     if facts.ring_host is not None:
         rh = facts.ring_host
+        ends = ("it ends after the last unmount" if rh.get("idle_exit_s", 1) > 0
+                else "it runs until stopped (systemd)")
         click.echo(f"ring host: pid {rh['pid']} serves the disks on 127.0.0.1:{rh['port']} "
-                   f"(ring epoch {rh['epoch']}, {rh['connections']} connections); it ends "
-                   "after the last unmount")
+                   f"(ring epoch {rh['epoch']}, {rh['connections']} connections); {ends}")
     if h.unrecoverable_keys:
         shown = " ".join(h.unrecoverable_keys)
         more = f" (and {h.unrecoverable - len(h.unrecoverable_keys)} more)" \

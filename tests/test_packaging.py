@@ -31,6 +31,7 @@ UNIT_DIR = Path("/usr/local/lib/systemd/system")
 MAN_DIR = Path("/usr/local/share/man")
 UNIT_FILES = sorted(p for p in UNITS.iterdir() if p.suffix in (".service", ".target"))
 INSTANCES = {"sofs-node@.service": "n1", "sofs-mount@.service": "pacs",
+             "sofs-ringhost@.service": "var-lib-sofs",
              "sofs-export@.service": "pacs"}
 PAGES = sorted(p for p in (ROOT / "man").iterdir() if re.fullmatch(r".+\.[1-9]", p.name))
 # options that give a service a mount namespace of its own, where a FUSE mount is invisible
@@ -93,7 +94,7 @@ def unit(name: str) -> dict:
 # --- what scripts/install did ------------------------------------------------------------------
 
 @as_root
-@pytest.mark.parametrize("cmd", ["sofsctl", "sofs-node"])
+@pytest.mark.parametrize("cmd", ["sofsctl", "sofs-node", "sofs-ringhost"])
 def test_install_put_the_commands_on_the_path(cmd):
     found = shutil.which(cmd, path="/usr/local/bin:/usr/bin:/bin")
     assert found == str(BIN / cmd), f"scripts/install did not put {cmd} in {BIN}"
@@ -124,7 +125,7 @@ def test_install_put_the_units_where_systemd_finds_them(path):
 
 @as_root
 def test_install_again_changes_nothing_and_says_nothing():
-    installed = [BIN / "sofsctl", BIN / "sofs-node",
+    installed = [BIN / "sofsctl", BIN / "sofs-node", BIN / "sofs-ringhost",
                  *(MAN_DIR / f"man{p.suffix[1:]}" / p.name for p in PAGES),
                  *(UNIT_DIR / p.name for p in UNIT_FILES)]
     before = {p: os.lstat(p).st_mtime_ns for p in installed}
@@ -140,7 +141,8 @@ def test_install_again_changes_nothing_and_says_nothing():
 def _verifiable() -> None:
     if shutil.which("systemd-analyze") is None:
         pytest.skip("systemd-analyze is not installed (apt install systemd)")
-    missing = [str(BIN / c) for c in ("sofsctl", "sofs-node") if not os.access(BIN / c, os.X_OK)]
+    missing = [str(BIN / c) for c in ("sofsctl", "sofs-node", "sofs-ringhost")
+               if not os.access(BIN / c, os.X_OK)]
     if missing and os.geteuid() != 0:
         pytest.skip(f"verify needs the units' commands {missing}, which scripts/install makes "
                     "as root only")
@@ -177,7 +179,8 @@ def test_every_service_reads_etc_default_sofs_and_runs_installed_commands(path):
     assert values(u, "Unit", "StartLimitBurst"), "a unit that cannot start must give up"
     for key in ("ExecStart", "ExecStop"):
         for line in values(u, "Service", key):
-            assert expand(line, {}, "x")[0] in (str(BIN / "sofsctl"), str(BIN / "sofs-node"))
+            assert expand(line, {}, "x")[0] in (str(BIN / "sofsctl"), str(BIN / "sofs-node"),
+                                                str(BIN / "sofs-ringhost"))
 
 
 def test_node_waits_for_the_network_and_orders_before_the_mounts():

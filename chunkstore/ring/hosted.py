@@ -13,8 +13,9 @@ degraded reads) runs in the mount process, every disk being a
 What the host publishes, in the data directory (written only by the host, which holds the
 cluster lock)::
 
-    run/ringhost.json    {"pid", "host", "port", "epoch", "started"}: where it listens, and
-                         the ring epoch it serves (:class:`HostState`, replaced atomically)
+    run/ringhost.json    {"pid", "host", "port", "epoch", "started", "idle_exit_s"}: where it
+                         listens, the ring epoch it serves, and whether it ends by itself
+                         (:class:`HostState`, replaced atomically; pid 0 once it stopped)
     run/ringhost.secret  the handshake secret (mode 0600), made at the host's first start
 
 Placement comes from the data directory's own ``cluster.json`` and ``ring.json``. The host
@@ -72,6 +73,7 @@ class HostState:
     port: int
     epoch: int
     started: float
+    idle_exit_s: float = 5.0  # 0: it never ends by itself (run by systemd)
 
     @property
     def alive(self) -> bool:
@@ -87,7 +89,8 @@ class HostState:
 
     def to_json(self) -> str:
         return json.dumps({"pid": self.pid, "host": self.host, "port": self.port,
-                           "epoch": self.epoch, "started": self.started})
+                           "epoch": self.epoch, "started": self.started,
+                           "idle_exit_s": self.idle_exit_s})
 
 
 def host_state(data_dir: str | os.PathLike) -> HostState | None:
@@ -97,7 +100,8 @@ def host_state(data_dir: str | os.PathLike) -> HostState | None:
         with open(os.path.join(os.fspath(data_dir), HOST_STATE_FILE), "rb") as f:
             doc = json.loads(f.read(4096))
         return HostState(pid=int(doc["pid"]), host=str(doc["host"]), port=int(doc["port"]),
-                         epoch=int(doc["epoch"]), started=float(doc["started"]))
+                         epoch=int(doc["epoch"]), started=float(doc["started"]),
+                         idle_exit_s=float(doc.get("idle_exit_s", 5.0)))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
