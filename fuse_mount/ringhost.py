@@ -333,7 +333,15 @@ def ensure_host(data_dir: Path, *, daemon_args: Sequence[str] = (),
     while True:
         st = running_host(data_dir)
         if st is not None:
-            return st
+            try:
+                control.call(data_dir, "host", timeout=10)
+                return st
+            except MountError as e:  # stopping (or stuck): wait for it to end
+                if time.monotonic() >= deadline:
+                    raise MountError(f"the ring host of {data_dir} (pid {st.pid}) does not "
+                                     f"answer: {e} (log: {Path(data_dir) / HOST_LOG})") from None
+                time.sleep(0.2)
+                continue
         err = _start(data_dir, daemon_args, deadline)
         if err is None:
             continue
