@@ -220,7 +220,8 @@ async def _serve(fs: Filesystem, ring: RingStore, mountpoint: str, ready_fd: int
                  host_args: Sequence[str] = ()) -> None:
     # bound before anything serves: a port in use fails the mount (RuntimeError)
     endpoint = None if metrics is None else mountmetrics.serve(
-        metrics, fs, ring, healer, checkpointer, fuse_metrics)
+        metrics, fs, ring, healer, checkpointer, fuse_metrics,
+        host_view=None if hosted_by is None else ringhost.healer_view(hosted_by))
     async with trio.open_nursery() as nursery:
         if endpoint is not None:
             nursery.start_soon(mountmetrics.close_at_exit, endpoint)

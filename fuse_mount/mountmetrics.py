@@ -47,13 +47,13 @@ from prometheus_client.registry import Collector
 
 from chunkstore.clock import SYSTEM_CLOCK, Clock
 from chunkstore.disk.diskmetrics import DiskReport, disk_families
-from chunkstore.healing.healer import Healer
+from chunkstore.healing.healer import Healer, RebuildStatus
 from chunkstore.metricsendpoint import MetricsEndpoint, MetricsEndpointError, new_registry, serve_metrics
 from chunkstore.placement.clustermap import NODE_STATES
 from chunkstore.protection.codectimes import EC_TIMES
 from chunkstore.ring.datapath import RingStore
 from chunkstore.ring.diskusage import disk_usage
-from chunkstore.ring.repairlog import DELETED, NEEDS_REPAIR
+from chunkstore.ring.repairlog import DELETED, NEEDS_REPAIR, RepairLog
 from sofs import schema
 from sofs.fs import Filesystem
 from sofs.metacheckpoint import Checkpointer
@@ -78,10 +78,14 @@ class MountCollector(Collector):
 
     def __init__(self, fs: Filesystem, ring: RingStore, healer: Healer | None = None,
                  checkpointer: Checkpointer | None = None, *, clock: Clock = SYSTEM_CLOCK,
-                 gc_scan_limit: int = GC_SCAN_LIMIT) -> None:
+                 gc_scan_limit: int = GC_SCAN_LIMIT,
+                 host_view: Callable[[], dict] | None = None) -> None:
         self.fs = fs
         self.ring = ring
         self.healer = healer
+        # a mount of an embedded ring served by its host: the healer and the repair log are
+        # the host's, asked at scrape time (its "healer-metrics" admin op)
+        self.host_view = host_view
         self.checkpointer = checkpointer
         self.clock = clock
         self.gc_scan_limit = gc_scan_limit
@@ -94,6 +98,8 @@ class MountCollector(Collector):
             sections.append(self._checkpoint)
         if self.healer is not None:
             sections += [self._repair_log, self._healer]
+        elif self.host_view is not None:
+            sections.append(self._host_healer)
         for section in sections:
             try:
                 families = list(section())
@@ -159,56 +165,18 @@ class MountCollector(Collector):
                      "copy is read-only, its GC stopped).", 1.0 if cp.overtaken else 0.0)
 
     def _repair_log(self) -> Iterable[Metric]:
-        counts = {NEEDS_REPAIR: 0, DELETED: 0}
-        for n, entry in enumerate(self.ring.repair_log.entries()):
-            if n >= self.gc_scan_limit:
-                break
-            counts[entry.kind] = counts.get(entry.kind, 0) + 1
-        yield _gauge("sofs_degraded_chunks", "Chunks the repair log names as missing or "
-                     "corrupt pieces (repaired by the next sweep).", counts[NEEDS_REPAIR])
-        yield _gauge("sofs_pending_piece_delete_chunks", "Deleted chunks whose pieces are "
-                     "left on disks that could not be reached.", counts[DELETED])
+        yield from _repair_log_metrics(repair_log_counts(self.ring.repair_log,
+                                                         self.gc_scan_limit))
 
     def _healer(self) -> Iterable[Metric]:
-        healer = self.healer
-        assert healer is not None
-        st = healer.status
-        state = GaugeMetricFamily("sofs_healer_state", "1 for the healer's current state.",
-                                  labels=["state"])
-        for name in HEALER_STATES:
-            state.add_metric([name], 1.0 if st.state == name else 0.0)
-        yield state
-        yield _gauge("sofs_rebuild_chunks_done", "Chunks the running (or last) sweep has "
-                     "checked.", st.chunks_done)
-        yield _gauge("sofs_rebuild_chunks_total", "Chunks that sweep has to check.",
-                     st.chunks_total)
-        yield _gauge("sofs_rebuild_progress_ratio", "chunks_done / chunks_total of that sweep "
-                     "(1 when it had nothing to check).", progress_ratio(st.chunks_done,
-                                                                         st.chunks_total))
-        yield _gauge("sofs_rebuild_bytes_done", "Disk traffic of that sweep (pieces read and "
-                     "written).", st.bytes_done)
-        yield _gauge("sofs_rebuild_map_epoch", "Cluster map epoch that sweep works for.",
-                     st.epoch)
-        eta = st.eta_s()
-        if eta is not None:
-            yield _gauge("sofs_rebuild_eta_seconds", "Estimated seconds left in the running "
-                         "sweep.", eta)
-        yield CounterMetricFamily("sofs_healer_sweeps", "Sweeps run by this mount's healer.",
-                                  value=st.sweeps)
-        report = st.last_report
-        yield _gauge("sofs_unrecoverable_chunks", "Chunks the last finished sweep could not "
-                     "rebuild (too few pieces left).", report.unrecoverable if report else 0)
-        if report is not None:
-            yield _gauge("sofs_last_sweep_pieces_rebuilt", "Pieces the last sweep rebuilt.",
-                         report.pieces_rebuilt)
-            yield _gauge("sofs_last_sweep_bytes_rebuilt", "Bytes the last sweep rebuilt.",
-                         report.bytes_rebuilt)
-            yield _gauge("sofs_last_sweep_failed_chunks", "Chunks whose repair failed in the "
-                         "last sweep for another reason than too few pieces.", report.errors)
-            yield _gauge("sofs_last_sweep_seconds", "Duration of the last sweep.",
-                         report.seconds)
-            yield _gauge("sofs_last_sweep_end_timestamp_seconds", "When the last sweep ended "
-                         "(unix time).", st.finished)
+        assert self.healer is not None
+        yield from _healer_metrics(self.healer.status)
+
+    def _host_healer(self) -> Iterable[Metric]:
+        assert self.host_view is not None
+        view = self.host_view()
+        yield from _repair_log_metrics(view["repair_log"])
+        yield from _healer_metrics(RebuildStatus.from_dict(view["status"]))
 
     def _ring(self) -> Iterable[Metric]:
         ring = self.ring
@@ -250,22 +218,82 @@ def progress_ratio(done: int, total: int) -> float:
     return min(1.0, done / total) if total > 0 else 1.0
 
 
+def repair_log_counts(repair_log: RepairLog, limit: int = GC_SCAN_LIMIT) -> dict[str, int]:
+    """How many chunks a repair log names as needing repair, and as deleted with pieces left
+    (at most ``limit`` entries read)."""
+    counts = {NEEDS_REPAIR: 0, DELETED: 0}
+    for n, entry in enumerate(repair_log.entries()):
+        if n >= limit:
+            break
+        counts[entry.kind] = counts.get(entry.kind, 0) + 1
+    return {"needs_repair": counts[NEEDS_REPAIR], "deleted": counts[DELETED]}
+
+
+def _repair_log_metrics(counts: dict[str, int]) -> Iterable[Metric]:
+    yield _gauge("sofs_degraded_chunks", "Chunks the repair log names as missing or "
+                 "corrupt pieces (repaired by the next sweep).", counts["needs_repair"])
+    yield _gauge("sofs_pending_piece_delete_chunks", "Deleted chunks whose pieces are "
+                 "left on disks that could not be reached.", counts["deleted"])
+
+
+def _healer_metrics(st: RebuildStatus) -> Iterable[Metric]:
+    state = GaugeMetricFamily("sofs_healer_state", "1 for the healer's current state.",
+                              labels=["state"])
+    for name in HEALER_STATES:
+        state.add_metric([name], 1.0 if st.state == name else 0.0)
+    yield state
+    yield _gauge("sofs_rebuild_chunks_done", "Chunks the running (or last) sweep has "
+                 "checked.", st.chunks_done)
+    yield _gauge("sofs_rebuild_chunks_total", "Chunks that sweep has to check.",
+                 st.chunks_total)
+    yield _gauge("sofs_rebuild_progress_ratio", "chunks_done / chunks_total of that sweep "
+                 "(1 when it had nothing to check).", progress_ratio(st.chunks_done,
+                                                                     st.chunks_total))
+    yield _gauge("sofs_rebuild_bytes_done", "Disk traffic of that sweep (pieces read and "
+                 "written).", st.bytes_done)
+    yield _gauge("sofs_rebuild_map_epoch", "Cluster map epoch that sweep works for.",
+                 st.epoch)
+    eta = st.eta_s()
+    if eta is not None:
+        yield _gauge("sofs_rebuild_eta_seconds", "Estimated seconds left in the running "
+                     "sweep.", eta)
+    yield CounterMetricFamily("sofs_healer_sweeps", "Sweeps run by this mount's healer.",
+                              value=st.sweeps)
+    report = st.last_report
+    yield _gauge("sofs_unrecoverable_chunks", "Chunks the last finished sweep could not "
+                 "rebuild (too few pieces left).", report.unrecoverable if report else 0)
+    if report is not None:
+        yield _gauge("sofs_last_sweep_pieces_rebuilt", "Pieces the last sweep rebuilt.",
+                     report.pieces_rebuilt)
+        yield _gauge("sofs_last_sweep_bytes_rebuilt", "Bytes the last sweep rebuilt.",
+                     report.bytes_rebuilt)
+        yield _gauge("sofs_last_sweep_failed_chunks", "Chunks whose repair failed in the "
+                     "last sweep for another reason than too few pieces.", report.errors)
+        yield _gauge("sofs_last_sweep_seconds", "Duration of the last sweep.",
+                     report.seconds)
+        yield _gauge("sofs_last_sweep_end_timestamp_seconds", "When the last sweep ended "
+                     "(unix time).", st.finished)
+
+
 def mount_registry(fs: Filesystem, ring: RingStore, healer: Healer | None,
-                   checkpointer: Checkpointer | None, fuse: FuseMetrics | None) -> CollectorRegistry:
+                   checkpointer: Checkpointer | None, fuse: FuseMetrics | None,
+                   host_view: Callable[[], dict] | None = None) -> CollectorRegistry:
     """The mount's own registry: its FUSE counts, its state, the process's metrics."""
     registry = new_registry()
     if fuse is not None:
         registry.register(fuse)
-    registry.register(MountCollector(fs, ring, healer, checkpointer))
+    registry.register(MountCollector(fs, ring, healer, checkpointer, host_view=host_view))
     return registry
 
 
 def serve(address: tuple[str, int], fs: Filesystem, ring: RingStore, healer: Healer | None,
-          checkpointer: Checkpointer | None, fuse: FuseMetrics | None) -> MetricsEndpoint:
+          checkpointer: Checkpointer | None, fuse: FuseMetrics | None,
+          host_view: Callable[[], dict] | None = None) -> MetricsEndpoint:
     """Serve the mount's metrics on ADDRESS (host, port) from a thread. RuntimeError (what
     the mount process reports as a failed mount) when it cannot listen there."""
     try:
-        return serve_metrics(mount_registry(fs, ring, healer, checkpointer, fuse), *address)
+        return serve_metrics(mount_registry(fs, ring, healer, checkpointer, fuse, host_view),
+                             *address)
     except MetricsEndpointError as e:
         raise RuntimeError(str(e)) from None
 

@@ -69,6 +69,7 @@ from chunkstore.ring.repairlog import DELETED
 from . import control, ctlserver, gcgate, runstate
 from .control import read_ready_line
 from .errors import MountError
+from .mountmetrics import repair_log_counts
 from .ringops import ring_ops
 
 log = logging.getLogger("sofs.ringhost")
@@ -131,6 +132,11 @@ class _LiveDown(Mapping[str, str]):
 def _ref(args: dict) -> ChunkRef:
     return ChunkRef(bytes.fromhex(args["key"]), int(args["size"]),
                     PolicyCode.from_bytes(bytes.fromhex(args["policy"])))
+
+
+def healer_view(data_dir: Path) -> Callable[[], dict]:
+    """For a hosted mount's metrics: the host's healer status and repair-log counts."""
+    return lambda: control.call(data_dir, "healer-metrics", timeout=10)
 
 
 def forwarding_ops(ring: LocalRing) -> dict[str, ctlserver.Operation]:
@@ -222,6 +228,8 @@ async def _serve(data_dir: Path, ring: ServedRing, healer: Healer, ready: "Ready
         _write_state(data_dir, port, epoch, started, idle_exit_s)
         log.info("ring epoch %d served (a disk was added)", epoch)
     ring.on_new_epoch = new_epoch
+    ops["healer-metrics"] = lambda progress: {
+        "status": healer.status.to_dict(), "repair_log": repair_log_counts(ring.repair_log)}
     ops["host"] = lambda progress: {"pid": os.getpid(), "port": port,
                                     "epoch": node.map_epoch, "started": started,
                                     "idle_exit_s": idle_exit_s,
@@ -330,6 +338,7 @@ def ensure_host(data_dir: Path, *, daemon_args: Sequence[str] = (),
     second start finds the cluster lock taken and waits for the first's state. A sofsctl job
     holding the ring is waited for until ``timeout``. MountError if it cannot start."""
     deadline = time.monotonic() + timeout
+    said = False
     while True:
         st = running_host(data_dir)
         if st is not None:
@@ -354,6 +363,10 @@ def ensure_host(data_dir: Path, *, daemon_args: Sequence[str] = (),
         if holder is None or time.monotonic() >= deadline:
             raise MountError(f"the ring host of {data_dir} did not start: {err} "
                              f"(log: {Path(data_dir) / HOST_LOG})")
+        if not said and running_host(data_dir) is None:
+            log.info("the RING is held by pid %s (a sofsctl job?): waiting up to %.0f s",
+                     holder.group(1), deadline - time.monotonic())
+            said = True
         time.sleep(0.2)  # another host starting, or a sofsctl job holding the ring
 
 

@@ -118,6 +118,14 @@ class RebuildStatus:
             return None
         return (self.chunks_total - self.chunks_done) / r
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RebuildStatus":
+        """The status :meth:`to_dict` gave (as another process's admin socket sends it)."""
+        names = {f for f in cls.__dataclass_fields__ if f != "last_report"}
+        report = d.get("last_report")
+        return cls(**{k: v for k, v in d.items() if k in names},
+                   last_report=SweepSummary(**report) if isinstance(report, dict) else None)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["rate_chunks_s"] = self.rate()

@@ -122,6 +122,11 @@ class Archive:
         path = self.data / "log" / f"mount-{self.volume}.log"
         return path.read_text() if path.exists() else ""
 
+    def host_log(self) -> str:
+        """The log of the data directory's ring host (it heals and scrubs the ring)."""
+        path = self.data / "log" / "ringhost.log"
+        return path.read_text() if path.exists() else ""
+
 
 @pytest.fixture
 def archive(tmp_path):

@@ -146,14 +146,23 @@ def test_umount_refuses_while_busy_then_succeeds(archive):
     assert not os.path.ismount(archive.mnt)
 
 
-def test_second_mount_of_the_data_dir_is_refused_clearly(archive, tmp_path):
+def test_a_mounted_volume_is_not_mounted_twice_and_another_volume_is(archive, tmp_path):
+    """The same volume twice would fork its metadata: refused, naming where it is mounted.
+    Another volume of the data directory mounts beside it (served by the ring host)."""
     other = tmp_path / "other"
     other.mkdir()
-    sofsctl(archive.data, "volume", "create", "second")
-    res = sofsctl(archive.data, "mount", "second", str(other), check=False)
+    res = sofsctl(archive.data, "mount", archive.volume, str(other), check=False)
     assert res.returncode == 1
-    assert f"volume {archive.volume} is mounted at" in res.stderr and "umount" in res.stderr
+    assert (f"volume {archive.volume} is already mounted at {archive.mnt}" in res.stderr
+            and "umount" in res.stderr), res.stderr
     assert not os.path.ismount(other)
+    sofsctl(archive.data, "volume", "create", "second")
+    sofsctl(archive.data, "mount", "second", str(other), timeout=120)
+    try:
+        (other / "f").write_bytes(b"second volume")
+        assert not (archive.mnt / "f").exists()
+    finally:
+        sofsctl(archive.data, "umount", str(other), timeout=120)
 
 
 def test_df_on_the_mount_shows_the_volumes_own_usage(archive):

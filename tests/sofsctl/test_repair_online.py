@@ -40,8 +40,9 @@ def test_init_disk_is_honoured_by_the_mount_process(archive, tmp_path):
     st = sofsctl(a.data, "status", check=False)
     assert st.stdout.startswith("HEALTH_OK"), st.stdout
     assert (a.mnt / "study.dcm").read_bytes() == payload
-    # the events, in plain words in the mount's log (no tracebacks, no Python reprs)
-    log = a.log()
+    # the events, in plain words in the log of the ring host that heals the ring (no
+    # tracebacks, no Python reprs)
+    log = a.host_log()
     assert "disk d1 is unavailable" in log
     assert "scrub for map epoch 0 started" in log and "scrub for map epoch 0 finished in" in log
     assert "pieces rebuilt" in log and "Traceback" not in log and "SweepSummary(" not in log
@@ -67,10 +68,10 @@ def test_status_shows_a_running_repair_which_ctrl_c_leaves_running_and_cancel_st
             time.sleep(0.1)
         assert "chunks" in line and "(cap 1.0 MiB/s)" in line, st.stdout
         assert "sofsctl repair --cancel" in line
-        proc.send_signal(signal.SIGINT)  # Ctrl-C: the job goes on in the mount process
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: the job goes on where the ring is held
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 130, out + err
-        assert "the repair goes on in the mount process" in err
+        assert "the repair goes on in the process that holds the ring" in err
         assert "sofsctl repair --attach" in err
         st = sofsctl(a.data, "status", check=False)
         assert any(ln.startswith("repair: ") for ln in st.stdout.splitlines()), st.stdout
