@@ -2,6 +2,7 @@
 
 import os
 import signal
+import subprocess
 import time
 
 import pytest
@@ -9,9 +10,10 @@ import pytest
 from .netlab import netlab  # noqa: F401  (the network-namespace lab fixture, see tests/netlab.py)
 
 
-def _ring_hosts_under(root: str) -> list[int]:
-    """Pids of ring host processes (fuse_mount.ringhost) whose data directory is under root."""
-    pids = []
+def _daemons_under(root: str) -> list[tuple[int, list[str]]]:
+    """(pid, argv) of the mount and ring host processes (fuse_mount.daemon, .ringhost) whose
+    data directory is under root."""
+    found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -20,19 +22,26 @@ def _ring_hosts_under(root: str) -> list[int]:
                 argv = f.read().decode(errors="replace").split("\0")
         except OSError:
             continue
-        if "fuse_mount.ringhost" in argv and "--data-dir" in argv:
+        if ("fuse_mount.ringhost" in argv or "fuse_mount.daemon" in argv) \
+                and "--data-dir" in argv:
             data_dir = argv[argv.index("--data-dir") + 1]
             if os.path.realpath(data_dir).startswith(os.path.realpath(root) + os.sep):
-                pids.append(int(entry))
-    return pids
+                found.append((int(entry), argv))
+    return found
 
 
 @pytest.fixture(scope="session", autouse=True)
-def no_ring_host_left(tmp_path_factory):
-    """At the end of the run, no ring host of a test's data directory is left running (each
-    ends by itself a few seconds after its last mount; this stops the rest by pid)."""
+def no_daemon_left(tmp_path_factory):
+    """At the end of the run, no mount or ring host of a test's data directory is left
+    running (a test's own cleanup stops what it started, and a ring host ends by itself
+    after its last mount; this stops the rest by pid, and detaches their mount points)."""
     yield
-    pids = _ring_hosts_under(str(tmp_path_factory.getbasetemp()))
+    base = str(tmp_path_factory.getbasetemp())
+    left = _daemons_under(base)
+    for _, argv in left:
+        if "fuse_mount.daemon" in argv and os.path.isabs(argv[-1]):
+            subprocess.run(["umount", "-l", argv[-1]], capture_output=True)
+    pids = [pid for pid, _ in left]
     for pid in pids:
         try:
             os.kill(pid, signal.SIGTERM)
