@@ -52,7 +52,6 @@ log = logging.getLogger("sofs.mount")
 GC_INTERVAL_S = 60.0
 META_CHECKPOINT_INTERVAL_S = 600.0  # metadata checkpoints into the RING (sofs.metacheckpoint)
 FIRST_CHECKPOINT_AFTER_S = 30.0
-HEAL_INTERVAL_S = 2.0  # how often the healer looks at node states and its schedule
 HOST_CHECK_S = 2.0  # how often a mount of an embedded ring checks that its host runs
 READ_AHEAD_KB = 1024
 
@@ -262,16 +261,6 @@ async def _serve(fs: Filesystem, ring: RingStore, mountpoint: str, ready_fd: int
                 except Exception:
                     log.exception("garbage collection pass failed; will retry")
 
-        async def heal(healer: Healer) -> None:
-            while True:
-                await trio.sleep(HEAL_INTERVAL_S)
-                try:
-                    # not abandoned on cancel: the teardown cancels the healer (its sweep stops
-                    # between chunks) and waits here for the thread to leave the RING
-                    await trio.to_thread.run_sync(healer.step)
-                except Exception:
-                    log.exception("healer round failed; will retry")
-
         async def checkpoints(checkpointer: Checkpointer) -> None:
             await trio.sleep(min(FIRST_CHECKPOINT_AFTER_S, checkpoint_interval_s))
             while True:
@@ -290,7 +279,7 @@ async def _serve(fs: Filesystem, ring: RingStore, mountpoint: str, ready_fd: int
         nursery.start_soon(collect_garbage)
         nursery.start_soon(announce)
         if healer is not None:
-            nursery.start_soon(heal, healer)
+            nursery.start_soon(ringhost.heal_rounds, healer)
         if checkpointer is not None and checkpoint_interval_s > 0:
             nursery.start_soon(checkpoints, checkpointer)
         try:
@@ -441,10 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--down-after", type=float, default=DEFAULT_DOWN_AFTER_S,
                    help="networked RING: seconds a node may be unreachable before it is "
                         "marked down and its data rebuilt elsewhere")
-    p.add_argument("--scrub-interval", type=float, default=DEFAULT_SCRUB_INTERVAL_S,
-                   help="seconds between full sweeps that re-read and verify every piece")
-    p.add_argument("--rebuild-rate", type=float, default=None,
-                   help="MiB/s cap on rebuild, rebalance and scrub traffic (default: none)")
+    ringhost.add_healer_options(p)
     p.add_argument("--checkpoint-interval", type=float, default=META_CHECKPOINT_INTERVAL_S,
                    help="seconds between checkpoints of the volume's metadata into the RING "
                         "(0: none, not even at unmount)")

@@ -74,7 +74,7 @@ from .ringops import ring_ops
 
 log = logging.getLogger("sofs.ringhost")
 
-HEAL_INTERVAL_S = 2.0
+HEAL_INTERVAL_S = 2.0  # how often the healer looks at node states and its schedule
 IDLE_EXIT_S = 5.0
 HOST_LOG = "log/ringhost.log"
 
@@ -246,7 +246,7 @@ async def _serve(data_dir: Path, ring: ServedRing, healer: Healer, ready: "Ready
             sdnotify.notify(f"READY=1\nSTATUS=serving the embedded ring of {data_dir} on "
                             f"127.0.0.1:{port}")
             stop = trio.Event()
-            nursery.start_soon(_heal, healer)
+            nursery.start_soon(heal_rounds, healer)
             nursery.start_soon(_watch_signals, stop)
             await _until_stopped(stop, idle_exit_s, lambda: _idle(data_dir, node, activity))
             sdnotify.notify("STOPPING=1")
@@ -255,11 +255,14 @@ async def _serve(data_dir: Path, ring: ServedRing, healer: Healer, ready: "Ready
         node.request_stop()
 
 
-async def _heal(healer: Healer) -> None:
+async def heal_rounds(healer: Healer) -> None:
+    """The healer's rounds, every HEAL_INTERVAL_S, for whichever process holds the ring (the
+    ring host, or a mount of a networked or --exclusive-ring embedded ring)."""
     while True:
         await trio.sleep(HEAL_INTERVAL_S)
         try:
-            # not abandoned on cancel: the teardown cancels the healer first
+            # not abandoned on cancel: the teardown cancels the healer (its sweep stops
+            # between chunks) and waits here for the thread to leave the RING
             await trio.to_thread.run_sync(healer.step)
         except Exception:
             log.exception("healer round failed; will retry")
@@ -441,6 +444,14 @@ def stop_if_unused(data_dir: Path) -> bool:
     return stop_host(data_dir)
 
 
+def add_healer_options(p: argparse.ArgumentParser) -> None:
+    """The healer's options, of the ring host and of a mount process alike."""
+    p.add_argument("--scrub-interval", type=float, default=DEFAULT_SCRUB_INTERVAL_S,
+                   help="seconds between full sweeps that re-read and verify every piece")
+    p.add_argument("--rebuild-rate", type=float, default=None,
+                   help="MiB/s cap on rebuild, rebalance and scrub traffic (default: none)")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="sofs-ringhost",
                                 description="Serve an embedded sofs RING to the mounts of its "
@@ -449,10 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ready-fd", type=int)
     p.add_argument("--down-after", type=float, default=DEFAULT_DOWN_AFTER_S,
                    help=argparse.SUPPRESS)  # networked rings only; accepted for symmetry
-    p.add_argument("--scrub-interval", type=float, default=DEFAULT_SCRUB_INTERVAL_S,
-                   help="seconds between full sweeps that re-read and verify every piece")
-    p.add_argument("--rebuild-rate", type=float, default=None,
-                   help="MiB/s cap on rebuild, rebalance and scrub traffic (default: none)")
+    add_healer_options(p)
     p.add_argument("--idle-exit", type=float, default=IDLE_EXIT_S,
                    help="end this many seconds after the last mount and client left "
                         "(0: never; default %(default)s)")

@@ -143,6 +143,21 @@ class RingStore(ChunkStore):
                 raise DiskUnavailable(f"disk {disk_id} unavailable: {self._down.get(disk_id, 'unknown disk')}")
             return ds
 
+    def _take_back(self, disk_id: str, disk: DiskBackend | None) -> bool:
+        """Put a down disk whose handle is kept (a remote one) back in use if it answers."""
+        if disk is None:
+            return False
+        try:
+            disk.check_alive()
+        except ChunkStoreError:
+            return False
+        with self._disks_lock:
+            self._disks[disk_id] = disk
+            was = self._down.pop(disk_id, None)
+        if was is not None:
+            log.info("disk %s answers again", disk_id)
+        return True
+
     def mark_down(self, disk_id: str, reason: str) -> None:
         """Stop using a disk until it is revived (called when it reports DiskUnavailable)."""
         with self._disks_lock:

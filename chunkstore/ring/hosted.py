@@ -282,20 +282,8 @@ class HostedRing(RingStore):
                         reason)
 
     def revive_disk(self, disk_id: str) -> bool:
-        self.refresh_map()
-        rd = self._remote.get(disk_id)
-        if rd is None:
-            return False
-        try:
-            rd.check_alive()
-        except ChunkStoreError:
-            return False
-        with self._disks_lock:
-            self._disks[disk_id] = rd
-            was = self._down.pop(disk_id, None)
-        if was is not None:
-            log.info("disk %s answers again", disk_id)
-        return True
+        self.refresh_map()  # a restarted host may listen elsewhere, the ring may have grown
+        return self._take_back(disk_id, self._remote.get(disk_id))
 
     def _revive_loop(self) -> None:
         while not self._clock.wait(self._stop, self.revive_s):

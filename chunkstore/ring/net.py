@@ -219,17 +219,7 @@ class NetRing(RingStore):
                 self._down[disk_id] = reason
 
     def revive_disk(self, disk_id: str) -> bool:
-        rd = self._remote.get(disk_id)
-        if rd is None:
-            return False
-        try:
-            rd.check_alive()
-        except ChunkStoreError:
-            return False
-        with self._disks_lock:
-            self._disks[disk_id] = rd
-            self._down.pop(disk_id, None)
-        return True
+        return self._take_back(disk_id, self._remote.get(disk_id))
 
     def unreachable_for(self) -> dict[str, float]:
         """Node id -> seconds since it stopped answering (monotonic: wall-clock steps do not

@@ -14,7 +14,7 @@ import trio
 from chunkstore.healing.healer import Healer
 from chunkstore.protection.policy import Protection
 from chunkstore.ring.localcluster import init_local_cluster
-from fuse_mount import daemon
+from fuse_mount import daemon, ringhost
 from tests.chunkstore.ring.fakes import DiskRing
 
 
@@ -37,7 +37,7 @@ def test_unmount_joins_the_healer_sweep_before_the_ring_closes(tmp_path, monkeyp
 
     monkeypatch.setattr(pyfuse3, "main", session)
     monkeypatch.setattr(daemon, "_raise_read_ahead", lambda mountpoint: None)
-    monkeypatch.setattr(daemon, "HEAL_INTERVAL_S", 0.01)
+    monkeypatch.setattr(ringhost, "HEAL_INTERVAL_S", 0.01)
     try:
         trio.run(daemon._serve, None, ring, str(tmp_path), None, None, 3600.0, healer)
         assert ring.calls_inside() == 0  # the sweep's thread has left the RING
