@@ -6,6 +6,7 @@ scraped over HTTP with urllib and parsed with prometheus_client's parser (integr
 from __future__ import annotations
 
 import errno
+import json
 import os
 import socket
 import subprocess
@@ -21,7 +22,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from chunkstore.clock import FakeClock
-from chunkstore.healing.healer import SweepSummary
+from chunkstore.healing.healer import RebuildStatus, SweepSummary
 from chunkstore.placement.keys import ChunkRef
 from chunkstore.protection.policy import PolicyCode
 from chunkstore.ring.diskusage import disk_usage
@@ -155,6 +156,34 @@ def test_mount_collector_reads_healer_checkpoint_and_repair_log(volume):
     got = samples(MountCollector(fs, ring, healer, checkpointer, clock=clock).collect())
     assert value(got, "sofs_checkpoint_failing") == 1
     assert value(got, "sofs_rebuild_progress_ratio") == 1  # nothing to check
+
+
+def test_a_mount_served_by_the_ring_host_shows_the_hosts_healer_and_repair_log(volume):
+    """Its own repair log is not the one the host's sweep settles: the figures are the
+    host's, as its healer-metrics op answers them (through the real codec of that answer)."""
+    fs, ring = volume
+    ring.repair_log.note(ChunkRef(b"\x01" * 20, 100, PolicyCode(1, 3, 0, 0)))  # ignored
+    status = RebuildStatus(state="rebuilding", epoch=2, chunks_done=10, chunks_total=40,
+                           started=1.0, elapsed_s=2.0, sweeps=5,
+                           last_report=SweepSummary(pieces_rebuilt=1, bytes_rebuilt=9,
+                                                    pieces_removed=0, unrecoverable=4,
+                                                    errors=0, seconds=1.5, verified=False))
+    answer = json.loads(json.dumps({"status": status.to_dict(),
+                                    "repair_log": {"needs_repair": 7, "deleted": 2}}))
+    got = samples(MountCollector(fs, ring, None, host_view=lambda: answer).collect())
+    assert value(got, "sofs_healer_state", state="rebuilding") == 1
+    assert value(got, "sofs_rebuild_chunks_done") == 10
+    assert value(got, "sofs_healer_sweeps_total") == 5
+    assert value(got, "sofs_unrecoverable_chunks") == 4
+    assert value(got, "sofs_degraded_chunks") == 7
+    assert value(got, "sofs_pending_piece_delete_chunks") == 2
+    assert value(got, "sofs_metrics_collect_errors_total") == 0
+
+    def host_gone() -> dict:
+        raise OSError("no ring host answers")
+    got = samples(MountCollector(fs, ring, None, host_view=host_gone).collect())
+    assert value(got, "sofs_metrics_collect_errors_total") == 1
+    assert ("sofs_degraded_chunks", ()) not in got
 
 
 def test_a_section_that_fails_is_left_out_and_counted(volume):
