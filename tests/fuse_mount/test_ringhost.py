@@ -158,10 +158,11 @@ def test_disk_add_while_two_volumes_are_mounted_reaches_both(volumes):
         _write(v.mnts[name] / "old.bin", data)
     res = sofsctl(v.data, "disk", "add")
     assert f"disk d6 added: {v.data / 'disks' / 'd6'}" in res.stdout, res.stdout
-    # both clients write by the grown ring: pieces of new data land on d6 from each
+    # both clients write by the grown ring: pieces of new data land on d6 from each (6
+    # chunks of EC 4+2 over 7 disks: all six miss d6 with a chance of 7**-6)
     for name in ("pacs", "reports"):
         before = _pieces_on(v.data, "d6")
-        _write(v.mnts[name] / "new.bin", os.urandom(8 * MiB))
+        _write(v.mnts[name] / "new.bin", os.urandom(24 * MiB))
         assert _pieces_on(v.data, "d6") > before, f"{name}'s mount did not place on d6"
     for name, data in old.items():
         assert (v.mnts[name] / "old.bin").read_bytes() == data
