@@ -184,8 +184,8 @@ async def _keep_host(data_dir: Path, host_args: Sequence[str]) -> None:
             try:
                 await trio.to_thread.run_sync(
                     lambda: ringhost.ensure_host(data_dir, daemon_args=host_args))
-            except MountError as e:
-                log.error("%s; will retry", e)
+            except (MountError, OSError) as e:  # the mount serves on: its writes fail meanwhile
+                log.error("cannot start the ring host again: %s; will retry", e)
 
 
 def _host_args(scrub_interval_s: float, rebuild_rate: float | None) -> list[str]:

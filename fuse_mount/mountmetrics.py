@@ -53,7 +53,6 @@ from chunkstore.placement.clustermap import NODE_STATES
 from chunkstore.protection.codectimes import EC_TIMES
 from chunkstore.ring.datapath import RingStore
 from chunkstore.ring.diskusage import disk_usage
-from chunkstore.ring.repairlog import DELETED, NEEDS_REPAIR, RepairLog
 from sofs import schema
 from sofs.fs import Filesystem
 from sofs.metacheckpoint import Checkpointer
@@ -165,8 +164,7 @@ class MountCollector(Collector):
                      "copy is read-only, its GC stopped).", 1.0 if cp.overtaken else 0.0)
 
     def _repair_log(self) -> Iterable[Metric]:
-        yield from _repair_log_metrics(repair_log_counts(self.ring.repair_log,
-                                                         self.gc_scan_limit))
+        yield from _repair_log_metrics(self.ring.repair_log.counts(self.gc_scan_limit))
 
     def _healer(self) -> Iterable[Metric]:
         assert self.healer is not None
@@ -216,17 +214,6 @@ def gc_backlog(fs: Filesystem, now_ns: int, limit: int) -> tuple[int, int]:
 
 def progress_ratio(done: int, total: int) -> float:
     return min(1.0, done / total) if total > 0 else 1.0
-
-
-def repair_log_counts(repair_log: RepairLog, limit: int = GC_SCAN_LIMIT) -> dict[str, int]:
-    """How many chunks a repair log names as needing repair, and as deleted with pieces left
-    (at most ``limit`` entries read)."""
-    counts = {NEEDS_REPAIR: 0, DELETED: 0}
-    for n, entry in enumerate(repair_log.entries()):
-        if n >= limit:
-            break
-        counts[entry.kind] = counts.get(entry.kind, 0) + 1
-    return {"needs_repair": counts[NEEDS_REPAIR], "deleted": counts[DELETED]}
 
 
 def _repair_log_metrics(counts: dict[str, int]) -> Iterable[Metric]:

@@ -69,7 +69,7 @@ from chunkstore.ring.repairlog import DELETED
 from . import control, ctlserver, gcgate, runstate
 from .control import read_ready_line
 from .errors import MountError
-from .mountmetrics import repair_log_counts
+from .mountmetrics import GC_SCAN_LIMIT
 from .ringops import ring_ops
 
 log = logging.getLogger("sofs.ringhost")
@@ -129,9 +129,8 @@ class _LiveDown(Mapping[str, str]):
         return len(self._ring.unavailable_disks())
 
 
-def _ref(args: dict) -> ChunkRef:
-    return ChunkRef(bytes.fromhex(args["key"]), int(args["size"]),
-                    PolicyCode.from_bytes(bytes.fromhex(args["policy"])))
+def _ref(key: str, size: int, policy: str) -> ChunkRef:
+    return ChunkRef(bytes.fromhex(key), int(size), PolicyCode.from_bytes(bytes.fromhex(policy)))
 
 
 def healer_view(data_dir: Path) -> Callable[[], dict]:
@@ -142,7 +141,7 @@ def healer_view(data_dir: Path) -> Callable[[], dict]:
 def forwarding_ops(ring: LocalRing) -> dict[str, ctlserver.Operation]:
     """What the clients' repair logs forward (:class:`~chunkstore.ring.hosted.HostedRepairLog`)."""
     def note(progress, key: str, size: int, policy: str, kind: int) -> dict:
-        ring.repair_log.note(_ref({"key": key, "size": size, "policy": policy}), int(kind))
+        ring.repair_log.note(_ref(key, size, policy), int(kind))
         return {}
 
     def clear(progress, key: str) -> dict:
@@ -229,7 +228,8 @@ async def _serve(data_dir: Path, ring: ServedRing, healer: Healer, ready: "Ready
         log.info("ring epoch %d served (a disk was added)", epoch)
     ring.on_new_epoch = new_epoch
     ops["healer-metrics"] = lambda progress: {
-        "status": healer.status.to_dict(), "repair_log": repair_log_counts(ring.repair_log)}
+        "status": healer.status.to_dict(),
+        "repair_log": ring.repair_log.counts(GC_SCAN_LIMIT)}
     ops["host"] = lambda progress: {"pid": os.getpid(), "port": port,
                                     "epoch": node.map_epoch, "started": started,
                                     "idle_exit_s": idle_exit_s,

@@ -16,9 +16,8 @@ import click
 
 from chunkstore import errors as cerr
 from chunkstore.metricsendpoint import MetricsEndpointError, format_address, parse_address
-from chunkstore.placement.layout import LOCK_FILE
 from chunkstore.protection.policy import parse_policy
-from chunkstore.ring.localcluster import init_local_cluster, load_config
+from chunkstore.ring.localcluster import init_local_cluster, load_config, lock_holder
 from chunkstore.ring.mapadmin import load_map
 from chunkstore.ring.open import has_cluster, is_networked
 from exporters.errors import ExportError
@@ -248,7 +247,7 @@ def mount(home: Path, name: str, mountpoint: str, foreground: bool,
             raise Failure(f"volume {name} is already mounted at {st.mountpoint} (pid {st.pid}); "
                           f"to mount it elsewhere: sofsctl umount {st.mountpoint}")
     if not is_networked(home) and alive:
-        holder = _ring_holder(home)
+        holder = lock_holder(home)
         owner = next((st for st in alive if st.pid == holder), None)
         if owner is not None:  # a mount holds the ring itself: nothing else can use it
             raise Failure(f"volume {owner.volume} is mounted at {owner.mountpoint} (pid "
@@ -293,14 +292,6 @@ def mount(home: Path, name: str, mountpoint: str, foreground: bool,
     click.echo(f"volume {name} mounted at {os.path.realpath(mountpoint)} (pid {pid}); "
                f"log: {control.log_path(home, name)}")
     click.echo(f"stop it with: sofsctl --data-dir {home} umount {mountpoint}")
-
-
-def _ring_holder(home: Path) -> int | None:
-    """The pid written in the embedded ring's lock file (its holder, if the lock is held)."""
-    try:
-        return int((home / LOCK_FILE).read_text().strip() or 0) or None
-    except (OSError, ValueError):
-        return None
 
 
 def _metrics_address(text: str) -> tuple[str, int]:

@@ -32,9 +32,10 @@ The repair log (:class:`HostedRepairLog`): the host's healer sweeps, so what a c
 (degraded writes and reads, deletes that did not reach every disk) is forwarded to the host's
 log through ``forward(op, args)`` (the host's admin socket, given by the layer above), and
 kept in the client's own log (``repairlog-INSTANCE``) for its data path. At open, the
-host's DELETED entries are merged into it, so a chunk written again after an incomplete
-delete is cleared in the host's log before its put returns (else the host's sweep would
-remove its new pieces): that forward must succeed, or the put fails.
+host's DELETED entries are merged into it (the open fails if the host cannot say which), so
+a chunk written again after an incomplete delete is cleared in the host's log before its put
+returns (else the host's sweep would remove its new pieces): that forward must succeed, or
+the put fails, and the local entry stays until it does, so a retry forwards it again.
 """
 
 from __future__ import annotations
@@ -140,14 +141,15 @@ class HostedRepairLog(RepairLog):
         self._forward = forward
 
     def merge_deleted(self) -> None:
-        """Take the host's DELETED entries into this log (see the module docstring)."""
+        """Take the host's DELETED entries into this log (see the module docstring).
+        RingHostDown if the host cannot say: without them, a chunk written again would not
+        be cleared in the host's log, whose sweep would then remove its new pieces."""
         if self._forward is None:
             return
         try:
             entries = self._forward("repair-deleted", {})
         except ChunkStoreError as e:
-            log.warning("could not read the ring host's deleted chunks: %s", e)
-            return
+            raise RingHostDown(f"cannot read the ring host's deleted chunks: {e}") from e
         for doc in entries:
             try:
                 ref = ChunkRef(bytes.fromhex(doc["key"]), int(doc["size"]),
@@ -164,10 +166,14 @@ class HostedRepairLog(RepairLog):
 
     def clear(self, key: bytes) -> None:
         entry = self.get(key)
+        if entry is not None and entry.kind == DELETED:
+            # the chunk is written again: the host must know first, and the entry stays here
+            # while it does not, so that the put's retry tells it again
+            self._send("repair-clear", {"key": key.hex()}, must=True)
+            super().clear(key)
+            return
         super().clear(key)
-        # a DELETED entry cleared because the chunk is written again: the host must know
-        self._send("repair-clear", {"key": key.hex()},
-                   must=entry is not None and entry.kind == DELETED)
+        self._send("repair-clear", {"key": key.hex()}, must=False)
 
     def _send(self, op: str, args: dict[str, Any], must: bool) -> None:
         if self._forward is None:
@@ -210,11 +216,13 @@ class HostedRing(RingStore):
             self._connect()
             self.repair_log = HostedRepairLog(
                 os.path.join(self.data_dir, f"{REPAIR_LOG_DIR}-{instance}"), forward)
+            self.repair_log.merge_deleted()
         except BaseException:
+            if hasattr(self, "repair_log"):
+                self.repair_log.close()
             self._close_remotes()
             self._lock.release()
             raise
-        self.repair_log.merge_deleted()
         self._start_pool(workers or min(32, 2 * max(1, len(self.config.disks))))
         self._stop = threading.Event()
         self._reviver = threading.Thread(target=self._revive_loop, name="hosted-revive",

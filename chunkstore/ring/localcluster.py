@@ -156,6 +156,23 @@ def load_ring(data_dir: str | os.PathLike) -> RingData:
         raise ClusterNotFound(f"{os.fspath(data_dir)}: no {RING_FILE}") from None
 
 
+def _holder_pid(raw: bytes) -> int | None:
+    try:
+        return int(raw.decode().strip() or 0) or None
+    except ValueError:
+        return None
+
+
+def lock_holder(data_dir: str | os.PathLike, name: str = LOCK_FILE) -> int | None:
+    """The pid written in a cluster lock file (its holder while the lock is held; a holder
+    killed with -9 leaves its pid there), or None."""
+    try:
+        with open(os.path.join(os.fspath(data_dir), name), "rb") as f:
+            return _holder_pid(f.read(32))
+    except OSError:
+        return None
+
+
 class ClusterLock:
     """Exclusive flock on DATA_DIR/cluster.lock (or DATA_DIR/``name``) with the holder's pid
     written in it."""
@@ -167,10 +184,7 @@ class ClusterLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            try:
-                holder = int(os.pread(fd, 32, 0).decode().strip() or 0) or None
-            except ValueError:
-                holder = None
+            holder = _holder_pid(os.pread(fd, 32, 0))
             os.close(fd)
             raise ClusterInUse(f"cluster {os.path.dirname(self.path)} is in use by pid {holder}", holder) from None
         os.ftruncate(fd, 0)

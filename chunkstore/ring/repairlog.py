@@ -76,6 +76,16 @@ class RepairLog:
             except FormatError:
                 continue
 
+    def counts(self, limit: int | None = None) -> dict[str, int]:
+        """How many chunks the log names as needing repair and as deleted with pieces left
+        (reading at most ``limit`` entries)."""
+        counts = {NEEDS_REPAIR: 0, DELETED: 0}
+        for n, entry in enumerate(self.entries()):
+            if limit is not None and n >= limit:
+                break
+            counts[entry.kind] = counts.get(entry.kind, 0) + 1
+        return {"needs_repair": counts[NEEDS_REPAIR], "deleted": counts[DELETED]}
+
     def __len__(self) -> int:
         return sum(1 for _ in self._db.keys())
 

@@ -73,6 +73,29 @@ def test_clearing_a_deleted_entry_that_cannot_reach_the_host_fails(tmp_path):
     log.close()
 
 
+def test_a_deleted_entry_whose_clear_did_not_reach_the_host_stays_for_the_retry(tmp_path):
+    fwd = Recorder()
+    log = HostedRepairLog(tmp_path / "rl", fwd)
+    ref = _ref(5)
+    log.note(ref, DELETED)
+    fwd.fail = True
+    with pytest.raises(DiskUnavailable):
+        log.clear(ref.key)
+    assert log.get(ref.key).kind == DELETED  # the put's retry will tell the host again
+    fwd.fail = False
+    log.clear(ref.key)
+    assert log.get(ref.key) is None
+    assert fwd.calls[-1] == ("repair-clear", {"key": ref.key.hex()})
+    log.close()
+
+
+def test_a_host_that_cannot_list_its_deleted_chunks_fails_the_open(tmp_path):
+    log = HostedRepairLog(tmp_path / "rl", Recorder(fail=True))
+    with pytest.raises(RingHostDown, match="deleted chunks"):
+        log.merge_deleted()
+    log.close()
+
+
 def test_host_state_and_secret_files(tmp_path):
     assert host_state(tmp_path) is None
     (tmp_path / "run").mkdir()
