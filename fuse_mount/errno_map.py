@@ -28,6 +28,7 @@ ERRNO: dict[type[BaseException], int] = {
     ferr.InvalidArgument: errno.EINVAL,
     ferr.NotPermitted: errno.EPERM,
     ferr.AccessDenied: errno.EACCES,
+    ferr.CrossDevice: errno.EXDEV,
     ferr.NoSuchAttribute: errno.ENODATA,
     ferr.AttributeTooLarge: errno.E2BIG,
     ferr.AttributeNameInvalid: errno.ERANGE,

@@ -42,6 +42,15 @@ class NotPermitted(FsError):
     """The operation is forbidden for this caller or object (EPERM)."""
 
 
+class WormRefused(NotPermitted):
+    """A WORM rule forbids the change, for every caller including root (EPERM): the message
+    names the rule and, for a committed file, until when it is retained."""
+
+
+class CrossDevice(FsError):
+    """The rename cannot be done in place; the caller copies instead (EXDEV)."""
+
+
 class AccessDenied(FsError):
     """Permission bits deny the access (EACCES)."""
 

@@ -47,6 +47,7 @@ from .inode import Inode
 from .inodes import InodeTable
 from .metadata import Batch, MetaStore
 from .timestamps import wall_ns
+from .worm.records import commit_key, pending_key
 
 FLUSH_SLOTS = 3        # flushes that encode and store at once
 
@@ -453,6 +454,8 @@ class DataPath:
         b.delete(schema.symlink_key(ino))
         b.delete(schema.orphan_key(ino))
         b.delete(schema.unflushed_key(ino))
+        b.delete(commit_key(ino))
+        b.delete(pending_key(ino))
         b.delete(schema.inode_key(ino))
         self._inodes.forget(ino)
         fb = self._drop_buffers(ino)

@@ -34,7 +34,6 @@ from .collector import Collector
 from .dirents import NAME_MAX, Directories, check_name
 from .errors import (
     AccessDenied,
-    DirectoryNotEmpty,
     EntryExists,
     FsError,
     InvalidArgument,
@@ -54,24 +53,25 @@ from .inode import Inode
 from .inodes import InodeTable
 from .lostwrites import LostWrites
 from .metadata import Batch, MetaStore
-from .permissions import ROOT_CTX, Ctx, check_access, check_setattr, check_sticky, drops_setgid
+from .namespace import LINK_MAX, RENAME_EXCHANGE, RENAME_NOREPLACE, NamespaceChanges
+from .permissions import ROOT_CTX, Ctx, check_access, check_setattr, drops_setgid
 from .superblock import mount_superblock
 from .timestamps import wall_ns
 from .volume import VolumeConfig, load_volume, volume_dir
+from .worm.policy import DomainPolicy
+from .worm.records import Domain
+from .worm.rules import WormRules, WormStatus
 from .xattrs import XATTR_CREATE, XATTR_NAME_MAX, XATTR_REPLACE, XATTR_SIZE_MAX, Xattrs
 
 __all__ = ["Filesystem", "Ctx", "ROOT_CTX", "StatFs", "Statistics", "RENAME_NOREPLACE",
            "RENAME_EXCHANGE", "XATTR_CREATE", "XATTR_REPLACE", "XATTR_NAME_MAX", "XATTR_SIZE_MAX",
            "NAME_MAX", "LINK_MAX"]
 
-LINK_MAX = 65000
-RENAME_NOREPLACE = 1
-RENAME_EXCHANGE = 2
 DOT_COOKIE = 1
 DOTDOT_COOKIE = 2
 
 
-class Filesystem:
+class Filesystem(NamespaceChanges):
     """One mounted volume. Open with :meth:`open_volume`; :meth:`close` flushes everything.
 
     ``check_permissions``: enforce the owner rules of chmod/chown and sticky directories here.
@@ -107,6 +107,7 @@ class Filesystem:
                               self._pool, block_size=config.block_size,
                               dirty_limit=dirty_limit, clock=clock,
                               on_lost=self.lost_writes.record)
+        self._worm = WormRules(meta, store, config.uuid, clock, self._data.stage_inode)
         self._sb = mount_superblock(meta, self._now())
         self.generation = self._sb.generation
         self._dirs = Directories(meta, self._sb.cookies)
@@ -141,6 +142,7 @@ class Filesystem:
             self.flush_all()
         finally:
             self._pool.shutdown(wait=True)
+            self._worm.close()
             self.meta.close()
 
     def _now(self) -> int:
@@ -166,7 +168,10 @@ class Filesystem:
 
     def getattr(self, ino: int) -> Inode:
         with self._lock:
-            return self._inodes.get(ino).copy()
+            node = self._inodes.get(ino)
+            if node.flags:  # in a WORM domain: stat tells the truth about autocommit
+                self._worm.catch_up(node)
+            return node.copy()
 
     def lookup(self, parent: int, name: bytes) -> Inode:
         with self._lock:
@@ -179,7 +184,10 @@ class Filesystem:
             child = self._dirs.child(parent, name)
             if child is None:
                 raise NoSuchEntry(name.decode(errors="replace"))
-            return self._inodes.get(child[0]).copy()
+            node = self._inodes.get(child[0])
+            if node.flags:
+                self._worm.catch_up(node)
+            return node.copy()
 
     def readdir(self, ino: int, start: int = 0, limit: int = 1024) -> list[tuple[bytes, Inode, int]]:
         """Up to ``limit`` entries after readdir offset ``start``: (name, inode, its offset).
@@ -240,6 +248,8 @@ class Filesystem:
                 mode |= stat.S_ISGID
         node = Inode(self._sb.inos.take(b), mode, ctx.uid, gid, 1, 0, now, now, now, rdev,
                      self._sb.generation)
+        if parent.flags:
+            self._worm.stamp_child(b, parent, node)
         self._inodes.add(node)
         return node
 
@@ -295,159 +305,6 @@ class Filesystem:
         node = self._create_node(parent, name, stat.S_IFREG | (mode & 0o7777), ctx)
         return self._new_handle(node.ino, flags), node
 
-    def link(self, ino: int, new_parent: int, new_name: bytes, ctx: Ctx = ROOT_CTX) -> Inode:
-        check_name(new_name)
-        with self._lock:
-            node = self._inodes.get(ino)
-            if node.is_dir:
-                raise NotPermitted("hard links to directories are not allowed")
-            if node.nlink == 0:
-                raise NoSuchEntry("inode was unlinked")
-            if node.nlink >= LINK_MAX:
-                raise TooManyLinks("too many links")
-            pnode = self._dir(new_parent)
-            if self._dirs.child(new_parent, new_name) is not None:
-                raise EntryExists(new_name.decode(errors="replace"))
-            b = self.meta.batch()
-            now = self._now()
-            node.nlink += 1
-            node.ctime_ns = now
-            self._dirs.add(b, new_parent, new_name, ino)
-            self._touch(pnode, now)
-            self._save(b, node)
-            self._save(b, pnode)
-            self.meta.commit(b)
-            return node.copy()
-
-    def _drop_link(self, b: Batch, parent: Inode, name: bytes, ino: int, cookie: int,
-                   now: int) -> None:
-        """Remove one name of ``ino`` (file or empty directory), freeing it when unreferenced."""
-        node = self._inodes.get(ino)
-        self._dirs.remove(b, parent.ino, name, cookie)
-        if node.is_dir:
-            parent.nlink -= 1
-            node.nlink = 0
-            self._dirs.drop_parent(b, ino)
-        else:
-            node.nlink -= 1
-        node.ctime_ns = now
-        if node.nlink == 0:
-            if self._inodes.is_open(ino):
-                b.put(schema.orphan_key(ino), b"")
-                self._save(b, node)
-            else:
-                self._data.free_inode(b, ino)
-        else:
-            self._save(b, node)
-
-    def unlink(self, parent: int, name: bytes, ctx: Ctx = ROOT_CTX) -> None:
-        check_name(name)
-        self._remove(parent, name, ctx, want_dir=False)
-
-    def rmdir(self, parent: int, name: bytes, ctx: Ctx = ROOT_CTX) -> None:
-        if name == b".":
-            raise InvalidArgument("cannot remove '.'")
-        if name == b"..":
-            raise DirectoryNotEmpty("cannot remove '..'")
-        check_name(name)
-        self._remove(parent, name, ctx, want_dir=True)
-
-    def _remove(self, parent: int, name: bytes, ctx: Ctx, want_dir: bool) -> None:
-        """unlink (``want_dir`` False) or rmdir (True) of one name, in one batch."""
-        shown = name.decode(errors="replace")
-        with self._lock:
-            pnode = self._dir(parent)
-            child = self._dirs.child(parent, name)
-            if child is None:
-                raise NoSuchEntry(shown)
-            node = self._inodes.get(child[0])
-            if node.is_dir and not want_dir:
-                raise IsADirectory(shown)
-            if want_dir and not node.is_dir:
-                raise NotADirectory(shown)
-            if want_dir and not self._dirs.is_empty(node.ino):
-                raise DirectoryNotEmpty(shown)
-            self._check_sticky(pnode, node, ctx)
-            b = self.meta.batch()
-            now = self._now()
-            self._drop_link(b, pnode, name, child[0], child[1], now)
-            self._touch(pnode, now)
-            self._save(b, pnode)
-            self.meta.commit(b)
-
-    def _check_sticky(self, parent: Inode, node: Inode, ctx: Ctx) -> None:
-        if self.check_permissions:
-            check_sticky(parent, node, ctx)
-
-    def rename(self, old_parent: int, old_name: bytes, new_parent: int, new_name: bytes,
-               flags: int = 0, ctx: Ctx = ROOT_CTX) -> None:
-        for name in (old_name, new_name):
-            if name in (b".", b".."):
-                raise InvalidArgument("cannot rename '.' or '..'")
-            check_name(name)
-        if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) or flags == (RENAME_NOREPLACE
-                                                                      | RENAME_EXCHANGE):
-            raise InvalidArgument("unsupported rename flags")
-        with self._lock:
-            op = self._dir(old_parent)
-            np = self._dir(new_parent)
-            src = self._dirs.child(old_parent, old_name)
-            if src is None:
-                raise NoSuchEntry(old_name.decode(errors="replace"))
-            dst = self._dirs.child(new_parent, new_name)
-            snode = self._inodes.get(src[0])
-            if dst is not None and dst[0] == src[0]:
-                return  # same inode under both names: POSIX says do nothing
-            if flags & RENAME_NOREPLACE and dst is not None:
-                raise EntryExists(new_name.decode(errors="replace"))
-            if flags & RENAME_EXCHANGE and dst is None:
-                raise NoSuchEntry(new_name.decode(errors="replace"))
-            if snode.is_dir and self._dirs.is_ancestor(snode.ino, new_parent):
-                raise InvalidArgument("cannot move a directory into its own subtree")
-            self._check_sticky(op, snode, ctx)
-            now = self._now()
-            b = self.meta.batch()
-            if flags & RENAME_EXCHANGE:
-                assert dst is not None  # checked above
-                dnode = self._inodes.get(dst[0])
-                if dnode.is_dir and self._dirs.is_ancestor(dnode.ino, old_parent):
-                    raise InvalidArgument("cannot move a directory into its own subtree")
-                self._dirs.remove(b, old_parent, old_name, src[1])
-                self._dirs.remove(b, new_parent, new_name, dst[1])
-                self._dirs.add(b, new_parent, new_name, snode.ino)
-                self._dirs.add(b, old_parent, old_name, dnode.ino)
-                self._reparent(b, snode, op, np)
-                self._reparent(b, dnode, np, op)
-                dnode.ctime_ns = now
-                self._save(b, dnode)
-            else:
-                if dst is not None:
-                    dnode = self._inodes.get(dst[0])
-                    if dnode.is_dir and not snode.is_dir:
-                        raise IsADirectory(new_name.decode(errors="replace"))
-                    if snode.is_dir and not dnode.is_dir:
-                        raise NotADirectory(new_name.decode(errors="replace"))
-                    if dnode.is_dir and not self._dirs.is_empty(dnode.ino):
-                        raise DirectoryNotEmpty(new_name.decode(errors="replace"))
-                    self._check_sticky(np, dnode, ctx)
-                    self._drop_link(b, np, new_name, dnode.ino, dst[1], now)
-                self._dirs.remove(b, old_parent, old_name, src[1])
-                self._dirs.add(b, new_parent, new_name, snode.ino)
-                self._reparent(b, snode, op, np)
-            snode.ctime_ns = now
-            self._touch(op, now)
-            self._touch(np, now)
-            self._save(b, snode)
-            self._save(b, op)
-            self._save(b, np)
-            self.meta.commit(b)
-
-    def _reparent(self, b: Batch, node: Inode, old: Inode, new: Inode) -> None:
-        if node.is_dir and old.ino != new.ino:
-            old.nlink -= 1
-            new.nlink += 1
-            self._dirs.set_parent(b, node.ino, new.ino)
-
     def setattr(self, ino: int, *, mode: int | None = None, uid: int | None = None,
                 gid: int | None = None, size: int | None = None, atime_ns: int | None = None,
                 mtime_ns: int | None = None, ctx: Ctx = ROOT_CTX,
@@ -467,6 +324,11 @@ class Filesystem:
             if self.check_permissions:
                 check_setattr(node, ctx, mode=mode, uid=uid, gid=gid)
             b = self.meta.batch()
+            commits = False
+            if node.flags:
+                atime_ns, commits = self._worm.setattr(b, node, mode=mode, uid=uid, gid=gid,
+                                                       size=None, atime_ns=atime_ns,
+                                                       mtime_ns=mtime_ns)
             if mode is not None:
                 node.mode = stat.S_IFMT(node.mode) | (mode & 0o7777)
                 self._xattrs.chmod_acl(b, node)
@@ -491,6 +353,8 @@ class Filesystem:
                 node.mtime_ns = mtime_ns
             node.ctime_ns = now
             self._save(b, node)
+            if commits:
+                self._worm.commit(b, node, "chmod")
             self.meta.commit(b)
             return node.copy()
 
@@ -519,10 +383,19 @@ class Filesystem:
 
     def setxattr(self, ino: int, name: bytes, value: bytes, flags: int = 0) -> None:
         """``flags``: XATTR_CREATE (fail if it exists) or XATTR_REPLACE (if it does not)."""
+        self._check_worm(ino, "setting an xattr")
         self._xattrs.set(ino, name, value, flags)
 
     def removexattr(self, ino: int, name: bytes) -> None:
+        self._check_worm(ino, "removing an xattr")
         self._xattrs.remove(ino, name)
+
+    def _check_worm(self, ino: int, what: str) -> None:
+        """Refuse a change of ``ino``'s data or xattrs when it is a committed WORM file."""
+        with self._lock:
+            node = self._inodes.get(ino)
+            if node.flags:
+                self._worm.check_data(node, what)
 
     # ------------------------------------------------------------------ open files
 
@@ -545,6 +418,8 @@ class Filesystem:
                 raise IsADirectory("cannot open a directory for writing")
             if node.nlink == 0 and not self._inodes.is_open(ino):
                 raise NoSuchEntry(f"inode {ino} was deleted")
+            if node.flags:
+                self._worm.check_open(node, flags)
             fh = self._new_handle(ino, flags)
         if flags & os.O_TRUNC and flags & os.O_ACCMODE != os.O_RDONLY and node.is_reg:
             self.truncate(ino, 0)
@@ -592,14 +467,18 @@ class Filesystem:
     # ------------------------------------------------------------------ file data
 
     def write(self, fh: int, offset: int, data: bytes) -> int:
-        return self._data.write(self._handle(fh), offset, data)
+        h = self._handle(fh)
+        self._check_worm(h.ino, "write")
+        return self._data.write(h, offset, data)
 
     def write_nowait(self, fh: int, offset: int, data: bytes) -> int | None:
         """:meth:`write` when it needs no I/O: only dirty or brand-new blocks are touched, none
         fills up and the dirty limit holds. Returns None (nothing written) otherwise, and the
         caller uses :meth:`write` from a worker thread."""
         with self._lock:
-            return self._data.write_nowait(self._handles.get(fh), offset, data)
+            h = self._handles.get(fh)
+            self._check_worm(h.ino, "write")
+            return self._data.write_nowait(h, offset, data)
 
     def read(self, fh: int, offset: int, size: int) -> bytes:
         result = self._data.read(self._handle(fh), offset, size)
@@ -612,12 +491,14 @@ class Filesystem:
         return self._data.read(self._handle(fh), offset, size, may_block=False)
 
     def truncate(self, ino: int, size: int) -> None:
+        self._check_worm(ino, "truncate")
         self._data.truncate(ino, size)
 
     def fallocate(self, fh: int, mode: int, offset: int, length: int) -> None:
         """fallocate(2) of an open file, as :mod:`sofs.fallocate` says (data work: call from a
         thread)."""
         h = self._handle(fh)
+        self._check_worm(h.ino, "fallocate")
         punch, grow = parse_request(mode, offset, length, self.getattr(h.ino), h.flags)
         if not punch:
             check_space(self.store.capacity(), self.protection, self.block_size, offset, length)
@@ -646,3 +527,52 @@ class Filesystem:
                               dirty_bytes=self._data.dirty_bytes,
                               cached_inodes=len(self._inodes), cache_hits=self.cache.hits,
                               cache_misses=self.cache.misses)
+
+    # ------------------------------------------------------------------ WORM (sofs.worm)
+
+    @property
+    def worm_domains(self) -> list[Domain]:
+        with self._lock:
+            return sorted(self._worm.domains.values(), key=lambda d: d.index)
+
+    def resolve(self, path: str, *, create_dirs: bool = False) -> int:
+        """The inode at ``path`` (from the volume's root, no symlinks followed); with
+        ``create_dirs``, missing directories are made (0755, root's)."""
+        ino = 1
+        for part in [p for p in path.split("/") if p]:
+            try:
+                ino = self.lookup(ino, part.encode()).ino
+            except NoSuchEntry:
+                if not create_dirs:
+                    raise
+                ino = self.mkdir(ino, part.encode(), 0o755).ino
+        return ino
+
+    def worm_domain_create(self, path: str, policy: DomainPolicy) -> Domain:
+        """Make ``path`` (an empty or new directory) a WORM domain; synced before it returns."""
+        ino = self.resolve(path, create_dirs=True)
+        with self._lock:
+            node = self._dir(ino)
+            b = self.meta.batch()
+            shown = "/" + "/".join(p for p in path.split("/") if p)
+            domain = self._worm.create_domain(b, node, shown, policy, self._dirs.is_empty(ino))
+            self.meta.commit(b, sync=True)
+            return domain
+
+    def worm_status(self, ino: int) -> WormStatus:
+        with self._lock:
+            node = self._inodes.get(ino)
+            self._worm.catch_up(node)
+            return self._worm.status(node)
+
+    def worm_scan(self) -> int:
+        """Commit every domain file whose autocommit period has passed; returns how many."""
+        done = 0
+        for ino in self._worm.pending():
+            with self._lock:
+                try:
+                    node = self._inodes.get(ino)
+                except NoSuchEntry:
+                    continue
+                done += self._worm.catch_up(node)
+        return done

@@ -27,7 +27,12 @@ prefix    key                                    value
 ``W``     ``W`` + ino u64                        empty: blocks were stored beyond the inode's
                                                  persisted size (a write not yet closed/fsynced);
                                                  cut off at the next mount after a crash
+``N``     ``N`` + domain index u32               a WORM domain (JSON, :mod:`sofs.worm.records`)
+``Z``     ``Z`` + ino u64                        a committed WORM file's commit record (JSON)
+``Y``     ``Y`` + ino u64                        empty: a WORM domain's file not committed yet
 ========  =====================================  ==================================================
+
+An inode's ``flags`` say whether it is in a WORM domain and committed (:mod:`sofs.worm.records`).
 """
 
 import struct

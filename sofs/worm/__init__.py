@@ -1,3 +1,4 @@
-"""WORM retention for sofs volumes (issue 12). Here so far: the compliance clock retention is
-judged by (:mod:`.clock`) and a domain's policy with its retention arithmetic
-(:mod:`.policy`). Domains in the metadata, commit, enforcement and holds come next."""
+"""WORM retention for sofs volumes (issue 12): the compliance clock retention is judged by
+(:mod:`.clock`), a domain's policy and its retention arithmetic (:mod:`.policy`), the records a
+volume keeps (:mod:`.records`) and the rules the filesystem applies before every change
+(:mod:`.rules`). Holds, privileged deletes, trash and snapshots come next."""
