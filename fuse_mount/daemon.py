@@ -46,6 +46,7 @@ from .kernelcache import KernelCacheFixer, inode_now
 from .operations import SofsOperations
 from .opmetrics import FuseMetrics
 from .ringops import ring_ops
+from .wormops import autocommit_scanner, worm_ops
 
 log = logging.getLogger("sofs.mount")
 
@@ -110,6 +111,7 @@ def admin_ops(ring: RingStore, fs: Filesystem, healer: Healer | None = None,
     ops["stats"] = lambda progress: {**fs.statistics().as_dict(),
                                      **_checkpoint_stats(checkpointer, checkpoint_interval_s)}
     ops["fsck"] = _online_fsck(fs, ring)
+    ops.update(worm_ops(fs))
     return ops
 
 
@@ -228,6 +230,7 @@ async def _serve(fs: Filesystem, ring: RingStore, mountpoint: str, ready_fd: int
             await nursery.start(ctlserver.serve, *control)
         if hosted_by is not None:
             nursery.start_soon(_keep_host, hosted_by, host_args)
+        nursery.start_soon(autocommit_scanner, fs)
 
         async def watch_signals() -> None:
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:

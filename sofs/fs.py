@@ -565,14 +565,15 @@ class Filesystem(NamespaceChanges):
             self._worm.catch_up(node)
             return self._worm.status(node)
 
-    def worm_scan(self) -> int:
-        """Commit every domain file whose autocommit period has passed; returns how many."""
-        done = 0
+    def worm_scan(self) -> list[int]:
+        """Commit every domain file whose autocommit period has passed; returns their inodes."""
+        done = []
         for ino in self._worm.pending():
             with self._lock:
                 try:
                     node = self._inodes.get(ino)
                 except NoSuchEntry:
                     continue
-                done += self._worm.catch_up(node)
+                if self._worm.catch_up(node):
+                    done.append(ino)
         return done

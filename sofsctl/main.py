@@ -41,6 +41,7 @@ from .status import status
 from .supervise import supervise
 from .usage import df, volume_show
 from .volumecmds import volume_delete, volume_set
+from .wormcmds import worm
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -457,6 +458,7 @@ cli.add_command(scrub)
 cli.add_command(df)
 cli.add_command(chunk)
 cli.add_command(file_group)
+cli.add_command(worm)
 
 
 def main() -> None:

@@ -1,0 +1,70 @@
+"""The WORM admin operations of a mount process, and its autocommit scanner.
+
+``sofsctl worm ...`` asks the mount process of a volume (its control socket, ops named
+``worm-*``) or, for a volume that is not mounted, runs the same :func:`run_worm_op` on a
+Filesystem it opens itself: one implementation for both. The scanner commits, every
+``interval_s``, the domain files whose autocommit period has passed, so that ``stat`` says
+the truth even of files nobody touches, and makes the kernel forget their cached attributes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any
+
+import pyfuse3
+import trio
+
+from sofs.errors import InvalidArgument
+from sofs.fs import Filesystem
+from sofs.worm.policy import DomainPolicy
+
+from . import ctlserver
+
+log = logging.getLogger(__name__)
+
+WORM_OPS = ("worm-domain-create", "worm-domains", "worm-show")
+SCAN_INTERVAL_S = 60.0
+
+
+def run_worm_op(fs: Filesystem, op: str, args: dict[str, Any]) -> Any:
+    """One WORM admin op on ``fs``; its answer as JSON-ready data."""
+    if op == "worm-domain-create":
+        policy = DomainPolicy.parse(args["mode"], args["default"], args["minimum"],
+                                    args["maximum"], args["autocommit"])
+        return fs.worm_domain_create(args["path"], policy).as_dict()
+    if op == "worm-domains":
+        return [d.as_dict() for d in fs.worm_domains]
+    if op == "worm-show":
+        ino = args.get("ino") or fs.resolve(args["path"])
+        return fs.worm_status(int(ino)).as_dict()
+    raise InvalidArgument(f"unknown WORM op {op!r}")
+
+
+def worm_ops(fs: Filesystem) -> dict[str, ctlserver.Operation]:
+    """The ``worm-*`` ops for the mount's control server."""
+    return {op: (lambda progress, _op=op, **args: run_worm_op(fs, _op, args))
+            for op in WORM_OPS}
+
+
+def _forget_attributes(inos: list[int]) -> None:
+    for ino in inos:
+        with contextlib.suppress(OSError):  # not known to the kernel: nothing cached
+            pyfuse3.invalidate_inode(ino, attr_only=True)
+
+
+async def autocommit_scanner(fs: Filesystem, interval_s: float = SCAN_INTERVAL_S) -> None:
+    """Run the autocommit scan of ``fs`` every ``interval_s`` until cancelled."""
+    while True:
+        await trio.sleep(interval_s)
+        if not fs.worm_domains:
+            continue
+        try:
+            inos = await trio.to_thread.run_sync(fs.worm_scan)
+        except Exception:
+            log.exception("WORM autocommit scan failed; will retry")
+            continue
+        if inos:
+            log.info("WORM autocommit: %d file(s) committed", len(inos))
+            await trio.to_thread.run_sync(_forget_attributes, inos)

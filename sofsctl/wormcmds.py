@@ -1,0 +1,157 @@
+"""``sofsctl worm``: WORM domains of a volume (create, list) and the WORM state of a file.
+
+A mounted volume is asked through its mount process (fuse_mount.wormops); a volume that is not
+mounted is opened here for the moment of the command. Both run the same operation.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from chunkstore import errors as cerr
+from fuse_mount import control, runstate
+from fuse_mount.wormops import run_worm_op
+from sofs import errors as ferr
+from sofs.fs import Filesystem
+from sofs.worm.policy import format_duration
+
+from .common import Failure, fail, pass_home, table
+from .jobs import open_ring_or_host, require_volume
+
+
+def _worm_call(home: Path, volume: str, op: str, args: dict[str, Any]) -> Any:
+    require_volume(home, volume)
+    if any(st.alive and st.volume == volume for st in runstate.all_states(home)):
+        try:
+            return control.call(home, op, volume=volume, args=args)
+        except control.MountError as e:
+            raise fail(e) from None
+    try:
+        ring = open_ring_or_host(home)
+    except cerr.ClusterInUse:
+        raise Failure("the embedded ring is held by a volume mounted with --exclusive-ring; "
+                      "unmount it first (sofsctl umount MOUNTPOINT)") from None
+    except cerr.ChunkStoreError as e:
+        raise fail(e) from None
+    try:
+        fs = Filesystem.open_volume(home, volume, ring, check_permissions=False)
+        try:
+            return run_worm_op(fs, op, args)
+        finally:
+            fs.close()
+    except ferr.FsError as e:
+        raise fail(e) from None
+    finally:
+        ring.close()
+
+
+def _when(ns: int | None) -> str:
+    if ns is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(ns / 1e9, datetime.timezone.utc).strftime(
+        "%Y-%m-%d %H:%M:%S UTC")
+
+
+@click.group()
+def worm() -> None:
+    """WORM retention: domains whose files cannot be changed or deleted once committed."""
+
+
+@worm.group()
+def domain() -> None:
+    """WORM domains: directory trees of a volume whose files become immutable."""
+
+
+@domain.command("create")
+@click.argument("volume")
+@click.argument("path")
+@click.option("--mode", type=click.Choice(["compliance", "enterprise"]), required=True,
+              help="compliance: nothing removes a file before its retention ends; "
+                   "enterprise: a recorded privileged delete may. Never changes.")
+@click.option("--default-retention", default="20y", show_default=True, metavar="DURATION",
+              help="Retention of a file whose atime asks for none (e.g. 20y, 6mo, 30d).")
+@click.option("--min-retention", default="1d", show_default=True, metavar="DURATION")
+@click.option("--max-retention", default="70y", show_default=True, metavar="DURATION")
+@click.option("--autocommit", default="15m", show_default=True, metavar="DURATION",
+              help="A file unchanged this long is committed (at least 5m).")
+@pass_home
+def domain_create(home: Path, volume: str, path: str, mode: str, default_retention: str,
+                  min_retention: str, max_retention: str, autocommit: str) -> None:
+    """Make PATH (a directory of VOLUME, empty or new) a WORM domain.
+
+    A file in it is committed when its last write bit is removed (chmod a-w; over SMB the
+    read-only attribute) or after AUTOCOMMIT without change. Its retention is what its atime
+    asks (touch -a -d DATE), clamped to the minimum and maximum, else the default.
+    """
+    try:
+        d = _worm_call(home, volume, "worm-domain-create", {
+            "path": path, "mode": mode, "default": default_retention,
+            "minimum": min_retention, "maximum": max_retention, "autocommit": autocommit})
+    except ferr.FsError as e:  # a bad duration, found before anything is asked
+        raise fail(e) from None
+    click.echo(f"WORM domain {d['path']} created on volume {volume} ({d['mode']} mode, "
+               f"default retention {format_duration(d['default_ns'])}, autocommit "
+               f"{format_duration(d['autocommit_ns'])})")
+
+
+@domain.command("list")
+@click.argument("volume")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_home
+def domain_list(home: Path, volume: str, as_json: bool) -> None:
+    """List the WORM domains of VOLUME with their policies."""
+    rows = _worm_call(home, volume, "worm-domains", {})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo(f"volume {volume} has no WORM domain")
+        return
+    out = [("PATH", "MODE", "DEFAULT", "MIN", "MAX", "AUTOCOMMIT", "CREATED")]
+    for d in rows:
+        out.append((d["path"], d["mode"], format_duration(d["default_ns"]),
+                    format_duration(d["minimum_ns"]), format_duration(d["maximum_ns"]),
+                    format_duration(d["autocommit_ns"]), _when(d["created_ns"])))
+    table(out)
+
+
+def _locate(home: Path, path: str) -> tuple[str, dict[str, Any]]:
+    if ":" in path and not os.path.exists(path):
+        volume, _, inner = path.partition(":")
+        return volume, {"path": "/" + inner.lstrip("/")}
+    real = os.path.realpath(path)
+    for st in runstate.all_states(home):
+        mp = os.path.realpath(st.mountpoint)
+        if st.alive and (real == mp or real.startswith(mp.rstrip("/") + "/")):
+            try:
+                return st.volume, {"ino": os.lstat(path).st_ino}
+            except OSError as e:
+                raise fail(f"{path}: {e.strerror}") from None
+    raise fail(f"{path} is not on a sofs mount of {home}; name a file of an unmounted volume "
+               "as VOLUME:/path/in/volume")
+
+
+@worm.command("show")
+@click.argument("path")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_home
+def worm_show(home: Path, path: str, as_json: bool) -> None:
+    """Show the WORM state of PATH (a file on a mount, or VOLUME:/path): its domain, whether
+    it is committed, when and how, and until when it is retained."""
+    volume, where = _locate(home, path)
+    st = _worm_call(home, volume, "worm-show", where)
+    if as_json:
+        click.echo(json.dumps(st, indent=2))
+        return
+    rows = [("domain", st["domain"] or "(none)"), ("mode", st["mode"] or "-"),
+            ("state", st["state"]), ("committed", _when(st["committed_ns"])),
+            ("rule", st["rule"] or "-"), ("retain until", _when(st["retain_until_ns"]))]
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        click.echo(f"{k:<{width}}  {v}")
