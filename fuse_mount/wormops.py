@@ -24,7 +24,7 @@ from . import ctlserver
 
 log = logging.getLogger(__name__)
 
-WORM_OPS = ("worm-domain-create", "worm-domains", "worm-show")
+WORM_OPS = ("worm-domain-create", "worm-domains", "worm-show", "worm-hold", "worm-held")
 SCAN_INTERVAL_S = 60.0
 
 
@@ -36,9 +36,14 @@ def run_worm_op(fs: Filesystem, op: str, args: dict[str, Any]) -> Any:
         return fs.worm_domain_create(args["path"], policy).as_dict()
     if op == "worm-domains":
         return [d.as_dict() for d in fs.worm_domains]
+    ino = int(args.get("ino") or fs.resolve(args["path"]))
     if op == "worm-show":
-        ino = args.get("ino") or fs.resolve(args["path"])
-        return fs.worm_status(int(ino)).as_dict()
+        return fs.worm_status(ino).as_dict()
+    if op == "worm-hold":
+        return {"changed": fs.worm_hold(ino, args["name"], add=bool(args["add"]),
+                                        recursive=bool(args.get("recursive")))}
+    if op == "worm-held":
+        return [{"path": p, "holds": h} for p, h in fs.worm_held(ino)]
     raise InvalidArgument(f"unknown WORM op {op!r}")
 
 

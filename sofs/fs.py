@@ -577,3 +577,46 @@ class Filesystem(NamespaceChanges):
                 if self._worm.catch_up(node):
                     done.append(ino)
         return done
+
+    def worm_hold(self, ino: int, name: str, *, add: bool, recursive: bool = False) -> int:
+        """Place (``add``) or release the legal hold ``name`` on the file ``ino``, or with
+        ``recursive`` on every regular file under the directory ``ino``; returns how many
+        files changed. Each directory's files are one synced batch."""
+        with self._lock:
+            node = self._inodes.get(ino)
+            if node.is_dir and not recursive:
+                raise IsADirectory(f"inode {ino} is a directory: hold its files with recursive")
+            if not node.is_dir:
+                b = self.meta.batch()
+                one = self._worm.hold(b, node, name, add)
+                self.meta.commit(b, sync=True)
+                return int(one)
+        changed, todo = 0, [ino]
+        while todo:
+            with self._lock:
+                b = self.meta.batch()
+                for _, child, _ in self._dirs.entries(todo.pop(), 0):
+                    kid = self._inodes.get(child)
+                    if kid.is_dir:
+                        todo.append(child)
+                    elif kid.is_reg:
+                        changed += self._worm.hold(b, kid, name, add)
+                self.meta.commit(b, sync=True)
+        return changed
+
+    def worm_held(self, ino: int) -> list[tuple[str, list[str]]]:
+        """(path under ``ino``, its hold names) of every held file under the directory
+        ``ino`` (or of ``ino`` itself, a file)."""
+        out: list[tuple[str, list[str]]] = []
+        todo: list[tuple[int, str]] = [(ino, "")]
+        while todo:
+            at, path = todo.pop()
+            with self._lock:
+                node = self._inodes.get(at)
+                if not node.is_dir:
+                    if holds := self._worm.holds(node):
+                        out.append((path or ".", holds))
+                    continue
+                for name, child, _ in self._dirs.entries(at, 0):
+                    todo.append((child, f"{path}/{name.decode(errors='replace')}"))
+        return sorted(out)

@@ -151,7 +151,59 @@ def worm_show(home: Path, path: str, as_json: bool) -> None:
         return
     rows = [("domain", st["domain"] or "(none)"), ("mode", st["mode"] or "-"),
             ("state", st["state"]), ("committed", _when(st["committed_ns"])),
-            ("rule", st["rule"] or "-"), ("retain until", _when(st["retain_until_ns"]))]
+            ("rule", st["rule"] or "-"), ("retain until", _when(st["retain_until_ns"])),
+            ("holds", ", ".join(st["holds"]) or "-")]
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         click.echo(f"{k:<{width}}  {v}")
+
+
+@worm.group()
+def hold() -> None:
+    """Legal holds: a held file cannot be deleted, even after its retention ends."""
+
+
+def _hold(home: Path, path: str, name: str, add: bool, recursive: bool) -> None:
+    volume, where = _locate(home, path)
+    res = _worm_call(home, volume, "worm-hold",
+                     {**where, "name": name, "add": add, "recursive": recursive})
+    verb = "placed on" if add else "released from"
+    click.echo(f"legal hold {name} {verb} {res['changed']} file(s)")
+
+
+@hold.command("add")
+@click.option("--name", required=True, help="The case the hold is for (holds stack by name).")
+@click.option("--recursive", "-r", is_flag=True, help="Every file under the directory PATH.")
+@click.argument("path")
+@pass_home
+def hold_add(home: Path, name: str, recursive: bool, path: str) -> None:
+    """Place the legal hold NAME on PATH (a file of a WORM domain, on a mount or as
+    VOLUME:/path)."""
+    _hold(home, path, name, True, recursive)
+
+
+@hold.command("release")
+@click.option("--name", required=True, help="The case whose hold ends.")
+@click.option("--recursive", "-r", is_flag=True, help="Every file under the directory PATH.")
+@click.argument("path")
+@pass_home
+def hold_release(home: Path, name: str, recursive: bool, path: str) -> None:
+    """Release the legal hold NAME from PATH; other holds stay."""
+    _hold(home, path, name, False, recursive)
+
+
+@hold.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.argument("path")
+@pass_home
+def hold_list(home: Path, as_json: bool, path: str) -> None:
+    """List the held files under PATH (a directory, recursively, or a file) and their holds."""
+    volume, where = _locate(home, path)
+    rows = _worm_call(home, volume, "worm-held", where)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no held file")
+        return
+    table([("PATH", "HOLDS"), *((r["path"], ", ".join(r["holds"])) for r in rows)])

@@ -6,6 +6,8 @@
   committed, and until when it is retained (also shown as its atime).
 * ``Y`` + ino u64: empty; a regular file of a domain not committed yet, for the autocommit
   scanner.
+* ``H`` + ino u64 + hold name: a legal :class:`Hold` (JSON) on a file of a domain; while it has
+  one (:data:`HELD`), the file cannot be deleted, renamed or changed, even after its retention.
 
 Which domain an inode belongs to, and whether it is committed, live in the inode's own
 ``flags`` (:data:`COMMITTED`, :data:`DOMAIN_ROOT`, the domain index in the upper 16 bits), so the
@@ -23,6 +25,7 @@ from .policy import DomainPolicy
 
 COMMITTED = 1 << 0      # a regular file that is WORM: no change but longer retention, holds
 DOMAIN_ROOT = 1 << 1    # the top directory of a domain: never removed or renamed
+HELD = 1 << 2           # a file under one or more legal holds
 DOMAIN_SHIFT = 16       # flags >> 16: the index of the inode's domain (0: none)
 MAX_DOMAINS = (1 << 16) - 1
 
@@ -44,6 +47,14 @@ def commit_key(ino: int) -> bytes:
 
 def pending_key(ino: int) -> bytes:
     return b"Y" + _U64.pack(ino)
+
+
+def hold_prefix(ino: int) -> bytes:
+    return b"H" + _U64.pack(ino)
+
+
+def hold_key(ino: int, name: str) -> bytes:
+    return hold_prefix(ino) + name.encode()
 
 
 def parse_pending_key(key: bytes) -> int:
@@ -97,3 +108,22 @@ class Commit:
             return cls(int(d["committed_ns"]), int(d["retain_until_ns"]), str(d["rule"]))
         except (ValueError, KeyError, TypeError) as e:
             raise MetadataDamaged(f"unreadable WORM commit record: {e}") from e
+
+
+@dataclass(frozen=True)
+class Hold:
+    """One named legal hold on a file (holds stack: each case its own)."""
+
+    name: str
+    added_ns: int  # compliance clock
+
+    def to_value(self) -> bytes:
+        return json.dumps(asdict(self)).encode()
+
+    @classmethod
+    def from_value(cls, value: bytes) -> "Hold":
+        try:
+            d = json.loads(value)
+            return cls(str(d["name"]), int(d["added_ns"]))
+        except (ValueError, KeyError, TypeError) as e:
+            raise MetadataDamaged(f"unreadable WORM hold record: {e}") from e

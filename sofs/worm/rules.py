@@ -15,10 +15,12 @@ RING when first needed; when the RING cannot say the time, deletes of committed 
 
 Refused on a committed file: write, open for writing or with O_TRUNC, truncate, fallocate,
 adding a write bit, changing owner, group or mtime, shortening its retention, setting or
-removing xattrs, rename from or onto it, unlink before expiry. Refused for a domain: rmdir or
-rename of its root; renaming a non-empty directory in, out of or within a domain; links across
-its boundary; renaming into a domain a directory that is not empty (EXDEV: ``mv`` then copies
-file by file) or a file with several names.
+removing xattrs, rename from or onto it, unlink before expiry. A file under a legal hold
+(:meth:`WormRules.hold`; holds stack by name) cannot be deleted, renamed, written or truncated,
+even after its retention ended. Refused for a domain: rmdir or rename of its root; renaming a
+non-empty directory in, out of or within a domain; links across its boundary; renaming into a
+domain a directory that is not empty (EXDEV: ``mv`` then copies file by file) or a file with
+several names.
 """
 
 from __future__ import annotations
@@ -43,12 +45,16 @@ from .records import (
     COMMITTED,
     DOMAIN_ROOT,
     DOMAIN_SHIFT,
+    HELD,
     MAX_DOMAINS,
     Commit,
     Domain,
+    Hold,
     commit_key,
     domain_index,
     domain_key,
+    hold_key,
+    hold_prefix,
     parse_pending_key,
     pending_key,
 )
@@ -75,6 +81,7 @@ class WormStatus:
     committed_ns: int | None = None
     retain_until_ns: int | None = None
     rule: str | None = None
+    holds: tuple[str, ...] = ()
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -171,6 +178,45 @@ class WormRules:
         log.warning("%s", why)
         return WormRefused(why)
 
+    def _held(self, node: Inode, what: str) -> WormRefused:
+        names = ", ".join(self.holds(node)) or "?"
+        why = f"{what} of inode {node.ino} refused: it is under legal hold ({names})"
+        log.warning("%s", why)
+        return WormRefused(why)
+
+    # ------------------------------------------------------------------ legal holds
+
+    def holds(self, node: Inode) -> list[str]:
+        if not node.flags & HELD:
+            return []
+        return [Hold.from_value(v).name for _, v in self._meta.scan(hold_prefix(node.ino))]
+
+    def hold(self, b: Batch, node: Inode, name: str, add: bool) -> bool:
+        """Stage adding (or releasing) the hold ``name`` on the file ``node``; False when it
+        was already so."""
+        if not name or len(name) > 200 or "/" in name:
+            raise InvalidArgument("a hold is named by 1 to 200 characters, no '/'")
+        if self.domain_of(node) is None:
+            raise InvalidArgument(f"inode {node.ino} is not in a WORM domain: only files of a "
+                                  "domain are held")
+        if not node.is_reg:
+            raise InvalidArgument(f"inode {node.ino} is not a regular file")
+        key = hold_key(node.ino, name)
+        present = self._meta.get(key) is not None
+        if present == add:
+            return False
+        if add:
+            b.put(key, Hold(name, self.compliance_now()).to_value())
+            node.flags |= HELD
+        else:
+            b.delete(key)
+            if self.holds(node) == [name]:
+                node.flags &= ~HELD
+        self._save(b, node)
+        log.info("WORM: legal hold %s %s inode %d", name, "placed on" if add else "released from",
+                 node.ino)
+        return True
+
     def commit(self, b: Batch, node: Inode, rule: str) -> Commit:
         """Stage committing the regular file ``node`` (in a domain, not yet committed)."""
         domain = self.domain_of(node)
@@ -216,6 +262,8 @@ class WormRules:
             self.catch_up(node)
             if node.flags & COMMITTED:
                 raise self._refuse(node, what, self.commit_of(node))
+            if node.flags & HELD:
+                raise self._held(node, what)
 
     def check_open(self, node: Inode, flags: int) -> None:
         if flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_TRUNC:
@@ -232,6 +280,8 @@ class WormRules:
         if not domain_index(node.flags):
             return atime_ns, False
         self.catch_up(node)
+        if node.flags & HELD and (size is not None or uid is not None or gid is not None):
+            raise self._held(node, "truncating or changing the owner")
         if node.flags & COMMITTED:
             rec = self.commit_of(node)
             if size is not None:
@@ -263,6 +313,8 @@ class WormRules:
             self.catch_up(node)
             if node.flags & COMMITTED:
                 raise self._refuse(node, what, self.commit_of(node))
+            if node.flags & HELD:
+                raise self._held(node, what)
 
     def check_remove(self, node: Inode) -> None:
         """Before unlinking a name of ``node`` or removing the directory ``node``."""
@@ -271,6 +323,8 @@ class WormRules:
         if node.flags & DOMAIN_ROOT:
             raise self._refuse(node, "removing the top directory of a domain")
         self.catch_up(node)
+        if node.flags & HELD:
+            raise self._held(node, "deleting")
         if node.flags & COMMITTED:
             rec = self.commit_of(node)
             if rec is None or self.compliance_now() < rec.retain_until_ns:
@@ -295,6 +349,8 @@ class WormRules:
             self.catch_up(node)
             if node.flags & COMMITTED:
                 raise self._refuse(node, "rename", self.commit_of(node))
+            if node.flags & HELD:
+                raise self._held(node, "rename")
         if snode.is_dir and not src_empty and (src_dom or dst_dom):
             if not src_dom:
                 raise CrossDevice("a directory that is not empty is not moved into a WORM "
@@ -318,12 +374,14 @@ class WormRules:
         domain = self.domain_of(node)
         if domain is None:
             return WormStatus(node.ino, None, None, "none")
+        holds = tuple(self.holds(node))
         if not node.is_reg:
             return WormStatus(node.ino, domain.path, domain.policy.mode, "directory"
                               if node.is_dir else "uncommitted")
         rec = self.commit_of(node)
         if rec is None:
-            return WormStatus(node.ino, domain.path, domain.policy.mode, "uncommitted")
+            return WormStatus(node.ino, domain.path, domain.policy.mode, "uncommitted",
+                              holds=holds)
         state = "expired" if self.compliance_now() >= rec.retain_until_ns else "committed"
         return WormStatus(node.ino, domain.path, domain.policy.mode, state, rec.committed_ns,
-                          rec.retain_until_ns, rec.rule)
+                          rec.retain_until_ns, rec.rule, holds)

@@ -61,6 +61,11 @@ def test_a_committed_file_is_refused_every_change_through_the_mount(archive):
     with open(path, "rb") as f:
         assert f.read() == DATA
     assert "refused" in archive.log() and "retained until" in archive.log()
+    out = sofsctl(archive.data, "worm", "hold", "add", "--name", "case-42", "-r",
+                  str(dom)).stdout
+    assert "1 file(s)" in out
+    held = json.loads(sofsctl(archive.data, "worm", "hold", "list", str(dom), "--json").stdout)
+    assert held == [{"path": "/study.dcm", "holds": ["case-42"]}]
     plain = archive.mnt / "plain.txt"  # outside the domain nothing changes
     plain.write_bytes(b"x")
     os.chmod(plain, 0o444)
@@ -70,6 +75,7 @@ def test_a_committed_file_is_refused_every_change_through_the_mount(archive):
     offline = json.loads(sofsctl(archive.data, "worm", "show",
                                  f"{archive.volume}:/pacs/studies/study.dcm", "--json").stdout)
     assert offline["state"] == "committed" and offline["retain_until_ns"] == later
+    assert offline["holds"] == ["case-42"]
     out = sofsctl(archive.data, "worm", "domain", "list", archive.volume).stdout
     assert "/pacs/studies" in out and "compliance" in out and "10y" in out
     archive.mount()

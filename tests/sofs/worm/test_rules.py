@@ -15,6 +15,7 @@ from sofs.errors import (
     CrossDevice,
     DirectoryNotEmpty,
     InvalidArgument,
+    IsADirectory,
     NoSuchEntry,
     WormRefused,
 )
@@ -276,3 +277,48 @@ def test_a_volume_without_domains_keeps_no_worm_state(env):
     fs.setattr(node.ino, mode=0o644)
     assert fs.getattr(node.ino).flags == 0 and fs.worm_status(node.ino).state == "none"
     fs.unlink(1, b"plain")
+
+
+def test_a_legal_hold_keeps_a_file_past_its_retention_and_holds_stack(worm):
+    fs, clock, _ = worm
+    parent, ino = _file(fs)
+    fs.setattr(ino, atime_ns=int(clock.time() * NS) + 2 * DAY)
+    fs.setattr(ino, mode=0o444)
+    assert fs.worm_hold(ino, "case-1", add=True) == 1
+    assert fs.worm_hold(ino, "case-1", add=True) == 0  # already held
+    fs.worm_hold(ino, "case-2", add=True)
+    clock.advance(3 * 86400)
+    st = fs.worm_status(ino)
+    assert st.state == "expired" and st.holds == ("case-1", "case-2")
+    fs.worm_hold(ino, "case-1", add=False)
+    with pytest.raises(WormRefused, match="legal hold .case-2"):
+        fs.unlink(parent, b"a.dcm")
+    fs.worm_hold(ino, "case-2", add=False)
+    fs.unlink(parent, b"a.dcm")
+
+
+def test_a_recursive_hold_freezes_uncommitted_files_too(worm):
+    fs, clock, mount = worm
+    dom = fs.resolve("/archive/studies")
+    sub = fs.mkdir(dom, b"patient-7", 0o755)
+    inos = [_file(fs, f"s{i}".encode(), parent_path="/archive/studies/patient-7")[1]
+            for i in range(3)]
+    with pytest.raises(IsADirectory):
+        fs.worm_hold(sub.ino, "case", add=True)
+    assert fs.worm_hold(dom, "case", add=True, recursive=True) == 3
+    assert [p for p, _ in fs.worm_held(dom)] == [f"/patient-7/s{i}" for i in range(3)]
+    with pytest.raises(WormRefused):
+        fs.open(inos[0], os.O_WRONLY | os.O_TRUNC)
+    with pytest.raises(WormRefused):
+        fs.rename(sub.ino, b"s1", sub.ino, b"x")
+    with pytest.raises(WormRefused):
+        fs.unlink(sub.ino, b"s2")
+    fs.close()
+    fs2 = mount(clock=clock)
+    with pytest.raises(WormRefused):
+        fs2.unlink(sub.ino, b"s2")
+    assert fs2.worm_hold(dom, "case", add=False, recursive=True) == 3
+    fs2.unlink(sub.ino, b"s2")
+    _file(fs2, b"loose", parent_path="/archive")
+    with pytest.raises(InvalidArgument, match="not in a WORM domain"):
+        fs2.worm_hold(fs2.resolve("/archive"), "case", add=True, recursive=True)
