@@ -30,6 +30,7 @@ prefix    key                                    value
 ``N``     ``N`` + domain index u32               a WORM domain (JSON, :mod:`sofs.worm.records`)
 ``Z``     ``Z`` + ino u64                        a committed WORM file's commit record (JSON)
 ``Y``     ``Y`` + ino u64                        empty: a WORM domain's file not committed yet
+``H``     ``H`` + ino u64 + hold name            a legal hold on a WORM file (JSON)
 ========  =====================================  ==================================================
 
 An inode's ``flags`` say whether it is in a WORM domain and committed (:mod:`sofs.worm.records`).
