@@ -168,7 +168,7 @@ def file_group() -> None:
     """Look inside files of a volume."""
 
 
-def _locate_path(home: Path, path: str) -> tuple[str, str, int | None]:
+def locate_path(home: Path, path: str) -> tuple[str, str, int | None]:
     """(volume, path within it, inode from the mount or None) for PATH on a mount, or
     VOLUME:/PATH."""
     if ":" in path and not os.path.exists(path):
@@ -203,7 +203,7 @@ def file_info(home: Path, path: str, as_json: bool) -> None:
     read as its mount process last stored it: data still being written may not show yet.
     Exit status: 0; 1 no such file; 3 a block's chunk cannot be read.
     """
-    volume, inner, ino = _locate_path(home, path)
+    volume, inner, ino = locate_path(home, path)
     vols = {v.name: v for v in volumes(home)}
     if volume not in vols:
         raise fail(f"no volume {volume!r}; volumes: {', '.join(sorted(vols)) or 'none'}")

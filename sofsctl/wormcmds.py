@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from sofs.fs import Filesystem
 from sofs.worm.policy import format_duration
 
 from .common import Failure, fail, pass_home, table
+from .inspect import locate_path
 from .jobs import open_ring_or_host, require_volume
 
 
@@ -122,19 +122,9 @@ def domain_list(home: Path, volume: str, as_json: bool) -> None:
 
 
 def _locate(home: Path, path: str) -> tuple[str, dict[str, Any]]:
-    if ":" in path and not os.path.exists(path):
-        volume, _, inner = path.partition(":")
-        return volume, {"path": "/" + inner.lstrip("/")}
-    real = os.path.realpath(path)
-    for st in runstate.all_states(home):
-        mp = os.path.realpath(st.mountpoint)
-        if st.alive and (real == mp or real.startswith(mp.rstrip("/") + "/")):
-            try:
-                return st.volume, {"ino": os.lstat(path).st_ino}
-            except OSError as e:
-                raise fail(f"{path}: {e.strerror}") from None
-    raise fail(f"{path} is not on a sofs mount of {home}; name a file of an unmounted volume "
-               "as VOLUME:/path/in/volume")
+    """(volume, the op's args naming the file) for PATH on a mount or VOLUME:/PATH."""
+    volume, inner, ino = locate_path(home, path)
+    return volume, ({"ino": ino} if ino is not None else {"path": inner})
 
 
 @worm.command("show")

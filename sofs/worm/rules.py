@@ -257,7 +257,7 @@ class WormRules:
     # ------------------------------------------------------------------ checks
 
     def check_data(self, node: Inode, what: str) -> None:
-        """Before a write, truncate or fallocate of ``node``."""
+        """Before a write, truncate, fallocate or xattr change of ``node``."""
         if domain_index(node.flags):
             self.catch_up(node)
             if node.flags & COMMITTED:
@@ -307,14 +307,6 @@ class WormRules:
         commits = (node.is_reg and mode is not None and not mode & WRITE_BITS
                    and node.nlink > 0)
         return atime_ns, commits
-
-    def check_xattr(self, node: Inode, what: str) -> None:
-        if domain_index(node.flags):
-            self.catch_up(node)
-            if node.flags & COMMITTED:
-                raise self._refuse(node, what, self.commit_of(node))
-            if node.flags & HELD:
-                raise self._held(node, what)
 
     def check_remove(self, node: Inode) -> None:
         """Before unlinking a name of ``node`` or removing the directory ``node``."""
