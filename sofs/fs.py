@@ -170,7 +170,7 @@ class Filesystem(NamespaceChanges):
         with self._lock:
             node = self._inodes.get(ino)
             if node.flags:  # in a WORM domain: stat tells the truth about autocommit
-                self._worm.catch_up(node)
+                self._worm.catch_up(node, reading=True)
             return node.copy()
 
     def lookup(self, parent: int, name: bytes) -> Inode:
@@ -186,7 +186,7 @@ class Filesystem(NamespaceChanges):
                 raise NoSuchEntry(name.decode(errors="replace"))
             node = self._inodes.get(child[0])
             if node.flags:
-                self._worm.catch_up(node)
+                self._worm.catch_up(node, reading=True)
             return node.copy()
 
     def readdir(self, ino: int, start: int = 0, limit: int = 1024) -> list[tuple[bytes, Inode, int]]:
@@ -324,11 +324,10 @@ class Filesystem(NamespaceChanges):
             if self.check_permissions:
                 check_setattr(node, ctx, mode=mode, uid=uid, gid=gid)
             b = self.meta.batch()
-            commits = False
+            commit_at = None
             if node.flags:
-                atime_ns, commits = self._worm.setattr(b, node, mode=mode, uid=uid, gid=gid,
-                                                       size=None, atime_ns=atime_ns,
-                                                       mtime_ns=mtime_ns)
+                atime_ns, commit_at = self._worm.setattr(b, node, mode=mode, uid=uid, gid=gid,
+                                                       atime_ns=atime_ns, mtime_ns=mtime_ns)
             if mode is not None:
                 node.mode = stat.S_IFMT(node.mode) | (mode & 0o7777)
                 self._xattrs.chmod_acl(b, node)
@@ -353,8 +352,8 @@ class Filesystem(NamespaceChanges):
                 node.mtime_ns = mtime_ns
             node.ctime_ns = now
             self._save(b, node)
-            if commits:
-                self._worm.commit(b, node, "chmod")
+            if commit_at is not None:
+                self._worm.commit(b, node, "chmod", commit_at)
             self.meta.commit(b)
             return node.copy()
 
@@ -574,7 +573,7 @@ class Filesystem(NamespaceChanges):
                     node = self._inodes.get(ino)
                 except NoSuchEntry:
                     continue
-                if self._worm.catch_up(node):
+                if self._worm.catch_up(node, reading=True):
                     done.append(ino)
         return done
 

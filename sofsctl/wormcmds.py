@@ -89,12 +89,9 @@ def domain_create(home: Path, volume: str, path: str, mode: str, default_retenti
     read-only attribute) or after AUTOCOMMIT without change. Its retention is what its atime
     asks (touch -a -d DATE), clamped to the minimum and maximum, else the default.
     """
-    try:
-        d = _worm_call(home, volume, "worm-domain-create", {
-            "path": path, "mode": mode, "default": default_retention,
-            "minimum": min_retention, "maximum": max_retention, "autocommit": autocommit})
-    except ferr.FsError as e:  # a bad duration, found before anything is asked
-        raise fail(e) from None
+    d = _worm_call(home, volume, "worm-domain-create", {
+        "path": path, "mode": mode, "default": default_retention,
+        "minimum": min_retention, "maximum": max_retention, "autocommit": autocommit})
     click.echo(f"WORM domain {d['path']} created on volume {volume} ({d['mode']} mode, "
                f"default retention {format_duration(d['default_ns'])}, autocommit "
                f"{format_duration(d['autocommit_ns'])})")

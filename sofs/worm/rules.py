@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from chunkstore.api import ChunkStore
 from chunkstore.clock import Clock
 
-from ..errors import CrossDevice, InvalidArgument, WormRefused
+from ..errors import CrossDevice, DataUnavailable, InvalidArgument, WormRefused
 from ..inode import Inode
 from ..metadata import Batch, MetaStore
 from ..timestamps import wall_ns
@@ -160,11 +160,6 @@ class WormRules:
         if node.is_reg:
             b.put(pending_key(node.ino), b"")
 
-    def free(self, b: Batch, node: Inode) -> None:
-        if domain_index(node.flags):
-            b.delete(commit_key(node.ino))
-            b.delete(pending_key(node.ino))
-
     # ------------------------------------------------------------------ commit
 
     def _refuse(self, node: Inode, what: str, commit: Commit | None = None) -> WormRefused:
@@ -217,11 +212,12 @@ class WormRules:
                  node.ino)
         return True
 
-    def commit(self, b: Batch, node: Inode, rule: str) -> Commit:
-        """Stage committing the regular file ``node`` (in a domain, not yet committed)."""
+    def commit(self, b: Batch, node: Inode, rule: str, at_ns: int | None = None) -> Commit:
+        """Stage committing the regular file ``node`` (in a domain, not yet committed) at
+        ``at_ns`` of the compliance clock (default: now)."""
         domain = self.domain_of(node)
         assert domain is not None and node.is_reg and not node.flags & COMMITTED
-        now = self.compliance_now()
+        now = self.compliance_now() if at_ns is None else at_ns
         rec = Commit(now, domain.policy.retain_until(now, node.atime_ns), rule)
         node.flags |= COMMITTED
         node.mode &= ~WRITE_BITS
@@ -240,13 +236,21 @@ class WormRules:
                 and node.nlink > 0
                 and domain.policy.autocommit_due(node.ctime_ns, wall_ns(self._clock)))
 
-    def catch_up(self, node: Inode) -> bool:
+    def catch_up(self, node: Inode, *, reading: bool = False) -> bool:
         """Commit ``node`` now if its autocommit period has passed (its own batch); True if
-        it was committed."""
-        if not domain_index(node.flags) or node.flags & COMMITTED or not self.autocommit_due(node):
+        it was committed. Before a change, a compliance clock the RING cannot give fails the
+        change (DataUnavailable: nothing is changed unjudged); while ``reading`` (stat,
+        lookup, the scanner) the commit waits for the next touch instead, logged."""
+        if not self.autocommit_due(node):
             return False
         b = self._meta.batch()
-        self.commit(b, node, "autocommit")
+        try:
+            self.commit(b, node, "autocommit")
+        except DataUnavailable as e:
+            if not reading:
+                raise
+            log.warning("WORM: autocommit of inode %d waits: %s", node.ino, e)
+            return False
         self._meta.commit(b)
         return True
 
@@ -271,21 +275,21 @@ class WormRules:
                             else "open with O_TRUNC")
 
     def setattr(self, b: Batch, node: Inode, *, mode: int | None, uid: int | None,
-                gid: int | None, size: int | None, atime_ns: int | None,
-                mtime_ns: int | None) -> tuple[int | None, bool]:
-        """Judge a setattr of ``node`` before it is applied: raise if refused. Returns the
-        atime to apply (a committed file's retention, clamped) and whether the change
-        commits the file (its last write bit goes): the caller then calls :meth:`commit`
-        after applying the rest."""
+                gid: int | None, atime_ns: int | None,
+                mtime_ns: int | None) -> tuple[int | None, int | None]:
+        """Judge a setattr of ``node`` (its size is judged by :meth:`check_data`, as a
+        truncate) before it is applied: raise if refused. Returns the
+        atime to apply (a committed file's retention, clamped) and, when the change
+        commits the file (its last write bit goes), the commit time: the caller then calls
+        :meth:`commit` with it after applying the rest. The time is read first, so a
+        compliance clock the RING cannot give fails the setattr before anything changed."""
         if not domain_index(node.flags):
-            return atime_ns, False
+            return atime_ns, None
         self.catch_up(node)
-        if node.flags & HELD and (size is not None or uid is not None or gid is not None):
-            raise self._held(node, "truncating or changing the owner")
+        if node.flags & HELD and (uid is not None or gid is not None):
+            raise self._held(node, "changing the owner")
         if node.flags & COMMITTED:
             rec = self.commit_of(node)
-            if size is not None:
-                raise self._refuse(node, "truncate", rec)
             if mode is not None and mode & WRITE_BITS:
                 raise self._refuse(node, "adding a write bit", rec)
             if (uid is not None and uid != node.uid) or (gid is not None and gid != node.gid):
@@ -302,11 +306,11 @@ class WormRules:
                     rec = Commit(rec.committed_ns, until, rec.rule)
                     b.put(commit_key(node.ino), rec.to_value())
                     log.info("WORM: inode %d retention extended to %s", node.ino, _iso(until))
-                return until, False
-            return atime_ns, False
+                return until, None
+            return atime_ns, None
         commits = (node.is_reg and mode is not None and not mode & WRITE_BITS
                    and node.nlink > 0)
-        return atime_ns, commits
+        return atime_ns, self.compliance_now() if commits else None
 
     def check_remove(self, node: Inode) -> None:
         """Before unlinking a name of ``node`` or removing the directory ``node``."""

@@ -10,9 +10,11 @@ import stat
 
 import pytest
 
+from chunkstore import errors as cerr
 from chunkstore.clock import FakeClock
 from sofs.errors import (
     CrossDevice,
+    DataUnavailable,
     DirectoryNotEmpty,
     InvalidArgument,
     IsADirectory,
@@ -322,3 +324,22 @@ def test_a_recursive_hold_freezes_uncommitted_files_too(worm):
     _file(fs2, b"loose", parent_path="/archive")
     with pytest.raises(InvalidArgument, match="not in a WORM domain"):
         fs2.worm_hold(fs2.resolve("/archive"), "case", add=True, recursive=True)
+
+
+def test_without_the_compliance_clock_stat_works_and_changes_fail(worm, monkeypatch):
+    fs, clock, mount = worm
+    parent, ino = _file(fs)
+    fs.close()
+    clock.advance(16 * 60)  # past the autocommit period, while unmounted
+    fs2 = mount(clock=clock)
+    def unreachable(*a, **kw):
+        raise cerr.ChunkStoreError("the RING cannot be reached")
+    monkeypatch.setattr(fs2.store, "get_root", unreachable)
+    assert fs2.getattr(ino).mode & 0o222  # not committed yet, and stat still answers
+    with pytest.raises(DataUnavailable):
+        fs2.open(ino, os.O_WRONLY)  # the change is not let through unjudged
+    with pytest.raises(DataUnavailable):
+        fs2.setattr(ino, mode=0o444)
+    assert fs2.getattr(ino).mode & 0o222  # the refused chmod changed nothing in memory
+    monkeypatch.undo()
+    assert not fs2.getattr(ino).mode & 0o222  # committed at the next touch
