@@ -12,6 +12,7 @@ replace with ``trio.testing.MockClock``.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Protocol
@@ -121,3 +122,34 @@ class FakeClock:
         :meth:`sleep` or :meth:`wait`; True if they are."""
         with self._cond:
             return self._cond.wait_for(lambda: self._sleepers >= count, timeout)
+
+
+WALL_STEP_ENV = "SOFS_WALL_STEP_FILE"
+
+
+class SteppedWallClock(SystemClock):
+    """The machine's clocks, with the wall clock moved by the number of seconds written in a
+    file (0 while the file is missing or unreadable); durations are untouched.
+
+    How a test steps the wall clock of a real mount process, as an NTP step or an operator's
+    ``date -s`` would, without changing the machine's clock for everything else: the process
+    is started with ``SOFS_WALL_STEP_FILE`` naming the file (:func:`clock_from_env`), and the
+    test writes a new step there. Nothing else sets it."""
+
+    def __init__(self, step_file: str) -> None:
+        self._step_file = step_file
+
+    def time(self) -> float:
+        try:
+            with open(self._step_file, encoding="ascii") as f:
+                step = float(f.read().strip() or 0)
+        except (OSError, ValueError):
+            step = 0.0
+        return time.time() + step
+
+
+def clock_from_env(environ: dict[str, str] | None = None) -> Clock:
+    """:data:`SYSTEM_CLOCK`, or a :class:`SteppedWallClock` when ``SOFS_WALL_STEP_FILE`` is
+    set in the environment (tests of real processes)."""
+    step_file = (os.environ if environ is None else environ).get(WALL_STEP_ENV)
+    return SteppedWallClock(step_file) if step_file else SYSTEM_CLOCK

@@ -28,6 +28,7 @@ import trio
 
 from chunkstore import errors as cerr
 from chunkstore import sdnotify
+from chunkstore.clock import clock_from_env
 from chunkstore.healing.healer import DEFAULT_DOWN_AFTER_S, DEFAULT_SCRUB_INTERVAL_S, Healer
 from chunkstore.metricsendpoint import MetricsEndpointError, parse_address
 from chunkstore.ring.datapath import RingStore
@@ -370,7 +371,7 @@ def run_mount(data_dir: Path, volume: str, mountpoint: str, *, ready_fd: int | N
         stack.callback(ring.close)
         # default_permissions: the kernel checks permissions before every request
         fs = Filesystem.open_volume(data_dir, volume, ring, gc_grace_s=gc_grace_s,
-                                    check_permissions=False)
+                                    check_permissions=False, clock=clock_from_env())
         stack.callback(_close_volume, fs)
         healer = None
         if not hosted:  # the host heals and scrubs an embedded ring it serves

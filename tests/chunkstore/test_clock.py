@@ -2,10 +2,11 @@
 advance, and a wall-clock step leaves durations alone."""
 
 import threading
+import time
 
 import pytest
 
-from chunkstore.clock import SYSTEM_CLOCK, FakeClock
+from chunkstore.clock import SYSTEM_CLOCK, FakeClock, SteppedWallClock, clock_from_env
 
 
 def _in_thread(fn):
@@ -84,3 +85,18 @@ def test_the_system_clock():
     SYSTEM_CLOCK.sleep(0.01)
     assert SYSTEM_CLOCK.monotonic() > a
     assert SYSTEM_CLOCK.time() > 1_600_000_000
+
+
+def test_a_stepped_wall_clock_reads_its_step_from_the_file(tmp_path):
+    step = tmp_path / "step"
+    assert clock_from_env({}) is SYSTEM_CLOCK
+    clock = clock_from_env({"SOFS_WALL_STEP_FILE": str(step)})
+    assert isinstance(clock, SteppedWallClock)
+    assert abs(clock.time() - time.time()) < 5  # no file yet: no step
+    step.write_text("86400\n")
+    assert 86395 < clock.time() - time.time() < 86405
+    step.write_text("not a number")
+    assert abs(clock.time() - time.time()) < 5
+    before = clock.monotonic()
+    step.write_text("-3600")
+    assert clock.time() - time.time() < -3595 and clock.monotonic() >= before
