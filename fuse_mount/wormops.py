@@ -24,7 +24,8 @@ from . import ctlserver
 
 log = logging.getLogger(__name__)
 
-WORM_OPS = ("worm-domain-create", "worm-domains", "worm-show", "worm-hold", "worm-held")
+WORM_OPS = ("worm-domain-create", "worm-domains", "worm-show", "worm-hold", "worm-held",
+            "worm-retained", "worm-privileged-delete")
 SCAN_INTERVAL_S = 60.0
 
 
@@ -36,6 +37,12 @@ def run_worm_op(fs: Filesystem, op: str, args: dict[str, Any]) -> Any:
         return fs.worm_domain_create(args["path"], policy).as_dict()
     if op == "worm-domains":
         return [d.as_dict() for d in fs.worm_domains]
+    if op == "worm-retained":
+        r = fs.worm_retained()
+        return {"files": r.files, "held": r.held, "last_until_ns": r.last_until_ns}
+    if op == "worm-privileged-delete":
+        return fs.worm_privileged_delete(args["path"], args["reason"], args["who"],
+                                         args["host"]).as_dict()
     ino = int(args.get("ino") or fs.resolve(args["path"]))
     if op == "worm-show":
         return fs.worm_status(ino).as_dict()
@@ -49,8 +56,21 @@ def run_worm_op(fs: Filesystem, op: str, args: dict[str, Any]) -> Any:
 
 def worm_ops(fs: Filesystem) -> dict[str, ctlserver.Operation]:
     """The ``worm-*`` ops for the mount's control server."""
-    return {op: (lambda progress, _op=op, **args: run_worm_op(fs, _op, args))
-            for op in WORM_OPS}
+    ops: dict[str, ctlserver.Operation] = {
+        op: (lambda progress, _op=op, **args: run_worm_op(fs, _op, args)) for op in WORM_OPS}
+    ops["worm-privileged-delete"] = lambda progress, **args: _delete_and_tell_kernel(fs, args)
+    return ops
+
+
+def _delete_and_tell_kernel(fs: Filesystem, args: dict[str, Any]) -> Any:
+    """The privileged delete, then the kernel forgets the removed name (it would go on
+    showing a file the mount no longer has)."""
+    parent_path, _, name = args["path"].rstrip("/").rpartition("/")
+    parent = fs.resolve(parent_path)
+    done = run_worm_op(fs, "worm-privileged-delete", args)
+    with contextlib.suppress(OSError):
+        pyfuse3.invalidate_entry(parent, name.encode(), deleted=done["ino"])
+    return done
 
 
 def _forget_attributes(inos: list[int]) -> None:

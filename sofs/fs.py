@@ -58,9 +58,8 @@ from .permissions import ROOT_CTX, Ctx, check_access, check_setattr, drops_setgi
 from .superblock import mount_superblock
 from .timestamps import wall_ns
 from .volume import VolumeConfig, load_volume, volume_dir
-from .worm.policy import DomainPolicy
-from .worm.records import Domain
-from .worm.rules import WormRules, WormStatus
+from .worm.admin import WormAdmin
+from .worm.rules import WormRules
 from .xattrs import XATTR_CREATE, XATTR_NAME_MAX, XATTR_REPLACE, XATTR_SIZE_MAX, Xattrs
 
 __all__ = ["Filesystem", "Ctx", "ROOT_CTX", "StatFs", "Statistics", "RENAME_NOREPLACE",
@@ -71,7 +70,7 @@ DOT_COOKIE = 1
 DOTDOT_COOKIE = 2
 
 
-class Filesystem(NamespaceChanges):
+class Filesystem(NamespaceChanges, WormAdmin):
     """One mounted volume. Open with :meth:`open_volume`; :meth:`close` flushes everything.
 
     ``check_permissions``: enforce the owner rules of chmod/chown and sticky directories here.
@@ -526,96 +525,3 @@ class Filesystem(NamespaceChanges):
                               dirty_bytes=self._data.dirty_bytes,
                               cached_inodes=len(self._inodes), cache_hits=self.cache.hits,
                               cache_misses=self.cache.misses)
-
-    # ------------------------------------------------------------------ WORM (sofs.worm)
-
-    @property
-    def worm_domains(self) -> list[Domain]:
-        with self._lock:
-            return sorted(self._worm.domains.values(), key=lambda d: d.index)
-
-    def resolve(self, path: str, *, create_dirs: bool = False) -> int:
-        """The inode at ``path`` (from the volume's root, no symlinks followed); with
-        ``create_dirs``, missing directories are made (0755, root's)."""
-        ino = 1
-        for part in [p for p in path.split("/") if p]:
-            try:
-                ino = self.lookup(ino, part.encode()).ino
-            except NoSuchEntry:
-                if not create_dirs:
-                    raise
-                ino = self.mkdir(ino, part.encode(), 0o755).ino
-        return ino
-
-    def worm_domain_create(self, path: str, policy: DomainPolicy) -> Domain:
-        """Make ``path`` (an empty or new directory) a WORM domain; synced before it returns."""
-        ino = self.resolve(path, create_dirs=True)
-        with self._lock:
-            node = self._dir(ino)
-            b = self.meta.batch()
-            shown = "/" + "/".join(p for p in path.split("/") if p)
-            domain = self._worm.create_domain(b, node, shown, policy, self._dirs.is_empty(ino))
-            self.meta.commit(b, sync=True)
-            return domain
-
-    def worm_status(self, ino: int) -> WormStatus:
-        with self._lock:
-            node = self._inodes.get(ino)
-            self._worm.catch_up(node)
-            return self._worm.status(node)
-
-    def worm_scan(self) -> list[int]:
-        """Commit every domain file whose autocommit period has passed; returns their inodes."""
-        done = []
-        for ino in self._worm.pending():
-            with self._lock:
-                try:
-                    node = self._inodes.get(ino)
-                except NoSuchEntry:
-                    continue
-                if self._worm.catch_up(node, reading=True):
-                    done.append(ino)
-        return done
-
-    def worm_hold(self, ino: int, name: str, *, add: bool, recursive: bool = False) -> int:
-        """Place (``add``) or release the legal hold ``name`` on the file ``ino``, or with
-        ``recursive`` on every regular file under the directory ``ino``; returns how many
-        files changed. Each directory's files are one synced batch."""
-        with self._lock:
-            node = self._inodes.get(ino)
-            if node.is_dir and not recursive:
-                raise IsADirectory(f"inode {ino} is a directory: hold its files with recursive")
-            if not node.is_dir:
-                b = self.meta.batch()
-                one = self._worm.hold(b, node, name, add)
-                self.meta.commit(b, sync=True)
-                return int(one)
-        changed, todo = 0, [ino]
-        while todo:
-            with self._lock:
-                b = self.meta.batch()
-                for _, child, _ in self._dirs.entries(todo.pop(), 0):
-                    kid = self._inodes.get(child)
-                    if kid.is_dir:
-                        todo.append(child)
-                    elif kid.is_reg:
-                        changed += self._worm.hold(b, kid, name, add)
-                self.meta.commit(b, sync=True)
-        return changed
-
-    def worm_held(self, ino: int) -> list[tuple[str, list[str]]]:
-        """(path under ``ino``, its hold names) of every held file under the directory
-        ``ino`` (or of ``ino`` itself, a file)."""
-        out: list[tuple[str, list[str]]] = []
-        todo: list[tuple[int, str]] = [(ino, "")]
-        while todo:
-            at, path = todo.pop()
-            with self._lock:
-                node = self._inodes.get(at)
-                if not node.is_dir:
-                    if holds := self._worm.holds(node):
-                        out.append((path or ".", holds))
-                    continue
-                for name, child, _ in self._dirs.entries(at, 0):
-                    todo.append((child, f"{path}/{name.decode(errors='replace')}"))
-        return sorted(out)

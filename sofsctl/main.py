@@ -27,6 +27,7 @@ from fuse_mount import control, ringhost, runstate
 from sofs import errors as ferr
 from sofs.fsck import FsckReport, Problem, check_volume
 from sofs.volume import create_volume, protection_for
+from sofs.worm.policy import DomainPolicy
 
 from .checkpoints import volume_checkpoint, volume_restore
 from .common import Failure, FiniteFloat, default_data_dir, fail, human, parse_size, pass_home, table
@@ -41,7 +42,7 @@ from .status import status
 from .supervise import supervise
 from .usage import df, volume_show
 from .volumecmds import volume_delete, volume_set
-from .wormcmds import worm
+from .wormcmds import make_domain, policy_options, worm
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -116,12 +117,30 @@ def volume() -> None:
 @click.option("--yes-i-really-mean-it", "single_copy_ok", is_flag=True,
               help="Accept a policy that keeps a single copy of some data (--cos 0, --ec K+0): "
                    "losing one disk then loses data.")
+@click.option("--worm", type=click.Choice(["compliance", "enterprise"]), default=None,
+              help="Make the whole volume a WORM domain of this mode (see worm domain create; "
+                   "the retention options below apply to it).")
+@policy_options
 @pass_home
 def volume_create(home: Path, name: str, ec: str | None, cos: int | None, compress: str,
-                  zstd_level: int, block_size: str, single_copy_ok: bool) -> None:
+                  zstd_level: int, block_size: str, single_copy_ok: bool, worm: str | None,
+                  **retention: str) -> None:
     """Create volume NAME in the cluster."""
     if ec and cos is not None:
         raise Failure("choose either --ec or --cos, not both")
+    if worm:
+        try:  # a policy that cannot be is refused before anything is created
+            DomainPolicy.parse(worm, retention["default_retention"], retention["min_retention"],
+                               retention["max_retention"], retention["autocommit"])
+        except ferr.FsError as e:
+            raise fail(e) from None
+    else:
+        changed = [k for k, v in retention.items()
+                   if click.get_current_context().get_parameter_source(k)
+                   is not click.core.ParameterSource.DEFAULT]
+        if changed:
+            raise Failure(f"--{changed[0].replace('_', '-')} applies to a WORM volume: give "
+                          "--worm compliance|enterprise too")
     if compress == "none" and zstd_level != 1:
         click.echo("note: --zstd-level has no effect with --compress none", err=True)
     try:
@@ -152,6 +171,13 @@ def volume_create(home: Path, name: str, ec: str | None, cos: int | None, compre
     click.echo(f"volume {cfg.name} created: large chunks {cfg.large_policy}, small chunks "
                f"{cfg.small_policy} (< {human(cfg.threshold)}), compression {cfg.compression}, "
                f"blocks of {human(cfg.block_size)}")
+    if worm:
+        try:
+            click.echo(make_domain(home, name, "/", worm, **retention))
+        except click.ClickException as e:
+            raise Failure(f"volume {name} was created, but not as WORM: {e.format_message()}; "
+                          f"make it WORM with sofsctl worm domain create {name} / --mode "
+                          f"{worm} before storing anything, or delete it") from None
 
 
 @volume.command("list")

@@ -19,6 +19,7 @@ from sofs.volume import VolumeConfig, save_volume
 
 from .common import Failure, fail, human, pass_home
 from .jobs import require_volume, ring_job
+from .wormcmds import retained_line
 
 
 @click.command("delete")
@@ -49,6 +50,8 @@ def volume_delete(home: Path, name: str | None, yes: bool, finish_only: bool) ->
         kinds = ", ".join(sorted({e.kind for e in exports}))
         raise Failure(f"volume {name} has exports ({kinds}): stop and remove them first "
                       f"(sofsctl export stop {name}; sofsctl export remove {name})")
+    if (why := retained_line(home, name)) is not None:
+        raise Failure(why)
     if not yes:
         if not sys.stdin.isatty():
             raise Failure("not confirmed: nothing deleted (give --yes where nobody can type "

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
+import pwd
+import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,18 +72,41 @@ def domain() -> None:
     """WORM domains: directory trees of a volume whose files become immutable."""
 
 
+def policy_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The retention options of a domain, shared by ``worm domain create`` and ``volume create
+    --worm``."""
+    options = [
+        click.option("--default-retention", default="20y", show_default=True,
+                     metavar="DURATION",
+                     help="Retention of a file whose atime asks for none (e.g. 20y, 6mo, 30d)."),
+        click.option("--min-retention", default="1d", show_default=True, metavar="DURATION"),
+        click.option("--max-retention", default="70y", show_default=True, metavar="DURATION"),
+        click.option("--autocommit", default="15m", show_default=True, metavar="DURATION",
+                     help="A file unchanged this long is committed (at least 5m)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def make_domain(home: Path, volume: str, path: str, mode: str, default_retention: str,
+                min_retention: str, max_retention: str, autocommit: str) -> str:
+    """Make PATH of VOLUME a WORM domain; the line to print."""
+    d = _worm_call(home, volume, "worm-domain-create", {
+        "path": path, "mode": mode, "default": default_retention,
+        "minimum": min_retention, "maximum": max_retention, "autocommit": autocommit})
+    return (f"WORM domain {d['path']} created on volume {volume} ({d['mode']} mode, "
+            f"default retention {format_duration(d['default_ns'])}, autocommit "
+            f"{format_duration(d['autocommit_ns'])})")
+
+
 @domain.command("create")
 @click.argument("volume")
 @click.argument("path")
 @click.option("--mode", type=click.Choice(["compliance", "enterprise"]), required=True,
               help="compliance: nothing removes a file before its retention ends; "
                    "enterprise: a recorded privileged delete may. Never changes.")
-@click.option("--default-retention", default="20y", show_default=True, metavar="DURATION",
-              help="Retention of a file whose atime asks for none (e.g. 20y, 6mo, 30d).")
-@click.option("--min-retention", default="1d", show_default=True, metavar="DURATION")
-@click.option("--max-retention", default="70y", show_default=True, metavar="DURATION")
-@click.option("--autocommit", default="15m", show_default=True, metavar="DURATION",
-              help="A file unchanged this long is committed (at least 5m).")
+@policy_options
 @pass_home
 def domain_create(home: Path, volume: str, path: str, mode: str, default_retention: str,
                   min_retention: str, max_retention: str, autocommit: str) -> None:
@@ -89,12 +116,8 @@ def domain_create(home: Path, volume: str, path: str, mode: str, default_retenti
     read-only attribute) or after AUTOCOMMIT without change. Its retention is what its atime
     asks (touch -a -d DATE), clamped to the minimum and maximum, else the default.
     """
-    d = _worm_call(home, volume, "worm-domain-create", {
-        "path": path, "mode": mode, "default": default_retention,
-        "minimum": min_retention, "maximum": max_retention, "autocommit": autocommit})
-    click.echo(f"WORM domain {d['path']} created on volume {volume} ({d['mode']} mode, "
-               f"default retention {format_duration(d['default_ns'])}, autocommit "
-               f"{format_duration(d['autocommit_ns'])})")
+    click.echo(make_domain(home, volume, path, mode, default_retention, min_retention,
+                           max_retention, autocommit))
 
 
 @domain.command("list")
@@ -194,3 +217,43 @@ def hold_list(home: Path, as_json: bool, path: str) -> None:
         click.echo("no held file")
         return
     table([("PATH", "HOLDS"), *((r["path"], ", ".join(r["holds"])) for r in rows)])
+
+
+@worm.command("delete")
+@click.option("--privileged", is_flag=True,
+              help="Required: say that this removes a retained file, and is recorded.")
+@click.option("--reason", required=True, help="Why (kept in the domain's log).")
+@click.argument("path")
+@pass_home
+def worm_delete(home: Path, privileged: bool, reason: str, path: str) -> None:
+    """Remove PATH, a file of an ENTERPRISE domain, even before its retention ends (never a
+    file under a legal hold). Who, when, why and what are first recorded in the domain's
+    append-only log, DOMAIN/.worm-log/, as a new WORM file. Compliance domains have no such
+    delete."""
+    if not privileged:
+        raise Failure("a privileged delete needs --privileged")
+    volume, inner, _ = locate_path(home, path)
+    who = f"{os.environ.get('SUDO_USER') or _user(os.getuid())} (uid {os.getuid()})"
+    rec = _worm_call(home, volume, "worm-privileged-delete",
+                     {"path": inner, "reason": reason, "who": who,
+                      "host": socket.gethostname()})
+    click.echo(f"{rec['path']} deleted from volume {volume}; recorded in {rec['record']}")
+
+
+def _user(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def retained_line(home: Path, volume: str) -> str | None:
+    """Why VOLUME may not be deleted (its WORM domains still retain files), or None."""
+    if not _worm_call(home, volume, "worm-domains", {}):
+        return None
+    r = _worm_call(home, volume, "worm-retained", {})
+    if not r["files"] and not r["held"]:
+        return None
+    return (f"volume {volume} retains WORM files: {r['files']} committed file(s) before their "
+            f"retention ends (the last on {_when(r['last_until_ns'])}) and {r['held']} under a "
+            "legal hold; it is deleted only once nothing is retained")

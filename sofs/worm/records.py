@@ -16,6 +16,7 @@ data path checks a file with one integer test and a plain directory costs nothin
 
 from __future__ import annotations
 
+import datetime
 import json
 import struct
 from dataclasses import asdict, dataclass
@@ -31,6 +32,12 @@ MAX_DOMAINS = (1 << 16) - 1
 
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
+
+
+def iso_utc(ns: int) -> str:
+    """A time (ns since the epoch) as people read it in logs and records."""
+    return datetime.datetime.fromtimestamp(ns / 1e9, datetime.timezone.utc).strftime(
+        "%Y-%m-%d %H:%M:%S UTC")
 
 
 def domain_index(flags: int) -> int:

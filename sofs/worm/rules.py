@@ -25,7 +25,6 @@ several names.
 
 from __future__ import annotations
 
-import datetime
 import logging
 import os
 import stat
@@ -55,6 +54,7 @@ from .records import (
     domain_key,
     hold_key,
     hold_prefix,
+    iso_utc,
     parse_pending_key,
     pending_key,
 )
@@ -63,11 +63,6 @@ log = logging.getLogger(__name__)
 
 WRITE_BITS = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
 _DOMAIN_MASK = MAX_DOMAINS << DOMAIN_SHIFT
-
-
-def _iso(ns: int) -> str:
-    return datetime.datetime.fromtimestamp(ns / 1e9, datetime.timezone.utc).strftime(
-        "%Y-%m-%d %H:%M:%S UTC")
 
 
 @dataclass(frozen=True)
@@ -85,6 +80,19 @@ class WormStatus:
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Retained:
+    """Files of a volume that WORM still keeps (:meth:`WormRules.retained`)."""
+
+    files: int                # committed, retention not over
+    held: int                 # under at least one legal hold
+    last_until_ns: int | None  # the latest retention end among them
+
+    @property
+    def anything(self) -> bool:
+        return bool(self.files or self.held)
 
 
 class WormRules:
@@ -167,7 +175,7 @@ class WormRules:
         where = domain.path if domain else "?"
         if commit is not None:
             why = (f"{what} of inode {node.ino} refused: it is a committed WORM file of domain "
-                   f"{where}, retained until {_iso(commit.retain_until_ns)}")
+                   f"{where}, retained until {iso_utc(commit.retain_until_ns)}")
         else:
             why = f"{what} of inode {node.ino} refused by WORM domain {where}"
         log.warning("%s", why)
@@ -227,7 +235,7 @@ class WormRules:
         b.delete(pending_key(node.ino))
         self._save(b, node)
         log.info("WORM: inode %d committed (%s) in domain %s, retained until %s", node.ino,
-                 rule, domain.path, _iso(rec.retain_until_ns))
+                 rule, domain.path, iso_utc(rec.retain_until_ns))
         return rec
 
     def autocommit_due(self, node: Inode) -> bool:
@@ -305,7 +313,7 @@ class WormRules:
                 if until != rec.retain_until_ns:
                     rec = Commit(rec.committed_ns, until, rec.rule)
                     b.put(commit_key(node.ino), rec.to_value())
-                    log.info("WORM: inode %d retention extended to %s", node.ino, _iso(until))
+                    log.info("WORM: inode %d retention extended to %s", node.ino, iso_utc(until))
                 return until, None
             return atime_ns, None
         commits = (node.is_reg and mode is not None and not mode & WRITE_BITS
@@ -325,6 +333,29 @@ class WormRules:
             rec = self.commit_of(node)
             if rec is None or self.compliance_now() < rec.retain_until_ns:
                 raise self._refuse(node, "deleting before its retention ends", rec)
+
+    def check_privileged_delete(self, node: Inode) -> None:
+        """Before the privileged delete of ``node`` (an enterprise domain's file, held by no
+        legal hold), which may come before its retention ends."""
+        domain = self.domain_of(node)
+        if domain is None or not node.is_reg:
+            raise InvalidArgument(f"inode {node.ino} is not a file of a WORM domain: a "
+                                  "privileged delete removes only those")
+        if domain.policy.mode != "enterprise":
+            raise self._refuse(node, f"a privileged delete in the {domain.policy.mode} domain "
+                               f"{domain.path} (only an enterprise domain has one)",
+                               self.commit_of(node))
+        if node.flags & HELD:
+            raise self._held(node, "a privileged delete")
+
+    def retained(self) -> Retained:
+        """What this volume still retains: committed files before their expiry and held
+        files (a volume that retains anything is not deleted)."""
+        now = self.compliance_now()
+        until = [Commit.from_value(v).retain_until_ns for _, v in self._meta.scan(b"Z")]
+        held = {k[1:9] for k, _ in self._meta.scan(b"H")}
+        live = [u for u in until if u > now]
+        return Retained(len(live), len(held), max(live, default=None))
 
     def check_link(self, node: Inode, new_parent: Inode) -> None:
         if domain_index(node.flags) != domain_index(new_parent.flags):

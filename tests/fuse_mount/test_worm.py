@@ -94,3 +94,40 @@ def test_domain_create_refuses_a_directory_that_is_not_empty(archive):
                   "--mode", "compliance", "--autocommit", "1m", check=False)
     assert res.returncode != 0 and "5 minutes" in res.stderr
     assert not (archive.mnt / "new").exists()
+
+
+def test_an_all_worm_enterprise_volume_its_privileged_delete_and_no_volume_delete(make_archive):
+    a = make_archive("w", volume="legal",
+                     create_args=("--worm", "enterprise", "--default-retention", "10y",
+                                  "--autocommit", "5m"))
+    domains = json.loads(sofsctl(a.data, "worm", "domain", "list", "legal", "--json").stdout)
+    assert [(d["path"], d["mode"]) for d in domains] == [("/", "enterprise")]
+    res = sofsctl(a.data, "volume", "create", "other", "--autocommit", "1h", check=False)
+    assert res.returncode != 0 and "--worm" in res.stderr
+    res = sofsctl(a.data, "volume", "create", "other", "--worm", "compliance", "--autocommit",
+                  "1m", check=False)
+    assert res.returncode != 0 and "5 minutes" in res.stderr
+    assert "other" not in sofsctl(a.data, "volume", "list").stdout  # nothing half made
+    a.mount()
+    path = a.mnt / "study.dcm"
+    path.write_bytes(DATA)
+    os.chmod(path, 0o444)
+    _eperm(os.unlink, path)
+    res = sofsctl(a.data, "worm", "delete", str(path), "--reason", "x", check=False)
+    assert res.returncode != 0 and "--privileged" in res.stderr and path.exists()
+    out = sofsctl(a.data, "worm", "delete", "--privileged", str(path),
+                  "--reason", "duplicate of study 1.2.3").stdout
+    assert "deleted" in out and not path.exists()
+    [record] = (a.mnt / ".worm-log").iterdir()
+    entry = json.loads(record.read_text())
+    assert entry["path"] == "/study.dcm" and entry["reason"] == "duplicate of study 1.2.3"
+    assert entry["who"].endswith("(uid 0)") and entry["size"] == len(DATA)
+    _eperm(os.unlink, record)
+    _eperm(open, record, "r+b")
+    assert "privileged delete of /study.dcm" in a.log()
+    (a.mnt / "kept.dcm").write_bytes(b"DICM")
+    os.chmod(a.mnt / "kept.dcm", 0o444)
+    a.umount()
+    res = sofsctl(a.data, "volume", "delete", "legal", "--yes", check=False)
+    assert res.returncode != 0 and "retains WORM files: 2 committed" in res.stderr
+    assert "legal" in sofsctl(a.data, "volume", "list").stdout
