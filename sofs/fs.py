@@ -80,13 +80,18 @@ class Filesystem(NamespaceChanges, WormAdmin):
 
     ``clock`` dates the collector's grace periods and, when it is not the system clock, the
     inode timestamps too (a test passes a ``FakeClock`` and advances it instead of waiting).
+
+    ``read_only``: a view of metadata that must not change (a snapshot): nothing is written
+    when it opens, and every change fails (VolumeFenced).
     """
 
     def __init__(self, meta: MetaStore, store: ChunkStore, config: VolumeConfig, *,
                  cache_bytes: int = 64 << 20, dirty_limit: int = 48 << 20,
                  gc_grace_s: float = 3600.0, workers: int = 6,
-                 check_permissions: bool = True, clock: Clock = SYSTEM_CLOCK) -> None:
+                 check_permissions: bool = True, clock: Clock = SYSTEM_CLOCK,
+                 read_only: bool = False) -> None:
         self.check_permissions = check_permissions
+        self.read_only = read_only
         self.meta = meta
         self.store = store
         self.config = config
@@ -107,12 +112,15 @@ class Filesystem(NamespaceChanges, WormAdmin):
                               dirty_limit=dirty_limit, clock=clock,
                               on_lost=self.lost_writes.record)
         self._worm = WormRules(meta, store, config.uuid, clock, self._data.stage_inode)
-        self._sb = mount_superblock(meta, self._now())
+        self._sb = mount_superblock(meta, self._now(), read_only=read_only)
         self.generation = self._sb.generation
         self._dirs = Directories(meta, self._sb.cookies)
         self._xattrs = Xattrs(meta, self._lock, self._inodes, self._data.stage_inode, clock)
-        self._data.free_orphans()
-        self._data.recover_unflushed()
+        if read_only:  # a snapshot: as it was, and every change refused (VolumeFenced)
+            meta.fence("a read-only snapshot")
+        else:
+            self._data.free_orphans()
+            self._data.recover_unflushed()
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -43,9 +43,10 @@ class Superblock:
     cookies: ReservedCounter
 
 
-def mount_superblock(meta: MetaStore, now_ns: int) -> Superblock:
+def mount_superblock(meta: MetaStore, now_ns: int, *, read_only: bool = False) -> Superblock:
     """Count one more mount, creating the superblock and the root directory (dated
-    ``now_ns``) of a new volume; FsError for a metadata format this code does not know."""
+    ``now_ns``) of a new volume; FsError for a metadata format this code does not know.
+    ``read_only``: read the superblock, write nothing (a snapshot's view)."""
     b = meta.batch()
     fmt = meta.get(schema.SUPER_FORMAT)
     if fmt is None:
@@ -65,7 +66,8 @@ def mount_superblock(meta: MetaStore, now_ns: int) -> Superblock:
                     ReservedCounter(schema.SUPER_NEXT_INO, _counter(b, schema.SUPER_NEXT_INO)),
                     ReservedCounter(schema.SUPER_NEXT_COOKIE,
                                     _counter(b, schema.SUPER_NEXT_COOKIE)))
-    meta.commit(b, sync=True)
+    if not read_only:
+        meta.commit(b, sync=True)
     return sb
 
 
