@@ -8,7 +8,7 @@ import json
 import os
 import time
 
-from chunkstore.clock import SYSTEM_CLOCK, FakeClock
+from chunkstore.clock import SYSTEM_CLOCK, FakeClock, SteppedWallClock
 from sofs import metacheckpoint as mc
 from sofs.fs import Statistics
 from sofs.inode import ROOT_INO
@@ -62,6 +62,19 @@ def test_file_times_follow_a_given_clock_and_the_system_one_otherwise(env):
     other = fs.mkdir(ROOT_INO, b"e", 0o755)
     assert before <= other.mtime_ns <= time.time_ns()
     assert wall_ns(SYSTEM_CLOCK) >= other.mtime_ns
+
+
+def test_file_times_follow_a_stepped_wall_clock(env, tmp_path):
+    """SOFS_WALL_STEP_FILE's clock is a SystemClock whose time() moves: its step counts."""
+    mount, _ = env
+    step = tmp_path / "step"
+    step.write_text("900")
+    clock = SteppedWallClock(str(step))
+    before = time.time_ns()
+    assert before + 899 * 10**9 <= wall_ns(clock) <= time.time_ns() + 901 * 10**9
+    fs = mount(clock=clock)
+    node = fs.mkdir(ROOT_INO, b"d", 0o755)
+    assert before + 899 * 10**9 <= node.ctime_ns <= time.time_ns() + 901 * 10**9
 
 
 def test_checkpoints_are_dated_and_timed_by_the_given_clock(env, tmp_path):
