@@ -47,6 +47,7 @@ from .kernelcache import KernelCacheFixer, inode_now
 from .operations import SofsOperations
 from .opmetrics import FuseMetrics
 from .ringops import ring_ops
+from .trashops import trash_ops
 from .wormops import autocommit_scanner, worm_ops
 
 log = logging.getLogger("sofs.mount")
@@ -113,6 +114,7 @@ def admin_ops(ring: RingStore, fs: Filesystem, healer: Healer | None = None,
                                      **_checkpoint_stats(checkpointer, checkpoint_interval_s)}
     ops["fsck"] = _online_fsck(fs, ring)
     ops.update(worm_ops(fs))
+    ops.update(trash_ops(fs))
     return ops
 
 

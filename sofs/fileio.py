@@ -43,7 +43,7 @@ from .fallocate import HolePlan
 from .filedata import FileBuffers
 from .fileread import BlockReader
 from .handles import OpenFile
-from .inode import Inode
+from .inode import TRASHED, Inode
 from .inodes import InodeTable
 from .metadata import Batch, MetaStore
 from .timestamps import wall_ns
@@ -418,7 +418,8 @@ class DataPath:
         data, nor stale bytes past its end.
         """
         node = self._inodes.cached(ino)
-        alive = node is not None and not (node.nlink == 0 and not self._inodes.is_open(ino))
+        alive = node is not None and (node.nlink > 0 or self._inodes.is_open(ino)
+                                      or bool(node.flags & TRASHED))
         b = self._meta.batch()
         now = self._now()
         for p, ref in stored:
@@ -456,6 +457,7 @@ class DataPath:
         b.delete(schema.unflushed_key(ino))
         b.delete(commit_key(ino))
         b.delete(pending_key(ino))
+        b.delete(schema.trash_key(ino))
         b.delete(schema.inode_key(ino))
         self._inodes.forget(ino)
         fb = self._drop_buffers(ino)

@@ -49,7 +49,7 @@ from .filedata import BlockCache
 from .fileio import DataPath
 from .fsstats import StatFs, Statistics
 from .handles import HandleTable, OpenFile
-from .inode import Inode
+from .inode import TRASHED, Inode
 from .inodes import InodeTable
 from .lostwrites import LostWrites
 from .metadata import Batch, MetaStore
@@ -57,6 +57,7 @@ from .namespace import LINK_MAX, RENAME_EXCHANGE, RENAME_NOREPLACE, NamespaceCha
 from .permissions import ROOT_CTX, Ctx, check_access, check_setattr, drops_setgid
 from .superblock import mount_superblock
 from .timestamps import wall_ns
+from .trash import Trash, TrashOps
 from .volume import VolumeConfig, load_volume, volume_dir
 from .worm.admin import WormAdmin
 from .worm.rules import WormRules
@@ -70,7 +71,7 @@ DOT_COOKIE = 1
 DOTDOT_COOKIE = 2
 
 
-class Filesystem(NamespaceChanges, WormAdmin):
+class Filesystem(NamespaceChanges, WormAdmin, TrashOps):
     """One mounted volume. Open with :meth:`open_volume`; :meth:`close` flushes everything.
 
     ``check_permissions``: enforce the owner rules of chmod/chown and sticky directories here.
@@ -112,6 +113,8 @@ class Filesystem(NamespaceChanges, WormAdmin):
                               dirty_limit=dirty_limit, clock=clock,
                               on_lost=self.lost_writes.record)
         self._worm = WormRules(meta, store, config.uuid, clock, self._data.stage_inode)
+        self._trash = Trash(meta, lambda: self._dirs, config.trash_s * 10**9,
+                            self._data.stage_inode)
         self._sb = mount_superblock(meta, self._now(), read_only=read_only)
         self.generation = self._sb.generation
         self._dirs = Directories(meta, self._sb.cookies)
@@ -175,10 +178,21 @@ class Filesystem(NamespaceChanges, WormAdmin):
 
     def getattr(self, ino: int) -> Inode:
         with self._lock:
-            node = self._inodes.get(ino)
+            node = self._live(ino)
             if node.flags:  # in a WORM domain: stat tells the truth about autocommit
                 self._worm.catch_up(node, reading=True)
             return node.copy()
+
+    def _live(self, ino: int) -> Inode:
+        """The inode ``ino``; NoSuchEntry for one in the trash that nobody has open (an NFS
+        handle of a deleted file finds nothing, as without a trash)."""
+        node = self._inodes.get(ino)
+        if node.flags & TRASHED and not self._inodes.is_open(ino):
+            raise NoSuchEntry(f"inode {ino} was deleted")
+        return node
+
+    def _free_inode(self, b: Batch, ino: int) -> None:
+        self._data.free_inode(b, ino)
 
     def lookup(self, parent: int, name: bytes) -> Inode:
         with self._lock:
@@ -325,7 +339,7 @@ class Filesystem(NamespaceChanges, WormAdmin):
         if size is not None:
             self.truncate(ino, size)
         with self._lock:
-            node = self._inodes.get(ino)
+            node = self._live(ino)
             old = node.copy()
             now = self._now()
             if self.check_permissions:
@@ -382,9 +396,13 @@ class Filesystem(NamespaceChanges, WormAdmin):
     # ------------------------------------------------------------------ xattrs
 
     def getxattr(self, ino: int, name: bytes) -> bytes:
+        with self._lock:
+            self._live(ino)
         return self._xattrs.get(ino, name)
 
     def listxattr(self, ino: int) -> list[bytes]:
+        with self._lock:
+            self._live(ino)
         return self._xattrs.names(ino)
 
     def setxattr(self, ino: int, name: bytes, value: bytes, flags: int = 0) -> None:
@@ -399,7 +417,7 @@ class Filesystem(NamespaceChanges, WormAdmin):
     def _check_worm(self, ino: int, what: str) -> None:
         """Refuse a change of ``ino``'s data or xattrs when it is a committed WORM file."""
         with self._lock:
-            node = self._inodes.get(ino)
+            node = self._live(ino)
             if node.flags:
                 self._worm.check_data(node, what)
 
@@ -457,7 +475,7 @@ class Filesystem(NamespaceChanges, WormAdmin):
 
     def _last_close(self, ino: int) -> None:
         node = self._inodes.cached(ino)
-        if node is not None and node.nlink == 0:
+        if node is not None and node.nlink == 0 and not node.flags & TRASHED:
             b = self.meta.batch()
             self._data.free_inode(b, ino)
             self.meta.commit(b)
@@ -520,6 +538,7 @@ class Filesystem(NamespaceChanges, WormAdmin):
     def collect_garbage(self, now_ns: int | None = None, batch: int = 8) -> int:
         """Delete chunks whose refcount has been 0 for the grace period; returns how many
         (``now_ns``: the wall time to judge by, default the clock's)."""
+        self.trash_expire(now_ns if now_ns is not None else wall_ns(self._clock))
         return self._collector.collect(now_ns, batch)
 
     def gc_paused(self) -> contextlib.AbstractContextManager[None]:

@@ -2,6 +2,9 @@
 
 Layout (little-endian, 61 bytes): version u8 (=1), mode u32, uid u32, gid u32, nlink u32, size u64,
 atime_ns i64, mtime_ns i64, ctime_ns i64, rdev u32, generation u32, flags u32.
+
+``flags``: bits 0-2 and 16-31 are WORM's (:mod:`sofs.worm.records`); bit 3 is :data:`TRASHED`
+(:mod:`sofs.trash`).
 """
 
 import dataclasses
@@ -9,6 +12,8 @@ import stat
 import struct
 
 from .errors import FsError
+
+TRASHED = 1 << 3  # a file in the trash (sofs.trash): no name, kept until purged
 
 _FORMAT = struct.Struct("<BIIIIQqqqIII")
 _VERSION = 1

@@ -28,6 +28,7 @@ from .inode import Inode
 from .inodes import InodeTable
 from .metadata import Batch, MetaStore
 from .permissions import ROOT_CTX, Ctx, check_sticky
+from .trash import Trash
 from .worm.rules import WormRules
 
 LINK_MAX = 65000
@@ -45,6 +46,7 @@ class NamespaceChanges:
     _dirs: Directories
     _data: DataPath
     _worm: WormRules
+    _trash: Trash
 
     def _now(self) -> int:
         raise NotImplementedError
@@ -95,8 +97,12 @@ class NamespaceChanges:
         else:
             node.nlink -= 1
         node.ctime_ns = now
+        if node.is_dir:
+            self._trash.forget_dirs()
         if node.nlink == 0:
-            if self._inodes.is_open(ino):
+            if self._trash.keeps(node):
+                self._trash.put(b, node, parent.ino, name, now)
+            elif self._inodes.is_open(ino):
                 b.put(schema.orphan_key(ino), b"")
                 self._save(b, node)
             else:
@@ -204,6 +210,8 @@ class NamespaceChanges:
                 self._dirs.remove(b, old_parent, old_name, src[1])
                 self._dirs.add(b, new_parent, new_name, snode.ino)
                 self._reparent(b, snode, op, np)
+            if snode.is_dir or (dnode is not None and dnode.is_dir):
+                self._trash.forget_dirs()
             snode.ctime_ns = now
             self._touch(op, now)
             self._touch(np, now)

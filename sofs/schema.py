@@ -31,6 +31,8 @@ prefix    key                                    value
 ``Z``     ``Z`` + ino u64                        a committed WORM file's commit record (JSON)
 ``Y``     ``Y`` + ino u64                        empty: a WORM domain's file not committed yet
 ``H``     ``H`` + ino u64 + hold name            a legal hold on a WORM file (JSON)
+``T``     ``T`` + ino u64                        a file in the trash: where it was, when it went
+                                                 (JSON, :mod:`sofs.trash`); the inode has no name
 ========  =====================================  ==================================================
 
 An inode's ``flags`` say whether it is in a WORM domain and committed (:mod:`sofs.worm.records`).
@@ -158,6 +160,10 @@ def parse_gc_key(key: bytes) -> tuple[int, bytes]:
 
 def orphan_key(ino: int) -> bytes:
     return b"O" + _U64.pack(ino)
+
+
+def trash_key(ino: int) -> bytes:
+    return b"T" + _U64.pack(ino)
 
 
 def unflushed_key(ino: int) -> bytes:

@@ -22,6 +22,7 @@ from .errors import VolumeError
 DEFAULT_BLOCK_SIZE = 4 * 1024 * 1024
 DEFAULT_THRESHOLD = 60 * 1024
 DEFAULT_ZSTD_LEVEL = 1
+DEFAULT_TRASH_S = 7 * 86400
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _CONFIG_VERSION = 1
 
@@ -38,6 +39,7 @@ class VolumeConfig:
     threshold: int = DEFAULT_THRESHOLD
     zstd_level: int = DEFAULT_ZSTD_LEVEL
     block_size: int = DEFAULT_BLOCK_SIZE
+    trash_s: int = DEFAULT_TRASH_S  # how long deleted files stay in the trash (0: no trash)
 
     def protection(self) -> Protection:
         small = parse_policy(self.small_policy)
@@ -100,12 +102,15 @@ class VolumeConfig:
             raise VolumeError("zstd level must be between 0 (off) and 22")
         if self.threshold < 0:
             raise VolumeError("threshold must not be negative")
+        if self.trash_s < 0:
+            raise VolumeError("the trash time must not be negative")
 
 
 # the JSON types each field accepts (a float field takes an integer too; never a bool)
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "name": (str,), "uuid": (str,), "created": (int, float), "small_policy": (str,),
     "large_policy": (str,), "threshold": (int,), "zstd_level": (int,), "block_size": (int,),
+    "trash_s": (int,),
 }
 
 
@@ -142,11 +147,12 @@ def protection_for(ec: str | None, cos: int | None) -> tuple[str, str]:
 
 def create_volume(data_dir: Path, name: str, *, small_policy: str = "cos2",
                   large_policy: str = "ec4+2", zstd_level: int = DEFAULT_ZSTD_LEVEL,
-                  block_size: int = DEFAULT_BLOCK_SIZE) -> VolumeConfig:
+                  block_size: int = DEFAULT_BLOCK_SIZE,
+                  trash_s: int = DEFAULT_TRASH_S) -> VolumeConfig:
     """Create a volume's directory and config; the metadata DB is made on first open."""
     config = VolumeConfig(name=name, uuid=str(uuid.uuid4()), created=time.time(),
                           small_policy=small_policy, large_policy=large_policy,
-                          zstd_level=zstd_level, block_size=block_size)
+                          zstd_level=zstd_level, block_size=block_size, trash_s=trash_s)
     config.validate()
     config.protection()  # validates both policies
     vdir = volume_dir(data_dir, name)

@@ -27,7 +27,7 @@ from fuse_mount import control, ringhost, runstate
 from sofs import errors as ferr
 from sofs.fsck import FsckReport, Problem, check_volume
 from sofs.volume import create_volume, protection_for
-from sofs.worm.policy import DomainPolicy
+from sofs.worm.policy import DomainPolicy, format_duration
 
 from .checkpoints import volume_checkpoint, volume_restore
 from .common import Failure, FiniteFloat, default_data_dir, fail, human, parse_size, pass_home, table
@@ -40,6 +40,7 @@ from .progress import PhaseLines
 from .repaircmd import repair
 from .status import status
 from .supervise import supervise
+from .trashcmds import trash, trash_seconds
 from .usage import df, volume_show
 from .volumecmds import volume_delete, volume_set
 from .wormcmds import make_domain, policy_options, worm
@@ -117,14 +118,17 @@ def volume() -> None:
 @click.option("--yes-i-really-mean-it", "single_copy_ok", is_flag=True,
               help="Accept a policy that keeps a single copy of some data (--cos 0, --ec K+0): "
                    "losing one disk then loses data.")
+@click.option("--trash", "trash_time", default="7d", show_default=True, metavar="DURATION",
+              help="Keep deleted files this long in the volume's trash (0 turns it off; "
+                   "a WORM volume has none).")
 @click.option("--worm", type=click.Choice(["compliance", "enterprise"]), default=None,
               help="Make the whole volume a WORM domain of this mode (see worm domain create; "
                    "the retention options below apply to it).")
 @policy_options
 @pass_home
 def volume_create(home: Path, name: str, ec: str | None, cos: int | None, compress: str,
-                  zstd_level: int, block_size: str, single_copy_ok: bool, worm: str | None,
-                  **retention: str) -> None:
+                  zstd_level: int, block_size: str, single_copy_ok: bool, trash_time: str,
+                  worm: str | None, **retention: str) -> None:
     """Create volume NAME in the cluster."""
     if ec and cos is not None:
         raise Failure("choose either --ec or --cos, not both")
@@ -165,12 +169,14 @@ def volume_create(home: Path, name: str, ec: str | None, cos: int | None, compre
                               "data only)")
         cfg = create_volume(home, name, small_policy=small, large_policy=large,
                             zstd_level=zstd_level if compress == "zstd" else 0,
-                            block_size=parse_size(block_size))
+                            block_size=parse_size(block_size),
+                            trash_s=0 if worm else trash_seconds(trash_time))
     except (ferr.FsError, cerr.ChunkStoreError) as e:
         raise fail(e) from None
     click.echo(f"volume {cfg.name} created: large chunks {cfg.large_policy}, small chunks "
                f"{cfg.small_policy} (< {human(cfg.threshold)}), compression {cfg.compression}, "
-               f"blocks of {human(cfg.block_size)}")
+               f"blocks of {human(cfg.block_size)}, "
+               + (f"trash {format_duration(cfg.trash_s * 10**9)}" if cfg.trash_s else "no trash"))
     if worm:
         try:
             click.echo(make_domain(home, name, "/", worm, **retention))
@@ -485,6 +491,7 @@ cli.add_command(df)
 cli.add_command(chunk)
 cli.add_command(file_group)
 cli.add_command(worm)
+cli.add_command(trash)
 
 
 def main() -> None:

@@ -16,9 +16,11 @@ from fuse_mount import runstate
 from sofs import errors as ferr
 from sofs import volumedelete
 from sofs.volume import VolumeConfig, save_volume
+from sofs.worm.policy import format_duration
 
 from .common import Failure, fail, human, pass_home
 from .jobs import require_volume, ring_job
+from .trashcmds import trash_seconds
 from .wormcmds import retained_line
 
 
@@ -84,7 +86,9 @@ def _finish(home: Path, tomb: Path) -> None:
 
 
 SETTABLE = {"compression": "zstd:LEVEL (1..22) or none: for blocks written from the next mount "
-                           "on (stored blocks keep theirs)"}
+                           "on (stored blocks keep theirs)",
+            "trash": "DURATION (7d, 12h) or 0: how long deleted files stay in the trash, from "
+                     "the next mount on"}
 
 
 @click.command("set")
@@ -92,7 +96,8 @@ SETTABLE = {"compression": "zstd:LEVEL (1..22) or none: for blocks written from 
 @click.argument("settings", nargs=-1, required=True, metavar="KEY=VALUE...")
 @pass_home
 def volume_set(home: Path, name: str, settings: tuple[str, ...]) -> None:
-    """Change what can change after creation: compression=zstd:LEVEL|none. The block size
+    """Change what can change after creation: compression=zstd:LEVEL|none, trash=DURATION|0
+    (how long deleted files stay in the trash). The block size
     and the protection policies shape the stored data and are fixed. A mounted volume takes
     the change at its next mount."""
     config = require_volume(home, name)
@@ -101,7 +106,12 @@ def volume_set(home: Path, name: str, settings: tuple[str, ...]) -> None:
         key, sep, value = item.partition("=")
         if not sep or key not in SETTABLE:
             raise Failure(f"{item!r}: settable: " + "; ".join(f"{k}={v}" for k, v in SETTABLE.items()))
-        if value == "none":
+        if key == "trash":
+            try:
+                changes["trash_s"] = trash_seconds(value)
+            except ferr.FsError as e:
+                raise Failure(f"trash={value}: {e}") from None
+        elif value == "none":
             changes["zstd_level"] = 0
         else:
             level = value.removeprefix("zstd:")
@@ -115,5 +125,7 @@ def volume_set(home: Path, name: str, settings: tuple[str, ...]) -> None:
     except (ferr.FsError, cerr.ChunkStoreError, OSError) as e:
         raise fail(e) from None
     mounted = any(s.alive and s.volume == name for s in runstate.all_states(home))
-    click.echo(f"volume {name}: compression {new.compression} (blocks of {human(new.block_size)})"
-               + ("; the mount takes it at its next mount" if mounted else ""))
+    trash_time = format_duration(new.trash_s * 10**9) if new.trash_s else "off"
+    click.echo(f"volume {name}: compression {new.compression} (blocks of {human(new.block_size)}"
+               f"), trash {trash_time}" + ("; the mount takes it at its next mount"
+                                           if mounted else ""))

@@ -17,42 +17,16 @@ from typing import Any
 
 import click
 
-from chunkstore import errors as cerr
-from fuse_mount import control, runstate
 from fuse_mount.wormops import run_worm_op
-from sofs import errors as ferr
-from sofs.fs import Filesystem
 from sofs.worm.policy import format_duration
 
-from .common import Failure, fail, pass_home, table
+from .common import Failure, pass_home, table
 from .inspect import locate_path
-from .jobs import open_ring_or_host, require_volume
+from .volumeop import volume_op
 
 
 def _worm_call(home: Path, volume: str, op: str, args: dict[str, Any]) -> Any:
-    require_volume(home, volume)
-    if any(st.alive and st.volume == volume for st in runstate.all_states(home)):
-        try:
-            return control.call(home, op, volume=volume, args=args)
-        except control.MountError as e:
-            raise fail(e) from None
-    try:
-        ring = open_ring_or_host(home)
-    except cerr.ClusterInUse:
-        raise Failure("the embedded ring is held by a volume mounted with --exclusive-ring; "
-                      "unmount it first (sofsctl umount MOUNTPOINT)") from None
-    except cerr.ChunkStoreError as e:
-        raise fail(e) from None
-    try:
-        fs = Filesystem.open_volume(home, volume, ring, check_permissions=False)
-        try:
-            return run_worm_op(fs, op, args)
-        finally:
-            fs.close()
-    except ferr.FsError as e:
-        raise fail(e) from None
-    finally:
-        ring.close()
+    return volume_op(home, volume, op, args, run_worm_op)
 
 
 def _when(ns: int | None) -> str:

@@ -30,6 +30,7 @@ from .state import (
     LOST_FOUND,
     MARK_NEW,
     MARK_O,
+    MARK_T,
     MOVE_E,
     NEW_D,
     NEW_E,
@@ -260,10 +261,14 @@ def _plan_files(st: CheckState) -> list[int]:
         if names[s] == 0:
             if marks[s] & MARK_O:
                 _pending_orphan(st, ino)
-            else:
+            elif not marks[s] & MARK_T:  # a file in the trash has no name (sofs.trash)
                 orphans.append(ino)
-        elif marks[s] & MARK_O:
-            _stale_orphan_mark(st, ino)
+        else:
+            if marks[s] & MARK_O:
+                _stale_orphan_mark(st, ino)
+            if marks[s] & MARK_T:
+                st.problem(STALE_KEY, ino, f"inode {ino} is in the trash but has a name",
+                           STAGE_LINKS, delete_fix(schema.trash_key(ino)))
     return orphans
 
 

@@ -22,6 +22,7 @@ from .report import BLOCK_BEYOND_EOF, COOKIE_WITHOUT_ENTRY, ENTRY_WITHOUT_COOKIE
 from .state import (
     FIRST_COOKIE,
     MARK_O,
+    MARK_T,
     MARK_W,
     MOVE_E,
     NEW_D,
@@ -104,7 +105,7 @@ def scan_keys(st: CheckState) -> None:
     st.tick("keys", 0, 0, force=True)
     n = 0
     slot, modes = st.slot, st.modes
-    for prefix in (b"P", b"L", b"O", b"W", b"X"):
+    for prefix in (b"P", b"L", b"O", b"W", b"X", b"T"):
         for key, value in st.meta.scan(prefix):
             n += 1
             if n % TICK == 0:
@@ -138,6 +139,11 @@ def scan_keys(st: CheckState) -> None:
                     st.stale(ino, key, "symlink target of a non-symlink")
             elif prefix == b"O":
                 st.marks[s] |= MARK_O
+            elif prefix == b"T":
+                if not stat.S_ISREG(mode):
+                    st.stale(ino, key, "trash record of a non-regular file")
+                else:
+                    st.marks[s] |= MARK_T
             elif prefix == b"W":
                 if not stat.S_ISREG(mode):
                     st.stale(ino, key, "unflushed mark of a non-regular file")

@@ -34,8 +34,9 @@ TICK = 65_536              # progress is reported every this many items
 
 # how an entry's D/E twins must be fixed
 OK, NEW_E, NEW_D, MOVE_E = 0, 1, 2, 3
-# inode marks: orphan (O key), unflushed (W key), rebuilt or created by this repair
-MARK_O, MARK_W, MARK_NEW = 1, 2, 4
+# inode marks: orphan (O key), unflushed (W key), rebuilt or created by this repair, in the
+# trash (T key: no name is right)
+MARK_O, MARK_W, MARK_NEW, MARK_T = 1, 2, 4, 8
 # repair stages: fixes are applied in this order
 (STAGE_SUPER, STAGE_BAD, STAGE_REFS, STAGE_INODES, STAGE_ENTRIES, STAGE_LINKS,
  STAGE_NLINK, STAGE_STALE) = range(8)

@@ -155,7 +155,7 @@ def test_online_repair_and_status_through_the_mount_process(archive):
 
 
 def test_deleted_files_are_collected_and_their_space_compacted(make_archive):
-    a = make_archive()
+    a = make_archive(create_args=("--trash", "0"))  # deleted for good at once
     try:
         a.mount("--gc-grace", "0", "--gc-interval", "1")
         keep = pattern(5 * MIB, 1)

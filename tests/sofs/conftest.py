@@ -41,7 +41,7 @@ class HookStore(MemoryChunkStore):
 @pytest.fixture
 def env(tmp_path):
     """(mount(**kw) -> Filesystem of volume "v", the shared store); all closed at the end."""
-    create_volume(tmp_path, "v", block_size=BS)
+    create_volume(tmp_path, "v", block_size=BS, trash_s=0)  # tests/sofs/test_trash.py: trash
     store = HookStore()
     fss = []
 

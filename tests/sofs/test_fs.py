@@ -323,8 +323,8 @@ def test_a_volume_from_before_the_block_counter_gets_it_at_mount(env):
 def test_volumes_never_share_chunks(tmp_path):
     """Identical blocks in two volumes are two chunks: one volume's GC cannot hurt the other."""
     store = MemoryChunkStore()
-    create_volume(tmp_path, "a", block_size=BS)
-    create_volume(tmp_path, "b", block_size=BS)
+    create_volume(tmp_path, "a", block_size=BS, trash_s=0)
+    create_volume(tmp_path, "b", block_size=BS, trash_s=0)
     fa = Filesystem.open_volume(tmp_path, "a", store, gc_grace_s=0)
     fb = Filesystem.open_volume(tmp_path, "b", store, gc_grace_s=0)
     try:

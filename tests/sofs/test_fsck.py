@@ -32,7 +32,7 @@ class Vol:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        create_volume(root, "v", block_size=BS)
+        create_volume(root, "v", block_size=BS, trash_s=0)
         self.store = MemoryChunkStore()
         self.files: dict[tuple[bytes, ...], bytes] = {}
         fs = self.mount()
@@ -188,7 +188,7 @@ def test_fresh_volume_is_clean(vol):
 
 def test_crash_with_blocks_past_the_persisted_size_is_clean(tmp_path):
     """Blocks stored before the size is persisted carry a W mark: not beyond-EOF damage."""
-    create_volume(tmp_path, "v", block_size=BS)
+    create_volume(tmp_path, "v", block_size=BS, trash_s=0)
     store = MemoryChunkStore()
     fs = Filesystem.open_volume(tmp_path, "v", store)
     fh, node = fs.create(ROOT_INO, b"f", 0o644, os.O_WRONLY)
@@ -588,7 +588,7 @@ def test_local_ring_missing_chunk_and_unreferenced_chunks(tmp_path):
     from chunkstore.ring.localcluster import init_local_cluster
 
     init_local_cluster(tmp_path / "cluster", disks=6, vnodes=6)
-    create_volume(tmp_path, "v", block_size=BS)
+    create_volume(tmp_path, "v", block_size=BS, trash_s=0)
     with LocalRing.open(tmp_path / "cluster") as ring:
         fs = Filesystem.open_volume(tmp_path, "v", ring)
         fh, node = fs.create(ROOT_INO, b"big", 0o644, os.O_WRONLY)
@@ -671,7 +671,7 @@ def _apply(fs, op, dirs, files, handles):
 @given(_OPS)
 def test_random_histories_check_clean(ops):
     with tempfile.TemporaryDirectory() as tmp:
-        create_volume(Path(tmp), "v", block_size=BS)
+        create_volume(Path(tmp), "v", block_size=BS, trash_s=0)
         fs = Filesystem.open_volume(Path(tmp), "v", MemoryChunkStore())
         dirs, files, handles = [ROOT_INO], [], []
         try:
