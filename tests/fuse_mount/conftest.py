@@ -22,10 +22,13 @@ needs_fuse = pytest.mark.skipif(not os.path.exists("/dev/fuse") or os.geteuid() 
                                 reason="FUSE mount tests need /dev/fuse and root")
 
 
-def sofsctl(data_dir: Path, *args: str, check: bool = True, timeout: float = 600
-            ) -> subprocess.CompletedProcess:
+def sofsctl(data_dir: Path, *args: str, check: bool = True, timeout: float = 600,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run sofsctl on ``data_dir``; ``env``: variables added to this process's environment
+    (a background ``sofsctl mount`` passes its environment on to the mount process)."""
     res = subprocess.run([*SOFSCTL, "--data-dir", str(data_dir), *args], capture_output=True,
-                         text=True, timeout=timeout)
+                         text=True, timeout=timeout,
+                         env=None if env is None else {**os.environ, **env})
     if check and res.returncode != 0:
         raise AssertionError(f"sofsctl {' '.join(args)} failed ({res.returncode}):\n"
                              f"{res.stdout}\n{res.stderr}")
@@ -78,11 +81,16 @@ def _mounted(mnt: Path) -> bool:
 
 
 class Archive:
-    """A local ring + one volume, mounted at ``mnt`` by a background sofsctl mount."""
+    """A local ring + one volume, mounted at ``mnt`` by a background sofsctl mount.
+
+    ``mount_env``: environment variables every mount process of it gets on top of this
+    process's environment (e.g. ``SOFS_WALL_STEP_FILE``, see chunkstore/clock.py)."""
 
     def __init__(self, root: Path, volume: str = "vol", disks: int = 6,
-                 create_args: tuple[str, ...] = (), before_init=None) -> None:
+                 create_args: tuple[str, ...] = (), before_init=None,
+                 mount_env: dict[str, str] | None = None) -> None:
         self.data = root / "data"
+        self.mount_env = mount_env
         self.mnt = root / "mnt"
         self.mnt.mkdir()
         if before_init is not None:
@@ -97,7 +105,8 @@ class Archive:
         return sorted((self.data / "disks").iterdir())
 
     def mount(self, *extra: str) -> int:
-        sofsctl(self.data, "mount", self.volume, str(self.mnt), *extra, timeout=120)
+        sofsctl(self.data, "mount", self.volume, str(self.mnt), *extra, timeout=120,
+                env=self.mount_env)
         state = json.loads((self.data / "run" / "mounts" / f"{self.volume}.json").read_text())
         self.pids.add(state["pid"])
         return state["pid"]
