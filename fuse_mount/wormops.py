@@ -59,7 +59,17 @@ def worm_ops(fs: Filesystem) -> dict[str, ctlserver.Operation]:
     ops: dict[str, ctlserver.Operation] = {
         op: (lambda progress, _op=op, **args: run_worm_op(fs, _op, args)) for op in WORM_OPS}
     ops["worm-privileged-delete"] = lambda progress, **args: _delete_and_tell_kernel(fs, args)
+    ops["worm-show"] = lambda progress, **args: _show_and_tell_kernel(fs, args)
     return ops
+
+
+def _show_and_tell_kernel(fs: Filesystem, args: dict[str, Any]) -> Any:
+    """``worm show`` may be what commits a file (its autocommit was due): the kernel then
+    forgets the attributes it cached (write bits, atime), so that stat agrees at once."""
+    shown = run_worm_op(fs, "worm-show", args)
+    if shown["state"] in ("committed", "expired"):
+        _forget_attributes([int(shown["ino"])])
+    return shown
 
 
 def _delete_and_tell_kernel(fs: Filesystem, args: dict[str, Any]) -> Any:
@@ -91,5 +101,5 @@ async def autocommit_scanner(fs: Filesystem, interval_s: float = SCAN_INTERVAL_S
             log.exception("WORM autocommit scan failed; will retry")
             continue
         if inos:
-            log.info("WORM autocommit: %d file(s) committed", len(inos))
+            log.info("WORM: %d file(s) committed since the last scan", len(inos))
             await trio.to_thread.run_sync(_forget_attributes, inos)

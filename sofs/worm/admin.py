@@ -93,17 +93,19 @@ class WormAdmin:
             return self._worm.status(node)
 
     def worm_scan(self) -> list[int]:
-        """Commit every domain file whose autocommit period has passed; returns their inodes."""
-        done = []
+        """Commit every domain file whose autocommit period has passed; returns their inodes
+        and those of every other file committed since the last scan (a chmod, a ``worm
+        show``, a refused change that found its autocommit due), whose cached attributes
+        are stale."""
         for ino in self._worm.pending():
             with self._lock:
                 try:
                     node = self._inodes.get(ino)
                 except NoSuchEntry:
                     continue
-                if self._worm.catch_up(node, reading=True):
-                    done.append(ino)
-        return done
+                self._worm.catch_up(node, reading=True)
+        with self._lock:
+            return sorted(self._worm.drain_committed())
 
     def worm_hold(self, ino: int, name: str, *, add: bool, recursive: bool = False) -> int:
         """Place (``add``) or release the legal hold ``name`` on the file ``ino``, or with

@@ -106,6 +106,7 @@ class WormRules:
         self._clock = clock
         self._save = save
         self._compliance: ComplianceClock | None = None
+        self._recent: set[int] = set()  # committed since the last drain_committed()
         self.domains: dict[int, Domain] = {}
         for _, value in meta.scan(b"N"):
             d = Domain.from_value(value)
@@ -234,6 +235,7 @@ class WormRules:
         b.put(commit_key(node.ino), rec.to_value())
         b.delete(pending_key(node.ino))
         self._save(b, node)
+        self._recent.add(node.ino)
         log.info("WORM: inode %d committed (%s) in domain %s, retained until %s", node.ino,
                  rule, domain.path, iso_utc(rec.retain_until_ns))
         return rec
@@ -261,6 +263,11 @@ class WormRules:
             return False
         self._meta.commit(b)
         return True
+
+    def drain_committed(self) -> set[int]:
+        """The inodes committed since the last call (whose attributes a kernel may cache)."""
+        recent, self._recent = self._recent, set()
+        return recent
 
     def pending(self) -> list[int]:
         """The inodes of domain files not committed yet (for the autocommit scanner)."""

@@ -110,3 +110,16 @@ def test_what_a_volume_retains(fs):
     write_file(fs, fs.resolve("/comp"), b"late.dcm", b"x")
     fs.clock.advance(16 * 60)
     assert fs.worm_retained().files == 1
+
+
+def test_the_scan_names_every_file_committed_since_the_last_one(fs):
+    """The mount makes the kernel forget the cached attributes of what the scan returns."""
+    fs.worm_scan()
+    by_chmod = _committed(fs, "/comp")
+    late = write_file(fs, fs.resolve("/comp"), b"late.dcm", b"x")
+    fs.clock.advance(16 * 60)
+    by_show = write_file(fs, fs.resolve("/ent"), b"shown.dcm", b"y")
+    fs.clock.advance(16 * 60)
+    assert fs.worm_status(by_show).state == "committed"  # worm show found it due
+    assert fs.worm_scan() == sorted([by_chmod, late, by_show])
+    assert fs.worm_scan() == []
