@@ -44,9 +44,11 @@ from sofs.volume import volume_dir
 from . import ctlserver, gcgate, mountmetrics, ringhost, runstate, unmountreport
 from .errors import MountError
 from .kernelcache import KernelCacheFixer, inode_now
+from .names import HIDDEN_ROOT_NAMES
 from .operations import SofsOperations
 from .opmetrics import FuseMetrics
 from .ringops import ring_ops
+from .snapshotops import snapshot_ops
 from .trashops import trash_ops
 from .wormops import autocommit_scanner, worm_ops
 
@@ -114,6 +116,7 @@ def admin_ops(ring: RingStore, fs: Filesystem, healer: Healer | None = None,
                                      **_checkpoint_stats(checkpointer, checkpoint_interval_s)}
     ops["fsck"] = _online_fsck(fs, ring)
     ops.update(worm_ops(fs))
+    ops.update(snapshot_ops(fs))
     ops.update(trash_ops(fs))
     return ops
 
@@ -373,7 +376,8 @@ def run_mount(data_dir: Path, volume: str, mountpoint: str, *, ready_fd: int | N
         stack.callback(ring.close)
         # default_permissions: the kernel checks permissions before every request
         fs = Filesystem.open_volume(data_dir, volume, ring, gc_grace_s=gc_grace_s,
-                                    check_permissions=False, clock=clock_from_env())
+                                    check_permissions=False, clock=clock_from_env(),
+                                    untrashed=HIDDEN_ROOT_NAMES)
         stack.callback(_close_volume, fs)
         healer = None
         if not hosted:  # the host heals and scrubs an embedded ring it serves
@@ -385,6 +389,7 @@ def run_mount(data_dir: Path, volume: str, mountpoint: str, *, ready_fd: int | N
                                     protection=fs.protection)
         _claim(checkpointer, ring, fs, volume_dir(data_dir, volume), take_over)
         ops = SofsOperations(fs, metrics=FuseMetrics() if metrics is not None else None)
+        stack.callback(ops.snapshots.close)
         pyfuse3.init(ops, mountpoint, mount_options(volume))
         _fix_kernel_cache_on_lost_writes(stack, fs)
         unmount = [True]

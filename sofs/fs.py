@@ -84,13 +84,16 @@ class Filesystem(NamespaceChanges, WormAdmin, TrashOps):
 
     ``read_only``: a view of metadata that must not change (a snapshot): nothing is written
     when it opens, and every change fails (VolumeFenced).
+
+    ``untrashed``: names of directories at the root whose files skip the trash when deleted
+    (the exports' health probes write and delete a file there every few seconds).
     """
 
     def __init__(self, meta: MetaStore, store: ChunkStore, config: VolumeConfig, *,
                  cache_bytes: int = 64 << 20, dirty_limit: int = 48 << 20,
                  gc_grace_s: float = 3600.0, workers: int = 6,
                  check_permissions: bool = True, clock: Clock = SYSTEM_CLOCK,
-                 read_only: bool = False) -> None:
+                 read_only: bool = False, untrashed: frozenset[bytes] = frozenset()) -> None:
         self.check_permissions = check_permissions
         self.read_only = read_only
         self.meta = meta
@@ -114,7 +117,7 @@ class Filesystem(NamespaceChanges, WormAdmin, TrashOps):
                               on_lost=self.lost_writes.record)
         self._worm = WormRules(meta, store, config.uuid, clock, self._data.stage_inode)
         self._trash = Trash(meta, lambda: self._dirs, config.trash_s * 10**9,
-                            self._data.stage_inode)
+                            self._data.stage_inode, untrashed)
         self._sb = mount_superblock(meta, self._now(), read_only=read_only)
         self.generation = self._sb.generation
         self._dirs = Directories(meta, self._sb.cookies)

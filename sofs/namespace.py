@@ -100,7 +100,7 @@ class NamespaceChanges:
         if node.is_dir:
             self._trash.forget_dirs()
         if node.nlink == 0:
-            if self._trash.keeps(node):
+            if self._trash.keeps(node, parent.ino):
                 self._trash.put(b, node, parent.ino, name, now)
             elif self._inodes.is_open(ino):
                 b.put(schema.orphan_key(ino), b"")

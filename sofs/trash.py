@@ -75,16 +75,26 @@ class Trash:
     """The trash records of one volume and the rule of what goes there (module docstring)."""
 
     def __init__(self, meta: MetaStore, dirs: Callable[[], Directories], retention_ns: int,
-                 save: Callable[[Batch, Inode], None]) -> None:
+                 save: Callable[[Batch, Inode], None],
+                 untrashed: frozenset[bytes] = frozenset()) -> None:
         self._meta = meta
         self._dirs = dirs
         self.retention_ns = retention_ns
+        self._untrashed = untrashed  # directories at the root whose files are not kept
         self._save = save
         self._paths: dict[int, str] = {}  # directory ino -> its path (forgotten on moves)
 
-    def keeps(self, node: Inode) -> bool:
-        """Whether removing the last name of ``node`` moves it to the trash."""
-        return self.retention_ns > 0 and node.is_reg and not domain_index(node.flags)
+    def keeps(self, node: Inode, parent: int) -> bool:
+        """Whether removing the last name of ``node`` (in directory ``parent``) moves it to
+        the trash."""
+        if not (self.retention_ns > 0 and node.is_reg and not domain_index(node.flags)):
+            return False
+        if parent != ROOT_INO:
+            for name in self._untrashed:  # e.g. the exports' probe files (fuse_mount.names)
+                child = self._dirs().child(ROOT_INO, name)
+                if child is not None and child[0] == parent:
+                    return False
+        return True
 
     def put(self, b: Batch, node: Inode, parent: int, name: bytes, now_ns: int) -> None:
         """Stage moving ``node`` (its last name, ``name`` in ``parent``, just removed) to the

@@ -171,3 +171,19 @@ def test_nothing_is_kept_in_a_worm_domain_or_with_the_trash_off(trash, tmp_path)
             off.trash_restore(ino)
     finally:
         off.close()
+
+
+def test_files_of_an_untrashed_root_directory_are_deleted_for_good(tmp_path):
+    """The exports' health probes write and delete a file every few seconds."""
+    create_volume(tmp_path, "p", block_size=BS)
+    fs = Filesystem.open_volume(tmp_path, "p", HookStore(), untrashed=frozenset({b".probe"}))
+    try:
+        probe = fs.mkdir(ROOT_INO, b".probe", 0o700).ino
+        deep = fs.mkdir(fs.mkdir(ROOT_INO, b"data", 0o755).ino, b".probe", 0o755).ino
+        write_file(fs, probe, b"p", b"x")
+        fs.unlink(probe, b"p")
+        write_file(fs, deep, b"kept", b"y")  # only the root's directory of that name
+        fs.unlink(deep, b"kept")
+        assert [e.path for e in fs.trash_list()] == ["/data/.probe/kept"]
+    finally:
+        fs.close()
