@@ -22,14 +22,28 @@ The rows, each test in a fresh subdirectory of each mount:
   unlink-4k  unlink of those files                                                   [files/s]
   create-ct, stat-ct, unlink-ct: the same with CT-slice-sized files (2,000 x 512 KiB)
 
+The WORM rows (issue 12: the WORM checks must not slow ordinary writes; off with ``--no-worm``):
+each sofs mount of the run also gets a WORM domain, ``/worm`` of its volume (``sofsctl worm
+domain create bench /worm --mode compliance --default-retention 10y --autocommit 15m``, made
+while mounted), and the large and ct groups (write, read, create-ct, stat-ct, unlink-ct) run a
+second time in a fresh subdirectory of it, as one more column ``sofs-worm`` measured right next
+to ``sofs`` (plain subdirectories of the same volume). Its files are ordinary, uncommitted
+files (the run is far shorter than the autocommit period), so the rows price the checks every
+write, open, create and unlink of a domain file pays (``sofs/worm/rules.py``) and the
+autocommit scanner's pass over the domain's pending files. They get a table of their own,
+after the main one: plain, WORM, WORM/plain (the ratio of the medians, 1.00 = free; the issue
+wants at least 0.90 on write and create-ct) and, with ``--repeat``, the ratio of each run's
+pair (measured back to back) and their median, the steadier reading on a noisy machine.
+
 Interleaved: each row is measured on every mount back to back before the next row starts
 (write on sofs, on passthrough, on passthrough+fsync; then read on each; ...), so noise from
 the shared machine lands on all sides alike instead of on whichever mount ran during it. Every
 timed step starts after an untimed ``sync``, so no mount pays for another's write-back.
 ``--repeat N`` runs each group of rows (large, small, ct) N times in a row, in reverse mount
-order every other time; the table then shows each mount's median of its N values and the
-ratios of those medians, and the single values follow the table. Data read back is compared
-with what was written (outside the timed part).
+order every other time (so a WORM row runs after its plain twin, then before it); the table
+then shows each mount's median of its N values and the ratios of those medians, and the single
+values follow the table. Data read back is compared with what was written (outside the timed
+part).
 
 How to read the columns (rates: higher is better):
 
@@ -55,6 +69,7 @@ resident memory (VmHWM) during it.
     scripts/bench --size-gib 0.1 --small-count 500 --ct-count 100   # a quick check
     scripts/bench --only write read --rss-gib 4 --keep
     scripts/bench --only create-4k --repeat 5 --mounts sofs passthrough+fsync
+    scripts/bench --mounts sofs --only write create-ct --repeat 3   # WORM vs plain only
 """
 
 from __future__ import annotations
@@ -104,6 +119,15 @@ ROW_KEYS = [r[0] for r in ROWS]
 GROUPS = {"large": ("write", "read"),
           "small": ("create-4k", "stat-4k", "unlink-4k"),
           "ct": ("create-ct", "stat-ct", "unlink-ct")}
+
+# The WORM domain of each sofs mount (module docstring): the groups measured in it, its path in
+# the volume and its policy (compliance, the strictest: every check applies)
+WORM_GROUPS = ("large", "ct")
+WORM_ROWS = [k for g in WORM_GROUPS for k in GROUPS[g]]
+WORM_DIR = "worm"
+WORM_POLICY = ["--mode", "compliance", "--default-retention", "10y", "--autocommit", "15m"]
+# every column a test can run in, for the data streams (no two tests write the same blocks)
+COLUMNS = KINDS + [f"{k}-worm" for k in KINDS if k.startswith("sofs")]
 
 
 class BenchError(Exception):
@@ -386,9 +410,9 @@ def measure(mounts: list, data: Data, args, groups: list[str],
             runs = f" (run {rep + 1}/{args.repeat})" if args.repeat > 1 else ""
             tests = {}
             for m in order:
-                if m.name in dead:
+                if m.name in dead or group not in getattr(m, "groups", GROUPS):
                     continue
-                stream = (rep * len(KINDS) + KINDS.index(m.name)) * 16 + gi
+                stream = (rep * len(COLUMNS) + COLUMNS.index(m.name)) * 16 + gi
                 what = f"{m.name} {group}-{rep + 1}"
                 try:
                     tests[m.name] = new_test(group, m.mnt, data, args, stream, late, what)
@@ -461,6 +485,30 @@ class SofsMount:
         kill(self.pid)
         if mounted(self.mnt):
             subprocess.run(["umount", "-l", str(self.mnt)], capture_output=True)
+
+
+class WormDomain:
+    """The WORM domain ``/worm`` of a sofs mount's volume, measured as one more column next to
+    the mount itself (only the WORM_GROUPS); made once, after the mount is up, and never
+    removed (a domain's top directory cannot be: it goes with the work directory)."""
+
+    groups = WORM_GROUPS
+
+    def __init__(self, sofs: SofsMount) -> None:
+        self.sofs = sofs
+        self.name = f"{sofs.name}-worm"
+        self.mnt = sofs.mnt / WORM_DIR
+
+    @property
+    def pid(self) -> int | None:
+        return self.sofs.pid
+
+    def start(self) -> None:
+        os.mkdir(self.mnt)  # through the mount, so the kernel knows it; the domain is made of it
+        run(self.sofs.cmd + ["worm", "domain", "create", VOLUME, "/" + WORM_DIR] + WORM_POLICY)
+
+    def problem(self) -> str | None:
+        return self.sofs.problem()
 
 
 class PassthroughMount:
@@ -544,10 +592,14 @@ def medians(results: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, f
             for name, rows in results.items()}
 
 
+def row_labels(args) -> dict[str, str]:
+    return {k: lab.format(size=human_size(args.size_gib * GiB), small=f"{args.small_count:,}",
+                          ct=f"{args.ct_count:,}")
+            for k, lab, _ in ROWS}
+
+
 def table(rows: list[str], kinds: list[str], med: dict[str, dict[str, float]], args) -> str:
-    labels = {k: lab.format(size=human_size(args.size_gib * GiB),
-                            small=f"{args.small_count:,}", ct=f"{args.ct_count:,}")
-              for k, lab, _ in ROWS}
+    labels = row_labels(args)
     units = {k: u for k, _, u in ROWS}
     ratios = [r for r in RATIOS if r[1] in kinds and r[2] in kinds]
     lines = [tuple(["test"] + kinds + [r[0] for r in ratios])]
@@ -557,6 +609,43 @@ def table(rows: list[str], kinds: list[str], med: dict[str, dict[str, float]], a
             a, b = med.get(a_name, {}).get(k), med.get(b_name, {}).get(k)
             line.append(f"{a / b:.2f}" if a is not None and b else "-")
         lines.append(tuple(line))
+    return columns(lines)
+
+
+def worm_table(rows: list[str], pairs: list[tuple[str, str]],
+               results: dict[str, dict[str, list[float]]], args) -> str:
+    """The WORM rows: for each (plain, WORM) pair of columns their medians, WORM/plain (the
+    ratio of the medians) and, with --repeat, the ratio of each run's pair (measured back to
+    back, so noise lasting longer than a row moves both: their spread says how much of a
+    difference is noise) and the median of those."""
+    labels = row_labels(args)
+    units = {k: u for k, _, u in ROWS}
+    med = medians(results)
+    head = ["test"]
+    for plain, worm in pairs:
+        head += [plain, worm, "WORM/plain" if len(pairs) == 1 else f"{worm}/{plain}"]
+        if args.repeat > 1:
+            head.append("per run (median)")
+    lines = [tuple(head)]
+    for k in rows:
+        line = [labels[k]]
+        for plain, worm in pairs:
+            a, b = med.get(worm, {}).get(k), med.get(plain, {}).get(k)
+            line += [fmt(b, units[k]), fmt(a, units[k]),
+                     f"{a / b:.2f}" if a is not None and b else "-"]
+            if args.repeat > 1:
+                each = [x / y for x, y in zip(results.get(worm, {}).get(k, []),
+                                              results.get(plain, {}).get(k, []), strict=False)
+                        if y]
+                line.append(" ".join(f"{r:.2f}" for r in each)
+                            + f" ({statistics.median(each):.2f})" if each else "-")
+        lines.append(tuple(line))
+    return columns(lines)
+
+
+def columns(lines: list[tuple[str, ...]]) -> str:
+    """A table: the first column left-aligned, the others right-aligned, a rule under the
+    header."""
     w = [max(len(r[i]) for r in lines) for i in range(len(lines[0]))]
     out = []
     for j, r in enumerate(lines):
@@ -568,14 +657,16 @@ def table(rows: list[str], kinds: list[str], med: dict[str, dict[str, float]], a
 
 
 def single_values(rows: list[str], kinds: list[str],
-                  results: dict[str, dict[str, list[float]]]) -> str:
-    """Every repeat's value, in the order they were measured."""
+                  results: dict[str, dict[str, list[float]]],
+                  worm_kinds: list[str] | tuple[()] = ()) -> str:
+    """Every repeat's value, in the order they were measured (``worm_kinds``: on the WORM
+    rows only)."""
     units = {k: u for k, _, u in ROWS}
-    wn = max(len(n) for n in kinds)
+    wn = max(len(n) for n in [*kinds, *worm_kinds])
     wk = max(len(k) for k in rows)
     out = []
     for k in rows:
-        for name in kinds:
+        for name in kinds + (list(worm_kinds) if k in WORM_ROWS else []):
             vals = results.get(name, {}).get(k, [])
             text = "  ".join(f'{fmt(v, units[k]).removesuffix(" MiB/s").removesuffix("/s"):>9}'
                              for v in vals) or f"{'-':>9}"
@@ -605,6 +696,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=1, metavar="N",
                    help="measure each row N times per mount, alternating the mount order; "
                         "report medians and the ratios of medians (default 1)")
+    p.add_argument("--no-worm", dest="worm", action="store_false",
+                   help="leave out the WORM rows: by default each sofs mount's volume also gets "
+                        "a WORM domain /worm (compliance) and write, read and the ct rows run in "
+                        "it too, next to the same rows in plain directories, in a table of "
+                        "their own (WORM/plain: the cost of the WORM checks)")
     p.add_argument("--rss-gib", type=float, default=0.0,
                    help="also write a file of this many GiB to sofs and report the mount "
                         "process's peak RSS (VmHWM) during it (e.g. 4)")
@@ -646,6 +742,7 @@ def main(argv: list[str] | None = None) -> int:
     errors: list[str] = []
     notes: list[str] = []
     late: list[str] = []
+    worm_pairs: list[tuple[str, str]] = []  # (sofs mount, its WORM domain) column names
     status = 0
     t_start = time.monotonic()
     try:
@@ -660,7 +757,21 @@ def main(argv: list[str] | None = None) -> int:
                 m.stop()
             else:
                 live.append(m)
-        measure(live, data, args, groups, results, errors, late)
+        # the live mounts, each sofs one followed by its WORM domain (the columns measured)
+        measured: list[SofsMount | PassthroughMount | WormDomain] = []
+        for m in live:
+            measured.append(m)
+            if isinstance(m, SofsMount) and args.worm and set(groups) & set(WORM_GROUPS):
+                domain = WormDomain(m)
+                try:
+                    domain.start()
+                except (BenchError, subprocess.TimeoutExpired, OSError) as e:
+                    errors.append(f"{domain.name} setup failed: {e}")
+                    log(errors[-1])
+                else:
+                    measured.append(domain)
+                    worm_pairs.append((m.name, domain.name))
+        measure(measured, data, args, groups, results, errors, late)
         if sofs in live and alive(sofs.pid):
             hwm = proc_status(sofs.pid, "VmHWM")
             if hwm:
@@ -707,9 +818,17 @@ def main(argv: list[str] | None = None) -> int:
           f"{time.strftime('%Y-%m-%d %H:%M')}, mounts interleaved, {runs}, "
           f"run took {time.monotonic() - t_start:.0f} s")
     print(table(rows, kinds, medians(results), args))
+    worm_rows = [k for k in rows if k in WORM_ROWS]
+    if worm_pairs and worm_rows:
+        print(f"\nWORM domain /{WORM_DIR} ({' '.join(WORM_POLICY).replace('--', '')}) vs plain "
+              f"directories of the same volume, side by side, ordinary (uncommitted) files; "
+              f"WORM/plain 1.00 = the checks are free (issue 12 asks >= 0.90 on write and "
+              f"create-ct):")
+        print(worm_table(worm_rows, worm_pairs, results, args))
+    worm_kinds = [w for _, w in worm_pairs]
     if args.repeat > 1:
         print("\nsingle values (files/s or MiB/s), run 1 to run N:")
-        print(single_values(rows, kinds, results))
+        print(single_values(rows, kinds, results, worm_kinds))
     for n in notes + late:
         print(n)
     if errors:
