@@ -200,7 +200,7 @@ class Filesystem(NamespaceChanges, WormAdmin, TrashOps):
     def lookup(self, parent: int, name: bytes) -> Inode:
         with self._lock:
             if name == b".":  # any inode: the kernel's export path looks files up by number
-                return self._inodes.get(parent).copy()
+                return self._live(parent).copy()  # a trashed one is stale, as a freed one
             self._dir(parent)
             if name == b"..":
                 return self._inodes.get(self._dirs.parent_of(parent)).copy()

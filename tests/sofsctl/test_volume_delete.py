@@ -47,6 +47,7 @@ def test_delete_a_volume_and_its_chunks_but_nothing_else(archive, tmp_path):
     # the other volume gets a file: its chunks must survive
     b = Archive.__new__(Archive)
     b.data, b.mnt, b.volume, b.pids = a.data, tmp_path / "mnt-pacs", "pacs", set()
+    b.mount_env = None
     b.mnt.mkdir()
     b.mount()
     try:
