@@ -67,7 +67,7 @@ def scrape(port: int) -> dict[tuple[str, tuple], float]:
 def volume(tmp_path):
     data = tmp_path / "data"
     init_local_cluster(data, disks=6, vnodes=4)
-    create_volume(data, "v", block_size=256 * 1024)
+    create_volume(data, "v", block_size=256 * 1024, trash_s=0)  # deletes queue chunks at once
     ring = open_ring(data)
     fs = Filesystem.open_volume(data, "v", ring)
     try:
@@ -287,7 +287,7 @@ def test_mount_refuses_a_metrics_port_in_use(tmp_path):
 @pytest.mark.integration
 @needs_fuse
 def test_a_real_mount_counts_fuse_requests_bytes_and_gc(tmp_path):
-    a = Archive(tmp_path)
+    a = Archive(tmp_path, create_args=("--trash", "0"))  # deletes feed the collector at once
     port = free_port()
     try:
         a.mount("--metrics", f"127.0.0.1:{port}")
