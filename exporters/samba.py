@@ -29,6 +29,15 @@ Protocol choices
 SMB 2.0.2; Windows clients and smbprotocol negotiate SMB3 anyway. Set "SMB3" (or "SMB3_11") to
 refuse anything older. Signing is mandatory by default; encryption is "desired" (used when
 the client supports it) and can be "required" (SMB3 clients only) or "off".
+
+Previous versions
+-----------------
+Every share loads ``shadow_copy2`` over the volume's hidden ``.snapshots`` directory (at the
+FUSE mount's root, :mod:`fuse_mount.snapshotview`): its snapshots named ``@GMT-YYYY.MM.DD-
+HH.MM.SS`` (UTC, the default name of ``sofsctl snapshot create`` and of scheduled snapshots)
+are the files' "previous versions" in Windows Explorer, read-only. A share of a subdirectory
+of the volume finds the same directory inside each snapshot. Snapshots named otherwise are
+not shown there (they stay reachable under ``.snapshots``).
 """
 
 from __future__ import annotations
@@ -40,6 +49,9 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from fuse_mount.snapshotview import SNAPSHOTS_NAME
+from sofs.snapshot.catalog import GMT_FORMAT
 
 from .errors import ExportError
 from .service import Service, tcp_port_answers
@@ -58,6 +70,10 @@ ENCRYPT = ("off", "desired", "required")
 
 # Names the archive keeps to itself: never shown to or created by SMB clients.
 DEFAULT_VETO = ("lost+found", ".sofs*")
+
+# Previous versions (shadow_copy2): the mount's snapshot directory and their names' format.
+SNAPSHOTS_DIR_NAME = SNAPSHOTS_NAME.decode()
+SHADOW_FORMAT = GMT_FORMAT
 
 STATE_DIRS = ("lock", "state", "cache", "pid", "private", "ncalrpc", "binddns", "log")
 
@@ -254,7 +270,11 @@ def render_samba_config(share: SmbShare | Sequence[SmbShare], run_dir: Path) -> 
         lines += [
             "    guest ok = no",
             "    store dos attributes = yes",
-            "    vfs objects = acl_xattr",
+            "    vfs objects = acl_xattr shadow_copy2",
+            f"    shadow:snapdir = {SNAPSHOTS_DIR_NAME}",
+            f"    shadow:format = {SHADOW_FORMAT}",
+            "    shadow:localtime = no",
+            "    shadow:sort = desc",
             "    map acl inherit = yes",
             "    inherit acls = yes",
             "    ea support = yes",

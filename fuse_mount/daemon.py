@@ -39,6 +39,7 @@ from sofs.fs import Filesystem
 from sofs.fsck import FsckReport
 from sofs.metacheckpoint import CheckpointConflict, Checkpointer, check_current, list_checkpoints
 from sofs.online_check import check_mounted
+from sofs.snapshot.manager import Snapshots
 from sofs.volume import volume_dir
 
 from . import ctlserver, gcgate, mountmetrics, ringhost, runstate, unmountreport
@@ -48,7 +49,7 @@ from .names import HIDDEN_ROOT_NAMES
 from .operations import SofsOperations
 from .opmetrics import FuseMetrics
 from .ringops import ring_ops
-from .snapshotops import snapshot_ops
+from .snapshotops import snapshot_ops, snapshot_scheduler
 from .trashops import trash_ops
 from .wormops import autocommit_scanner, worm_ops
 
@@ -237,6 +238,8 @@ async def _serve(fs: Filesystem, ring: RingStore, mountpoint: str, ready_fd: int
         if hosted_by is not None:
             nursery.start_soon(_keep_host, hosted_by, host_args)
         nursery.start_soon(autocommit_scanner, fs)
+        if fs is not None:  # (a test serves a ring without a volume)
+            nursery.start_soon(snapshot_scheduler, Snapshots(fs))
 
         async def watch_signals() -> None:
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:

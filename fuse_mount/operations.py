@@ -8,6 +8,10 @@ whole file) runs in worker threads through
 ``trio.to_thread.run_sync`` behind a capacity limiter, so one slow disk never stalls the loop;
 so does fallocate, which pyfuse3 cannot route here by itself (:mod:`fuse_mount.fallocate_hook`).
 
+Snapshots: requests for the hidden ``/.snapshots`` tree (inode and handle numbers at and above
+``1 << 40``) go to :class:`fuse_mount.snapshotview.SnapshotView`, in worker threads (the first
+request in a snapshot opens its metadata), and every change there fails with EROFS.
+
 Caching: this connector is the only writer of its volume, so the kernel gets long entry/attribute
 timeouts and keeps page-cache contents across opens. Writeback caching is off: with it the kernel
 keeps regular files' mtime and ctime itself, stamped by its coarse clock (4 ms here), so two
@@ -38,6 +42,7 @@ from .fallocate_hook import FallocateHook
 from .fallocate_hook import install as install_fallocate
 from .names import HIDDEN_ROOT_NAMES
 from .opmetrics import FuseMetrics, measured
+from .snapshotview import SNAPSHOTS_NAME, SnapshotView
 
 T = TypeVar("T")
 
@@ -61,9 +66,22 @@ class SofsOperations(pyfuse3.Operations):
         self.metrics = metrics  # counted by @measured (fuse_mount.opmetrics); None: off
         self._limiter = trio.CapacityLimiter(workers)
         self._fallocate_hook: FallocateHook | None = None
+        self.snapshots = SnapshotView(fs)
 
     async def _run(self, fn: Callable[..., T], *args) -> T:
         return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+
+    def _read_only(self, *numbers: int) -> None:
+        """EROFS when any of the inodes (or handles) is a snapshot's."""
+        if any(self.snapshots.owns(n) for n in numbers):
+            raise self.snapshots.refuse()
+
+    def _not_snapshots(self, parent: int, name: bytes, taken: bool = True) -> None:
+        """Before making or removing ``name`` in the live directory ``parent``: EEXIST
+        (``taken``) or EROFS for ``/.snapshots``, and EROFS inside a snapshot."""
+        self._read_only(parent)
+        if self.snapshots.is_entry(parent, name):
+            raise pyfuse3.FUSEError(errno.EEXIST) if taken else self.snapshots.refuse()
 
     def _entry(self, node: Inode) -> pyfuse3.EntryAttributes:
         e = pyfuse3.EntryAttributes()
@@ -71,6 +89,9 @@ class SofsOperations(pyfuse3.Operations):
         e.generation = node.generation
         e.entry_timeout = ATTR_TIMEOUT
         e.attr_timeout = ATTR_TIMEOUT
+        short = self.snapshots.timeout(node.ino) if self.snapshots.owns(node.ino) else None
+        if short is not None:
+            e.entry_timeout = e.attr_timeout = short
         e.st_mode = node.mode
         e.st_nlink = node.nlink
         e.st_uid = node.uid
@@ -89,16 +110,23 @@ class SofsOperations(pyfuse3.Operations):
     @measured
     @fuse_errors
     async def lookup(self, parent_inode, name, ctx):
+        if self.snapshots.owns(parent_inode):
+            return self._entry(await self._run(self.snapshots.lookup, parent_inode, name))
+        if self.snapshots.is_entry(parent_inode, name):
+            return self._entry(await self._run(self.snapshots.entry))
         return self._entry(self.fs.lookup(parent_inode, name))
 
     @measured
     @fuse_errors
     async def getattr(self, inode, ctx):
+        if self.snapshots.owns(inode):
+            return self._entry(await self._run(self.snapshots.getattr, inode))
         return self._entry(self.fs.getattr(inode))
 
     @measured
     @fuse_errors
     async def setattr(self, inode, attr, fields, fh, ctx):
+        self._read_only(inode)
         kw = {}
         if fields.update_mode:
             kw["mode"] = attr.st_mode
@@ -126,43 +154,54 @@ class SofsOperations(pyfuse3.Operations):
     @measured
     @fuse_errors
     async def readlink(self, inode, ctx):
+        if self.snapshots.owns(inode):
+            return await self._run(self.snapshots.readlink, inode)
         return self.fs.readlink(inode)
 
     @measured
     @fuse_errors
     async def mknod(self, parent_inode, name, mode, rdev, ctx):
+        self._not_snapshots(parent_inode, name)
         return self._entry(self.fs.mknod(parent_inode, name, mode, rdev, _ctx(ctx)))
 
     @measured
     @fuse_errors
     async def mkdir(self, parent_inode, name, mode, ctx):
+        self._not_snapshots(parent_inode, name)
         return self._entry(self.fs.mkdir(parent_inode, name, mode, _ctx(ctx)))
 
     @measured
     @fuse_errors
     async def unlink(self, parent_inode, name, ctx):
+        self._not_snapshots(parent_inode, name, taken=False)
         # freeing a large file walks its whole block map: not on the event loop
         await self._run(self.fs.unlink, parent_inode, name, _ctx(ctx))
 
     @measured
     @fuse_errors
     async def rmdir(self, parent_inode, name, ctx):
+        self._not_snapshots(parent_inode, name, taken=False)
         self.fs.rmdir(parent_inode, name, _ctx(ctx))
 
     @measured
     @fuse_errors
     async def symlink(self, parent_inode, name, target, ctx):
+        self._not_snapshots(parent_inode, name)
         return self._entry(self.fs.symlink(parent_inode, name, target, _ctx(ctx)))
 
     @measured
     @fuse_errors
     async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
+        self._not_snapshots(parent_inode_old, name_old, taken=False)
+        self._not_snapshots(parent_inode_new, name_new, taken=False)
         await self._run(self.fs.rename, parent_inode_old, name_old, parent_inode_new, name_new,
                         flags, _ctx(ctx))
 
     @measured
     @fuse_errors
     async def link(self, inode, new_parent_inode, new_name, ctx):
+        self._read_only(inode)
+        self._not_snapshots(new_parent_inode, new_name)
         return self._entry(self.fs.link(inode, new_parent_inode, new_name, _ctx(ctx)))
 
     async def forget(self, inode_list):
@@ -172,6 +211,9 @@ class SofsOperations(pyfuse3.Operations):
     @measured
     @fuse_errors
     async def opendir(self, inode, ctx):
+        if self.snapshots.owns(inode):
+            await self._run(self.snapshots.opendir, inode)
+            return inode
         node = self.fs.getattr(inode)
         if not stat.S_ISDIR(node.mode):
             raise pyfuse3.FUSEError(errno.ENOTDIR)
@@ -180,12 +222,16 @@ class SofsOperations(pyfuse3.Operations):
     @measured
     @fuse_errors
     async def readdir(self, fh, start_id, token):
+        snapshot = self.snapshots.owns(fh)
         while True:
-            entries = self.fs.readdir(fh, start_id)
+            if snapshot:
+                entries = await self._run(self.snapshots.readdir, fh, start_id)
+            else:
+                entries = self.fs.readdir(fh, start_id)
             if not entries:
                 return
             for name, node, offset in entries:
-                if fh == ROOT_INO and name in HIDDEN_ROOT_NAMES:
+                if fh == ROOT_INO and (name in HIDDEN_ROOT_NAMES or name == SNAPSHOTS_NAME):
                     start_id = offset
                     continue
                 if not pyfuse3.readdir_reply(token, name, self._entry(node), offset):
@@ -198,6 +244,8 @@ class SofsOperations(pyfuse3.Operations):
     @measured
     @fuse_errors
     async def fsyncdir(self, fh, datasync):
+        if self.snapshots.owns(fh):
+            return
         await self._run(self.fs.meta.commit, self.fs.meta.batch(), True)
 
     @measured
@@ -216,6 +264,9 @@ class SofsOperations(pyfuse3.Operations):
     @measured
     @fuse_errors
     async def access(self, inode, mode, ctx):
+        if self.snapshots.owns(inode):
+            self.snapshots.access(inode, mode)
+            return
         self.fs.access(inode, mode, _ctx(ctx))
 
     # -------------------------------------------------------------- xattrs
@@ -223,21 +274,27 @@ class SofsOperations(pyfuse3.Operations):
     @measured
     @fuse_errors
     async def getxattr(self, inode, name, ctx):
+        if self.snapshots.owns(inode):
+            return await self._run(self.snapshots.getxattr, inode, name)
         return self.fs.getxattr(inode, name)
 
     @measured
     @fuse_errors
     async def setxattr(self, inode, name, value, ctx):
+        self._read_only(inode)
         self.fs.setxattr(inode, name, value)
 
     @measured
     @fuse_errors
     async def listxattr(self, inode, ctx):
+        if self.snapshots.owns(inode):
+            return await self._run(self.snapshots.listxattr, inode)
         return self.fs.listxattr(inode)
 
     @measured
     @fuse_errors
     async def removexattr(self, inode, name, ctx):
+        self._read_only(inode)
         self.fs.removexattr(inode, name)
 
     # -------------------------------------------------------------- files
@@ -252,6 +309,9 @@ class SofsOperations(pyfuse3.Operations):
     @measured
     @fuse_errors
     async def open(self, inode, flags, ctx):
+        if self.snapshots.owns(inode):
+            fh = await self._run(self.snapshots.open, inode, self._flags(flags))
+            return pyfuse3.FileInfo(fh=fh, keep_cache=True)
         if flags & os.O_TRUNC:
             fh = await self._run(self.fs.open, inode, self._flags(flags), _ctx(ctx))
         else:
@@ -261,6 +321,7 @@ class SofsOperations(pyfuse3.Operations):
     @measured
     @fuse_errors
     async def create(self, parent_inode, name, mode, flags, ctx):
+        self._not_snapshots(parent_inode, name)
         fh, node = self.fs.create(parent_inode, name, mode, self._flags(flags), _ctx(ctx))
         return pyfuse3.FileInfo(fh=fh, keep_cache=True), self._entry(node)
 
@@ -268,14 +329,16 @@ class SofsOperations(pyfuse3.Operations):
     @fuse_errors
     async def read(self, fh, off, size):
         # blocks already in memory (read ahead, dirty, holes) are served without a thread hop
-        data = self.fs.read_nowait(fh, off, size)
+        fs = self.snapshots if self.snapshots.owns(fh) else self.fs
+        data = fs.read_nowait(fh, off, size)
         if data is None:
-            data = await self._run(self.fs.read, fh, off, size)
+            data = await self._run(fs.read, fh, off, size)
         return data
 
     @measured
     @fuse_errors
     async def write(self, fh, off, buf):
+        self._read_only(fh)
         # copying into a dirty buffer is cheap: only block loads and flushes need a thread
         written = self.fs.write_nowait(fh, off, buf)
         if written is None:
@@ -285,6 +348,8 @@ class SofsOperations(pyfuse3.Operations):
     @measured
     @fuse_errors
     async def flush(self, fh):
+        if self.snapshots.owns(fh):
+            return
         # close(2): NFS-Ganesha and Samba open and close files many times per client request,
         # mostly without writing; a clean file needs no thread hop
         if self.fs.needs_flush(self.fs.handle_ino(fh)):
@@ -295,6 +360,8 @@ class SofsOperations(pyfuse3.Operations):
     @measured
     @fuse_errors
     async def fsync(self, fh, datasync):
+        if self.snapshots.owns(fh):
+            return
         await self._run(self.fs.fsync, fh, bool(datasync))
 
     def init(self) -> None:
@@ -305,11 +372,15 @@ class SofsOperations(pyfuse3.Operations):
     @fuse_errors
     async def fallocate(self, fh: int, mode: int, offset: int, length: int) -> None:
         """fallocate(2): the kernel checked the mode's basics and write access on the fd."""
+        self._read_only(fh)
         await self._run(self.fs.fallocate, fh, mode, offset, length)
 
     @measured
     @fuse_errors
     async def release(self, fh):
+        if self.snapshots.owns(fh):
+            await self._run(self.snapshots.release, fh)
+            return
         if self.fs.needs_flush(self.fs.handle_ino(fh)):
             await self._run(self.fs.release, fh)
         else:  # close() already flushed: only bookkeeping (or freeing an unlinked inode) left

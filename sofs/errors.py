@@ -114,3 +114,8 @@ class CheckpointConflict(CheckpointError):
 
 class NoCheckpoint(CheckpointError):
     """The RING holds no checkpoint of this volume."""
+
+
+class SnapshotUnreadable(MetadataDamaged):
+    """A snapshot's catalog or metadata (:mod:`sofs.snapshot`) cannot be read: the garbage
+    collector stops, deleting nothing, rather than delete chunks the snapshot may reference."""

@@ -38,6 +38,7 @@ from .maintenancecmd import maintenance, scrub
 from .nodes import cluster_create, disk, node
 from .progress import PhaseLines
 from .repaircmd import repair
+from .snapshotcmds import snapshot
 from .status import status
 from .supervise import supervise
 from .trashcmds import trash, trash_seconds
@@ -491,6 +492,7 @@ cli.add_command(df)
 cli.add_command(chunk)
 cli.add_command(file_group)
 cli.add_command(worm)
+cli.add_command(snapshot)
 cli.add_command(trash)
 
 

@@ -32,6 +32,8 @@ from exporters.exportstate import ExportState
 from exporters.supervisor import PROBE_INTERVAL_S
 from fuse_mount.runstate import MountState
 from sofs.checkpoint_records import CopyState
+from sofs.snapshot import catalog as snapshot_catalog
+from sofs.snapshot import schedule as snapshot_schedule
 from sofs.volume import VolumeConfig
 from sofsctl.common import DEFAULT_HOME_ROOT
 from sofsctl.main import cli
@@ -244,6 +246,20 @@ def _file_keys(tmp: Path) -> dict[str, dict[str, object]]:
     cp = json.loads(CopyState(3, 2.0, 4, "ab").encode())
     keys["checkpoint.json"] = _defaults(cp, lambda d: CopyState.decode(json.dumps(d)))
 
+    vdir = tmp / "volume"
+    vdir.mkdir()
+    snapshot_catalog.save(vdir, [snapshot_catalog.SnapshotInfo("s", 1, 2)])
+    cat = json.loads(snapshot_catalog.catalog_path(vdir).read_text())
+    entry = cat["snapshots"][0]
+    keys["snapshots.json"] = {
+        **{k: MISSING for k in cat},
+        **_defaults(entry, lambda d: snapshot_catalog.SnapshotInfo.from_dict(d))}
+    snapshot_schedule.save_schedule(vdir, snapshot_schedule.Keep(1, 1, 1, 1))
+    sched = json.loads(snapshot_schedule.schedule_path(vdir).read_text())
+    keys["snapshot-schedule.json"] = {
+        **{k: MISSING for k in sched},
+        **_defaults(sched["keep"], lambda d: snapshot_schedule.Keep(**d))}
+
     ms = dataclasses.asdict(MountState(pid=1, volume="v", mountpoint="/m", data_dir="/d"))
     keys["run/mounts/NAME.json"] = _defaults(ms, lambda d: MountState(**d))
 
@@ -278,7 +294,7 @@ def file_keys(tmp_path_factory):
 FILES = _sections(MAN / "sofs-files.5")
 FILE_SECTIONS = ["cluster.json", "ring.json", "clustermap.json", "node.json",
                  "the node state file", "DISK", "healer.json", "volume.json", "checkpoint.json",
-                 "run/mounts/NAME.json", "exports/VOLUME-KIND/spec.json",
+                 "snapshots.json", "snapshot-schedule.json", "run/mounts/NAME.json", "exports/VOLUME-KIND/spec.json",
                  "exports/VOLUME-KIND/state.json"]
 
 
