@@ -60,6 +60,8 @@ from .timestamps import wall_ns
 from .trash import Trash, TrashOps
 from .volume import VolumeConfig, load_volume, volume_dir
 from .worm.admin import WormAdmin
+from .worm.dosattrib import readonly_flag
+from .worm.records import COMMITTED, HELD
 from .worm.rules import WormRules
 from .xattrs import XATTR_CREATE, XATTR_NAME_MAX, XATTR_REPLACE, XATTR_SIZE_MAX, Xattrs
 
@@ -115,7 +117,8 @@ class Filesystem(NamespaceChanges, WormAdmin, TrashOps):
                               self._pool, block_size=config.block_size,
                               dirty_limit=dirty_limit, clock=clock,
                               on_lost=self.lost_writes.record)
-        self._worm = WormRules(meta, store, config.uuid, clock, self._data.stage_inode)
+        self._worm = WormRules(meta, store, config.uuid, clock, self._data.stage_inode,
+                               lambda b, node: self._xattrs.chmod_acl(b, node))
         self._trash = Trash(meta, lambda: self._dirs, config.trash_s * 10**9,
                             self._data.stage_inode, untrashed)
         self._sb = mount_superblock(meta, self._now(), read_only=read_only)
@@ -156,6 +159,7 @@ class Filesystem(NamespaceChanges, WormAdmin, TrashOps):
         finally:
             self._pool.shutdown(wait=True)
             self._worm.close()
+            self._collector.close()  # the snapshots its pins hold open
             self.meta.close()
 
     def _now(self) -> int:
@@ -409,9 +413,29 @@ class Filesystem(NamespaceChanges, WormAdmin, TrashOps):
         return self._xattrs.names(ino)
 
     def setxattr(self, ino: int, name: bytes, value: bytes, flags: int = 0) -> None:
-        """``flags``: XATTR_CREATE (fail if it exists) or XATTR_REPLACE (if it does not)."""
+        """``flags``: XATTR_CREATE (fail if it exists) or XATTR_REPLACE (if it does not).
+
+        Samba's DOS attributes (:mod:`sofs.worm.dosattrib`) in a WORM domain: setting the
+        read-only attribute commits the file (``attrib +r``, as ``chmod a-w``); rewriting them
+        with read-only still set is allowed on a committed file, clearing it is not."""
+        readonly = readonly_flag(name.decode(errors="replace"), value)
+        if readonly:
+            with self._lock:
+                node = self._live(ino)
+                if node.flags:
+                    self._worm.catch_up(node)
+                if node.flags & COMMITTED and not node.flags & HELD:
+                    self._xattrs.set(ino, name, value, flags)
+                    return
         self._check_worm(ino, "setting an xattr")
         self._xattrs.set(ino, name, value, flags)
+        if readonly:
+            with self._lock:
+                node = self._live(ino)
+                if self._worm.commits_on_readonly(node):
+                    b = self.meta.batch()
+                    self._worm.commit(b, node, "smb-readonly")
+                    self.meta.commit(b)
 
     def removexattr(self, ino: int, name: bytes) -> None:
         self._check_worm(ino, "removing an xattr")

@@ -99,12 +99,14 @@ class WormRules:
     """The WORM domains of one volume and the rules over them (module docstring)."""
 
     def __init__(self, meta: MetaStore, store: ChunkStore, volume_uuid: str, clock: Clock,
-                 save: Callable[[Batch, Inode], None]) -> None:
+                 save: Callable[[Batch, Inode], None],
+                 chmod_acl: Callable[[Batch, Inode], None] | None = None) -> None:
         self._meta = meta
         self._store = store
         self._uuid = volume_uuid
         self._clock = clock
         self._save = save
+        self._chmod_acl = chmod_acl  # the access ACL follows the mode (its mask, others)
         self._compliance: ComplianceClock | None = None
         self._recent: set[int] = set()  # committed since the last drain_committed()
         self.domains: dict[int, Domain] = {}
@@ -230,6 +232,8 @@ class WormRules:
         rec = Commit(now, domain.policy.retain_until(now, node.atime_ns), rule)
         node.flags |= COMMITTED
         node.mode &= ~WRITE_BITS
+        if self._chmod_acl is not None:  # no write left in the ACL either (Samba reads it)
+            self._chmod_acl(b, node)
         node.atime_ns = rec.retain_until_ns
         node.ctime_ns = wall_ns(self._clock)
         b.put(commit_key(node.ino), rec.to_value())
@@ -268,6 +272,12 @@ class WormRules:
         """The inodes committed since the last call (whose attributes a kernel may cache)."""
         recent, self._recent = self._recent, set()
         return recent
+
+    def commits_on_readonly(self, node: Inode) -> bool:
+        """Whether the DOS read-only attribute just set on ``node`` commits it (as ``chmod
+        a-w``: a regular file of a domain, not committed yet, still named)."""
+        return (bool(domain_index(node.flags)) and node.is_reg and node.nlink > 0
+                and not node.flags & COMMITTED)
 
     def pending(self) -> list[int]:
         """The inodes of domain files not committed yet (for the autocommit scanner)."""

@@ -56,6 +56,9 @@ SMB_USER = User("sofstest-exp1", 61911, "Str0ng-Pass:word")
 ALICE = User("sofstest-pa", 61931, "Alice-Pass:1")
 BOB = User("sofstest-pb", 61932, "B0b-Secret-2")
 EVE = User("sofstest-pe", 61933, "Eve-Intrud3r")
+# The WORM matrix's (test_worm_matrix) one SMB user, the owner of its files: an identity of
+# its own, so that another module's environment removing its users does not log it out.
+WORM_OWNER = User("sofstest-wo", 61941, "W0rm-Owner:3")
 
 
 def sofsctl(data: Path, *args: str, check: bool = True, timeout: float = 180
@@ -103,9 +106,11 @@ class ExportEnv:
     """A mounted archive exported over NFS and SMB; everything started is recorded by pid.
 
     USERS are the SMB export's users (their passwords in ``pwfile``); PREFIX names the
-    directory under /tmp."""
+    directory under /tmp; MOUNT_ENV: environment variables every mount process gets (e.g.
+    ``SOFS_WALL_STEP_FILE``, see :class:`Archive`)."""
 
-    def __init__(self, users: Sequence[User], prefix: str = "sofs-export-") -> None:
+    def __init__(self, users: Sequence[User], prefix: str = "sofs-export-",
+                 mount_env: dict[str, str] | None = None) -> None:
         self.root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
         try:
             self.root.chmod(0o755)
@@ -121,7 +126,7 @@ class ExportEnv:
             self.pwfile = self.root / "smb.pw"
             self.pwfile.write_text("".join(f"{u.name}:{u.password}\n" for u in self.users))
             self.pwfile.chmod(0o600)
-            self.archive = Archive(self.root)
+            self.archive = Archive(self.root, mount_env=mount_env)
             self.archive.mnt.chmod(0o755)
         except BaseException:
             shutil.rmtree(self.root, ignore_errors=True)
@@ -263,12 +268,14 @@ class ExportEnv:
 
 
 @contextlib.contextmanager
-def mounted_env(users: Sequence[User], prefix: str = "sofs-export-") -> Iterator[ExportEnv]:
+def mounted_env(users: Sequence[User], prefix: str = "sofs-export-",
+                mount_env: dict[str, str] | None = None) -> Iterator[ExportEnv]:
     """An :class:`ExportEnv` of USERS, mounted (the volume's root world-writable: NFS uid 1000
     and the SMB users write), not yet exported; cleaned up afterwards whatever happened.
-    Skips without root or the servers' binaries."""
+    MOUNT_ENV: environment variables for the mount process (:class:`ExportEnv`). Skips
+    without root or the servers' binaries."""
     need_root_and("ganesha.nfsd", "smbd", "smbpasswd", "useradd", "fusermount3")
-    e = ExportEnv(users, prefix)
+    e = ExportEnv(users, prefix, mount_env)
     try:
         e.archive.mount()
         e.mnt.chmod(0o777)
