@@ -29,7 +29,7 @@ import logging
 import os
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from chunkstore.api import ChunkStore
 from chunkstore.clock import Clock
@@ -80,6 +80,11 @@ class WormStatus:
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
+
+
+def _restore(node: Inode, saved: Inode) -> None:
+    for f in fields(saved):
+        setattr(node, f.name, getattr(saved, f.name))
 
 
 @dataclass(frozen=True)
@@ -258,14 +263,21 @@ class WormRules:
         if not self.autocommit_due(node):
             return False
         b = self._meta.batch()
+        saved = node.copy()
         try:
             self.commit(b, node, "autocommit")
+            self._meta.commit(b)
         except DataUnavailable as e:
+            _restore(node, saved)  # memory stays what is stored
+            self._recent.discard(node.ino)
             if not reading:
                 raise
             log.warning("WORM: autocommit of inode %d waits: %s", node.ino, e)
             return False
-        self._meta.commit(b)
+        except BaseException:
+            _restore(node, saved)
+            self._recent.discard(node.ino)
+            raise
         return True
 
     def drain_committed(self) -> set[int]:

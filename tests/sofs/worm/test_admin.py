@@ -123,3 +123,17 @@ def test_the_scan_names_every_file_committed_since_the_last_one(fs):
     assert fs.worm_status(by_show).state == "committed"  # worm show found it due
     assert fs.worm_scan() == sorted([by_chmod, late, by_show])
     assert fs.worm_scan() == []
+
+
+def test_an_autocommit_that_cannot_be_stored_changes_nothing_in_memory(fs):
+    from sofs.errors import VolumeFenced
+    from sofs.worm.records import COMMITTED
+    ino = write_file(fs, fs.resolve("/comp"), b"due.dcm", b"x")
+    fs.clock.advance(16 * 60)
+    fs.meta.fence("a test: the metadata refuses commits")
+    with pytest.raises(VolumeFenced):
+        fs.getattr(ino)
+    node = fs._inodes.cached(ino)
+    assert not node.flags & COMMITTED and node.mode & 0o200
+    fs.meta.unfence()
+    assert fs.worm_status(ino).state == "committed" and fs.worm_scan() == [ino]
