@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import math
 import os
 from pathlib import Path
@@ -18,6 +19,14 @@ def default_data_dir() -> Path:
     if os.geteuid() == 0:
         return DEFAULT_HOME_ROOT
     return Path.home() / ".local" / "share" / "sofs"
+
+
+def utc_ns(ns: int | None) -> str:
+    """A time in nanoseconds since the epoch as the tables show it ("-" for none)."""
+    if ns is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(ns / 1e9, datetime.timezone.utc).strftime(
+        "%Y-%m-%d %H:%M:%S UTC")
 
 
 def human(n: float) -> str:

@@ -6,54 +6,23 @@ not mounted is opened here for the moment of the command. Both run the same oper
 
 from __future__ import annotations
 
-import datetime
 import json
 from pathlib import Path
 from typing import Any
 
 import click
 
-from chunkstore import errors as cerr
-from fuse_mount import control, runstate
 from fuse_mount.snapshotops import run_snapshot_op
-from sofs import errors as ferr
-from sofs.fs import Filesystem
 from sofs.snapshot.manager import Snapshots
 
-from .common import Failure, fail, human, pass_home, table
-from .jobs import open_ring_or_host, require_volume
+from .common import human, pass_home, table, utc_ns
+from .volumeop import volume_op
 
 
 def snapshot_call(home: Path, volume: str, op: str, args: dict[str, Any]) -> Any:
     """Run the snapshot op on VOLUME: in its mount process, or on the volume opened here."""
-    require_volume(home, volume)
-    if any(st.alive and st.volume == volume for st in runstate.all_states(home)):
-        try:
-            return control.call(home, op, volume=volume, args=args)
-        except control.MountError as e:
-            raise fail(e) from None
-    try:
-        ring = open_ring_or_host(home)
-    except cerr.ClusterInUse:
-        raise Failure("the embedded ring is held by a volume mounted with --exclusive-ring; "
-                      "unmount it first (sofsctl umount MOUNTPOINT)") from None
-    except cerr.ChunkStoreError as e:
-        raise fail(e) from None
-    try:
-        fs = Filesystem.open_volume(home, volume, ring, check_permissions=False)
-        try:
-            return run_snapshot_op(Snapshots(fs), op, args)
-        finally:
-            fs.close()
-    except ferr.FsError as e:
-        raise fail(e) from None
-    finally:
-        ring.close()
-
-
-def _when(ns: int) -> str:
-    return datetime.datetime.fromtimestamp(ns / 1e9, datetime.timezone.utc).strftime(
-        "%Y-%m-%d %H:%M:%S UTC")
+    return volume_op(home, volume, op, args,
+                     lambda fs, op, args: run_snapshot_op(Snapshots(fs), op, args))
 
 
 @click.group()
@@ -87,7 +56,7 @@ def snapshot_list(home: Path, volume: str, as_json: bool) -> None:
         click.echo(f"volume {volume} has no snapshot")
         return
     table([("NAME", "CREATED", "METADATA"),
-           *((r["name"], _when(r["created_ns"]), human(r["meta_bytes"])) for r in rows)])
+           *((r["name"], utc_ns(r["created_ns"]), human(r["meta_bytes"])) for r in rows)])
 
 
 @snapshot.command("delete")

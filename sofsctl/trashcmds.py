@@ -7,7 +7,6 @@ mounted is opened here for the moment of the command.
 
 from __future__ import annotations
 
-import datetime
 import json
 import stat
 import time
@@ -20,18 +19,13 @@ from fuse_mount.trashops import run_trash_op
 from sofs import errors as ferr
 from sofs.worm.policy import format_duration, parse_duration
 
-from .common import Failure, fail, human, pass_home, table
+from .common import Failure, fail, human, pass_home, table, utc_ns
 from .jobs import require_volume
 from .volumeop import volume_op
 
 
 def _call(home: Path, volume: str, op: str, args: dict[str, Any]) -> Any:
     return volume_op(home, volume, op, args, run_trash_op)
-
-
-def _utc(ns: int) -> str:
-    return datetime.datetime.fromtimestamp(ns / 1e9, datetime.timezone.utc).strftime(
-        "%Y-%m-%d %H:%M:%S UTC")
 
 
 def _duration(text: str, what: str) -> int:
@@ -74,7 +68,7 @@ def trash_list(home: Path, volume: str, as_json: bool) -> None:
         click.echo(f"the trash of volume {volume} is empty (it {kept})")
         return
     table([("ID", "DELETED", "PURGED AFTER", "SIZE", "OWNER", "MODE", "PATH"),
-           *((r["ino"], _utc(r["deleted_ns"]), _utc(r["purge_after_ns"]), human(r["size"]),
+           *((r["ino"], utc_ns(r["deleted_ns"]), utc_ns(r["purge_after_ns"]), human(r["size"]),
               f"{r['uid']}:{r['gid']}", stat.filemode(r["mode"]), r["path"]) for r in rows)])
 
 

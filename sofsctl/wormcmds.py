@@ -6,7 +6,6 @@ mounted is opened here for the moment of the command. Both run the same operatio
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import pwd
@@ -20,20 +19,13 @@ import click
 from fuse_mount.wormops import run_worm_op
 from sofs.worm.policy import format_duration
 
-from .common import Failure, pass_home, table
+from .common import Failure, pass_home, table, utc_ns
 from .inspect import locate_path
 from .volumeop import volume_op
 
 
 def _worm_call(home: Path, volume: str, op: str, args: dict[str, Any]) -> Any:
     return volume_op(home, volume, op, args, run_worm_op)
-
-
-def _when(ns: int | None) -> str:
-    if ns is None:
-        return "-"
-    return datetime.datetime.fromtimestamp(ns / 1e9, datetime.timezone.utc).strftime(
-        "%Y-%m-%d %H:%M:%S UTC")
 
 
 @click.group()
@@ -111,7 +103,7 @@ def domain_list(home: Path, volume: str, as_json: bool) -> None:
     for d in rows:
         out.append((d["path"], d["mode"], format_duration(d["default_ns"]),
                     format_duration(d["minimum_ns"]), format_duration(d["maximum_ns"]),
-                    format_duration(d["autocommit_ns"]), _when(d["created_ns"])))
+                    format_duration(d["autocommit_ns"]), utc_ns(d["created_ns"])))
     table(out)
 
 
@@ -134,8 +126,8 @@ def worm_show(home: Path, path: str, as_json: bool) -> None:
         click.echo(json.dumps(st, indent=2))
         return
     rows = [("domain", st["domain"] or "(none)"), ("mode", st["mode"] or "-"),
-            ("state", st["state"]), ("committed", _when(st["committed_ns"])),
-            ("rule", st["rule"] or "-"), ("retain until", _when(st["retain_until_ns"])),
+            ("state", st["state"]), ("committed", utc_ns(st["committed_ns"])),
+            ("rule", st["rule"] or "-"), ("retain until", utc_ns(st["retain_until_ns"])),
             ("holds", ", ".join(st["holds"]) or "-")]
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
@@ -229,5 +221,5 @@ def retained_line(home: Path, volume: str) -> str | None:
     if not r["files"] and not r["held"]:
         return None
     return (f"volume {volume} retains WORM files: {r['files']} committed file(s) before their "
-            f"retention ends (the last on {_when(r['last_until_ns'])}) and {r['held']} under a "
+            f"retention ends (the last on {utc_ns(r['last_until_ns'])}) and {r['held']} under a "
             "legal hold; it is deleted only once nothing is retained")
