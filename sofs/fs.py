@@ -568,6 +568,17 @@ class Filesystem(NamespaceChanges, WormAdmin, TrashOps):
         self.trash_expire(now_ns if now_ns is not None else wall_ns(self._clock))
         return self._collector.collect(now_ns, batch)
 
+    def checkpoint_metadata(self, path: Path) -> None:
+        """A consistent copy of the metadata at ``path`` (a snapshot, :mod:`sofs.snapshot`):
+        taken between two operations of the volume."""
+        with self._lock:
+            self.meta.checkpoint(path)
+
+    def requeue_snapshot_chunks(self, snapshot_meta: MetaStore) -> int:
+        """A snapshot goes: the chunks it kept that the volume no longer counts go back to the
+        collector's queue; how many."""
+        return self._collector.requeue_released(snapshot_meta)
+
     def gc_paused(self) -> contextlib.AbstractContextManager[None]:
         """No chunk is collected inside this block (an online fsck probes a stable store);
         entering waits for a running pass to end."""

@@ -116,8 +116,7 @@ class Snapshots:
             tmp = sdir / f"{NEW_PREFIX}{name}"
             shutil.rmtree(tmp, ignore_errors=True)
             self.fs.flush_all()
-            with self.fs._lock:  # between two operations of the volume
-                self.fs.meta.checkpoint(tmp)
+            self.fs.checkpoint_metadata(tmp)
             final = catalog.snapshot_path(self.vdir, name)
             os.rename(tmp, final)
             fsync_dir(sdir)
@@ -156,7 +155,7 @@ class Snapshots:
                             "kept are collected within a week", name, e)
             else:
                 try:
-                    requeued = self.fs._collector.requeue_released(meta)
+                    requeued = self.fs.requeue_snapshot_chunks(meta)
                 finally:
                     meta.close()
             shutil.rmtree(path)
