@@ -614,6 +614,41 @@ def test_a_committed_file_has_no_write_permission_left_in_its_acl(matrix, state)
     assert _acl_write_entries(path) == [], f"{state}: {oct(os.stat(path).st_mode)}"
 
 
+def test_the_top_of_a_domain_and_its_non_empty_directories_stay(matrix):
+    """rmdir and rename of a domain's top directory (empty, so only the WORM rule refuses)
+    and rmdir of a domain directory holding a committed file, on every way in."""
+    m = matrix
+    top = "worm-top"
+    sofsctl(m.env.data, "worm", "domain", "create", "vol", f"/{top}", "--mode", "compliance",
+            "--autocommit", "5m")
+    (m.mnt / DOMAIN / "full").mkdir(exist_ok=True)
+    (m.mnt / DOMAIN / "full" / "kept.dcm").write_bytes(b"DICM")
+    os.chmod(m.mnt / DOMAIN / "full" / "kept.dcm", 0o444)
+    m.new_log()
+    for fn in (lambda: os.rmdir(m.mnt / top), lambda: os.rename(m.mnt / top, m.mnt / "moved")):
+        with pytest.raises(OSError) as err:
+            fn()
+        assert err.value.errno == errno.EPERM
+    with pytest.raises(OSError) as err:
+        os.rmdir(m.mnt / DOMAIN / "full")
+    assert err.value.errno == errno.ENOTEMPTY
+    with pytest.raises(nfs_rs.NfsError) as nerr:
+        m.nfs_client().rmdir(top)
+    assert nerr.value.code_name == "NFS4ERR_PERM"
+    with pytest.raises(nfs_rs.NfsError) as nerr:
+        m.nfs_client().rmdir(f"{DOMAIN}/full")
+    assert nerr.value.code_name == "NFS4ERR_NOTEMPTY"
+    with pytest.raises(SMBOSError) as serr:
+        smbclient.rmdir(smbp_path(top), **m.smb)
+    assert ntstatus_name(serr.value.ntstatus) == "STATUS_ACCESS_DENIED"
+    with pytest.raises(SMBOSError) as serr:
+        smbclient.rmdir(smbp_path(f"{DOMAIN}/full"), **m.smb)
+    # Samba refuses first: the directory is root's, the share user may not delete it
+    assert ntstatus_name(serr.value.ntstatus) == "STATUS_ACCESS_DENIED"
+    assert (m.mnt / top).is_dir() and (m.mnt / DOMAIN / "full" / "kept.dcm").exists()
+    assert m.new_log().count("removing the top directory of a domain") >= 2  # FUSE and NFS
+
+
 def test_stepping_the_wall_clock_years_expires_nothing_early(matrix):
     """Runs last: the mount's wall clock ten years forward. A file retained for 120 s more
     is still retained (its delete refused everywhere); an untouched file is autocommitted."""
