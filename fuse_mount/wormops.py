@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from typing import Any
 
 import pyfuse3
@@ -26,7 +27,8 @@ log = logging.getLogger(__name__)
 
 WORM_OPS = ("worm-domain-create", "worm-domains", "worm-show", "worm-hold", "worm-held",
             "worm-retained", "worm-privileged-delete")
-SCAN_INTERVAL_S = 60.0
+# seconds between autocommit scans; SOFS_WORM_SCAN_INTERVAL sets it (tests of real mounts)
+SCAN_INTERVAL_S = max(1.0, float(os.environ.get("SOFS_WORM_SCAN_INTERVAL") or 60.0))
 
 
 def run_worm_op(fs: Filesystem, op: str, args: dict[str, Any]) -> Any:

@@ -449,7 +449,8 @@ def matrix(tmp_path_factory) -> Iterator[Matrix]:
     step_file = tmp_path_factory.mktemp("worm-matrix") / "wall-step"
     step_file.write_text("0\n")
     with mounted_env([OWNER], prefix="sofs-worm-",
-                     mount_env={WALL_STEP_ENV: str(step_file)}) as e, \
+                     mount_env={WALL_STEP_ENV: str(step_file),
+                                "SOFS_WORM_SCAN_INTERVAL": "3"}) as e, \
             contextlib.ExitStack() as stack:
         m = Matrix(e, step_file)
         stack.callback(m.drop_nfs)
@@ -484,8 +485,9 @@ def matrix(tmp_path_factory) -> Iterator[Matrix]:
                 str(m.mnt / DOMAIN / "held"))
         # A stat reaches sofs (which commits a file due) only when the kernel asks: attributes
         # it cached less than ATTR_TIMEOUT (300 s) ago answer alone. Without a clock step a
-        # file is looked up again before it is due; here the mount's 60 s scanner commits
-        # the rest and makes the kernel forget their attributes.
+        # file is looked up again before it is due; here the mount's scanner (every 3 s here,
+        # SOFS_WORM_SCAN_INTERVAL; 60 s by default) commits the rest and makes the kernel
+        # forget their attributes.
         wait_for(lambda: all(not os.stat(m.mnt / p).st_mode & 0o222 for p in auto), 90,
                  "the autocommit scanner", step=1)
         assert {m.show(p)["rule"] for p in auto[::7]} == {"autocommit"}
