@@ -224,11 +224,8 @@ class TrashOps:
         return done
 
     def trash_expire(self, now_ns: int) -> int:
-        """Purge what has been in the trash longer than the volume's trash time."""
-        if not self._trash.retention_ns:
-            with self._lock:
-                if not self.meta.has_prefix(b"T"):
-                    return 0
+        """Purge what has been in the trash longer than the volume's trash time (all of it
+        once the trash is turned off)."""
         n = self.trash_purge(before_ns=now_ns - self._trash.retention_ns)
         if n:
             log.info("trash: %d file(s) purged after %d s in the trash", n,

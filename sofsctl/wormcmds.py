@@ -215,9 +215,7 @@ def _user(uid: int) -> str:
 
 def retained_line(home: Path, volume: str) -> str | None:
     """Why VOLUME may not be deleted (its WORM domains still retain files), or None."""
-    if not _worm_call(home, volume, "worm-domains", {}):
-        return None
-    r = _worm_call(home, volume, "worm-retained", {})
+    r = _worm_call(home, volume, "worm-retained", {})  # one opening of the volume
     if not r["files"] and not r["held"]:
         return None
     return (f"volume {volume} retains WORM files: {r['files']} committed file(s) before their "

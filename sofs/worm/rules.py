@@ -379,7 +379,10 @@ class WormRules:
 
     def retained(self) -> Retained:
         """What this volume still retains: committed files before their expiry and held
-        files (a volume that retains anything is not deleted)."""
+        files (a volume that retains anything is not deleted). A volume without domains
+        retains nothing, and its compliance clock is not read (nor made in the RING)."""
+        if not self.domains:
+            return Retained(0, 0, None)
         now = self.compliance_now()
         until = [Commit.from_value(v).retain_until_ns for _, v in self._meta.scan(b"Z")]
         held = {k[1:9] for k, _ in self._meta.scan(b"H")}
