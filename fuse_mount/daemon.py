@@ -335,6 +335,19 @@ def _open_ring_waiting(data_dir: Path, instance: str | None,
             time.sleep(0.2)
 
 
+UNSYNCED_ENV = "SOFS_BENCH_UNSYNCED_CLOSE"
+
+
+def _synced_acks() -> bool:
+    """False only when the benchmark asks (``SOFS_BENCH_UNSYNCED_CLOSE=1``, tests/bench): the
+    behaviour before issue 13, where a close left its metadata commit in the page cache."""
+    if os.environ.get(UNSYNCED_ENV) == "1":
+        log.warning("%s=1: closes and namespace changes are NOT synced (benchmark only): a "
+                    "power cut loses files whose close returned", UNSYNCED_ENV)
+        return False
+    return True
+
+
 def _close_volume(fs: Filesystem) -> None:
     """Close the volume at the end of the mount process; data it cannot store is said, not
     raised (the files are as their last close left them, and the unmount report names them)."""
@@ -380,7 +393,7 @@ def run_mount(data_dir: Path, volume: str, mountpoint: str, *, ready_fd: int | N
         # default_permissions: the kernel checks permissions before every request
         fs = Filesystem.open_volume(data_dir, volume, ring, gc_grace_s=gc_grace_s,
                                     check_permissions=False, clock=clock_from_env(),
-                                    untrashed=HIDDEN_ROOT_NAMES)
+                                    untrashed=HIDDEN_ROOT_NAMES, synced_acks=_synced_acks())
         stack.callback(_close_volume, fs)
         healer = None
         if not hosted:  # the host heals and scrubs an embedded ring it serves

@@ -8,6 +8,14 @@ whole file) runs in worker threads through
 ``trio.to_thread.run_sync`` behind a capacity limiter, so one slow disk never stalls the loop;
 so does fallocate, which pyfuse3 cannot route here by itself (:mod:`fuse_mount.fallocate_hook`).
 
+Durability (issue 13): a request that changes the namespace or attributes (mkdir, mknod,
+symlink, link, rmdir, unlink, rename, setattr) is answered only once its metadata commit is on
+stable storage: the commit runs as above, then :meth:`sofs.metadata.MetaStore.make_durable`
+waits in a worker thread for the volume's group-committed log sync (concurrent requests share
+one). A file's create is made durable by the first close (or fsync) of the handle it returned,
+with its data; xattr changes ride along with the next durable answer of the volume (every log
+sync covers all commits before it). Data: :mod:`sofs.fileio`.
+
 Snapshots: requests for the hidden ``/.snapshots`` tree (inode and handle numbers at and above
 ``1 << 40``) go to :class:`fuse_mount.snapshotview.SnapshotView`, in worker threads (the first
 request in a snapshot opens its metadata), and every change there fails with EROFS.
@@ -67,9 +75,25 @@ class SofsOperations(pyfuse3.Operations):
         self._limiter = trio.CapacityLimiter(workers)
         self._fallocate_hook: FallocateHook | None = None
         self.snapshots = SnapshotView(fs)
+        self._created: set[int] = set()  # handles from create() whose close has to sync
 
     async def _run(self, fn: Callable[..., T], *args) -> T:
         return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+
+    async def _durable(self) -> None:
+        """Wait until what was committed so far is on stable storage (module docstring): a log
+        sync in a worker thread, shared with concurrent requests; no hop when it already is."""
+        meta = self.fs.meta
+        upto = meta.written
+        if self.fs.synced_acks and not meta.is_durable(upto):
+            await trio.to_thread.run_sync(meta.make_durable, upto)
+
+    def _durably(self, fn: Callable[..., T], *args) -> T:
+        """``fn(*args)`` then, in the same worker thread, its commit made durable."""
+        result = fn(*args)
+        if self.fs.synced_acks:
+            self.fs.meta.make_durable()
+        return result
 
     def _read_only(self, *numbers: int) -> None:
         """EROFS when any of the inodes (or handles) is a snapshot's."""
@@ -146,9 +170,11 @@ class SofsOperations(pyfuse3.Operations):
                                 else self.fs.bare_setattr_kind(inode, _ctx(ctx)))
         if fields.update_size:
             kw["size"] = attr.st_size
-            node = await self._run(lambda: self.fs.setattr(inode, ctx=_ctx(ctx), **kw))
+            node = await self._run(self._durably,
+                                   lambda: self.fs.setattr(inode, ctx=_ctx(ctx), **kw))
         else:
             node = self.fs.setattr(inode, ctx=_ctx(ctx), **kw)
+            await self._durable()
         return self._entry(node)
 
     @measured
@@ -162,47 +188,56 @@ class SofsOperations(pyfuse3.Operations):
     @fuse_errors
     async def mknod(self, parent_inode, name, mode, rdev, ctx):
         self._not_snapshots(parent_inode, name)
-        return self._entry(self.fs.mknod(parent_inode, name, mode, rdev, _ctx(ctx)))
+        node = self.fs.mknod(parent_inode, name, mode, rdev, _ctx(ctx))
+        await self._durable()
+        return self._entry(node)
 
     @measured
     @fuse_errors
     async def mkdir(self, parent_inode, name, mode, ctx):
         self._not_snapshots(parent_inode, name)
-        return self._entry(self.fs.mkdir(parent_inode, name, mode, _ctx(ctx)))
+        node = self.fs.mkdir(parent_inode, name, mode, _ctx(ctx))
+        await self._durable()
+        return self._entry(node)
 
     @measured
     @fuse_errors
     async def unlink(self, parent_inode, name, ctx):
         self._not_snapshots(parent_inode, name, taken=False)
         # freeing a large file walks its whole block map: not on the event loop
-        await self._run(self.fs.unlink, parent_inode, name, _ctx(ctx))
+        await self._run(self._durably, self.fs.unlink, parent_inode, name, _ctx(ctx))
 
     @measured
     @fuse_errors
     async def rmdir(self, parent_inode, name, ctx):
         self._not_snapshots(parent_inode, name, taken=False)
         self.fs.rmdir(parent_inode, name, _ctx(ctx))
+        await self._durable()
 
     @measured
     @fuse_errors
     async def symlink(self, parent_inode, name, target, ctx):
         self._not_snapshots(parent_inode, name)
-        return self._entry(self.fs.symlink(parent_inode, name, target, _ctx(ctx)))
+        node = self.fs.symlink(parent_inode, name, target, _ctx(ctx))
+        await self._durable()
+        return self._entry(node)
 
     @measured
     @fuse_errors
     async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
         self._not_snapshots(parent_inode_old, name_old, taken=False)
         self._not_snapshots(parent_inode_new, name_new, taken=False)
-        await self._run(self.fs.rename, parent_inode_old, name_old, parent_inode_new, name_new,
-                        flags, _ctx(ctx))
+        await self._run(self._durably, self.fs.rename, parent_inode_old, name_old,
+                        parent_inode_new, name_new, flags, _ctx(ctx))
 
     @measured
     @fuse_errors
     async def link(self, inode, new_parent_inode, new_name, ctx):
         self._read_only(inode)
         self._not_snapshots(new_parent_inode, new_name)
-        return self._entry(self.fs.link(inode, new_parent_inode, new_name, _ctx(ctx)))
+        node = self.fs.link(inode, new_parent_inode, new_name, _ctx(ctx))
+        await self._durable()
+        return self._entry(node)
 
     async def forget(self, inode_list):
         # Inodes are persistent and freed by link count and open count alone.
@@ -246,7 +281,7 @@ class SofsOperations(pyfuse3.Operations):
     async def fsyncdir(self, fh, datasync):
         if self.snapshots.owns(fh):
             return
-        await self._run(self.fs.meta.commit, self.fs.meta.batch(), True)
+        await trio.to_thread.run_sync(self.fs.meta.make_durable)
 
     @measured
     @fuse_errors
@@ -313,7 +348,8 @@ class SofsOperations(pyfuse3.Operations):
             fh = await self._run(self.snapshots.open, inode, self._flags(flags))
             return pyfuse3.FileInfo(fh=fh, keep_cache=True)
         if flags & os.O_TRUNC:
-            fh = await self._run(self.fs.open, inode, self._flags(flags), _ctx(ctx))
+            fh = await self._run(self._durably, self.fs.open, inode, self._flags(flags),
+                                 _ctx(ctx))
         else:
             fh = self.fs.open(inode, self._flags(flags), _ctx(ctx))
         return pyfuse3.FileInfo(fh=fh, keep_cache=True)
@@ -323,6 +359,7 @@ class SofsOperations(pyfuse3.Operations):
     async def create(self, parent_inode, name, mode, flags, ctx):
         self._not_snapshots(parent_inode, name)
         fh, node = self.fs.create(parent_inode, name, mode, self._flags(flags), _ctx(ctx))
+        self._created.add(fh)  # durable at its first close or fsync (module docstring)
         return pyfuse3.FileInfo(fh=fh, keep_cache=True), self._entry(node)
 
     @measured
@@ -353,9 +390,12 @@ class SofsOperations(pyfuse3.Operations):
         # close(2): NFS-Ganesha and Samba open and close files many times per client request,
         # mostly without writing; a clean file needs no thread hop
         if self.fs.needs_flush(self.fs.handle_ino(fh)):
-            await self._run(self.fs.flush, fh)
+            await self._run(self.fs.flush, fh)  # durable, its create too (a later commit)
         else:  # still says, once, that writes to the file were lost (sofs.lostwrites)
             self.fs.raise_lost_writes(fh)
+            if fh in self._created:
+                await self._durable()
+        self._created.discard(fh)
 
     @measured
     @fuse_errors
@@ -381,7 +421,11 @@ class SofsOperations(pyfuse3.Operations):
         if self.snapshots.owns(fh):
             await self._run(self.snapshots.release, fh)
             return
+        created = fh in self._created
+        self._created.discard(fh)
         if self.fs.needs_flush(self.fs.handle_ino(fh)):
             await self._run(self.fs.release, fh)
         else:  # close() already flushed: only bookkeeping (or freeing an unlinked inode) left
             self.fs.release(fh)
+            if created:
+                await self._durable()

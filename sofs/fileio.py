@@ -20,6 +20,12 @@ writer's back, and what it did not store is never shown: the file goes back to w
 complete flush left (as after a crash, :meth:`DataPath.recover_unflushed`), the error goes to
 the operation that failed, and ``on_lost`` is told so that every open of the file reports it at
 its next close or fsync and the mount can drop the kernel's copy of the lost data.
+
+Durability: a complete flush (close of a written file, fsync, fdatasync, release) returns only
+once its chunks are stored (the disks fsync them before they answer) and its commit is on
+stable storage (:meth:`sofs.metadata.MetaStore.make_durable`, one log sync shared by concurrent
+flushes); fsync also syncs every commit made before it (the file's create, renames...).
+``synced_close`` False (a benchmark's switch only) leaves a close's commit in the page cache.
 """
 
 from __future__ import annotations
@@ -83,6 +89,7 @@ class DataPath:
         self._clock = clock
         self.block_size = block_size
         self.dirty_limit = dirty_limit
+        self.synced_close = True  # see the module docstring (False: benchmarks only)
         # at most this many flushes encode and store at once: bounds memory (each holds a few
         # copies of a block) while keeping both cores and the disks busy
         self._flush_slots = threading.BoundedSemaphore(FLUSH_SLOTS)
@@ -301,8 +308,8 @@ class DataPath:
             return node is not None and fb.durable_size != node.size
 
     def flush(self, ino: int, sync: bool = False) -> None:
-        """Store and commit everything written to ``ino`` so far (and, with ``sync``, force the
-        metadata log to disk)."""
+        """Store and commit everything written to ``ino`` so far, durably (module docstring);
+        with ``sync`` (fsync) every earlier commit of the volume is made durable too."""
         self._flush_inode(ino, sync=sync)
 
     def flush_all(self) -> None:
@@ -333,8 +340,9 @@ class DataPath:
             fb = self._buffers.get(ino)
         if fb is None:
             if sync:
-                self._meta.commit(self._meta.batch(), sync=True)
+                self._meta.make_durable()
             return
+        seq = None
         try:
             with (fb.gate.exclusive() if wait_all else fb.gate.shared()):
                 with self._lock:
@@ -347,7 +355,7 @@ class DataPath:
                         if node is None or fb.durable_size == node.size:
                             return  # nothing written since the last complete flush
                 with self._flush_slots:
-                    self._store_and_commit(ino, fb, pending, complete)
+                    seq = self._store_and_commit(ino, fb, pending, complete)
         except FsError as e:
             with fb.gate.exclusive():
                 lost = self._abandon(ino, fb, e)
@@ -357,8 +365,11 @@ class DataPath:
             # is lost and the file is consistent (its unflushed mark stays): no error
             log.info("inode %d: its cut end block is not stored yet (%s)", ino, e)
             return
+        # outside every lock: a log sync, shared with concurrent flushes
         if sync:
-            self._meta.commit(self._meta.batch(), sync=True)  # outside the lock: an fsync
+            self._meta.make_durable()
+        elif seq is not None and complete and self.synced_close:
+            self._meta.make_durable(seq)
 
     def _detach(self, fb: FileBuffers, index: int) -> _Pending:
         """Freeze a dirty block for storing (caller holds the lock)."""
@@ -372,8 +383,9 @@ class DataPath:
         return _Pending(index, buf, seq)
 
     def _store_and_commit(self, ino: int, fb: FileBuffers, pending: list[_Pending],
-                          complete: bool, extra: Extra | None = None) -> None:
-        """Store frozen blocks and commit them, plus what ``extra`` stages, in one batch."""
+                          complete: bool, extra: Extra | None = None) -> int:
+        """Store frozen blocks and commit them, plus what ``extra`` stages, in one batch;
+        returns the commit's number in the metadata log."""
         stored: list[ChunkRef | None] = []
         try:
             with self._collector.storing():
@@ -390,8 +402,8 @@ class DataPath:
                     if failure is not None:
                         raise failure
                 with self._lock:
-                    self._commit_blocks(ino, fb, list(zip(pending, stored, strict=True)),
-                                        complete, extra)
+                    return self._commit_blocks(ino, fb, list(zip(pending, stored, strict=True)),
+                                               complete, extra)
         except BaseException:
             with self._lock:  # keep the data (the next flush tries again) ...
                 for p in pending:
@@ -407,7 +419,7 @@ class DataPath:
 
     def _commit_blocks(self, ino: int, fb: FileBuffers,
                        stored: list[tuple[_Pending, ChunkRef | None]], complete: bool,
-                       extra: Extra | None = None) -> None:
+                       extra: Extra | None = None) -> int:
         """Map stored blocks (caller holds the lock); a version older than the one already
         mapped, or of a file deleted meanwhile, goes to the collector.
 
@@ -444,7 +456,7 @@ class DataPath:
             elif stored:
                 b.put(schema.unflushed_key(ino), b"")
             self.stage_inode(b, node)
-        self._meta.commit(b)
+        return self._meta.commit(b)
 
     def free_inode(self, b: Batch, ino: int) -> None:
         """Stage deleting an inode with no names and no opens: its map (the chunks go to the

@@ -89,13 +89,17 @@ class Filesystem(NamespaceChanges, WormAdmin, TrashOps):
 
     ``untrashed``: names of directories at the root whose files skip the trash when deleted
     (the exports' health probes write and delete a file there every few seconds).
+
+    ``synced_acks``: a close of a written file returns once its commit is on stable storage
+    (:mod:`sofs.fileio`); False, for benchmarks only, leaves it in the page cache.
     """
 
     def __init__(self, meta: MetaStore, store: ChunkStore, config: VolumeConfig, *,
                  cache_bytes: int = 64 << 20, dirty_limit: int = 48 << 20,
                  gc_grace_s: float = 3600.0, workers: int = 6,
                  check_permissions: bool = True, clock: Clock = SYSTEM_CLOCK,
-                 read_only: bool = False, untrashed: frozenset[bytes] = frozenset()) -> None:
+                 read_only: bool = False, untrashed: frozenset[bytes] = frozenset(),
+                 synced_acks: bool = True) -> None:
         self.check_permissions = check_permissions
         self.read_only = read_only
         self.meta = meta
@@ -117,6 +121,7 @@ class Filesystem(NamespaceChanges, WormAdmin, TrashOps):
                               self._pool, block_size=config.block_size,
                               dirty_limit=dirty_limit, clock=clock,
                               on_lost=self.lost_writes.record)
+        self._data.synced_close = self.synced_acks = synced_acks
         self._worm = WormRules(meta, store, config.uuid, clock, self._data.stage_inode,
                                lambda b, node: self._xattrs.chmod_acl(b, node))
         self._trash = Trash(meta, lambda: self._dirs, config.trash_s * 10**9,

@@ -7,13 +7,23 @@ add up). Committing a batch is one rocksdb WriteBatch: all of an operation lands
 Key layout: :mod:`sofs.schema`.
 
 Durability: a plain commit goes to rocksdb's write-ahead log in the page cache, which survives a
-kill -9 of the process; ``sync=True`` (used by fsync) also forces the log to disk.
+kill -9 of the process but not a power cut. :meth:`MetaStore.make_durable` forces the log to
+stable storage, group-committed: every commit is numbered when its write returns; the first
+caller that finds no log sync running becomes the leader, notes the highest number written,
+runs one ``flush_wal(sync=True)`` (an fdatasync of the log) for everyone and publishes "synced
+up to N"; callers whose commits are at or below N just return, the others wait for the next
+round. So many concurrent closes share one sync (see :attr:`MetaStore.wal_syncs`). It blocks:
+call it from a worker thread, never from the FUSE event loop. ``commit(sync=True)`` writes one
+batch with a synced write (for rare commits made in a worker thread already).
 """
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import rocksdict
+
+from chunkstore.atomicfile import fsync_dir
 
 from .errors import MetadataDamaged, VolumeError, VolumeFenced
 
@@ -68,6 +78,10 @@ class MetaStore:
         try:
             if view_dir is None:
                 self._db = rocksdict.Rdict(str(path), options=opts)
+                # rocksdb syncs the files it makes in the directory, never the directory's
+                # own name: a database created now (at a volume's first mount) must not
+                # vanish in a power cut with everything committed to it
+                fsync_dir(self.path.parent)
             else:
                 opts.set_max_open_files(-1)  # a secondary instance needs every file open
                 self._db = rocksdict.Rdict(
@@ -83,6 +97,13 @@ class MetaStore:
         self._sync.sync = True
         self._nosync = rocksdict.WriteOptions()
         self.fenced: str | None = None  # why no change may be committed any more
+        # the group commit of the log (module docstring): commits numbered as their writes
+        # return; of those, all up to _synced are on stable storage
+        self._log_cv = threading.Condition()
+        self._written = 0
+        self._synced = 0
+        self._syncing = False
+        self.wal_syncs = 0  # log syncs run by make_durable (one per group)
 
     def fence(self, reason: str) -> None:
         """From now on refuse every change (VolumeFenced): another copy of the volume is the
@@ -135,13 +156,17 @@ class MetaStore:
         view.fence("a read-only view of metadata another process has open")
         return view
 
-    def commit(self, batch: Batch, sync: bool = False) -> None:
+    def commit(self, batch: Batch, sync: bool = False) -> int:
+        """Write ``batch`` atomically; returns its number in the log (for
+        :meth:`make_durable`; an empty batch returns the number of the last commit). With
+        ``sync``, return only once the log is on stable storage (an empty batch then syncs
+        what was written before)."""
         if self.fenced is not None and len(batch):
             raise VolumeFenced(f"the volume is read-only here: {self.fenced}")
         if not len(batch):
             if sync:
-                self._db.flush_wal(True)
-            return
+                self.make_durable()
+            return self.written
         wb = rocksdict.WriteBatch(raw_mode=True)
         for key, value in batch.items():
             if value is None:
@@ -152,6 +177,47 @@ class MetaStore:
             self._db.write(wb, self._sync if sync else self._nosync)
         except Exception as e:
             raise self._damaged(e) from e
+        with self._log_cv:  # counted only once written: a sync started later covers it
+            self._written += 1
+            return self._written
+
+    @property
+    def written(self) -> int:
+        """The number of the last commit written to the log."""
+        with self._log_cv:
+            return self._written
+
+    def is_durable(self, upto: int) -> bool:
+        """Whether every commit up to number ``upto`` is on stable storage (cheap: no I/O)."""
+        with self._log_cv:
+            return self._synced >= upto
+
+    def make_durable(self, upto: int | None = None) -> None:
+        """Return once every commit up to number ``upto`` (default: every commit written so
+        far) is on stable storage, sharing one log sync with concurrent callers (module
+        docstring). Blocking: call it from a worker thread."""
+        with self._log_cv:
+            target = self._written if upto is None else upto
+            while self._synced < target:
+                if self._syncing:
+                    self._log_cv.wait()
+                    continue
+                self._syncing = True  # the leader of this round
+                goal = self._written
+                synced = False
+                self._log_cv.release()
+                try:
+                    self._db.flush_wal(True)
+                    synced = True
+                except Exception as e:
+                    raise self._damaged(e) from e
+                finally:
+                    self._log_cv.acquire()
+                    self._syncing = False
+                    if synced:
+                        self.wal_syncs += 1
+                        self._synced = max(self._synced, goal)
+                    self._log_cv.notify_all()
 
     def checkpoint(self, path: Path) -> None:
         """Write a consistent copy of the database to the new directory ``path`` (hard links

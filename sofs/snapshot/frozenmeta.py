@@ -38,9 +38,10 @@ class FrozenMetaStore(MetaStore):
         store.fence(why)
         return store
 
-    def commit(self, batch: Batch, sync: bool = False) -> None:
+    def commit(self, batch: Batch, sync: bool = False) -> int:
         if len(batch):
             raise VolumeFenced(f"the volume is read-only here: {self.fenced}")
+        return self.written
 
     def close(self) -> None:
         try:

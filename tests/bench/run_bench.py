@@ -70,6 +70,8 @@ resident memory (VmHWM) during it.
     scripts/bench --only write read --rss-gib 4 --keep
     scripts/bench --only create-4k --repeat 5 --mounts sofs passthrough+fsync
     scripts/bench --mounts sofs --only write create-ct --repeat 3   # WORM vs plain only
+    scripts/bench --mounts sofs sofs-unsynced --only create-4k create-ct --no-worm --repeat 3
+                                        # the synced close's cost (synced/unsynced)
 """
 
 from __future__ import annotations
@@ -101,8 +103,10 @@ VOLUME = "bench"
 CACHE_TIMEOUT = 300.0  # entry/attribute timeouts of both sofs's and the passthrough's mounts
 
 # mounts, in the order they are measured; sofs-exclusive (the embedded ring held by the mount
-# process itself, ``mount --exclusive-ring``) only when asked for, to price the ring host
-KINDS = ["sofs", "sofs-exclusive", "passthrough", "passthrough+fsync"]
+# process itself, ``mount --exclusive-ring``) only when asked for, to price the ring host;
+# sofs-unsynced (``SOFS_BENCH_UNSYNCED_CLOSE=1``: a close's metadata commit left in the page
+# cache, the behaviour before issue 13) only when asked for, to price the synced close
+KINDS = ["sofs", "sofs-exclusive", "sofs-unsynced", "passthrough", "passthrough+fsync"]
 DEFAULT_KINDS = ["sofs", "passthrough", "passthrough+fsync"]
 
 ROWS = [  # key, label, unit
@@ -222,9 +226,10 @@ def kill(pid: int | None, grace: float = 30.0) -> None:
             time.sleep(0.1)
 
 
-def run(cmd: list[str], timeout: float = 300.0) -> str:
+def run(cmd: list[str], timeout: float = 300.0, env: dict[str, str] | None = None) -> str:
     log("$ " + " ".join(cmd))
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                         env=None if env is None else {**os.environ, **env})
     out = (res.stdout + res.stderr).strip()
     if res.returncode != 0:
         raise BenchError(f"command failed (exit {res.returncode}): {' '.join(cmd)}\n{out}")
@@ -439,11 +444,14 @@ def measure(mounts: list, data: Data, args, groups: list[str],
 
 class SofsMount:
     """sofs on a fresh embedded ring: served by its ring host (the default), or with
-    ``exclusive`` held by the mount process itself (``mount --exclusive-ring``)."""
+    ``exclusive`` held by the mount process itself (``mount --exclusive-ring``); ``unsynced``:
+    closes do not sync the metadata log (``SOFS_BENCH_UNSYNCED_CLOSE=1``, benchmarks only)."""
 
-    def __init__(self, work: Path, exclusive: bool = False) -> None:
-        self.name = "sofs-exclusive" if exclusive else "sofs"
+    def __init__(self, work: Path, exclusive: bool = False, unsynced: bool = False) -> None:
+        self.name = ("sofs-exclusive" if exclusive else "sofs-unsynced" if unsynced
+                     else "sofs")
         self.exclusive = exclusive
+        self.env = {"SOFS_BENCH_UNSYNCED_CLOSE": "1"} if unsynced else None
         self.data_dir = work / f"{self.name}-data"
         self.mnt = work / f"mnt-{self.name}"
         self.pid: int | None = None
@@ -458,7 +466,8 @@ class SofsMount:
         run(self.cmd + ["volume", "create", VOLUME, "--ec", "4+2"])
         try:
             out = run(self.cmd + ["mount", VOLUME, str(self.mnt)]
-                      + (["--exclusive-ring"] if self.exclusive else []), timeout=120)
+                      + (["--exclusive-ring"] if self.exclusive else []), timeout=120,
+                      env=self.env)
         except BenchError as e:
             raise BenchError(f"{e}\n--- {self.log} (tail) ---\n{tail(self.log)}") from None
         m = re.search(r"\(pid (\d+)\)", out)
@@ -584,7 +593,8 @@ def fmt(value: float | None, unit: str) -> str:
 
 RATIOS = [("sofs/pt", "sofs", "passthrough"),
           ("sofs/(pt+fsync)", "sofs", "passthrough+fsync"),
-          ("sofs/excl", "sofs", "sofs-exclusive")]
+          ("sofs/excl", "sofs", "sofs-exclusive"),
+          ("synced/unsynced", "sofs", "sofs-unsynced")]
 
 
 def medians(results: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, float]]:
@@ -692,7 +702,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--mounts", nargs="+", choices=KINDS, default=list(DEFAULT_KINDS),
                    metavar="KIND",
                    help=f"mounts to measure: {' '.join(KINDS)} (default: "
-                        f"{' '.join(DEFAULT_KINDS)}; sofs-exclusive prices the ring host)")
+                        f"{' '.join(DEFAULT_KINDS)}; sofs-exclusive prices the ring host, "
+                        "sofs-unsynced the synced close)")
     p.add_argument("--repeat", type=int, default=1, metavar="N",
                    help="measure each row N times per mount, alternating the mount order; "
                         "report medians and the ratios of medians (default 1)")
@@ -734,7 +745,8 @@ def main(argv: list[str] | None = None) -> int:
     log(f"work directory: {work}")
     mounts: list[SofsMount | PassthroughMount] = []
     for kind in kinds:
-        mounts.append(SofsMount(work, exclusive=kind == "sofs-exclusive")
+        mounts.append(SofsMount(work, exclusive=kind == "sofs-exclusive",
+                                unsynced=kind == "sofs-unsynced")
                       if kind.startswith("sofs")
                       else PassthroughMount(work, fsync_on_close=kind == "passthrough+fsync"))
     sofs = next((m for m in mounts if m.name == "sofs"), None)
