@@ -157,3 +157,17 @@ class NodeFailure(ChunkStoreError):
     an unexpected failure on the node, logged there); the message is the node's. A retry may
     help, on another owner or later.
     """
+
+
+class EtcdUnavailable(ChunkStoreError):
+    """No member of the cluster's etcd answered in time (all down, partitioned, or refusing
+    our certificate at the TLS layer). Whatever needs agreement (map changes, down-marking,
+    rebuild, GC, taking a volume lease) waits until one does; data reads and writes go on with
+    the last known map. A retry helps once etcd is reachable.
+    """
+
+
+class EtcdError(ChunkStoreError):
+    """etcd answered but refused the request (bad request, permission, lease not found, a
+    compacted revision). The message is etcd's. A retry of the same request does not help.
+    """
