@@ -31,6 +31,7 @@ from sofs.worm.policy import DomainPolicy, format_duration
 
 from .checkpoints import volume_checkpoint, volume_restore
 from .common import Failure, FiniteFloat, default_data_dir, fail, human, parse_size, pass_home, table
+from .etcdcmds import etcd
 from .exports import export
 from .inspect import chunk, file_group
 from .jobs import open_ring_or_host, require_volume, volumes
@@ -504,6 +505,7 @@ volume.add_command(volume_show)
 volume.add_command(volume_delete)
 volume.add_command(volume_set)
 cli.add_command(node)
+cli.add_command(etcd)
 cli.add_command(disk)
 cli.add_command(export)
 cli.add_command(status)
