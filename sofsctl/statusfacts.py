@@ -85,10 +85,6 @@ class StatusFacts:
     job: dict[str, Any] | None = None      # a sofsctl job holding the embedded ring
     counted: bool = True                   # False: the ring was busy, chunks not counted
     ring_host: dict[str, Any] | None = None  # embedded: the host serving the disks, if one runs
-    # the repair log's counts (chunkstore.ring.repairlog.RepairLog.counts): chunks that owe
-    # pieces (quorum-only writes, degraded reads), deleted chunks with pieces left, and when
-    # the oldest debt was noted; None when no process holding the ring answered
-    repair_log: dict[str, int] | None = None
 
     def to_json(self) -> dict[str, Any]:
         h = self.health
@@ -112,7 +108,6 @@ class StatusFacts:
             "nodes": self.nodes,
             "rebuild": self.rebuild,
             "ring_host": self.ring_host,
-            "repair_log": self.repair_log,
             "volumes": [_volume_json(v) for v in self.volumes],
             "exports": [{"volume": e.volume, "kind": e.kind, "state": e.state, "bind": e.bind,
                          "port": e.port, "clients": e.who, "restarts": e.restarts,
@@ -137,7 +132,7 @@ def gather(home: Path) -> StatusFacts:
     networked = is_networked(home)
     disks = [] if networked else local_disks(home)
     job = None if networked else running_job(home)
-    h, repair_log = _health(home) if job is None else (_uncounted(home, disks), None)
+    h = _health(home) if job is None else _uncounted(home, disks)
     # a directory that looks right but does not open (a damaged index) is not "up"
     disks = [dataclasses.replace(d, state="UNAVAILABLE") if d.state == "up" and
              d.id in h.disks_unavailable else d for d in disks]
@@ -201,7 +196,7 @@ def gather(home: Path) -> StatusFacts:
         verdict=hv.combine(reasons), health=h, disks=disks, problems=problems,
         volumes=facts, exports=exports, nodes=node_facts(home) if networked else [],
         cluster=cluster, rebuild=rebuild, job=job, counted=job is None,
-        ring_host=None if networked else _host_view(home), repair_log=repair_log)
+        ring_host=None if networked else _host_view(home))
 
 
 # --- reasons of the layers above the RING (pure) -------------------------------------------
@@ -259,25 +254,8 @@ def checkpoint_interval(st: dict) -> float:
 
 # --- facts ---------------------------------------------------------------------------------
 
-REPAIR_LOG_LIMIT = 100_000  # repair log entries read by one status, at most
-
-
-def _health(home: Path) -> tuple[HealthReport, dict[str, int] | None]:
-    """The ring's chunk counts, and its repair log's (read here with the ring, else asked of
-    the process holding it; None if that does not answer)."""
-    h = ring_job(home, "health", lambda ring, p: {
-        **dataclasses.asdict(run_health(ring)),
-        "repair_log": ring.repair_log.counts(REPAIR_LOG_LIMIT)})
-    repair_log = h.get("repair_log")
-    if repair_log is None:  # a mount process or the ring host ran the count
-        try:
-            repair_log = control.call(home, "healer-metrics", timeout=10).get("repair_log")
-        except control.MountError:
-            repair_log = None
-    return _health_report(h), repair_log
-
-
-def _health_report(h: dict) -> HealthReport:
+def _health(home: Path) -> HealthReport:
+    h = ring_job(home, "health", lambda ring, p: run_health(ring))
     return HealthReport(chunks=h["chunks"], protected=h["protected"], degraded=h["degraded"],
                         unrecoverable=h["unrecoverable"], pieces=h["pieces"],
                         disks_total=h["disks_total"],
