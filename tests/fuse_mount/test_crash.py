@@ -23,7 +23,7 @@ checked once more.
 ``SOFS_CRASH_SEED=<n>`` replays the same kill delays and GC settings (the steps themselves are
 always the same, they depend only on the step number); ``SOFS_CRASH_KILLS=<n>`` sets how many
 kills (10 by default, to keep CI within its budget; tests/powercut kills -9 every process
-at 6 more random moments, and cuts the power too).
+at 4 more random moments, and cuts the power too).
 """
 
 from __future__ import annotations

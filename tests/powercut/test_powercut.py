@@ -16,7 +16,7 @@ survived and checks, for every writer:
 * no other name exists, except those the one operation in flight at the cut touches;
 * ``sofsctl fsck`` of the volume (unmounted, every cut) reports it clean.
 
-This runs over ``SOFS_POWERCUT_CUTS`` cuts on the same volume (6 by default, to fit CI's time;
+This runs over ``SOFS_POWERCUT_CUTS`` cuts on the same volume (4 by default, to fit CI's time;
 the full run is ``SOFS_POWERCUT_CUTS=30 scripts/test tests/powercut``), so damage would
 accumulate; ``SOFS_POWERCUT_SEED`` replays the same delays and operations.
 """
@@ -42,7 +42,7 @@ from .cutmount import CutMount, mounted
 
 pytestmark = [pytest.mark.integration, needs_fuse]
 
-CUTS = int(os.environ.get("SOFS_POWERCUT_CUTS") or 6)
+CUTS = int(os.environ.get("SOFS_POWERCUT_CUTS") or 4)
 WRITERS = 2
 VOLUME = "vol"
 
