@@ -171,3 +171,10 @@ class EtcdError(ChunkStoreError):
     """etcd answered but refused the request (bad request, permission, lease not found, a
     compacted revision). The message is etcd's. A retry of the same request does not help.
     """
+
+
+class MapConflict(MapError):
+    """The cluster map changed (in etcd) between reading it and storing a change made from it:
+    another admin or the healer got there first. Nothing was changed; the same change retried
+    on the new map may well succeed.
+    """

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
 import threading
 import time
 
@@ -15,82 +13,14 @@ import pytest
 
 from chunkstore.authority import pki
 from chunkstore.authority.etcd import EtcdClient
-from chunkstore.authority.etcdmember import MemberSpec, etcd_argv, prepare_member_dir
+from chunkstore.authority.etcdmember import MemberSpec, prepare_member_dir
 from chunkstore.errors import ConfigError, EtcdError, EtcdUnavailable
+
+from .etcdcluster import Cluster, free_port
 
 ETCD = shutil.which("etcd")
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(ETCD is None, reason="etcd not installed (scripts/install)")]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Cluster:
-    """Real etcd members on 127.0.0.1 (each its own process), stopped by pid at the end."""
-
-    def __init__(self, data, n: int) -> None:
-        self.data = data
-        pki.ensure_ca(data, "test")
-        self.members = [MemberSpec(f"e{i}", "127.0.0.1", _free_port(), _free_port())
-                        for i in range(n)]
-        self.procs: dict[str, subprocess.Popen] = {}
-        self.client_tls = pki.issue(data, data / "pki", "client", "admin")
-
-    def start(self, m: MemberSpec) -> None:
-        tls = pki.issue(self.data, self.data / "pki", m.name, "etcd", [m.host], server=True)
-        prepare_member_dir(self.data, m.name)
-        log = open(self.data / f"{m.name}.log", "ab")
-        self.procs[m.name] = subprocess.Popen(
-            etcd_argv(self.data, m, self.members, tls, "sofs-test"),
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-        log.close()
-
-    def endpoints(self) -> list[str]:
-        return [m.client_url for m in self.members]
-
-    def client(self, **kw) -> EtcdClient:
-        return EtcdClient(self.endpoints(), self.client_tls, **kw)
-
-    def wait_ready(self, client: EtcdClient) -> None:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                client.get(b"/ready")
-                return
-            except EtcdUnavailable:
-                for name, p in self.procs.items():
-                    if p.poll() is not None:
-                        raise AssertionError(f"etcd {name} exited {p.returncode}: "
-                                             + (self.data / f"{name}.log").read_text()[-2000:]
-                                             ) from None
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)  # polling for the member to come up, not a timed assertion
-
-    def stop(self, name: str) -> None:
-        p = self.procs.pop(name)
-        p.kill()
-        p.wait(30)
-
-    def stop_all(self) -> None:
-        for name in list(self.procs):
-            self.stop(name)
-
-
-@pytest.fixture
-def one(tmp_path):
-    c = Cluster(tmp_path, 1)
-    try:
-        c.start(c.members[0])
-        with c.client() as client:
-            c.wait_ready(client)
-            yield c, client
-    finally:
-        c.stop_all()
 
 
 def test_keys_and_compare_and_swap(one):
@@ -161,7 +91,7 @@ def test_a_client_without_a_cluster_certificate_is_refused(one, tmp_path):
 def test_unreachable_members_are_unavailable_not_a_hang(tmp_path):
     pki.ensure_ca(tmp_path, "t")
     tls = pki.issue(tmp_path, tmp_path / "pki", "client", "admin")
-    with EtcdClient([f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"], tls,
+    with EtcdClient([f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"], tls,
                     timeout=1) as etcd:
         with pytest.raises(EtcdUnavailable) as e:
             etcd.get(b"/sofs/map")
