@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from chunkstore.authority import etcdmember, settings
+from chunkstore.authority.etcd import EtcdClient
 from chunkstore.errors import ConfigError, EtcdError, EtcdUnavailable
 
 from .common import fail, human, pass_home, table
@@ -84,11 +85,11 @@ def etcd_status(home: Path, as_json: bool, timeout: float) -> None:
     """Each member's health as it says itself: up, leader, version, database size. Exits 1
     unless a majority of the members answer and agree on a leader."""
     try:
-        with settings.client(home, timeout=timeout) as client:
+        s = settings.load(home)
+        with EtcdClient(s.endpoints, settings.client_tls(home), timeout=timeout) as client:
             status = client.status()
     except (ConfigError, EtcdError, EtcdUnavailable) as e:
         raise fail(e) from None
-    s = settings.load(home)
     up = [st for st in status if st.ok]
     leaders = {st.leader for st in up}
     healthy = len(up) > len(status) // 2 and len(leaders) == 1 and 0 not in leaders
