@@ -32,7 +32,7 @@ MAN_DIR = Path("/usr/local/share/man")
 UNIT_FILES = sorted(p for p in UNITS.iterdir() if p.suffix in (".service", ".target"))
 INSTANCES = {"sofs-node@.service": "n1", "sofs-mount@.service": "pacs",
              "sofs-ringhost@.service": "var-lib-sofs",
-             "sofs-export@.service": "pacs"}
+             "sofs-export@.service": "pacs", "sofs-etcd@.service": "e1"}
 PAGES = sorted(p for p in (ROOT / "man").iterdir() if re.fullmatch(r".+\.[1-9]", p.name))
 # options that give a service a mount namespace of its own, where a FUSE mount is invisible
 NAMESPACING = ("PrivateTmp", "PrivateDevices", "PrivateMounts", "ProtectSystem", "ProtectHome",
