@@ -30,6 +30,21 @@ def _daemons_under(root: str) -> list[tuple[int, list[str]]]:
     return found
 
 
+# scripts/test runs two pytest-xdist workers (--dist loadgroup). Each test module stays on one
+# worker (its module fixtures are set up once), and every export test shares one worker: they
+# create the same system users (tests/exporters/exportenv.py) and must not race on them.
+SERIAL_PACKAGES = ("exporters",)
+
+
+def pytest_collection_modifyitems(config, items):
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    for item in items:
+        rel = os.path.relpath(str(item.path), tests_dir)
+        top = rel.split(os.sep)[0]
+        group = top if top in SERIAL_PACKAGES else rel
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_daemon_left(tmp_path_factory):
     """At the end of the run, no mount or ring host of a test's data directory is left
