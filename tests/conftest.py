@@ -6,6 +6,7 @@ import subprocess
 import time
 
 import pytest
+from xdist.scheduler import LoadScopeScheduling
 
 from .netlab import netlab  # noqa: F401  (the network-namespace lab fixture, see tests/netlab.py)
 
@@ -30,19 +31,25 @@ def _daemons_under(root: str) -> list[tuple[int, list[str]]]:
     return found
 
 
-# scripts/test runs two pytest-xdist workers (--dist loadgroup). Each test module stays on one
-# worker (its module fixtures are set up once), and every export test shares one worker: they
-# create the same system users (tests/exporters/exportenv.py) and must not race on them.
+# scripts/test runs two pytest-xdist workers. Each test module stays on one worker (its module
+# fixtures are set up once), and every export test goes to the same worker: they share the
+# host's rpcbind and create the same system users (tests/exporters/exportenv.py).
 SERIAL_PACKAGES = ("exporters",)
 
 
-def pytest_collection_modifyitems(config, items):
-    tests_dir = os.path.dirname(os.path.abspath(__file__))
-    for item in items:
-        rel = os.path.relpath(str(item.path), tests_dir)
-        top = rel.split(os.sep)[0]
-        group = top if top in SERIAL_PACKAGES else rel
-        item.add_marker(pytest.mark.xdist_group(group))
+class _ModuleScheduling(LoadScopeScheduling):
+    """xdist's loadfile, but one unit for each package of SERIAL_PACKAGES."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        path = nodeid.split("::", 1)[0]
+        parts = path.split("/")
+        if len(parts) > 2 and parts[0] == "tests" and parts[1] in SERIAL_PACKAGES:
+            return "/".join(parts[:2])
+        return path
+
+
+def pytest_xdist_make_scheduler(config, log):
+    return _ModuleScheduling(config, log)
 
 
 @pytest.fixture(scope="session", autouse=True)
