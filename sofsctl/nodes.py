@@ -53,8 +53,12 @@ def _change(home: Path, what: str, change) -> ClusterMap:
 @click.command("create")
 @click.option("--vnodes", type=click.IntRange(1, 256), default=DEFAULT_VNODES, show_default=True,
               help="Virtual nodes per disk on the ring.")
+@click.option("--etcd", "etcd", metavar="URL[,URL...]", default=None,
+              help="Agree through this etcd (its client URLs; HOST:PORT means https): the map "
+                   "lives there and changes only by compare-and-swap. The data dir's pki/ "
+                   "must hold the cluster CA and etcd-client.crt/.key (sofsctl etcd init).")
 @pass_home
-def cluster_create(home: Path, vnodes: int) -> None:
+def cluster_create(home: Path, vnodes: int, etcd: str | None) -> None:
     """Create a networked cluster: an empty map and a new cluster secret in the data dir.
 
     \b
@@ -63,10 +67,13 @@ def cluster_create(home: Path, vnodes: int) -> None:
     and here:                      sofsctl node add n1 IP:7700 --disks 2
     """
     try:
-        cmap = mapadmin.create_cluster(home, vnodes)
+        cmap = mapadmin.create_cluster(home, vnodes, etcd)
     except (cerr.ChunkStoreError, OSError) as e:
         raise fail(e) from None
     click.echo(f"networked cluster {cmap.cluster_id} created in {home} (map epoch {cmap.epoch})")
+    if etcd is not None:
+        click.echo(f"its map is kept in etcd ({etcd}); node init gives each node the etcd "
+                   "endpoints and a certificate of its own")
     click.echo(f"copy {home / mapadmin.SECRET_FILE} to every storage server and client "
                "(mode 0600): it proves membership")
 

@@ -42,6 +42,13 @@ def status(ctx: click.Context, home: Path, as_json: bool) -> None:
 def _print(facts: StatusFacts) -> None:
     h, disks, problems = facts.health, facts.disks, facts.problems
     click.echo(facts.verdict.line())
+    if facts.etcd is not None:
+        e = facts.etcd
+        if e["reachable"]:
+            click.echo(f"etcd {','.join(e['endpoints'])}: answers, holds map epoch "
+                       f"{e['map_epoch']}")
+        else:
+            click.echo(f"etcd {','.join(e['endpoints'])}: UNREACHABLE ({e['error']})")
     if facts.networked:
         if facts.cluster is None:
             click.echo("no mount process serves this data directory: node states from here")

@@ -85,6 +85,7 @@ class StatusFacts:
     job: dict[str, Any] | None = None      # a sofsctl job holding the embedded ring
     counted: bool = True                   # False: the ring was busy, chunks not counted
     ring_host: dict[str, Any] | None = None  # embedded: the host serving the disks, if one runs
+    etcd: dict[str, Any] | None = None     # networked with etcd: whether it answers, its epoch
 
     def to_json(self) -> dict[str, Any]:
         h = self.health
@@ -108,6 +109,7 @@ class StatusFacts:
             "nodes": self.nodes,
             "rebuild": self.rebuild,
             "ring_host": self.ring_host,
+            "etcd": self.etcd,
             "volumes": [_volume_json(v) for v in self.volumes],
             "exports": [{"volume": e.volume, "kind": e.kind, "state": e.state, "bind": e.bind,
                          "port": e.port, "clients": e.who, "restarts": e.restarts,
@@ -177,6 +179,11 @@ def gather(home: Path) -> StatusFacts:
         reasons.append(hv.Reason(hv.Level.WARN, f"maintenance mode since {since} ({mnt.reason}): "
                                                 "no down-marking, no rebuild; sofsctl "
                                                 "maintenance off"))
+    etcd = mapadmin.etcd_view(home) if networked else None
+    if etcd is not None and not etcd.reachable:
+        reasons.append(hv.Reason(hv.Level.WARN, f"etcd is unreachable ({etcd.error}): data "
+                                                "reads and writes go on with the last map; no "
+                                                "map change can be made until it answers"))
     cluster = _cluster_view(home, states) if networked else None
     rebuild = (cluster or {}).get("rebuild") if networked else _sweep_view(home, mounts)
 
@@ -196,7 +203,8 @@ def gather(home: Path) -> StatusFacts:
         verdict=hv.combine(reasons), health=h, disks=disks, problems=problems,
         volumes=facts, exports=exports, nodes=node_facts(home) if networked else [],
         cluster=cluster, rebuild=rebuild, job=job, counted=job is None,
-        ring_host=None if networked else _host_view(home))
+        ring_host=None if networked else _host_view(home),
+        etcd=None if etcd is None else dataclasses.asdict(etcd))
 
 
 # --- reasons of the layers above the RING (pure) -------------------------------------------

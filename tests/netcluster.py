@@ -102,14 +102,15 @@ class NetCluster:
     """An admin data directory plus ``nodes`` storage nodes of ``disks`` disks each."""
 
     def __init__(self, root: Path, nodes: int = 6, disks: int = 2, lab=None,
-                 sites: int = 1) -> None:
+                 sites: int = 1, etcd: str | None = None) -> None:
         self.root = root
         self.admin = root / "admin"
         self.lab = lab
         self.nodes: dict[str, NodeHandle] = {}
         self.disks_per_node = disks
         self.sites = sites
-        sofsctl(self.admin, "cluster", "create")
+        # etcd: its endpoints; the admin dir's pki then holds the CA and etcd-client.crt/.key
+        sofsctl(self.admin, "cluster", "create", *(["--etcd", etcd] if etcd else []))
         for i in range(nodes):
             self.add_node(f"n{i + 1}")
 

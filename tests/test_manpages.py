@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 import pytest
 
+from chunkstore.authority import binding
 from chunkstore.disk.marker import MARKER_NAME
 from chunkstore.healing.healer import Healer
 from chunkstore.net import node as node_daemon
@@ -223,6 +224,13 @@ def _file_keys(tmp: Path) -> dict[str, dict[str, object]]:
     node_keys.update({f.name: getattr(Limits(), f.name) for f in dataclasses.fields(Limits)})
     keys["node.json"] = node_keys
 
+    bound = tmp / "bound"
+    (bound / "pki").mkdir(parents=True)
+    for name in ("ca.crt", "etcd-client.crt", "etcd-client.key"):
+        (bound / "pki" / name).write_text("")
+    binding.write(bound, "10.0.0.1:2379")
+    keys["etcd.json"] = {k: MISSING for k in json.loads((bound / binding.BINDING_FILE).read_text())}
+
     state = tmp / "node-state.json"
     node_daemon._write_state(str(state), 7700, "127.0.0.1", "n1")
     keys["the node state file"] = {k: MISSING for k in json.loads(state.read_text())}
@@ -292,7 +300,7 @@ def file_keys(tmp_path_factory):
 
 
 FILES = _sections(MAN / "sofs-files.5")
-FILE_SECTIONS = ["cluster.json", "ring.json", "clustermap.json", "node.json",
+FILE_SECTIONS = ["cluster.json", "ring.json", "clustermap.json", "etcd.json", "node.json",
                  "the node state file", "DISK", "healer.json", "volume.json", "checkpoint.json",
                  "snapshots.json", "snapshot-schedule.json", "run/mounts/NAME.json", "exports/VOLUME-KIND/spec.json",
                  "exports/VOLUME-KIND/state.json"]

@@ -76,15 +76,16 @@ def change(etcd: EtcdClient, cluster_id: str, fn: Callable[[ClusterMap], Cluster
     """Apply ``fn`` to the map in etcd and store the result by compare-and-swap; ``check``
     (old, new) may refuse the change (raise). MapConflict if the map changed between the read
     and the swap: nothing was changed, the caller retries (or tells its user to) on the new
-    map. The new map must be the next epoch of the old one."""
+    map. The new map must be of a later epoch (a change of several steps, such as a node and
+    its disks, is swapped in at once: its intermediate epochs never exist anywhere)."""
     current = read(etcd, cluster_id)
     if current is None:
         raise MapError(f"cluster {cluster_id} has no map in etcd (sofsctl cluster create "
                        "--etcd)")
     new = fn(current.cmap)
-    if new.epoch != current.cmap.epoch + 1 or new.cluster_id != cluster_id:
-        raise MapError(f"a change must make epoch {current.cmap.epoch + 1} of cluster "
-                       f"{cluster_id}, not epoch {new.epoch} of {new.cluster_id}")
+    if new.epoch <= current.cmap.epoch or new.cluster_id != cluster_id:
+        raise MapError(f"a change must make a later epoch than {current.cmap.epoch} of "
+                       f"cluster {cluster_id}, not epoch {new.epoch} of {new.cluster_id}")
     if check is not None:
         check(current.cmap, new)
     ok, revision = etcd.put_if(map_key(cluster_id), new.to_json().encode(), current.revision)

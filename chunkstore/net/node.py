@@ -9,6 +9,9 @@ Config file: JSON, described (and parsed) in :mod:`chunkstore.net.nodeconfig`.
 ``--metrics HOST:PORT`` serves Prometheus metrics there (:mod:`chunkstore.net.nodemetrics`,
 from a thread: :mod:`chunkstore.metricsendpoint`); off by default.
 
+With an etcd binding beside the config (``etcd.json``, :mod:`chunkstore.authority.binding`)
+the node follows the cluster map in etcd (:mod:`chunkstore.net.mapfollow`).
+
 Shutdown on SIGTERM or SIGINT: stop accepting, stop reading new requests, let in-flight ones
 finish (at most ``shutdown_grace`` seconds), close the connections and the DiskStores, remove
 the state file, exit 0. Exit status 2: could not start (config, secret, disks, bind).
@@ -38,9 +41,12 @@ import trio
 
 from chunkstore import sdnotify
 from chunkstore.atomicfile import atomic_write
+from chunkstore.authority import binding
+from chunkstore.authority.etcd import EtcdClient
 from chunkstore.disk.store import DiskStore
 from chunkstore.errors import AuthError, ConfigError
 from chunkstore.metricsendpoint import MetricsEndpoint, MetricsEndpointError, new_registry, parse_address, serve_metrics
+from chunkstore.net.mapfollow import MapFollower
 from chunkstore.net.nodeconfig import NodeConfig
 from chunkstore.net.nodemetrics import NodeMetrics
 from chunkstore.net.server import Node, open_disks
@@ -72,14 +78,24 @@ def _remove_state(path: str) -> None:
 async def _amain(
     config: NodeConfig, secret: bytes, stores: dict[str, DiskStore], down: dict[str, str], state_file: str | None,
     metrics: NodeMetrics | None = None, metrics_port: int | None = None,
+    etcd: EtcdClient | None = None,
 ) -> None:
     node = Node(config, secret, stores, down, metrics)
+    following = trio.CancelScope()
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         listeners = await trio.open_tcp_listeners(config.port, host=config.host)  # OSError: cannot bind
         port = listeners[0].socket.getsockname()[1]
         log.info("node %s listening on %s:%d", config.node_id, config.host, port)
         async with trio.open_nursery() as nursery:
             await nursery.start(node.serve, listeners)
+            if etcd is not None and config.cluster_id:
+                follower = MapFollower(etcd, config.cluster_id, node.adopt_map)
+
+                async def follow() -> None:
+                    with following:
+                        await follower.run()
+
+                nursery.start_soon(follow)
             if state_file:
                 _write_state(state_file, port, config.host, config.node_id, metrics_port)
             sdnotify.notify(f"READY=1\nSTATUS=node {config.node_id} serving {len(stores)} disks "
@@ -88,6 +104,7 @@ async def _amain(
                 log.info("received %s: shutting down", signal.Signals(signum).name)
                 sdnotify.notify("STOPPING=1")
                 node.request_stop()
+                following.cancel()
                 break
 
 
@@ -134,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = NodeConfig.load(args.config)
         secret = load_secret(config.secret_file)
+        etcd = binding.client(os.path.dirname(os.path.abspath(args.config)))
+        if etcd is not None and not config.cluster_id:
+            raise ConfigError(f"{args.config} names no cluster_id: a node that follows the "
+                              "map in etcd must know its cluster")
     except (ConfigError, AuthError) as e:
         log.error("cannot start: %s", e)
         return 2
@@ -150,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     stores, down = open_disks(config)
     try:
         trio.run(_amain, config, secret, stores, down, args.state_file, metrics,
-                 endpoint.port if endpoint is not None else None)
+                 endpoint.port if endpoint is not None else None, etcd)
     except OSError as e:
         log.error("cannot listen on %s:%d: %s", config.host, config.port, e)
         return 2

@@ -460,6 +460,11 @@ class Node:
 
     async def _take_map(self, c: _Conn, doc: bytes) -> int:
         """MAP_PUT: keep a valid, newer map of our cluster; answer our epoch either way."""
+        return await self.adopt_map(doc, c.peer)
+
+    async def adopt_map(self, doc: bytes, source: str) -> int:
+        """Keep ``doc`` if it is a valid, newer map of our cluster (from a MAP_PUT or the
+        etcd follower, :mod:`chunkstore.net.mapfollow`); our epoch either way."""
         def parse() -> ClusterMap:
             return ClusterMap.from_json(doc)
 
@@ -469,7 +474,7 @@ class Node:
         if new.epoch > self.map_epoch:
             await trio.to_thread.run_sync(new.save, self.config.map_file)
             self.map_doc, self.map_epoch = bytes(doc), new.epoch
-            log.info("%s: cluster map epoch %d adopted", c.peer, new.epoch)
+            log.info("%s: cluster map epoch %d adopted", source, new.epoch)
         elif new.epoch == self.map_epoch and bytes(doc) != self.map_doc and self.map_doc:
             current = ClusterMap.from_json(self.map_doc)
             if current.fingerprint() != new.fingerprint():

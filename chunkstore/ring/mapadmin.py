@@ -5,6 +5,12 @@ holds the map and the secret (see :mod:`chunkstore.ring.net`); a change reads th
 among the local copy and every reachable node (a higher epoch always wins), applies one
 change (a new epoch), saves it, and offers it to every node over the wire (MAP_PUT). Nodes
 that are unreachable get it later from any client's heartbeat.
+
+A cluster made with etcd (``cluster create --etcd``) keeps its map there: a change is made by
+compare-and-swap on etcd's copy (:mod:`chunkstore.authority.mapstore`), so two admins never
+fork it (the later one gets MapConflict, "retry"), and none is made while etcd is
+unreachable. The nodes follow etcd's map themselves (:mod:`chunkstore.net.mapfollow`); the
+offer over the wire only makes it quicker.
 """
 
 from __future__ import annotations
@@ -14,11 +20,14 @@ import json
 import os
 import secrets
 import uuid
+from dataclasses import dataclass
 from typing import Callable
 
 from chunkstore.atomicfile import atomic_write
+from chunkstore.authority import binding, mapstore
+from chunkstore.authority.etcd import EtcdClient
 from chunkstore.disk.store import DiskStore
-from chunkstore.errors import ChunkStoreError, ClusterMismatch, MapError
+from chunkstore.errors import ChunkStoreError, ClusterMismatch, ConfigError, EtcdUnavailable, MapError
 from chunkstore.net.client import RemoteDisk
 from chunkstore.net.wire import load_secret, validate_id
 from chunkstore.placement.clustermap import ClusterMap, NodeInfo, split_address
@@ -27,18 +36,37 @@ from chunkstore.placement.ring import DEFAULT_VNODES
 from chunkstore.ring.net import offer_map
 
 
-def create_cluster(data_dir: str | os.PathLike, vnodes: int = DEFAULT_VNODES) -> ClusterMap:
-    """A new networked cluster: an empty map (epoch 1) and a fresh secret in ``data_dir``."""
+def create_cluster(data_dir: str | os.PathLike, vnodes: int = DEFAULT_VNODES,
+                   etcd_endpoints: str | None = None) -> ClusterMap:
+    """A new networked cluster: an empty map (epoch 1) and a fresh secret in ``data_dir``.
+    With ``etcd_endpoints`` the cluster agrees through that etcd: the endpoints are recorded
+    (:mod:`chunkstore.authority.binding`) and the map is put there first; nothing is made
+    here if etcd cannot be reached."""
     data_dir = os.fspath(data_dir)
     os.makedirs(data_dir, exist_ok=True)
-    for name in (MAP_FILE, SECRET_FILE, CLUSTER_FILE):
+    for name in (MAP_FILE, SECRET_FILE, CLUSTER_FILE, binding.BINDING_FILE):
         if os.path.exists(os.path.join(data_dir, name)):
             raise ClusterMismatch(f"{data_dir} already holds a cluster ({name})")
+    cmap = ClusterMap.create(str(uuid.uuid4()), vnodes)
+    if etcd_endpoints is not None:
+        binding.write(data_dir, etcd_endpoints)
+        try:
+            with _etcd(data_dir) as etcd:
+                mapstore.seed(etcd, cmap)
+        except BaseException:
+            os.unlink(binding.binding_path(data_dir))
+            raise
     write_secret(os.path.join(data_dir, SECRET_FILE),
                  base64.b64encode(secrets.token_bytes(32)))
-    cmap = ClusterMap.create(str(uuid.uuid4()), vnodes)
     cmap.save(os.path.join(data_dir, MAP_FILE))
     return cmap
+
+
+def _etcd(data_dir: str | os.PathLike) -> EtcdClient:
+    etcd = binding.client(data_dir)
+    if etcd is None:
+        raise ConfigError(f"{data_dir} has no etcd binding ({binding.BINDING_FILE})")
+    return etcd
 
 
 def write_secret(path: str, secret: bytes) -> None:
@@ -68,6 +96,7 @@ def init_node(node_dir: str | os.PathLike, data_dir: str | os.PathLike, node_id:
     config_path = os.path.join(node_dir, "node.json")
     if os.path.exists(config_path):
         raise ClusterMismatch(f"{config_path} exists: this node is already set up")
+    binding.bind_node(data_dir, node_dir, node_id)
     entries = []
     root = disk_root or os.path.join(node_dir, DISKS_DIR)
     os.makedirs(root, exist_ok=True)
@@ -96,9 +125,20 @@ def _node_handle(cmap: ClusterMap, node_id: str, secret: bytes, timeout: float) 
 
 
 def newest_map(data_dir: str | os.PathLike, timeout: float = 3.0) -> ClusterMap:
-    """The newest map among the local copy and every reachable node (saved locally)."""
+    """The newest map: etcd's when the cluster has one and it answers, else the newest among
+    the local copy and every reachable node (saved locally)."""
     data_dir = os.fspath(data_dir)
     cmap = load_map(data_dir)
+    if binding.load(data_dir) is not None:
+        try:
+            with _etcd(data_dir) as etcd:
+                stored = mapstore.read(etcd, cmap.cluster_id)
+        except EtcdUnavailable:
+            stored = None  # the last map known here and on the nodes, below
+        if stored is not None:
+            if stored.cmap.epoch > cmap.epoch:
+                stored.cmap.save(os.path.join(data_dir, MAP_FILE))
+            return stored.cmap
     secret = load_secret(os.path.join(data_dir, SECRET_FILE))
     best = cmap
     for node in cmap.nodes:
@@ -137,14 +177,58 @@ def change_map(data_dir: str | os.PathLike, change: Callable[[ClusterMap], Clust
     take it). A change that would leave fewer than ``min_placing`` disks holding data (the
     widest policy in use: its chunks could no longer be placed, nor found by placement) is
     refused with MapError, unless the map already had that few."""
-    current = newest_map(data_dir)
-    new = change(current)
-    have, left = len(current.placing_disks()), len(new.placing_disks())
-    if left < min_placing and left < have:
-        raise MapError(f"the change would leave {left} disks holding data, fewer than the "
-                       f"{min_placing} pieces of the widest policy in use: add disks first")
+    def check(current: ClusterMap, new: ClusterMap) -> None:
+        have, left = len(current.placing_disks()), len(new.placing_disks())
+        if left < min_placing and left < have:
+            raise MapError(f"the change would leave {left} disks holding data, fewer than the "
+                           f"{min_placing} pieces of the widest policy in use: add disks first")
+
+    if binding.load(data_dir) is not None:
+        new = _change_in_etcd(data_dir, change, check)
+    else:
+        current = newest_map(data_dir)
+        new = change(current)
+        check(current, new)
     new.save(os.path.join(os.fspath(data_dir), MAP_FILE))
     return new, publish(data_dir, new)
+
+
+def _change_in_etcd(data_dir: str | os.PathLike, change: Callable[[ClusterMap], ClusterMap],
+                    check: Callable[[ClusterMap, ClusterMap], None]) -> ClusterMap:
+    """The change made by compare-and-swap in etcd (MapConflict: someone changed it first)."""
+    cluster_id = load_map(data_dir).cluster_id
+    try:
+        with _etcd(data_dir) as etcd:
+            return mapstore.change(etcd, cluster_id, change, check).cmap
+    except EtcdUnavailable as e:
+        raise EtcdUnavailable(f"no map change while etcd is unreachable ({e}); the nodes "
+                              "and clients go on with the map they have") from None
+
+
+@dataclass(frozen=True)
+class EtcdView:
+    """What ``sofsctl status`` says of the cluster's etcd: whether it answers and the map
+    epoch it holds (None when it does not answer, or holds no map)."""
+
+    endpoints: tuple[str, ...]
+    reachable: bool
+    map_epoch: int | None
+    error: str | None
+
+
+def etcd_view(data_dir: str | os.PathLike, timeout: float = 2.0) -> EtcdView | None:
+    """The cluster's etcd as seen from here, or None if the cluster has none."""
+    bound = binding.load(data_dir)
+    if bound is None:
+        return None
+    etcd = binding.client(data_dir, timeout=timeout)
+    assert etcd is not None
+    try:
+        with etcd:
+            stored = mapstore.read(etcd, load_map(data_dir).cluster_id)
+    except ChunkStoreError as e:  # EtcdUnavailable, a refused certificate, a damaged map
+        return EtcdView(bound.endpoints, False, None, str(e))
+    return EtcdView(bound.endpoints, True, None if stored is None else stored.cmap.epoch, None)
 
 
 def node_reachability(data_dir: str | os.PathLike, timeout: float = 2.0

@@ -83,11 +83,14 @@ def test_a_refused_or_malformed_change_changes_nothing(one):
 
     with pytest.raises(MapError, match="too few"):
         mapstore.change(etcd, CID, lambda m: m.add_node("n2", "10.0.0.2:7700"), refuse)
-    with pytest.raises(MapError, match="must make epoch"):
-        mapstore.change(etcd, CID, lambda m: m.add_node("n2", "a:1").add_node("n3", "b:1"))
-    with pytest.raises(MapError, match="must make epoch"):
+    with pytest.raises(MapError, match="must make a later epoch"):
         mapstore.change(etcd, CID, lambda m: m)
+    with pytest.raises(MapError, match="must make a later epoch"):
+        mapstore.change(etcd, CID, lambda m: ClusterMap.create("other").add_node("n2", "a:1"))
     assert mapstore.read(etcd, CID) == before
+    # a change of several steps is swapped in at once
+    two = mapstore.change(etcd, CID, lambda m: m.add_node("n2", "a:1").add_node("n3", "b:1"))
+    assert two.cmap.epoch == before.cmap.epoch + 2 and mapstore.read(etcd, CID) == two
 
 
 def test_a_damaged_map_in_etcd_is_an_error_not_a_guess(one):
