@@ -119,3 +119,9 @@ class NoCheckpoint(CheckpointError):
 class SnapshotUnreadable(MetadataDamaged):
     """A snapshot's catalog or metadata (:mod:`sofs.snapshot`) cannot be read: the garbage
     collector stops, deleting nothing, rather than delete chunks the snapshot may reference."""
+
+
+class ReferencesUnknown(FsError):
+    """What a volume references, or which chunks the RING holds, could not be listed in full
+    (an unreadable snapshot, a disk whose pieces do not list, checkpoints that do not read):
+    no chunk may then be called unreferenced, so nothing is handed to the collector."""

@@ -25,7 +25,7 @@ from exporters.registry import stop_exports
 from exporters.service import listen_problem
 from fuse_mount import control, ringhost, runstate
 from sofs import errors as ferr
-from sofs.fsck import FsckReport, Problem, check_volume
+from sofs.fsck import UNREFERENCED_CHUNK, FsckReport, Problem, check_volume
 from sofs.volume import create_volume, protection_for
 from sofs.worm.policy import DomainPolicy, format_duration
 
@@ -383,12 +383,28 @@ def umount(home: Path, mountpoint: str, timeout: float) -> None:
 
 # what fsck's phases count (sofs.fsck: progress(phase, done, total_or_0))
 FSCK_UNITS = {"inodes": "inodes", "keys": "keys", "blocks": "blocks", "refcounts": "chunks",
+              "unreferenced": "chunks",
               "entries": "entries", "repair": "fixes"}
 
 
 def _report_from_json(d: dict) -> FsckReport:
     return FsckReport(**{**d, "problems": tuple(Problem(**p) for p in d["problems"]),
                          "open_orphans": tuple(d["open_orphans"])})
+
+
+def _echo_unreferenced(report: FsckReport, verbose: bool) -> None:
+    """``unreferenced chunks: 3 (1.2 MiB), queued for the collector: KEY KEY KEY``."""
+    if not report.unreferenced:
+        return
+    chunks = [p for p in report.problems if p.kind == UNREFERENCED_CHUNK]
+    keys = [p.detail.split()[1].rstrip(":") for p in chunks]
+    shown = keys if verbose else keys[:5]
+    more = "" if len(shown) == len(keys) else f" (and {len(keys) - len(shown)} more: --verbose)"
+    fate = (", queued for the collector (deleted after its grace period)"
+            if all(p.repaired for p in chunks) else
+            ", reclaimed by --repair (through the collector)")
+    click.echo(f"unreferenced chunks: {report.unreferenced} ({human(report.unreferenced_bytes)})"
+               f"{fate}: {' '.join(shown)}{more}")
 
 
 def _check_offline(home: Path, name: str, repair: bool, bars: PhaseLines) -> FsckReport:
@@ -413,11 +429,15 @@ def _check_offline(home: Path, name: str, repair: bool, bars: PhaseLines) -> Fsc
 @click.argument("name")
 @click.option("--repair", is_flag=True,
               help="Fix what can be fixed (orphans to /lost+found, link counts, refcounts, "
-                   "stale keys); referenced data is never deleted. Needs the volume unmounted.")
+                   "stale keys; unreferenced chunks go to the collector, deleted after its "
+                   "grace period); referenced data is never deleted. Needs the volume "
+                   "unmounted.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the report as JSON (schema in sofsctl(8)); same exit status.")
+@click.option("--verbose", is_flag=True,
+              help="List every unreferenced chunk (by default the count, bytes and a few keys).")
 @pass_home
-def fsck(home: Path, name: str, repair: bool, as_json: bool) -> None:
+def fsck(home: Path, name: str, repair: bool, as_json: bool, verbose: bool) -> None:
     """Check volume NAME's metadata against itself and the chunk store.
 
     A mounted volume is checked in place: its mount process checks a consistent checkpoint
@@ -453,19 +473,22 @@ def fsck(home: Path, name: str, repair: bool, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"format": 1, "volume": name, **dataclasses.asdict(report)},
                               indent=1))
-        sys.exit(0 if all(p.repaired for p in shown) else 4)
+        sys.exit(0 if all(p.repaired or p.kind == UNREFERENCED_CHUNK for p in shown) else 4)
     click.echo(f"volume {name}: {report.inodes} inodes ({report.files} files, "
                f"{report.directories} directories, {report.symlinks} symlinks), "
                f"{report.blocks} blocks in {report.chunks} chunks, {human(report.bytes)}")
-    for p in shown[:50]:
+    listed = [p for p in shown if p.kind != UNREFERENCED_CHUNK]
+    for p in listed[:50]:
         where = f"inode {p.ino}: " if p.ino is not None else ""
         fixed = " [repaired]" if p.repaired else ""
         click.echo(f"{p.kind}: {where}{p.detail}{fixed}")
-    if len(shown) > 50:
-        click.echo(f"... and {len(shown) - 50} more")
+    if len(listed) > 50:
+        click.echo(f"... and {len(listed) - 50} more")
+    _echo_unreferenced(report, verbose)
     if report.open_orphans:
         click.echo(f"{len(report.open_orphans)} files unlinked while open: freed at next mount")
-    left = [p for p in shown if not p.repaired]
+    # unreferenced chunks are space to reclaim (a crash leaves some), not an inconsistency
+    left = [p for p in shown if not p.repaired and p.kind != UNREFERENCED_CHUNK]
     if not left:
         click.echo(f"clean ({report.repaired} problems repaired)" if report.repaired else "clean")
         return

@@ -64,6 +64,8 @@ def _print(facts: StatusFacts) -> None:
                    f"{time.strftime('%H:%M:%S', time.localtime(j.get('started', 0)))}")
     else:
         click.echo(hv.chunk_line(h, [d.id for d in disks if d.state != "up"]))
+    if facts.repair_log and facts.repair_log.get("needs_repair"):
+        click.echo(repair_debt_line(facts.repair_log, time.time()))
     if not facts.networked and facts.rebuild and facts.rebuild.get("state") == "rebuilding":
         click.echo(_sweep_line(facts.rebuild))
     if facts.ring_host is not None:
@@ -87,6 +89,29 @@ def _print(facts: StatusFacts) -> None:
     for v in facts.volumes:
         click.echo(f"volume {v.config.name}: {v.config.large_policy}/{v.config.small_policy}, "
                    f"{_where(v)}")
+
+
+def repair_debt_line(counts: dict[str, int], now: float) -> str:
+    """``repair debt: 3 chunks owe pieces (oldest noted 12 min ago); ...`` from the repair
+    log's counts (:meth:`chunkstore.ring.repairlog.RepairLog.counts`): chunks written with
+    only the write quorum, or read with a piece missing, that the repair sweep completes."""
+    n = counts["needs_repair"]
+    oldest = counts.get("oldest_needs_repair") or 0
+    age = f" (oldest noted {_age(max(0.0, now - oldest))} ago)" if oldest else ""
+    owe = "chunk owes" if n == 1 else "chunks owe"
+    return (f"repair debt: {n} {owe} pieces{age}; the repair "
+            "sweep completes them (a running mount's healer on its own while every disk is "
+            "up, or now: sofsctl repair)")
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 86400:.0f} days"
 
 
 def _sweep_line(rb: dict) -> str:

@@ -86,6 +86,10 @@ class StatusFacts:
     counted: bool = True                   # False: the ring was busy, chunks not counted
     ring_host: dict[str, Any] | None = None  # embedded: the host serving the disks, if one runs
     etcd: dict[str, Any] | None = None     # networked with etcd: whether it answers, its epoch
+    # the repair log's counts (chunkstore.ring.repairlog.RepairLog.counts): chunks that owe
+    # pieces (quorum-only writes, degraded reads), deleted chunks with pieces left, and when
+    # the oldest debt was noted; None when no process holding the ring answered
+    repair_log: dict[str, int] | None = None
 
     def to_json(self) -> dict[str, Any]:
         h = self.health
@@ -110,6 +114,7 @@ class StatusFacts:
             "rebuild": self.rebuild,
             "ring_host": self.ring_host,
             "etcd": self.etcd,
+            "repair_log": self.repair_log,
             "volumes": [_volume_json(v) for v in self.volumes],
             "exports": [{"volume": e.volume, "kind": e.kind, "state": e.state, "bind": e.bind,
                          "port": e.port, "clients": e.who, "restarts": e.restarts,
@@ -134,7 +139,7 @@ def gather(home: Path) -> StatusFacts:
     networked = is_networked(home)
     disks = [] if networked else local_disks(home)
     job = None if networked else running_job(home)
-    h = _health(home) if job is None else _uncounted(home, disks)
+    h, repair_log = _health(home) if job is None else (_uncounted(home, disks), None)
     # a directory that looks right but does not open (a damaged index) is not "up"
     disks = [dataclasses.replace(d, state="UNAVAILABLE") if d.state == "up" and
              d.id in h.disks_unavailable else d for d in disks]
@@ -203,7 +208,7 @@ def gather(home: Path) -> StatusFacts:
         verdict=hv.combine(reasons), health=h, disks=disks, problems=problems,
         volumes=facts, exports=exports, nodes=node_facts(home) if networked else [],
         cluster=cluster, rebuild=rebuild, job=job, counted=job is None,
-        ring_host=None if networked else _host_view(home),
+        ring_host=None if networked else _host_view(home), repair_log=repair_log,
         etcd=None if etcd is None else dataclasses.asdict(etcd))
 
 
@@ -262,8 +267,25 @@ def checkpoint_interval(st: dict) -> float:
 
 # --- facts ---------------------------------------------------------------------------------
 
-def _health(home: Path) -> HealthReport:
-    h = ring_job(home, "health", lambda ring, p: run_health(ring))
+REPAIR_LOG_LIMIT = 100_000  # repair log entries read by one status, at most
+
+
+def _health(home: Path) -> tuple[HealthReport, dict[str, int] | None]:
+    """The ring's chunk counts, and its repair log's (read here with the ring, else asked of
+    the process holding it; None if that does not answer)."""
+    h = ring_job(home, "health", lambda ring, p: {
+        **dataclasses.asdict(run_health(ring)),
+        "repair_log": ring.repair_log.counts(REPAIR_LOG_LIMIT)})
+    repair_log = h.get("repair_log")
+    if repair_log is None:  # a mount process or the ring host ran the count
+        try:
+            repair_log = control.call(home, "healer-metrics", timeout=10).get("repair_log")
+        except control.MountError:
+            repair_log = None
+    return _health_report(h), repair_log
+
+
+def _health_report(h: dict) -> HealthReport:
     return HealthReport(chunks=h["chunks"], protected=h["protected"], degraded=h["degraded"],
                         unrecoverable=h["unrecoverable"], pieces=h["pieces"],
                         disks_total=h["disks_total"],

@@ -1,7 +1,8 @@
 """The filesystem checker: proves a volume's metadata consistent, and repairs what is not.
 
 :func:`check` reads one volume's metadata (:mod:`sofs.schema`) with one scan per key prefix and
-checks it against itself and, when given a chunk store, against the stored chunks. The volume must
+checks it against itself and, when given a chunk store, against the stored chunks (and, by
+:func:`check_volume` on a RING, looks for the volume's chunks that nothing references). The volume must
 not be in use: the caller opens its :class:`~sofs.metadata.MetaStore` exclusively (a mounted
 volume holds the lock, so opening it fails rather than racing a live filesystem).
 
@@ -9,7 +10,8 @@ The package, by job: :mod:`.scan` reads the metadata into the working state (:mo
 inode attributes in ``array`` columns, so memory stays compact); :mod:`.refcounts` checks the
 chunk counts and the collector queue; :mod:`.chunks` asks the chunk store whether referenced
 chunks exist (and finds leaked ones); :mod:`.namespace` plans what is wrong with the tree and
-what repair would do; :mod:`.repair` applies that plan; :mod:`.report` holds the records
+what repair would do; :mod:`.leaks` finds the volume's unreferenced chunks on the RING;
+:mod:`.repair` applies that plan; :mod:`.report` holds the records
 handed back; :mod:`.checker` runs the phases in order.
 
 Problem kinds (``Problem.kind``), and what ``repair=True`` does about each:
@@ -54,6 +56,13 @@ kind                        repair
 ``zero-refcount-not-queued`` an ``R`` count of 0 without a ``G`` queue entry: queued (due now).
 ``missing-chunk``           with a store: a referenced chunk is not there (LocalRing: fewer than
                             its policy's minimum pieces on the disks); never repaired here.
+``unreferenced-chunk``      with a RING (offline checks only): a chunk of this volume (its payload
+                            carries the volume id) with pieces on the disks that no block,
+                            refcount, snapshot or metadata checkpoint of the volume names
+                            (:mod:`.leaks`): a zero refcount and a collector queue entry due one
+                            grace period later; the collector deletes it then if still
+                            unreferenced and unpinned. Never deleted here. A listing that fails
+                            raises ReferencesUnknown before any repair.
 ==========================  ========================================================================
 
 After a repair a second check is clean, except for ``missing-chunk`` (data that is gone stays
@@ -62,7 +71,7 @@ next mount frees them). Every repair is staged in metadata WriteBatches committe
 ``sync=True``; referenced chunks are never deleted: released ones go through the collector.
 
 Progress phases (``progress(phase, done, total_or_0)``): ``superblock``, ``inodes``, ``keys``,
-``blocks``, ``refcounts``, ``entries``, ``namespace``, ``repair``.
+``blocks``, ``refcounts``, ``unreferenced`` (with a RING), ``entries``, ``namespace``, ``repair``.
 
 :func:`unreferenced_chunks` lists chunks stored on a LocalRing's disks that no volume references
 (leaked by a crash between storing a chunk and committing its reference).
@@ -70,6 +79,7 @@ Progress phases (``progress(phase, done, total_or_0)``): ``superblock``, ``inode
 
 from .checker import check, check_volume
 from .chunks import ChunkProbe, unreferenced_chunks
+from .leaks import LeakSearch, find_unreferenced
 from .report import (
     BAD_RECORD,
     BLOCK_BEYOND_EOF,
@@ -85,6 +95,7 @@ from .report import (
     REFCOUNT_MISSING,
     STALE_KEY,
     SUPERBLOCK,
+    UNREFERENCED_CHUNK,
     WRONG_NLINK,
     WRONG_PARENT,
     ZERO_REFCOUNT_NOT_QUEUED,
@@ -100,4 +111,5 @@ __all__ = [
     "DANGLING_ENTRY", "ENTRY_WITHOUT_COOKIE", "COOKIE_WITHOUT_ENTRY", "DIRECTORY_HARD_LINK",
     "WRONG_PARENT", "ORPHAN_INODE", "WRONG_NLINK", "STALE_KEY", "BLOCK_BEYOND_EOF",
     "REFCOUNT_MISMATCH", "REFCOUNT_MISSING", "ZERO_REFCOUNT_NOT_QUEUED", "MISSING_CHUNK",
+    "UNREFERENCED_CHUNK", "LeakSearch", "find_unreferenced",
 ]

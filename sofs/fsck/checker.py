@@ -10,6 +10,8 @@ from pathlib import Path
 
 from chunkstore.api import ChunkStore
 from chunkstore.clock import SYSTEM_CLOCK, Clock
+from chunkstore.placement.keys import ChunkRef
+from chunkstore.ring.datapath import RingStore
 
 from .. import schema
 from ..metadata import Batch, MetaStore
@@ -17,6 +19,7 @@ from ..timestamps import wall_ns
 from ..volume import load_volume, volume_dir
 from . import namespace, scan
 from .chunks import ChunkProbe
+from .leaks import DEFAULT_GRACE_S, LeakSearch, check_unreferenced
 from .refcounts import scan_refcounts
 from .repair import apply_fixes
 from .report import SUPERBLOCK, FsckReport, Problem, Progress
@@ -25,12 +28,14 @@ from .state import MARK_NEW, STAGE_STALE, CheckState, le
 
 def check(meta: MetaStore, store: ChunkStore | None = None, *, block_size: int,
           repair: bool = False, progress: Progress | None = None,
-          clock: Clock = SYSTEM_CLOCK) -> FsckReport:
+          clock: Clock = SYSTEM_CLOCK, leaks: LeakSearch | None = None) -> FsckReport:
     """Check one volume (see :mod:`sofs.fsck`); with ``repair`` fix what can be fixed.
 
     The volume must not be in use. ``block_size`` is the volume's (``VolumeConfig.block_size``).
     ``clock`` dates rebuilt inodes and the collector queue entries a repair makes (the system
-    clock by default).
+    clock by default). With ``leaks``, the volume's chunks on the RING that nothing references
+    are looked for too (:mod:`.leaks`; ReferencesUnknown, before any repair, if a listing
+    fails).
     """
     st = CheckState(meta, ChunkProbe(store) if store is not None else None, block_size,
                     progress, wall_ns(clock))
@@ -40,6 +45,9 @@ def check(meta: MetaStore, store: ChunkStore | None = None, *, block_size: int,
     scan.scan_keys(st)
     scan.scan_blocks(st)
     scan_refcounts(st)
+    if leaks is not None:
+        st.tick("unreferenced", 0, 0, force=True)
+        st.unreferenced = check_unreferenced(st, leaks)
     scan.scan_entries(st)
     namespace.plan_namespace(st)
     namespace.plan_superblock(st)
@@ -93,24 +101,32 @@ def _report(st: CheckState, repair: bool) -> FsckReport:
             links += 1
     problems = tuple(Problem(f.kind, f.ino, f.detail, i in done)
                      for i, f in enumerate(st.found) if f.kind)
+    leaked: list[ChunkRef] | None = st.unreferenced
     return FsckReport(inodes=inodes, directories=dirs, files=files, symlinks=links,
                       blocks=st.nblocks, chunks=st.nchunks, bytes=total, problems=problems,
                       repaired=sum(p.repaired for p in problems),
-                      open_orphans=tuple(sorted(st.open_orphans)))
+                      open_orphans=tuple(sorted(st.open_orphans)),
+                      unreferenced=None if leaked is None else len(leaked),
+                      unreferenced_bytes=sum(r.size for r in leaked or ()))
 
 
 def check_volume(data_dir: Path, name: str, store: ChunkStore | None = None, *,
-                 repair: bool = False, progress: Progress | None = None) -> FsckReport:
+                 repair: bool = False, progress: Progress | None = None,
+                 gc_grace_s: float = DEFAULT_GRACE_S) -> FsckReport:
     """:func:`check` of the volume ``name`` under ``data_dir`` (unmounted: VolumeError if its
     metadata is in use). A volume never mounted has no metadata yet: it is clean, and
-    nothing is created."""
+    nothing is created. On a RING, its unreferenced chunks are looked for too; repair queues
+    them for the collector, due ``gc_grace_s`` later."""
     config = load_volume(data_dir, name)
-    path = volume_dir(data_dir, name) / "meta"
+    vdir = volume_dir(data_dir, name)
+    path = vdir / "meta"
     if not path.is_dir():
         return FsckReport(0, 0, 0, 0, 0, 0, 0, (), 0)
     meta = MetaStore(path)
     try:
+        leaks = (LeakSearch(store, vdir, config.uuid, gc_grace_s)
+                 if isinstance(store, RingStore) else None)
         return check(meta, store, block_size=config.block_size, repair=repair,
-                     progress=progress)
+                     progress=progress, leaks=leaks)
     finally:
         meta.close()

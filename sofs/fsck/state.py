@@ -205,6 +205,7 @@ class CheckState:
         self.next_cookie = 0
         self.lost_found: int | None = None
         self.open_orphans: list[int] = []
+        self.unreferenced: list[ChunkRef] | None = None  # None: not looked for (.leaks)
         # counts
         self.nblocks = 0
         self.nchunks = 0

@@ -15,7 +15,7 @@ from chunkstore.healing.verdict import Level
 from chunkstore.ring.open import open_ring
 from sofsctl.statusfacts import checkpoint_reason, dead_mount_reason, export_reason, overtaken_reason
 
-from .cli import ROOT, make_embedded_ring, sofsctl
+from .cli import PROTECTION, ROOT, make_embedded_ring, sofsctl
 
 
 @pytest.fixture
@@ -204,3 +204,27 @@ def test_status_while_an_offline_repair_holds_the_ring(data):
         proc.kill()
         proc.wait()
     assert sofsctl(data, "status").returncode == 0
+
+
+def test_a_quorum_only_write_shows_as_repair_debt(data, tmp_path):
+    """A write acknowledged while a disk was away owes that disk's piece: the repair log has
+    it durably, and status says how many chunks owe pieces, how old the debt is, and what
+    completes it (issue 13)."""
+    import json
+    (data / "disks" / "d3").rename(tmp_path / "d3-away")
+    ring = open_ring(data, instance="test")
+    try:  # ec4+2 on 6 disks: a piece on every disk, d3's cannot be written
+        ring.put(os.urandom(100_000), PROTECTION)
+    finally:
+        ring.close()
+    (tmp_path / "d3-away").rename(data / "disks" / "d3")
+    res = sofsctl(data, "status")
+    debt = [ln for ln in res.stdout.splitlines() if ln.startswith("repair debt: ")]
+    assert len(debt) == 1, res.stdout + res.stderr
+    assert debt[0].startswith("repair debt: 1 chunk owes pieces (oldest noted ")
+    assert "the repair sweep completes them" in debt[0] and "sofsctl repair" in debt[0]
+    doc = json.loads(sofsctl(data, "status", "--json").stdout)
+    assert doc["repair_log"]["needs_repair"] == 1 and doc["repair_log"]["oldest_needs_repair"] > 0
+    assert sofsctl(data, "repair").returncode == 0
+    res = sofsctl(data, "status")
+    assert res.returncode == 0 and "repair debt" not in res.stdout, res.stdout + res.stderr
