@@ -124,8 +124,9 @@ class DiskBackend(Protocol):
     def has(self, key: bytes, frag_idx: int) -> bool:
         """Whether the piece is indexed on this disk."""
 
-    def delete(self, key: bytes, frag_idx: int) -> None:
-        """Tombstone the piece (idempotent)."""
+    def delete(self, key: bytes, frag_idx: int, decided_at: float | None = None) -> None:
+        """Tombstone the piece (idempotent); with ``decided_at``, KeyConflict instead if a put
+        of it landed at or after that time (DiskStore.delete)."""
 
     def pieces(self) -> Iterator[PieceInfo]:
         """Every piece indexed on the disk."""

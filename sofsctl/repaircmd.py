@@ -168,6 +168,8 @@ def _report(report: dict, as_json: bool) -> None:
         click.echo(f"disks back in use: {', '.join(report['disks_revived'])}")
     if report.get("deleted_meanwhile"):
         click.echo(f"chunks deleted while the sweep ran (not lost): {report['deleted_meanwhile']}")
+    for msg in report.get("abandoned", [])[:20]:  # puts that failed below quorum, not lost data
+        click.echo(msg)
     for err in report.get("errors", [])[:20]:
         click.echo(f"error: {err}", err=True)
     for msg in report.get("disks_refused", []):

@@ -19,6 +19,10 @@ Metadata keys (never 21 bytes long):
     b"meta:hwm"   high-water mark, ``>BIQ`` (version 1, container id, offset): every record of
                   the containers before this point is reflected in the index. Written in the
                   same WriteBatch as the entries it covers; recovery scans from here.
+    b"meta:putfloor"  f64 (unix seconds, big-endian): since when put times are kept on this
+                  disk (written at the first open that keeps them).
+    b"t:" + piece id  (23 bytes) f64: when a put of the piece last landed, by the disk's clock
+                  (an idempotent re-put too). Read by conditional deletes (DiskStore.delete).
 """
 
 from __future__ import annotations
@@ -74,6 +78,25 @@ class PieceInfo:
         if version != ENTRY_VERSION:
             raise FormatError(f"unknown index entry version {version}")
         return cls(pid[:20], pid[20], cid, off, length, checksum, PolicyCode.from_bytes(pcode), chunk_size)
+
+
+PUT_FLOOR_KEY = b"meta:putfloor"
+_TIME = struct.Struct(">d")
+
+
+def put_time_key(pid: bytes) -> bytes:
+    """Index key of a piece's last put time."""
+    return b"t:" + pid
+
+
+def encode_put_time(t: float) -> bytes:
+    return _TIME.pack(t)
+
+
+def decode_put_time(value: bytes) -> float:
+    if len(value) != _TIME.size:
+        raise FormatError("bad put time")
+    return float(_TIME.unpack(value)[0])
 
 
 def encode_hwm(cid: int, offset: int) -> bytes:

@@ -26,14 +26,18 @@ from rocksdict import Rdict, WriteBatch, WriteOptions
 
 from chunkstore.disk import container as ctr
 from chunkstore.disk.fdcache import FdCache
-from chunkstore.disk.index import HWM_KEY, PieceInfo, decode_hwm, encode_hwm
+from chunkstore.disk.index import HWM_KEY, PieceInfo, decode_hwm, encode_hwm, encode_put_time, put_time_key
 from chunkstore.errors import DiskUnavailable, FormatError
 
 
-def recover(db: Rdict, cache: FdCache, cdir: str, sync_wopts: WriteOptions) -> tuple[list[int], int]:
+def recover(db: Rdict, cache: FdCache, cdir: str, sync_wopts: WriteOptions,
+            now: float | None = None) -> tuple[list[int], int]:
     """Recover the disk whose index is ``db`` and whose containers are in ``cdir`` (opened
     through ``cache``), following the steps above; a new disk gets container 1. Returns the
-    container ids, oldest first, and the offset in the last (active) one where appends resume."""
+    container ids, oldest first, and the offset in the last (active) one where appends resume.
+    ``now``: the time noted as the last put of every piece re-indexed (its own put time may
+    have been lost with the index write: a later time only makes conditional deletes of it
+    more careful)."""
     raw = db.get(HWM_KEY)
     hwm = decode_hwm(raw) if isinstance(raw, bytes) else None
     cids = ctr.container_ids(cdir)
@@ -85,6 +89,8 @@ def recover(db: Rdict, cache: FdCache, cdir: str, sync_wopts: WriteOptions) -> t
             wb.delete(pid)
         else:
             wb.put(pid, info.encode_value())
+            if now is not None:
+                wb.put(put_time_key(pid), encode_put_time(now))
     wb.put(HWM_KEY, encode_hwm(last, end))
     db.write(wb, sync_wopts)
     return cids, end

@@ -41,6 +41,21 @@ Read path of ``get`` / ``get_piece``: one index lookup, then one ``pread`` of he
 the record header must match the index entry, and the data its checksum unless the caller
 verifies it otherwise (``verify=False``).
 
+An idempotent re-put (the index already names the same piece) reads the stored record and
+checks its header and checksum before it answers: a rotten copy is written again (a new
+record, the index re-pointed, the old one counted dead) instead of being trusted.
+
+Conditional deletes: every put notes, in the index (``put_time_key``, chunkstore.disk.index),
+the time it landed by this disk's clock – an idempotent re-put too, synced since no record
+backs it; an appended put's note is covered by the record (recovery notes every record it
+re-indexes at the recovery time). ``delete(..., decided_at=T)`` refuses (KeyConflict) when
+the piece's last put landed at or after T, or when its put time is unknown and the disk only
+keeps put times since after T (``PUT_FLOOR_KEY``). The check and the notes are made under the
+append lock, so a put and a conditional delete of one piece are ordered. This is what keeps
+the repair sweep's cleanup of a deleted chunk from removing a chunk written again with the
+same content (chunk keys are content addresses) by any process on any node: the disk that
+holds the piece is the one place every writer and the sweep meet (chunkstore.healing.sweep).
+
 Root records (``put_root`` / ``get_root`` / ``list_roots``) live outside the containers and the
 index, in small files of their own: chunkstore.disk.rootfiles.
 
@@ -61,15 +76,24 @@ from typing import Callable, Iterator
 
 from rocksdict import Options, Rdict, WriteOptions
 
+from chunkstore.clock import SYSTEM_CLOCK, Clock
 from chunkstore.disk import compact as compaction
 from chunkstore.disk import container as ctr
 from chunkstore.disk import recovery
 from chunkstore.disk.errorcount import ChecksumErrors
 from chunkstore.disk.fdcache import FdCache
-from chunkstore.disk.index import PieceInfo, iter_pieces, piece_id
+from chunkstore.disk.index import (
+    PUT_FLOOR_KEY,
+    PieceInfo,
+    decode_put_time,
+    encode_put_time,
+    iter_pieces,
+    piece_id,
+    put_time_key,
+)
 from chunkstore.disk.log import ContainerLog, Data
 from chunkstore.disk.marker import MARKER_NAME, DiskMarker, initialise_disk, read_marker
-from chunkstore.disk.pending import DEL, PUT, PendingOp
+from chunkstore.disk.pending import DEL, MOVE, PUT, PendingOp
 from chunkstore.disk.records import CompactReport, DiskStats
 from chunkstore.disk.rootfiles import RootFiles
 from chunkstore.errors import ChunkCorrupt, ChunkNotFound, DiskFull, DiskUnavailable, FormatError, KeyConflict
@@ -104,8 +128,10 @@ class DiskStore:
         container_size: int = DEFAULT_CONTAINER_SIZE,
         fd_cache_size: int = 4,
         reserve_bytes: int | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.path = os.fspath(path)
+        self._clock = clock
         self.container_size = container_size
         self._reserve = reserve_bytes  # None: default_reserve() of the filesystem
         self.marker = read_marker(self.path)
@@ -138,7 +164,11 @@ class DiskStore:
         try:
             sync_wopts = WriteOptions()
             sync_wopts.sync = True
-            cids, end = recovery.recover(self._db, self._cache, cdir, sync_wopts)
+            cids, end = recovery.recover(self._db, self._cache, cdir, sync_wopts, now=clock.time())
+            self._sync_wopts = sync_wopts
+            floor = self._db.get(PUT_FLOOR_KEY)
+            if floor is None:  # first open with put times: puts before now are not known
+                self._db.put(PUT_FLOOR_KEY, encode_put_time(clock.time()), sync_wopts)
             self._log = ContainerLog(
                 self.path, cdir, self._db, self._cache, cids, end, container_size=container_size, check_alive=self.check_alive
             )
@@ -155,6 +185,11 @@ class DiskStore:
         same ids; DiskUnavailable for another marker or a non-empty unmarked directory
         (chunkstore.disk.marker)."""
         return initialise_disk(path, cluster_id, disk_id)
+
+    @property
+    def clock(self) -> Clock:
+        """The clock put times are noted by (and conditional deletes compared on)."""
+        return self._clock
 
     # -- checks -----------------------------------------------------------------------
 
@@ -213,17 +248,63 @@ class DiskStore:
                     raise KeyConflict(f"piece {pid.hex()} already stored with different bytes")
             else:
                 raw = self._db.get(pid) if op is None else None
+                old = None
                 if raw is not None:
                     info = PieceInfo.decode(pid, raw)
                     if (info.checksum, info.length) != (checksum, length):
                         raise KeyConflict(f"piece {pid.hex()} already stored with different bytes")
-                    return
+                    if self._stored_verifies(info):
+                        self._note_put(pid, sync=True)  # no record is appended: the time must last
+                        return
+                    # the index names the piece but its record rotted: write it again
+                    log.warning("%s: piece %s put again over a stored copy that does not verify: "
+                                "rewritten", self.path, pid.hex())
+                    self._errors.add(pid.hex(), piece=pid.hex())
+                    old = info
+                self._note_put(pid, sync=False)  # before the record: recovery re-notes those after the hwm
                 cid, off = appender.append([header, data])
                 info = PieceInfo(key, frag_idx, cid, off, length, checksum, policy_code, chunk_size)
-                op = appender.enqueue(PendingOp(PUT, pid, info, None))
+                # a rewrite re-points the index like a compaction move (the old record dead)
+                op = appender.enqueue(PendingOp(PUT if old is None else MOVE, pid, info, old))
         # steps 3-4: group commit (fdatasync, index WriteBatch), then return = ack
         self._log.wait_committed(op)
-        self._errors.forget_piece(pid)
+        if op.old is None:
+            self._errors.forget_piece(pid)
+
+    def _stored_verifies(self, info: PieceInfo) -> bool:
+        """Whether the record the index entry INFO names is intact: header matches, data
+        matches its checksum (an idempotent re-put does not trust the index alone)."""
+        try:
+            with self._cache.open(info.container) as fd:
+                record = os.pread(fd, ctr.RECORD_HEADER_SIZE + info.length, info.offset)
+        except FileNotFoundError:
+            return False
+        except OSError as e:
+            raise DiskUnavailable(f"{self.path}: read failed: {e}") from e
+        try:
+            h = ctr.parse_record_header(record[: ctr.RECORD_HEADER_SIZE])
+        except FormatError:
+            return False
+        data = record[ctr.RECORD_HEADER_SIZE:]
+        return (h.key == info.key and h.frag_idx == info.frag_idx and h.checksum == info.checksum
+                and h.rtype == ctr.TYPE_PUT and len(data) == info.length
+                and ctr.data_checksum(data) == info.checksum)
+
+    def _note_put(self, pid: bytes, *, sync: bool) -> None:
+        """Remember when a put of PID last landed here (see :meth:`delete`'s ``decided_at``).
+        Called under the append lock, as the delete's check is."""
+        if sync:
+            self._db.put(put_time_key(pid), encode_put_time(self._clock.time()), self._sync_wopts)
+        else:
+            self._db[put_time_key(pid)] = encode_put_time(self._clock.time())
+
+    def _put_since(self, pid: bytes, decided_at: float) -> bool:
+        """True if a put of PID may have landed at or after DECIDED_AT (unknown counts as yes)."""
+        raw = self._db.get(put_time_key(pid))
+        if isinstance(raw, bytes):
+            return decode_put_time(raw) >= decided_at
+        floor = self._db.get(PUT_FLOOR_KEY)  # no put of it since put times are kept
+        return not isinstance(floor, bytes) or decode_put_time(floor) >= decided_at
 
     def get(self, key: bytes, frag_idx: int, verify: bool = True) -> bytes:
         """The piece's data, verified against its checksum. ChunkNotFound / ChunkCorrupt.
@@ -297,8 +378,12 @@ class DiskStore:
         """True if the piece is indexed (not verified)."""
         return self._db.get(piece_id(key, frag_idx)) is not None
 
-    def delete(self, key: bytes, frag_idx: int) -> None:
-        """Append a tombstone and drop the index entry. Idempotent."""
+    def delete(self, key: bytes, frag_idx: int, decided_at: float | None = None) -> None:
+        """Append a tombstone and drop the index entry. Idempotent.
+
+        ``decided_at`` (unix seconds, by the deleter's clock minus its skew margin) makes the
+        delete conditional: KeyConflict, and nothing deleted, if a put of the piece landed
+        here at or after that time (see the module docstring, "Conditional deletes")."""
         pid = piece_id(key, frag_idx)
         self._check_usable()
         with self._delete_lock:
@@ -314,6 +399,9 @@ class DiskStore:
                     if op is None:
                         return
                 else:
+                    if decided_at is not None and self._put_since(pid, decided_at):
+                        raise KeyConflict(f"piece {pid.hex()} was put again after the delete was "
+                                          "decided: not deleted")
                     appender.append([ctr.encode_tombstone(key, frag_idx, old.policy, old.chunk_size)])
                     op = appender.enqueue(PendingOp(DEL, pid, None, old))
             self._log.wait_committed(op)

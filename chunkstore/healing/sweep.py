@@ -21,7 +21,22 @@ log. For each chunk, grouped by (key, policy code):
   written to the disk that should hold them – a bad piece is tombstoned first;
 * once every owner holds a verified piece, pieces on other disks or under other fragment
   indexes (misplaced / extra) are removed;
-* chunks the repair log marks DELETED have their leftover pieces removed instead;
+* a chunk that cannot be rebuilt and that the repair log marks ABANDONED (its put failed below
+  the write quorum, chunkstore.ring.datapath) is not lost data: it is reported in
+  ``abandoned`` ("abandoned put: N pieces, ..."), never as unrecoverable, and once
+  ``abandoned_grace_s`` has passed since the failed put its pieces are removed by conditional
+  deletes as below (a put of the chunk since then keeps them); a readable one is repaired and
+  kept like any chunk (another put of the same bytes may have succeeded);
+* chunks the repair log marks DELETED have their leftover pieces removed instead, by
+  conditional deletes: each carries the time the delete was decided (the entry's time; a
+  node is told how long ago that was, so its clock need not agree with ours: wire/frames.py),
+  and the disk refuses it if a put of that piece landed there at or after that time
+  (chunkstore.disk.store, "Conditional deletes"). Chunk keys are content addresses, so a file written again with the same bytes
+  puts the same key; the refusal makes the sweep clear the entry and sweep the chunk as a
+  live one. The check is made by the disk holding the piece, under its append lock, so it
+  holds whichever process or node wrote the chunk again and whichever runs the sweep (a lock
+  in the sweep's process, or the repair log, which is per client, would not). A writer
+  through this client also clears the DELETED entry before writing;
 * a chunk deleted while the sweep runs (checkpoint rotation, the volumes' GC) is never counted
   or logged as unrecoverable, nor rebuilt: it is known deleted if it was deleted through this
   ring client since the snapshot (:meth:`RingStore.watching_deletes`), if the repair log marks
@@ -59,16 +74,26 @@ from typing import Callable, Iterable
 
 from chunkstore.api import DiskBackend
 from chunkstore.clock import SYSTEM_CLOCK, Clock
-from chunkstore.errors import ChunkCorrupt, ChunkNotFound, ChunkStoreError, DiskUnavailable, PolicyError
+from chunkstore.errors import (
+    ChunkCorrupt,
+    ChunkNotFound,
+    ChunkStoreError,
+    DiskUnavailable,
+    KeyConflict,
+    PolicyError,
+)
+from chunkstore.healing.pacing import Throttle
+from chunkstore.healing.rootrefresh import refresh_roots
 from chunkstore.placement.keys import ChunkRef
 from chunkstore.protection.policy import REPLICA_INDEX, ECPolicy, Policy, ReplicationPolicy
 from chunkstore.ring.datapath import RingStore
 from chunkstore.ring.local import LocalRing
-from chunkstore.ring.repairlog import DELETED, NEEDS_REPAIR
+from chunkstore.ring.repairlog import ABANDONED, DELETED, NEEDS_REPAIR, RepairEntry
 
 Progress = Callable[[int, int], None]
 SizedProgress = Callable[[int, int, int, int], None]  # chunks done, total; their bytes too
 SWEEP_THREADS = 4  # chunks repaired at once
+ABANDONED_GRACE_S = 3600.0  # pieces of a put that failed below its quorum are kept this long
 
 
 @dataclass(frozen=True)
@@ -87,6 +112,8 @@ class RepairReport:
     disks_refused: tuple[str, ...] = ()  # why an unavailable disk was not revived (one line each)
     disks_set_aside: tuple[str, ...] = ()  # damaged disks opened empty to be rebuilt (one line each)
     deleted_meanwhile: int = 0    # chunks deleted while the sweep ran (not unrecoverable)
+    abandoned: tuple[str, ...] = ()  # puts that failed below quorum (not lost data), one line each
+    abandoned_collected: int = 0  # of them, chunks whose pieces were removed (grace over)
 
     @property
     def chunks_unrecoverable(self) -> int:
@@ -105,6 +132,7 @@ class HealthReport:
     disks_total: int
     disks_unavailable: tuple[str, ...]
     unrecoverable_keys: tuple[str, ...] = ()  # hex, the first UNRECOVERABLE_SHOWN of them
+    abandoned: int = 0  # unreadable pieces of puts that failed below quorum (not in chunks)
 
 
 @dataclass
@@ -176,7 +204,7 @@ UNRECOVERABLE_SHOWN = 20
 
 def _health(ring: RingStore, verify: bool, deleted: set[bytes]) -> HealthReport:
     chunks, pieces = _collect(ring)
-    protected = degraded = unrecoverable = 0
+    protected = degraded = unrecoverable = abandoned = 0
     lost: list[str] = []
     for c in chunks.values():
         if c.ref.key in deleted:
@@ -203,6 +231,8 @@ def _health(ring: RingStore, verify: bool, deleted: set[bytes]) -> HealthReport:
                 protected += 1
             elif max(ok, _distinct_pieces(policy, c)) >= policy.min_pieces:
                 degraded += 1
+            elif entry is not None and entry.kind == ABANDONED:
+                abandoned += 1
             elif c.ref.key not in deleted and not _vanished(ring, c, expected):
                 unrecoverable += 1
                 lost.append(c.ref.hex)
@@ -219,6 +249,7 @@ def _health(ring: RingStore, verify: bool, deleted: set[bytes]) -> HealthReport:
         disks_total=len(ring.disk_ids()),
         disks_unavailable=tuple(sorted(down)),
         unrecoverable_keys=tuple(sorted(lost)[:UNRECOVERABLE_SHOWN]),
+        abandoned=abandoned,
     )
 
 
@@ -249,6 +280,10 @@ def _has(ds: DiskBackend, key: bytes, idx: int) -> bool:
     return ds.has(key, idx)
 
 
+def _delete_if_unput(ds: DiskBackend, key: bytes, idx: int, decided_at: float) -> None:
+    ds.delete(key, idx, decided_at=decided_at)
+
+
 def _replace(ds: DiskBackend, ref: ChunkRef, idx: int, piece: bytes) -> None:
     """Write a rebuilt piece; a bad one there is tombstoned first (stored bytes are never
     overwritten). Idempotent, as ``RingStore.call`` needs."""
@@ -258,8 +293,13 @@ def _replace(ds: DiskBackend, ref: ChunkRef, idx: int, piece: bytes) -> None:
 
 
 class _Sweep:
-    def __init__(self, ring: RingStore, verify: bool = True, deleted_keys: set[bytes] | None = None) -> None:
+    def __init__(self, ring: RingStore, verify: bool = True, deleted_keys: set[bytes] | None = None,
+                 *, clock: Clock = SYSTEM_CLOCK, abandoned_grace_s: float = ABANDONED_GRACE_S) -> None:
         self.ring = ring
+        self.clock = clock
+        self.abandoned_grace_s = abandoned_grace_s
+        self.abandoned: list[str] = []
+        self.abandoned_collected = 0
         self.verify = verify
         self.deleted_keys = deleted_keys if deleted_keys is not None else set()
         self.deleted_meanwhile = 0
@@ -287,12 +327,25 @@ class _Sweep:
         with self.counts:
             self.removed += 1
 
-    def deleted(self, c: _Chunk) -> None:
+    def deleted(self, c: _Chunk, decided_at: float, clear: bool = True) -> bool:
+        """Remove the leftover pieces of a chunk deleted at DECIDED_AT. Each delete is
+        conditional (see the module docstring): if a disk refuses one because the chunk was
+        put again since, the chunk is wanted again – its entry is cleared, nothing more is
+        removed, and False tells the caller to sweep it as a live chunk."""
         for disk_id, idxs in c.where.items():
             for idx in sorted(idxs):
-                self._remove(disk_id, c.ref.key, idx)
-        if not self.ring.unavailable_disks():
+                try:
+                    self.ring.call(disk_id, functools.partial(_delete_if_unput, key=c.ref.key, idx=idx,
+                                                              decided_at=decided_at))
+                except KeyConflict:
+                    if clear:
+                        self.ring.repair_log.clear(c.ref.key)
+                    return False
+                with self.counts:
+                    self.removed += 1
+        if clear and not self.ring.unavailable_disks():
             self.ring.repair_log.clear(c.ref.key)
+        return True
 
     def _known_deleted(self, key: bytes) -> bool:
         if key in self.deleted_keys:
@@ -331,6 +384,10 @@ class _Sweep:
                 self._settle_deleted(c)  # deleted during the sweep: neither lost nor to rebuild
                 return
             if payload is None:
+                entry = self.ring.repair_log.get(ref.key)
+                if entry is not None and entry.kind == ABANDONED:
+                    self._abandoned(c, entry)  # never written in full: not lost data
+                    return
                 with self.counts:
                     self.unrecoverable.append(ref.key)
                 self.ring.repair_log.note(ref, NEEDS_REPAIR)
@@ -357,8 +414,25 @@ class _Sweep:
                 if (disk_id, idx) not in wanted:
                     self._remove(disk_id, ref.key, idx)
         entry = self.ring.repair_log.get(ref.key)
-        if entry is not None and entry.kind == NEEDS_REPAIR:
-            self.ring.repair_log.clear(ref.key)
+        if entry is not None and entry.kind in (NEEDS_REPAIR, ABANDONED):
+            self.ring.repair_log.clear(ref.key)  # readable and protected: kept like any chunk
+
+    def _abandoned(self, c: _Chunk, entry: RepairEntry) -> None:
+        """An unreadable chunk whose put failed below its quorum: its pieces are collected
+        once the grace period since the failed put is over (conditional deletes, as for a
+        deleted chunk: a put of it since then keeps them); reported, never as unrecoverable."""
+        n = sum(len(idxs) for idxs in c.where.values())
+        if self.clock.time() - entry.noted_at < self.abandoned_grace_s:
+            line = f"{c.ref.hex}: abandoned put: {n} pieces, kept until the grace period ends"
+        elif self.deleted(c, entry.noted_at, clear=False):
+            self.ring.repair_log.clear(c.ref.key)
+            line = f"{c.ref.hex}: abandoned put: {n} pieces, collected after grace"
+            with self.counts:
+                self.abandoned_collected += 1
+        else:
+            line = f"{c.ref.hex}: abandoned put: {n} pieces, kept (the chunk was put again since)"
+        with self.counts:
+            self.abandoned.append(line)
 
     def _payload(self, c: _Chunk, policy: Policy, good: dict[tuple[str, int], bytes]) -> bytes | None:
         ref = c.ref
@@ -394,33 +468,14 @@ class _Sweep:
             return None
 
 
-class _Throttle:
-    """Keeps a sweep's disk traffic (pieces read + written) under ``rate`` bytes/s, on the
-    clock's monotonic time; a set ``cancel`` ends the wait."""
-
-    def __init__(self, rate: float | Callable[[], float | None] | None, clock: Clock,
-                 cancel: threading.Event) -> None:
-        self.rate_of = rate if callable(rate) else (lambda: rate)
-        self.clock = clock
-        self.cancel = cancel
-        self.start = clock.monotonic()
-
-    def pace(self, done_bytes: int) -> None:
-        rate = self.rate_of()  # read each time: the cap may change while the sweep runs
-        if not rate:
-            return
-        ahead = done_bytes / rate - (self.clock.monotonic() - self.start)
-        if ahead > 0:
-            self.clock.wait(self.cancel, min(ahead, 5.0))
-
-
 def repair(ring: RingStore, progress: Progress | None = None,
            max_bytes_per_s: float | Callable[[], float | None] | None = None,
            verify: bool = True, *,
            cancel: threading.Event | None = None, clock: Clock = SYSTEM_CLOCK,
            init_disks: Iterable[str] = (),
            traffic: Callable[[int], None] | None = None,
-           progress_sized: SizedProgress | None = None) -> RepairReport:
+           progress_sized: SizedProgress | None = None,
+           abandoned_grace_s: float = ABANDONED_GRACE_S) -> RepairReport:
     """Make every chunk fully protected again (see module docstring). With ``verify`` every
     piece an owner should hold is read and verified, so the sweep is also a scrub; without,
     pieces the disk indexes list are trusted and only the chunks missing pieces are read (a
@@ -433,7 +488,8 @@ def repair(ring: RingStore, progress: Progress | None = None,
     ``cancel`` stops the sweep between chunks (the report says ``cancelled``).
     ``init_disks``: disks of an embedded RING whose missing or empty directory may be
     initialised (anywhere else such a disk is refused and left down; ValueError for an
-    unknown id)."""
+    unknown id). ``abandoned_grace_s``: how long after a put failed below its quorum its
+    pieces are kept (by ``clock``'s time) before the sweep collects them."""
     init = set(init_disks)
     unknown = init - set(ring.disk_ids())
     if unknown:
@@ -457,13 +513,14 @@ def repair(ring: RingStore, progress: Progress | None = None,
         elif ring.revive_disk(disk_id):
             revived.append(disk_id)
     with ring.watching_deletes() as deleted_keys:
-        return _sweep_all(ring, progress, throttle=_Throttle(max_bytes_per_s, clock, cancel),
-                          sweep=_Sweep(ring, verify, deleted_keys), cancel=cancel,
+        return _sweep_all(ring, progress, throttle=Throttle(max_bytes_per_s, clock, cancel),
+                          sweep=_Sweep(ring, verify, deleted_keys, clock=clock,
+                                       abandoned_grace_s=abandoned_grace_s), cancel=cancel,
                           revived=revived, refused=refused, set_aside=set_aside,
                           traffic=traffic, progress_sized=progress_sized)
 
 
-def _sweep_all(ring: RingStore, progress: Progress | None, *, throttle: _Throttle, sweep: _Sweep,
+def _sweep_all(ring: RingStore, progress: Progress | None, *, throttle: Throttle, sweep: _Sweep,
                cancel: threading.Event, revived: list[str], refused: list[str],
                set_aside: list[str], traffic: Callable[[int], None] | None = None,
                progress_sized: SizedProgress | None = None) -> RepairReport:
@@ -478,9 +535,7 @@ def _sweep_all(ring: RingStore, progress: Progress | None, *, throttle: _Throttl
             return None
         try:
             entry = ring.repair_log.get(c.ref.key)
-            if entry is not None and entry.kind == DELETED:
-                sweep.deleted(c)
-            else:
+            if entry is None or entry.kind != DELETED or not sweep.deleted(c, entry.noted_at):
                 sweep.chunk(c)
         except Exception as e:  # one bad chunk never stops the sweep
             errors.append(f"{c.ref.hex}: {type(e).__name__}: {e}")
@@ -520,30 +575,9 @@ def _sweep_all(ring: RingStore, progress: Progress | None, *, throttle: _Throttl
         disks_refused=tuple(refused),
         deleted_meanwhile=sweep.deleted_meanwhile,
         disks_set_aside=tuple(set_aside),
+        abandoned=tuple(sorted(sweep.abandoned)),
+        abandoned_collected=sweep.abandoned_collected,
     )
-
-
-def refresh_roots(ring: RingStore, errors: list[str]) -> int:
-    """Write every volume's newest root record (chunkstore.roots) again, so that its current
-    owners hold it: a record is otherwise rewritten only by its volume's next checkpoint, and
-    a volume that is not mounted (the very case its record is kept for) would lose it to
-    drains, removals and replaced disks. Idempotent where a disk already holds it; returns
-    how many records were written; failures go to ERRORS."""
-    try:
-        seqs = ring.list_roots()
-    except ChunkStoreError as e:
-        errors.append(f"root records: {type(e).__name__}: {e}")
-        return 0
-    done = 0
-    for volume_id in sorted(seqs):
-        try:
-            rec = ring.get_root(volume_id)
-            if rec is not None:
-                ring.put_root(volume_id, rec.seq, rec.body)
-                done += 1
-        except ChunkStoreError as e:
-            errors.append(f"root record of volume {volume_id.hex()}: {type(e).__name__}: {e}")
-    return done
 
 
 def scan(ring: RingStore) -> HealthReport:

@@ -228,8 +228,11 @@ class RemoteDisk:
         the end-to-end transfer checksum is always checked here)."""
         return bytes(self._call(Get(self.disk_id, bytes(key), frag_idx, verify), Blob).data)
 
-    def delete(self, key: bytes, frag_idx: int) -> None:
-        self._call(Delete(self.disk_id, bytes(key), frag_idx), type(None))
+    def delete(self, key: bytes, frag_idx: int, decided_at: float | None = None) -> None:
+        """Tombstone the piece; conditional with ``decided_at`` (DiskStore.delete; a time by
+        this client's clock, sent as how long ago it was: see DELETE in wire/frames.py)."""
+        ago = None if decided_at is None else max(0.0, self._clock.time() - decided_at)
+        self._call(Delete(self.disk_id, bytes(key), frag_idx, ago), type(None))
 
     def has(self, key: bytes, frag_idx: int) -> bool:
         return self._call(Has(self.disk_id, bytes(key), frag_idx), bool)

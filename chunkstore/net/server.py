@@ -128,6 +128,11 @@ def _load_map(config: NodeConfig) -> tuple[bytes, int]:
         return b"", config.map_epoch
 
 
+#: a conditional DELETE (its decided_ago: wire/frames.py) counts as decided this much earlier:
+#: time on the way and queued (a refusal only keeps pieces a while longer)
+DELETE_DELAY_MARGIN_S = 30.0
+
+
 @dataclass(frozen=True)
 class NodeStatistics:
     connections: int
@@ -530,7 +535,8 @@ class Node:
         if isinstance(req, Get):
             return await self._get(ds, req, held)
         if isinstance(req, Delete):
-            return await self._run(disk, lambda: ds.delete(req.key, req.frag_idx))
+            at = None if req.decided_ago is None else ds.clock.time() - req.decided_ago - DELETE_DELAY_MARGIN_S
+            return await self._run(disk, lambda: ds.delete(req.key, req.frag_idx, decided_at=at))  # on its clock
         if isinstance(req, Has):
             return await self._run(disk, lambda: ds.has(req.key, req.frag_idx))
         if isinstance(req, Piece):

@@ -19,9 +19,12 @@ missing pieces are noted in the repair log. Below the quorum it raises DiskFull 
 was among the causes) or NotEnoughDisks; the pieces already written are left in place (they may
 be shared with a concurrent put of the same payload, so deleting them is never safe here). The
 caller never references the chunk, so its garbage collector (which deletes only chunks that were
-once referenced) never collects them either: they stay, kept protected by repair like any chunk
-if enough pieces exist (or reported unrecoverable), until an audit lists them
-(``sofs.fsck.unreferenced_chunks``) and they are deleted.
+once referenced) never collects them either. The put notes the chunk ABANDONED in the repair
+log (unless the log holds another entry for it; a later successful put clears it): a repair
+sweep collects the pieces of such a chunk that cannot be read back after a grace period, by
+conditional deletes that a put of the same chunk since then refuses, and reports them as an
+abandoned put rather than as lost data (chunkstore.healing.sweep). A readable one is kept,
+protected by repair like any chunk, until an audit lists it (``sofs.fsck.unreferenced_chunks``).
 
 get: replicas are tried owner by owner; for EC the data fragments (0..k-1) are read first in
 parallel, parity only when a data fragment is missing, unreadable or fails its checksum.
@@ -83,7 +86,7 @@ from chunkstore.errors import (
 from chunkstore.placement.keys import MAX_CHUNK_SIZE, ChunkRef, chunk_key
 from chunkstore.placement.ring import Ring
 from chunkstore.protection.policy import REPLICA_INDEX, ECPolicy, Policy, Protection, ReplicationPolicy
-from chunkstore.ring.repairlog import DELETED, NEEDS_REPAIR, RepairLog
+from chunkstore.ring.repairlog import ABANDONED, DELETED, NEEDS_REPAIR, RepairLog
 from chunkstore.roots import ROOT_WIDTH, RootRecord, check_volume_id, merge_seqs, newest, root_key
 
 T = TypeVar("T")
@@ -257,6 +260,9 @@ class RingStore(ChunkStore):
         return ref
 
     def _put_pieces(self, ref: ChunkRef, policy: Policy, pieces: list, ring: Ring) -> None:
+        entry = self.repair_log.get(ref.key)
+        if entry is not None and entry.kind == DELETED:
+            self.repair_log.clear(ref.key)  # wanted again, before any piece lands (see sweep)
         owners = ring.owners(ref.key, policy.width)
         futures = {
             i: self._pool.submit(self._put_piece, owners[i], ref.key, policy.piece_index(i), ref, pieces[i])
@@ -270,10 +276,14 @@ class RingStore(ChunkStore):
         if entry is not None and entry.kind == DELETED:
             self.repair_log.clear(ref.key)  # the chunk is wanted again
         if ok < policy.write_quorum:
+            if ok:
+                self._note_abandoned(ref)
             msg = f"chunk {ref.hex}: {ok} of {policy.width} pieces written, quorum {policy.write_quorum}: {errors[0]}"
             if any(isinstance(e, DiskFull) for e in errors):
                 raise DiskFull(msg)
             raise NotEnoughDisks(msg)
+        if entry is not None and entry.kind == ABANDONED:
+            self.repair_log.clear(ref.key)  # an earlier put of it failed, this one did not
         if errors:
             self.repair_log.note(ref, NEEDS_REPAIR)
             now = time.monotonic()
@@ -282,6 +292,13 @@ class RingStore(ChunkStore):
                 log.warning("chunk %s written degraded: %d of %d pieces on their disks (%s); "
                             "the repair log keeps it for the next repair (said at most once "
                             "a minute)", ref.hex, ok, policy.width, errors[0])
+
+    def _note_abandoned(self, ref: ChunkRef) -> None:
+        """The put of REF failed below its quorum with pieces written: note them for the sweep
+        to collect after a grace period, unless the log already wants the chunk otherwise."""
+        entry = self.repair_log.get(ref.key)
+        if entry is None or entry.kind == ABANDONED:
+            self.repair_log.note(ref, ABANDONED)
 
     @staticmethod
     def _collect_puts(futures: dict) -> tuple[list[int], list[BaseException]]:

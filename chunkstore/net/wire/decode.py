@@ -176,7 +176,14 @@ def _decode_request(op: int, r: _Reader, verify: bool) -> Request:
         return Get(disk, key, frag, bool(flags & 1))
     if op in (Op.DELETE, Op.HAS, Op.PIECE):
         key, frag = r.key_frag()
-        keyed: dict[int, type[Delete | Has | Piece]] = {Op.DELETE: Delete, Op.HAS: Has, Op.PIECE: Piece}
+        if op == Op.DELETE:
+            if len(r.buf) - r.pos == 0:
+                return Delete(disk, key, frag)  # unconditional (the only form before decided_ago)
+            (decided_ago,) = F64.unpack(r.take(8))
+            if not math.isfinite(decided_ago) or decided_ago < 0:
+                raise WireError("DELETE decided_ago is not a duration")
+            return Delete(disk, key, frag, decided_ago)
+        keyed: dict[int, type[Has | Piece]] = {Op.HAS: Has, Op.PIECE: Piece}
         return keyed[op](disk, key, frag)
     if op == Op.COMPACT:
         (ratio,) = F64.unpack(r.take(8))

@@ -164,7 +164,12 @@ def encode_request(req_id: int, req: Request) -> Parts:
         return _frame(Kind.REQUEST, Op.GET, req_id, disk + KEYFRAG_STRUCT.pack(req.key, req.frag_idx) + flags)
     if isinstance(req, (Delete, Has, Piece)):
         _check_key_frag(req.key, req.frag_idx)
-        return _frame(Kind.REQUEST, req.op, req_id, disk + KEYFRAG_STRUCT.pack(req.key, req.frag_idx))
+        body = disk + KEYFRAG_STRUCT.pack(req.key, req.frag_idx)
+        if isinstance(req, Delete) and req.decided_ago is not None:
+            if not math.isfinite(req.decided_ago) or req.decided_ago < 0:
+                raise WireError(f"decided_ago {req.decided_ago!r} is not a duration")
+            body += F64.pack(float(req.decided_ago))
+        return _frame(Kind.REQUEST, req.op, req_id, body)
     if isinstance(req, Compact):
         r = req.min_dead_ratio
         if not isinstance(r, (int, float)) or not math.isfinite(r) or not 0.0 <= r <= 1.0:

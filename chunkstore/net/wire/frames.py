@@ -56,7 +56,15 @@ Operations (op: request body -> response body)::
                                                       ->  (empty)
     17 GET      disk, key, frag, flags u8 (bit 0 = verify on disk; other bits 0)
                                                       ->  checksum, data (rest of the body)
-    18 DELETE   disk, key, frag                       ->  (empty)
+    18 DELETE   disk, key, frag [, decided_ago f64]   ->  (empty)
+                decided_ago (seconds >= 0 since the delete was decided, by the client's
+                clock; optional: a body without it is an unconditional delete, as before the
+                field existed) makes it conditional: ERROR KeyConflict, nothing deleted, if a
+                put of the piece landed on the disk since then (DiskStore.delete, with
+                decided_at = the node's time - decided_ago - DELETE_DELAY_MARGIN_S of
+                chunkstore.net.server). A duration, not a time: the client's and the node's
+                clocks need not agree. A node older than the field refuses the longer body
+                (WireError), which the deleter takes as "not deleted".
     19 HAS      disk, key, frag                       ->  u8 0 | 1
     20 PIECE    disk, key, frag                       ->  u8 0 (none) | u8 1 + piece
     21 PIECES   disk                                  ->  ITEM*: count u16 (1..1024) + count
@@ -216,7 +224,7 @@ BODY_BOUNDS: dict[tuple[int, int], tuple[int, int]] = {
     (Kind.REQUEST, Op.MAP_PUT): (1, MAX_MAP),
     (Kind.REQUEST, Op.PUT): (_DISK[0] + PUT_FIXED_STRUCT.size, _DISK[1] + PUT_FIXED_STRUCT.size + MAX_DATA),
     (Kind.REQUEST, Op.GET): (_DISK[0] + _KF + 1, _DISK[1] + _KF + 1),
-    (Kind.REQUEST, Op.DELETE): (_DISK[0] + _KF, _DISK[1] + _KF),
+    (Kind.REQUEST, Op.DELETE): (_DISK[0] + _KF, _DISK[1] + _KF + 8),  # + decided_ago f64
     (Kind.REQUEST, Op.HAS): (_DISK[0] + _KF, _DISK[1] + _KF),
     (Kind.REQUEST, Op.PIECE): (_DISK[0] + _KF, _DISK[1] + _KF),
     (Kind.REQUEST, Op.PIECES): _DISK,

@@ -137,6 +137,7 @@ class Delete:
     disk: str
     key: bytes
     frag_idx: int
+    decided_ago: float | None = None  # a conditional delete: seconds since it was decided
     op = Op.DELETE
 
 

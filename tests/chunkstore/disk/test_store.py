@@ -624,7 +624,7 @@ def test_put_takes_a_checksum_verified_by_the_caller(disk, monkeypatch):
     disk.put(key, REPLICA_INDEX, CODE, len(data), data, checksum=checksum)
     assert hashes == []  # not hashed again
     disk.put(key, REPLICA_INDEX, CODE, len(data), data)  # idempotent; hashed here
-    assert hashes == [len(data)]
+    assert hashes == [len(data), len(data)]  # and the stored copy verified (issue 13)
     monkeypatch.undo()
     assert disk.piece(key, REPLICA_INDEX).checksum == checksum
     assert disk.get(key, REPLICA_INDEX) == data

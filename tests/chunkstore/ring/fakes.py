@@ -88,8 +88,8 @@ class FaultyDisk:
     def has(self, key: bytes, frag_idx: int) -> bool:
         return self._run("has", lambda: self.inner.has(key, frag_idx))
 
-    def delete(self, key: bytes, frag_idx: int) -> None:
-        self._run("delete", lambda: self.inner.delete(key, frag_idx))
+    def delete(self, key: bytes, frag_idx: int, decided_at: float | None = None) -> None:
+        self._run("delete", lambda: self.inner.delete(key, frag_idx, decided_at))
 
     def pieces(self) -> Iterator[PieceInfo]:
         return iter(self._run("pieces", lambda: list(self.inner.pieces())))
