@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Iterator, Protocol, runtime_checkable
+from typing import Any, Iterator, Protocol, runtime_checkable
 
 from chunkstore.disk.index import PieceInfo
 from chunkstore.disk.records import CompactReport, DiskStats
@@ -158,6 +158,9 @@ class Membership(Protocol):
     healer needs to turn long silences into map changes, and the status display shows."""
 
     cmap: ClusterMap  # the newest cluster map this client has adopted
+    # the cluster's etcd (an EtcdClient) when it has one: liveness and map changes are then
+    # etcd's (chunkstore.healing.healer), else None
+    etcd: Any
 
     def unreachable_for(self) -> dict[str, float]:
         """Node id -> seconds it has not answered (on the monotonic clock)."""

@@ -102,8 +102,10 @@ class NetCluster:
     """An admin data directory plus ``nodes`` storage nodes of ``disks`` disks each."""
 
     def __init__(self, root: Path, nodes: int = 6, disks: int = 2, lab=None,
-                 sites: int = 1, etcd: str | None = None) -> None:
+                 sites: int = 1, etcd: str | None = None,
+                 node_config: dict | None = None) -> None:
         self.root = root
+        self.node_config = node_config or {}  # extra node.json keys (lease_ttl, limits...)
         self.admin = root / "admin"
         self.lab = lab
         self.nodes: dict[str, NodeHandle] = {}
@@ -119,6 +121,9 @@ class NetCluster:
         n = NodeHandle(self, node_id, host)
         sofsctl(self.admin, "node", "init", str(n.dir), "--node-id", node_id,
                 "--listen", n.address, "--disks", str(self.disks_per_node))
+        if self.node_config:
+            path = n.dir / "node.json"
+            path.write_text(json.dumps({**json.loads(path.read_text()), **self.node_config}))
         self.nodes[node_id] = n
         n.start()
         if add_to_map:

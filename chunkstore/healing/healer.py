@@ -13,6 +13,13 @@ Run by one long-lived client of a RING (the mount process does it), it loops ove
   (:func:`chunkstore.healing.sweep.repair`) rebuilds what the new placement lacks and removes what
   it no longer wants: rebuild, rebalance after ``node add`` and draining are all this sweep.
 
+On a networked RING made with etcd (``membership.etcd`` set), a node is suspect when etcd
+holds no liveness key of it (:mod:`chunkstore.authority.liveness`: its lease expired), never
+because this client cannot reach it, and it is marked down once that has lasted
+``down_after_s`` (on this process's monotonic clock); the change is a compare-and-swap on
+etcd's map. While etcd does not answer no node is marked down or up and no sweep runs (a sweep
+removes pieces): :attr:`Healer.authority_unreachable` says why, reads and writes go on.
+
 A node is never marked down when that would leave fewer placing disks than ``min_placing``
 (the widest policy of the mounted volume): its chunks could then neither be placed nor found;
 it stays suspect, reads degrade and writes hand off, and the log says to add storage.
@@ -57,15 +64,22 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterable, Iterator
 
+from chunkstore.api import Membership
 from chunkstore.atomicfile import atomic_write
+from chunkstore.authority import liveness, mapstore
 from chunkstore.clock import SYSTEM_CLOCK, Clock
-from chunkstore.errors import ChunkStoreError
+from chunkstore.errors import ChunkStoreError, EtcdUnavailable, MapConflict
 from chunkstore.healing.maintenance import read_maintenance
 from chunkstore.healing.sweep import RepairReport, repair
+from chunkstore.placement.clustermap import ClusterMap
 from chunkstore.placement.layout import HEALER_LOCK_FILE, HEALER_STATE_FILE, RUN_DIR
 from chunkstore.ring.datapath import RingStore
 
 log = logging.getLogger("sofs.healer")
+
+
+class _Unchanged(Exception):
+    """Nothing to decide: no map change to swap into etcd."""
 
 DEFAULT_DOWN_AFTER_S = 300.0
 DEFAULT_SCRUB_INTERVAL_S = 7 * 24 * 3600.0
@@ -149,6 +163,9 @@ class Healer:
         self.status = RebuildStatus()
         self._clock = clock
         self._kept_up: set[str] = set()  # nodes that could not be marked down (logged once)
+        self._absence = liveness.Absence(clock)  # with etcd: how long nodes' keys are gone
+        # with etcd: why it did not answer the last time it was asked (None: it did)
+        self.authority_unreachable: str | None = None
         self._active_fd: int | None = None  # held flock on run/healer.lock
         self._lock = threading.Lock()  # one round or sweep at a time; cancel() waits for it
         self._cancel = threading.Event()
@@ -193,12 +210,68 @@ class Healer:
     # -- decisions ------------------------------------------------------------------------
 
     def update_map(self) -> bool:
-        """Mark long-unreachable nodes down and answering ones up; True if the map changed."""
+        """Mark long-unreachable nodes down and answering ones up; True if the map changed.
+        With etcd, "unreachable" is etcd's word (the node's liveness key is gone) and the
+        change is a compare-and-swap there; while etcd does not answer nothing is decided."""
         m = self.ring.membership
         if m is None:
             return False
-        cmap = new = m.cmap
-        unreachable = m.unreachable_for()
+        if m.etcd is not None:
+            return self._update_map_in_etcd(m)
+        new = self._decide(m.cmap, m.unreachable_for())
+        if new is m.cmap:
+            return False
+        failed = m.publish(new)
+        if failed:
+            log.warning("map epoch %d not taken by %s", new.epoch,
+                        ", ".join(f"{n} ({why})" for n, why in sorted(failed.items())))
+        return True
+
+    def _update_map_in_etcd(self, m: Membership) -> bool:
+        cluster_id = m.cmap.cluster_id
+        try:
+            alive = set(liveness.alive_nodes(m.etcd, cluster_id))
+            absent = self._absence.update([n.id for n in m.cmap.nodes if n.state != "out"],
+                                          alive)
+            self._authority_answers()
+
+            def decide(cmap: ClusterMap) -> ClusterMap:
+                new = self._decide(cmap, absent)
+                if new is cmap:
+                    raise _Unchanged
+                return new
+
+            stored = mapstore.change(m.etcd, cluster_id, decide)
+        except _Unchanged:
+            return False
+        except MapConflict as e:  # an admin changed the map meanwhile: decide again next step
+            log.info("%s", e)
+            return False
+        except EtcdUnavailable as e:
+            self._authority_lost(str(e))
+            return False
+        failed = m.publish(stored.cmap)
+        if failed:
+            log.info("map epoch %d not offered to %s (they follow etcd)", stored.cmap.epoch,
+                     ", ".join(sorted(failed)))
+        return True
+
+    def _authority_answers(self) -> None:
+        if self.authority_unreachable is not None:
+            log.warning("etcd answers again: down-marking and sweeps resume")
+        self.authority_unreachable = None
+
+    def _authority_lost(self, why: str) -> None:
+        if self.authority_unreachable is None:
+            log.error("etcd unreachable (%s): no node is marked down or up and no sweep "
+                      "runs until it answers; reads and writes go on with map epoch %d",
+                      why, self._epoch())
+            self.authority_unreachable = why
+
+    def _decide(self, cmap: ClusterMap, unreachable: dict[str, float]) -> ClusterMap:
+        """``cmap`` with long-silent up nodes down and answering down nodes up (``cmap``
+        itself when nothing changes). ``unreachable``: node id -> seconds silent."""
+        new = cmap
         for node in cmap.nodes:
             silent = unreachable.get(node.id)
             if node.state == "up" and silent is not None and silent >= self.down_after_s:
@@ -218,19 +291,15 @@ class Healer:
             elif node.state == "down" and silent is None:
                 log.info("node %s answers again: marking it up", node.id)
                 new = new.set_node_state(node.id, "up")
-        if new is cmap:
-            return False
-        failed = m.publish(new)
-        if failed:
-            log.warning("map epoch %d not taken by %s", new.epoch,
-                        ", ".join(f"{n} ({why})" for n, why in sorted(failed.items())))
-        return True
+        return new
 
     def needs_sweep(self) -> str | None:
         """Why a sweep is due, or None: ``scrub`` (the schedule), on a networked RING also
         ``map`` (the map changed: rebuild, rebalance, drain) and ``degraded`` (chunks noted
         degraded and every node answers: while a node is unreachable a sweep could not
         complete, so wait for it to return or go down)."""
+        if self.authority_unreachable is not None:
+            return None  # a sweep removes pieces: not on a view etcd cannot confirm
         if self._clock.monotonic() >= self._scrub_due:
             return "scrub"
         m = self.ring.membership

@@ -10,7 +10,8 @@ Config file: JSON, described (and parsed) in :mod:`chunkstore.net.nodeconfig`.
 from a thread: :mod:`chunkstore.metricsendpoint`); off by default.
 
 With an etcd binding beside the config (``etcd.json``, :mod:`chunkstore.authority.binding`)
-the node follows the cluster map in etcd (:mod:`chunkstore.net.mapfollow`).
+the node follows the cluster map in etcd and keeps a liveness lease there
+(:mod:`chunkstore.net.nodeetcd`).
 
 Shutdown on SIGTERM or SIGINT: stop accepting, stop reading new requests, let in-flight ones
 finish (at most ``shutdown_grace`` seconds), close the connections and the DiskStores, remove
@@ -43,11 +44,12 @@ from chunkstore import sdnotify
 from chunkstore.atomicfile import atomic_write
 from chunkstore.authority import binding
 from chunkstore.authority.etcd import EtcdClient
+from chunkstore.authority.liveness import NodeLease
 from chunkstore.disk.store import DiskStore
 from chunkstore.errors import AuthError, ConfigError
 from chunkstore.metricsendpoint import MetricsEndpoint, MetricsEndpointError, new_registry, parse_address, serve_metrics
-from chunkstore.net.mapfollow import MapFollower
 from chunkstore.net.nodeconfig import NodeConfig
+from chunkstore.net.nodeetcd import MapFollower, keep_alive
 from chunkstore.net.nodemetrics import NodeMetrics
 from chunkstore.net.server import Node, open_disks
 from chunkstore.net.wire.auth import load_secret
@@ -90,12 +92,16 @@ async def _amain(
             await nursery.start(node.serve, listeners)
             if etcd is not None and config.cluster_id:
                 follower = MapFollower(etcd, config.cluster_id, node.adopt_map)
+                lease = NodeLease(etcd, config.cluster_id, config.node_id,
+                                  f"{config.host}:{port}", config.lease_ttl)
 
-                async def follow() -> None:
+                async def in_etcd() -> None:
                     with following:
-                        await follower.run()
+                        async with trio.open_nursery() as duties:
+                            duties.start_soon(follower.run)
+                            duties.start_soon(keep_alive, lease)
 
-                nursery.start_soon(follow)
+                nursery.start_soon(in_etcd)
             if state_file:
                 _write_state(state_file, port, config.host, config.node_id, metrics_port)
             sdnotify.notify(f"READY=1\nSTATUS=node {config.node_id} serving {len(stores)} disks "

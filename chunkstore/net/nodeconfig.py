@@ -19,6 +19,9 @@ directory::
                                            requests made with an older epoch are refused
                                            (StaleMap). Without a map the epoch is map_epoch.
       "map_epoch": 0,                      optional: epoch before any map was given
+      "lease_ttl": 10,                     seconds of the node's liveness lease in etcd (with
+                                           an etcd binding beside the config): a node silent
+                                           this long is suspect (2 to 300)
       "limits": {                          all optional:
         "max_requests": 32,                requests executed at once (= disk worker threads)
         "max_inflight_bytes": 268435456,   request + answer data held in memory at once; a
@@ -53,7 +56,7 @@ from chunkstore.net.wire.frames import MiB
 
 T = TypeVar("T")
 
-_KNOWN_KEYS = {"node_id", "host", "port", "secret_file", "disks", "cluster_id", "map_epoch", "map_file", "limits"}
+_KNOWN_KEYS = {"node_id", "host", "port", "secret_file", "disks", "cluster_id", "map_epoch", "map_file", "limits", "lease_ttl"}
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,7 @@ class NodeConfig:
     map_epoch: int = 0
     map_file: str = ""
     limits: Limits = field(default_factory=Limits)
+    lease_ttl: int = 10
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "NodeConfig":
@@ -122,6 +126,9 @@ class NodeConfig:
         epoch = _get(doc, "map_epoch", int, 0)
         if not 0 <= epoch < 2**64:
             raise ConfigError("map_epoch out of range")
+        lease_ttl = _get(doc, "lease_ttl", int, 10)
+        if not 2 <= lease_ttl <= 300:
+            raise ConfigError(f"lease_ttl {lease_ttl} out of range (2 to 300 seconds)")
         disks = []
         for d in _need(doc, "disks", list):
             if not isinstance(d, dict) or set(d) != {"id", "path"} or not all(isinstance(v, str) for v in d.values()):
@@ -145,6 +152,7 @@ class NodeConfig:
             map_epoch=epoch,
             map_file=os.path.join(base, _get(doc, "map_file", str, "clustermap.json")),
             limits=limits,
+            lease_ttl=lease_ttl,
         )
 
 

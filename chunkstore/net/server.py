@@ -469,7 +469,7 @@ class Node:
 
     async def adopt_map(self, doc: bytes, source: str) -> int:
         """Keep ``doc`` if it is a valid, newer map of our cluster (from a MAP_PUT or the
-        etcd follower, :mod:`chunkstore.net.mapfollow`); our epoch either way."""
+        etcd follower, :mod:`chunkstore.net.nodeetcd`); our epoch either way."""
         def parse() -> ClusterMap:
             return ClusterMap.from_json(doc)
 

@@ -9,7 +9,7 @@ that are unreachable get it later from any client's heartbeat.
 A cluster made with etcd (``cluster create --etcd``) keeps its map there: a change is made by
 compare-and-swap on etcd's copy (:mod:`chunkstore.authority.mapstore`), so two admins never
 fork it (the later one gets MapConflict, "retry"), and none is made while etcd is
-unreachable. The nodes follow etcd's map themselves (:mod:`chunkstore.net.mapfollow`); the
+unreachable. The nodes follow etcd's map themselves (:mod:`chunkstore.net.nodeetcd`); the
 offer over the wire only makes it quicker.
 """
 

@@ -32,6 +32,9 @@ StaleMap; the client then fetches the node's map, adopts it and retries the requ
 (:meth:`RingStore.call`, for the data path and the repair sweep alike; pieces written under
 the old placement are found by reads on any member disk and moved by repair). Heartbeats also
 compare epochs: a node behind is sent our map, a node ahead gives us its.
+
+A state directory with an etcd binding (``etcd.json``, :mod:`chunkstore.authority.binding`)
+gives :attr:`NetRing.etcd`: the healer then takes liveness and map changes from etcd.
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ import threading
 from typing import Any, Callable
 
 from chunkstore.api import Membership
+from chunkstore.authority import binding
+from chunkstore.authority.etcd import EtcdClient
 from chunkstore.clock import SYSTEM_CLOCK, Clock
 from chunkstore.errors import ChunkStoreError
 from chunkstore.net.client import RemoteDisk
@@ -81,8 +86,9 @@ class NetRing(RingStore):
     def __init__(self, cmap: ClusterMap, secret: bytes, state_dir: str | os.PathLike, *,
                  workers: int | None = None, timeout: float = 10.0, heartbeat_s: float = 1.0,
                  ping_timeout_s: float = 2.0, instance: str | None = None,
-                 clock: Clock = SYSTEM_CLOCK) -> None:
+                 clock: Clock = SYSTEM_CLOCK, etcd: EtcdClient | None = None) -> None:
         self.state_dir = self.data_dir = os.fspath(state_dir)
+        self.etcd = etcd  # the cluster's etcd, if it has one (the healer asks it)
         self.instance = instance
         self._secret = secret
         self.timeout = timeout
@@ -125,6 +131,8 @@ class NetRing(RingStore):
         state_dir = os.fspath(state_dir)
         cmap = ClusterMap.load(os.path.join(state_dir, MAP_FILE))
         secret = load_secret(os.path.join(state_dir, SECRET_FILE))
+        if "etcd" not in kw:
+            kw["etcd"] = binding.client(state_dir)
         return cls(cmap, secret, state_dir, **kw)
 
     # -- the map ------------------------------------------------------------------------
@@ -293,6 +301,8 @@ class NetRing(RingStore):
         self._close_disks()
         for rd in list(self._remote.values()) + list(self._pingers.values()):
             rd.close()
+        if self.etcd is not None:
+            self.etcd.close()
         self._lock.release()
 
     def __repr__(self) -> str:

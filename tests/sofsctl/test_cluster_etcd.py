@@ -17,7 +17,7 @@ import pytest
 from chunkstore.authority import binding, mapstore, pki
 from chunkstore.placement.clustermap import ClusterMap
 from chunkstore.ring import mapadmin
-from tests.chunkstore.authority.etcdcluster import Cluster
+from tests.etcdnet import etcd_cluster
 from tests.netcluster import ROOT, SOFSCTL, NetCluster, sofsctl
 
 ETCD = shutil.which("etcd")
@@ -27,23 +27,9 @@ pytestmark = [pytest.mark.integration,
 
 @pytest.fixture
 def cluster(tmp_path):
-    """(etcd members, a client of them, a NetCluster of 3 one-disk nodes made with --etcd)."""
-    admin = tmp_path / "admin"
-    etcd = Cluster(admin, 1)
-    net = None
-    try:
-        etcd.start(etcd.members[0])
-        with etcd.client() as client:
-            etcd.wait_ready(client)
-            pki.issue(admin, admin / "pki", "etcd-client", "admin")
-            net = NetCluster(tmp_path, nodes=0, disks=1, etcd=",".join(etcd.endpoints()))
-            for i in range(3):
-                net.add_node(f"n{i + 1}")
-            yield etcd, client, net
-    finally:
-        if net is not None:
-            net.cleanup()
-        etcd.stop_all()
+    """(etcd member, a client of it, a NetCluster of 3 one-disk nodes made with --etcd)."""
+    with etcd_cluster(tmp_path) as c:
+        yield c
 
 
 def _cluster_id(net: NetCluster) -> str:

@@ -1,15 +1,18 @@
-"""A storage node follows the cluster map in etcd: a new epoch is adopted as etcd commits it.
+"""What a storage node does in etcd: follow the cluster map, and keep its liveness lease.
 
-Runs beside :meth:`Node.serve` when the node's directory has an etcd binding
+Both run beside :meth:`Node.serve` when the node's directory has an etcd binding
 (:mod:`chunkstore.authority.binding`, written by ``sofsctl node init`` for a cluster made with
-``--etcd``). It reads the map once, then watches its key from that revision: each committed
-change reaches the node within the watch's latency (well under a second), whether or not the
-admin that made it can reach the node. Adoption is :meth:`Node.adopt_map`, the same as a
-MAP_PUT: only a newer epoch of the node's own cluster is kept, and requests made with an older
-one are then refused (StaleMap).
+``--etcd``), each in a thread of its own (etcd's calls block).
 
-When etcd is unreachable the node keeps serving with the last map it has and tries again every
-:data:`RETRY_S`; it never makes a map of its own.
+:class:`MapFollower` reads the map once, then watches its key from that revision: each
+committed change reaches the node within the watch's latency (well under a second), whether or
+not the admin that made it can reach the node. Adoption is :meth:`Node.adopt_map`, the same as
+a MAP_PUT: only a newer epoch of the node's own cluster is kept, and requests made with an
+older one are then refused (StaleMap). When etcd is unreachable the node keeps serving with the
+last map it has and tries again every :data:`RETRY_S`; it never makes a map of its own.
+
+:func:`keep_alive` holds the node's key under ``/sofs/CLUSTER/alive/``
+(:class:`chunkstore.authority.liveness.NodeLease`); a clean stop revokes it.
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ import trio
 
 from chunkstore.authority import mapstore
 from chunkstore.authority.etcd import EtcdClient
+from chunkstore.authority.liveness import NodeLease
 from chunkstore.errors import ChunkStoreError, EtcdUnavailable
 
-log = logging.getLogger("sofs.node.mapfollow")
+log = logging.getLogger("sofs.node.etcd")
 
 RETRY_S = 1.0
 
@@ -82,3 +86,19 @@ class MapFollower:
                 self._stop.wait(self._retry_s)
             except (trio.RunFinishedError, trio.Cancelled):
                 return
+
+
+async def keep_alive(lease: NodeLease) -> None:
+    """Renew ``lease`` until cancelled, then revoke it."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            stop.wait(lease.step())
+
+    try:
+        await trio.to_thread.run_sync(loop, abandon_on_cancel=True)
+    finally:
+        stop.set()
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(lease.release)

@@ -1,0 +1,109 @@
+"""The healer of a cluster made with etcd: real etcd, real sofs-node processes.
+
+A node is suspect when etcd lost its liveness lease, never because one client cannot reach it;
+it is down only after the delay (on the healer's clock, a FakeClock here) and the change is a
+compare-and-swap in etcd; while etcd does not answer nothing is decided and no sweep runs.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import pytest
+
+from chunkstore.authority import binding, liveness, mapstore
+from chunkstore.clock import FakeClock
+from chunkstore.healing.healer import Healer
+from chunkstore.net.wire import load_secret
+from chunkstore.placement.clustermap import ClusterMap
+from chunkstore.ring.net import NetRing
+from tests.etcdnet import etcd_cluster
+from tests.netcluster import free_port
+
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(shutil.which("etcd") is None,
+                                 reason="etcd not installed (scripts/install)")]
+
+DOWN_AFTER = 60.0
+
+
+def _wait(cond, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _states(client, cid: str) -> dict[str, str]:
+    return {n.id: n.state for n in mapstore.read(client, cid).cmap.nodes}
+
+
+def test_down_and_up_are_etcds_word_and_nothing_is_decided_without_it(tmp_path):
+    with etcd_cluster(tmp_path, nodes=3, node_config={"lease_ttl": 2}) as (etcd, client, net):
+        admin_map = ClusterMap.load(net.admin / "clustermap.json")
+        cid = admin_map.cluster_id
+
+        def alive() -> set[str]:
+            return set(liveness.alive_nodes(client, cid))
+
+        _wait(lambda: alive() == {"n1", "n2", "n3"}, "three liveness keys")
+        # this client's copy of the map has a wrong address for n2: it can never reach n2,
+        # while n2 is alive for etcd and everyone else
+        # (same epoch: only the address differs)
+        cut = ClusterMap.from_json(admin_map.to_json().replace(
+            net.nodes["n2"].address, f"127.0.0.1:{free_port()}"))
+        state = tmp_path / "client"
+        state.mkdir()
+        clock = FakeClock()
+        ring = NetRing(cut, load_secret(str(net.admin / "cluster.secret")), state, clock=clock,
+                       etcd=binding.client(net.admin), ping_timeout_s=0.5)
+        try:
+            healer = Healer(ring, down_after_s=DOWN_AFTER, clock=clock)
+            ring.heartbeat_once()
+            assert "n2" in ring.unreachable_for()  # this client's own view
+            clock.advance(2 * DOWN_AFTER)
+            assert healer.update_map() is False
+            assert _states(client, cid) == {"n1": "up", "n2": "up", "n3": "up"}
+
+            # n3 dies: suspect once its lease ran out, down only after the delay
+            net.nodes["n3"].kill()
+            _wait(lambda: "n3" not in alive(), "n3's lease to expire")
+            assert healer.update_map() is False  # absent from now on
+            clock.advance(DOWN_AFTER - 1)
+            assert healer.update_map() is False
+            clock.advance(2)
+            assert healer.update_map() is True
+            assert _states(client, cid) == {"n1": "up", "n2": "up", "n3": "down"}
+            assert ring.cmap.node("n3").state == "down"
+            assert healer.needs_sweep() == "map"
+
+            # etcd gone: nothing is decided, no sweep runs, and the healer says why
+            etcd.stop_all()
+            net.nodes["n3"].start()
+            assert healer.update_map() is False
+            assert healer.authority_unreachable
+            assert healer.needs_sweep() is None
+            assert ring.cmap.node("n3").state == "down"
+
+            # etcd back: n3 took a new lease and is marked up, by compare-and-swap there
+            etcd.start(etcd.members[0])
+            etcd.wait_ready(client)
+            _wait(lambda: alive() == {"n1", "n2", "n3"}, "n3 alive again")
+            assert healer.update_map() is True
+            assert healer.authority_unreachable is None
+            assert _states(client, cid) == {"n1": "up", "n2": "up", "n3": "up"}
+        finally:
+            ring.close()
+
+
+def test_a_clean_stop_revokes_the_lease_at_once(tmp_path):
+    with etcd_cluster(tmp_path, nodes=1, node_config={"lease_ttl": 30}) as (_, client, net):
+        cid = ClusterMap.load(net.admin / "clustermap.json").cluster_id
+        _wait(lambda: set(liveness.alive_nodes(client, cid)) == {"n1"}, "n1 alive")
+        record = liveness.alive_nodes(client, cid)["n1"]
+        assert record.address == net.nodes["n1"].address and record.lease
+        assert record.pid == net.nodes["n1"].proc.pid
+        net.nodes["n1"].stop()  # SIGTERM: well before the 30 s lease would run out
+        assert liveness.alive_nodes(client, cid) == {}

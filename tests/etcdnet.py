@@ -1,0 +1,40 @@
+"""A networked RING made with ``cluster create --etcd``: one real etcd member and real nodes.
+
+:func:`etcd_cluster` starts the etcd member in the admin data directory (the product's own
+command line and certificates, :mod:`tests.chunkstore.authority.etcdcluster`), gives the admin
+its client certificate, makes the cluster with ``--etcd`` and adds the nodes; afterwards (also
+on a failure) it stops every node and the member by pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from chunkstore.authority import pki
+from chunkstore.authority.etcd import EtcdClient
+from tests.chunkstore.authority.etcdcluster import Cluster
+from tests.netcluster import NetCluster
+
+
+@contextlib.contextmanager
+def etcd_cluster(root: Path, nodes: int = 3, disks: int = 1, **kw
+                 ) -> Iterator[tuple[Cluster, EtcdClient, NetCluster]]:
+    """(the etcd member, a client of it, the NetCluster); ``kw`` goes to NetCluster."""
+    admin = root / "admin"
+    etcd = Cluster(admin, 1)
+    net = None
+    try:
+        etcd.start(etcd.members[0])
+        with etcd.client() as client:
+            etcd.wait_ready(client)
+            pki.issue(admin, admin / "pki", "etcd-client", "admin")
+            net = NetCluster(root, nodes=0, disks=disks, etcd=",".join(etcd.endpoints()), **kw)
+            for i in range(nodes):
+                net.add_node(f"n{i + 1}")
+            yield etcd, client, net
+    finally:
+        if net is not None:
+            net.cleanup()
+        etcd.stop_all()
