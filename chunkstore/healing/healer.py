@@ -20,6 +20,11 @@ because this client cannot reach it, and it is marked down once that has lasted
 etcd's map. While etcd does not answer no node is marked down or up and no sweep runs (a sweep
 removes pieces): :attr:`Healer.authority_unreachable` says why, reads and writes go on.
 
+With etcd, one healer acts for the whole cluster: each step it must hold the ``healer``
+election (:mod:`chunkstore.authority.election`, a lease of ``leader_ttl_s``); the others stand
+by (``status.state`` ``standby``, :attr:`Healer.leader` names the active one) and take over
+once its lease runs out, or at once when it stops cleanly.
+
 A node is never marked down when that would leave fewer placing disks than ``min_placing``
 (the widest policy of the mounted volume): its chunks could then neither be placed nor found;
 it stays suspect, reads degrade and writes hand off, and the log says to add storage.
@@ -66,7 +71,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 from chunkstore.api import Membership
 from chunkstore.atomicfile import atomic_write
-from chunkstore.authority import liveness, mapstore
+from chunkstore.authority import election, liveness, mapstore
+from chunkstore.authority.election import Election, candidate_name
 from chunkstore.clock import SYSTEM_CLOCK, Clock
 from chunkstore.errors import ChunkStoreError, EtcdUnavailable, MapConflict
 from chunkstore.healing.maintenance import read_maintenance
@@ -154,7 +160,8 @@ class Healer:
     def __init__(self, ring: RingStore, *, down_after_s: float = DEFAULT_DOWN_AFTER_S,
                  scrub_interval_s: float = DEFAULT_SCRUB_INTERVAL_S,
                  max_bytes_per_s: float | None = None, min_placing: int = 1,
-                 clock: Clock = SYSTEM_CLOCK) -> None:
+                 clock: Clock = SYSTEM_CLOCK,
+                 leader_ttl_s: int = election.DEFAULT_TTL_S) -> None:
         self.ring = ring
         self.min_placing = min_placing
         self.down_after_s = down_after_s
@@ -164,6 +171,8 @@ class Healer:
         self._clock = clock
         self._kept_up: set[str] = set()  # nodes that could not be marked down (logged once)
         self._absence = liveness.Absence(clock)  # with etcd: how long nodes' keys are gone
+        self.leader_ttl_s = leader_ttl_s
+        self._election: Election | None = None  # with etcd: the cluster-wide candidacy
         # with etcd: why it did not answer the last time it was asked (None: it did)
         self.authority_unreachable: str | None = None
         self._active_fd: int | None = None  # held flock on run/healer.lock
@@ -373,7 +382,25 @@ class Healer:
         return report
 
     def active(self) -> bool:
-        """Whether this healer is the data directory's active one (takes the lock if free)."""
+        """Whether this healer is the active one: the data directory's (takes the lock if
+        free) and, with etcd, the cluster's (:class:`~chunkstore.authority.election.Election`)."""
+        if not self._local_active():
+            return False
+        m = self.ring.membership
+        if m is None or m.etcd is None:
+            return True
+        if self._election is None:
+            self._election = Election(m.etcd, m.cmap.cluster_id, "healer",
+                                      candidate_name(self.ring.data_dir), self.leader_ttl_s,
+                                      self._clock)
+        return self._election.holds()
+
+    @property
+    def leader(self) -> str | None:
+        """With etcd: the active healer of the cluster, as last seen (None: not asked)."""
+        return self._election.leader if self._election is not None else None
+
+    def _local_active(self) -> bool:
         if self._active_fd is not None:
             return True
         path = os.path.join(self.ring.data_dir, RUN_DIR, HEALER_LOCK_FILE)
@@ -482,6 +509,8 @@ class Healer:
     def close(self) -> None:
         """Cancel (waiting for a running sweep to stop), then give the healer lock back."""
         self.cancel()
+        if self._election is not None:
+            self._election.resign()
         if self._active_fd is not None:
             os.close(self._active_fd)
             self._active_fd = None

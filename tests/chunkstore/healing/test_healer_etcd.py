@@ -13,6 +13,7 @@ import time
 import pytest
 
 from chunkstore.authority import binding, liveness, mapstore
+from chunkstore.authority.election import candidate_name
 from chunkstore.clock import FakeClock
 from chunkstore.healing.healer import Healer
 from chunkstore.net.wire import load_secret
@@ -107,3 +108,37 @@ def test_a_clean_stop_revokes_the_lease_at_once(tmp_path):
         assert record.pid == net.nodes["n1"].proc.pid
         net.nodes["n1"].stop()  # SIGTERM: well before the 30 s lease would run out
         assert liveness.alive_nodes(client, cid) == {}
+
+
+def test_one_healer_acts_for_the_cluster_and_a_standby_takes_over(tmp_path):
+    with etcd_cluster(tmp_path, nodes=1) as (_, client, net):
+        secret = load_secret(str(net.admin / "cluster.secret"))
+        rings, healers = [], []
+        try:
+            for name in ("a", "b"):
+                d = tmp_path / name
+                d.mkdir()
+                rings.append(NetRing(ClusterMap.load(net.admin / "clustermap.json"), secret, d,
+                                     etcd=binding.client(net.admin)))
+                healers.append(Healer(rings[-1], leader_ttl_s=2))
+            a, b = healers
+            a.step()
+            b.step()
+            assert a.status.state == "idle" and b.status.state == "standby"
+            assert a.leader == b.leader == candidate_name(str(tmp_path / "a"))
+
+            # a hangs (no step renews its lease): b takes over once the lease ran out
+            _wait(lambda: (b.step(), b.status.state == "idle")[1], "b to take over", 15)
+            assert b.leader == candidate_name(str(tmp_path / "b"))
+            a.step()
+            assert a.status.state == "standby" and a.leader == b.leader
+
+            # b stops cleanly: it resigns, and a leads at its next step
+            b.close()
+            a.step()
+            assert a.status.state == "idle"
+        finally:
+            for h in healers:
+                h.close()
+            for r in rings:
+                r.close()
