@@ -113,5 +113,6 @@ def cluster_status(healer: Healer) -> dict:
               "unreachable_since": suspects.get(n.id)} for n in cmap.nodes]
     return {"epoch": cmap.epoch, "nodes": nodes,
             "disks_unavailable": sorted(ring.unavailable_disks()),
-            "rebuild": healer.status.to_dict(), "down_after_s": healer.down_after_s}
+            "rebuild": healer.status.to_dict(), "down_after_s": healer.down_after_s,
+            "etcd_unreachable": healer.authority_unreachable, "healer_leader": healer.leader}
 

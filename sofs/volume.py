@@ -11,6 +11,7 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from chunkstore.atomicfile import atomic_write
@@ -148,14 +149,22 @@ def protection_for(ec: str | None, cos: int | None) -> tuple[str, str]:
 def create_volume(data_dir: Path, name: str, *, small_policy: str = "cos2",
                   large_policy: str = "ec4+2", zstd_level: int = DEFAULT_ZSTD_LEVEL,
                   block_size: int = DEFAULT_BLOCK_SIZE,
-                  trash_s: int = DEFAULT_TRASH_S) -> VolumeConfig:
-    """Create a volume's directory and config; the metadata DB is made on first open."""
+                  trash_s: int = DEFAULT_TRASH_S,
+                  announce: Callable[[VolumeConfig], None] | None = None) -> VolumeConfig:
+    """Create a volume's directory and config; the metadata DB is made on first open.
+    ``announce`` (the new config) runs once it is valid and before anything is made, so
+    that if it fails (a networked cluster recording the volume's width in etcd) no volume
+    exists."""
     config = VolumeConfig(name=name, uuid=str(uuid.uuid4()), created=time.time(),
                           small_policy=small_policy, large_policy=large_policy,
                           zstd_level=zstd_level, block_size=block_size, trash_s=trash_s)
     config.validate()
     config.protection()  # validates both policies
     vdir = volume_dir(data_dir, name)
+    if vdir.exists():
+        raise VolumeError(f"volume {name!r} already exists")
+    if announce is not None:
+        announce(config)
     volumes_dir(data_dir).mkdir(parents=True, exist_ok=True)
     try:
         vdir.mkdir()

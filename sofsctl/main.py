@@ -18,7 +18,7 @@ from chunkstore import errors as cerr
 from chunkstore.metricsendpoint import MetricsEndpointError, format_address, parse_address
 from chunkstore.protection.policy import parse_policy
 from chunkstore.ring.localcluster import init_local_cluster, load_config, lock_holder
-from chunkstore.ring.mapadmin import load_map
+from chunkstore.ring.mapadmin import load_map, register_volume
 from chunkstore.ring.open import has_cluster, is_networked
 from exporters.errors import ExportError
 from exporters.registry import stop_exports
@@ -169,10 +169,16 @@ def volume_create(home: Path, name: str, ec: str | None, cos: int | None, compre
                 raise Failure(f"{spec} survives no disk loss: losing one disk loses data. "
                               "Give --yes-i-really-mean-it if that is really meant (scratch "
                               "data only)")
+        def announce(c) -> None:  # a cluster with etcd: its width, for every admin's checks
+            if is_networked(home):
+                register_volume(home, c.uuid, c.name, max(
+                    parse_policy(c.small_policy).width, parse_policy(c.large_policy).width))
+
         cfg = create_volume(home, name, small_policy=small, large_policy=large,
                             zstd_level=zstd_level if compress == "zstd" else 0,
                             block_size=parse_size(block_size),
-                            trash_s=0 if worm else trash_seconds(trash_time))
+                            trash_s=0 if worm else trash_seconds(trash_time),
+                            announce=announce)
     except (ferr.FsError, cerr.ChunkStoreError) as e:
         raise fail(e) from None
     click.echo(f"volume {cfg.name} created: large chunks {cfg.large_policy}, small chunks "

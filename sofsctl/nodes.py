@@ -269,6 +269,12 @@ def print_cluster_view(info: dict) -> None:
     table(rows)
     if info["disks_unavailable"]:
         click.echo(f"disks unavailable: {', '.join(info['disks_unavailable'])}")
+    if info.get("etcd_unreachable"):
+        click.echo(f"the healer cannot reach etcd ({info['etcd_unreachable']}): no node is "
+                   "marked down or up and no rebuild runs until it answers")
+    if info.get("healer_leader") and info["rebuild"]["state"] == "standby":
+        click.echo(f"healer: standing by; the cluster's active healer is "
+                   f"{info['healer_leader']}")
     rb = info["rebuild"]
     if rb["state"] == "rebuilding":
         eta = f", ETA {rb['eta_s']:.0f} s" if rb["eta_s"] is not None else ""

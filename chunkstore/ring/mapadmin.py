@@ -9,7 +9,9 @@ that are unreachable get it later from any client's heartbeat.
 A cluster made with etcd (``cluster create --etcd``) keeps its map there: a change is made by
 compare-and-swap on etcd's copy (:mod:`chunkstore.authority.mapstore`), so two admins never
 fork it (the later one gets MapConflict, "retry"), and none is made while etcd is
-unreachable. The nodes follow etcd's map themselves (:mod:`chunkstore.net.nodeetcd`); the
+unreachable. Such a change also keeps at least as many placing disks as the widest volume
+recorded in etcd needs (:mod:`chunkstore.authority.volumewidths`), whoever made the volume.
+The nodes follow etcd's map themselves (:mod:`chunkstore.net.nodeetcd`); the
 offer over the wire only makes it quicker.
 """
 
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from chunkstore.atomicfile import atomic_write
-from chunkstore.authority import binding, mapstore
+from chunkstore.authority import binding, mapstore, volumewidths
 from chunkstore.authority.etcd import EtcdClient
 from chunkstore.disk.store import DiskStore
 from chunkstore.errors import ChunkStoreError, ClusterMismatch, ConfigError, EtcdUnavailable, MapError
@@ -199,10 +201,37 @@ def _change_in_etcd(data_dir: str | os.PathLike, change: Callable[[ClusterMap], 
     cluster_id = load_map(data_dir).cluster_id
     try:
         with _etcd(data_dir) as etcd:
-            return mapstore.change(etcd, cluster_id, change, check).cmap
+            width, volume = volumewidths.widest(etcd, cluster_id)
+
+            def check_all(current: ClusterMap, new: ClusterMap) -> None:
+                check(current, new)
+                have, left = len(current.placing_disks()), len(new.placing_disks())
+                if left < width and left < have:
+                    raise MapError(f"the change would leave {left} disks holding data, fewer "
+                                   f"than the {width} pieces of volume {volume} (the widest "
+                                   "in the cluster): add disks first")
+
+            return mapstore.change(etcd, cluster_id, change, check_all).cmap
     except EtcdUnavailable as e:
         raise EtcdUnavailable(f"no map change while etcd is unreachable ({e}); the nodes "
                               "and clients go on with the map they have") from None
+
+
+def register_volume(data_dir: str | os.PathLike, volume_uuid: str, name: str,
+                    width: int) -> bool:
+    """Record a new volume's width in the cluster's etcd (False: the cluster has none).
+    EtcdUnavailable when etcd does not answer: the volume must not be made then, or map
+    changes made from elsewhere could leave it fewer disks than it needs."""
+    if binding.load(data_dir) is None:
+        return False
+    try:
+        with _etcd(data_dir) as etcd:
+            volumewidths.register(etcd, load_map(data_dir).cluster_id, volume_uuid, name,
+                                  width)
+    except EtcdUnavailable as e:
+        raise EtcdUnavailable(f"volume {name} not created: etcd is unreachable ({e}), and it "
+                              "must know every volume's width") from None
+    return True
 
 
 @dataclass(frozen=True)

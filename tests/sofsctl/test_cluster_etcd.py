@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from chunkstore.authority import binding, mapstore, pki
+from chunkstore.authority import binding, mapstore, pki, volumewidths
 from chunkstore.placement.clustermap import ClusterMap
 from chunkstore.ring import mapadmin
 from tests.etcdnet import etcd_cluster
@@ -155,3 +155,19 @@ def test_no_map_change_while_etcd_is_unreachable_and_status_says_so(cluster):
     doc = json.loads(sofsctl(net.admin, "status", "--json", check=False).stdout)
     assert doc["etcd"]["reachable"] is True
     assert doc["etcd"]["map_epoch"] == changed.cmap.epoch + 1
+
+
+def test_the_widest_volume_anywhere_bounds_every_admins_map_changes(cluster):
+    etcd, client, net = cluster  # three nodes of one disk each
+    cid = _cluster_id(net)
+    sofsctl(net.admin, "volume", "create", "wide", "--cos", "2")  # 3 copies on 3 disks
+    assert volumewidths.widest(client, cid) == (3, "wide")
+    other = _second_admin(net)  # an admin host that has no volume of its own
+    res = sofsctl(other, "node", "drain", "n1", check=False)
+    assert res.returncode != 0 and "volume wide" in res.stderr, res.stderr
+    assert mapstore.read(client, cid).cmap.node("n1").state == "up"
+
+    etcd.stop_all()
+    res = sofsctl(net.admin, "volume", "create", "later", "--cos", "1", check=False)
+    assert res.returncode != 0 and "etcd is unreachable" in res.stderr, res.stderr
+    assert not (net.admin / "volumes" / "later").exists()
