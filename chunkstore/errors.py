@@ -117,6 +117,12 @@ class StaleMap(ChunkStoreError):
     client must fetch the newer map (MAP_GET), recompute placement and retry."""
 
 
+class StaleEpoch(ChunkStoreError):
+    """A storage node has seen a newer fencing token for this volume than the one this
+    connection declared (FENCE): the sender lost the volume's lease to another connector, so
+    its writes and deletes are refused and nothing was changed. It must stop writing."""
+
+
 class StaleRoot(ChunkStoreError):
     """A disk already holds a newer root record of this volume (another writer advanced it).
 

@@ -22,6 +22,7 @@ from chunkstore.authority import binding
 from chunkstore.disk.marker import MARKER_NAME
 from chunkstore.healing.healer import Healer
 from chunkstore.net import node as node_daemon
+from chunkstore.net.fences import FENCES_FILE, FenceBook
 from chunkstore.net.nodeconfig import Limits, NodeConfig
 from chunkstore.placement.clustermap import ClusterMap
 from chunkstore.placement.layout import DISKS_DIR, HEALER_STATE_FILE
@@ -231,6 +232,9 @@ def _file_keys(tmp: Path) -> dict[str, dict[str, object]]:
     binding.write(bound, "10.0.0.1:2379")
     keys["etcd.json"] = {k: MISSING for k in json.loads((bound / binding.BINDING_FILE).read_text())}
 
+    FenceBook(str(tmp / FENCES_FILE)).raise_to(bytes(16), 1)
+    keys["fences.json"] = {k: MISSING for k in json.loads((tmp / FENCES_FILE).read_text())}
+
     state = tmp / "node-state.json"
     node_daemon._write_state(str(state), 7700, "127.0.0.1", "n1")
     keys["the node state file"] = {k: MISSING for k in json.loads(state.read_text())}
@@ -300,7 +304,7 @@ def file_keys(tmp_path_factory):
 
 
 FILES = _sections(MAN / "sofs-files.5")
-FILE_SECTIONS = ["cluster.json", "ring.json", "clustermap.json", "etcd.json", "node.json",
+FILE_SECTIONS = ["cluster.json", "ring.json", "clustermap.json", "etcd.json", "node.json", "fences.json",
                  "the node state file", "DISK", "healer.json", "volume.json", "checkpoint.json",
                  "snapshots.json", "snapshot-schedule.json", "run/mounts/NAME.json", "exports/VOLUME-KIND/spec.json",
                  "exports/VOLUME-KIND/state.json"]

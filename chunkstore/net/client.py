@@ -40,6 +40,8 @@ from chunkstore.net.wire.messages import (
     Compact,
     Delete,
     ErrorReply,
+    Fence,
+    FenceHeld,
     Frame,
     Get,
     Has,
@@ -85,6 +87,7 @@ class RemoteDisk:
         compact_timeout: float = 3600.0,
         epoch: int = 0,
         clock: Clock = SYSTEM_CLOCK,
+        fence: tuple[bytes, int] | None = None,
     ) -> None:
         validate_id(disk_id, "disk")  # WireError for an id the wire cannot carry
         self.host = host
@@ -99,6 +102,9 @@ class RemoteDisk:
         self._secret = secret
         self.epoch = epoch  # our cluster-map epoch, announced (PING) on every new connection
         self.node_epoch = 0  # the node's map epoch, as its last PING answer said
+        # (volume id, lease token) declared (FENCE) on every new connection; None: none
+        self.fence = fence
+        self.node_fence = 0  # the node's token for that volume, as its last FENCE answer said
         self._lock = threading.Lock()
         self._idle: list[tuple[BlockingConnection, float]] = []
         self._slots = threading.BoundedSemaphore(max_connections)
@@ -122,6 +128,15 @@ class RemoteDisk:
                 if frame.kind != Kind.RESPONSE or frame.op != Op.PING:
                     raise WireError(f"expected a PING answer, got {Kind(frame.kind).name}")
                 self.node_epoch = frame.expect(Pong).epoch
+            fence = self.fence
+            if fence is not None:
+                conn.send(encode_request(0, Fence(*fence)))
+                frame = conn.receive_frame()
+                if frame.kind == Kind.ERROR:
+                    raise frame.expect(ErrorReply).to_exception()
+                # a higher token: the node refuses this connection's writes (StaleEpoch);
+                # reads go on
+                self.node_fence = frame.expect(FenceHeld).token
             return conn
         except AuthError as e:
             if conn is not None:
@@ -277,6 +292,17 @@ class RemoteDisk:
             stale, self._idle = self._idle, []
         for conn, _ in stale:
             conn.close()
+
+    def set_fence(self, volume_id: bytes, token: int) -> int:
+        """Declare a new lease token for our volume (a takeover): connections made with the
+        old one are not reused; returns the highest token the node holds afterwards (ours,
+        or a newer one: StaleEpoch on the next write)."""
+        with self._lock:
+            self.fence = (volume_id, token)
+            stale, self._idle = self._idle, []
+        for conn, _ in stale:
+            conn.close()
+        return self._call(Fence(volume_id, token), FenceHeld).token
 
     def get_map(self) -> bytes:
         """The node's cluster map (JSON; b"" if it has none)."""

@@ -48,6 +48,7 @@ from chunkstore.authority.liveness import NodeLease
 from chunkstore.disk.store import DiskStore
 from chunkstore.errors import AuthError, ConfigError
 from chunkstore.metricsendpoint import MetricsEndpoint, MetricsEndpointError, new_registry, parse_address, serve_metrics
+from chunkstore.net.fences import FenceBook, fences_path
 from chunkstore.net.nodeconfig import NodeConfig
 from chunkstore.net.nodeetcd import MapFollower, keep_alive
 from chunkstore.net.nodemetrics import NodeMetrics
@@ -80,9 +81,9 @@ def _remove_state(path: str) -> None:
 async def _amain(
     config: NodeConfig, secret: bytes, stores: dict[str, DiskStore], down: dict[str, str], state_file: str | None,
     metrics: NodeMetrics | None = None, metrics_port: int | None = None,
-    etcd: EtcdClient | None = None,
+    etcd: EtcdClient | None = None, fences: FenceBook | None = None,
 ) -> None:
-    node = Node(config, secret, stores, down, metrics)
+    node = Node(config, secret, stores, down, metrics, fences)
     following = trio.CancelScope()
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         listeners = await trio.open_tcp_listeners(config.port, host=config.host)  # OSError: cannot bind
@@ -157,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = NodeConfig.load(args.config)
         secret = load_secret(config.secret_file)
+        fences = FenceBook(fences_path(config.map_file))
         etcd = binding.client(os.path.dirname(os.path.abspath(args.config)))
         if etcd is not None and not config.cluster_id:
             raise ConfigError(f"{args.config} names no cluster_id: a node that follows the "
@@ -177,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     stores, down = open_disks(config)
     try:
         trio.run(_amain, config, secret, stores, down, args.state_file, metrics,
-                 endpoint.port if endpoint is not None else None, etcd)
+                 endpoint.port if endpoint is not None else None, etcd, fences)
     except OSError as e:
         log.error("cannot listen on %s:%d: %s", config.host, config.port, e)
         return 2

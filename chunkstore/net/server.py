@@ -48,10 +48,12 @@ from chunkstore.errors import (
     ClusterMismatch,
     DiskFull,
     DiskUnavailable,
+    StaleEpoch,
     StaleMap,
     WireError,
 )
 from chunkstore.net.budget import ByteBudget, Reservation
+from chunkstore.net.fences import FenceBook, fences_path
 from chunkstore.net.nodeconfig import NodeConfig
 from chunkstore.net.nodemetrics import NodeGauges, NodeMetrics, op_name
 from chunkstore.net.wire.auth import ROLE_CLIENT, ROLE_NODE, check_proof, new_nonce, proof
@@ -67,6 +69,8 @@ from chunkstore.net.wire.messages import (
     Compact,
     Delete,
     DiskRequest,
+    Fence,
+    FenceHeld,
     Frame,
     Get,
     Has,
@@ -151,13 +155,15 @@ class _Conn:
         self.scope = trio.CancelScope()  # cancelled when the connection must go
         self.inflight = 0
         self.epoch = 0  # the client's cluster-map epoch (its last PING)
+        self.fence: tuple[bytes, int] | None = None  # (volume id, token) its FENCE declared
 
 
 class Node:
     """Serves a set of open DiskStores. Construct and run inside ``trio.run``."""
 
     def __init__(self, config: NodeConfig, secret: bytes, stores: Mapping[str, DiskStore],
-                 down: Mapping[str, str] | None = None, metrics: NodeMetrics | None = None):
+                 down: Mapping[str, str] | None = None, metrics: NodeMetrics | None = None,
+                 fences: FenceBook | None = None):
         self.config = config
         self.limits = config.limits
         self._secret = secret
@@ -176,6 +182,8 @@ class Node:
         self._active = 0
         self.max_seen_epoch = config.map_epoch
         self.map_doc, self.map_epoch = _load_map(config)
+        # the highest lease token per volume (FENCE); ConfigError if the book is damaged
+        self.fences = fences or FenceBook(fences_path(config.map_file or "clustermap.json"))
         self._metrics = metrics  # counted into from the trio thread only (nodemetrics)
         if metrics is not None:
             metrics.watch(self.gauges)
@@ -423,6 +431,11 @@ class Node:
                         self.max_seen_epoch = req.epoch
                     c.epoch = req.epoch
                     parts = encode_response(header.req_id, Op.PING, Pong(self.map_epoch, self.config.node_id))
+                elif isinstance(req, Fence):
+                    token = await trio.to_thread.run_sync(self.fences.raise_to, req.volume_id,
+                                                          req.token)
+                    c.fence = (req.volume_id, req.token)
+                    parts = encode_response(header.req_id, Op.FENCE, FenceHeld(token))
                 elif isinstance(req, MapGet):
                     parts = encode_response(header.req_id, Op.MAP_GET, MapDoc(self.map_doc))
                 elif isinstance(req, MapPut):
@@ -435,6 +448,8 @@ class Node:
                     error = await self._stream_pieces(c, header.req_id, req.disk)
                     return
                 elif isinstance(req, DISK_REQUESTS):
+                    if c.fence is not None and isinstance(req, (Put, Delete, RootPut, Compact)):
+                        self._check_fence(c.fence)
                     value = await self._execute(req, held)
                     parts = encode_response(header.req_id, header.op, value)
                 else:  # pragma: no cover - the header of a REQUEST frame names a request op
@@ -521,6 +536,14 @@ class Node:
         if disk_id not in self._failing:
             log.error("disk %s: %s", disk_id, why)
         self._failing[disk_id] = why
+
+    def _check_fence(self, fence: tuple[bytes, int]) -> None:
+        volume_id, token = fence
+        newest = self.fences.held(volume_id)
+        if newest > token:
+            raise StaleEpoch(f"node {self.config.node_id}: volume {volume_id.hex()} has "
+                             f"fencing token {newest}, this connection declared {token}: its "
+                             "lease went to another connector; nothing was changed")
 
     async def _execute(self, req: DiskRequest, held: Reservation) -> Response:
         ds = self._store(req.disk)

@@ -80,6 +80,7 @@ from chunkstore.errors import (
     KeyConflict,
     NotEnoughDisks,
     PolicyError,
+    StaleEpoch,
     StaleMap,
     StaleRoot,
 )
@@ -307,7 +308,7 @@ class RingStore(ChunkStore):
         for i, f in futures.items():
             try:
                 f.result()
-            except KeyConflict:
+            except (KeyConflict, StaleEpoch):  # a fenced writer: nowhere else helps
                 raise
             except ChunkStoreError as e:
                 failed.append(i)
@@ -329,7 +330,7 @@ class RingStore(ChunkStore):
                     self._put_piece(disk_id, ref.key, policy.piece_index(i), ref, pieces[i])
                     placed += 1
                     break
-                except KeyConflict:
+                except (KeyConflict, StaleEpoch):
                     raise
                 except ChunkStoreError as e:
                     errors.append(e)
@@ -551,6 +552,8 @@ class RingStore(ChunkStore):
             for disk_id, f in futures.items():
                 try:
                     held[disk_id] = f.result()
+                except StaleEpoch:
+                    raise
                 except KeyConflict as e:
                     conflicts.append(e)
                 except ChunkStoreError as e:

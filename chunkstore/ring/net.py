@@ -86,9 +86,13 @@ class NetRing(RingStore):
     def __init__(self, cmap: ClusterMap, secret: bytes, state_dir: str | os.PathLike, *,
                  workers: int | None = None, timeout: float = 10.0, heartbeat_s: float = 1.0,
                  ping_timeout_s: float = 2.0, instance: str | None = None,
-                 clock: Clock = SYSTEM_CLOCK, etcd: EtcdClient | None = None) -> None:
+                 clock: Clock = SYSTEM_CLOCK, etcd: EtcdClient | None = None,
+                 fence: tuple[bytes, int] | None = None) -> None:
         self.state_dir = self.data_dir = os.fspath(state_dir)
         self.etcd = etcd  # the cluster's etcd, if it has one (the healer asks it)
+        # (volume id, lease token) every connection declares (FENCE): the nodes refuse this
+        # client's writes and deletes once a newer holder of the volume declared a higher one
+        self.fence = fence
         self.instance = instance
         self._secret = secret
         self.timeout = timeout
@@ -157,7 +161,7 @@ class NetRing(RingStore):
                     rd = None
                 if rd is None:
                     rd = RemoteDisk(host, port, disk_id, self._secret, self.timeout,
-                                    epoch=cmap.epoch, clock=self._clock)
+                                    epoch=cmap.epoch, clock=self._clock, fence=self.fence)
                     self._remote[disk_id] = rd
                     with self._disks_lock:
                         if node.id in self._suspect:
@@ -225,6 +229,21 @@ class NetRing(RingStore):
             self._disks.pop(disk_id, None)
             if disk_id in self._remote:
                 self._down[disk_id] = reason
+
+    def set_fence(self, volume_id: bytes, token: int) -> dict[str, int | str]:
+        """Declare a new lease token for the volume to every member disk's node (a takeover,
+        before the first write): disk id -> the node's token after, or why it did not answer
+        (it learns the token from this client's first connection to it)."""
+        with self._map_lock:
+            self.fence = (volume_id, token)
+            remotes = dict(self._remote)
+        out: dict[str, int | str] = {}
+        for disk_id, rd in remotes.items():
+            try:
+                out[disk_id] = rd.set_fence(volume_id, token)
+            except ChunkStoreError as e:
+                out[disk_id] = str(e)
+        return out
 
     def revive_disk(self, disk_id: str) -> bool:
         return self._take_back(disk_id, self._remote.get(disk_id))

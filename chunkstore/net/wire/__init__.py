@@ -64,6 +64,8 @@ from chunkstore.net.wire.messages import (
     Delete,
     DiskRequest,
     ErrorReply,
+    Fence,
+    FenceHeld,
     Frame,
     Get,
     Has,
@@ -102,7 +104,8 @@ __all__ = [
     "parse_header",
     # messages
     "DISK_REQUESTS", "Auth", "AuthOk", "Blob", "Body", "Check", "Compact", "Delete", "DiskRequest", "ErrorReply", "Frame",
-    "Get", "Has", "Hello", "HelloReply", "Items", "MapDoc", "MapEpoch", "MapGet", "MapPut", "Piece", "Pieces", "Ping",
+    "Fence", "FenceHeld", "Get", "Has", "Hello", "HelloReply", "Items", "MapDoc", "MapEpoch", "MapGet", "MapPut", "Piece",
+    "Pieces", "Ping",
     "Pong", "Put", "Request", "Response", "RootFound", "RootGet", "RootHeld", "RootList", "RootPut", "RootSeqs", "Stats",
     "StreamEnd",
     # encode / decode

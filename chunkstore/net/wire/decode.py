@@ -52,6 +52,8 @@ from chunkstore.net.wire.messages import (
     Compact,
     Delete,
     ErrorReply,
+    Fence,
+    FenceHeld,
     Frame,
     Get,
     Has,
@@ -150,6 +152,9 @@ def _decode_request(op: int, r: _Reader, verify: bool) -> Request:
         return Auth(bytes(r.take(PROOF_SIZE)))
     if op == Op.PING:
         return Ping(U64.unpack(r.take(8))[0])
+    if op == Op.FENCE:
+        volume_id, token = _root_entry(r)
+        return Fence(volume_id, token)
     if op == Op.MAP_GET:
         return MapGet()
     if op == Op.MAP_PUT:
@@ -212,6 +217,8 @@ def _decode_response(op: int, r: _Reader, verify: bool) -> Response:
     if op == Op.PING:
         (epoch,) = U64.unpack(r.take(8))
         return Pong(epoch, r.ident("node"))
+    if op == Op.FENCE:
+        return FenceHeld(check_seq(U64.unpack(r.take(8))[0]))
     if op == Op.MAP_GET:
         return MapDoc(bytes(r.rest()))
     if op == Op.MAP_PUT:

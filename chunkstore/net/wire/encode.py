@@ -56,6 +56,8 @@ from chunkstore.net.wire.messages import (
     Blob,
     Compact,
     Delete,
+    Fence,
+    FenceHeld,
     Get,
     Has,
     Hello,
@@ -140,6 +142,9 @@ def encode_request(req_id: int, req: Request) -> Parts:
         if not 0 <= req.epoch < 2**64:
             raise WireError("epoch out of range")
         return _frame(Kind.REQUEST, Op.PING, req_id, U64.pack(req.epoch))
+    if isinstance(req, Fence):
+        _check_root_fields(req.volume_id, req.token)
+        return _frame(Kind.REQUEST, Op.FENCE, req_id, ROOT_ENTRY_STRUCT.pack(req.volume_id, req.token))
     if isinstance(req, MapGet):
         return _frame(Kind.REQUEST, Op.MAP_GET, req_id)
     if isinstance(req, MapPut):
@@ -199,6 +204,8 @@ def encode_response(req_id: int, op: int, value: Response | RootRecord) -> Parts
         if not 0 <= value.epoch < 2**64:
             raise WireError("epoch out of range")
         return _frame(Kind.RESPONSE, op, req_id, U64.pack(value.epoch) + _id_field(value.node_id, "node"))
+    if op == Op.FENCE and isinstance(value, FenceHeld):
+        return _frame(Kind.RESPONSE, op, req_id, U64.pack(check_seq(value.token)))
     if op == Op.MAP_GET and isinstance(value, MapDoc):
         if len(value.doc) > MAX_MAP:
             raise WireError("cluster map too large")

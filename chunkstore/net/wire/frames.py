@@ -83,10 +83,20 @@ Operations (op: request body -> response body)::
                                                           (rest, 0..64 KiB)
     27 ROOT_LIST disk                                 ->  count u32 (0..65536) + count x
                                                           (volume_id 16 B, seq u64)
+    28 FENCE    volume_id 16 B, token u64 (1..2**63-1) -> token u64: the highest token the
+                                                          node holds for the volume, after
 
 Volume root records (chunkstore.roots): ROOT_PUT / ROOT_GET / ROOT_LIST call the disk's
 DiskStore.put_root / get_root / list_roots. A disk holding more than MAX_ROOTS (65,536)
 records answers ROOT_LIST with ERROR FormatError.
+
+Fencing (chunkstore.net.fences): a connector that holds a volume's lease (its token: the
+lease key's etcd revision, higher for every new holder) declares it once per connection with
+FENCE. The node keeps the highest token per volume on stable storage before it answers, and
+records the declaration on the connection; from then on each PUT, DELETE, ROOT_PUT and COMPACT
+on that connection is answered ERROR StaleEpoch, changing nothing, whenever the node holds a
+higher token for the volume (another connector took the volume over). A FENCE with a lower
+token is answered with the higher one: the sender knows at once that it is fenced.
 
 Cluster-map epochs: a PING records the sender's epoch on the connection. Once a node holds a
 map (epoch E > 0), a disk request on a connection whose recorded epoch is below E is answered
@@ -103,7 +113,7 @@ ERROR body: code u16 + message length u16 (0..1024) + UTF-8 message. Codes map 1
 exception classes (ERROR_CODES): 1 WireError, 2 AuthError, 3 ChunkNotFound, 4 ChunkCorrupt,
 5 KeyConflict, 6 DiskFull, 7 DiskUnavailable, 8 FormatError, 9 ChecksumMismatch,
 10 PolicyError, 11 NotEnoughDisks, 12 ClusterInUse, 13 ClusterMismatch, 14 ClusterNotFound,
-15 StaleMap, 16 StaleRoot, 255 NodeFailure (anything else). Never renumber.
+15 StaleMap, 16 StaleRoot, 17 StaleEpoch, 255 NodeFailure (anything else). Never renumber.
 
 Malformed input on a connection: if the header is bad (framing is lost) the node answers
 ERROR WireError with op 0 and closes; if only the body is bad it answers ERROR WireError for
@@ -136,6 +146,7 @@ from chunkstore.errors import (
     NodeFailure,
     NotEnoughDisks,
     PolicyError,
+    StaleEpoch,
     StaleMap,
     StaleRoot,
     WireError,
@@ -207,6 +218,7 @@ class Op(IntEnum):
     ROOT_PUT = 25
     ROOT_GET = 26
     ROOT_LIST = 27
+    FENCE = 28
 
 
 KINDS = frozenset(int(k) for k in Kind)
@@ -234,6 +246,7 @@ BODY_BOUNDS: dict[tuple[int, int], tuple[int, int]] = {
     (Kind.REQUEST, Op.ROOT_PUT): (_DISK[0] + _VS, _DISK[1] + _VS + ROOT_MAX_BODY),
     (Kind.REQUEST, Op.ROOT_GET): (_DISK[0] + VOLUME_ID_SIZE, _DISK[1] + VOLUME_ID_SIZE),
     (Kind.REQUEST, Op.ROOT_LIST): _DISK,
+    (Kind.REQUEST, Op.FENCE): (_VS, _VS),
     (Kind.RESPONSE, Op.HELLO): (NONCE_SIZE + PROOF_SIZE, NONCE_SIZE + PROOF_SIZE),
     (Kind.RESPONSE, Op.AUTH): _DISK,
     (Kind.RESPONSE, Op.PING): (8 + _DISK[0], 8 + _DISK[1]),
@@ -250,6 +263,7 @@ BODY_BOUNDS: dict[tuple[int, int], tuple[int, int]] = {
     (Kind.RESPONSE, Op.ROOT_PUT): (8, 8),
     (Kind.RESPONSE, Op.ROOT_GET): (1, 1 + 8 + ROOT_MAX_BODY),
     (Kind.RESPONSE, Op.ROOT_LIST): (4, 4 + _VS * MAX_ROOTS),
+    (Kind.RESPONSE, Op.FENCE): (8, 8),
     (Kind.ITEM, Op.PIECES): (2 + PIECE_SIZE, 2 + PIECE_SIZE * MAX_ITEMS),
     (Kind.END, Op.PIECES): (8, 8),
 }
@@ -279,6 +293,7 @@ ERROR_CODES: dict[int, type[ChunkStoreError]] = {
     14: ClusterNotFound,
     15: StaleMap,
     16: StaleRoot,
+    17: StaleEpoch,
     255: NodeFailure,
 }
 _CODE_OF: dict[type, int] = {cls: code for code, cls in ERROR_CODES.items()}

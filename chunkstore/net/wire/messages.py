@@ -59,6 +59,23 @@ class Pong:
 
 
 @dataclass(frozen=True)
+class Fence:
+    """FENCE request: this connection acts for ``volume_id`` under lease token ``token``."""
+
+    volume_id: bytes
+    token: int
+    op = Op.FENCE
+
+
+@dataclass(frozen=True)
+class FenceHeld:
+    """FENCE answer: the highest token the node holds for the volume (ours, or a newer one:
+    then we are fenced)."""
+
+    token: int
+
+
+@dataclass(frozen=True)
 class MapGet:
     op = Op.MAP_GET
 
@@ -247,19 +264,20 @@ class ErrorReply:
 
 #: any request (the body of a REQUEST frame)
 Request = Union[
-    Hello, Auth, Ping, MapGet, MapPut, Put, Get, Delete, Has, Piece, Pieces, Stats, Compact, Check, RootPut, RootGet, RootList
+    Hello, Auth, Ping, Fence, MapGet, MapPut, Put, Get, Delete, Has, Piece, Pieces, Stats, Compact, Check, RootPut,
+    RootGet, RootList
 ]
 DISK_REQUESTS = (Put, Get, Delete, Has, Piece, Pieces, Stats, Compact, Check, RootPut, RootGet, RootList)
 
 #: a disk request (every one names its disk)
 DiskRequest = Union[Put, Get, Delete, Has, Piece, Pieces, Stats, Compact, Check, RootPut, RootGet, RootList]
-#: the body of a RESPONSE frame, by op: HelloReply, AuthOk, Pong, MapDoc (MAP_GET), MapEpoch
+#: the body of a RESPONSE frame, by op: HelloReply, AuthOk, Pong, FenceHeld, MapDoc (MAP_GET), MapEpoch
 #: (MAP_PUT), None (PUT, DELETE, CHECK), Blob (GET), bool (HAS), PieceInfo | None (PIECE),
 #: DiskStats, CompactReport, RootHeld (ROOT_PUT), RootFound | None (ROOT_GET; the encoder also
 #: takes a RootRecord), RootSeqs (ROOT_LIST)
 Response = Union[
-    HelloReply, AuthOk, Pong, MapDoc, MapEpoch, None, Blob, bool, PieceInfo, DiskStats, CompactReport, RootHeld,
-    RootFound, RootSeqs,
+    HelloReply, AuthOk, Pong, FenceHeld, MapDoc, MapEpoch, None, Blob, bool, PieceInfo, DiskStats, CompactReport,
+    RootHeld, RootFound, RootSeqs,
 ]
 #: the body of an ITEM frame (one batch of a PIECES stream)
 Items = tuple[PieceInfo, ...]
