@@ -123,6 +123,11 @@ class StaleEpoch(ChunkStoreError):
     its writes and deletes are refused and nothing was changed. It must stop writing."""
 
 
+class VolumeLeased(ChunkStoreError):
+    """Another connector holds the volume's write lease in etcd (it is mounted read-write
+    elsewhere): chunkstore.authority.volumelease."""
+
+
 class StaleRoot(ChunkStoreError):
     """A disk already holds a newer root record of this volume (another writer advanced it).
 
