@@ -42,7 +42,7 @@ from sofs.online_check import check_mounted
 from sofs.snapshot.manager import Snapshots
 from sofs.volume import volume_dir
 
-from . import ctlserver, gcgate, mountmetrics, ringhost, runstate, unmountreport
+from . import ctlserver, gcgate, leaseholder, mountmetrics, ringhost, runstate, unmountreport
 from .errors import MountError
 from .kernelcache import KernelCacheFixer, inode_now
 from .names import HIDDEN_ROOT_NAMES
@@ -100,7 +100,8 @@ def _raise_read_ahead(mountpoint: str) -> None:
 def admin_ops(ring: RingStore, fs: Filesystem, healer: Healer | None = None,
               checkpointer: Checkpointer | None = None,
               checkpoint_interval_s: float = 0.0,
-              ring_level: bool = True) -> dict[str, ctlserver.Operation]:
+              ring_level: bool = True,
+              lease: leaseholder.MountLease | None = None) -> dict[str, ctlserver.Operation]:
     """What ``sofsctl`` may ask this process to do: its volume's operations, and with
     ``ring_level`` those of the RING it serves (:mod:`.ringops`; not for a client of the
     embedded ring's host, which serves them itself)."""
@@ -113,8 +114,15 @@ def admin_ops(ring: RingStore, fs: Filesystem, healer: Healer | None = None,
             progress, take_over=True).as_dict()
         ops["checkpoints"] = lambda progress: [
             c.as_dict() for c in list_checkpoints(ring, fs.config.uuid)]
-    ops["stats"] = lambda progress: {**fs.statistics().as_dict(),
-                                     **_checkpoint_stats(checkpointer, checkpoint_interval_s)}
+    def stats(progress: ctlserver.Progress) -> dict:
+        out = {**fs.statistics().as_dict(),
+               **_checkpoint_stats(checkpointer, checkpoint_interval_s)}
+        if lease is not None:  # a networked RING with etcd: the volume's write lease
+            out["lease"] = {"token": lease.token, "lost": lease.lost}
+            out["gc_stopped"] = bool(out.get("gc_stopped")) or lease.lost is not None
+        return out
+
+    ops["stats"] = stats
     ops["fsck"] = _online_fsck(fs, ring)
     ops.update(worm_ops(fs))
     ops.update(snapshot_ops(fs))
@@ -225,7 +233,8 @@ async def _serve(fs: Filesystem, ring: RingStore, mountpoint: str, ready_fd: int
                  checkpoint_interval_s: float = META_CHECKPOINT_INTERVAL_S,
                  take_over: bool = False, metrics: tuple[str, int] | None = None,
                  fuse_metrics: FuseMetrics | None = None, hosted_by: Path | None = None,
-                 host_args: Sequence[str] = ()) -> None:
+                 host_args: Sequence[str] = (),
+                 lease: leaseholder.MountLease | None = None) -> None:
     # bound before anything serves: a port in use fails the mount (RuntimeError)
     endpoint = None if metrics is None else mountmetrics.serve(
         metrics, fs, ring, healer, checkpointer, fuse_metrics,
@@ -256,6 +265,8 @@ async def _serve(fs: Filesystem, ring: RingStore, mountpoint: str, ready_fd: int
                         and not checkpointer.overtaken:
                     # a takeover elsewhere is noticed within a GC interval, not a checkpoint's
                     await trio.to_thread.run_sync(checkpointer.verify_current)
+                if lease is not None and lease.lost is not None:
+                    continue  # another host may hold the volume: its chunks are not ours
                 if checkpointer is not None and checkpointer.overtaken:
                     if not fenced:
                         log.error("this copy of the volume is read-only and its garbage "
@@ -292,6 +303,8 @@ async def _serve(fs: Filesystem, ring: RingStore, mountpoint: str, ready_fd: int
         nursery.start_soon(announce)
         if healer is not None:
             nursery.start_soon(ringhost.heal_rounds, healer)
+        if lease is not None:
+            nursery.start_soon(leaseholder.keep, lease, fs)
         if checkpointer is not None and checkpoint_interval_s > 0:
             nursery.start_soon(checkpoints, checkpointer)
         try:
@@ -364,7 +377,8 @@ def run_mount(data_dir: Path, volume: str, mountpoint: str, *, ready_fd: int | N
               rebuild_rate: float | None = None,
               checkpoint_interval_s: float = META_CHECKPOINT_INTERVAL_S,
               take_over: bool = False, metrics: tuple[str, int] | None = None,
-              exclusive_ring: bool = False) -> None:
+              exclusive_ring: bool = False,
+              lease_ttl: int = leaseholder.LEASE_TTL_S) -> None:
     """Mount ``volume`` at ``mountpoint`` and serve until unmounted; blocks.
 
     On an embedded data directory the disks are served by its ring host
@@ -376,7 +390,10 @@ def run_mount(data_dir: Path, volume: str, mountpoint: str, *, ready_fd: int | N
     unmount, the volume's metadata is checkpointed into the RING (sofs.metacheckpoint).
     A copy of the metadata that another host has overtaken there is not mounted (it would
     fork the volume) unless TAKE_OVER, which first writes a checkpoint of this copy.
-    METRICS (host, port): serve Prometheus metrics there (fuse_mount.mountmetrics)."""
+    METRICS (host, port): serve Prometheus metrics there (fuse_mount.mountmetrics).
+    On a networked RING with etcd the mount holds the volume's write lease of LEASE_TTL
+    seconds (fuse_mount.leaseholder): refused while another host holds it; read-only once it
+    cannot be renewed in time."""
     mountpoint = os.path.realpath(mountpoint)
     tune_malloc()
     host_args = _host_args(scrub_interval_s, rebuild_rate)
@@ -401,6 +418,9 @@ def run_mount(data_dir: Path, volume: str, mountpoint: str, *, ready_fd: int | N
                             max_bytes_per_s=rebuild_rate * 2**20 if rebuild_rate else None,
                             min_placing=fs.protection.max_width())
             stack.callback(healer.close)
+        lease = leaseholder.take(ring, fs, str(data_dir), lease_ttl)  # networked, with etcd
+        if lease is not None:
+            stack.callback(lease.lease.release)
         checkpointer = Checkpointer(fs.meta, ring, fs.config, volume_dir(data_dir, volume),
                                     protection=fs.protection)
         _claim(checkpointer, ring, fs, volume_dir(data_dir, volume), take_over)
@@ -416,13 +436,13 @@ def run_mount(data_dir: Path, volume: str, mountpoint: str, *, ready_fd: int | N
         stack.callback(runstate.remove, data_dir, state)
         log.info("volume %s mounted at %s (pid %d)", volume, mountpoint, os.getpid())
         admin = admin_ops(ring, fs, healer, checkpointer, checkpoint_interval_s,
-                          ring_level=not hosted)
+                          ring_level=not hosted, lease=lease)
         controls = [(ctlserver.socket_path(data_dir, volume), admin)]
         if not networked and not hosted:  # it holds the embedded ring: sofsctl asks it
             controls.append((ctlserver.socket_path(data_dir, None), admin))
         trio.run(_serve, fs, ring, mountpoint, ready_fd, controls, gc_interval_s, healer,
                  checkpointer, checkpoint_interval_s, take_over, metrics, ops.metrics,
-                 Path(data_dir) if hosted else None, host_args)
+                 Path(data_dir) if hosted else None, host_args, lease)
         log.info("FUSE session ended; flushing and closing")
         sdnotify.notify("STOPPING=1\nSTATUS=flushing and closing")
         final_error = None
@@ -464,6 +484,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--take-over", action="store_true",
                    help="mount this copy of the metadata even though another host wrote newer "
                         "checkpoints of the volume, and make it the volume's reference")
+    p.add_argument("--lease-ttl", type=int, default=leaseholder.LEASE_TTL_S,
+                   help="networked RING with etcd: seconds of the volume's write lease")
     p.add_argument("--metrics", metavar="HOST:PORT", type=_metrics_address,
                    help="serve Prometheus metrics on HOST:PORT (/metrics); default: off")
     p.add_argument("--exclusive-ring", action="store_true",
@@ -481,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
                   rebuild_rate=args.rebuild_rate,
                   checkpoint_interval_s=args.checkpoint_interval,
                   take_over=args.take_over, metrics=args.metrics,
-                  exclusive_ring=args.exclusive_ring)
+                  exclusive_ring=args.exclusive_ring, lease_ttl=args.lease_ttl)
     except Exception as e:
         log.error("mount failed: %s", e, exc_info=not isinstance(e, (OSError, RuntimeError)))
         if args.ready_fd is not None:

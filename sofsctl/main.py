@@ -262,6 +262,10 @@ def _placing_disks(home: Path) -> int:
               help="Mount this copy of the volume's metadata even though another host wrote "
                    "newer checkpoints of it (refused otherwise: it would fork the volume), and "
                    "make it the one a restore brings back.")
+@click.option("--lease-ttl", type=click.IntRange(2, 300), default=None, metavar="SECONDS",
+              help="Networked RING with etcd: seconds of the volume's write lease; a mount "
+                   "that cannot renew it in time turns read-only, and another host may then "
+                   "mount the volume [default: 10].")
 @click.option("--metrics", metavar="HOST:PORT", default=None,
               help="Serve Prometheus metrics of the mount (FUSE requests, cache, GC, healer, "
                    "disks) on http://HOST:PORT/metrics [default: off].")
@@ -273,8 +277,8 @@ def _placing_disks(home: Path) -> int:
 def mount(home: Path, name: str, mountpoint: str, foreground: bool,
           gc_grace: float | None, gc_interval: float | None, down_after: float | None,
           scrub_interval: float | None, rebuild_rate: float | None,
-          checkpoint_interval: float | None, take_over: bool, metrics: str | None,
-          exclusive_ring: bool) -> None:
+          checkpoint_interval: float | None, take_over: bool, lease_ttl: int | None,
+          metrics: str | None, exclusive_ring: bool) -> None:
     """Mount volume NAME at MOUNTPOINT (in the background unless --foreground).
 
     Several volumes of one data directory may be mounted at once: on an embedded ring the
@@ -308,6 +312,8 @@ def mount(home: Path, name: str, mountpoint: str, foreground: bool,
         maintenance += ["--checkpoint-interval", str(checkpoint_interval)]
     if take_over:
         maintenance.append("--take-over")
+    if lease_ttl is not None:
+        maintenance += ["--lease-ttl", str(lease_ttl)]
     if metrics_at is not None:
         maintenance += ["--metrics", format_address(*metrics_at)]
     if exclusive_ring:

@@ -231,6 +231,10 @@ def overtaken_reason(volume: str, st: dict) -> hv.Reason | None:
     """A warning when another host took the volume over from this mount (read-only, GC off)."""
     if not st.get("gc_stopped"):
         return None
+    lost = (st.get("lease") or {}).get("lost")
+    if lost:
+        return hv.Reason(hv.Level.WARN, f"volume {volume}: read-only, garbage collection "
+                                        f"stopped: {lost}; unmount it")
     return hv.Reason(hv.Level.WARN, f"volume {volume}: this copy was taken over by another "
                                     "host (read-only, garbage collection stopped): unmount it")
 

@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from chunkstore.authority import binding
+
 ROOT = Path(__file__).resolve().parent.parent
 SOFSCTL = [sys.executable, "-m", "sofsctl"]
 
@@ -140,6 +142,8 @@ class NetCluster:
             src, dst = self.admin / f, d / f
             dst.write_bytes(src.read_bytes())
             os.chmod(dst, 0o600)
+        # a cluster with etcd: its endpoints and a connector certificate of the client's own
+        binding.bind(self.admin, d, f"connector-{name}", "connector")
         return d
 
     def cleanup(self) -> None:

@@ -82,14 +82,21 @@ def client(data_dir: str | os.PathLike, timeout: float = 3.0) -> EtcdClient | No
 def bind_node(data_dir: str | os.PathLike, node_dir: str | os.PathLike, node_id: str) -> None:
     """Give a node directory the admin's binding, the CA certificate and a client certificate
     of its own (role node, named after the node). Nothing when the cluster has no etcd."""
-    binding = load(data_dir)
+    bind(data_dir, node_dir, f"node-{node_id}", "node")
+
+
+def bind(data_dir: str | os.PathLike, target: str | os.PathLike, name: str,
+         role: str) -> None:
+    """Give ``target`` (a node's or a connector's data directory) the admin's binding, the
+    CA certificate and a client certificate ``name`` of ``role``. Nothing without etcd."""
+    node_dir, binding = target, load(data_dir)
     if binding is None:
         return
     out = os.path.join(os.fspath(node_dir), pki.PKI_DIR)
     os.makedirs(out, mode=0o700, exist_ok=True)
     ca = pki.ca_paths(data_dir)[0]
     shutil.copyfile(ca, os.path.join(out, pki.CA_CERT))
-    files = pki.issue(data_dir, out, f"node-{node_id}", "node")
+    files = pki.issue(data_dir, out, name, role)
     os.replace(files.cert, os.path.join(out, f"{CLIENT_CERT}.crt"))
     os.replace(files.key, os.path.join(out, f"{CLIENT_CERT}.key"))
     atomic_write(binding_path(node_dir),
