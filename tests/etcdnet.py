@@ -23,7 +23,9 @@ def etcd_cluster(root: Path, nodes: int = 3, disks: int = 1, **kw
                  ) -> Iterator[tuple[Cluster, EtcdClient, NetCluster]]:
     """(the etcd member, a client of it, the NetCluster); ``kw`` goes to NetCluster."""
     admin = root / "admin"
-    etcd = Cluster(admin, 1)
+    lab = kw.get("lab")
+    # in a network lab, etcd runs in a namespace of its own (cut nodes off it separately)
+    etcd = Cluster(admin, 1, lab.add_host("etcd") if lab is not None else None)
     net = None
     try:
         etcd.start(etcd.members[0])

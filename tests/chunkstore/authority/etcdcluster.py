@@ -22,11 +22,14 @@ def free_port() -> int:
 class Cluster:
     """Real etcd members on 127.0.0.1 (each its own process), stopped by pid at the end."""
 
-    def __init__(self, data, n: int) -> None:
+    def __init__(self, data, n: int, host=None) -> None:
+        """``host``: a tests.netlab Host to run every member in (its address), else
+        127.0.0.1."""
         self.data = data
+        self.host = host
         pki.ensure_ca(data, "test")
-        self.members = [MemberSpec(f"e{i}", "127.0.0.1", free_port(), free_port())
-                        for i in range(n)]
+        ip = host.ip if host is not None else "127.0.0.1"
+        self.members = [MemberSpec(f"e{i}", ip, free_port(), free_port()) for i in range(n)]
         self.procs: dict[str, subprocess.Popen] = {}
         self.client_tls = pki.issue(data, data / "pki", "client", "admin")
 
@@ -34,9 +37,10 @@ class Cluster:
         tls = pki.issue(self.data, self.data / "pki", m.name, "etcd", [m.host], server=True)
         prepare_member_dir(self.data, m.name)
         log = open(self.data / f"{m.name}.log", "ab")
-        self.procs[m.name] = subprocess.Popen(
-            etcd_argv(self.data, m, self.members, tls, "sofs-test"),
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        argv = etcd_argv(self.data, m, self.members, tls, "sofs-test")
+        kw = dict(stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        self.procs[m.name] = self.host.popen(argv, **kw) if self.host is not None else \
+            subprocess.Popen(argv, **kw)
         log.close()
 
     def endpoints(self) -> list[str]:

@@ -1,0 +1,1 @@
+"""Partition tests of a cluster with etcd: real processes in network namespaces."""
