@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from chunkstore.authority.etcd import EtcdClient
-from chunkstore.errors import FormatError, MapConflict, MapError
+from chunkstore.errors import EtcdUnavailable, FormatError, MapConflict, MapError
 from chunkstore.placement.clustermap import ClusterMap
 
 
@@ -76,8 +76,10 @@ def change(etcd: EtcdClient, cluster_id: str, fn: Callable[[ClusterMap], Cluster
     """Apply ``fn`` to the map in etcd and store the result by compare-and-swap; ``check``
     (old, new) may refuse the change (raise). MapConflict if the map changed between the read
     and the swap: nothing was changed, the caller retries (or tells its user to) on the new
-    map. The new map must be of a later epoch (a change of several steps, such as a node and
-    its disks, is swapped in at once: its intermediate epochs never exist anywhere)."""
+    map. A swap whose answer was lost (the member that made it failed) is recognised: it
+    counts once, and is never reported as a conflict. The new map must be of a later epoch
+    (a change of several steps, such as a node and its disks, is swapped in at once: its
+    intermediate epochs never exist anywhere)."""
     current = read(etcd, cluster_id)
     if current is None:
         raise MapError(f"cluster {cluster_id} has no map in etcd (sofsctl cluster create "
@@ -88,8 +90,22 @@ def change(etcd: EtcdClient, cluster_id: str, fn: Callable[[ClusterMap], Cluster
                        f"cluster {cluster_id}, not epoch {new.epoch} of {new.cluster_id}")
     if check is not None:
         check(current.cmap, new)
-    ok, revision = etcd.put_if(map_key(cluster_id), new.to_json().encode(), current.revision)
+    doc = new.to_json().encode()
+    try:
+        ok, revision = etcd.put_if(map_key(cluster_id), doc, current.revision)
+    except EtcdUnavailable:
+        ok, revision = False, 0  # the answer was lost: did the swap happen? (below)
     if not ok:
+        # a member may have committed the swap and failed before answering (the client then
+        # asked another): etcd holding exactly our map means it did, once
+        try:
+            kv, _ = etcd.get(map_key(cluster_id))
+        except EtcdUnavailable:
+            raise EtcdUnavailable(f"etcd went away during the change to epoch {new.epoch}: "
+                                  "whether it was made is unknown; sofsctl node list shows "
+                                  "the map once etcd is back") from None
+        if kv is not None and kv.value == doc:
+            return StoredMap(new, kv.mod_revision)
         raise MapConflict(f"the cluster map changed while this change was made (it was epoch "
                           f"{current.cmap.epoch}): nothing was changed; retry")
     return StoredMap(new, revision)

@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from chunkstore.authority import mapstore
-from chunkstore.errors import MapConflict, MapError
+from chunkstore.errors import EtcdUnavailable, MapConflict, MapError
 from chunkstore.placement.clustermap import ClusterMap
 
 pytestmark = [pytest.mark.integration,
@@ -115,3 +115,30 @@ def test_followers_see_every_epoch_in_order(one):
         if len(seen) == 2:
             break  # closes the watch
     assert seen == [seeded.cmap.epoch + 1, seeded.cmap.epoch + 2]
+
+
+class _LostAnswer:
+    """A client whose compare-and-swap is committed but whose answer is lost (the member that
+    made it died before answering), as etcd's failover can make it look."""
+
+    def __init__(self, etcd, error):
+        self._etcd, self._error = etcd, error
+
+    def put_if(self, *args, **kw):
+        self._etcd.put_if(*args, **kw)
+        if self._error:
+            raise EtcdUnavailable("the member died before answering")
+        return False, 0  # what the retry on another member would say
+
+    def __getattr__(self, name):
+        return getattr(self._etcd, name)
+
+
+@pytest.mark.parametrize("error", [True, False])
+def test_a_change_whose_answer_was_lost_counts_once(one, error):
+    _, etcd = one
+    before = mapstore.seed(etcd, _base())
+    made = mapstore.change(_LostAnswer(etcd, error), CID,
+                           lambda m: m.add_node("n2", "10.0.0.2:7700"))
+    assert made.cmap.epoch == before.cmap.epoch + 1
+    assert mapstore.read(etcd, CID) == made
