@@ -9,6 +9,7 @@ on a failure) it stops every node and the member by pid.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,3 +41,13 @@ def etcd_cluster(root: Path, nodes: int = 3, disks: int = 1, **kw
         if net is not None:
             net.cleanup()
         etcd.stop_all()
+
+
+def wait_until(cond, what: str, timeout: float = 30) -> None:
+    """Poll ``cond`` (real time) until it holds; AssertionError naming ``what`` after
+    ``timeout`` seconds. For waiting on real processes (a lease to run out), not timing."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)

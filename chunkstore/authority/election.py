@@ -7,9 +7,9 @@ each of its steps, so it takes over within one step of the lease running out (a 
 died, hung or lost etcd). A holder that resigns (a clean stop) revokes the lease: the next
 candidate takes over at once.
 
-A holder counts itself leader only until its last renewal plus ``ttl_s`` minus a margin, on
-its own monotonic clock: if it cannot renew (etcd away, a long pause), it stops acting before
-etcd can hand the key to anyone else.
+A holder counts itself leader only until its last renewal plus two thirds of ``ttl_s``, on its
+own monotonic clock (:mod:`.heldkey`): if it cannot renew (etcd away, a long pause), it stops
+acting before etcd can hand the key to anyone else.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import os
 import socket
 
 from chunkstore.authority.etcd import EtcdClient
+from chunkstore.authority.heldkey import HeldKey
 from chunkstore.clock import SYSTEM_CLOCK, Clock
 from chunkstore.errors import ChunkStoreError
 
@@ -40,56 +41,28 @@ class Election:
 
     def __init__(self, etcd: EtcdClient, cluster_id: str, job: str, candidate: str,
                  ttl_s: int = DEFAULT_TTL_S, clock: Clock = SYSTEM_CLOCK) -> None:
-        self._etcd = etcd
-        self._key = leader_key(cluster_id, job)
+        self._key = HeldKey(etcd, leader_key(cluster_id, job), candidate, ttl_s, clock)
         self.candidate = candidate
-        self.ttl_s = max(2, int(ttl_s))
-        self._clock = clock
-        self._lease = 0
-        self._renewed = 0.0  # monotonic time of the last successful grant or renewal
         self.leader: str | None = None  # who holds it, as last seen
-
-    def _valid(self) -> bool:
-        return self._lease != 0 and \
-            self._clock.monotonic() < self._renewed + self.ttl_s * 2 / 3
 
     def holds(self) -> bool:
         """Whether this candidate leads now: renews when due, or tries to take the key."""
+        if self._key.lease:
+            if self._key.renew():
+                return True
+            log.warning("the %s leader lease is gone: standing by", self._key.key.decode())
         try:
-            if self._lease and self._clock.monotonic() >= self._renewed + self.ttl_s / 3:
-                now = self._clock.monotonic()
-                if self._etcd.keepalive(self._lease) > 0:
-                    self._renewed = now
-                else:
-                    log.warning("the %s leader lease ran out: standing by", self._key.decode())
-                    self._lease = 0
-            if not self._lease:
-                self._try_take()
-        except ChunkStoreError as e:  # etcd away: lead only while the lease surely holds
-            if self._lease and not self._valid():
-                log.warning("cannot renew the leader lease (%s): standing by", e)
-                self._lease = 0
-        return self._valid()
-
-    def _try_take(self) -> None:
-        now = self._clock.monotonic()
-        lease = self._etcd.grant(self.ttl_s)
-        made, there = self._etcd.create(self._key, self.candidate.encode(), lease=lease)
-        if made:
-            self._lease, self._renewed, self.leader = lease, now, self.candidate
-            log.info("leading %s", self._key.decode())
-            return
-        self._etcd.revoke(lease)
-        held_by = there.value.decode(errors="replace") if there is not None else "?"
-        if held_by != self.leader:
-            log.info("standing by: %s leads %s", held_by, self._key.decode())
-        self.leader = held_by
+            taken = self._key.take()
+        except ChunkStoreError as e:  # etcd away: nobody can be elected now
+            log.info("cannot stand for %s: %s", self._key.key.decode(), e)
+            return False
+        if taken.ours:
+            log.info("leading %s", self._key.key.decode())
+        elif taken.holder != self.leader:
+            log.info("standing by: %s leads %s", taken.holder, self._key.key.decode())
+        self.leader = self.candidate if taken.ours else taken.holder
+        return taken.ours
 
     def resign(self) -> None:
         """Give the key up now (best effort)."""
-        if self._lease:
-            try:
-                self._etcd.revoke(self._lease)
-            except ChunkStoreError as e:
-                log.info("could not revoke the leader lease: %s", e)
-            self._lease = 0
+        self._key.release()

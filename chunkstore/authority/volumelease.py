@@ -8,8 +8,8 @@ it to the storage nodes (wire op FENCE, :mod:`chunkstore.net.fences`), which the
 writes of any earlier holder, even one that does not know it lost the lease.
 
 The holder renews every third of the TTL and counts the lease as held only until its last
-renewal plus two thirds of the TTL on its own monotonic clock (:meth:`VolumeLease.valid`), so
-a paused or cut-off holder stops writing before etcd can give the volume to another.
+renewal plus two thirds of the TTL on its own monotonic clock (:mod:`.heldkey`), so a paused
+or cut-off holder stops writing before etcd can give the volume to another.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from __future__ import annotations
 import logging
 
 from chunkstore.authority.etcd import EtcdClient
+from chunkstore.authority.heldkey import HeldKey
 from chunkstore.clock import SYSTEM_CLOCK, Clock
-from chunkstore.errors import ChunkStoreError, VolumeLeased
+from chunkstore.errors import VolumeLeased
 
 log = logging.getLogger("sofs.volumelease")
 
@@ -34,64 +35,36 @@ class VolumeLease:
 
     def __init__(self, etcd: EtcdClient, cluster_id: str, volume_uuid: str, holder: str,
                  ttl_s: int = DEFAULT_TTL_S, clock: Clock = SYSTEM_CLOCK) -> None:
-        self._etcd = etcd
-        self.key = owner_key(cluster_id, volume_uuid)
+        self._held = HeldKey(etcd, owner_key(cluster_id, volume_uuid), holder, ttl_s, clock)
+        self.key = self._held.key
         self.holder = holder
-        self.ttl_s = max(2, int(ttl_s))
-        self._clock = clock
-        self._lease = 0
-        self._renewed = 0.0
+        self.ttl_s = self._held.ttl_s
         self.token = 0  # the fencing token while held (the key's create revision)
 
     def acquire(self) -> int:
         """Take the lease; the fencing token. VolumeLeased if someone else holds it."""
-        now = self._clock.monotonic()
-        lease = self._etcd.grant(self.ttl_s)
-        made, there = self._etcd.create(self.key, self.holder.encode(), lease=lease)
-        if not made:
-            self._etcd.revoke(lease)
-            who = there.value.decode(errors="replace") if there is not None else "?"
-            raise VolumeLeased(f"the volume is held by {who} (lease {self.key.decode()}): it "
-                               "is mounted read-write there; take it over only once that "
-                               "host is down or fenced")
-        kv, _ = self._etcd.get(self.key)
-        if kv is None or kv.lease != lease:  # expired at once (a TTL shorter than the trip)
-            raise VolumeLeased(f"the lease on {self.key.decode()} was lost while taken")
-        self._lease, self._renewed, self.token = lease, now, kv.create_revision
+        taken = self._held.take()
+        if not taken.ours or taken.kv is None:
+            raise VolumeLeased(f"the volume is held by {taken.holder} (lease "
+                               f"{self.key.decode()}): it is mounted read-write there; take "
+                               "it over only once that host is down or fenced")
+        self.token = taken.kv.create_revision
         log.info("volume lease %s taken: fencing token %d", self.key.decode(), self.token)
         return self.token
 
     def valid(self) -> bool:
         """Whether the lease surely still holds (on this process's monotonic clock)."""
-        return self._lease != 0 and \
-            self._clock.monotonic() < self._renewed + self.ttl_s * 2 / 3
+        return self._held.valid()
 
     def renew(self) -> bool:
-        """Renew when due; whether the lease still holds. False for good once etcd says it
-        ran out (the volume may be someone else's now: stop writing)."""
-        if not self._lease:
-            return False
-        if self._clock.monotonic() >= self._renewed + self.ttl_s / 3:
-            now = self._clock.monotonic()
-            try:
-                if self._etcd.keepalive(self._lease) > 0:
-                    self._renewed = now
-                else:
-                    log.error("volume lease %s ran out: no more writes", self.key.decode())
-                    self._lease = 0
-            except ChunkStoreError as e:  # etcd away: valid only while surely held
-                log.warning("cannot renew volume lease %s: %s", self.key.decode(), e)
-        if self._lease and not self.valid():
-            log.error("volume lease %s not renewed in time: no more writes",
-                      self.key.decode())
-            self._lease = 0
-        return self._lease != 0
+        """Renew when due; whether the lease still holds. False for good once it ran out
+        or could not be renewed in time (the volume may be someone else's now: stop
+        writing)."""
+        held = self._held.renew()
+        if not held:
+            log.error("volume lease %s lost: no more writes", self.key.decode())
+        return held
 
     def release(self) -> None:
         """Give the volume up (a clean unmount): the next holder may take it at once."""
-        if self._lease:
-            try:
-                self._etcd.revoke(self._lease)
-            except ChunkStoreError as e:
-                log.info("could not revoke volume lease %s: %s", self.key.decode(), e)
-            self._lease = 0
+        self._held.release()

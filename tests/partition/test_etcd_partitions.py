@@ -14,7 +14,6 @@ import contextlib
 import os
 import shutil
 import subprocess
-import time
 
 import pytest
 
@@ -24,7 +23,7 @@ from chunkstore.healing.healer import Healer
 from chunkstore.healing.sweep import health
 from chunkstore.protection.policy import Protection
 from chunkstore.ring.net import NetRing
-from tests.etcdnet import etcd_cluster
+from tests.etcdnet import etcd_cluster, wait_until
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(shutil.which("etcd") is None,
@@ -33,13 +32,6 @@ pytestmark = [pytest.mark.integration,
 PROT = Protection.parse("cos1", "ec2+1")
 DOWN_AFTER = 60.0
 
-
-def _wait(cond, what: str, timeout: float = 40) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 @contextlib.contextmanager
@@ -63,11 +55,11 @@ def test_partitions_judged_by_etcd_not_by_one_connector(tmp_path, netlab):
         healer = Healer(ring, down_after_s=DOWN_AFTER, clock=clock, min_placing=3)
         try:
             refs = {ring.put(os.urandom(n), PROT): None for n in (500, 2000, 200_000) * 4}
-            _wait(lambda: len(liveness.alive_nodes(client, cid)) == 4, "four live nodes")
+            wait_until(lambda: len(liveness.alive_nodes(client, cid)) == 4, "four live nodes", 40)
 
             # 3: n4 unreachable from this connector only
             with _blackhole(net.nodes["n4"].ip):
-                _wait(lambda: "n4" in ring.unreachable_for(), "this connector to suspect n4")
+                wait_until(lambda: "n4" in ring.unreachable_for(), "this connector to suspect n4")
                 for _ in range(3):
                     clock.advance(DOWN_AFTER)
                     assert healer.update_map() is False
@@ -79,10 +71,10 @@ def test_partitions_judged_by_etcd_not_by_one_connector(tmp_path, netlab):
                     assert ring.get(ref)
 
             # 4: n4 cut off from everyone, etcd included
-            _wait(lambda: "n4" not in ring.unreachable_for(), "n4 reachable again")
+            wait_until(lambda: "n4" not in ring.unreachable_for(), "n4 reachable again")
             epoch = mapstore.read(client, cid).cmap.epoch
             net.nodes["n4"].host.link_down()
-            _wait(lambda: "n4" not in liveness.alive_nodes(client, cid), "n4's lease to end")
+            wait_until(lambda: "n4" not in liveness.alive_nodes(client, cid), "n4's lease to end")
             assert healer.update_map() is False  # suspect from now on
             clock.advance(DOWN_AFTER + 1)
             assert healer.update_map() is True
@@ -96,7 +88,7 @@ def test_partitions_judged_by_etcd_not_by_one_connector(tmp_path, netlab):
             assert h.protected == h.chunks == len(refs), h
 
             net.nodes["n4"].host.link_up()
-            _wait(lambda: "n4" in liveness.alive_nodes(client, cid), "n4 alive again")
+            wait_until(lambda: "n4" in liveness.alive_nodes(client, cid), "n4 alive again")
             assert healer.update_map() is True
             stored = mapstore.read(client, cid)
             assert stored.cmap.node("n4").state == "up"

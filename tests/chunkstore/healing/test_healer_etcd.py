@@ -8,7 +8,6 @@ compare-and-swap in etcd; while etcd does not answer nothing is decided and no s
 from __future__ import annotations
 
 import shutil
-import time
 
 import pytest
 
@@ -19,7 +18,7 @@ from chunkstore.healing.healer import Healer
 from chunkstore.net.wire import load_secret
 from chunkstore.placement.clustermap import ClusterMap
 from chunkstore.ring.net import NetRing
-from tests.etcdnet import etcd_cluster
+from tests.etcdnet import etcd_cluster, wait_until
 from tests.netcluster import free_port
 
 pytestmark = [pytest.mark.integration,
@@ -28,13 +27,6 @@ pytestmark = [pytest.mark.integration,
 
 DOWN_AFTER = 60.0
 
-
-def _wait(cond, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def _states(client, cid: str) -> dict[str, str]:
@@ -49,7 +41,7 @@ def test_down_and_up_are_etcds_word_and_nothing_is_decided_without_it(tmp_path):
         def alive() -> set[str]:
             return set(liveness.alive_nodes(client, cid))
 
-        _wait(lambda: alive() == {"n1", "n2", "n3"}, "three liveness keys")
+        wait_until(lambda: alive() == {"n1", "n2", "n3"}, "three liveness keys")
         # this client's copy of the map has a wrong address for n2: it can never reach n2,
         # while n2 is alive for etcd and everyone else
         # (same epoch: only the address differs)
@@ -70,7 +62,7 @@ def test_down_and_up_are_etcds_word_and_nothing_is_decided_without_it(tmp_path):
 
             # n3 dies: suspect once its lease ran out, down only after the delay
             net.nodes["n3"].kill()
-            _wait(lambda: "n3" not in alive(), "n3's lease to expire")
+            wait_until(lambda: "n3" not in alive(), "n3's lease to expire")
             assert healer.update_map() is False  # absent from now on
             clock.advance(DOWN_AFTER - 1)
             assert healer.update_map() is False
@@ -91,7 +83,7 @@ def test_down_and_up_are_etcds_word_and_nothing_is_decided_without_it(tmp_path):
             # etcd back: n3 took a new lease and is marked up, by compare-and-swap there
             etcd.start(etcd.members[0])
             etcd.wait_ready(client)
-            _wait(lambda: alive() == {"n1", "n2", "n3"}, "n3 alive again")
+            wait_until(lambda: alive() == {"n1", "n2", "n3"}, "n3 alive again")
             assert healer.update_map() is True
             assert healer.authority_unreachable is None
             assert _states(client, cid) == {"n1": "up", "n2": "up", "n3": "up"}
@@ -102,7 +94,7 @@ def test_down_and_up_are_etcds_word_and_nothing_is_decided_without_it(tmp_path):
 def test_a_clean_stop_revokes_the_lease_at_once(tmp_path):
     with etcd_cluster(tmp_path, nodes=1, node_config={"lease_ttl": 30}) as (_, client, net):
         cid = ClusterMap.load(net.admin / "clustermap.json").cluster_id
-        _wait(lambda: set(liveness.alive_nodes(client, cid)) == {"n1"}, "n1 alive")
+        wait_until(lambda: set(liveness.alive_nodes(client, cid)) == {"n1"}, "n1 alive")
         record = liveness.alive_nodes(client, cid)["n1"]
         assert record.address == net.nodes["n1"].address and record.lease
         assert record.pid == net.nodes["n1"].proc.pid
@@ -128,7 +120,7 @@ def test_one_healer_acts_for_the_cluster_and_a_standby_takes_over(tmp_path):
             assert a.leader == b.leader == candidate_name(str(tmp_path / "a"))
 
             # a hangs (no step renews its lease): b takes over once the lease ran out
-            _wait(lambda: (b.step(), b.status.state == "idle")[1], "b to take over", 15)
+            wait_until(lambda: (b.step(), b.status.state == "idle")[1], "b to take over", 15)
             assert b.leader == candidate_name(str(tmp_path / "b"))
             a.step()
             assert a.status.state == "standby" and a.leader == b.leader
