@@ -11,6 +11,8 @@ from pathlib import Path
 import click
 
 from chunkstore import errors as cerr
+from chunkstore.ring import mapadmin
+from chunkstore.ring.open import is_networked
 from exporters.registry import list_exports
 from fuse_mount import runstate
 from sofs import errors as ferr
@@ -80,6 +82,12 @@ def _finish(home: Path, tomb: Path) -> None:
                       "once the ring can be reached") from None
     click.echo(f"volume {report['name']} deleted: {report['chunks_deleted']} chunks removed "
                "from the RING")
+    if not report["chunks_failed"] and is_networked(home):
+        try:  # its width no longer bounds map changes
+            mapadmin.forget_volume(home, uuid)
+        except cerr.ChunkStoreError as e:
+            click.echo(f"warning: its width stays recorded in etcd ({e}): map changes are held "
+                       "to it until it is removed", err=True)
     if report["chunks_failed"]:
         raise Failure(f"{report['chunks_failed']} chunks could not be deleted now: run "
                       "sofsctl volume delete --finish later (the volume is gone already)")

@@ -234,6 +234,17 @@ def register_volume(data_dir: str | os.PathLike, volume_uuid: str, name: str,
     return True
 
 
+def forget_volume(data_dir: str | os.PathLike, volume_uuid: str) -> bool:
+    """Drop a deleted volume's width from the cluster's etcd (False: the cluster has none).
+    EtcdUnavailable when etcd does not answer (the record then stays: map changes are only
+    held to a stricter floor than needed)."""
+    if binding.load(data_dir) is None:
+        return False
+    with _etcd(data_dir) as etcd:
+        volumewidths.forget(etcd, load_map(data_dir).cluster_id, volume_uuid)
+    return True
+
+
 @dataclass(frozen=True)
 class EtcdView:
     """What ``sofsctl status`` says of the cluster's etcd: whether it answers and the map

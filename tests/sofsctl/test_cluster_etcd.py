@@ -167,6 +167,11 @@ def test_the_widest_volume_anywhere_bounds_every_admins_map_changes(cluster):
     assert res.returncode != 0 and "volume wide" in res.stderr, res.stderr
     assert mapstore.read(client, cid).cmap.node("n1").state == "up"
 
+    # once the volume is deleted its width bounds nothing any more
+    sofsctl(net.admin, "volume", "delete", "wide", "--yes")
+    assert volumewidths.widest(client, cid) == (1, None)
+    sofsctl(other, "node", "drain", "n1")
+
     etcd.stop_all()
     res = sofsctl(net.admin, "volume", "create", "later", "--cos", "1", check=False)
     assert res.returncode != 0 and "etcd is unreachable" in res.stderr, res.stderr
