@@ -16,8 +16,9 @@ Run by one long-lived client of a RING (the mount process does it), it loops ove
 On a networked RING made with etcd (``membership.etcd`` set), a node is suspect when etcd
 holds no liveness key of it (:mod:`chunkstore.authority.liveness`: its lease expired), never
 because this client cannot reach it, and it is marked down once that has lasted
-``down_after_s`` (on this process's monotonic clock); the change is a compare-and-swap on
-etcd's map. While etcd does not answer no node is marked down or up and no sweep runs (a sweep
+``down_after_s`` (on this process's monotonic clock), unless that would leave fewer placing
+disks than the widest volume recorded in etcd needs (:mod:`chunkstore.authority.volumewidths`);
+the change is a compare-and-swap on etcd's map. While etcd does not answer no node is marked down or up and no sweep runs (a sweep
 removes pieces): :attr:`Healer.authority_unreachable` says why, reads and writes go on.
 
 With etcd, one healer acts for the whole cluster: each step it must hold the ``healer``
@@ -71,7 +72,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from chunkstore.api import Membership
 from chunkstore.atomicfile import atomic_write
-from chunkstore.authority import election, liveness, mapstore
+from chunkstore.authority import election, liveness, mapstore, volumewidths
 from chunkstore.authority.election import Election, candidate_name
 from chunkstore.clock import SYSTEM_CLOCK, Clock
 from chunkstore.errors import ChunkStoreError, EtcdUnavailable, MapConflict
@@ -242,10 +243,12 @@ class Healer:
             alive = set(liveness.alive_nodes(m.etcd, cluster_id))
             absent = self._absence.update([n.id for n in m.cmap.nodes if n.state != "out"],
                                           alive)
+            # the widest volume anywhere in the cluster, not only this mount's
+            floor = max(self.min_placing, volumewidths.widest(m.etcd, cluster_id)[0])
             self._authority_answers()
 
             def decide(cmap: ClusterMap) -> ClusterMap:
-                new = self._decide(cmap, absent)
+                new = self._decide(cmap, absent, floor)
                 if new is cmap:
                     raise _Unchanged
                 return new
@@ -277,22 +280,25 @@ class Healer:
                       why, self._epoch())
             self.authority_unreachable = why
 
-    def _decide(self, cmap: ClusterMap, unreachable: dict[str, float]) -> ClusterMap:
+    def _decide(self, cmap: ClusterMap, unreachable: dict[str, float],
+                floor: int | None = None) -> ClusterMap:
         """``cmap`` with long-silent up nodes down and answering down nodes up (``cmap``
-        itself when nothing changes). ``unreachable``: node id -> seconds silent."""
+        itself when nothing changes). ``unreachable``: node id -> seconds silent. No node
+        goes down that would leave fewer placing disks than ``floor`` (default
+        ``min_placing``)."""
+        floor = self.min_placing if floor is None else floor
         new = cmap
         for node in cmap.nodes:
             silent = unreachable.get(node.id)
             if node.state == "up" and silent is not None and silent >= self.down_after_s:
                 candidate = new.set_node_state(node.id, "down")
-                if len(candidate.placing_disks()) < self.min_placing:
+                if len(candidate.placing_disks()) < floor:
                     if node.id not in self._kept_up:
                         self._kept_up.add(node.id)
                         log.error("node %s unreachable for %.0f s, but marking it down would "
                                   "leave %d disks for %d pieces per chunk: it stays in the "
                                   "placement (reads and writes go on degraded); add storage",
-                                  node.id, silent, len(candidate.placing_disks()),
-                                  self.min_placing)
+                                  node.id, silent, len(candidate.placing_disks()), floor)
                     continue
                 log.warning("node %s unreachable for %.0f s: marking it down; its data is "
                             "rebuilt elsewhere", node.id, silent)

@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 
-from chunkstore.authority import binding, liveness, mapstore
+from chunkstore.authority import binding, liveness, mapstore, volumewidths
 from chunkstore.authority.election import candidate_name
 from chunkstore.clock import FakeClock
 from chunkstore.healing.healer import Healer
@@ -134,3 +134,22 @@ def test_one_healer_acts_for_the_cluster_and_a_standby_takes_over(tmp_path):
                 h.close()
             for r in rings:
                 r.close()
+
+
+def test_no_node_goes_down_below_the_widest_volume_anywhere(tmp_path):
+    with etcd_cluster(tmp_path, nodes=3, node_config={"lease_ttl": 2}) as (_, client, net):
+        cid = ClusterMap.load(net.admin / "clustermap.json").cluster_id
+        # a volume of another admin host puts 3 pieces on 3 disks; this healer's own is 1 wide
+        volumewidths.register(client, cid, "0" * 8 + "-0000-4000-8000-" + "0" * 12, "wide", 3)
+        clock = FakeClock()
+        ring = NetRing.open(net.admin, clock=clock)
+        try:
+            healer = Healer(ring, down_after_s=DOWN_AFTER, clock=clock, min_placing=1)
+            net.nodes["n3"].kill()
+            wait_until(lambda: "n3" not in liveness.alive_nodes(client, cid), "n3's lease")
+            healer.update_map()
+            clock.advance(2 * DOWN_AFTER)
+            assert healer.update_map() is False
+            assert _states(client, cid)["n3"] == "up"  # kept in the placement: 3 are needed
+        finally:
+            ring.close()
