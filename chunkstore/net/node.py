@@ -50,7 +50,7 @@ from chunkstore.errors import AuthError, ConfigError
 from chunkstore.metricsendpoint import MetricsEndpoint, MetricsEndpointError, new_registry, parse_address, serve_metrics
 from chunkstore.net.fences import FenceBook, fences_path
 from chunkstore.net.nodeconfig import NodeConfig
-from chunkstore.net.nodeetcd import MapFollower, keep_alive
+from chunkstore.net.nodeetcd import MapFollower, etcd_holds, keep_alive
 from chunkstore.net.nodemetrics import NodeMetrics
 from chunkstore.net.server import Node, open_disks
 from chunkstore.net.wire.auth import load_secret
@@ -92,6 +92,7 @@ async def _amain(
         async with trio.open_nursery() as nursery:
             await nursery.start(node.serve, listeners)
             if etcd is not None and config.cluster_id:
+                node.map_check = etcd_holds(etcd, config.cluster_id)
                 follower = MapFollower(etcd, config.cluster_id, node.adopt_map)
                 lease = NodeLease(etcd, config.cluster_id, config.node_id,
                                   f"{config.host}:{port}", config.lease_ttl)

@@ -11,6 +11,9 @@ a MAP_PUT: only a newer epoch of the node's own cluster is kept, and requests ma
 older one are then refused (StaleMap). When etcd is unreachable the node keeps serving with the
 last map it has and tries again every :data:`RETRY_S`; it never makes a map of its own.
 
+:func:`etcd_holds` checks the maps clients offer (MAP_PUT, heartbeats): only one etcd holds
+is taken, so a client without etcd cannot move the node past etcd's map.
+
 :func:`keep_alive` holds the node's key under ``/sofs/CLUSTER/alive/``
 (:class:`chunkstore.authority.liveness.NodeLease`); a clean stop revokes it.
 """
@@ -19,13 +22,15 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 import trio
 
 from chunkstore.authority import mapstore
 from chunkstore.authority.etcd import EtcdClient
 from chunkstore.authority.liveness import NodeLease
-from chunkstore.errors import ChunkStoreError, EtcdUnavailable
+from chunkstore.errors import ChunkStoreError, ClusterMismatch, EtcdUnavailable
+from chunkstore.placement.clustermap import ClusterMap
 
 log = logging.getLogger("sofs.node.etcd")
 
@@ -102,3 +107,19 @@ async def keep_alive(lease: NodeLease) -> None:
         stop.set()
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(lease.release)
+
+
+def etcd_holds(etcd: EtcdClient, cluster_id: str) -> Callable[[ClusterMap], None]:
+    """The check of a MAP_PUT on a node that follows etcd: the map must be one etcd holds
+    (its epoch or an earlier one of it), so no client can move the node past etcd's map;
+    ClusterMismatch otherwise, EtcdUnavailable when etcd cannot say (no map change then)."""
+    def check(new: ClusterMap) -> None:
+        stored = mapstore.read(etcd, cluster_id)
+        if stored is None or stored.cmap.epoch < new.epoch or (
+                stored.cmap.epoch == new.epoch
+                and stored.cmap.fingerprint() != new.fingerprint()):
+            held = "none" if stored is None else f"epoch {stored.cmap.epoch}"
+            raise ClusterMismatch(f"map epoch {new.epoch} refused: this node follows the "
+                                  f"cluster map in etcd, which holds {held}; map changes go "
+                                  "through etcd (sofsctl node/disk commands)")
+    return check

@@ -184,6 +184,8 @@ class Node:
         self.map_doc, self.map_epoch = _load_map(config)
         # the highest lease token per volume (FENCE); ConfigError if the book is damaged
         self.fences = fences or FenceBook(fences_path(config.map_file or "clustermap.json"))
+        # set when the node follows the map in etcd: refuses (raises) a map etcd does not hold
+        self.map_check: Callable[[ClusterMap], None] | None = None
         self._metrics = metrics  # counted into from the trio thread only (nodemetrics)
         if metrics is not None:
             metrics.watch(self.gauges)
@@ -479,18 +481,23 @@ class Node:
                                       HEADER_SIZE + header.body_len, error)
 
     async def _take_map(self, c: _Conn, doc: bytes) -> int:
-        """MAP_PUT: keep a valid, newer map of our cluster; answer our epoch either way."""
-        return await self.adopt_map(doc, c.peer)
+        """MAP_PUT: keep a valid, newer map of our cluster; answer our epoch either way.
+        A node that follows etcd takes only a map etcd holds (:attr:`map_check`)."""
+        return await self.adopt_map(doc, c.peer, self.map_check)
 
-    async def adopt_map(self, doc: bytes, source: str) -> int:
+    async def adopt_map(self, doc: bytes, source: str,
+                        check: Callable[[ClusterMap], None] | None = None) -> int:
         """Keep ``doc`` if it is a valid, newer map of our cluster (from a MAP_PUT or the
-        etcd follower, :mod:`chunkstore.net.nodeetcd`); our epoch either way."""
+        etcd follower, :mod:`chunkstore.net.nodeetcd`) that ``check`` (in a thread) does not
+        refuse; our epoch either way."""
         def parse() -> ClusterMap:
             return ClusterMap.from_json(doc)
 
         new = await trio.to_thread.run_sync(parse)  # FormatError for a bad document
         if self.config.cluster_id and new.cluster_id != self.config.cluster_id:
             raise ClusterMismatch(f"map of cluster {new.cluster_id}, this node serves {self.config.cluster_id}")
+        if new.epoch > self.map_epoch and check is not None:
+            await trio.to_thread.run_sync(check, new)
         if new.epoch > self.map_epoch:
             await trio.to_thread.run_sync(new.save, self.config.map_file)
             self.map_doc, self.map_epoch = bytes(doc), new.epoch

@@ -15,6 +15,9 @@ import time
 import pytest
 
 from chunkstore.authority import binding, mapstore, pki, volumewidths
+from chunkstore.errors import ClusterMismatch
+from chunkstore.net.client import RemoteDisk
+from chunkstore.net.wire import load_secret
 from chunkstore.placement.clustermap import ClusterMap
 from chunkstore.ring import mapadmin
 from tests.etcdnet import etcd_cluster
@@ -74,6 +77,16 @@ def test_the_map_lives_in_etcd_and_the_nodes_follow_it_there(cluster):
     assert after.cmap.epoch == changed.cmap.epoch + 1
     assert after.cmap.node("n2").state == "draining"
     assert ClusterMap.load(net.admin / "clustermap.json").fingerprint() == after.cmap.fingerprint()
+
+    # a client without etcd cannot move a node past etcd's map (it could fork the cluster)
+    forged = after.cmap.set_node_state("n1", "down")
+    n1 = net.nodes["n1"]
+    host, port = n1.address.rsplit(":", 1)
+    with RemoteDisk(host, int(port), "n1.d0", load_secret(str(n1.dir / "cluster.secret")),
+                    epoch=after.cmap.epoch) as rd:
+        with pytest.raises(ClusterMismatch, match="follows the cluster map in etcd"):
+            rd.put_map(forged.to_json().encode())
+        assert rd.ping(after.cmap.epoch).epoch == after.cmap.epoch
 
 
 def _second_admin(net: NetCluster) -> "object":
