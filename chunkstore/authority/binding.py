@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass
 
 from chunkstore.atomicfile import atomic_write
@@ -89,15 +88,13 @@ def bind(data_dir: str | os.PathLike, target: str | os.PathLike, name: str,
          role: str) -> None:
     """Give ``target`` (a node's or a connector's data directory) the admin's binding, the
     CA certificate and a client certificate ``name`` of ``role``. Nothing without etcd."""
-    node_dir, binding = target, load(data_dir)
+    binding = load(data_dir)
     if binding is None:
         return
-    out = os.path.join(os.fspath(node_dir), pki.PKI_DIR)
+    out = os.path.join(os.fspath(target), pki.PKI_DIR)
     os.makedirs(out, mode=0o700, exist_ok=True)
-    ca = pki.ca_paths(data_dir)[0]
-    shutil.copyfile(ca, os.path.join(out, pki.CA_CERT))
-    files = pki.issue(data_dir, out, name, role)
-    os.replace(files.cert, os.path.join(out, f"{CLIENT_CERT}.crt"))
-    os.replace(files.key, os.path.join(out, f"{CLIENT_CERT}.key"))
-    atomic_write(binding_path(node_dir),
+    with open(pki.ca_paths(data_dir)[0], "rb") as f:
+        atomic_write(os.path.join(out, pki.CA_CERT), f.read())
+    pki.issue(data_dir, out, CLIENT_CERT, role, common_name=name)
+    atomic_write(binding_path(target),
                  json.dumps({"endpoints": list(binding.endpoints)}, indent=1) + "\n")

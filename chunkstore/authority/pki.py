@@ -137,10 +137,12 @@ def _san(hosts: list[str]) -> x509.SubjectAlternativeName:
 
 
 def issue(data_dir: str | os.PathLike, out_dir: str | os.PathLike, name: str, role: str,
-          hosts: list[str] | None = None, *, server: bool = False) -> TlsFiles:
+          hosts: list[str] | None = None, *, server: bool = False,
+          common_name: str | None = None) -> TlsFiles:
     """Issue a certificate ``NAME.crt`` + ``NAME.key`` in ``out_dir``, signed by the cluster
-    CA of ``data_dir``, for ``role`` (its OU); ``hosts`` (names or IPs) go into the subject
-    alternative names, which a server certificate needs. Replaces an existing pair."""
+    CA of ``data_dir``, for ``role`` (its OU) and ``common_name`` (default NAME); ``hosts``
+    (names or IPs) go into the subject alternative names, which a server certificate needs.
+    Replaces an existing pair."""
     if role not in ROLES:
         raise ConfigError(f"unknown role {role!r}: one of {', '.join(ROLES)}")
     ca_cert, ca_key = _load_ca(data_dir)
@@ -153,7 +155,7 @@ def issue(data_dir: str | os.PathLike, out_dir: str | os.PathLike, name: str, ro
                .subject_name(x509.Name([
                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "sofs"),
                    x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role),
-                   x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+                   x509.NameAttribute(NameOID.COMMON_NAME, common_name or name)]))
                .issuer_name(ca_cert.subject).public_key(key.public_key())
                .serial_number(x509.random_serial_number())
                .not_valid_before(now - datetime.timedelta(minutes=5))

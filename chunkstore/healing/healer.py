@@ -243,8 +243,11 @@ class Healer:
             alive = set(liveness.alive_nodes(m.etcd, cluster_id))
             absent = self._absence.update([n.id for n in m.cmap.nodes if n.state != "out"],
                                           alive)
-            # the widest volume anywhere in the cluster, not only this mount's
-            floor = max(self.min_placing, volumewidths.widest(m.etcd, cluster_id)[0])
+            # the widest volume anywhere in the cluster, not only this mount's (asked only
+            # when a node is due to go down)
+            floor = self.min_placing
+            if any(silent >= self.down_after_s for silent in absent.values()):
+                floor = max(floor, volumewidths.widest(m.etcd, cluster_id)[0])
             self._authority_answers()
 
             def decide(cmap: ClusterMap) -> ClusterMap:
