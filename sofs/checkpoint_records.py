@@ -21,6 +21,7 @@ from chunkstore import errors as cerr
 from chunkstore.placement.keys import ChunkRef
 
 from .errors import CheckpointError, VolumeError
+from .journal import JournalPosition
 from .volume import VolumeConfig
 
 FORMAT = 1
@@ -151,6 +152,8 @@ class Manifest:
     host: str
     volume: VolumeConfig
     files: tuple[ManifestFile, ...]
+    # the volume's journal (sofs.journal) as the snapshot began: replay from there
+    journal: JournalPosition | None = None
 
     @property
     def size(self) -> int:
@@ -162,9 +165,12 @@ class Manifest:
         return {ref for f in self.files for ref in f.chunks}
 
     def encode(self) -> bytes:
-        return json.dumps({"format": FORMAT, "seq": self.seq, "created": self.created,
-                           "host": self.host, "volume": json.loads(self.volume.to_json()),
-                           "files": [f.to_json() for f in self.files]}).encode()
+        doc = {"format": FORMAT, "seq": self.seq, "created": self.created, "host": self.host,
+               "volume": json.loads(self.volume.to_json()),
+               "files": [f.to_json() for f in self.files]}
+        if self.journal is not None:
+            doc["journal"] = self.journal.to_json()
+        return json.dumps(doc).encode()
 
     @classmethod
     def decode(cls, data: bytes) -> Manifest:
@@ -179,7 +185,8 @@ class Manifest:
         return cls(seq=_get(d, "seq", int, what),
                    created=float(_get(d, "created", (int, float), what)),
                    host=host if isinstance(host, str) else "", volume=volume,
-                   files=tuple(ManifestFile.from_json(f) for f in _get(d, "files", list, what)))
+                   files=tuple(ManifestFile.from_json(f) for f in _get(d, "files", list, what)),
+                   journal=JournalPosition.from_json(d.get("journal")))
 
 
 # --- this copy's state --------------------------------------------------------------------------

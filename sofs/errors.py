@@ -116,6 +116,17 @@ class NoCheckpoint(CheckpointError):
     """The RING holds no checkpoint of this volume."""
 
 
+class JournalError(FsError):
+    """The volume's metadata journal in the RING (:mod:`sofs.journal`) could not be appended
+    or read (EIO): a commit that could not be journaled is not acknowledged. A retry helps
+    once the RING's disks answer again."""
+
+
+class JournalFull(JournalError):
+    """The journal holds as many entries after the newest checkpoint as it has slots: a
+    checkpoint must be written before anything more is acknowledged (EIO until then)."""
+
+
 class SnapshotUnreadable(MetadataDamaged):
     """A snapshot's catalog or metadata (:mod:`sofs.snapshot`) cannot be read: the garbage
     collector stops, deleting nothing, rather than delete chunks the snapshot may reference."""

@@ -27,7 +27,12 @@ A checkpoint
    restored there) and the checkpoint is refused (:class:`CheckpointConflict`) unless the
    administrator takes over. Two writers racing for the same number are refused by the disks
    (``StaleRoot``). So two hosts never silently interleave checkpoints of one volume.
-5. Pieces of a manifest that falls out of the kept list are deleted unless a kept manifest uses
+5. With a journal (:mod:`sofs.journal`: a mount holding its volume's write lease), the
+   manifest also records the journal's position as the snapshot began; a restore replays the
+   journal from there, so it brings back every acknowledged change, not only the
+   checkpoint's. Once the root record names the new checkpoint, the journal entries before
+   its position are no longer needed (the checkpoint is the journal's trim point).
+6. Pieces of a manifest that falls out of the kept list are deleted unless a kept manifest uses
    them; a crash before that only leaves garbage, never a hole.
 
 The stored forms (payloads, manifest, root body, state file) are the dataclasses of
@@ -79,6 +84,7 @@ from .checkpoint_records import (
     unpayload,
 )
 from .errors import CheckpointConflict, CheckpointError, NoCheckpoint
+from .journal import JournalPosition, JournalWriter, ReplayResult, is_journal_id, replay
 from .metadata import MetaStore
 from .volume import VolumeConfig
 
@@ -111,6 +117,9 @@ class CheckpointInfo:
     took: float = 0.0
     deleted_pieces: int = 0     # pieces of dropped manifests deleted
     kept: list[str] = field(default_factory=list)   # manifests in the root record
+    journal: str = ""           # the journal position it records ("token/next"; "": none)
+    replayed_groups: int = 0    # restore: journal groups applied after the checkpoint
+    replayed_entries: int = 0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -245,6 +254,8 @@ class Checkpointer:
         # another host wrote newer checkpoints: this copy must not delete any chunk any more
         # (the other copy may still use it); the mount stops its garbage collector
         self.overtaken = False
+        # the volume's journal (sofs.journal): each checkpoint records its position
+        self.journal: JournalWriter | None = None
 
     def write(self, progress: Progress | None = None, take_over: bool = False) -> CheckpointInfo:
         """Write a checkpoint. TAKE_OVER writes it even if another host has written newer ones
@@ -312,6 +323,8 @@ class Checkpointer:
         tmp = self.workdir / f".meta-checkpoint.{os.getpid()}.{threading.get_ident()}"
         shutil.rmtree(tmp, ignore_errors=True)
         self.workdir.mkdir(parents=True, exist_ok=True)
+        # read before the snapshot: every entry before it is in the snapshot (module docstring)
+        position = self.journal.position() if self.journal is not None else None
         self.meta.checkpoint(tmp)
         sent = _Sent()
         try:
@@ -321,7 +334,7 @@ class Checkpointer:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         manifest = Manifest(seq=seq, created=created, host=socket.gethostname(),
-                            volume=self.config, files=files)
+                            volume=self.config, files=files, journal=position)
         mpayload = payload(CODEC_MANIFEST, self.volume_id, manifest.encode())
         mref = self.store.put(mpayload, self.protection).to_bytes().hex()
         sent.sent += len(mpayload)
@@ -335,12 +348,15 @@ class Checkpointer:
                 f"volume {self.config.name}: another host recorded checkpoint {seq} at the "
                 f"same time ({e}); is the volume mounted elsewhere?") from e
         write_state(self.workdir, seq, clock=self._clock)
+        if self.journal is not None and position is not None:
+            self.journal.trimmed_to(position)
         deleted = self._drop(prev[self.keep - 1:], kept, manifest)
         return CheckpointInfo(
             volume=self.config.name, volume_uuid=self.config.uuid, seq=seq, created=created,
             files=len(files), bytes=total, manifest=mref, host=manifest.host,
             sent_bytes=sent.sent, reused_pieces=sent.reused,
-            took=self._clock.monotonic() - t0, deleted_pieces=deleted, kept=kept)
+            took=self._clock.monotonic() - t0, deleted_pieces=deleted, kept=kept,
+            journal=_where(position))
 
     def _store_file(self, path: Path, known: dict[bytes, str], sent: _Sent, total: int,
                     progress: Progress | None) -> ManifestFile:
@@ -393,10 +409,15 @@ class Checkpointer:
 
 # --- reading ------------------------------------------------------------------------------------
 
+def _where(position: JournalPosition | None) -> str:
+    return f"{position.token}/{position.next}" if position is not None else ""
+
+
 def _info(manifest: Manifest, hexref: str, kept: list[str]) -> CheckpointInfo:
     return CheckpointInfo(volume=manifest.volume.name, volume_uuid=manifest.volume.uuid,
                           seq=manifest.seq, created=manifest.created, files=len(manifest.files),
-                          bytes=manifest.size, manifest=hexref, host=manifest.host, kept=kept)
+                          bytes=manifest.size, manifest=hexref, host=manifest.host, kept=kept,
+                          journal=_where(manifest.journal))
 
 
 def list_checkpoints(store: ChunkStore, volume_uuid: str) -> list[CheckpointInfo]:
@@ -445,6 +466,8 @@ def find_volumes(store: ChunkStore) -> list[VolumeInRing]:
     """Every volume with a checkpoint in the RING, by name then newest first."""
     out = []
     for vid, _seq in store.list_roots().items():
+        if is_journal_id(vid):
+            continue
         root = store.get_root(vid)
         if root is None:
             continue
@@ -464,12 +487,15 @@ def find_volumes(store: ChunkStore) -> list[VolumeInRing]:
 
 
 def restore(store: ChunkStore, volume_uuid: str, dest: Path, *, which: int = 0,
-            progress: Progress | None = None,
+            progress: Progress | None = None, journal: bool = True,
             clock: Clock = SYSTEM_CLOCK) -> tuple[VolumeConfig, CheckpointInfo]:
     """Write the metadata database of checkpoint WHICH (0: the newest kept) of the volume into
     the new directory DEST, and record in DEST's parent (the volume's directory) that this copy
     continues from the root record's current sequence number; (the volume's config, the
-    checkpoint)."""
+    checkpoint). For the newest checkpoint, with JOURNAL, the journal written after it is
+    replayed into the copy (:mod:`sofs.journal`): the result is the volume as of its last
+    acknowledged change; the info counts the groups replayed. An older checkpoint comes back
+    as it was taken."""
     vid = uuid.UUID(volume_uuid).bytes
     root, kept = _root_of(store, vid)
     if root is None:
@@ -508,9 +534,26 @@ def restore(store: ChunkStore, volume_uuid: str, dest: Path, *, which: int = 0,
             if size != f.size or h.hexdigest() != f.blake3:
                 raise CheckpointError(f"{f.name}: restored bytes do not match the manifest")
         fsync_dir(tmp)
+        replayed = _replay_into(store, volume_uuid, tmp, manifest.journal) \
+            if journal and which == 0 else None
         os.rename(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     write_state(dest.parent, root.seq, clock=clock)
-    return config, _info(manifest, kept[which], kept)
+    info = _info(manifest, kept[which], kept)
+    if replayed is not None:
+        info.replayed_groups, info.replayed_entries = replayed.groups, replayed.entries
+    return config, info
+
+
+def _replay_into(store: ChunkStore, volume_uuid: str, db: Path,
+                 start: JournalPosition | None) -> ReplayResult:
+    """Replay the journal from START into the restored database DB (synced, group by group)."""
+    if start is None:
+        return ReplayResult(start=None, end=None)
+    meta = MetaStore(db)
+    try:
+        return replay(store, volume_uuid, start, meta.apply)
+    finally:
+        meta.close()

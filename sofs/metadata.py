@@ -15,17 +15,26 @@ up to N"; callers whose commits are at or below N just return, the others wait f
 round. So many concurrent closes share one sync (see :attr:`MetaStore.wal_syncs`). It blocks:
 call it from a worker thread, never from the FUSE event loop. ``commit(sync=True)`` writes one
 batch with a synced write (for rare commits made in a worker thread already).
+
+Journal (issue 13): a mount that holds its volume's write lease attaches the volume's journal
+in the RING (:meth:`MetaStore.attach_journal`, :mod:`sofs.journal`). Each commit's writes are
+then also queued, in commit order, and the leader of a :meth:`make_durable` round appends
+everything queued as one group (final values) after its log sync and before anyone's answer:
+"durable" then means on this host's stable storage *and* in the RING. A group the RING did not
+take goes back to the head of the queue (the callers get the error; the next round retries
+it), so the journal never skips a commit that a later one depends on.
 """
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import rocksdict
 
 from chunkstore.atomicfile import fsync_dir
 
-from .errors import MetadataDamaged, VolumeError, VolumeFenced
+from .errors import JournalError, MetadataDamaged, VolumeError, VolumeFenced
+from .journal import Writes, merge
 
 
 class Batch:
@@ -104,6 +113,23 @@ class MetaStore:
         self._synced = 0
         self._syncing = False
         self.wal_syncs = 0  # log syncs run by make_durable (one per group)
+        # the journal in the RING (module docstring): append(group) and the commits queued
+        self._journal: Callable[[Writes], int] | None = None
+        self._queued: list[list[tuple[bytes, bytes | None]]] = []
+        self._order = threading.Lock()  # commit order = queue order while journaling
+        self.journal_groups = 0
+
+    def attach_journal(self, append: Callable[[Writes], int]) -> None:
+        """From now on, every commit is also appended to the journal by :meth:`make_durable`
+        (``append`` writes one group). Attach before the first commit to be journaled."""
+        with self._order, self._log_cv:
+            self._journal = append
+
+    @property
+    def journal_queued(self) -> int:
+        """Commits written here but not yet in the journal."""
+        with self._log_cv:
+            return len(self._queued)
 
     def fence(self, reason: str) -> None:
         """From now on refuse every change (VolumeFenced): another copy of the volume is the
@@ -167,6 +193,15 @@ class MetaStore:
             if sync:
                 self.make_durable()
             return self.written
+        if self._journal is None:
+            return self._write(batch, sync)
+        with self._order:  # the queue holds the commits in the order rocksdb applied them
+            number = self._write(batch, sync, queue=True)
+        if sync:
+            self.make_durable(number)
+        return number
+
+    def _write(self, batch: Batch, sync: bool, queue: bool = False) -> int:
         wb = rocksdict.WriteBatch(raw_mode=True)
         for key, value in batch.items():
             if value is None:
@@ -179,7 +214,21 @@ class MetaStore:
             raise self._damaged(e) from e
         with self._log_cv:  # counted only once written: a sync started later covers it
             self._written += 1
+            if queue:
+                self._queued.append(list(batch.items()))
             return self._written
+
+    def apply(self, writes: Writes) -> None:
+        """Write final values (None: delete) as one atomic batch, synced: a journal group
+        being replayed into a restored copy (:func:`sofs.journal.replay`)."""
+        b = self.batch()
+        for key, value in writes.items():
+            if value is None:
+                b.delete(key)
+            else:
+                b.put(key, value)
+        if len(b):
+            self._write(b, sync=True)
 
     @property
     def written(self) -> int:
@@ -204,20 +253,38 @@ class MetaStore:
                     continue
                 self._syncing = True  # the leader of this round
                 goal = self._written
+                group, self._queued = self._queued, []
+                journal = self._journal
                 synced = False
                 self._log_cv.release()
                 try:
-                    self._db.flush_wal(True)
+                    try:
+                        self._db.flush_wal(True)
+                    except Exception as e:
+                        raise self._damaged(e) from e
+                    if group and journal is not None:
+                        self._append(journal, group)
                     synced = True
-                except Exception as e:
-                    raise self._damaged(e) from e
                 finally:
                     self._log_cv.acquire()
                     self._syncing = False
                     if synced:
                         self.wal_syncs += 1
                         self._synced = max(self._synced, goal)
+                    else:  # not in the journal: first in the next round, in order
+                        self._queued[:0] = group
                     self._log_cv.notify_all()
+
+    def _append(self, journal: Callable[[Writes], int],
+                group: list[list[tuple[bytes, bytes | None]]]) -> None:
+        try:
+            journal(merge(group))
+        except VolumeFenced as e:  # the nodes hold a newer lease's token: never again
+            self.fence(str(e))
+            raise
+        except JournalError:
+            raise
+        self.journal_groups += 1
 
     def checkpoint(self, path: Path) -> None:
         """Write a consistent copy of the database to the new directory ``path`` (hard links

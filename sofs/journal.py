@@ -1,0 +1,339 @@
+"""A volume's metadata journal in the RING: every acknowledged metadata commit, replayable.
+
+Checkpoints (:mod:`sofs.metacheckpoint`) copy the whole metadata database into the RING every
+few minutes; between two of them, the metadata of a connector that loses its host would be
+lost with it. The journal closes that gap: each group of commits that a mount is about to
+acknowledge (close of a written file, fsync, rename, unlink, mkdir, setattr: every caller of
+:meth:`sofs.metadata.MetaStore.make_durable`) is appended here *before* the answer goes out,
+and another host that takes the volume over restores the newest checkpoint and replays the
+journal written after it (:func:`replay`), so nothing acknowledged is lost.
+
+Where entries live
+------------------
+An entry is a volume root record (:mod:`chunkstore.roots`: small, versioned, written to a
+majority of ``ROOT_WIDTH`` disks, found by asking every disk) under a *slot id* derived from
+the volume and ``n mod SLOTS``; its seq is ``token << 32 | n``, where ``token`` is the fencing
+token of the volume lease the writer holds (:mod:`chunkstore.authority.volumelease`) and ``n``
+counts the entries written under that token from 1. So:
+
+* a writer that lost its lease cannot add entries: the storage nodes refuse every root-record
+  write of a connection whose token is older than the volume's newest (``StaleEpoch``);
+* entries of a newer token always replace older ones in a slot (higher seq), and a reader
+  asking for entry ``(token, n)`` accepts only that exact seq, so an old writer's stray entry
+  is never mistaken for a new one;
+* slots are reused: the journal holds at most ``SLOTS`` entries after the newest checkpoint.
+  Each checkpoint records the journal position at the moment its snapshot was taken
+  (:class:`JournalPosition`, in the manifest); entries before it are no longer needed (the
+  checkpoint is the journal's trim point) and are overwritten as the journal wraps. A writer
+  that would overwrite an entry the newest checkpoint still needs refuses instead
+  (:class:`JournalFull`): the mount then writes a checkpoint first.
+
+An entry's body (at most ``ROOT_MAX_BODY`` bytes, checksummed by the disks and by the root
+record's own checksum) is ``magic "SOFSJRN1", volume id 16 B, token u64, n u64, part u16,
+parts u16, then bytes of a zstd frame``. The frame holds one *group*: the final value of every
+key the group's commits wrote (``u32 key length, key, i32 value length or -1 for a delete,
+value``...). A group larger than one entry is cut into ``parts`` consecutive entries; replay
+applies a group as one atomic rocksdb batch, only when all its parts are there (an incomplete
+last group was never acknowledged).
+
+Replaying entries that the checkpoint already includes is harmless: a group's writes are final
+values, so re-applying commits that are older than the snapshot's own state and then every
+newer commit in order ends in the same state.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import blake3
+import zstandard
+
+from chunkstore import errors as cerr
+from chunkstore.api import ChunkStore
+from chunkstore.roots import ROOT_MAX_BODY
+
+from .errors import JournalError, JournalFull, VolumeFenced
+
+__all__ = ["SLOTS", "JournalPosition", "JournalWriter", "ReplayResult", "replay",
+           "slot_id", "is_journal_id", "encode_group", "decode_group", "JournalError",
+           "JournalFull"]
+
+SLOTS = 8192                # entries the journal can hold after the newest checkpoint
+MAX_N = (1 << 32) - 1       # entries per token
+MAX_TOKEN = (1 << 31) - 1   # so that token << 32 | n fits a root record's seq
+MAGIC = b"SOFSJRN1"
+_HEAD = struct.Struct(">8s16sQQHH")
+PART_SIZE = ROOT_MAX_BODY - _HEAD.size - 64   # bytes of the zstd frame per entry
+_KEY = struct.Struct(">I")
+_VALUE = struct.Struct(">i")
+_SLOT_CONTEXT = b"sofs-journal-slot\0"
+ZSTD_LEVEL = 3
+MAX_GROUP = 1 << 30         # a group that decompresses to more is refused on replay
+
+Writes = dict[bytes, "bytes | None"]
+
+
+@dataclass(frozen=True)
+class JournalPosition:
+    """Where a volume's journal stands: ``next`` is the number of the next entry written under
+    fencing token ``token`` (entries from ``next`` on are not in the checkpoint that records
+    this position)."""
+
+    token: int
+    next: int
+
+    def to_json(self) -> dict[str, int]:
+        return {"token": self.token, "next": self.next}
+
+    @classmethod
+    def from_json(cls, doc: object) -> JournalPosition | None:
+        """None for anything that is not a position (a checkpoint written without journal)."""
+        if not isinstance(doc, dict):
+            return None
+        token, nxt = doc.get("token"), doc.get("next")
+        if (isinstance(token, bool) or isinstance(nxt, bool) or not isinstance(token, int)
+                or not isinstance(nxt, int) or not 0 < token <= MAX_TOKEN
+                or not 0 < nxt <= MAX_N):
+            return None
+        return cls(token, nxt)
+
+
+def slot_id(volume_uuid: str, n: int) -> bytes:
+    """The 16-byte record id of the slot that holds entry N of the volume's journal. Its version
+    nibble and variant bits are zero, so it is never a volume's UUID (:func:`is_journal_id`)."""
+    vid = uuid.UUID(volume_uuid).bytes
+    raw = bytearray(blake3.blake3(_SLOT_CONTEXT + vid + struct.pack(">Q", n % SLOTS)).digest(16))
+    raw[6] &= 0x0F
+    raw[8] &= 0x3F
+    return bytes(raw)
+
+
+def is_journal_id(record_id: bytes) -> bool:
+    """Whether a root record id is a journal slot's (not a volume's: volumes have UUID4s)."""
+    return len(record_id) == 16 and record_id[6] >> 4 == 0 and record_id[8] >> 6 == 0
+
+
+def entry_seq(token: int, n: int) -> int:
+    return token << 32 | n
+
+
+# --- groups ------------------------------------------------------------------------------------
+
+def encode_group(writes: Writes) -> bytes:
+    """The zstd frame of one group of writes (final values; None: deleted)."""
+    out = bytearray()
+    for key, value in writes.items():
+        out += _KEY.pack(len(key)) + key
+        if value is None:
+            out += _VALUE.pack(-1)
+        else:
+            out += _VALUE.pack(len(value)) + value
+    return zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True).compress(bytes(out))
+
+
+def decode_group(frame: bytes) -> Writes:
+    """The writes of a group; JournalError if the bytes are not one."""
+    try:
+        raw = zstandard.ZstdDecompressor().decompress(frame, max_output_size=MAX_GROUP)
+    except zstandard.ZstdError as e:
+        raise JournalError(f"a journal group does not decompress: {e}") from e
+    writes: Writes = {}
+    at = 0
+    try:
+        while at < len(raw):
+            (klen,) = _KEY.unpack_from(raw, at)
+            at += _KEY.size
+            key = raw[at:at + klen]
+            at += klen
+            (vlen,) = _VALUE.unpack_from(raw, at)
+            at += _VALUE.size
+            if vlen < -1 or at + max(vlen, 0) > len(raw) or len(key) != klen:
+                raise JournalError("a journal group is cut short")
+            writes[key] = None if vlen == -1 else raw[at:at + vlen]
+            at += max(vlen, 0)
+    except struct.error as e:
+        raise JournalError(f"a journal group is cut short: {e}") from e
+    return writes
+
+
+def merge(groups: Iterable[Iterable[tuple[bytes, bytes | None]]]) -> Writes:
+    """The final values of a sequence of commits' writes, in commit order."""
+    out: Writes = {}
+    for writes in groups:
+        for key, value in writes:
+            out[key] = value
+    return out
+
+
+def _entry(volume_id: bytes, token: int, n: int, part: int, parts: int, chunk: bytes) -> bytes:
+    return _HEAD.pack(MAGIC, volume_id, token, n, part, parts) + chunk
+
+
+def _parse_entry(body: bytes, volume_id: bytes, token: int, n: int) -> tuple[int, int, bytes]:
+    """(part, parts, frame bytes) of entry N; JournalError if it is not that entry."""
+    if len(body) < _HEAD.size:
+        raise JournalError(f"journal entry {token}/{n} is too short")
+    magic, vid, tok, num, part, parts = _HEAD.unpack_from(body)
+    if magic != MAGIC or vid != volume_id or tok != token or num != n:
+        raise JournalError(f"slot of journal entry {token}/{n} holds something else")
+    if not 0 <= part < parts:
+        raise JournalError(f"journal entry {token}/{n} has part {part} of {parts}")
+    return part, parts, body[_HEAD.size:]
+
+
+# --- writing ------------------------------------------------------------------------------------
+
+class JournalWriter:
+    """Appends groups to one volume's journal under one fencing token (one writer per lease).
+
+    ``append`` is called by one thread at a time (the leader of a
+    :meth:`~sofs.metadata.MetaStore.make_durable` round); :meth:`position` and
+    :meth:`trimmed_to` may be called from others."""
+
+    def __init__(self, store: ChunkStore, volume_uuid: str, token: int, *, start: int = 1,
+                 slots: int = SLOTS) -> None:
+        if not 0 < token <= MAX_TOKEN:
+            raise JournalError(f"a journal needs a fencing token in 1..{MAX_TOKEN}, not {token}")
+        self.store = store
+        self.volume_uuid = volume_uuid
+        self.volume_id = uuid.UUID(volume_uuid).bytes
+        self.token = token
+        self.slots = max(2, min(slots, SLOTS))
+        self._lock = threading.Lock()
+        self._next = start
+        self._trim = start      # the position the newest checkpoint recorded
+        self.entries = 0        # written by this writer
+        self.groups = 0
+        self.bytes = 0
+        self.on_full: Callable[[], None] | None = None  # asks for a checkpoint
+
+    def position(self) -> JournalPosition:
+        with self._lock:
+            return JournalPosition(self.token, self._next)
+
+    def trimmed_to(self, position: JournalPosition) -> None:
+        """A checkpoint recording POSITION is now the newest: entries before it may go."""
+        if position.token == self.token:
+            with self._lock:
+                self._trim = max(self._trim, position.next)
+
+    def backlog(self) -> int:
+        """Entries written since the newest checkpoint's position."""
+        with self._lock:
+            return self._next - self._trim
+
+    def append(self, writes: Writes) -> int:
+        """Write one group (before its commits are acknowledged); the number of entries it
+        took. JournalFull when the slots after the newest checkpoint are used up;
+        VolumeFenced when the nodes hold a newer token (another connector has the volume);
+        JournalError when the RING did not take it (nothing is acknowledged; the caller
+        keeps the group and retries it first next time)."""
+        if not writes:
+            return 0
+        frame = encode_group(writes)
+        chunks = [frame[i:i + PART_SIZE] for i in range(0, len(frame), PART_SIZE)] or [b""]
+        with self._lock:
+            first = self._next
+            if first + len(chunks) - 1 > MAX_N:
+                raise JournalFull(f"volume {self.volume_uuid}: journal numbers of fencing "
+                                  f"token {self.token} are used up; remount the volume")
+            if first + len(chunks) - self._trim > self.slots:
+                full = JournalFull(
+                    f"volume {self.volume_uuid}: {self._next - self._trim} journal entries "
+                    "since the newest checkpoint fill the journal; a checkpoint must be "
+                    "written first")
+            else:
+                full = None
+        if full is not None:
+            if self.on_full is not None:
+                self.on_full()
+            raise full
+        for part, chunk in enumerate(chunks):
+            n = first + part
+            body = _entry(self.volume_id, self.token, n, part, len(chunks), chunk)
+            try:
+                self.store.put_root(slot_id(self.volume_uuid, n), entry_seq(self.token, n), body)
+            except cerr.StaleEpoch as e:
+                raise VolumeFenced(f"the storage nodes refused the journal: {e}") from e
+            except cerr.StaleRoot as e:  # a newer token wrote this slot: we lost the volume
+                raise VolumeFenced(f"a newer writer holds the volume's journal: {e}") from e
+            except cerr.ChunkStoreError as e:
+                raise JournalError(f"volume {self.volume_uuid}: journal entry "
+                                   f"{self.token}/{n} was not stored: {e}") from e
+        with self._lock:
+            self._next = first + len(chunks)
+            self.entries += len(chunks)
+            self.groups += 1
+            self.bytes += len(frame)
+        return len(chunks)
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+@dataclass
+class ReplayResult:
+    """What :func:`replay` applied: from ``start`` up to (not including) ``end``."""
+
+    start: JournalPosition | None
+    end: JournalPosition | None
+    groups: int = 0
+    entries: int = 0
+    keys: int = 0
+    dropped_parts: int = 0   # of an incomplete last group (never acknowledged)
+
+
+def read_groups(store: ChunkStore, volume_uuid: str, start: JournalPosition,
+                result: ReplayResult) -> Iterator[Writes]:
+    """The complete groups of the journal from START on, in order; RESULT counts them and
+    ends at the first entry that is not there. JournalError if an entry cannot be read."""
+    vid = uuid.UUID(volume_uuid).bytes
+    n = start.next
+    parts: list[bytes] = []
+    expected = 0
+    while n <= MAX_N:
+        want = entry_seq(start.token, n)
+        try:
+            rec = store.get_root(slot_id(volume_uuid, n))
+        except cerr.ChunkStoreError as e:
+            raise JournalError(f"volume {volume_uuid}: journal entry {start.token}/{n} "
+                               f"cannot be read: {e}") from e
+        if rec is None or rec.seq < want:
+            break  # the end of the journal
+        if rec.seq > want:
+            if rec.seq >> 32 == start.token:
+                raise JournalError(f"volume {volume_uuid}: journal entry {start.token}/{n} was "
+                                   "overwritten: the journal wrapped past this checkpoint")
+            break  # a newer writer reused the slot after this journal ended
+        part, nparts, chunk = _parse_entry(rec.body, vid, start.token, n)
+        if part != len(parts) or (parts and nparts != expected):
+            raise JournalError(f"volume {volume_uuid}: journal entry {start.token}/{n} is part "
+                               f"{part} of {nparts}, expected part {len(parts)}")
+        parts.append(chunk)
+        expected = nparts
+        n += 1
+        if len(parts) == nparts:
+            result.entries += nparts
+            result.groups += 1
+            writes = decode_group(b"".join(parts))
+            result.keys += len(writes)
+            parts = []
+            result.end = JournalPosition(start.token, n)
+            yield writes
+    result.dropped_parts = len(parts)
+
+
+def replay(store: ChunkStore, volume_uuid: str, start: JournalPosition | None,
+           apply: Callable[[Writes], None]) -> ReplayResult:
+    """Apply every complete group of the journal from START (a checkpoint's position) on, in
+    order, with APPLY (one atomic batch each). Nothing to do for a checkpoint without a
+    position (written without journal)."""
+    result = ReplayResult(start=start, end=start)
+    if start is None:
+        return result
+    for writes in read_groups(store, volume_uuid, start, result):
+        apply(writes)
+    return result
