@@ -55,8 +55,10 @@ def check_mountpoint(mountpoint: str) -> None:
 
 def start_background(data_dir: Path, volume: str, mountpoint: str, *, timeout: float = 60.0,
                      gc_grace_s: float | None = None, gc_interval_s: float | None = None,
-                     down_after_s: float | None = None, daemon_args: Sequence[str] = ()) -> int:
-    """Start a detached mount process; return its pid once it serves."""
+                     down_after_s: float | None = None, daemon_args: Sequence[str] = (),
+                     standby_ok: bool = False) -> int:
+    """Start a detached mount process; return its pid once it serves (or, STANDBY_OK, once
+    it waits as a standby for the volume's lease)."""
     check_mountpoint(mountpoint)
     log = log_path(data_dir, volume)
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -83,6 +85,8 @@ def start_background(data_dir: Path, volume: str, mountpoint: str, *, timeout: f
     finally:
         os.close(r)
     text = answer.decode(errors="replace").strip()
+    if text == "standby" and standby_ok:  # waits for the volume's lease, then mounts
+        return proc.pid
     if text != "ready":
         proc.wait(timeout=30)
         raise MountError(f"mount failed: {text.removeprefix('error: ') or 'process exited'} "

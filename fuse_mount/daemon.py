@@ -42,7 +42,7 @@ from sofs.online_check import check_mounted
 from sofs.snapshot.manager import Snapshots
 from sofs.volume import volume_dir
 
-from . import ctlserver, gcgate, leaseholder, mountmetrics, ringhost, runstate, unmountreport
+from . import ctlserver, gcgate, journaling, leaseholder, mountmetrics, ringhost, runstate, unmountreport
 from .errors import MountError
 from .kernelcache import KernelCacheFixer, inode_now
 from .names import HIDDEN_ROOT_NAMES
@@ -56,6 +56,7 @@ from .wormops import autocommit_scanner, worm_ops
 log = logging.getLogger("sofs.mount")
 
 GC_INTERVAL_S = 60.0
+TAKEOVER_WAIT_S = 60.0  # sofsctl volume takeover: how long to wait for the holder's lease
 META_CHECKPOINT_INTERVAL_S = 600.0  # metadata checkpoints into the RING (sofs.metacheckpoint)
 FIRST_CHECKPOINT_AFTER_S = 30.0
 HOST_CHECK_S = 2.0  # how often a mount of an embedded ring checks that its host runs
@@ -120,6 +121,7 @@ def admin_ops(ring: RingStore, fs: Filesystem, healer: Healer | None = None,
         if lease is not None:  # a networked RING with etcd: the volume's write lease
             out["lease"] = {"token": lease.token, "lost": lease.lost}
             out["gc_stopped"] = bool(out.get("gc_stopped")) or lease.lost is not None
+            out.update(journaling.stats(lease.journal, fs))
         return out
 
     ops["stats"] = stats
@@ -305,6 +307,8 @@ async def _serve(fs: Filesystem, ring: RingStore, mountpoint: str, ready_fd: int
             nursery.start_soon(ringhost.heal_rounds, healer)
         if lease is not None:
             nursery.start_soon(leaseholder.keep, lease, fs)
+            if lease.journal is not None and checkpointer is not None:
+                nursery.start_soon(journaling.keep, lease.journal, fs, checkpointer)
         if checkpointer is not None and checkpoint_interval_s > 0:
             nursery.start_soon(checkpoints, checkpointer)
         try:
@@ -378,7 +382,8 @@ def run_mount(data_dir: Path, volume: str, mountpoint: str, *, ready_fd: int | N
               checkpoint_interval_s: float = META_CHECKPOINT_INTERVAL_S,
               take_over: bool = False, metrics: tuple[str, int] | None = None,
               exclusive_ring: bool = False,
-              lease_ttl: int = leaseholder.LEASE_TTL_S) -> None:
+              lease_ttl: int = leaseholder.LEASE_TTL_S, takeover: bool = False,
+              standby: bool = False, takeover_wait_s: float = TAKEOVER_WAIT_S) -> None:
     """Mount ``volume`` at ``mountpoint`` and serve until unmounted; blocks.
 
     On an embedded data directory the disks are served by its ring host
@@ -393,7 +398,11 @@ def run_mount(data_dir: Path, volume: str, mountpoint: str, *, ready_fd: int | N
     METRICS (host, port): serve Prometheus metrics there (fuse_mount.mountmetrics).
     On a networked RING with etcd the mount holds the volume's write lease of LEASE_TTL
     seconds (fuse_mount.leaseholder): refused while another host holds it; read-only once it
-    cannot be renewed in time."""
+    cannot be renewed in time; every acknowledged change is journaled into the RING
+    (fuse_mount.journaling). TAKEOVER: wait up to TAKEOVER_WAIT_S for the lease, then mount
+    the volume as the RING has it (newest checkpoint plus journal), setting any local copy
+    aside; STANDBY: the same, waiting for the lease as long as it takes (the ready pipe
+    says "standby" meanwhile)."""
     mountpoint = os.path.realpath(mountpoint)
     tune_malloc()
     host_args = _host_args(scrub_interval_s, rebuild_rate)
@@ -407,6 +416,23 @@ def run_mount(data_dir: Path, volume: str, mountpoint: str, *, ready_fd: int | N
         else:
             ring = _open_ring_waiting(data_dir, volume if networked else None)
         stack.callback(ring.close)
+        lease = None
+        if takeover or standby:
+            ready = [ready_fd]
+
+            def waiting() -> None:  # a standby: sofsctl mount returns now
+                if standby and ready[0] is not None:
+                    # left open (its reader goes): a late error written there gets EPIPE,
+                    # never lands in a file that reused the number
+                    with contextlib.suppress(OSError):
+                        os.write(ready[0], b"standby\n")
+                    ready[0] = None
+
+            lease, _ = journaling.take_over(ring, Path(data_dir), volume, lease_ttl,
+                                            wait_s=None if standby else takeover_wait_s,
+                                            on_wait=waiting)
+            ready_fd = ready[0]
+            stack.callback(lease.lease.release)
         # default_permissions: the kernel checks permissions before every request
         fs = Filesystem.open_volume(data_dir, volume, ring, gc_grace_s=gc_grace_s,
                                     check_permissions=False, clock=clock_from_env(),
@@ -418,12 +444,16 @@ def run_mount(data_dir: Path, volume: str, mountpoint: str, *, ready_fd: int | N
                             max_bytes_per_s=rebuild_rate * 2**20 if rebuild_rate else None,
                             min_placing=fs.protection.max_width())
             stack.callback(healer.close)
-        lease = leaseholder.take(ring, fs, str(data_dir), lease_ttl)  # networked, with etcd
-        if lease is not None:
-            stack.callback(lease.lease.release)
+        if lease is None:  # networked, with etcd: the volume's write lease
+            lease = leaseholder.take(ring, fs.config.name, fs.config.uuid, str(data_dir),
+                                     lease_ttl)
+            if lease is not None:
+                stack.callback(lease.lease.release)
         checkpointer = Checkpointer(fs.meta, ring, fs.config, volume_dir(data_dir, volume),
                                     protection=fs.protection)
         _claim(checkpointer, ring, fs, volume_dir(data_dir, volume), take_over)
+        if lease is not None:
+            lease.journal = journaling.start(fs, checkpointer, lease)
         ops = SofsOperations(fs, metrics=FuseMetrics() if metrics is not None else None)
         stack.callback(ops.snapshots.close)
         pyfuse3.init(ops, mountpoint, mount_options(volume))
@@ -486,6 +516,13 @@ def main(argv: list[str] | None = None) -> int:
                         "checkpoints of the volume, and make it the volume's reference")
     p.add_argument("--lease-ttl", type=int, default=leaseholder.LEASE_TTL_S,
                    help="networked RING with etcd: seconds of the volume's write lease")
+    p.add_argument("--takeover", action="store_true",
+                   help="networked RING with etcd: wait for the volume's lease, then mount it "
+                        "as the RING has it (newest checkpoint and journal)")
+    p.add_argument("--standby", action="store_true",
+                   help="like --takeover, waiting as long as another host holds the lease")
+    p.add_argument("--takeover-wait", type=float, default=TAKEOVER_WAIT_S,
+                   help="--takeover: seconds to wait for the holder's lease to end")
     p.add_argument("--metrics", metavar="HOST:PORT", type=_metrics_address,
                    help="serve Prometheus metrics on HOST:PORT (/metrics); default: off")
     p.add_argument("--exclusive-ring", action="store_true",
@@ -503,7 +540,9 @@ def main(argv: list[str] | None = None) -> int:
                   rebuild_rate=args.rebuild_rate,
                   checkpoint_interval_s=args.checkpoint_interval,
                   take_over=args.take_over, metrics=args.metrics,
-                  exclusive_ring=args.exclusive_ring, lease_ttl=args.lease_ttl)
+                  exclusive_ring=args.exclusive_ring, lease_ttl=args.lease_ttl,
+                  takeover=args.takeover, standby=args.standby,
+                  takeover_wait_s=args.takeover_wait)
     except Exception as e:
         log.error("mount failed: %s", e, exc_info=not isinstance(e, (OSError, RuntimeError)))
         if args.ready_fd is not None:

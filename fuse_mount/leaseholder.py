@@ -14,15 +14,19 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 
 import trio
 
+from chunkstore import sdnotify
 from chunkstore.authority.election import candidate_name
 from chunkstore.authority.volumelease import VolumeLease
+from chunkstore.clock import SYSTEM_CLOCK, Clock
 from chunkstore.errors import VolumeLeased
 from chunkstore.ring.datapath import RingStore
 from chunkstore.ring.net import NetRing
 from sofs.fs import Filesystem
+from sofs.journal import JournalWriter
 
 log = logging.getLogger("sofs.mount.lease")
 
@@ -35,33 +39,49 @@ class MountLease:
     def __init__(self, lease: VolumeLease) -> None:
         self.lease = lease
         self.lost: str | None = None  # why the mount stopped writing (None: it holds)
+        self.journal: JournalWriter | None = None  # the journal written under it
 
     @property
     def token(self) -> int:
         return self.lease.token
 
 
-def take(ring: RingStore, fs: Filesystem, data_dir: str,
-         ttl_s: int = LEASE_TTL_S) -> MountLease | None:
-    """Take the volume's lease and declare its token to the nodes (None without etcd).
-    RuntimeError (the mount fails) when another connector holds it."""
+def take(ring: RingStore, name: str, volume_uuid: str, data_dir: str,
+         ttl_s: int = LEASE_TTL_S, *, wait_s: float | None = 0.0,
+         on_wait: Callable[[], None] | None = None,
+         clock: Clock = SYSTEM_CLOCK) -> MountLease | None:
+    """Take volume NAME's lease and declare its token to the nodes (None without etcd).
+    While another connector holds it, wait up to WAIT_S seconds (None: for ever, a standby)
+    for its lease to end, calling ON_WAIT once; then RuntimeError (the mount fails), naming
+    the holder."""
     if not isinstance(ring, NetRing) or ring.etcd is None:
         return None
     etcd, m = ring.etcd, ring
-    lease = VolumeLease(etcd, m.cmap.cluster_id, fs.config.uuid, candidate_name(data_dir),
-                        ttl_s)
-    try:
-        token = lease.acquire()
-    except VolumeLeased as e:
-        raise RuntimeError(f"volume {fs.config.name}: {e}") from None
-    volume_id = uuid.UUID(fs.config.uuid).bytes
+    lease = VolumeLease(etcd, m.cmap.cluster_id, volume_uuid, candidate_name(data_dir), ttl_s)
+    deadline = None if wait_s is None else clock.monotonic() + wait_s
+    waiting = False
+    while True:
+        try:
+            token = lease.acquire()
+            break
+        except VolumeLeased as e:
+            if deadline is not None and clock.monotonic() >= deadline:
+                raise RuntimeError(f"volume {name}: {e}") from None
+            if not waiting:
+                log.warning("volume %s: waiting for the write lease: %s", name, e)
+                sdnotify.notify(f"STATUS=standby: waiting for the write lease of {name}")
+                if on_wait is not None:
+                    on_wait()
+                waiting = True
+            clock.sleep(min(1.0, max(0.2, ttl_s / 10)))
+    volume_id = uuid.UUID(volume_uuid).bytes
     answers = ring.set_fence(volume_id, token)
     refused = {d: t for d, t in answers.items() if isinstance(t, int) and t > token}
     if refused:
         lease.release()
-        raise RuntimeError(f"volume {fs.config.name}: nodes hold a newer fencing token "
+        raise RuntimeError(f"volume {name}: nodes hold a newer fencing token "
                            f"({refused}) than the lease just taken ({token})")
-    log.info("volume %s: write lease taken, fencing token %d", fs.config.name, token)
+    log.info("volume %s: write lease taken, fencing token %d", name, token)
     return MountLease(lease)
 
 

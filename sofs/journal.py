@@ -59,7 +59,7 @@ from chunkstore.roots import ROOT_MAX_BODY
 from .errors import JournalError, JournalFull, VolumeFenced
 
 __all__ = ["SLOTS", "JournalPosition", "JournalWriter", "ReplayResult", "replay",
-           "slot_id", "is_journal_id", "encode_group", "decode_group", "JournalError",
+           "slot_id", "is_journal_id", "encode_group", "decode_group", "erase", "JournalError",
            "JournalFull"]
 
 SLOTS = 8192                # entries the journal can hold after the newest checkpoint
@@ -270,6 +270,20 @@ class JournalWriter:
             self.groups += 1
             self.bytes += len(frame)
         return len(chunks)
+
+
+def erase(store: ChunkStore, volume_uuid: str) -> int:
+    """Overwrite every journal slot of a deleted volume that the store holds with an empty
+    record of the highest seq (the journal names its files: patient data), so that nothing
+    can be written there again; how many. ChunkStoreError if it could not be done now."""
+    held = store.list_roots()
+    erased = 0
+    for n in range(SLOTS):
+        sid = slot_id(volume_uuid, n)
+        if sid in held and held[sid] < entry_seq(MAX_TOKEN, MAX_N):
+            store.put_root(sid, entry_seq(MAX_TOKEN, MAX_N), b"")
+            erased += 1
+    return erased
 
 
 # --- reading ------------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ metadata checkpoints, in an order a crash cannot turn into damage.
    directory fsynced): from here the volume is gone from every list and no mount can open it,
    and what is left is a deletion to finish (:func:`unfinished`).
 2. Its root record in the RING is replaced by one that keeps no checkpoint, so no restore
-   brings the volume back from pieces that are about to go.
+   brings the volume back from pieces that are about to go; the slots of its metadata journal
+   (:mod:`sofs.journal`, which names its files) are overwritten with empty records.
 3. Every chunk its refcounts name (and those of its checkpoints) is deleted from the RING. A
    volume's chunks are its own (their payload carries the volume id, :mod:`sofs.blocks`): no
    other volume can use them.
@@ -29,7 +30,7 @@ from chunkstore.atomicfile import fsync_dir
 from chunkstore.clock import SYSTEM_CLOCK, Clock
 from chunkstore.placement.keys import ChunkRef
 
-from . import schema
+from . import journal, schema
 from .checkpoint_records import RootBody
 from .errors import FsError, VolumeError
 from .metacheckpoint import checkpoint_refs
@@ -91,6 +92,7 @@ def finish(tomb: Path, store: ChunkStore,
         refs, unread = {}, 1
     try:
         _forget_checkpoints(store, vid, config, clock)
+        journal.erase(store, config.uuid)
     except cerr.ChunkStoreError:
         unread = 1  # the root record could not be replaced now: finish later
     meta_dir = tomb / "meta"

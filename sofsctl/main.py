@@ -42,6 +42,7 @@ from .repaircmd import repair
 from .snapshotcmds import snapshot
 from .status import status
 from .supervise import supervise
+from .takeover import volume_takeover
 from .trashcmds import trash, trash_seconds
 from .usage import df, volume_show
 from .volumecmds import volume_delete, volume_set
@@ -266,6 +267,11 @@ def _placing_disks(home: Path) -> int:
               help="Networked RING with etcd: seconds of the volume's write lease; a mount "
                    "that cannot renew it in time turns read-only, and another host may then "
                    "mount the volume [default: 10].")
+@click.option("--standby", is_flag=True,
+              help="Networked RING with etcd: wait as a standby while another host holds the "
+                   "volume's write lease; once it ends (that host is down or cut off), take "
+                   "the volume over as the RING has it and mount it here (see `sofsctl volume "
+                   "takeover`). Returns at once; stop a standby with kill PID.")
 @click.option("--metrics", metavar="HOST:PORT", default=None,
               help="Serve Prometheus metrics of the mount (FUSE requests, cache, GC, healer, "
                    "disks) on http://HOST:PORT/metrics [default: off].")
@@ -278,14 +284,17 @@ def mount(home: Path, name: str, mountpoint: str, foreground: bool,
           gc_grace: float | None, gc_interval: float | None, down_after: float | None,
           scrub_interval: float | None, rebuild_rate: float | None,
           checkpoint_interval: float | None, take_over: bool, lease_ttl: int | None,
-          metrics: str | None, exclusive_ring: bool) -> None:
+          standby: bool, metrics: str | None, exclusive_ring: bool) -> None:
     """Mount volume NAME at MOUNTPOINT (in the background unless --foreground).
 
     Several volumes of one data directory may be mounted at once: on an embedded ring the
     first mount starts the data directory's ring host, which serves the disks to every mount
     and runs the repairs and scrubs; it ends after the last unmount."""
     metrics_at = _metrics_address(metrics) if metrics is not None else None
-    require_volume(home, name)
+    if standby and not is_networked(home):
+        raise Failure("--standby is for a networked cluster with etcd")
+    if not standby:  # a standby may have no copy of the volume yet: it comes from the RING
+        require_volume(home, name)
     alive = [st for st in runstate.all_states(home) if st.alive]
     for st in alive:
         if st.volume == name:
@@ -314,6 +323,8 @@ def mount(home: Path, name: str, mountpoint: str, foreground: bool,
         maintenance.append("--take-over")
     if lease_ttl is not None:
         maintenance += ["--lease-ttl", str(lease_ttl)]
+    if standby:
+        maintenance.append("--standby")
     if metrics_at is not None:
         maintenance += ["--metrics", format_address(*metrics_at)]
     if exclusive_ring:
@@ -333,9 +344,14 @@ def mount(home: Path, name: str, mountpoint: str, foreground: bool,
             sys.exit(daemon_main(maintenance + args))
         pid = control.start_background(home, name, mountpoint, gc_grace_s=gc_grace,
                                        gc_interval_s=gc_interval, down_after_s=down_after,
-                                       daemon_args=maintenance)
+                                       daemon_args=maintenance, standby_ok=standby)
     except control.MountError as e:
         raise fail(e) from None
+    if standby and not os.path.ismount(mountpoint):
+        click.echo(f"volume {name}: standby (pid {pid}) waiting for the write lease; it mounts "
+                   f"at {os.path.realpath(mountpoint)} when the holder's lease ends; log: "
+                   f"{control.log_path(home, name)}")
+        return
     click.echo(f"volume {name} mounted at {os.path.realpath(mountpoint)} (pid {pid}); "
                f"log: {control.log_path(home, name)}")
     click.echo(f"stop it with: sofsctl --data-dir {home} umount {mountpoint}")
@@ -513,6 +529,7 @@ def fsck(home: Path, name: str, repair: bool, as_json: bool, verbose: bool) -> N
 cluster.add_command(cluster_create)
 volume.add_command(volume_checkpoint)
 volume.add_command(volume_restore)
+volume.add_command(volume_takeover)
 volume.add_command(volume_show)
 volume.add_command(volume_delete)
 volume.add_command(volume_set)

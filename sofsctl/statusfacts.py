@@ -131,7 +131,8 @@ def _volume_json(v: VolumeFacts) -> dict[str, Any]:
             "checkpoint": None if v.stats is None else {
                 "seq": st.get("checkpoint_seq"), "at": st.get("checkpoint_at"),
                 "interval_s": st.get("checkpoint_interval_s"),
-                "error": st.get("checkpoint_error"), "gc_stopped": st.get("gc_stopped")}}
+                "error": st.get("checkpoint_error"), "gc_stopped": st.get("gc_stopped")},
+            "lease": st.get("lease"), "journal": st.get("journal")}
 
 
 def gather(home: Path) -> StatusFacts:
@@ -173,6 +174,7 @@ def gather(home: Path) -> StatusFacts:
         if st is not None:
             reasons.append(checkpoint_reason(name, st, now, checkpoint_interval(st)))
             reasons.append(overtaken_reason(name, st))
+            reasons.append(journal_reason(name, st))
     exports = list_exports(home)
     reasons += [export_reason(e.volume, e.kind, e.state, e.message) for e in exports]
     if job is not None:
@@ -237,6 +239,21 @@ def overtaken_reason(volume: str, st: dict) -> hv.Reason | None:
                                         f"stopped: {lost}; unmount it")
     return hv.Reason(hv.Level.WARN, f"volume {volume}: this copy was taken over by another "
                                     "host (read-only, garbage collection stopped): unmount it")
+
+
+def journal_reason(volume: str, st: dict) -> hv.Reason | None:
+    """A warning when the volume's journal in the RING (sofs.journal) is more than half full:
+    the checkpoints that trim it are not being written, and once full nothing more can be
+    acknowledged."""
+    j = st.get("journal")
+    if not isinstance(j, dict) or not j.get("slots"):
+        return None
+    backlog, slots = j.get("backlog", 0), j["slots"]
+    if backlog * 2 <= slots:
+        return None
+    return hv.Reason(hv.Level.WARN, f"volume {volume}: its metadata journal is "
+                                    f"{100 * backlog // slots}% full ({backlog} of {slots} "
+                                    "entries since the last checkpoint): checkpoints fail?")
 
 
 def checkpoint_reason(volume: str, st: dict, now: float, interval_s: float) -> hv.Reason | None:

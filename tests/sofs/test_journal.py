@@ -241,3 +241,19 @@ def test_group_encoding_round_trip_and_damage():
     frame = jr.encode_group(writes)
     with pytest.raises(JournalError):
         jr.decode_group(frame[:-9] + bytes(9))
+
+
+def test_a_deleted_volume_leaves_no_journal(env, tmp_path):
+    from sofs import volumedelete
+
+    fs, store, _cp, writer = _journaled(env, tmp_path)
+    write_file(fs, ROOT_INO, b"patient-name.dcm", b"x")
+    slots = {v for v in store.list_roots() if jr.is_journal_id(v)}
+    assert slots and writer.entries >= 1
+    fs.close()
+    tomb = volumedelete.begin(tmp_path, "v")
+    volumedelete.finish(tomb, store)
+    for sid in slots:
+        assert store.get_root(sid).body == b""
+    with pytest.raises(cerr.StaleRoot):
+        store.put_root(sid, jr.entry_seq(7, 99), b"late")
