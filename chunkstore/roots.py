@@ -77,6 +77,17 @@ def check_seq(seq: int) -> int:
     return seq
 
 
+def is_log_record(volume_id: bytes) -> bool:
+    """Whether ``volume_id`` names a *log record* rather than a volume: ids whose UUID version
+    nibble and variant bits are zero (never a volume's: volumes have UUID4s) are the slots of
+    a volume's metadata journal (:mod:`sofs.journal`). Their writer never needs a slot's
+    previous version back once it writes a new one (it was trimmed), so a disk writes them in
+    place with one data sync instead of an atomic replace; a write torn by a crash reads as
+    corrupt and is skipped (it was never acknowledged: a majority did not answer)."""
+    return (isinstance(volume_id, (bytes, bytearray)) and len(volume_id) == VOLUME_ID_SIZE
+            and volume_id[6] >> 4 == 0 and volume_id[8] >> 6 == 0)
+
+
 def root_key(volume_id: bytes) -> bytes:
     """The 20-byte placement key of a volume's root record."""
     return blake3.blake3(_KEY_CONTEXT + check_volume_id(volume_id)).digest(20)

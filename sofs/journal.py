@@ -54,7 +54,7 @@ import zstandard
 
 from chunkstore import errors as cerr
 from chunkstore.api import ChunkStore
-from chunkstore.roots import ROOT_MAX_BODY
+from chunkstore.roots import ROOT_MAX_BODY, is_log_record
 
 from .errors import JournalError, JournalFull, VolumeFenced
 
@@ -113,8 +113,9 @@ def slot_id(volume_uuid: str, n: int) -> bytes:
 
 
 def is_journal_id(record_id: bytes) -> bool:
-    """Whether a root record id is a journal slot's (not a volume's: volumes have UUID4s)."""
-    return len(record_id) == 16 and record_id[6] >> 4 == 0 and record_id[8] >> 6 == 0
+    """Whether a root record id is a journal slot's (not a volume's: volumes have UUID4s);
+    the disks write these in place (:func:`chunkstore.roots.is_log_record`)."""
+    return is_log_record(record_id)
 
 
 def entry_seq(token: int, n: int) -> int:

@@ -6,6 +6,9 @@ in lower-case hex and replaced atomically with :func:`~chunkstore.atomicfile.ato
 (temp file ``.<hex>.*.tmp`` in ``roots/``, fsync, rename over ``<hex>``, fsync of ``roots/``)
 under one lock per disk: a crash leaves either the old or the new record; a stale temp file
 is ignored and removed when the disk is opened. ``roots/`` is created by the first write.
+Log records (:func:`chunkstore.roots.is_log_record`: the slots of metadata journals) are
+written in place instead, with one data sync (and a sync of ``roots/`` when the file is new):
+a torn write leaves a file that does not verify, which reads skip.
 
 :class:`RootFiles` is used by :class:`~chunkstore.disk.store.DiskStore` (``put_root`` /
 ``get_root`` / ``list_roots``), which checks first that the disk is open and usable.
@@ -19,7 +22,7 @@ import threading
 
 from chunkstore.atomicfile import atomic_write, fsync_dir
 from chunkstore.errors import ChunkCorrupt, DiskFull, DiskUnavailable, KeyConflict
-from chunkstore.roots import MAX_RECORD_SIZE, VOLUME_ID_SIZE, RootRecord
+from chunkstore.roots import MAX_RECORD_SIZE, VOLUME_ID_SIZE, RootRecord, is_log_record
 
 ROOTS_DIR = "roots"
 _NOSPACE = (errno.ENOSPC, errno.EDQUOT)
@@ -110,11 +113,31 @@ class RootFiles:
             if not os.path.isdir(self.dir):
                 os.makedirs(self.dir, exist_ok=True)
                 fsync_dir(self.disk_path)
-            atomic_write(self._path(rec.volume_id), rec.encode(), mode=0o640)
+            if is_log_record(rec.volume_id):
+                self._write_in_place(rec)
+            else:
+                atomic_write(self._path(rec.volume_id), rec.encode(), mode=0o640)
         except OSError as e:
             if e.errno in _NOSPACE:
                 raise DiskFull(f"{self.disk_path}: no space for the root record of volume {rec.volume_id.hex()}") from e
             raise DiskUnavailable(f"{self.disk_path}: cannot write root record: {e}") from e
+
+    def _write_in_place(self, rec: RootRecord) -> None:
+        path = self._path(rec.volume_id)
+        raw = rec.encode()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640) \
+            if not os.path.exists(path) else None
+        new = fd is not None
+        if fd is None:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.pwrite(fd, raw, 0)
+            os.ftruncate(fd, len(raw))
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+        if new:
+            fsync_dir(self.dir)
 
     def _remove_temps(self) -> None:
         """Remove temp files a crash left in ``roots/`` (best effort)."""

@@ -42,17 +42,8 @@ the repair log so repair removes the leftovers later instead of rebuilding them.
 watches deletes (:meth:`RingStore.watching_deletes`): a key is added to every watch before its
 first tombstone, so a sweep that finds pieces gone can tell a delete from a loss.
 
-Volume root records (:mod:`chunkstore.roots`), the one small mutable record per volume:
-``put_root`` writes it in parallel to the owners of ``root_key(volume_id)``, ``min(ROOT_WIDTH,
-placing disks)`` of them; an owner that fails is replaced by the next disks of the key's walk
-(as for pieces, failing disks are marked down); the put succeeds once a majority of that width
-holds exactly its seq. Once every write has finished it raises StaleRoot if a disk holds a
-newer seq, KeyConflict if one holds the same seq with another body (two writers raced), else
-NotEnoughDisks below the majority. ``get_root`` and ``list_roots`` ask every available disk
-in parallel and take the highest seq, so records are found wherever rebalances and disk
-replacements left them (a rare, disaster-recovery read); disks that fail or hold a corrupt
-record are skipped, and if no disk answers at all they raise NotEnoughDisks (``get_root``
-raises ChunkCorrupt if records were found but none verifies, rather than answer "none").
+Volume root records (:mod:`chunkstore.roots`), the one small mutable record per volume, and
+the slots of the volumes' metadata journals: :mod:`chunkstore.ring.rootpath`.
 
 capacity: raw totals of the disks' filesystems, each filesystem counted once (by st_dev);
 ``used_bytes`` sums the container bytes of the disks. Scaling by the protection overhead is
@@ -82,25 +73,24 @@ from chunkstore.errors import (
     PolicyError,
     StaleEpoch,
     StaleMap,
-    StaleRoot,
 )
 from chunkstore.placement.keys import MAX_CHUNK_SIZE, ChunkRef, chunk_key
 from chunkstore.placement.ring import Ring
 from chunkstore.protection.policy import REPLICA_INDEX, ECPolicy, Policy, Protection, ReplicationPolicy
 from chunkstore.ring.repairlog import ABANDONED, DELETED, NEEDS_REPAIR, RepairLog
-from chunkstore.roots import ROOT_WIDTH, RootRecord, check_volume_id, merge_seqs, newest, root_key
+from chunkstore.ring.rootpath import SPARES, RootPath
 
 T = TypeVar("T")
 
 _MAX_DECODE_TRIES = 64
-_SPARES = 8  # disks of a key's walk beyond its owners that take (and are searched for) handoffs
+_SPARES = SPARES  # disks of a key's walk beyond its owners that take (and are searched for) handoffs
 
 
 log = logging.getLogger("sofs.ring")
 _DEGRADED_LOG_EVERY_S = 60.0
 
 
-class RingStore(ChunkStore):
+class RingStore(RootPath, ChunkStore):
     """Chunks placed on disks by a ring (see module docstring). Abstract: subclasses set
     ``data_dir``, ``ring``, ``repair_log``, ``_disks``, ``_down`` and call :meth:`_start_pool`."""
 
@@ -530,93 +520,6 @@ class RingStore(ChunkStore):
             entry = self.repair_log.get(ref.key)
             if entry is not None and entry.kind == NEEDS_REPAIR:
                 self.repair_log.clear(ref.key)
-
-    # -- volume root records (see module docstring and chunkstore.roots) -------------------
-
-    def put_root(self, volume_id: bytes, seq: int, body: bytes) -> int:
-        """Write a volume's root record; returns how many disks hold exactly this seq.
-        StaleRoot / KeyConflict / NotEnoughDisks: see the module docstring."""
-        self._check_open()
-        rec = RootRecord(volume_id, seq, body)  # FormatError
-        key = root_key(rec.volume_id)
-        width = min(ROOT_WIDTH, self.ring.placing_count)
-        quorum = width // 2 + 1
-        held: dict[str, int] = {}  # disk -> seq it holds after our write
-        conflicts: list[KeyConflict] = []
-        errors: list[BaseException] = []
-        targets, spares = self.ring.owners(key, width), None
-        while targets:
-            futures = {d: self._pool.submit(self.call, d, lambda ds: ds.put_root(rec.volume_id, rec.seq, rec.body))
-                       for d in targets}
-            failed = 0
-            for disk_id, f in futures.items():
-                try:
-                    held[disk_id] = f.result()
-                except StaleEpoch:
-                    raise
-                except KeyConflict as e:
-                    conflicts.append(e)
-                except ChunkStoreError as e:
-                    errors.append(e)
-                    failed += 1
-            if not failed or any(s > rec.seq for s in held.values()):
-                break
-            if spares is None:  # hand off to the next disks of the key's walk
-                walk = self.ring.owners(key, min(self.ring.placing_count, width + _SPARES))[width:]
-                available = set(self.available_disks())
-                spares = [d for d in walk if d in available]
-            targets, spares = spares[:failed], spares[failed:]
-        what = f"root record {rec.seq} of volume {rec.volume_id.hex()}"
-        newer = max(held.values(), default=0)
-        if newer > rec.seq:
-            raise StaleRoot(f"{what}: a disk already holds root record {newer}")
-        if conflicts:
-            raise KeyConflict(f"{what}: another body with this seq is stored: {conflicts[0]}")
-        ok = sum(1 for s in held.values() if s == rec.seq)
-        if ok < quorum:
-            cause = f": {errors[0]}" if errors else ""
-            raise NotEnoughDisks(f"{what}: {ok} of {width} disks hold it, quorum {quorum}{cause}")
-        return ok
-
-    def get_root(self, volume_id: bytes) -> RootRecord | None:
-        """The volume's root record with the highest seq over every available disk, or None.
-        ChunkCorrupt if records were found but none verifies; NotEnoughDisks if no disk
-        answered."""
-        self._check_open()
-        volume_id = check_volume_id(volume_id)
-        answers, errors = self._ask_every_disk(lambda ds: ds.get_root(volume_id))
-        best = newest(a for a in answers if a is not None)
-        if best is not None:
-            return best
-        corrupt = [e for e in errors if isinstance(e, ChunkCorrupt)]
-        if corrupt:  # "none" would tell the caller the volume has no record: it has one
-            raise ChunkCorrupt(f"volume {volume_id.hex()}: no root record verifies: {corrupt[0]}")
-        if answers:
-            return None
-        raise NotEnoughDisks(f"volume {volume_id.hex()}: no disk answered for its root record"
-                             + (f": {errors[0]}" if errors else " (none available)"))
-
-    def list_roots(self) -> dict[bytes, int]:
-        """volume_id -> highest root record seq over every available disk. NotEnoughDisks if
-        no disk answered."""
-        self._check_open()
-        listings, errors = self._ask_every_disk(lambda ds: ds.list_roots())
-        if not listings:
-            raise NotEnoughDisks("no disk answered for its root records"
-                                 + (f": {errors[0]}" if errors else " (none available)"))
-        return merge_seqs(listings)
-
-    def _ask_every_disk(self, op: Callable[[DiskBackend], T]) -> tuple[list[T], list[BaseException]]:
-        """``op`` on every available disk in parallel: (answers, errors)."""
-        futures = [self._pool.submit(self.call, d, op) for d in self.available_disks()]
-        answers: list[T] = []
-        errors: list[BaseException] = []
-        for f in futures:
-            try:
-                answers.append(f.result())
-            except ChunkStoreError as e:
-                errors.append(e)
-        return answers, errors
 
     def capacity(self) -> Capacity:
         total = free = used = 0

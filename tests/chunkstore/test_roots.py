@@ -29,12 +29,12 @@ from chunkstore.protection.policy import REPLICA_INDEX, ReplicationPolicy
 from chunkstore.ring.local import LocalRing
 from chunkstore.ring.localcluster import init_local_cluster
 from chunkstore.ring.memory import MemoryChunkStore
-from chunkstore.roots import MAX_SEQ, ROOT_MAX_BODY, RootRecord, newest, root_key
+from chunkstore.roots import MAX_SEQ, ROOT_MAX_BODY, RootRecord, is_log_record, newest, root_key
 from tests.chunkstore.disk.test_store import small_fs  # noqa: F401  (fixture: a 4 MiB tmpfs)
 from tests.chunkstore.ring.test_net import cluster, open_client  # noqa: F401  (fixture: sofs-node processes)
 
-V1 = uuid.UUID(int=1).bytes
-V2 = uuid.UUID(int=2).bytes
+V1 = uuid.UUID(int=1, version=4).bytes  # volume ids are UUID4s (others may be log records)
+V2 = uuid.UUID(int=2, version=4).bytes
 
 
 def _disk(path) -> DiskStore:
@@ -140,6 +140,27 @@ def test_disk_corrupt_record(tmp_path):
         ds.get_root(V1)
     assert ds.put_root(V1, 1, b"new") == 1  # an unreadable record is replaced
     assert ds.get_root(V1) == RootRecord(V1, 1, b"new")
+    ds.close()
+
+
+def test_log_records_are_written_in_place(tmp_path):
+    log_id = bytes(16)  # version nibble and variant bits zero: a journal slot, not a volume
+    assert is_log_record(log_id) and not is_log_record(V1)
+    ds = _disk(tmp_path / "d0")
+    assert ds.put_root(log_id, 1 << 32 | 1, b"entry one, long enough") == 1 << 32 | 1
+    path = _root_file(tmp_path / "d0", log_id)
+    inode = os.stat(path).st_ino
+    assert ds.put_root(log_id, 1 << 32 | 2, b"two") == 1 << 32 | 2
+    assert os.stat(path).st_ino == inode  # rewritten in place, cut to the new length
+    assert ds.get_root(log_id) == RootRecord(log_id, 1 << 32 | 2, b"two")
+    assert os.path.getsize(path) == len(RootRecord(log_id, 1 << 32 | 2, b"two").encode())
+    with open(path, "r+b") as f:  # a write torn by a crash: half new bytes over the old
+        f.write(RootRecord(log_id, 1 << 32 | 3, b"three!").encode()[:40])
+    with pytest.raises(ChunkCorrupt):
+        ds.get_root(log_id)
+    assert (log_id, 1 << 32 | 2) not in ds.list_roots()
+    assert ds.put_root(log_id, 1 << 32 | 3, b"three") == 1 << 32 | 3  # replaced
+    assert ds.get_root(log_id) == RootRecord(log_id, 1 << 32 | 3, b"three")
     ds.close()
 
 
