@@ -45,6 +45,7 @@ from typing import Any
 from chunkstore.atomicfile import atomic_write
 from fuse_mount.control import read_ready_line
 
+from . import exportbook
 from .errors import ExportError
 from .exportconfig import run_dir, service_of, validate_spec, write_config
 from .exportmount import find_mount
@@ -291,12 +292,14 @@ def _launch(p: _Prepared, timeout: float) -> ExportStatus:
     first = not (p.edir / "spec.json").exists()
     save_spec(p.edir, p.spec)
     try:
-        return start_supervisor(p.data_dir, p.edir, timeout=timeout)
+        status = start_supervisor(p.data_dir, p.edir, timeout=timeout)
     except ExportError:
         if first:  # never ran: nothing of it is kept (its logs stay, the error names them)
             (p.edir / "spec.json").unlink(missing_ok=True)
             (p.edir / "state.json").unlink(missing_ok=True)
         raise
+    exportbook.record(p.data_dir, p.spec)  # with etcd: it follows a takeover (logged if not)
+    return status
 
 
 def create_export(data_dir: Path, spec: ExportSpec, users: Sequence[SmbUser] = (),
@@ -507,4 +510,5 @@ def remove_export(data_dir: Path, volume: str, kind: str) -> str:
         raise ExportError(f"the {kind} export of {volume} runs (supervisor pid {pid}): stop it "
                           f"first: sofsctl export stop --kind {kind} {volume}")
     shutil.rmtree(edir)
-    return f"removed the {kind} export of {volume}"
+    note = exportbook.forget(Path(data_dir).absolute(), volume, kind)
+    return f"removed the {kind} export of {volume}" + (f" (warning: {note})" if note else "")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from exporters import exportspec, registry
+from exporters import adopt, exportspec, registry
 from exporters.errors import ExportError
 from exporters.samba import ENCRYPT, PROTOCOLS, SmbUser
 
@@ -274,6 +274,37 @@ def export_remove(home: Path, volume: str, kind: str | None) -> None:
         raise fail(e) from None
     if not done:
         raise Failure(f"volume {volume} has no {kind + ' ' if kind else ''}export")
+
+
+@export.command("adopt")
+@click.argument("volume")
+@pass_home
+def export_adopt(home: Path, volume: str) -> None:
+    """Start here the exports VOLUME had on the host it was taken over from.
+
+    For a networked cluster with etcd, where every export created is recorded:
+    `sofsctl volume takeover` does this by itself; run it after a standby mount
+    (`sofsctl mount --standby`) took the volume over. An SMB export needs its users'
+    passwords on this host: the command says how to give them."""
+    try:
+        results = adopt.adopt(home, volume)
+    except ExportError as e:
+        raise fail(e) from None
+    report_adopted(home, results)
+    if any(r.status is None and r.problem != "already running here" for r in results):
+        raise SystemExit(1)
+
+
+def report_adopted(home: Path, results: list[adopt.Adopted]) -> None:
+    """One line per export adopt() started or could not start."""
+    if not results:
+        click.echo("no export of this volume is recorded in the cluster")
+    for r in results:
+        if r.status is not None:
+            _started(r.status, registry.log_path(home, r.volume, r.kind))
+        else:
+            click.echo(f"the {r.kind} export of {r.volume} was not started: {r.problem}",
+                       err=True)
 
 
 @export.command("start")

@@ -9,9 +9,12 @@ from pathlib import Path
 import click
 
 from chunkstore.ring.open import is_networked
+from exporters import adopt
+from exporters.errors import ExportError
 from fuse_mount import control, runstate
 
 from .common import Failure, fail, pass_home
+from .exports import report_adopted
 
 DEFAULT_WAIT_S = 60.0
 
@@ -35,8 +38,8 @@ def volume_takeover(home: Path, name: str, mountpoint: str, wait_s: float,
     everything the old connector still sends), restores the volume's newest checkpoint from
     the RING, replays the journal written after it, and mounts: every change the old
     connector acknowledged is there. A local copy of the volume's metadata on this host is
-    set aside (in the data directory's superseded/), never deleted. Re-export it afterwards
-    (sofsctl export add ...) where the old host exported it.
+    set aside (in the data directory's superseded/), never deleted. The volume's NFS exports
+    recorded in the cluster start here too; an SMB export needs its users' passwords here.
     """
     if not is_networked(home):
         raise Failure("volume takeover is for a networked cluster with etcd (sofsctl cluster "
@@ -55,4 +58,9 @@ def volume_takeover(home: Path, name: str, mountpoint: str, wait_s: float,
         raise fail(e) from None
     click.echo(f"volume {name} taken over and mounted at {os.path.realpath(mountpoint)} "
                f"(pid {pid}); log: {control.log_path(home, name)}")
+    try:  # its exports come along (those recorded in etcd: sofsctl export adopt)
+        report_adopted(home, adopt.adopt(home, name))
+    except ExportError as e:
+        click.echo(f"warning: its exports were not started: {e}; once that is solved: "
+                   f"sofsctl export adopt {name}", err=True)
     click.echo(f"stop it with: sofsctl --data-dir {home} umount {mountpoint}")

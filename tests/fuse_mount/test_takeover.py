@@ -133,3 +133,66 @@ def test_takeover_and_standby_bring_back_every_acknowledged_change(tmp_path):
             for m in mounts:
                 os.system(f"fusermount3 -u -z {m} 2>/dev/null")
             time.sleep(0.2)
+
+
+def test_a_volume_taken_over_is_exported_again(tmp_path):
+    """Host a exports the volume over NFS and dies whole (mount, export supervisor and Ganesha
+    killed); the takeover on host b starts the export recorded in etcd, and an NFS client
+    reads there what host a acknowledged."""
+    nfs_rs = pytest.importorskip("nfs_rs")
+    if shutil.which("ganesha.nfsd") is None:
+        pytest.skip("ganesha.nfsd not installed (scripts/install)")
+    from tests.exporters.helpers import free_port
+
+    mounts, pids = [], []
+    port = free_port()
+    with etcd_cluster(tmp_path, nodes=3, disks=1) as (_, client, net):
+        try:
+            a, b = net.client_dir("a"), net.client_dir("b")
+            mnt = {h: tmp_path / f"mnt-{h}" for h in "ab"}
+            for m in mnt.values():
+                m.mkdir()
+            sofsctl(a, "volume", "create", "pacs", "--cos", "2")
+            sofsctl(a, "mount", "pacs", str(mnt["a"]), "--lease-ttl", str(TTL))
+            mounts.append(mnt["a"])
+            pids.append(_pid(a))
+            sofsctl(a, "export", "nfs", "pacs", "--clients", "127.0.0.1/32:rw", "--bind",
+                    "127.0.0.1", "--port", str(port), "--grace", "0")
+            data = os.urandom(70_000)
+            _write(mnt["a"] / "study.dcm", data)
+            (listed,) = json.loads(sofsctl(a, "export", "list", "--json").stdout)
+            pids += [listed["pid"], listed["service_pid"]]
+            for pid in pids:  # host a dies whole
+                os.kill(pid, signal.SIGKILL)
+            os.system(f"fusermount3 -u -z {mnt['a']} 2>/dev/null")
+            mounts.remove(mnt["a"])
+            wait_until(lambda: _port_free(port), "host a's NFS port to close", timeout=30)
+
+            res = sofsctl(b, "volume", "takeover", "pacs", str(mnt["b"]), "--wait", "30")
+            mounts.append(mnt["b"])
+            pids.append(_pid(b))
+            assert f"exported over NFS on 127.0.0.1 port {port}" in res.stdout, res
+            c = nfs_rs.Client.connect(f"nfs://127.0.0.1:{port}/pacs?version=4.1", uid=0,
+                                      gid=0, connect_timeout=10, operation_timeout=30)
+            with c.open("study.dcm", "rb") as f:
+                assert f.read() == data
+            sofsctl(b, "umount", str(mnt["b"]))  # stops the export first
+            mounts.remove(mnt["b"])
+            sofsctl(b, "export", "remove", "pacs")
+            cid = json.loads((b / "clustermap.json").read_text())["cluster_id"]
+            assert client.get_prefix(f"/sofs/{cid}/exports/".encode()) == []
+        finally:
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            for m in mounts:
+                os.system(f"fusermount3 -u -z {m} 2>/dev/null")
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0

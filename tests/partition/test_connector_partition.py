@@ -1,12 +1,14 @@
-"""A connector cut off from the cluster, its volume taken over (issue 13, scenario 1), with real
+"""A connector cut off from the cluster or paused, its volume taken over by a standby (issue 13,
+scenarios 1 and 2), with real
 processes in network namespaces (tests/netlab.py): etcd in one, each storage node in its own,
 and two connectors (FUSE mounts) in two more.
 
-Connector a acknowledges a history of files, then its link goes down: it reaches neither the
-nodes nor etcd. Every change tried on it meanwhile fails (none is acknowledged). Connector b
-takes the volume over (``sofsctl volume takeover``) once a's lease has run out and reads every
-acknowledged file byte-identical. The partition heals: each late write, delete and rename a
-tries is refused (counted), and none of them reaches b.
+A client writes files throughout (a history of those acknowledged), first through connector a,
+while connector b stands by (``mount --standby``). a's link goes down: it reaches neither the
+nodes nor etcd, and every write tried on it fails (none is acknowledged). Once a's lease has
+run out, b takes the volume over by itself; the client fails over to b and goes on. The
+partition heals: each late write, delete and rename a tries is refused (counted), none of them
+reaches b, and every acknowledged file of the history reads byte-identical on b.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import os
 import shutil
 import signal
 import sys
+import threading
+import time
 
 import pytest
 
@@ -63,8 +67,46 @@ def _refused(attempts) -> int:
     return n
 
 
-def test_a_cut_off_connector_is_taken_over_and_fenced(tmp_path, netlab):
+class History:
+    """A PACS-like client writing files through whichever connector serves the volume, and
+    keeping the history of those acknowledged (fsync and close returned) and refused."""
+
+    def __init__(self, target, prefix: str = "h") -> None:
+        self.target = target
+        self.prefix = prefix
+        self.acked: dict[str, bytes] = {}
+        self.refused = 0
+        self.longest = 0.0  # the longest a refused write took (s): an answer, never a hang
+        self.stop = threading.Event()
+        self._n = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            name = f"{self.prefix}{self._n:05d}.dcm"
+            data = os.urandom(2000 + self._n % 5000)
+            self._n += 1
+            t0 = time.monotonic()
+            try:
+                _write(self.target / name, data)
+            except OSError as e:
+                assert e.errno in (errno.EIO, errno.EROFS), e
+                self.refused += 1
+                self.longest = max(self.longest, time.monotonic() - t0)
+                time.sleep(0.2)
+                continue
+            self.acked[name] = data
+
+    def finish(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=120)
+        assert not self.thread.is_alive(), "a write hung"
+
+
+def test_a_cut_off_connector_is_taken_over_by_a_standby_and_fenced(tmp_path, netlab):
     mounts, pids = [], []
+    history = None
     with etcd_cluster(tmp_path, nodes=3, disks=1, lab=netlab) as (_, _client, net):
         try:
             host_a, host_b = netlab.add_host("conn_a"), netlab.add_host("conn_b")
@@ -77,45 +119,110 @@ def test_a_cut_off_connector_is_taken_over_and_fenced(tmp_path, netlab):
                 "--checkpoint-interval", "3600")
             mounts.append(mnt_a)
             pids.append(_pid(a))
-            acked = {}
-            for i in range(10):
-                name = f"study{i}.dcm"
-                acked[name] = os.urandom(4000 + 1500 * i)
-                _write(mnt_a / name, acked[name])
-            os.rename(mnt_a / "study9.dcm", mnt_a / "final.dcm")
-            acked["final.dcm"] = acked.pop("study9.dcm")
+            res = _in(host_b, b, "mount", "pacs", str(mnt_b), "--standby", "--lease-ttl",
+                      str(TTL))
+            assert "standby" in res.stdout, res
+            history = History(mnt_a)
+            wait_until(lambda: len(history.acked) >= 20, "20 files acknowledged on a")
+            os.rename(mnt_a / "h00000.dcm", mnt_a / "renamed.dcm")
+            history.acked["renamed.dcm"] = history.acked.pop("h00000.dcm")
 
             host_a.link_down()  # a reaches neither the nodes nor etcd
-            during = _refused([lambda: _write(mnt_a / "cut.dcm", b"written while cut off")])
-            _in(host_b, b, "volume", "takeover", "pacs", str(mnt_b), "--wait", "60",
-                "--lease-ttl", str(TTL))
+            wait_until(lambda: os.path.ismount(mnt_b), "the standby to take over", timeout=90)
             mounts.append(mnt_b)
             pids.append(_pid(b))
-            for name, data in acked.items():
-                assert (mnt_b / name).read_bytes() == data, name
-            _write(mnt_b / "b.dcm", b"b owns the volume")
+            acked_on_a = len(history.acked)
+            history.target = mnt_b  # the PACS fails over to the new connector
+            wait_until(lambda: len(history.acked) >= acked_on_a + 10,
+                       "files acknowledged on b", timeout=60)
 
             host_a.link_up()
-            after = _refused([
+            late = _refused([
                 lambda: _write(mnt_a / "late.dcm", b"a late write of a"),
-                lambda: _write(mnt_a / "study0.dcm", b"overwritten by a"),
-                lambda: os.unlink(mnt_a / "study1.dcm"),
-                lambda: os.rename(mnt_a / "study2.dcm", mnt_a / "renamed.dcm"),
+                lambda: _write(mnt_a / "h00001.dcm", b"overwritten by a"),
+                lambda: os.unlink(mnt_a / "h00002.dcm"),
+                lambda: os.rename(mnt_a / "h00003.dcm", mnt_a / "moved.dcm"),
                 lambda: os.mkdir(mnt_a / "late-dir"),
             ])
-            assert (during, after) == (1, 5)
+            history.finish()  # the write a was cut off in is refused by now
+            assert late == 5 and history.refused >= 1, (late, history.refused)
             wait_until(lambda: "read-only" in sofsctl(a, "status", check=False).stdout,
                        "connector a to report it lost the volume", timeout=30)
-            for name, data in acked.items():
+            for name, data in history.acked.items():
                 assert (mnt_b / name).read_bytes() == data, name
-            for name in ("cut.dcm", "late.dcm", "renamed.dcm", "late-dir"):
+            for name in ("late.dcm", "moved.dcm", "late-dir"):
                 assert not (mnt_b / name).exists(), name
-            assert (mnt_b / "b.dcm").read_bytes() == b"b owns the volume"
+            print(f"\n{len(history.acked)} files acknowledged and read back on the new owner; "
+                  f"{history.refused} refused on the cut-off connector (the longest took "
+                  f"{history.longest:.1f} s), {late} late changes refused after the partition "
+                  "healed")
             sofsctl(b, "umount", str(mnt_b))
             mounts.remove(mnt_b)
         finally:
+            if history is not None:
+                history.stop.set()
             for pid in pids:
                 try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            for m in mounts:
+                os.system(f"fusermount3 -u -z {m} 2>/dev/null")
+
+
+def test_a_paused_connector_is_taken_over_by_a_standby_and_fenced(tmp_path, netlab):
+    """Scenario 2: the active connector is paused (SIGSTOP) past its lease, mid-history; the
+    standby takes over and the client goes on there; woken up (SIGCONT), the old connector
+    acknowledges nothing more, and every acknowledged file reads byte-identical on the new
+    owner."""
+    mounts, pids, histories = [], [], []
+    with etcd_cluster(tmp_path, nodes=3, disks=1, lab=netlab) as (_, _client, net):
+        try:
+            host_a, host_b = netlab.add_host("conn_a"), netlab.add_host("conn_b")
+            a, b = net.client_dir("a"), net.client_dir("b")
+            mnt_a, mnt_b = tmp_path / "mnt-a", tmp_path / "mnt-b"
+            mnt_a.mkdir()
+            mnt_b.mkdir()
+            sofsctl(a, "volume", "create", "pacs", "--cos", "2")
+            _in(host_a, a, "mount", "pacs", str(mnt_a), "--lease-ttl", str(TTL),
+                "--checkpoint-interval", "3600")
+            mounts.append(mnt_a)
+            pids.append(_pid(a))
+            _in(host_b, b, "mount", "pacs", str(mnt_b), "--standby", "--lease-ttl", str(TTL))
+            on_a = History(mnt_a)
+            histories.append(on_a)
+            wait_until(lambda: len(on_a.acked) >= 20, "20 files acknowledged on a")
+            os.kill(pids[0], signal.SIGSTOP)  # its writer hangs in a request meanwhile
+            wait_until(lambda: os.path.ismount(mnt_b), "the standby to take over", timeout=90)
+            mounts.append(mnt_b)
+            pids.append(_pid(b))
+            on_b = History(mnt_b, prefix="b")
+            histories.append(on_b)
+            wait_until(lambda: len(on_b.acked) >= 10, "files acknowledged on b", timeout=60)
+            acked_on_a = len(on_a.acked)
+            os.kill(pids[0], signal.SIGCONT)
+            wait_until(lambda: on_a.refused >= 3, "a's writes to be refused", timeout=60)
+            late = _refused([lambda: os.unlink(mnt_a / "h00002.dcm"),
+                             lambda: os.rename(mnt_a / "h00003.dcm", mnt_a / "moved.dcm")])
+            for h in histories:
+                h.finish()
+            assert late == 2 and len(on_a.acked) <= acked_on_a + 1, (late, acked_on_a)
+            for h in histories:
+                for name, data in h.acked.items():
+                    assert (mnt_b / name).read_bytes() == data, name
+            assert not (mnt_b / "moved.dcm").exists()
+            assert (mnt_b / "h00002.dcm").exists()
+            print(f"\n{len(on_a.acked)} + {len(on_b.acked)} files acknowledged on a and b "
+                  f"read back on b; {on_a.refused} writes and {late} changes of the woken "
+                  "connector refused")
+            sofsctl(b, "umount", str(mnt_b))
+            mounts.remove(mnt_b)
+        finally:
+            for h in histories:
+                h.stop.set()
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGCONT)
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
