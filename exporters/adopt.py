@@ -3,9 +3,10 @@
 standby mount took a volume over.
 
 The exports come from etcd (:mod:`exporters.exportbook`). An NFS export starts as recorded. An
-SMB export needs its users' passwords on this host (Samba keeps them in the export's own
-password database, which never leaves the host that made it): if this host has none for
-them, the export is not started and the result says how to give them.
+SMB export's users are created here (same names and uids) and their password entries, recorded
+with the export, are loaded into the export's password database first, so the same users get
+in with the same passwords; an export recorded without them (etcd did not answer when it was
+made) is not started, and the result says how to give them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ from sofs.volume import load_volume
 
 from . import exportbook, registry
 from .errors import ExportError
+from .exportconfig import write_config
+from .exportmount import find_mount
 from .exportspec import ExportSpec
+from .samba import SmbUser, ensure_posix_user, import_passwords
 
 
 @dataclass(frozen=True)
@@ -40,7 +44,8 @@ def adopt(data_dir: Path, volume: str, timeout: float = 90.0) -> list[Adopted]:
     except ferr.FsError as e:
         raise ExportError(f"volume {volume} is not here: {e}") from None
     out = []
-    for spec in exportbook.recorded(data_dir, volume_uuid):
+    for rec in exportbook.recorded(data_dir, volume_uuid):
+        spec = rec.spec
         if spec.volume != volume:  # renamed since: serve it under the name it has here
             spec = ExportSpec(kind=spec.kind, volume=volume, options=spec.options,
                                        created=spec.created)
@@ -49,6 +54,8 @@ def adopt(data_dir: Path, volume: str, timeout: float = 90.0) -> list[Adopted]:
             out.append(Adopted(spec.kind, volume, problem="already running here"))
             continue
         try:
+            if spec.kind == "smb" and rec.smb_passwords:
+                _load_smb_users(data_dir, edir, spec, rec.smb_passwords)
             out.append(Adopted(spec.kind, volume,
                                status=registry.create_export(data_dir, spec, timeout=timeout)))
         except ExportError as e:
@@ -59,3 +66,12 @@ def adopt(data_dir: Path, volume: str, timeout: float = 90.0) -> list[Adopted]:
                         "--password-file FILE")
             out.append(Adopted(spec.kind, volume, problem=f"{e}{hint}"))
     return out
+
+
+def _load_smb_users(data_dir: Path, edir: Path, spec: ExportSpec, passwords: str) -> None:
+    """The SMB export's POSIX users (created if missing) and their recorded password entries
+    in the export's password database (its config rendered for the mount here first)."""
+    for u in spec.smb.users:
+        ensure_posix_user(SmbUser(u.name, "", u.uid, u.gid))
+    conf = write_config(data_dir, edir, spec, find_mount(data_dir, spec.volume).mountpoint)
+    import_passwords(conf, passwords)

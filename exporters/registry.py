@@ -31,6 +31,7 @@ holds the mount): ``sofsctl umount`` calls :func:`stop_exports` first.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -51,7 +52,7 @@ from .exportconfig import run_dir, service_of, validate_spec, write_config
 from .exportmount import find_mount
 from .exportspec import KINDS, LIVE_STATES, SERVICE_NAMES, ExportSpec, check_kind
 from .exportstate import ExportState
-from .samba import ENCRYPT, PROTOCOLS, SmbUser, add_smb_users
+from .samba import ENCRYPT, PROTOCOLS, SmbUser, add_smb_users, export_passwords
 from .service import _all_pids, _cmdline, listen_problem, process_start_time, tcp_port_answers
 from .shareaccess import (
     OwnerChange,
@@ -63,6 +64,8 @@ from .shareaccess import (
     write_access,
 )
 from .validate import check_volume_name
+
+log = logging.getLogger("sofs.exports")
 
 # --- places ------------------------------------------------------------------------------------
 
@@ -298,7 +301,13 @@ def _launch(p: _Prepared, timeout: float) -> ExportStatus:
             (p.edir / "spec.json").unlink(missing_ok=True)
             (p.edir / "state.json").unlink(missing_ok=True)
         raise
-    exportbook.record(p.data_dir, p.spec)  # with etcd: it follows a takeover (logged if not)
+    passwords = ""
+    if p.spec.kind == "smb" and exportbook.has_etcd(p.data_dir):
+        try:  # so that a host taking the volume over lets the same users in
+            passwords = export_passwords(p.conf, {u.name: u.uid for u in p.spec.smb.users})
+        except ExportError as e:
+            log.warning("the SMB users of %s are not recorded: %s", p.spec.volume, e)
+    exportbook.record(p.data_dir, p.spec, passwords)  # with etcd: it follows a takeover
     return status
 
 

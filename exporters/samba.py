@@ -43,9 +43,11 @@ not shown there (they stay reachable under ``.snapshots``).
 from __future__ import annotations
 
 import grp
+import os
 import pwd
 import re
 import subprocess
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -392,6 +394,50 @@ def add_smb_users(conf_path: Path, users: Sequence[SmbUser], create_posix: bool 
         if not isinstance(pw, str) or not pw or "\n" in pw or "\r" in pw or "\0" in pw:
             raise ExportError(f"invalid password for {user.name}: empty or contains a line break")
         _run(["smbpasswd", "-c", str(conf_path), "-s", "-a", user.name], input=f"{pw}\n{pw}\n")
+
+
+def export_passwords(conf_path: Path, uids: dict[str, int]) -> str:
+    """The smbpasswd-format lines (name, uid, NT hash, flags) of the users UIDS names (name ->
+    POSIX uid) in the config's tdbsam: what another host needs to let the same users in with
+    the same passwords. The hashes are password-equivalent for NTLM: keep them where only the
+    cluster can read."""
+    with tempfile.TemporaryDirectory(prefix="sofs-passdb-") as tmp:
+        out = Path(tmp) / "smbpasswd"
+        _run(["pdbedit", "-s", str(conf_path), "-e", f"smbpasswd:{out}"])
+        lines = out.read_text().splitlines() if out.exists() else []
+    kept = []
+    for line in lines:
+        fields = line.split(":")
+        if len(fields) > 2 and fields[0] in uids:
+            fields[1] = str(uids[fields[0]])  # tdbsam exports 0; an import needs the real uid
+            kept.append(":".join(fields) + "\n")
+    return "".join(kept)
+
+
+def import_passwords(conf_path: Path, text: str) -> None:
+    """Load smbpasswd-format lines (:func:`export_passwords`) into the config's tdbsam; their
+    POSIX users must exist."""
+    for line in text.splitlines():
+        if not NAME_RE.fullmatch(line.split(":", 1)[0]):
+            raise ExportError(f"invalid smbpasswd line for {line.split(':', 1)[0]!r}")
+    with tempfile.TemporaryDirectory(prefix="sofs-passdb-") as tmp:
+        src = Path(tmp) / "smbpasswd"
+        fd = os.open(src, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        backend = _passdb_backend(conf_path)
+        _run(["pdbedit", "-s", str(conf_path), "-i", f"smbpasswd:{src}", "-e", backend])
+    if backend.startswith("tdbsam:") and not Path(backend.split(":", 1)[1]).exists():
+        raise ExportError("pdbedit imported no SMB user (their POSIX users or uids differ?)")
+
+
+def _passdb_backend(conf_path: Path) -> str:
+    """The ``passdb backend`` the config names (pdbedit imports only into one named)."""
+    for line in Path(conf_path).read_text().splitlines():
+        key, _, value = line.strip().partition("=")
+        if key.strip() == "passdb backend" and value.strip():
+            return value.strip()
+    raise ExportError(f"{conf_path} names no passdb backend")
 
 
 def remove_smb_user(conf_path: Path, name: str) -> None:
