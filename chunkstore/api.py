@@ -91,6 +91,13 @@ class ChunkStore(abc.ABC):
         """The volume's root record with the highest seq stored, or None."""
         raise NotImplementedError
 
+    def get_root_certain(self, volume_id: bytes) -> RootRecord | None:
+        """:meth:`get_root`, where None also means that enough of the store answered for any
+        record written to a quorum to have been seen (NotEnoughDisks otherwise): a reader
+        that stops at the first missing record (a journal's end) must not stop early because
+        the disks holding it are away. A store on one machine answers for all of it."""
+        return self.get_root(volume_id)
+
     def list_roots(self) -> dict[bytes, int]:
         """volume_id -> highest root record seq stored."""
         raise NotImplementedError

@@ -432,7 +432,7 @@ def run_mount(data_dir: Path, volume: str, mountpoint: str, *, ready_fd: int | N
                                             wait_s=None if standby else takeover_wait_s,
                                             on_wait=waiting)
             ready_fd = ready[0]
-            stack.callback(lease.lease.release)
+            stack.callback(lease.release)
         # default_permissions: the kernel checks permissions before every request
         fs = Filesystem.open_volume(data_dir, volume, ring, gc_grace_s=gc_grace_s,
                                     check_permissions=False, clock=clock_from_env(),
@@ -448,7 +448,7 @@ def run_mount(data_dir: Path, volume: str, mountpoint: str, *, ready_fd: int | N
             lease = leaseholder.take(ring, fs.config.name, fs.config.uuid, str(data_dir),
                                      lease_ttl)
             if lease is not None:
-                stack.callback(lease.lease.release)
+                stack.callback(lease.release)
         checkpointer = Checkpointer(fs.meta, ring, fs.config, volume_dir(data_dir, volume),
                                     protection=fs.protection)
         _claim(checkpointer, ring, fs, volume_dir(data_dir, volume), take_over)
@@ -470,6 +470,8 @@ def run_mount(data_dir: Path, volume: str, mountpoint: str, *, ready_fd: int | N
         controls = [(ctlserver.socket_path(data_dir, volume), admin)]
         if not networked and not hosted:  # it holds the embedded ring: sofsctl asks it
             controls.append((ctlserver.socket_path(data_dir, None), admin))
+        if lease is not None:  # leaseholder.keep renews it from now on
+            lease.stop_renewing()
         trio.run(_serve, fs, ring, mountpoint, ready_fd, controls, gc_interval_s, healer,
                  checkpointer, checkpoint_interval_s, take_over, metrics, ops.metrics,
                  Path(data_dir) if hosted else None, host_args, lease)

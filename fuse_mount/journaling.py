@@ -96,7 +96,7 @@ async def keep(writer: JournalWriter, fs: Filesystem, checkpointer: Checkpointer
             if failing:
                 log.info("volume %s: the journal takes appends again", fs.config.name)
             failing = False
-        except (FsError, cerr.ChunkStoreError) as e:
+        except Exception as e:  # noqa: BLE001 - logged; the mount serves on (reads, EIO)
             if not failing:
                 log.error("volume %s: journal: %s: %s", fs.config.name, type(e).__name__, e)
             failing = True
@@ -132,11 +132,11 @@ def take_over(ring: RingStore, data_dir: Path, volume: str, ttl_s: int, *,
             raise
         save_volume(data_dir, config)
     except (FsError, cerr.ChunkStoreError, OSError) as e:
-        lease.lease.release()
+        lease.release()
         raise RuntimeError(f"volume {volume}: cannot take it over: {type(e).__name__}: "
                            f"{e}") from None
     except BaseException:
-        lease.lease.release()
+        lease.release()
         raise
     log.warning("volume %s taken over: checkpoint %d of %s, then %d journal groups (%d "
                 "entries) replayed", volume, info.seq, info.host or "an unknown host",

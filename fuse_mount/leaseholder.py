@@ -13,6 +13,7 @@ releases the lease, so another host can mount the volume at once. A cluster with
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from collections.abc import Callable
 
@@ -22,15 +23,26 @@ from chunkstore import sdnotify
 from chunkstore.authority.election import candidate_name
 from chunkstore.authority.volumelease import VolumeLease
 from chunkstore.clock import SYSTEM_CLOCK, Clock
-from chunkstore.errors import VolumeLeased
+from chunkstore.errors import ChunkStoreError, VolumeLeased
 from chunkstore.ring.datapath import RingStore
 from chunkstore.ring.net import NetRing
+from chunkstore.roots import ROOT_WIDTH
 from sofs.fs import Filesystem
 from sofs.journal import JournalWriter
 
 log = logging.getLogger("sofs.mount.lease")
 
 LEASE_TTL_S = 10
+FENCE_TRIES = 3  # declarations of a new token before a takeover gives up on silent disks
+
+
+def _silent(answers: dict[str, int | str]) -> list[str]:
+    return [d for d, t in answers.items() if not isinstance(t, int)]
+
+
+def _quorum(answers: dict[str, int | str]) -> int:
+    """A write quorum of root records (the smallest): a majority of min(ROOT_WIDTH, disks)."""
+    return min(ROOT_WIDTH, len(answers)) // 2 + 1
 
 
 class MountLease:
@@ -40,10 +52,43 @@ class MountLease:
         self.lease = lease
         self.lost: str | None = None  # why the mount stopped writing (None: it holds)
         self.journal: JournalWriter | None = None  # the journal written under it
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
 
     @property
     def token(self) -> int:
         return self.lease.token
+
+    def start_renewing(self) -> None:
+        """Renew from a thread until :meth:`stop_renewing`: while the mount gets ready (a
+        takeover's restore, replay and first checkpoint may outlast the lease), before
+        :func:`keep` renews it from the event loop."""
+        self._stop.clear()
+
+        def run() -> None:
+            while not self._stop.wait(max(0.5, self.lease.ttl_s / 6)):
+                if not self.lease.renew():
+                    return
+
+        self._renewer = threading.Thread(target=run, name="lease-renewal", daemon=True)
+        self._renewer.start()
+
+    def stop_renewing(self) -> None:
+        """Stop the renewal thread; RuntimeError (the mount fails) if the lease was lost
+        meanwhile."""
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join()
+            self._renewer = None
+        if not self.lease.valid():
+            raise RuntimeError(f"the volume's write lease ({self.lease.key.decode()}) ran "
+                               "out while the mount got ready: another host may hold it now")
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join()
+        self.lease.release()
 
 
 def take(ring: RingStore, name: str, volume_uuid: str, data_dir: str,
@@ -64,7 +109,7 @@ def take(ring: RingStore, name: str, volume_uuid: str, data_dir: str,
         try:
             token = lease.acquire()
             break
-        except VolumeLeased as e:
+        except (VolumeLeased, ChunkStoreError) as e:  # held elsewhere, or etcd away
             if deadline is not None and clock.monotonic() >= deadline:
                 raise RuntimeError(f"volume {name}: {e}") from None
             if not waiting:
@@ -76,13 +121,30 @@ def take(ring: RingStore, name: str, volume_uuid: str, data_dir: str,
             clock.sleep(min(1.0, max(0.2, ttl_s / 10)))
     volume_id = uuid.UUID(volume_uuid).bytes
     answers = ring.set_fence(volume_id, token)
+    for _ in range(FENCE_TRIES - 1):
+        if len(_silent(answers)) < _quorum(answers):
+            break
+        clock.sleep(1.0)
+        answers = ring.set_fence(volume_id, token)
     refused = {d: t for d, t in answers.items() if isinstance(t, int) and t > token}
-    if refused:
+    silent = _silent(answers)
+    if refused or len(silent) >= _quorum(answers):
         lease.release()
-        raise RuntimeError(f"volume {name}: nodes hold a newer fencing token "
-                           f"({refused}) than the lease just taken ({token})")
+        if refused:
+            raise RuntimeError(f"volume {name}: nodes hold a newer fencing token "
+                               f"({refused}) than the lease just taken ({token})")
+        raise RuntimeError(f"volume {name}: the disks {', '.join(sorted(silent))} did not "
+                           "take the new fencing token: as many as a write quorum, so an "
+                           "earlier holder could still write there; try again once their "
+                           "nodes answer")
+    if silent:
+        log.warning("volume %s: disks %s did not answer the fencing token %d (too few to "
+                    "make a quorum for an earlier holder; they learn it at this mount's "
+                    "first connection)", name, ", ".join(sorted(silent)), token)
     log.info("volume %s: write lease taken, fencing token %d", name, token)
-    return MountLease(lease)
+    held = MountLease(lease)
+    held.start_renewing()
+    return held
 
 
 async def keep(held: MountLease, fs: Filesystem) -> None:

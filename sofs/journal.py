@@ -66,7 +66,7 @@ SLOTS = 8192                # entries the journal can hold after the newest chec
 MAX_N = (1 << 32) - 1       # entries per token
 MAX_TOKEN = (1 << 31) - 1   # so that token << 32 | n fits a root record's seq
 MAGIC = b"SOFSJRN1"
-_HEAD = struct.Struct(">8s16sQQHH")
+_HEAD = struct.Struct(">8s16sQQHHQQ")
 PART_SIZE = ROOT_MAX_BODY - _HEAD.size - 64   # bytes of the zstd frame per entry
 _KEY = struct.Struct(">I")
 _VALUE = struct.Struct(">i")
@@ -75,6 +75,7 @@ ZSTD_LEVEL = 3
 MAX_GROUP = 1 << 30         # a group that decompresses to more is refused on replay
 
 Writes = dict[bytes, "bytes | None"]
+Commits = tuple[int, int]   # the first and last commit numbers (MetaStore's) a group holds
 
 
 @dataclass(frozen=True)
@@ -85,21 +86,22 @@ class JournalPosition:
 
     token: int
     next: int
+    commit: int = 0     # the last commit (MetaStore's number) the checkpoint's snapshot holds
 
     def to_json(self) -> dict[str, int]:
-        return {"token": self.token, "next": self.next}
+        return {"token": self.token, "next": self.next, "commit": self.commit}
 
     @classmethod
     def from_json(cls, doc: object) -> JournalPosition | None:
         """None for anything that is not a position (a checkpoint written without journal)."""
         if not isinstance(doc, dict):
             return None
-        token, nxt = doc.get("token"), doc.get("next")
-        if (isinstance(token, bool) or isinstance(nxt, bool) or not isinstance(token, int)
-                or not isinstance(nxt, int) or not 0 < token <= MAX_TOKEN
-                or not 0 < nxt <= MAX_N):
+        token, nxt, commit = doc.get("token"), doc.get("next"), doc.get("commit", 0)
+        if not (isinstance(token, int) and isinstance(nxt, int) and isinstance(commit, int)) \
+                or any(isinstance(v, bool) for v in (token, nxt, commit)) \
+                or not 0 < token <= MAX_TOKEN or not 0 < nxt <= MAX_N or commit < 0:
             return None
-        return cls(token, nxt)
+        return cls(token, nxt, commit)
 
 
 def slot_id(volume_uuid: str, n: int) -> bytes:
@@ -170,20 +172,23 @@ def merge(groups: Iterable[Iterable[tuple[bytes, bytes | None]]]) -> Writes:
     return out
 
 
-def _entry(volume_id: bytes, token: int, n: int, part: int, parts: int, chunk: bytes) -> bytes:
-    return _HEAD.pack(MAGIC, volume_id, token, n, part, parts) + chunk
+def _entry(volume_id: bytes, token: int, n: int, part: int, parts: int, commits: Commits,
+           chunk: bytes) -> bytes:
+    return _HEAD.pack(MAGIC, volume_id, token, n, part, parts, *commits) + chunk
 
 
-def _parse_entry(body: bytes, volume_id: bytes, token: int, n: int) -> tuple[int, int, bytes]:
-    """(part, parts, frame bytes) of entry N; JournalError if it is not that entry."""
+def _parse_entry(body: bytes, volume_id: bytes, token: int, n: int
+                 ) -> tuple[int, int, Commits, bytes]:
+    """(part, parts, commit range, frame bytes) of entry N; JournalError if it is not that
+    entry."""
     if len(body) < _HEAD.size:
         raise JournalError(f"journal entry {token}/{n} is too short")
-    magic, vid, tok, num, part, parts = _HEAD.unpack_from(body)
+    magic, vid, tok, num, part, parts, first, last = _HEAD.unpack_from(body)
     if magic != MAGIC or vid != volume_id or tok != token or num != n:
         raise JournalError(f"slot of journal entry {token}/{n} holds something else")
     if not 0 <= part < parts:
         raise JournalError(f"journal entry {token}/{n} has part {part} of {parts}")
-    return part, parts, body[_HEAD.size:]
+    return part, parts, (first, last), body[_HEAD.size:]
 
 
 # --- writing ------------------------------------------------------------------------------------
@@ -210,9 +215,11 @@ class JournalWriter:
         self.entries = 0        # written by this writer
         self.groups = 0
         self.bytes = 0
-        self.on_full: Callable[[], None] | None = None  # asks for a checkpoint
+        self._unfinished: tuple[int, list[bytes]] | None = None  # a group that failed
 
     def position(self) -> JournalPosition:
+        """The next entry's number: a group that failed and waits to be written again counts
+        as not written (a checkpoint taken now replays it, harmlessly)."""
         with self._lock:
             return JournalPosition(self.token, self._next)
 
@@ -227,12 +234,25 @@ class JournalWriter:
         with self._lock:
             return self._next - self._trim
 
-    def append(self, writes: Writes) -> int:
+    def append(self, writes: Writes, commits: Commits = (0, 0)) -> int:
         """Write one group (before its commits are acknowledged); the number of entries it
         took. JournalFull when the slots after the newest checkpoint are used up;
         VolumeFenced when the nodes hold a newer token (another connector has the volume);
         JournalError when the RING did not take it (nothing is acknowledged; the caller
-        keeps the group and retries it first next time)."""
+        keeps the group's commits and passes them again, merged with newer ones, next time).
+        COMMITS: the first and last commit numbers the group holds (replay skips a group the
+        checkpoint's snapshot already holds whole).
+
+        A group that failed may still have reached some disks: its entries are kept and
+        written again byte for byte, at the same numbers, before anything else (a different
+        body under the same seq would conflict with those disks, or tie with them on a
+        read); WRITES then follow as the next group (re-applying the failed group's commits
+        again is harmless: a group holds final values)."""
+        if self._unfinished is not None:
+            first, bodies = self._unfinished
+            self._put_entries(first, bodies)
+            self._unfinished = None
+            self._advance(first, bodies)
         if not writes:
             return 0
         frame = encode_group(writes)
@@ -243,19 +263,23 @@ class JournalWriter:
                 raise JournalFull(f"volume {self.volume_uuid}: journal numbers of fencing "
                                   f"token {self.token} are used up; remount the volume")
             if first + len(chunks) - self._trim > self.slots:
-                full = JournalFull(
+                raise JournalFull(
                     f"volume {self.volume_uuid}: {self._next - self._trim} journal entries "
                     "since the newest checkpoint fill the journal; a checkpoint must be "
                     "written first")
-            else:
-                full = None
-        if full is not None:
-            if self.on_full is not None:
-                self.on_full()
-            raise full
-        for part, chunk in enumerate(chunks):
-            n = first + part
-            body = _entry(self.volume_id, self.token, n, part, len(chunks), chunk)
+        bodies = [_entry(self.volume_id, self.token, first + part, part, len(chunks), commits,
+                         chunk) for part, chunk in enumerate(chunks)]
+        try:
+            self._put_entries(first, bodies)
+        except JournalError:
+            self._unfinished = (first, bodies)
+            raise
+        self._advance(first, bodies)
+        return len(chunks)
+
+    def _put_entries(self, first: int, bodies: list[bytes]) -> None:
+        for i, body in enumerate(bodies):
+            n = first + i
             try:
                 self.store.put_root(slot_id(self.volume_uuid, n), entry_seq(self.token, n), body)
             except cerr.StaleEpoch as e:
@@ -265,12 +289,18 @@ class JournalWriter:
             except cerr.ChunkStoreError as e:
                 raise JournalError(f"volume {self.volume_uuid}: journal entry "
                                    f"{self.token}/{n} was not stored: {e}") from e
+
+    def _advance(self, first: int, bodies: list[bytes]) -> None:
         with self._lock:
-            self._next = first + len(chunks)
-            self.entries += len(chunks)
+            self._next = first + len(bodies)
+            self.entries += len(bodies)
             self.groups += 1
-            self.bytes += len(frame)
-        return len(chunks)
+            self.bytes += sum(len(b) for b in bodies)
+
+    @property
+    def in_flight(self) -> bool:
+        """Whether a group that failed waits to be written again (its numbers are taken)."""
+        return self._unfinished is not None
 
 
 def erase(store: ChunkStore, volume_uuid: str) -> int:
@@ -299,20 +329,23 @@ class ReplayResult:
     entries: int = 0
     keys: int = 0
     dropped_parts: int = 0   # of an incomplete last group (never acknowledged)
+    skipped: int = 0         # groups the checkpoint's snapshot already held
 
 
 def read_groups(store: ChunkStore, volume_uuid: str, start: JournalPosition,
-                result: ReplayResult) -> Iterator[Writes]:
-    """The complete groups of the journal from START on, in order; RESULT counts them and
-    ends at the first entry that is not there. JournalError if an entry cannot be read."""
+                result: ReplayResult) -> Iterator[tuple[Writes, Commits]]:
+    """The complete groups of the journal from START on, in order, with their commit ranges;
+    RESULT counts them and ends at the first entry that is not there. JournalError if an
+    entry cannot be read, or the store cannot tell whether one is there."""
     vid = uuid.UUID(volume_uuid).bytes
     n = start.next
     parts: list[bytes] = []
     expected = 0
+    commits: Commits = (0, 0)
     while n <= MAX_N:
         want = entry_seq(start.token, n)
         try:
-            rec = store.get_root(slot_id(volume_uuid, n))
+            rec = store.get_root_certain(slot_id(volume_uuid, n))
         except cerr.ChunkStoreError as e:
             raise JournalError(f"volume {volume_uuid}: journal entry {start.token}/{n} "
                                f"cannot be read: {e}") from e
@@ -323,12 +356,12 @@ def read_groups(store: ChunkStore, volume_uuid: str, start: JournalPosition,
                 raise JournalError(f"volume {volume_uuid}: journal entry {start.token}/{n} was "
                                    "overwritten: the journal wrapped past this checkpoint")
             break  # a newer writer reused the slot after this journal ended
-        part, nparts, chunk = _parse_entry(rec.body, vid, start.token, n)
-        if part != len(parts) or (parts and nparts != expected):
+        part, nparts, got, chunk = _parse_entry(rec.body, vid, start.token, n)
+        if part != len(parts) or (parts and (nparts != expected or got != commits)):
             raise JournalError(f"volume {volume_uuid}: journal entry {start.token}/{n} is part "
                                f"{part} of {nparts}, expected part {len(parts)}")
         parts.append(chunk)
-        expected = nparts
+        expected, commits = nparts, got
         n += 1
         if len(parts) == nparts:
             result.entries += nparts
@@ -337,18 +370,22 @@ def read_groups(store: ChunkStore, volume_uuid: str, start: JournalPosition,
             result.keys += len(writes)
             parts = []
             result.end = JournalPosition(start.token, n)
-            yield writes
+            yield writes, commits
     result.dropped_parts = len(parts)
 
 
 def replay(store: ChunkStore, volume_uuid: str, start: JournalPosition | None,
            apply: Callable[[Writes], None]) -> ReplayResult:
     """Apply every complete group of the journal from START (a checkpoint's position) on, in
-    order, with APPLY (one atomic batch each). Nothing to do for a checkpoint without a
-    position (written without journal)."""
+    order, with APPLY (one atomic batch each), except those the checkpoint's snapshot holds
+    whole (their last commit is at or before START.commit: applying one again would undo a
+    later commit the snapshot holds). Nothing to do for a checkpoint without a position."""
     result = ReplayResult(start=start, end=start)
     if start is None:
         return result
-    for writes in read_groups(store, volume_uuid, start, result):
+    for writes, (_first, last) in read_groups(store, volume_uuid, start, result):
+        if start.commit and last <= start.commit:
+            result.skipped += 1
+            continue
         apply(writes)
     return result

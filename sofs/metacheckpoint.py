@@ -118,7 +118,8 @@ class CheckpointInfo:
     deleted_pieces: int = 0     # pieces of dropped manifests deleted
     kept: list[str] = field(default_factory=list)   # manifests in the root record
     journal: str = ""           # the journal position it records ("token/next"; "": none)
-    replayed_groups: int = 0    # restore: journal groups applied after the checkpoint
+    replayed_groups: int = 0    # restore: journal groups applied after the checkpoint (not
+    #                             those its snapshot held whole)
     replayed_entries: int = 0
 
     def as_dict(self) -> dict:
@@ -323,9 +324,14 @@ class Checkpointer:
         tmp = self.workdir / f".meta-checkpoint.{os.getpid()}.{threading.get_ident()}"
         shutil.rmtree(tmp, ignore_errors=True)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        # read before the snapshot: every entry before it is in the snapshot (module docstring)
-        position = self.journal.position() if self.journal is not None else None
-        self.meta.checkpoint(tmp)
+        # with nothing committed or appended meanwhile: every commit of the snapshot is in the
+        # entries before the position or queued for the ones from it (MetaStore.quiesced)
+        with self.meta.quiesced():
+            position = None
+            if self.journal is not None:
+                at = self.journal.position()
+                position = JournalPosition(at.token, at.next, self.meta.written)
+            self.meta.checkpoint(tmp)
         sent = _Sent()
         try:
             paths = sorted(p for p in tmp.iterdir() if p.is_file())
@@ -543,7 +549,8 @@ def restore(store: ChunkStore, volume_uuid: str, dest: Path, *, which: int = 0,
     write_state(dest.parent, root.seq, clock=clock)
     info = _info(manifest, kept[which], kept)
     if replayed is not None:
-        info.replayed_groups, info.replayed_entries = replayed.groups, replayed.entries
+        info.replayed_groups = replayed.groups - replayed.skipped
+        info.replayed_entries = replayed.entries
     return config, info
 
 

@@ -25,6 +25,7 @@ take goes back to the head of the queue (the callers get the error; the next rou
 it), so the journal never skips a commit that a later one depends on.
 """
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -114,16 +115,38 @@ class MetaStore:
         self._syncing = False
         self.wal_syncs = 0  # log syncs run by make_durable (one per group)
         # the journal in the RING (module docstring): append(group) and the commits queued
-        self._journal: Callable[[Writes], int] | None = None
-        self._queued: list[list[tuple[bytes, bytes | None]]] = []
+        self._journal: Callable[[Writes, tuple[int, int]], int] | None = None
+        # (commit number, its writes), in commit order
+        self._queued: list[tuple[int, list[tuple[bytes, bytes | None]]]] = []
         self._order = threading.Lock()  # commit order = queue order while journaling
+        self._quiet = False  # quiesced(): no journal round may start
         self.journal_groups = 0
 
-    def attach_journal(self, append: Callable[[Writes], int]) -> None:
+    def attach_journal(self, append: Callable[[Writes, tuple[int, int]], int]) -> None:
         """From now on, every commit is also appended to the journal by :meth:`make_durable`
         (``append`` writes one group). Attach before the first commit to be journaled."""
         with self._order, self._log_cv:
             self._journal = append
+
+    @contextlib.contextmanager
+    def quiesced(self) -> Iterator[None]:
+        """Inside: no commit is being made and no journal append is in flight (new ones wait).
+        A checkpoint takes its snapshot and reads the journal's position here, so that every
+        commit in the snapshot is either in the entries before that position or still queued
+        (and will be the start of the entries from it): replaying from the position then only
+        re-applies a contiguous run of commits the snapshot already holds, before the newer
+        ones, which ends in the right state (:mod:`sofs.journal`)."""
+        with self._order:
+            with self._log_cv:
+                self._quiet = True
+                while self._syncing:
+                    self._log_cv.wait()
+            try:
+                yield
+            finally:
+                with self._log_cv:
+                    self._quiet = False
+                    self._log_cv.notify_all()
 
     @property
     def journal_queued(self) -> int:
@@ -215,7 +238,7 @@ class MetaStore:
         with self._log_cv:  # counted only once written: a sync started later covers it
             self._written += 1
             if queue:
-                self._queued.append(list(batch.items()))
+                self._queued.append((self._written, list(batch.items())))
             return self._written
 
     def apply(self, writes: Writes) -> None:
@@ -248,7 +271,7 @@ class MetaStore:
         with self._log_cv:
             target = self._written if upto is None else upto
             while self._synced < target:
-                if self._syncing:
+                if self._syncing or self._quiet:
                     self._log_cv.wait()
                     continue
                 self._syncing = True  # the leader of this round
@@ -279,8 +302,8 @@ class MetaStore:
         except Exception as e:
             raise self._damaged(e) from e
 
-    def _sync_and_append(self, journal: Callable[[Writes], int],
-                         group: list[list[tuple[bytes, bytes | None]]]) -> None:
+    def _sync_and_append(self, journal: Callable[[Writes, tuple[int, int]], int],
+                         group: list[tuple[int, list[tuple[bytes, bytes | None]]]]) -> None:
         """The log sync and the journal append at the same time: they do not depend on each
         other (a crash between the two loses only what nobody was told is durable), and the
         answer waits for the slower of the two, not for both in turn."""
@@ -301,10 +324,10 @@ class MetaStore:
         if failed:
             raise failed[0]
 
-    def _append(self, journal: Callable[[Writes], int],
-                group: list[list[tuple[bytes, bytes | None]]]) -> None:
+    def _append(self, journal: Callable[[Writes, tuple[int, int]], int],
+                group: list[tuple[int, list[tuple[bytes, bytes | None]]]]) -> None:
         try:
-            journal(merge(group))
+            journal(merge(items for _, items in group), (group[0][0], group[-1][0]))
         except VolumeFenced as e:  # the nodes hold a newer lease's token: never again
             self.fence(str(e))
             raise

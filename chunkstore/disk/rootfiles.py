@@ -47,6 +47,10 @@ class RootFiles:
         self.dir = os.path.join(disk_path, ROOTS_DIR)
         self._lock = threading.Lock()  # one root record write at a time
         self._remove_temps()
+        # a log record file created just before a crash may not have its name on stable
+        # storage yet, and in-place writes sync only data: make the names durable now
+        self._dir_dirty = os.path.isdir(self.dir)
+
 
     def put(self, rec: RootRecord) -> int:
         """Keep ``rec`` if its seq is higher than the one held (durably); the same seq and body
@@ -125,10 +129,10 @@ class RootFiles:
     def _write_in_place(self, rec: RootRecord) -> None:
         path = self._path(rec.volume_id)
         raw = rec.encode()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640) \
-            if not os.path.exists(path) else None
-        new = fd is not None
-        if fd is None:
+        if not os.path.exists(path):
+            self._dir_dirty = True  # until the new name is synced (lock held)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
+        else:
             fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
         try:
             os.pwrite(fd, raw, 0)
@@ -136,8 +140,9 @@ class RootFiles:
             os.fdatasync(fd)
         finally:
             os.close(fd)
-        if new:
+        if self._dir_dirty:
             fsync_dir(self.dir)
+            self._dir_dirty = False
 
     def _remove_temps(self) -> None:
         """Remove temp files a crash left in ``roots/`` (best effort)."""

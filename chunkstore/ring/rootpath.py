@@ -135,6 +135,25 @@ class RootPath:
         raise NotEnoughDisks(f"volume {volume_id.hex()}: no disk answered for its root record"
                              + (f": {errors[0]}" if errors else " (none available)"))
 
+    def get_root_certain(self, volume_id: bytes) -> RootRecord | None:
+        """:meth:`get_root`, but None only when so few placing disks failed to answer that any
+        write quorum (a majority of ``min(ROOT_WIDTH, placing disks)``, wherever hand-offs put
+        it) includes one that answered; else NotEnoughDisks."""
+        self._check_open()
+        volume_id = check_volume_id(volume_id)
+        placing = self.ring.placing_count
+        answers, errors = self._ask_every_disk(lambda ds: ds.get_root(volume_id))
+        best = newest(a for a in answers if a is not None)
+        if best is not None:
+            return best
+        quorum = min(ROOT_WIDTH, placing) // 2 + 1
+        silent = placing - len(answers)
+        if silent >= quorum:
+            raise NotEnoughDisks(f"record {volume_id.hex()}: {silent} of {placing} disks did "
+                                 f"not answer, as many as a write quorum ({quorum}): its "
+                                 "absence cannot be told" + (f": {errors[0]}" if errors else ""))
+        return None
+
     def list_roots(self) -> dict[bytes, int]:
         """volume_id -> highest root record seq over every available disk. NotEnoughDisks if
         no disk answered."""

@@ -296,6 +296,23 @@ def test_ring_not_enough_disks(cluster_dir):
             ring.list_roots()
 
 
+def test_certain_reads_need_more_than_a_write_quorum_answering(cluster_dir):
+    log_id = bytes(16)
+    with LocalRing.open(cluster_dir) as ring:
+        assert ring.get_root_certain(log_id) is None  # every disk answered: surely absent
+        ring.put_root(V1, 1, b"one")
+    for d in ("d0", "d1"):  # 2 of 6 disks away: any majority of 5 still meets one answering
+        shutil.rmtree(cluster_dir / "disks" / d)
+    with LocalRing.open(cluster_dir) as ring:
+        assert ring.get_root_certain(log_id) is None
+        assert ring.get_root_certain(V1) == RootRecord(V1, 1, b"one")
+    shutil.rmtree(cluster_dir / "disks" / "d2")  # 3 away: a record on those 3 could be missed
+    with LocalRing.open(cluster_dir) as ring:
+        with pytest.raises(NotEnoughDisks, match="cannot be told"):
+            ring.get_root_certain(log_id)
+        assert ring.get_root(log_id) is None  # the plain read still says "none"
+
+
 def test_small_ring_width(tmp_path):
     data = tmp_path / "data"
     init_local_cluster(data, disks=3, vnodes=6)
