@@ -88,6 +88,15 @@ def is_log_record(volume_id: bytes) -> bool:
             and volume_id[6] >> 4 == 0 and volume_id[8] >> 6 == 0)
 
 
+def record_width(volume_id: bytes, placing: int) -> int:
+    """How many disks a record of this id is written to: ROOT_WIDTH for a volume's root
+    record; a log record's id carries the width its writer chose in the low nibble of its
+    version byte (1..15; 0: ROOT_WIDTH), so that a journal is protected like its volume's
+    small objects; never more than the PLACING disks. Its write quorum is a majority."""
+    width = volume_id[6] & 0x0F if is_log_record(volume_id) else 0
+    return max(1, min(width or ROOT_WIDTH, placing))
+
+
 def root_key(volume_id: bytes) -> bytes:
     """The 20-byte placement key of a volume's root record."""
     return blake3.blake3(_KEY_CONTEXT + check_volume_id(volume_id)).digest(20)

@@ -35,7 +35,7 @@ from chunkstore import errors as cerr
 from chunkstore.ring.datapath import RingStore
 from sofs.errors import FsError
 from sofs.fs import Filesystem
-from sofs.journal import JournalWriter
+from sofs.journal import JournalWriter, width_for
 from sofs.metacheckpoint import Checkpointer, CheckpointInfo, find_volumes, restore
 from sofs.volume import load_volume, save_volume, volume_dir
 
@@ -52,7 +52,8 @@ def start(fs: Filesystem, checkpointer: Checkpointer,
     """Begin journaling under LEASE (None without a lease: nothing)."""
     if lease is None:
         return None
-    writer = JournalWriter(checkpointer.store, fs.config.uuid, lease.token)
+    writer = JournalWriter(checkpointer.store, fs.config.uuid, lease.token,
+                           width=width_for(fs.protection))
     checkpointer.journal = writer
     try:
         info = checkpointer.write()
@@ -74,7 +75,7 @@ def stats(writer: JournalWriter | None, fs: Filesystem) -> dict:
         return {}
     pos = writer.position()
     return {"journal": {"token": pos.token, "next": pos.next, "backlog": writer.backlog(),
-                        "slots": writer.slots, "groups": writer.groups,
+                        "slots": writer.slots, "width": writer.width, "groups": writer.groups,
                         "entries": writer.entries, "bytes": writer.bytes,
                         "queued": fs.meta.journal_queued}}
 

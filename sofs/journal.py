@@ -54,15 +54,17 @@ import zstandard
 
 from chunkstore import errors as cerr
 from chunkstore.api import ChunkStore
+from chunkstore.protection.policy import Protection
 from chunkstore.roots import ROOT_MAX_BODY, is_log_record
 
 from .errors import JournalError, JournalFull, VolumeFenced
 
 __all__ = ["SLOTS", "JournalPosition", "JournalWriter", "ReplayResult", "replay",
-           "slot_id", "is_journal_id", "encode_group", "decode_group", "erase", "JournalError",
+           "slot_id", "width_for", "is_journal_id", "encode_group", "decode_group", "erase", "JournalError",
            "JournalFull"]
 
 SLOTS = 8192                # entries the journal can hold after the newest checkpoint
+DEFAULT_WIDTH = 5           # disks per entry unless the volume's protection says (width_for)
 MAX_N = (1 << 32) - 1       # entries per token
 MAX_TOKEN = (1 << 31) - 1   # so that token << 32 | n fits a root record's seq
 MAGIC = b"SOFSJRN1"
@@ -87,9 +89,11 @@ class JournalPosition:
     token: int
     next: int
     commit: int = 0     # the last commit (MetaStore's number) the checkpoint's snapshot holds
+    width: int = DEFAULT_WIDTH  # disks per entry (part of the slots' ids)
 
     def to_json(self) -> dict[str, int]:
-        return {"token": self.token, "next": self.next, "commit": self.commit}
+        return {"token": self.token, "next": self.next, "commit": self.commit,
+                "width": self.width}
 
     @classmethod
     def from_json(cls, doc: object) -> JournalPosition | None:
@@ -97,21 +101,35 @@ class JournalPosition:
         if not isinstance(doc, dict):
             return None
         token, nxt, commit = doc.get("token"), doc.get("next"), doc.get("commit", 0)
-        if not (isinstance(token, int) and isinstance(nxt, int) and isinstance(commit, int)) \
-                or any(isinstance(v, bool) for v in (token, nxt, commit)) \
-                or not 0 < token <= MAX_TOKEN or not 0 < nxt <= MAX_N or commit < 0:
+        width = doc.get("width", DEFAULT_WIDTH)
+        values = (token, nxt, commit, width)
+        if not (isinstance(token, int) and isinstance(nxt, int) and isinstance(commit, int)
+                and isinstance(width, int)) or any(isinstance(v, bool) for v in values) \
+                or not 0 < token <= MAX_TOKEN or not 0 < nxt <= MAX_N or commit < 0 \
+                or not 1 <= width <= 15:
             return None
-        return cls(token, nxt, commit)
+        return cls(token, nxt, commit, width)
 
 
-def slot_id(volume_uuid: str, n: int) -> bytes:
-    """The 16-byte record id of the slot that holds entry N of the volume's journal. Its version
-    nibble and variant bits are zero, so it is never a volume's UUID (:func:`is_journal_id`)."""
+def slot_id(volume_uuid: str, n: int, width: int = DEFAULT_WIDTH) -> bytes:
+    """The 16-byte record id of the slot that holds entry N of the volume's journal, written to
+    WIDTH disks. Its version nibble and variant bits are zero, so it is never a volume's UUID
+    (:func:`is_journal_id`); the low nibble of its version byte is WIDTH
+    (:func:`chunkstore.roots.record_width`)."""
+    if not 1 <= width <= 15:
+        raise JournalError(f"a journal is written to 1..15 disks, not {width}")
     vid = uuid.UUID(volume_uuid).bytes
     raw = bytearray(blake3.blake3(_SLOT_CONTEXT + vid + struct.pack(">Q", n % SLOTS)).digest(16))
-    raw[6] &= 0x0F
+    raw[6] = width
     raw[8] &= 0x3F
     return bytes(raw)
+
+
+def width_for(protection: Protection) -> int:
+    """The width of a volume's journal: its small-object policy's copies (cos2: 3 disks,
+    acknowledged on a majority, 2), so that an entry is protected like the volume's small
+    chunks, the checkpoint's manifest among them."""
+    return protection.small.copies
 
 
 def is_journal_id(record_id: bytes) -> bool:
@@ -201,7 +219,7 @@ class JournalWriter:
     :meth:`trimmed_to` may be called from others."""
 
     def __init__(self, store: ChunkStore, volume_uuid: str, token: int, *, start: int = 1,
-                 slots: int = SLOTS) -> None:
+                 slots: int = SLOTS, width: int = DEFAULT_WIDTH) -> None:
         if not 0 < token <= MAX_TOKEN:
             raise JournalError(f"a journal needs a fencing token in 1..{MAX_TOKEN}, not {token}")
         self.store = store
@@ -209,6 +227,8 @@ class JournalWriter:
         self.volume_id = uuid.UUID(volume_uuid).bytes
         self.token = token
         self.slots = max(2, min(slots, SLOTS))
+        self.width = width
+        slot_id(volume_uuid, 0, width)  # JournalError for a width no slot id can carry
         self._lock = threading.Lock()
         self._next = start
         self._trim = start      # the position the newest checkpoint recorded
@@ -221,7 +241,7 @@ class JournalWriter:
         """The next entry's number: a group that failed and waits to be written again counts
         as not written (a checkpoint taken now replays it, harmlessly)."""
         with self._lock:
-            return JournalPosition(self.token, self._next)
+            return JournalPosition(self.token, self._next, width=self.width)
 
     def trimmed_to(self, position: JournalPosition) -> None:
         """A checkpoint recording POSITION is now the newest: entries before it may go."""
@@ -281,7 +301,8 @@ class JournalWriter:
         for i, body in enumerate(bodies):
             n = first + i
             try:
-                self.store.put_root(slot_id(self.volume_uuid, n), entry_seq(self.token, n), body)
+                self.store.put_root(slot_id(self.volume_uuid, n, self.width),
+                                    entry_seq(self.token, n), body)
             except cerr.StaleEpoch as e:
                 raise VolumeFenced(f"the storage nodes refused the journal: {e}") from e
             except cerr.StaleRoot as e:  # a newer token wrote this slot: we lost the volume
@@ -304,15 +325,20 @@ class JournalWriter:
 
 
 def erase(store: ChunkStore, volume_uuid: str) -> int:
-    """Overwrite every journal slot of a deleted volume that the store holds with an empty
-    record of the highest seq (the journal names its files: patient data), so that nothing
-    can be written there again; how many. ChunkStoreError if it could not be done now."""
-    held = store.list_roots()
+    """Overwrite every journal slot of a deleted volume that the store holds (whatever width
+    it was written with) with an empty record of the highest seq (the journal names its
+    files: patient data), so that nothing can be written there again; how many.
+    ChunkStoreError if it could not be done now."""
+    def base(record_id: bytes) -> bytes:
+        return record_id[:6] + b"\0" + record_id[7:]
+
+    held = {base(rid): (rid, seq) for rid, seq in store.list_roots().items()
+            if is_journal_id(rid)}
     erased = 0
     for n in range(SLOTS):
-        sid = slot_id(volume_uuid, n)
-        if sid in held and held[sid] < entry_seq(MAX_TOKEN, MAX_N):
-            store.put_root(sid, entry_seq(MAX_TOKEN, MAX_N), b"")
+        found = held.get(base(slot_id(volume_uuid, n)))
+        if found is not None and found[1] < entry_seq(MAX_TOKEN, MAX_N):
+            store.put_root(found[0], entry_seq(MAX_TOKEN, MAX_N), b"")
             erased += 1
     return erased
 
@@ -345,7 +371,7 @@ def read_groups(store: ChunkStore, volume_uuid: str, start: JournalPosition,
     while n <= MAX_N:
         want = entry_seq(start.token, n)
         try:
-            rec = store.get_root_certain(slot_id(volume_uuid, n))
+            rec = store.get_root_certain(slot_id(volume_uuid, n, start.width))
         except cerr.ChunkStoreError as e:
             raise JournalError(f"volume {volume_uuid}: journal entry {start.token}/{n} "
                                f"cannot be read: {e}") from e
@@ -369,7 +395,7 @@ def read_groups(store: ChunkStore, volume_uuid: str, start: JournalPosition,
             writes = decode_group(b"".join(parts))
             result.keys += len(writes)
             parts = []
-            result.end = JournalPosition(start.token, n)
+            result.end = JournalPosition(start.token, n, width=start.width)
             yield writes, commits
     result.dropped_parts = len(parts)
 

@@ -330,7 +330,7 @@ class Checkpointer:
             position = None
             if self.journal is not None:
                 at = self.journal.position()
-                position = JournalPosition(at.token, at.next, self.meta.written)
+                position = JournalPosition(at.token, at.next, self.meta.written, at.width)
             self.meta.checkpoint(tmp)
         sent = _Sent()
         try:

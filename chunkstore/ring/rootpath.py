@@ -5,7 +5,8 @@ records too (:mod:`sofs.journal`: one write per acknowledged group of metadata c
 its latency is that of every synced close on a journaled volume).
 
 ``put_root`` writes a record in parallel to the owners of ``root_key(volume_id)``,
-``min(ROOT_WIDTH, placing disks)`` of them; an owner that fails is replaced by the next disks
+``record_width`` of them (``min(ROOT_WIDTH, placing disks)`` for a volume's root record; a
+journal slot's id names its own width); an owner that fails is replaced by the next disks
 of the key's walk (as for pieces, failing disks are marked down). Once every write has
 finished it raises StaleRoot if a disk holds a newer seq, KeyConflict if one holds the same
 seq with another body (two writers raced), else NotEnoughDisks below the majority; a
@@ -38,12 +39,12 @@ from chunkstore.errors import (
 )
 from chunkstore.placement.ring import Ring
 from chunkstore.roots import (
-    ROOT_WIDTH,
     RootRecord,
     check_volume_id,
     is_log_record,
     merge_seqs,
     newest,
+    record_width,
     root_key,
 )
 
@@ -67,7 +68,7 @@ class RootPath:
         self._check_open()
         rec = RootRecord(volume_id, seq, body)  # FormatError
         key = root_key(rec.volume_id)
-        width = min(ROOT_WIDTH, self.ring.placing_count)
+        width = record_width(rec.volume_id, self.ring.placing_count)
         quorum = width // 2 + 1
         log_record = is_log_record(rec.volume_id)
         held: dict[str, int] = {}  # disk -> seq it holds after our write
@@ -137,8 +138,8 @@ class RootPath:
 
     def get_root_certain(self, volume_id: bytes) -> RootRecord | None:
         """:meth:`get_root`, but None only when so few placing disks failed to answer that any
-        write quorum (a majority of ``min(ROOT_WIDTH, placing disks)``, wherever hand-offs put
-        it) includes one that answered; else NotEnoughDisks."""
+        write quorum (a majority of the record's width, wherever hand-offs put it) includes
+        one that answered; else NotEnoughDisks."""
         self._check_open()
         volume_id = check_volume_id(volume_id)
         placing = self.ring.placing_count
@@ -146,7 +147,7 @@ class RootPath:
         best = newest(a for a in answers if a is not None)
         if best is not None:
             return best
-        quorum = min(ROOT_WIDTH, placing) // 2 + 1
+        quorum = record_width(volume_id, placing) // 2 + 1
         silent = placing - len(answers)
         if silent >= quorum:
             raise NotEnoughDisks(f"record {volume_id.hex()}: {silent} of {placing} disks did "

@@ -29,7 +29,15 @@ from chunkstore.protection.policy import REPLICA_INDEX, ReplicationPolicy
 from chunkstore.ring.local import LocalRing
 from chunkstore.ring.localcluster import init_local_cluster
 from chunkstore.ring.memory import MemoryChunkStore
-from chunkstore.roots import MAX_SEQ, ROOT_MAX_BODY, RootRecord, is_log_record, newest, root_key
+from chunkstore.roots import (
+    MAX_SEQ,
+    ROOT_MAX_BODY,
+    RootRecord,
+    is_log_record,
+    newest,
+    record_width,
+    root_key,
+)
 from tests.chunkstore.disk.test_store import small_fs  # noqa: F401  (fixture: a 4 MiB tmpfs)
 from tests.chunkstore.ring.test_net import cluster, open_client  # noqa: F401  (fixture: sofs-node processes)
 
@@ -294,6 +302,16 @@ def test_ring_not_enough_disks(cluster_dir):
             ring.get_root(V1)
         with pytest.raises(NotEnoughDisks):
             ring.list_roots()
+
+
+def test_a_log_record_id_names_its_width(cluster_dir):
+    narrow = bytes(6) + b"\x02" + bytes(9)  # a journal slot written to 2 disks
+    assert is_log_record(narrow) and record_width(narrow, 6) == 2
+    assert record_width(V1, 6) == 5 and record_width(bytes(16), 3) == 3
+    with LocalRing.open(cluster_dir) as ring:
+        assert ring.put_root(narrow, 1 << 32 | 1, b"entry") == 2
+        assert len([d for d, s in _holders(ring, narrow).items() if s]) == 2
+        assert ring.get_root_certain(narrow) == RootRecord(narrow, 1 << 32 | 1, b"entry")
 
 
 def test_certain_reads_need_more_than_a_write_quorum_answering(cluster_dir):
