@@ -13,10 +13,12 @@ know it lost the lease. The file::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import threading
+from collections.abc import Callable, Iterator
 
 from chunkstore.atomicfile import atomic_write
 from chunkstore.errors import ConfigError
@@ -32,6 +34,7 @@ class FenceBook:
     def __init__(self, path: str) -> None:
         self.path = path
         self._lock = threading.Lock()
+        self._volume_locks: dict[bytes, threading.Lock] = {}
         self._tokens: dict[bytes, int] = {}
         try:
             with open(path) as f:
@@ -51,10 +54,15 @@ class FenceBook:
         with self._lock:
             return self._tokens.get(volume_id, 0)
 
+    def _volume_lock(self, volume_id: bytes) -> threading.Lock:
+        with self._lock:
+            return self._volume_locks.setdefault(volume_id, threading.Lock())
+
     def raise_to(self, volume_id: bytes, token: int) -> int:
         """Record ``token`` if it is the highest yet for the volume (synced before return);
-        the highest token afterwards."""
-        with self._lock:
+        the highest token afterwards. Waits for the volume's writes under :meth:`holding`
+        in flight: once it returns, none of an earlier token can land any more."""
+        with self._volume_lock(volume_id), self._lock:
             held = self._tokens.get(volume_id, 0)
             if token <= held:
                 return held
@@ -64,6 +72,18 @@ class FenceBook:
             self._tokens = tokens
             log.info("volume %s: fencing token %d (was %d)", volume_id.hex(), token, held)
             return token
+
+    @contextlib.contextmanager
+    def holding(self, volume_id: bytes, token: int, refuse: Callable[[int], Exception]
+                ) -> Iterator[None]:
+        """Run a write of the volume under TOKEN with no token raised meanwhile (REFUSE(newest)
+        is raised when a newer one is held): a record checked against the book cannot land
+        after a newer holder's FENCE was answered."""
+        with self._volume_lock(volume_id):
+            newest = self.held(volume_id)
+            if newest > token:
+                raise refuse(newest)
+            yield
 
 
 def fences_path(map_file: str) -> str:

@@ -452,7 +452,7 @@ class Node:
                 elif isinstance(req, DISK_REQUESTS):
                     if c.fence is not None and isinstance(req, (Put, Delete, RootPut, Compact)):
                         self._check_fence(c.fence)
-                    value = await self._execute(req, held)
+                    value = await self._execute(req, held, c.fence)
                     parts = encode_response(header.req_id, header.op, value)
                 else:  # pragma: no cover - the header of a REQUEST frame names a request op
                     raise WireError(f"not a request: {type(req).__name__}")
@@ -545,14 +545,18 @@ class Node:
         self._failing[disk_id] = why
 
     def _check_fence(self, fence: tuple[bytes, int]) -> None:
-        volume_id, token = fence
-        newest = self.fences.held(volume_id)
-        if newest > token:
-            raise StaleEpoch(f"node {self.config.node_id}: volume {volume_id.hex()} has "
-                             f"fencing token {newest}, this connection declared {token}: its "
-                             "lease went to another connector; nothing was changed")
+        newest = self.fences.held(fence[0])
+        if newest > fence[1]:
+            raise self._stale(fence, newest)
 
-    async def _execute(self, req: DiskRequest, held: Reservation) -> Response:
+    def _stale(self, fence: tuple[bytes, int], newest: int) -> StaleEpoch:
+        volume_id, token = fence
+        return StaleEpoch(f"node {self.config.node_id}: volume {volume_id.hex()} has "
+                          f"fencing token {newest}, this connection declared {token}: its "
+                          "lease went to another connector; nothing was changed")
+
+    async def _execute(self, req: DiskRequest, held: Reservation,
+                       fence: tuple[bytes, int] | None = None) -> Response:
         ds = self._store(req.disk)
         disk = req.disk
         if isinstance(req, Put):
@@ -579,7 +583,14 @@ class Node:
         if isinstance(req, Check):
             return await self._run(disk, ds.check_alive)
         if isinstance(req, RootPut):
-            return RootHeld(await self._run(disk, lambda: ds.put_root(req.volume_id, req.seq, req.body)))
+            if fence is None:
+                return RootHeld(await self._run(disk, lambda: ds.put_root(req.volume_id, req.seq, req.body)))
+
+            def fenced_put() -> int:  # checked again where it lands: none after a newer FENCE
+                with self.fences.holding(*fence, refuse=lambda newest: self._stale(fence, newest)):
+                    return ds.put_root(req.volume_id, req.seq, req.body)
+
+            return RootHeld(await self._run(disk, fenced_put))
         if isinstance(req, RootGet):
             rec = await self._run(disk, lambda: ds.get_root(req.volume_id))
             return None if rec is None else RootFound(rec.seq, rec.body)

@@ -8,12 +8,10 @@ host b, woken up, is fenced: each of its late changes is refused and none reache
 from __future__ import annotations
 
 import errno
-import io
 import json
 import os
 import shutil
 import signal
-import subprocess
 import time
 
 import pytest
@@ -135,99 +133,3 @@ def test_takeover_and_standby_bring_back_every_acknowledged_change(tmp_path):
             for m in mounts:
                 os.system(f"fusermount3 -u -z {m} 2>/dev/null")
             time.sleep(0.2)
-
-
-SMB_USER = ("sofstest-tk", 61951, "T4keover-Pass:1")  # an identity of this test's own
-
-
-def test_a_volume_taken_over_is_exported_again(tmp_path):
-    """Host a exports the volume over NFS and SMB and dies whole (mount, export supervisors,
-    Ganesha and smbd killed); the takeover on host b starts both exports recorded in etcd:
-    an NFS client and the SMB user, with the password given on host a, read there what host
-    a acknowledged."""
-    nfs_rs = pytest.importorskip("nfs_rs")
-    from smb.SMBConnection import SMBConnection
-
-    for binary in ("ganesha.nfsd", "smbd", "pdbedit"):
-        if shutil.which(binary) is None:
-            pytest.skip(f"{binary} not installed (scripts/install)")
-    from tests.exporters.helpers import free_port, scratch_dir
-
-    mounts, pids = [], []
-    nfs_port, smb_port = free_port(), free_port()
-    name, uid, password = SMB_USER
-    with etcd_cluster(tmp_path, nodes=3, disks=1) as (_, client, net), \
-            scratch_dir("sofs-takeover-") as scratch:  # Samba's user must reach the mounts
-        try:
-            a, b = net.client_dir("a"), net.client_dir("b")
-            mnt = {h: scratch / f"mnt-{h}" for h in "ab"}
-            for m in mnt.values():
-                m.mkdir()
-            sofsctl(a, "volume", "create", "pacs", "--cos", "2")
-            sofsctl(a, "mount", "pacs", str(mnt["a"]), "--lease-ttl", str(TTL))
-            mounts.append(mnt["a"])
-            pids.append(_pid(a))
-            sofsctl(a, "export", "nfs", "pacs", "--clients", "127.0.0.1/32:rw", "--bind",
-                    "127.0.0.1", "--port", str(nfs_port), "--grace", "0")
-            pw = tmp_path / "smb.pw"
-            pw.write_text(f"{name}:{password}\n")
-            pw.chmod(0o600)
-            sofsctl(a, "export", "smb", "pacs", "--user", f"{name}:{uid}", "--password-file",
-                    str(pw), "--bind", "127.0.0.1", "--port", str(smb_port))
-            data = os.urandom(70_000)
-            _write(mnt["a"] / "study.dcm", data)
-            os.chmod(mnt["a"] / "study.dcm", 0o644)
-            for listed in json.loads(sofsctl(a, "export", "list", "--json").stdout):
-                pids += [listed["pid"], listed["service_pid"]]
-            for pid in pids:  # host a dies whole
-                os.kill(pid, signal.SIGKILL)
-            os.system(f"fusermount3 -u -z {mnt['a']} 2>/dev/null")
-            mounts.remove(mnt["a"])
-            for port in (nfs_port, smb_port):
-                wait_until(lambda port=port: _port_free(port), "host a's ports to close", 30)
-
-            res = sofsctl(b, "volume", "takeover", "pacs", str(mnt["b"]), "--wait", "30")
-            mounts.append(mnt["b"])
-            pids.append(_pid(b))
-            assert f"exported over NFS on 127.0.0.1 port {nfs_port}" in res.stdout, res
-            assert f"exported over SMB on 127.0.0.1 port {smb_port}" in res.stdout, res.stderr
-            c = nfs_rs.Client.connect(f"nfs://127.0.0.1:{nfs_port}/pacs?version=4.1", uid=0,
-                                      gid=0, connect_timeout=10, operation_timeout=30)
-            with c.open("study.dcm", "rb") as f:
-                assert f.read() == data
-            conn = SMBConnection(name, password, "sofs-test", "SOFS", is_direct_tcp=True)
-            assert conn.connect("127.0.0.1", smb_port, timeout=30)
-            try:
-                buf = io.BytesIO()
-                conn.retrieveFile("pacs", "study.dcm", buf)
-                assert buf.getvalue() == data
-            finally:
-                conn.close()
-            wrong = SMBConnection(name, "not-the-password", "sofs-test", "SOFS",
-                                  is_direct_tcp=True)
-            try:
-                let_in = wrong.connect("127.0.0.1", smb_port, timeout=30)
-            except Exception:  # pysmb raises on a refused session setup (NotConnectedError)
-                let_in = False
-            assert not let_in
-            sofsctl(b, "umount", str(mnt["b"]))  # stops the exports first
-            mounts.remove(mnt["b"])
-            sofsctl(b, "export", "remove", "pacs")
-            cid = json.loads((b / "clustermap.json").read_text())["cluster_id"]
-            assert client.get_prefix(f"/sofs/{cid}/exports/".encode()) == []
-        finally:
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            for m in mounts:
-                os.system(f"fusermount3 -u -z {m} 2>/dev/null")
-            subprocess.run(["userdel", name], capture_output=True)
-
-
-def _port_free(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) != 0

@@ -5,6 +5,7 @@ highest token per volume across a restart, and leaves other volumes and reads al
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 
@@ -47,6 +48,35 @@ def _put(rd, data: bytes) -> bytes:
     key = chunk_key(data)
     rd.put(key, REPLICA_INDEX, REP, len(data), data)
     return key
+
+
+def test_a_newer_token_waits_for_the_writes_checked_under_the_older(tmp_path):
+    book = FenceBook(str(tmp_path / FENCES_FILE))
+    vol = bytes(range(16))
+    book.raise_to(vol, 5)
+    in_write, raised = threading.Event(), threading.Event()
+    finish = threading.Event()
+
+    def old_writer() -> None:  # a root-record write of token 5, checked and landing
+        with book.holding(vol, 5, refuse=StaleEpoch):
+            in_write.set()
+            finish.wait(10)
+
+    t = threading.Thread(target=old_writer)
+    t.start()
+    in_write.wait(10)
+    r = threading.Thread(target=lambda: (book.raise_to(vol, 6), raised.set()))
+    r.start()
+    assert not raised.wait(0.3)  # the FENCE answer waits for the write in flight
+    finish.set()
+    t.join(10)
+    r.join(10)
+    assert raised.is_set() and book.held(vol) == 6
+    with pytest.raises(StaleEpoch):
+        with book.holding(vol, 5, refuse=StaleEpoch):
+            pass  # never reached: token 5 writes nothing any more
+    with book.holding(vol, 6, refuse=StaleEpoch):
+        pass
 
 
 def test_an_overtaken_connector_can_change_nothing_even_after_a_restart(make_node):  # noqa: F811
