@@ -56,8 +56,11 @@ def test_a_volume_taken_over_is_exported_again(tmp_path):
     mounts, pids = [], []
     nfs_port, smb_port = free_port(), free_port()
     name, uid, password = SMB_USER
-    with etcd_cluster(tmp_path, nodes=3, disks=1) as (_, client, net), \
-            scratch_dir("sofs-takeover-") as scratch:  # Samba's user must reach the mounts
+    # a short, world-traversable root: Samba's user must reach the mounts, and smbd's sockets
+    # under the export's run directory must fit a unix socket path (108 bytes), which
+    # pytest's tmp_path under an xdist worker does not leave room for
+    with scratch_dir("sofs-tk-") as scratch, \
+            etcd_cluster(scratch / "c", nodes=3, disks=1) as (_, client, net):
         try:
             a, b = net.client_dir("a"), net.client_dir("b")
             mnt = {h: scratch / f"mnt-{h}" for h in "ab"}
