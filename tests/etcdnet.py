@@ -9,6 +9,9 @@ on a failure) it stops every node and the member by pid.
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,3 +54,28 @@ def wait_until(cond, what: str, timeout: float = 30) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
+
+
+def mount_pid(client: Path, volume: str = "pacs") -> int:
+    """The pid of the mount process of VOLUME in the data directory CLIENT."""
+    return json.loads((client / "run" / "mounts" / f"{volume}.json").read_text())["pid"]
+
+
+def write_synced(path: Path, data: bytes) -> None:
+    """Write DATA to PATH and fsync it: once this returns, the write was acknowledged."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def kill_and_unmount(pids: list[int], mounts: list[Path]) -> None:
+    """A test's cleanup: every process woken (SIGCONT) and killed, every mount point cleared."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGCONT)
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for m in mounts:
+        os.system(f"fusermount3 -u -z {m} 2>/dev/null")

@@ -15,7 +15,7 @@ import subprocess
 
 import pytest
 
-from tests.etcdnet import etcd_cluster, wait_until
+from tests.etcdnet import etcd_cluster, kill_and_unmount, mount_pid, wait_until, write_synced
 from tests.fuse_mount.conftest import needs_fuse
 from tests.netcluster import sofsctl
 
@@ -26,15 +26,6 @@ pytestmark = [pytest.mark.integration, needs_fuse,
 TTL = 3
 
 
-def _pid(client) -> int:
-    return json.loads((client / "run" / "mounts" / "pacs.json").read_text())["pid"]
-
-
-def _write(path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 SMB_USER = ("sofstest-tk", 61951, "T4keover-Pass:1")  # an identity of this test's own
@@ -69,7 +60,7 @@ def test_a_volume_taken_over_is_exported_again(tmp_path):
             sofsctl(a, "volume", "create", "pacs", "--cos", "2")
             sofsctl(a, "mount", "pacs", str(mnt["a"]), "--lease-ttl", str(TTL))
             mounts.append(mnt["a"])
-            pids.append(_pid(a))
+            pids.append(mount_pid(a))
             sofsctl(a, "export", "nfs", "pacs", "--clients", "127.0.0.1/32:rw", "--bind",
                     "127.0.0.1", "--port", str(nfs_port), "--grace", "0")
             pw = tmp_path / "smb.pw"
@@ -78,7 +69,7 @@ def test_a_volume_taken_over_is_exported_again(tmp_path):
             sofsctl(a, "export", "smb", "pacs", "--user", f"{name}:{uid}", "--password-file",
                     str(pw), "--bind", "127.0.0.1", "--port", str(smb_port))
             data = os.urandom(70_000)
-            _write(mnt["a"] / "study.dcm", data)
+            write_synced(mnt["a"] / "study.dcm", data)
             os.chmod(mnt["a"] / "study.dcm", 0o644)
             for listed in json.loads(sofsctl(a, "export", "list", "--json").stdout):
                 pids += [listed["pid"], listed["service_pid"]]
@@ -91,7 +82,7 @@ def test_a_volume_taken_over_is_exported_again(tmp_path):
 
             res = sofsctl(b, "volume", "takeover", "pacs", str(mnt["b"]), "--wait", "30")
             mounts.append(mnt["b"])
-            pids.append(_pid(b))
+            pids.append(mount_pid(b))
             assert f"exported over NFS on 127.0.0.1 port {nfs_port}" in res.stdout, res
             assert f"exported over SMB on 127.0.0.1 port {smb_port}" in res.stdout, res.stderr
             c = nfs_rs.Client.connect(f"nfs://127.0.0.1:{nfs_port}/pacs?version=4.1", uid=0,
@@ -119,13 +110,7 @@ def test_a_volume_taken_over_is_exported_again(tmp_path):
             cid = json.loads((b / "clustermap.json").read_text())["cluster_id"]
             assert client.get_prefix(f"/sofs/{cid}/exports/".encode()) == []
         finally:
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            for m in mounts:
-                os.system(f"fusermount3 -u -z {m} 2>/dev/null")
+            kill_and_unmount(pids, mounts)
             subprocess.run(["userdel", name], capture_output=True)
 
 

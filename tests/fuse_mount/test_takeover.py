@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.etcdnet import etcd_cluster, wait_until
+from tests.etcdnet import etcd_cluster, kill_and_unmount, mount_pid, wait_until, write_synced
 from tests.netcluster import sofsctl
 
 from .conftest import needs_fuse
@@ -28,15 +28,6 @@ pytestmark = [pytest.mark.integration, needs_fuse,
 TTL = 3
 
 
-def _pid(client) -> int:
-    return json.loads((client / "run" / "mounts" / "pacs.json").read_text())["pid"]
-
-
-def _write(path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def _stats(client) -> dict:
@@ -56,11 +47,11 @@ def test_takeover_and_standby_bring_back_every_acknowledged_change(tmp_path):
             sofsctl(a, "mount", "pacs", str(mnt["a"]), "--lease-ttl", str(TTL),
                     "--checkpoint-interval", "3600")
             mounts.append(mnt["a"])
-            pids.append(_pid(a))
+            pids.append(mount_pid(a))
             # acknowledged on host a after its mount's checkpoint: only its journal has them
             acked = {f"study{i}.dcm": os.urandom(20_000 + i * 997) for i in range(12)}
             for name, data in acked.items():
-                _write(mnt["a"] / name, data)
+                write_synced(mnt["a"] / name, data)
             os.mkdir(mnt["a"] / "series")
             os.rename(mnt["a"] / "study0.dcm", mnt["a"] / "series" / "moved.dcm")
             acked["series/moved.dcm"] = acked.pop("study0.dcm")
@@ -75,7 +66,7 @@ def test_takeover_and_standby_bring_back_every_acknowledged_change(tmp_path):
                           "--lease-ttl", str(TTL))
             assert "taken over" in res.stdout, res
             mounts.append(mnt["b"])
-            pids.append(_pid(b))
+            pids.append(mount_pid(b))
             for name, data in acked.items():
                 assert (mnt["b"] / name).read_bytes() == data, name
             assert not (mnt["b"] / "study1.dcm").exists()
@@ -90,11 +81,11 @@ def test_takeover_and_standby_bring_back_every_acknowledged_change(tmp_path):
             for i in range(5):
                 name = f"late{i}.dcm"
                 acked[name] = os.urandom(5000 + i)
-                _write(mnt["b"] / name, acked[name])
+                write_synced(mnt["b"] / name, acked[name])
             os.kill(pids[1], signal.SIGSTOP)
             wait_until(lambda: os.path.ismount(mnt["c"]), "the standby to mount", timeout=60)
             mounts.append(mnt["c"])
-            pids.append(_pid(c))
+            pids.append(mount_pid(c))
             for name, data in acked.items():
                 assert (mnt["c"] / name).read_bytes() == data, name
             (mnt["c"] / "c.dcm").write_bytes(b"host c owns the volume now")
@@ -102,7 +93,7 @@ def test_takeover_and_standby_bring_back_every_acknowledged_change(tmp_path):
             # host b wakes up: every change it still tries is refused; none reaches host c
             os.kill(pids[1], signal.SIGCONT)
             refused = 0
-            tries = [lambda: _write(mnt["b"] / "zombie.dcm", b"late"),
+            tries = [lambda: write_synced(mnt["b"] / "zombie.dcm", b"late"),
                      lambda: os.unlink(mnt["b"] / "study3.dcm"),
                      lambda: os.rename(mnt["b"] / "study4.dcm", mnt["b"] / "renamed.dcm"),
                      lambda: os.mkdir(mnt["b"] / "zombie-dir")]
@@ -124,12 +115,5 @@ def test_takeover_and_standby_bring_back_every_acknowledged_change(tmp_path):
             sofsctl(c, "umount", str(mnt["c"]))
             mounts.remove(mnt["c"])
         finally:
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGCONT)
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            for m in mounts:
-                os.system(f"fusermount3 -u -z {m} 2>/dev/null")
+            kill_and_unmount(pids, mounts)
             time.sleep(0.2)

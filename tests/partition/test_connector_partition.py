@@ -14,7 +14,6 @@ reaches b, and every acknowledged file of the history reads byte-identical on b.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import shutil
 import signal
@@ -24,7 +23,7 @@ import time
 
 import pytest
 
-from tests.etcdnet import etcd_cluster, wait_until
+from tests.etcdnet import etcd_cluster, kill_and_unmount, mount_pid, wait_until, write_synced
 from tests.netcluster import sofsctl
 
 pytestmark = [pytest.mark.integration,
@@ -44,15 +43,6 @@ def _in(host, data_dir, *args: str, timeout: float = 180):
     return res
 
 
-def _pid(client) -> int:
-    return json.loads((client / "run" / "mounts" / "pacs.json").read_text())["pid"]
-
-
-def _write(path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def _refused(attempts) -> int:
@@ -89,7 +79,7 @@ class History:
             self._n += 1
             t0 = time.monotonic()
             try:
-                _write(self.target / name, data)
+                write_synced(self.target / name, data)
             except OSError as e:
                 assert e.errno in (errno.EIO, errno.EROFS), e
                 self.refused += 1
@@ -118,7 +108,7 @@ def test_a_cut_off_connector_is_taken_over_by_a_standby_and_fenced(tmp_path, net
             _in(host_a, a, "mount", "pacs", str(mnt_a), "--lease-ttl", str(TTL),
                 "--checkpoint-interval", "3600")
             mounts.append(mnt_a)
-            pids.append(_pid(a))
+            pids.append(mount_pid(a))
             res = _in(host_b, b, "mount", "pacs", str(mnt_b), "--standby", "--lease-ttl",
                       str(TTL))
             assert "standby" in res.stdout, res
@@ -130,7 +120,7 @@ def test_a_cut_off_connector_is_taken_over_by_a_standby_and_fenced(tmp_path, net
             host_a.link_down()  # a reaches neither the nodes nor etcd
             wait_until(lambda: os.path.ismount(mnt_b), "the standby to take over", timeout=90)
             mounts.append(mnt_b)
-            pids.append(_pid(b))
+            pids.append(mount_pid(b))
             acked_on_a = len(history.acked)
             history.target = mnt_b  # the PACS fails over to the new connector
             wait_until(lambda: len(history.acked) >= acked_on_a + 10,
@@ -138,8 +128,8 @@ def test_a_cut_off_connector_is_taken_over_by_a_standby_and_fenced(tmp_path, net
 
             host_a.link_up()
             late = _refused([
-                lambda: _write(mnt_a / "late.dcm", b"a late write of a"),
-                lambda: _write(mnt_a / "h00001.dcm", b"overwritten by a"),
+                lambda: write_synced(mnt_a / "late.dcm", b"a late write of a"),
+                lambda: write_synced(mnt_a / "h00001.dcm", b"overwritten by a"),
                 lambda: os.unlink(mnt_a / "h00002.dcm"),
                 lambda: os.rename(mnt_a / "h00003.dcm", mnt_a / "moved.dcm"),
                 lambda: os.mkdir(mnt_a / "late-dir"),
@@ -161,13 +151,7 @@ def test_a_cut_off_connector_is_taken_over_by_a_standby_and_fenced(tmp_path, net
         finally:
             if history is not None:
                 history.stop.set()
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            for m in mounts:
-                os.system(f"fusermount3 -u -z {m} 2>/dev/null")
+            kill_and_unmount(pids, mounts)
 
 
 def test_a_paused_connector_is_taken_over_by_a_standby_and_fenced(tmp_path, netlab):
@@ -187,7 +171,7 @@ def test_a_paused_connector_is_taken_over_by_a_standby_and_fenced(tmp_path, netl
             _in(host_a, a, "mount", "pacs", str(mnt_a), "--lease-ttl", str(TTL),
                 "--checkpoint-interval", "3600")
             mounts.append(mnt_a)
-            pids.append(_pid(a))
+            pids.append(mount_pid(a))
             _in(host_b, b, "mount", "pacs", str(mnt_b), "--standby", "--lease-ttl", str(TTL))
             on_a = History(mnt_a)
             histories.append(on_a)
@@ -195,7 +179,7 @@ def test_a_paused_connector_is_taken_over_by_a_standby_and_fenced(tmp_path, netl
             os.kill(pids[0], signal.SIGSTOP)  # its writer hangs in a request meanwhile
             wait_until(lambda: os.path.ismount(mnt_b), "the standby to take over", timeout=90)
             mounts.append(mnt_b)
-            pids.append(_pid(b))
+            pids.append(mount_pid(b))
             on_b = History(mnt_b, prefix="b")
             histories.append(on_b)
             wait_until(lambda: len(on_b.acked) >= 10, "files acknowledged on b", timeout=60)
@@ -220,11 +204,4 @@ def test_a_paused_connector_is_taken_over_by_a_standby_and_fenced(tmp_path, netl
         finally:
             for h in histories:
                 h.stop.set()
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGCONT)
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            for m in mounts:
-                os.system(f"fusermount3 -u -z {m} 2>/dev/null")
+            kill_and_unmount(pids, mounts)
